@@ -1,0 +1,80 @@
+//! Building X.509 certificates on the card (attestation) and at manufacture (the simulated
+//! manufacturer CA). The signature comes from a closure so that the key can stay in any
+//! key store.
+
+use der::asn1::{BitString, OctetString};
+use der::{Decode, Encode};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::certificate::{Certificate, TbsCertificate, Version};
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::Validity;
+
+/// ecdsa-with-SHA256 (RFC 5758 §3.2), without parameters.
+pub fn ecdsa_with_sha256() -> AlgorithmIdentifierOwned {
+    AlgorithmIdentifierOwned {
+        oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+        parameters: None,
+    }
+}
+
+/// The parts of a certificate that vary.
+#[derive(Debug)]
+pub struct CertTemplate<'a> {
+    /// Positive serial number bytes (big-endian, at most 20 bytes).
+    pub serial: &'a [u8],
+    pub issuer: Name,
+    pub subject: Name,
+    pub validity: Validity,
+    pub spki_der: &'a [u8],
+    pub extensions: Vec<Extension>,
+}
+
+/// Why a certificate could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    #[error("DER: {0}")]
+    Der(#[from] der::Error),
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// Assembles the TBS certificate, asks `sign` for a signature over its DER, and returns
+/// the certificate DER.
+pub fn build(
+    t: CertTemplate<'_>,
+    sig_alg: AlgorithmIdentifierOwned,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, CertError> {
+    let tbs = TbsCertificate {
+        version: Version::V3,
+        serial_number: SerialNumber::new(t.serial)?,
+        signature: sig_alg.clone(),
+        issuer: t.issuer,
+        validity: t.validity,
+        subject: t.subject,
+        subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(t.spki_der)?,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: (!t.extensions.is_empty()).then_some(t.extensions),
+    };
+    let tbs_der = tbs.to_der()?;
+    let signature = sign(&tbs_der).map_err(CertError::Sign)?;
+    let cert = Certificate {
+        tbs_certificate: tbs,
+        signature_algorithm: sig_alg,
+        signature: BitString::from_bytes(&signature)?,
+    };
+    Ok(cert.to_der()?)
+}
+
+/// An extension whose value is given as raw bytes.
+pub fn extension(oid: const_oid::ObjectIdentifier, critical: bool, value: &[u8]) -> Result<Extension, der::Error> {
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(value)?,
+    })
+}
