@@ -47,7 +47,14 @@ impl StatusWord {
 
     /// `61xx`: `xx` more bytes wait for GET RESPONSE (`00` meaning 256 or more).
     pub fn more_data(remaining: usize) -> Self {
-        Self(0x6100 | if remaining > 0xFF { 0 } else { remaining as u16 })
+        Self(
+            0x6100
+                | if remaining > 0xFF {
+                    0
+                } else {
+                    remaining as u16
+                },
+        )
     }
 
     /// `63Cx`: verification failed, `x` tries left (SP 800-73-4 §3.2.1).
@@ -176,8 +183,7 @@ impl Command {
     /// Encodes the command, in extended form when `extended` is set or the sizes need it.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = vec![self.cla, self.ins, self.p1, self.p2];
-        let extended =
-            self.extended || self.data.len() > 255 || self.le.is_some_and(|le| le > 256);
+        let extended = self.extended || self.data.len() > 255 || self.le.is_some_and(|le| le > 256);
         if extended {
             out.push(0);
             if !self.data.is_empty() {
@@ -302,7 +308,10 @@ mod tests {
         let cmd = Command::new(0, 0xCB, 0x3F, 0xFF)
             .with_data(vec![0x5C, 3, 0x5F, 0xC1, 0x02])
             .with_le(256);
-        assert_eq!(cmd.to_bytes(), [0, 0xCB, 0x3F, 0xFF, 5, 0x5C, 3, 0x5F, 0xC1, 2, 0]);
+        assert_eq!(
+            cmd.to_bytes(),
+            [0, 0xCB, 0x3F, 0xFF, 5, 0x5C, 3, 0x5F, 0xC1, 2, 0]
+        );
         assert_eq!(Command::parse(&cmd.to_bytes()).unwrap(), cmd);
     }
 

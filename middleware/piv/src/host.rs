@@ -138,7 +138,11 @@ impl<T: Transport> PivClient<T> {
 
     /// SELECT the PIV application; returns the application property template.
     pub fn select(&mut self) -> Result<Vec<u8>, Error> {
-        self.call(&Command::new(0, ins::SELECT, 0x04, 0x00).with_data(AID).with_le(256))
+        self.call(
+            &Command::new(0, ins::SELECT, 0x04, 0x00)
+                .with_data(AID)
+                .with_le(256),
+        )
     }
 
     /// GET DATA; returns the content of the `53` template (or the whole answer for the
@@ -205,7 +209,8 @@ impl<T: Transport> PivClient<T> {
 
     /// Mutual authentication with the management key (SP 800-73-4 Part 2 Appendix A.2).
     pub fn authenticate_management(&mut self, alg: Algorithm, key: &[u8]) -> Result<(), Error> {
-        let block = mgmt::block_size(alg).ok_or(Error::InvalidArgument("not a symmetric algorithm"))?;
+        let block =
+            mgmt::block_size(alg).ok_or(Error::InvalidArgument("not a symmetric algorithm"))?;
         let ga = |data: Vec<u8>| {
             Command::new(0, ins::GENERAL_AUTHENTICATE, alg.id(), KeyRef::MANAGEMENT.0)
                 .with_data(tlv::encode(0x7C, &data))
@@ -223,7 +228,10 @@ impl<T: Transport> PivClient<T> {
         let response = dyn_field(&answer, 0x82)?;
         let expected = mgmt::crypt_block(alg, key, &challenge, true)
             .ok_or(Error::InvalidArgument("management key size"))?;
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(response.as_slice(), expected.as_slice())) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            response.as_slice(),
+            expected.as_slice(),
+        )) {
             return Err(Error::Malformed("card did not prove the management key"));
         }
         Ok(())
@@ -260,13 +268,23 @@ impl<T: Transport> PivClient<T> {
     }
 
     /// GENERAL AUTHENTICATE for ECDH with the peer's uncompressed point.
-    pub fn ecdh(&mut self, slot: KeyRef, alg: Algorithm, peer_point: &[u8]) -> Result<Vec<u8>, Error> {
+    pub fn ecdh(
+        &mut self,
+        slot: KeyRef,
+        alg: Algorithm,
+        peer_point: &[u8],
+    ) -> Result<Vec<u8>, Error> {
         let mut inner = tlv::encode(0x82, &[]);
         tlv::push(&mut inner, 0x85, peer_point);
         self.general_authenticate(slot, alg, inner)
     }
 
-    fn general_authenticate(&mut self, slot: KeyRef, alg: Algorithm, inner: Vec<u8>) -> Result<Vec<u8>, Error> {
+    fn general_authenticate(
+        &mut self,
+        slot: KeyRef,
+        alg: Algorithm,
+        inner: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
         let cmd = Command::new(0, ins::GENERAL_AUTHENTICATE, alg.id(), slot.0)
             .with_data(tlv::encode(0x7C, &inner))
             .with_le(256);
@@ -277,13 +295,16 @@ impl<T: Transport> PivClient<T> {
     /// Yubico GET VERSION.
     pub fn version(&mut self) -> Result<[u8; 3], Error> {
         let v = self.call(&Command::new(0, ins::YK_GET_VERSION, 0, 0).with_le(256))?;
-        v.try_into().map_err(|_| Error::Malformed("version is not 3 bytes"))
+        v.try_into()
+            .map_err(|_| Error::Malformed("version is not 3 bytes"))
     }
 
     /// Yubico GET SERIAL.
     pub fn serial(&mut self) -> Result<u32, Error> {
         let v = self.call(&Command::new(0, ins::YK_GET_SERIAL, 0, 0).with_le(256))?;
-        let b: [u8; 4] = v.try_into().map_err(|_| Error::Malformed("serial is not 4 bytes"))?;
+        let b: [u8; 4] = v
+            .try_into()
+            .map_err(|_| Error::Malformed("serial is not 4 bytes"))?;
         Ok(u32::from_be_bytes(b))
     }
 
@@ -369,7 +390,9 @@ mod pcsc_transport {
 
     impl std::fmt::Debug for PcscTransport {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("PcscTransport").field("reader", &self.reader).finish()
+            f.debug_struct("PcscTransport")
+                .field("reader", &self.reader)
+                .finish()
         }
     }
 

@@ -55,7 +55,10 @@ mod tests {
         let pt = hex::decode("00112233445566778899aabbccddeeff").unwrap();
         let ct = crypt_block(Algorithm::Aes128, &key, &pt, true).unwrap();
         assert_eq!(hex::encode(&ct), "69c4e0d86a7b0430d8cdb78070b4c55a");
-        assert_eq!(crypt_block(Algorithm::Aes128, &key, &ct, false).unwrap(), pt);
+        assert_eq!(
+            crypt_block(Algorithm::Aes128, &key, &ct, false).unwrap(),
+            pt
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub mod ins {
 }
 
 /// Key references of SP 800-78-4 Table 6-1 and Yubico's attestation slot.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct KeyRef(pub u8);
 
@@ -214,7 +216,10 @@ pub mod object {
 
     /// Objects whose read needs the PIN (SP 800-73-4 Part 1 Table 3, "access rule for read").
     pub fn read_needs_pin(tag: u32) -> bool {
-        matches!(tag, FINGERPRINTS | FACIAL_IMAGE | PRINTED_INFORMATION | IRIS | PAIRING_CODE)
+        matches!(
+            tag,
+            FINGERPRINTS | FACIAL_IMAGE | PRINTED_INFORMATION | IRIS | PAIRING_CODE
+        )
     }
 
     /// Objects readable over the contactless interface without a virtual contact interface
@@ -222,7 +227,11 @@ pub mod object {
     pub fn contactless_readable(tag: u32) -> bool {
         matches!(
             tag,
-            DISCOVERY | CHUID | CERT_CARD_AUTHENTICATION | SECURITY_OBJECT | BIOMETRIC_GROUP_TEMPLATE
+            DISCOVERY
+                | CHUID
+                | CERT_CARD_AUTHENTICATION
+                | SECURITY_OBJECT
+                | BIOMETRIC_GROUP_TEMPLATE
         )
     }
 }

@@ -180,7 +180,10 @@ mod tests {
 
     #[test]
     fn multi_byte_tags_follow_iso_rules() {
-        assert_eq!(parse_all(&[0x5F, 0xC1, 0x05, 0x00]).unwrap()[0].tag, 0x5FC105);
+        assert_eq!(
+            parse_all(&[0x5F, 0xC1, 0x05, 0x00]).unwrap()[0].tag,
+            0x5FC105
+        );
         assert_eq!(parse_all(&[0x7F, 0x49, 0x00]).unwrap()[0].tag, 0x7F49);
         assert_eq!(
             parse_all(&[0x5F, 0x81, 0x81, 0x01, 0x00]),

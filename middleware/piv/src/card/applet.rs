@@ -220,7 +220,10 @@ impl<K: KeyStore> Applet<K> {
             }
         }
         if cmd.is_chained() {
-            let (_, buf) = self.session.chain.get_or_insert_with(|| (header, Vec::new()));
+            let (_, buf) = self
+                .session
+                .chain
+                .get_or_insert_with(|| (header, Vec::new()));
             if buf.len() + cmd.data.len() > MAX_CHAIN {
                 self.session.chain = None;
                 return Err(Sw::WRONG_LENGTH);
@@ -628,7 +631,11 @@ impl<K: KeyStore> Applet<K> {
             slot => {
                 let info = self.keys.info(slot).ok_or(Sw::NOT_FOUND)?;
                 tlv::push(&mut out, 0x01, &[info.alg.id()]);
-                tlv::push(&mut out, 0x02, &[info.pin_policy.to_byte(), info.touch_policy]);
+                tlv::push(
+                    &mut out,
+                    0x02,
+                    &[info.pin_policy.to_byte(), info.touch_policy],
+                );
                 let origin = match info.origin {
                     Origin::Generated => 1,
                     Origin::Imported => 2,
@@ -720,7 +727,10 @@ impl<K: KeyStore> Applet<K> {
             .unwrap_or(attestation_cert);
         let issuer_cert =
             x509_cert::Certificate::from_der(der).map_err(|_| Sw::NO_PRECISE_DIAGNOSIS)?;
-        let f9 = self.keys.info(KeyRef::ATTESTATION).ok_or(Sw::REFERENCE_NOT_FOUND)?;
+        let f9 = self
+            .keys
+            .info(KeyRef::ATTESTATION)
+            .ok_or(Sw::REFERENCE_NOT_FOUND)?;
         let digest_len = match f9.alg {
             Algorithm::EccP256 => 32,
             Algorithm::EccP384 => 48,
@@ -742,7 +752,8 @@ impl<K: KeyStore> Applet<K> {
                 .map_err(|_| Sw::NO_PRECISE_DIAGNOSIS)?;
             cert::extension(oid, false, value).map_err(|_| Sw::NO_PRECISE_DIAGNOSIS)
         };
-        let serial_der = der::Encode::to_der(&self.state.serial).map_err(|_| Sw::NO_PRECISE_DIAGNOSIS)?;
+        let serial_der =
+            der::Encode::to_der(&self.state.serial).map_err(|_| Sw::NO_PRECISE_DIAGNOSIS)?;
         let extensions = vec![
             ext("3", &self.state.version)?,
             ext("7", &serial_der)?,
@@ -761,7 +772,8 @@ impl<K: KeyStore> Applet<K> {
         cert::build(template, cert::ecdsa_with_sha256(), |tbs| {
             let digest = sha2::Sha256::digest(tbs);
             let digest = fit_digest(&digest, digest_len);
-            keys.sign(KeyRef::ATTESTATION, &digest).map_err(|e| e.to_string())
+            keys.sign(KeyRef::ATTESTATION, &digest)
+                .map_err(|e| e.to_string())
         })
         .map_err(|_| Sw::NO_PRECISE_DIAGNOSIS)
     }

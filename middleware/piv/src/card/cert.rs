@@ -71,7 +71,11 @@ pub fn build(
 }
 
 /// An extension whose value is given as raw bytes.
-pub fn extension(oid: const_oid::ObjectIdentifier, critical: bool, value: &[u8]) -> Result<Extension, der::Error> {
+pub fn extension(
+    oid: const_oid::ObjectIdentifier,
+    critical: bool,
+    value: &[u8],
+) -> Result<Extension, der::Error> {
     Ok(Extension {
         extn_id: oid,
         critical,

@@ -86,10 +86,16 @@ impl PublicKey {
             )
             .map_err(|_| KeyError::InvalidInput("RSA public key"))?
             .to_public_key_der(),
-            Self::Ec { alg: Algorithm::EccP256, point } => p256::PublicKey::from_sec1_bytes(point)
+            Self::Ec {
+                alg: Algorithm::EccP256,
+                point,
+            } => p256::PublicKey::from_sec1_bytes(point)
                 .map_err(|_| KeyError::InvalidInput("P-256 point"))?
                 .to_public_key_der(),
-            Self::Ec { alg: Algorithm::EccP384, point } => p384::PublicKey::from_sec1_bytes(point)
+            Self::Ec {
+                alg: Algorithm::EccP384,
+                point,
+            } => p384::PublicKey::from_sec1_bytes(point)
                 .map_err(|_| KeyError::InvalidInput("P-384 point"))?
                 .to_public_key_der(),
             Self::Ec { alg, .. } => return Err(KeyError::UnsupportedAlgorithm(*alg)),
@@ -163,11 +169,16 @@ mod secret_hex {
     use serde::{Deserialize, Deserializer, Serializer};
     use zeroize::Zeroizing;
 
-    pub(super) fn serialize<S: Serializer>(v: &Zeroizing<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        v: &Zeroizing<Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v.as_slice()))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Zeroizing<Vec<u8>>, D::Error> {
         let s = Zeroizing::new(String::deserialize(d)?);
         hex::decode(s.as_str())
             .map(Zeroizing::new)
@@ -202,12 +213,18 @@ impl SoftKeyStore {
             Algorithm::EccP256 => {
                 let sk = p256::SecretKey::random(rng);
                 let point = sk.public_key().to_sec1_bytes().to_vec();
-                (sk.to_pkcs8_der().map_err(backend)?, PublicKey::Ec { alg, point })
+                (
+                    sk.to_pkcs8_der().map_err(backend)?,
+                    PublicKey::Ec { alg, point },
+                )
             }
             Algorithm::EccP384 => {
                 let sk = p384::SecretKey::random(rng);
                 let point = sk.public_key().to_sec1_bytes().to_vec();
-                (sk.to_pkcs8_der().map_err(backend)?, PublicKey::Ec { alg, point })
+                (
+                    sk.to_pkcs8_der().map_err(backend)?,
+                    PublicKey::Ec { alg, point },
+                )
             }
             Algorithm::Rsa2048 => {
                 let sk = rsa::RsaPrivateKey::new(rng, 2048)
@@ -272,7 +289,9 @@ impl KeyStore for SoftKeyStore {
                 let sk = rsa::RsaPrivateKey::from_pkcs8_der(&key.pkcs8).map_err(corrupt)?;
                 let size = sk.size();
                 if input.len() != size {
-                    return Err(KeyError::InvalidInput("RSA input must have the modulus size"));
+                    return Err(KeyError::InvalidInput(
+                        "RSA input must have the modulus size",
+                    ));
                 }
                 let c = BigUint::from_bytes_be(input);
                 if &c >= sk.n() {
@@ -325,13 +344,20 @@ mod tests {
     fn p256_signature_verifies_and_survives_serialisation() {
         let mut ks = SoftKeyStore::new();
         let info = ks
-            .generate(KeyRef::AUTHENTICATION, Algorithm::EccP256, PinPolicy::Once, 1)
+            .generate(
+                KeyRef::AUTHENTICATION,
+                Algorithm::EccP256,
+                PinPolicy::Once,
+                1,
+            )
             .unwrap();
         let json = serde_json_roundtrip(&ks);
         let mut ks: SoftKeyStore = json;
         let digest = sha2::Sha256::digest(b"hello");
         let sig = ks.sign(KeyRef::AUTHENTICATION, &digest).unwrap();
-        let PublicKey::Ec { point, .. } = info.public else { panic!() };
+        let PublicKey::Ec { point, .. } = info.public else {
+            panic!()
+        };
         let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
         let sig = p256::ecdsa::Signature::from_der(&sig).unwrap();
         vk.verify_prehash(&digest, &sig).unwrap();
@@ -343,7 +369,9 @@ mod tests {
         let info = ks
             .generate(KeyRef::SIGNATURE, Algorithm::Rsa2048, PinPolicy::Always, 1)
             .unwrap();
-        let PublicKey::Rsa { modulus, exponent } = info.public else { panic!() };
+        let PublicKey::Rsa { modulus, exponent } = info.public else {
+            panic!()
+        };
         let mut input = vec![0u8; 256];
         input[1] = 1;
         input[255] = 7;

@@ -12,6 +12,6 @@ mod state;
 pub use applet::{Applet, Interface, HISTORICAL_BYTES};
 pub use keystore::{KeyError, KeyInfo, KeyStore, Origin, PublicKey, SoftKeyStore};
 pub use state::{
-    pad8, CardState, ManagementKey, RetryCounted, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN,
-    DEFAULT_PUK, DEFAULT_RETRIES, VERSION,
+    pad8, CardState, ManagementKey, RetryCounted, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK,
+    DEFAULT_RETRIES, VERSION,
 };

@@ -158,7 +158,8 @@ impl CardState {
             key: Zeroizing::new(DEFAULT_MANAGEMENT_KEY.to_vec()),
             is_default: true,
         };
-        self.objects.retain(|tag, _| *tag == object::YK_ATTESTATION_CERT);
+        self.objects
+            .retain(|tag, _| *tag == object::YK_ATTESTATION_CERT);
         self.new_identity(rng);
     }
 
@@ -202,8 +203,8 @@ impl CardState {
 /// signature and the error detection code.
 fn chuid(guid: &[u8; 16]) -> Vec<u8> {
     const FASC_N: [u8; 25] = [
-        0xD4, 0xE7, 0x39, 0xDA, 0x73, 0x9C, 0xED, 0x39, 0xCE, 0x73, 0x9D, 0x83, 0x68, 0x58,
-        0x21, 0x08, 0x42, 0x10, 0x84, 0x21, 0xC8, 0x42, 0x10, 0xC3, 0xEB,
+        0xD4, 0xE7, 0x39, 0xDA, 0x73, 0x9C, 0xED, 0x39, 0xCE, 0x73, 0x9D, 0x83, 0x68, 0x58, 0x21,
+        0x08, 0x42, 0x10, 0x84, 0x21, 0xC8, 0x42, 0x10, 0xC3, 0xEB,
     ];
     let mut out = Vec::new();
     tlv::push(&mut out, 0x30, &FASC_N);
@@ -235,7 +236,10 @@ mod secret_hex {
     use serde::{Deserialize, Deserializer, Serializer};
     use zeroize::Zeroizing;
 
-    pub(super) fn serialize<S: Serializer>(v: &Zeroizing<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        v: &Zeroizing<Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v.as_slice()))
     }
 
@@ -254,14 +258,19 @@ mod objects_hex {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(v: &BTreeMap<u32, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        v: &BTreeMap<u32, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         v.iter()
             .map(|(k, v)| (format!("{k:X}"), hex::encode(v)))
             .collect::<BTreeMap<_, _>>()
             .serialize(s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, Vec<u8>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u32, Vec<u8>>, D::Error> {
         BTreeMap::<String, String>::deserialize(d)?
             .into_iter()
             .map(|(k, v)| {

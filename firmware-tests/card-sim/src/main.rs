@@ -1,0 +1,153 @@
+//! `tessera-card-sim`: the reference PIV card, reachable through a real pcscd via vpcd.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use tessera_card_sim::state::{manufacturer_ca_path, SavedCard};
+use tessera_card_sim::{manufacture, vpcd};
+use tessera_piv::card::{Applet, Interface, SoftKeyStore};
+
+/// The Tessera reference PIV card.
+///
+/// Serves a software PIV card (SP 800-73-4 with Yubico extensions) to pcscd through the
+/// vsmartcard vpcd reader driver, so that OpenSC, yubico-piv-tool and every PC/SC program
+/// see it as a card in a reader. The card's keys, objects and PIN counters live in the
+/// state file; a missing state file is a new blank card (random serial and CHUID, PIN
+/// 123456, PUK 12345678, default management key) whose attestation key is certified by a
+/// simulated manufacturer CA, written beside the state file as
+/// `<state>.manufacturer-ca.pem`.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// vpcd's address. With `--mode connect` the card connects to it (reader.conf
+    /// `DEVICENAME /dev/null:PORT`); with `--mode listen` the card listens there and vpcd
+    /// connects (reader.conf `DEVICENAME 127.0.0.1:PORT`).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:35963")]
+    vpcd: String,
+
+    /// Who opens the connection.
+    #[arg(long, value_enum, default_value_t = Mode::Connect)]
+    mode: Mode,
+
+    /// The card's state file; created as a blank card if missing.
+    #[arg(long, value_name = "FILE")]
+    state: PathBuf,
+
+    /// Present the card over the contactless interface (contactless ATR; only the
+    /// card-authentication key and free-read objects, as SP 800-73-4 allows).
+    #[arg(long)]
+    contactless: bool,
+
+    /// Create the state file (and manufacturer CA certificate) and exit.
+    #[arg(long)]
+    init_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// The card connects to vpcd, retrying until vpcd listens.
+    Connect,
+    /// The card listens; vpcd connects.
+    Listen,
+}
+
+/// The applet plus where to save it.
+struct SimCard {
+    applet: Applet<SoftKeyStore>,
+    state_path: PathBuf,
+}
+
+impl vpcd::Card for SimCard {
+    fn reset(&mut self) {
+        self.applet.reset();
+    }
+
+    fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        let reply = self.applet.process(apdu);
+        if self.applet.take_dirty() {
+            if let Err(e) =
+                SavedCard::save(self.applet.state(), self.applet.keys(), &self.state_path)
+            {
+                // A card that cannot write its EEPROM must not answer as if it had.
+                eprintln!("tessera-card-sim: {e:#}");
+                return vec![0x65, 0x81];
+            }
+        }
+        reply
+    }
+
+    fn interface(&self) -> Interface {
+        self.applet.interface()
+    }
+}
+
+fn load_or_create(path: &Path) -> Result<SavedCard> {
+    if path.exists() {
+        return SavedCard::load(path);
+    }
+    // The manufacturing date is the one place the card reads the clock.
+    let new = manufacture::blank_card(SystemTime::now())?;
+    let ca_path = manufacturer_ca_path(path);
+    std::fs::write(&ca_path, &new.manufacturer_ca_pem)
+        .with_context(|| format!("writing {}", ca_path.display()))?;
+    SavedCard::save(&new.card, &new.keys, path)?;
+    eprintln!(
+        "tessera-card-sim: new blank card, serial {}, state {}, manufacturer CA {}",
+        new.card.serial,
+        path.display(),
+        ca_path.display()
+    );
+    Ok(SavedCard {
+        format: tessera_card_sim::state::FORMAT,
+        card: new.card,
+        keys: new.keys,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let saved = load_or_create(&args.state)?;
+    if args.init_only {
+        return Ok(());
+    }
+    let interface = if args.contactless {
+        Interface::Contactless
+    } else {
+        Interface::Contact
+    };
+    let mut card = SimCard {
+        applet: Applet::new(saved.card, saved.keys, interface),
+        state_path: args.state.clone(),
+    };
+    match args.mode {
+        Mode::Connect => loop {
+            match TcpStream::connect(&args.vpcd) {
+                Ok(mut stream) => {
+                    stream.set_nodelay(true).ok();
+                    if let Err(e) = vpcd::serve(&mut stream, &mut card) {
+                        eprintln!("tessera-card-sim: connection to vpcd lost: {e}");
+                    }
+                    vpcd::Card::reset(&mut card);
+                }
+                // vpcd is not up yet (or pcscd restarted): try again shortly.
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        },
+        Mode::Listen => {
+            let listener = TcpListener::bind(&args.vpcd)
+                .with_context(|| format!("listening on {}", args.vpcd))?;
+            for stream in listener.incoming() {
+                let mut stream = stream?;
+                stream.set_nodelay(true).ok();
+                if let Err(e) = vpcd::serve(&mut stream, &mut card) {
+                    eprintln!("tessera-card-sim: vpcd connection ended: {e}");
+                }
+                vpcd::Card::reset(&mut card);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Interop of the reference card with peers we did not write, through a real pcscd + vpcd:
+//! OpenSC (`opensc-tool`, `pkcs11-tool` with `opensc-pkcs11.so`), `yubico-piv-tool` and
+//! `openssl`.
+
+mod support;
+
+use support::{require, CardOptions, Lab, OPENSC_PKCS11, VPCD_DRIVER};
+
+const YK: &str = "yubico-piv-tool";
+
+fn lab_ready(extra: &[&str]) -> Option<Lab> {
+    let mut programs = vec!["unshare", "nsenter", "pcscd", "opensc-tool", "ip"];
+    programs.extend_from_slice(extra);
+    require(&programs, &[VPCD_DRIVER]).then(|| Lab::start(CardOptions::default()))
+}
+
+/// yubico-piv-tool's reader filter (it defaults to "Yubikey").
+fn yk(lab: &Lab, args: &[&str]) -> String {
+    let mut all = vec!["-r", "Tessera"];
+    all.extend_from_slice(args);
+    lab.run_ok(YK, &all)
+}
+
+/// Issues a certificate for a public key read from the card, from a throwaway test CA.
+/// (yubico-piv-tool 2.2.0's `selfsign-certificate` fails under OpenSSL 3 before it sends
+/// anything to the card — Yubico/yubico-piv-tool#388 — so the tests certify with openssl,
+/// as an issuer would.)
+fn certify(lab: &Lab, pubkey: &str, cert: &str, cn: &str) {
+    if !std::path::Path::new(&lab.path("ca.key")).exists() {
+        lab.run_ok(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=Test CA",
+                "-days",
+                "30",
+            ],
+        );
+        lab.run_ok(
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "throwaway.key",
+                "-out",
+                "throwaway.csr",
+                "-subj",
+                "/CN=placeholder",
+            ],
+        );
+    }
+    lab.run_ok(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "throwaway.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-force_pubkey",
+            pubkey,
+            "-subj",
+            &format!("/CN={cn}"),
+            "-days",
+            "30",
+            "-out",
+            cert,
+        ],
+    );
+}
+
+fn p11(lab: &Lab, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--module", OPENSC_PKCS11];
+    all.extend_from_slice(args);
+    lab.run("pkcs11-tool", &all)
+}
+
+fn p11_ok(lab: &Lab, args: &[&str]) -> String {
+    let mut all = vec!["--module", OPENSC_PKCS11];
+    all.extend_from_slice(args);
+    lab.run_ok("pkcs11-tool", &all)
+}
+
+#[test]
+fn opensc_recognises_a_piv_card() {
+    let Some(lab) = lab_ready(&[]) else { return };
+    let name = lab.run_ok("opensc-tool", &["-n"]);
+    assert!(
+        name.contains("Personal Identity Verification Card"),
+        "{name}"
+    );
+    let atr = lab.run_ok("opensc-tool", &["-a"]);
+    assert!(atr.contains("3b:8a:01"), "contact ATR expected: {atr}");
+    // Two blank cards differ in their CHUID (Windows and macOS key cards by it).
+    let first = lab.run_ok("opensc-tool", &["-s", "00 CB 3F FF 05 5C 03 5F C1 02 00"]);
+    let other = Lab::start(CardOptions::default());
+    let second = other.run_ok("opensc-tool", &["-s", "00 CB 3F FF 05 5C 03 5F C1 02 00"]);
+    assert!(first.contains("SW1=0x90"), "{first}");
+    assert_ne!(first, second);
+}
+
+#[test]
+fn yubico_piv_tool_status_generate_verify_attest() {
+    let Some(lab) = lab_ready(&[YK, "openssl"]) else {
+        return;
+    };
+    let status = yk(&lab, &["-a", "status"]);
+    assert!(status.contains("Version:\t5.4.3"), "{status}");
+    assert!(status.contains("CHUID:\t3019"), "{status}");
+    assert!(status.contains("PIN tries left:\t3"), "{status}");
+
+    yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9a", "-A", "ECCP256", "-o", "9a.pub",
+        ],
+    );
+    yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9c", "-A", "RSA2048", "-o", "9c.pub",
+        ],
+    );
+    yk(&lab, &["-a", "verify-pin", "-P", "123456"]);
+    // A wrong PIN is refused and counted.
+    let out = lab.run(YK, &["-r", "Tessera", "-a", "verify-pin", "-P", "654321"]);
+    assert!(!out.status.success());
+    let status = yk(&lab, &["-a", "status"]);
+    assert!(status.contains("PIN tries left:\t2"), "{status}");
+    yk(&lab, &["-a", "verify-pin", "-P", "123456"]);
+
+    for slot in ["9a", "9c"] {
+        yk(
+            &lab,
+            &["-a", "attest", "-s", slot, "-o", &format!("{slot}.att")],
+        );
+    }
+    yk(
+        &lab,
+        &["-a", "read-certificate", "-s", "f9", "-o", "f9.crt"],
+    );
+    let ca = lab.state.with_file_name("card.manufacturer-ca.pem");
+    let ca = ca.to_string_lossy();
+    for slot in ["9a", "9c"] {
+        let verified = lab.run_ok(
+            "openssl",
+            &[
+                "verify",
+                "-CAfile",
+                &ca,
+                "-untrusted",
+                "f9.crt",
+                &format!("{slot}.att"),
+            ],
+        );
+        assert!(verified.contains(": OK"), "{verified}");
+        // The attestation certifies the very key generate returned.
+        let att_key = lab.run_ok(
+            "openssl",
+            &["x509", "-in", &format!("{slot}.att"), "-pubkey", "-noout"],
+        );
+        let gen_key = std::fs::read_to_string(lab.path(&format!("{slot}.pub"))).unwrap();
+        assert_eq!(att_key.trim(), gen_key.trim());
+    }
+    // The attestation of a slot without a key fails.
+    assert!(!lab
+        .run(YK, &["-r", "Tessera", "-a", "attest", "-s", "9d"])
+        .status
+        .success());
+}
+
+#[test]
+fn opensc_pkcs11_lists_logs_in_and_signs() {
+    let Some(lab) = lab_ready(&[YK, "openssl", "pkcs11-tool"]) else {
+        return;
+    };
+    if !require(&[], &[OPENSC_PKCS11]) {
+        return;
+    }
+    yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9a", "-A", "ECCP256", "-o", "9a.pub",
+        ],
+    );
+    yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9c", "-A", "RSA2048", "-o", "9c.pub",
+        ],
+    );
+    certify(&lab, "9a.pub", "9a.crt", "Alice Auth");
+    certify(&lab, "9c.pub", "9c.crt", "Alice Sign");
+    yk(
+        &lab,
+        &["-a", "import-certificate", "-s", "9a", "-i", "9a.crt"],
+    );
+    yk(
+        &lab,
+        &["-a", "import-certificate", "-s", "9c", "-i", "9c.crt"],
+    );
+
+    let objects = p11_ok(&lab, &["--list-objects"]);
+    assert!(
+        objects.contains("Certificate for PIV Authentication"),
+        "{objects}"
+    );
+    assert!(
+        objects.contains("Certificate for Digital Signature"),
+        "{objects}"
+    );
+    assert!(objects.contains("EC_POINT 256 bits"), "{objects}");
+    assert!(objects.contains("RSA 2048 bits"), "{objects}");
+    let private = p11_ok(
+        &lab,
+        &[
+            "--login",
+            "--pin",
+            "123456",
+            "--list-objects",
+            "--type",
+            "privkey",
+        ],
+    );
+    assert!(private.contains("Private Key Object; EC"), "{private}");
+    assert!(private.contains("Private Key Object; RSA"), "{private}");
+
+    std::fs::write(lab.path("msg"), b"Tessera signs this").unwrap();
+    // Certificates read back from the card, not the files we wrote.
+    for (id, name) in [("01", "auth"), ("02", "sign")] {
+        p11_ok(
+            &lab,
+            &[
+                "--read-object",
+                "--type",
+                "cert",
+                "--id",
+                id,
+                "-o",
+                &format!("{name}.der"),
+            ],
+        );
+        let pem = lab.run_ok(
+            "openssl",
+            &[
+                "x509",
+                "-inform",
+                "DER",
+                "-in",
+                &format!("{name}.der"),
+                "-pubkey",
+                "-noout",
+            ],
+        );
+        std::fs::write(lab.path(&format!("{name}.pub")), pem).unwrap();
+    }
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("01", "ECDSA-SHA256", &["--signature-format", "openssl"]),
+        ("02", "SHA256-RSA-PKCS", &[]),
+        ("02", "SHA256-RSA-PKCS-PSS", &[]),
+        ("02", "SHA384-RSA-PKCS", &[]),
+    ];
+    for (i, (id, mech, extra)) in cases.iter().enumerate() {
+        let sig = format!("sig{i}");
+        let mut args = vec![
+            "--login", "--pin", "123456", "--sign", "--id", id, "-m", mech, "-i", "msg", "-o", &sig,
+        ];
+        args.extend_from_slice(extra);
+        p11_ok(&lab, &args);
+        let key = if *id == "01" { "auth.pub" } else { "sign.pub" };
+        let digest = if mech.starts_with("SHA384") {
+            "-sha384"
+        } else {
+            "-sha256"
+        };
+        let mut verify = vec!["dgst", digest, "-verify", key, "-signature", &sig];
+        if mech.ends_with("PSS") {
+            verify.extend_from_slice(&[
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:-1",
+            ]);
+        }
+        verify.push("msg");
+        let out = lab.run_ok("openssl", &verify);
+        assert!(out.contains("Verified OK"), "{mech}: {out}");
+    }
+}
+
+#[test]
+fn three_wrong_pins_block_and_the_puk_unblocks() {
+    let Some(lab) = lab_ready(&[YK, "pkcs11-tool"]) else {
+        return;
+    };
+    if !require(&[], &[OPENSC_PKCS11]) {
+        return;
+    }
+    for expected in [
+        "CKR_PIN_INCORRECT",
+        "CKR_PIN_INCORRECT",
+        "CKR_PIN_INCORRECT",
+    ] {
+        let out = p11(&lab, &["--login", "--pin", "000000", "--list-objects"]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && text.contains(expected), "{text}");
+    }
+    let out = p11(&lab, &["--login", "--pin", "123456", "--list-objects"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("CKR_PIN_LOCKED"),
+        "{text}"
+    );
+    let status = yk(&lab, &["-a", "status"]);
+    assert!(status.contains("PIN tries left:\t0"), "{status}");
+
+    // OpenSC refuses PIN unblock through PKCS#11 unless configured to allow it; this is
+    // its documented style where the PUK is the old PIN of C_SetPIN in an unlogged session.
+    let conf = lab.path("opensc.conf");
+    std::fs::write(
+        &conf,
+        "app default {\n pkcs11 {\n  user_pin_unblock_style = set_pin_in_unlogged_session;\n }\n}\n",
+    )
+    .unwrap();
+    let out = lab
+        .command("pkcs11-tool")
+        .env("OPENSC_CONF", &conf)
+        .args([
+            "--module",
+            OPENSC_PKCS11,
+            "--unlock-pin",
+            "--puk",
+            "12345678",
+            "--new-pin",
+            "24681357",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p11_ok(&lab, &["--login", "--pin", "24681357", "--list-objects"]);
+    // The login outlives pkcs11-tool (pcscd leaves the card powered); log out the PIV way
+    // (VERIFY P1=FF, SP 800-73-4 Part 2 §3.2.1) so that the counter can be read.
+    lab.run_ok("opensc-tool", &["-s", "00 20 FF 80"]);
+    let status = yk(&lab, &["-a", "status"]);
+    assert!(status.contains("PIN tries left:\t3"), "{status}");
+}
+
+#[test]
+fn state_survives_a_restart_of_the_card() {
+    let Some(mut lab) = lab_ready(&[YK]) else {
+        return;
+    };
+    yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9e", "-A", "ECCP256", "-o", "9e.pub",
+        ],
+    );
+    let _ = lab.run(YK, &["-r", "Tessera", "-a", "verify-pin", "-P", "111111"]);
+    let before = yk(&lab, &["-a", "status"]);
+    lab.start_card(&CardOptions::default());
+    let after = yk(&lab, &["-a", "status"]);
+    assert!(after.contains("PIN tries left:\t2"), "{after}");
+    assert_eq!(before, after);
+    // The key generated before the restart is still there.
+    let meta = lab.run_ok("opensc-tool", &["-s", "00 F7 00 9E 00"]);
+    assert!(meta.contains("SW1=0x90"), "{meta}");
+}
+
+#[test]
+fn contactless_card_answers_reader_pseudo_apdus_and_only_card_auth() {
+    let Some(mut lab) = lab_ready(&[YK]) else {
+        return;
+    };
+    yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9e", "-A", "ECCP256", "-o", "9e.pub",
+        ],
+    );
+    yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9a", "-A", "ECCP256", "-o", "9a.pub",
+        ],
+    );
+    lab.start_card(&CardOptions {
+        contactless: true,
+        state: None,
+    });
+    let atr = lab.run_ok("opensc-tool", &["-a"]);
+    assert!(
+        atr.contains("3b:8a:80:01"),
+        "contactless ATR expected: {atr}"
+    );
+    let uid = lab.run_ok("opensc-tool", &["-s", "FF CA 00 00 00"]);
+    assert!(uid.contains("SW1=0x90"), "{uid}");
+    let digest = "7C 24 82 00 81 20 00 01 02 03 04 05 06 07 08 09 0A 0B 0C 0D 0E 0F 10 11 12 13 14 15 16 17 18 19 1A 1B 1C 1D 1E 1F";
+    let select = "00 A4 04 00 05 A0 00 00 03 08";
+    let card_auth = lab.run_ok(
+        "opensc-tool",
+        &["-s", select, "-s", &format!("00 87 11 9E 26 {digest} 00")],
+    );
+    assert!(
+        card_auth.ends_with("SW1=0x90, SW2=0x00\n") || card_auth.contains("Received (SW1=0x90"),
+        "{card_auth}"
+    );
+    let auth = lab.run_ok(
+        "opensc-tool",
+        &["-s", select, "-s", &format!("00 87 11 9A 26 {digest} 00")],
+    );
+    assert!(
+        auth.contains("SW1=0x69, SW2=0x82"),
+        "9A must be refused over contactless: {auth}"
+    );
+    let chuid = lab.run_ok(
+        "opensc-tool",
+        &["-s", select, "-s", "00 CB 3F FF 05 5C 03 5F C1 02 00"],
+    );
+    assert!(chuid.contains("SW1=0x90"), "{chuid}");
+    let ccc = lab.run_ok(
+        "opensc-tool",
+        &["-s", select, "-s", "00 CB 3F FF 05 5C 03 5F C1 07 00"],
+    );
+    assert!(
+        ccc.contains("SW1=0x69, SW2=0x82"),
+        "CCC is not contactless-readable: {ccc}"
+    );
+}

@@ -1,0 +1,272 @@
+//! A private PC/SC lab for tests: pcscd with the vpcd reader driver and the reference card,
+//! in their own mount and network namespaces (a tmpfs on /run hides the host's pcscd socket;
+//! vpcd listens on the namespace's own loopback), and helpers to run peer tools inside it.
+//!
+//! Missing tools are a failure when `CI=true` and a loud skip otherwise.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The reader driver Debian's vsmartcard-vpcd installs.
+pub const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
+/// OpenSC's PKCS#11 module on Debian.
+pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+/// The first reader vpcd opens for our reader.conf entry.
+pub const READER: &str = "Tessera vpcd 00 00";
+
+/// Whether the programs and files a test needs exist. With `CI=true` a missing one panics:
+/// CI must never pass by skipping.
+pub fn require(programs: &[&str], files: &[&str]) -> bool {
+    let mut missing: Vec<String> = programs
+        .iter()
+        .filter(|p| !on_path(p))
+        .map(|p| (*p).to_owned())
+        .collect();
+    missing.extend(
+        files
+            .iter()
+            .filter(|f| !Path::new(f).exists())
+            .map(|f| (*f).to_owned()),
+    );
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "missing test peers: {} (run deploy/dev/test.sh, which installs them)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Options of the card the lab starts.
+#[derive(Debug, Clone, Default)]
+pub struct CardOptions {
+    pub contactless: bool,
+    /// Use this state file instead of a new blank card.
+    pub state: Option<PathBuf>,
+}
+
+/// pcscd + vpcd + the reference card in a private namespace.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    holder: Child,
+    ns_pid: String,
+    user_ns: bool,
+    pcscd: Option<Child>,
+    card: Option<Child>,
+    pub state: PathBuf,
+}
+
+impl Lab {
+    /// Starts pcscd and a card; waits until the card is present in the reader.
+    pub fn start(opts: CardOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let readers = dir.path().join("reader.conf.d");
+        std::fs::create_dir(&readers).expect("reader.conf.d");
+        // vpcd listens on 35963 (and 35964 for its second slot) inside the namespace; the
+        // card connects (TESTBED.md: DEVICENAME /dev/null:PORT).
+        std::fs::write(
+            readers.join("tessera-vpcd"),
+            format!(
+                "FRIENDLYNAME \"Tessera vpcd\"\nDEVICENAME /dev/null:35963\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"
+            ),
+        )
+        .expect("reader conf");
+        let user_ns = !is_root();
+        let mut unshare = Command::new("unshare");
+        if user_ns {
+            unshare.args(["--user", "--map-root-user"]);
+        }
+        let mut holder = unshare
+            .args([
+                "--mount",
+                "--net",
+                "--fork",
+                "--kill-child",
+                "--",
+                "sh",
+                "-c",
+            ])
+            .arg(
+                "mount -t tmpfs tmpfs /run && mkdir -p /run/pcscd && ip link set lo up \
+                 && echo $$ && exec sleep 100000",
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("namespace holder pid");
+        let ns_pid = line.trim().to_owned();
+        assert!(!ns_pid.is_empty(), "namespace set-up failed");
+        let state = opts
+            .state
+            .clone()
+            .unwrap_or_else(|| dir.path().join("card.json"));
+        let mut lab = Self {
+            dir,
+            holder,
+            ns_pid,
+            user_ns,
+            pcscd: None,
+            card: None,
+            state,
+        };
+        let log = lab.log_file("pcscd.log");
+        lab.pcscd = Some(
+            lab.command("pcscd")
+                .args(["-f", "-c"])
+                .arg(&readers)
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("pcscd"),
+        );
+        lab.start_card(&opts);
+        lab
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::File::create(self.dir.path().join(name)).expect("log file")
+    }
+
+    /// Starts (or restarts) the card process and waits for it in the reader.
+    pub fn start_card(&mut self, opts: &CardOptions) {
+        self.stop_card();
+        let log = self.log_file("card.log");
+        let mut cmd = self.command(env!("CARGO_BIN_EXE_tessera-card-sim"));
+        cmd.arg("--state").arg(&self.state);
+        if opts.contactless {
+            cmd.arg("--contactless");
+        }
+        self.card = Some(cmd.stderr(log).spawn().expect("tessera-card-sim"));
+        self.wait_for_card(true);
+    }
+
+    /// Stops the card process: to pcscd the card is removed.
+    pub fn stop_card(&mut self) {
+        if let Some(mut c) = self.card.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            self.wait_for_card(false);
+        }
+    }
+
+    fn wait_for_card(&self, present: bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.command("opensc-tool").arg("-l").output();
+            let listed = out
+                .as_ref()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let has_card = listed
+                .lines()
+                .any(|l| l.contains(READER) && l.split_whitespace().nth(1) == Some("Yes"));
+            if has_card == present {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "card {} the reader after 30 s; pcscd log:\n{}\ncard log:\n{}",
+                if present {
+                    "never appeared in"
+                } else {
+                    "never left"
+                },
+                self.read_log("pcscd.log"),
+                self.read_log("card.log"),
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// A command that runs inside the lab's namespaces.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.ns_pid, "-m", "-n"]);
+        if self.user_ns {
+            c.args(["-U", "--preserve-credentials"]);
+        }
+        // Entering a mount namespace resets the working directory to its root.
+        c.arg(format!("--wd={}", self.dir.path().display()));
+        c.arg("--").arg(program);
+        c
+    }
+
+    /// Runs a program in the lab; returns its output whatever the exit status.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"))
+    }
+
+    /// Runs a program in the lab, asserts success, returns stdout and stderr together.
+    pub fn run_ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.run(program, args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed ({}):\n{text}\ncard log:\n{}",
+            out.status,
+            self.read_log("card.log")
+        );
+        text
+    }
+
+    /// A path inside the lab directory, as a string for command lines.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.card.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(mut p) = self.pcscd.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
