@@ -36,12 +36,44 @@ pub enum Error {
 pub trait Transport {
     /// Sends one command APDU and returns the response APDU (data and status word).
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Error>;
+
+    /// Resets the card (a warm reset: every security status is cleared).
+    fn reset(&mut self) -> Result<(), Error> {
+        Err(Error::Transport(
+            "this transport cannot reset the card".into(),
+        ))
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for &mut T {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Error> {
+        (**self).transmit(apdu)
+    }
+
+    fn reset(&mut self) -> Result<(), Error> {
+        (**self).reset()
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Error> {
+        (**self).transmit(apdu)
+    }
+
+    fn reset(&mut self) -> Result<(), Error> {
+        (**self).reset()
+    }
 }
 
 /// In-memory transport: the applet itself.
 impl<K: KeyStore> Transport for Applet<K> {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Error> {
         Ok(self.process(apdu))
+    }
+
+    fn reset(&mut self) -> Result<(), Error> {
+        Applet::reset(self);
+        Ok(())
     }
 }
 
@@ -71,6 +103,11 @@ impl<T: Transport> PivClient<T> {
 
     pub fn transport(&mut self) -> &mut T {
         &mut self.transport
+    }
+
+    /// Resets the card through the transport.
+    pub fn reset(&mut self) -> Result<(), Error> {
+        self.transport.reset()
     }
 
     pub fn into_transport(self) -> T {
@@ -447,6 +484,16 @@ mod pcsc_transport {
             let n = self.card.transmit(apdu, &mut buf).map_err(map)?.len();
             buf.truncate(n);
             Ok(buf)
+        }
+
+        fn reset(&mut self) -> Result<(), Error> {
+            self.card
+                .reconnect(
+                    pcsc::ShareMode::Shared,
+                    pcsc::Protocols::ANY,
+                    pcsc::Disposition::ResetCard,
+                )
+                .map_err(map)
         }
     }
 }

@@ -13,7 +13,9 @@ use zeroize::Zeroizing;
 
 use super::cert::{self, CertTemplate};
 use super::keystore::{KeyError, KeyStore, Origin};
-use super::state::{pad8, CardState, RetryCounted, DEFAULT_MANAGEMENT_KEY};
+use super::state::{
+    pad8, CardState, RetryCounted, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK,
+};
 use crate::apdu::{Command, Response, StatusWord as Sw};
 use crate::mgmt;
 use crate::piv::{ins, object, Algorithm, KeyRef, PinPolicy, AID, AID_PREFIX, PIX};
@@ -188,7 +190,10 @@ impl<K: KeyStore> Applet<K> {
         if !self.selected {
             return Err(Sw::INS_NOT_SUPPORTED);
         }
-        if self.interface == Interface::Contactless && !contactless_allowed(cmd.ins) {
+        if self.interface == Interface::Contactless
+            && is_known(cmd.ins)
+            && !contactless_allowed(cmd.ins)
+        {
             return Err(Sw::SECURITY_STATUS_NOT_SATISFIED);
         }
         match cmd.ins {
@@ -266,10 +271,8 @@ impl<K: KeyStore> Applet<K> {
         }
         let aid = cmd.data.as_slice();
         if aid.len() < AID_PREFIX.len() || aid.len() > AID.len() || !AID.starts_with(aid) {
-            // §3.1.1: selecting another application leaves the PIV application; reset its
-            // security status.
-            self.selected = false;
-            self.session = Session::default();
+            // ISO 7816-4 §7.1.1: an unsuccessful SELECT leaves the current selection (and
+            // so the PIV security status) as it was.
             return Err(Sw::NOT_FOUND);
         }
         if !self.selected {
@@ -400,8 +403,9 @@ impl<K: KeyStore> Applet<K> {
             self.session.pin_fresh = false;
         }
         check_against(counter, old, &mut self.dirty)?;
+        let default = if is_pin { DEFAULT_PIN } else { DEFAULT_PUK };
+        counter.is_default = new == pad8(default).as_slice();
         counter.value = Zeroizing::new(new.to_vec());
-        counter.is_default = false;
         if is_pin {
             self.session.pin_verified = true;
         }
@@ -423,7 +427,7 @@ impl<K: KeyStore> Applet<K> {
         check_against(&mut self.state.puk, puk, &mut self.dirty)?;
         self.state.pin.value = Zeroizing::new(new_pin.to_vec());
         self.state.pin.left = self.state.pin.total;
-        self.state.pin.is_default = false;
+        self.state.pin.is_default = new_pin == pad8(DEFAULT_PIN).as_slice();
         self.session.pin_verified = false;
         self.session.pin_fresh = false;
         self.dirty = true;
@@ -782,6 +786,26 @@ impl<K: KeyStore> Applet<K> {
 /// Historical bytes of the reference card's ATR and ATS. A first byte other than `00`,
 /// `10` or `80` marks them proprietary (ISO 7816-4 §8.1.1), which is all hosts need.
 pub const HISTORICAL_BYTES: &[u8] = b"TesseraPIV";
+
+fn is_known(ins: u8) -> bool {
+    matches!(
+        ins,
+        ins::GET_DATA
+            | ins::PUT_DATA
+            | ins::VERIFY
+            | ins::CHANGE_REFERENCE_DATA
+            | ins::RESET_RETRY_COUNTER
+            | ins::GENERAL_AUTHENTICATE
+            | ins::GENERATE_ASYMMETRIC_KEY_PAIR
+            | ins::YK_GET_VERSION
+            | ins::YK_GET_SERIAL
+            | ins::YK_GET_METADATA
+            | ins::YK_SET_PIN_RETRIES
+            | ins::YK_RESET
+            | ins::YK_SET_MANAGEMENT_KEY
+            | ins::YK_ATTEST
+    )
+}
 
 fn contactless_allowed(ins: u8) -> bool {
     matches!(

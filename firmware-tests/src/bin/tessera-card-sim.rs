@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use tessera_card_sim::state::{manufacturer_ca_path, SavedCard};
-use tessera_card_sim::{manufacture, vpcd};
+use tessera_firmware_tests::state::{manufacturer_ca_path, SavedCard};
+use tessera_firmware_tests::{manufacture, vpcd};
 use tessera_piv::card::{Applet, Interface, SoftKeyStore};
 
 /// The Tessera reference PIV card.
@@ -101,7 +101,7 @@ fn load_or_create(path: &Path) -> Result<SavedCard> {
         ca_path.display()
     );
     Ok(SavedCard {
-        format: tessera_card_sim::state::FORMAT,
+        format: tessera_firmware_tests::state::FORMAT,
         card: new.card,
         keys: new.keys,
     })

@@ -1,7 +1,9 @@
 //! The Tessera reference PIV card: the shared applet with software keys, its state file and
-//! simulated manufacturer, and the vpcd wire protocol that puts it into a real pcscd.
+//! simulated manufacturer, the vpcd wire protocol that puts it into a real pcscd, and the
+//! conformance suite that qualifies any PIV card.
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 pub mod manufacture;
 pub mod state;
 pub mod vpcd;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Tessera needs, only those that are missing.
+#   deploy/dev/packages.sh run    what building and running the system needs
+#   deploy/dev/packages.sh test   that plus the peers the test suite drives
+# The lists follow shared/design/TESTBED.md, limited to what the built code uses today.
+set -euo pipefail
+
+build=(build-essential pkg-config libpcsclite-dev)
+run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux)
+test=(yubico-piv-tool pcsc-tools)
+
+case "${1:-}" in
+  run) wanted=("${build[@]}" "${run[@]}") ;;
+  test) wanted=("${build[@]}" "${run[@]}" "${test[@]}") ;;
+  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "==> installing Debian packages: ${missing[*]}"
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "error: no Rust toolchain (cargo) on PATH; install one with rustup (https://rustup.rs), then run this again" >&2
+  exit 1
+fi

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what is missing, then runs
+# formatting and lint checks, every test (unit, integration, interop against real peers in
+# private namespaces) and a bounded fuzzing run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+deploy/dev/packages.sh test
+
+# A build cache outside the clone speeds repeated runs; a machine without it builds afresh.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
+echo "==> fuzzing"
+deploy/dev/fuzz.sh "${FUZZ_SECONDS:-60}"

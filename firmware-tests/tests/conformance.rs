@@ -1,0 +1,144 @@
+//! The conformance catalogue against the reference card: in memory (every check, both
+//! interfaces) and through a real pcscd + vpcd with the `tessera-piv-conformance` binary.
+
+mod support;
+
+use std::time::SystemTime;
+
+use support::{require, CardOptions, Lab, VPCD_DRIVER};
+use tessera_firmware_tests::conformance::{self, Config, Verdict};
+use tessera_firmware_tests::manufacture;
+use tessera_piv::card::{Applet, Interface, KeyStore};
+use tessera_piv::piv::{Algorithm, KeyRef, PinPolicy};
+
+fn report_has_no_failure(outcomes: &[conformance::Outcome]) {
+    let report = conformance::report(outcomes);
+    println!("{report}");
+    assert!(conformance::all_passed(outcomes), "{report}");
+}
+
+#[test]
+fn every_contact_check_passes_in_memory() {
+    let card = manufacture::blank_card(SystemTime::now()).unwrap();
+    let mut applet = Applet::new(card.card, card.keys, Interface::Contact);
+    let config = Config {
+        destructive: true,
+        ..Config::default()
+    };
+    let outcomes = conformance::run(&mut applet, &config);
+    report_has_no_failure(&outcomes);
+    // Every not-applicable entry is one of the justified kinds: other interface only.
+    for o in &outcomes {
+        if let Verdict::NotApplicable(why) = &o.verdict {
+            assert!(
+                why.starts_with("contactless interface only"),
+                "{}: {why}",
+                o.check.id
+            );
+        }
+    }
+}
+
+#[test]
+fn contactless_checks_pass_in_memory() {
+    let mut card = manufacture::blank_card(SystemTime::now()).unwrap();
+    card.keys
+        .generate(
+            KeyRef::CARD_AUTHENTICATION,
+            Algorithm::EccP256,
+            PinPolicy::Never,
+            1,
+        )
+        .unwrap();
+    let mut applet = Applet::new(card.card, card.keys, Interface::Contactless);
+    let config = Config {
+        destructive: true,
+        contactless: true,
+        ..Config::default()
+    };
+    let outcomes = conformance::run(&mut applet, &config);
+    report_has_no_failure(&outcomes);
+    let passed = outcomes
+        .iter()
+        .filter(|o| o.verdict == Verdict::Pass)
+        .count();
+    assert!(passed >= 15, "only {passed} contactless checks ran");
+}
+
+#[test]
+fn non_destructive_run_leaves_the_card_as_it_was() {
+    let card = manufacture::blank_card(SystemTime::now()).unwrap();
+    let before = serde_json::to_string(&card.card).unwrap();
+    let mut applet = Applet::new(card.card, card.keys, Interface::Contact);
+    let outcomes = conformance::run(&mut applet, &Config::default());
+    report_has_no_failure(&outcomes);
+    assert_eq!(serde_json::to_string(applet.state()).unwrap(), before);
+}
+
+#[test]
+fn a_non_conforming_card_fails_the_suite() {
+    // A card whose PIN is not the configured one fails the PIN checks: the suite can fail.
+    let card = manufacture::blank_card(SystemTime::now()).unwrap();
+    let mut applet = Applet::new(card.card, card.keys, Interface::Contact);
+    let config = Config {
+        pin: b"999999".to_vec(),
+        ..Config::default()
+    };
+    let outcomes = conformance::run(&mut applet, &config);
+    assert!(!conformance::all_passed(&outcomes));
+}
+
+#[test]
+fn conformance_binary_passes_through_pcscd() {
+    if !require(
+        &["unshare", "nsenter", "pcscd", "opensc-tool", "ip"],
+        &[VPCD_DRIVER],
+    ) {
+        return;
+    }
+    let lab = Lab::start(CardOptions::default());
+    let report = lab.run_ok(
+        env!("CARGO_BIN_EXE_tessera-piv-conformance"),
+        &["--reader", "Tessera vpcd 00 00", "--destructive"],
+    );
+    println!("{report}");
+    assert!(report.contains("PASS  select.apt"), "{report}");
+    assert!(report.contains(" 0 fail,"), "{report}");
+    assert!(!report.contains("the reader refused"), "{report}");
+}
+
+#[test]
+fn conformance_binary_passes_contactless_through_pcscd() {
+    if !require(
+        &[
+            "unshare",
+            "nsenter",
+            "pcscd",
+            "opensc-tool",
+            "ip",
+            "yubico-piv-tool",
+        ],
+        &[VPCD_DRIVER],
+    ) {
+        return;
+    }
+    let mut lab = Lab::start(CardOptions::default());
+    lab.run_ok(
+        "yubico-piv-tool",
+        &[
+            "-r", "Tessera", "-a", "generate", "-s", "9e", "-A", "ECCP256",
+        ],
+    );
+    lab.start_card(&CardOptions {
+        contactless: true,
+        state: None,
+    });
+    let report = lab.run_ok(
+        env!("CARGO_BIN_EXE_tessera-piv-conformance"),
+        &["--reader", "Tessera vpcd 00 00", "--contactless"],
+    );
+    println!("{report}");
+    assert!(report.contains("PASS  cl.uid"), "{report}");
+    assert!(report.contains("PASS  cl.card-auth"), "{report}");
+    assert!(report.contains(" 0 fail,"), "{report}");
+}
