@@ -4,6 +4,7 @@
 //! is a command APDU, answered with the response APDU.
 
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 
 use tessera_piv::card::{Interface, HISTORICAL_BYTES};
 
@@ -36,8 +37,14 @@ pub fn atr(interface: Interface) -> Vec<u8> {
 }
 
 /// Serves one vpcd connection until vpcd closes it.
-pub fn serve(stream: &mut (impl Read + Write), card: &mut impl Card) -> io::Result<()> {
+pub fn serve(stream: &mut TcpStream, card: &mut impl Card) -> io::Result<()> {
+    stream.set_nodelay(true)?;
     loop {
+        // vpcd writes the length and the APDU in two sends without TCP_NODELAY: Nagle holds
+        // the APDU until we acknowledge the length, and delayed ACK would make that wait
+        // 40 ms per APDU. Acknowledge at once. (Linux resets quick-ACK mode by itself, so
+        // it is set before every read.)
+        socket2::SockRef::from(&*stream).set_tcp_quickack(true)?;
         let mut len = [0u8; 2];
         match stream.read_exact(&mut len) {
             Ok(()) => {}

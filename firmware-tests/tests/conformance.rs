@@ -131,7 +131,7 @@ fn conformance_binary_passes_contactless_through_pcscd() {
     );
     lab.start_card(&CardOptions {
         contactless: true,
-        state: None,
+        ..CardOptions::default()
     });
     let report = lab.run_ok(
         env!("CARGO_BIN_EXE_tessera-piv-conformance"),

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{require, CardOptions, Lab, OPENSC_PKCS11, VPCD_DRIVER};
+use support::{certify, require, yk, CardOptions, Lab, OPENSC_PKCS11, VPCD_DRIVER};
 
 const YK: &str = "yubico-piv-tool";
 
@@ -12,81 +12,6 @@ fn lab_ready(extra: &[&str]) -> Option<Lab> {
     let mut programs = vec!["unshare", "nsenter", "pcscd", "opensc-tool", "ip"];
     programs.extend_from_slice(extra);
     require(&programs, &[VPCD_DRIVER]).then(|| Lab::start(CardOptions::default()))
-}
-
-/// yubico-piv-tool's reader filter (it defaults to "Yubikey").
-fn yk(lab: &Lab, args: &[&str]) -> String {
-    let mut all = vec!["-r", "Tessera"];
-    all.extend_from_slice(args);
-    lab.run_ok(YK, &all)
-}
-
-/// Issues a certificate for a public key read from the card, from a throwaway test CA.
-/// (yubico-piv-tool 2.2.0's `selfsign-certificate` fails under OpenSSL 3 before it sends
-/// anything to the card — Yubico/yubico-piv-tool#388 — so the tests certify with openssl,
-/// as an issuer would.)
-fn certify(lab: &Lab, pubkey: &str, cert: &str, cn: &str) {
-    if !std::path::Path::new(&lab.path("ca.key")).exists() {
-        lab.run_ok(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-subj",
-                "/CN=Test CA",
-                "-days",
-                "30",
-            ],
-        );
-        lab.run_ok(
-            "openssl",
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "throwaway.key",
-                "-out",
-                "throwaway.csr",
-                "-subj",
-                "/CN=placeholder",
-            ],
-        );
-    }
-    lab.run_ok(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "throwaway.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-force_pubkey",
-            pubkey,
-            "-subj",
-            &format!("/CN={cn}"),
-            "-days",
-            "30",
-            "-out",
-            cert,
-        ],
-    );
 }
 
 fn p11(lab: &Lab, args: &[&str]) -> std::process::Output {
@@ -410,7 +335,7 @@ fn contactless_card_answers_reader_pseudo_apdus_and_only_card_auth() {
     );
     lab.start_card(&CardOptions {
         contactless: true,
-        state: None,
+        ..CardOptions::default()
     });
     let atr = lab.run_ok("opensc-tool", &["-a"]);
     assert!(

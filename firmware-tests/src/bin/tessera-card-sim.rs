@@ -1,5 +1,6 @@
 //! `tessera-card-sim`: the reference PIV card, reachable through a real pcscd via vpcd.
 
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -44,6 +45,11 @@ struct Args {
     /// Create the state file (and manufacturer CA certificate) and exit.
     #[arg(long)]
     init_only: bool,
+
+    /// Append one line per APDU to FILE: header, data length, status word and answer
+    /// length. Command and response data are never written (they carry PINs and keys).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,6 +64,28 @@ enum Mode {
 struct SimCard {
     applet: Applet<SoftKeyStore>,
     state_path: PathBuf,
+    trace: Option<std::fs::File>,
+}
+
+impl SimCard {
+    fn trace(&mut self, apdu: &[u8], reply: &[u8]) {
+        let Some(f) = self.trace.as_mut() else { return };
+        let header = match apdu {
+            [cla, ins, p1, p2, ..] => format!("{cla:02X} {ins:02X} {p1:02X} {p2:02X}"),
+            _ => "malformed".to_owned(),
+        };
+        let sw = match reply {
+            [.., a, b] => format!("{a:02X}{b:02X}"),
+            _ => "----".to_owned(),
+        };
+        // Tracing is a diagnostic aid; a full disk must not stop the card.
+        let _ = writeln!(
+            f,
+            "{header} len={} -> {sw} ({} bytes)",
+            apdu.len(),
+            reply.len().saturating_sub(2)
+        );
+    }
 }
 
 impl vpcd::Card for SimCard {
@@ -67,6 +95,7 @@ impl vpcd::Card for SimCard {
 
     fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
         let reply = self.applet.process(apdu);
+        self.trace(apdu, &reply);
         if self.applet.take_dirty() {
             if let Err(e) =
                 SavedCard::save(self.applet.state(), self.applet.keys(), &self.state_path)
@@ -118,15 +147,25 @@ fn main() -> Result<()> {
     } else {
         Interface::Contact
     };
+    let trace = match &args.trace {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening trace file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut card = SimCard {
         applet: Applet::new(saved.card, saved.keys, interface),
         state_path: args.state.clone(),
+        trace,
     };
     match args.mode {
         Mode::Connect => loop {
             match TcpStream::connect(&args.vpcd) {
                 Ok(mut stream) => {
-                    stream.set_nodelay(true).ok();
                     if let Err(e) = vpcd::serve(&mut stream, &mut card) {
                         eprintln!("tessera-card-sim: connection to vpcd lost: {e}");
                     }
@@ -141,7 +180,6 @@ fn main() -> Result<()> {
                 .with_context(|| format!("listening on {}", args.vpcd))?;
             for stream in listener.incoming() {
                 let mut stream = stream?;
-                stream.set_nodelay(true).ok();
                 if let Err(e) = vpcd::serve(&mut stream, &mut card) {
                     eprintln!("tessera-card-sim: vpcd connection ended: {e}");
                 }

@@ -67,6 +67,8 @@ fn is_root() -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct CardOptions {
     pub contactless: bool,
+    /// Write the card's APDU trace to `apdu.trace` in the lab directory.
+    pub trace: bool,
     /// Use this state file instead of a new blank card.
     pub state: Option<PathBuf>,
 }
@@ -164,6 +166,9 @@ impl Lab {
         cmd.arg("--state").arg(&self.state);
         if opts.contactless {
             cmd.arg("--contactless");
+        }
+        if opts.trace {
+            cmd.arg("--trace").arg(self.dir.path().join("apdu.trace"));
         }
         self.card = Some(cmd.stderr(log).spawn().expect("tessera-card-sim"));
         self.wait_for_card(true);
@@ -269,4 +274,79 @@ impl Drop for Lab {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
+}
+
+/// yubico-piv-tool against the lab's card (its reader filter defaults to "Yubikey").
+pub fn yk(lab: &Lab, args: &[&str]) -> String {
+    let mut all = vec!["-r", "Tessera"];
+    all.extend_from_slice(args);
+    lab.run_ok("yubico-piv-tool", &all)
+}
+
+/// Issues a certificate for a public key read from the card, from a throwaway test CA.
+/// (yubico-piv-tool 2.2.0's `selfsign-certificate` fails under OpenSSL 3 before it sends
+/// anything to the card — Yubico/yubico-piv-tool#388 — so the tests certify with openssl,
+/// as an issuer would.)
+pub fn certify(lab: &Lab, pubkey: &str, cert: &str, cn: &str) {
+    if !Path::new(&lab.path("ca.key")).exists() {
+        lab.run_ok(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=Test CA",
+                "-days",
+                "30",
+            ],
+        );
+        lab.run_ok(
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "throwaway.key",
+                "-out",
+                "throwaway.csr",
+                "-subj",
+                "/CN=placeholder",
+            ],
+        );
+    }
+    lab.run_ok(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "throwaway.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-force_pubkey",
+            pubkey,
+            "-subj",
+            &format!("/CN={cn}"),
+            "-days",
+            "30",
+            "-out",
+            cert,
+        ],
+    );
 }

@@ -1,0 +1,173 @@
+//! Baseline for the Tessera PKCS#11 module: "select, read the authentication certificate,
+//! verify the PIN, sign" through OpenSC's `opensc-pkcs11.so` on the reference card, measured
+//! as APDUs (counted by the card's trace) and wall time, plus signatures per second with the
+//! session kept open. Prints its figures; `cargo bench -p tessera-firmware-tests`.
+//!
+//! The measurement runs inside the lab's namespace: this binary re-executes itself there
+//! with `--inner`, because the private pcscd is reachable only inside it.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use support::{certify, require, yk, CardOptions, Lab, OPENSC_PKCS11, VPCD_DRIVER};
+
+const PIN: &str = "123456";
+const RUNS: usize = 10;
+const SIGNATURES: usize = 200;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--inner-first") => inner_first(&args[2]),
+        Some("--inner-throughput") => inner_throughput(&args[2]),
+        // cargo bench passes `--bench`; anything else runs the outer driver.
+        _ => outer(),
+    }
+}
+
+/// Everything from loading the module to the first signature, once. Prints microseconds.
+fn inner_first(module: &str) {
+    let start = Instant::now();
+    let p11 = Pkcs11::new(module).expect("load module");
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = p11.get_slots_with_token().expect("slots")[0];
+    let session = p11.open_ro_session(slot).expect("session");
+    let cert = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Id(vec![1]),
+        ])
+        .expect("find cert")[0];
+    let value = session
+        .get_attributes(cert, &[AttributeType::Value])
+        .expect("cert value");
+    assert!(!value.is_empty());
+    session
+        .login(UserType::User, Some(&AuthPin::from(PIN.to_owned())))
+        .expect("login");
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![1]),
+        ])
+        .expect("find key")[0];
+    let sig = session
+        .sign(&Mechanism::Ecdsa, key, &[0x42; 32])
+        .expect("sign");
+    assert_eq!(sig.len(), 64);
+    println!("{}", start.elapsed().as_micros());
+}
+
+/// Signatures per second with one session kept open. Prints signatures per second.
+fn inner_throughput(module: &str) {
+    let p11 = Pkcs11::new(module).expect("load module");
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = p11.get_slots_with_token().expect("slots")[0];
+    let session = p11.open_ro_session(slot).expect("session");
+    session
+        .login(UserType::User, Some(&AuthPin::from(PIN.to_owned())))
+        .expect("login");
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![1]),
+        ])
+        .expect("find key")[0];
+    let start = Instant::now();
+    for _ in 0..SIGNATURES {
+        session
+            .sign(&Mechanism::Ecdsa, key, &[0x42; 32])
+            .expect("sign");
+    }
+    println!("{:.1}", SIGNATURES as f64 / start.elapsed().as_secs_f64());
+}
+
+fn outer() {
+    if !require(
+        &[
+            "unshare",
+            "nsenter",
+            "pcscd",
+            "opensc-tool",
+            "yubico-piv-tool",
+            "openssl",
+        ],
+        &[VPCD_DRIVER, OPENSC_PKCS11],
+    ) {
+        return;
+    }
+    let lab = Lab::start(CardOptions {
+        trace: true,
+        ..CardOptions::default()
+    });
+    yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9a", "-A", "ECCP256", "-o", "9a.pub",
+        ],
+    );
+    certify(&lab, "9a.pub", "9a.crt", "Bench User");
+    yk(
+        &lab,
+        &["-a", "import-certificate", "-s", "9a", "-i", "9a.crt"],
+    );
+    let me = std::env::current_exe().expect("own path");
+    let trace = lab.dir.path().join("apdu.trace");
+
+    let mut times = Vec::new();
+    let mut apdus = Vec::new();
+    for _ in 0..RUNS {
+        // A reset between runs, so that no run inherits the previous one's PIN status.
+        lab.run_ok("opensc-tool", &["-s", "00 20 FF 80"]);
+        std::fs::write(&trace, b"").expect("truncate trace");
+        let out = lab.run_ok(
+            me.to_str().expect("utf-8 path"),
+            &["--inner-first", OPENSC_PKCS11],
+        );
+        let micros: u64 = out.trim().parse().expect("microseconds");
+        times.push(Duration::from_micros(micros));
+        apdus.push(
+            std::fs::read_to_string(&trace)
+                .expect("trace")
+                .lines()
+                .count(),
+        );
+    }
+    times.sort();
+    apdus.sort_unstable();
+    let rate = lab.run_ok(
+        me.to_str().expect("utf-8 path"),
+        &["--inner-throughput", OPENSC_PKCS11],
+    );
+    println!("OpenSC opensc-pkcs11.so on tessera-card-sim (pcscd + vpcd, loopback), {RUNS} runs:");
+    println!(
+        "  C_Initialize .. first ECDSA P-256 signature (read 9A cert, login, sign): \
+         median {:.1} ms, min {:.1} ms, max {:.1} ms",
+        ms(times[RUNS / 2]),
+        ms(times[0]),
+        ms(times[RUNS - 1])
+    );
+    println!(
+        "  APDUs for that sequence: median {}, min {}, max {}",
+        apdus[RUNS / 2],
+        apdus[0],
+        apdus[RUNS - 1]
+    );
+    println!(
+        "  signatures per second, session kept open ({SIGNATURES} signatures): {}",
+        rate.trim()
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
