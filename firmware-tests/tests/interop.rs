@@ -376,3 +376,33 @@ fn contactless_card_answers_reader_pseudo_apdus_and_only_card_auth() {
         "CCC is not contactless-readable: {ccc}"
     );
 }
+
+#[test]
+fn cards_that_listen_serve_both_vpcd_readers() {
+    if !require(
+        &["unshare", "nsenter", "pcscd", "opensc-tool", "ip"],
+        &[VPCD_DRIVER],
+    ) {
+        return;
+    }
+    let lab = Lab::start(CardOptions {
+        listen: true,
+        ..CardOptions::default()
+    });
+    let readers = lab.run_ok("opensc-tool", &["-l"]);
+    let with_card = readers
+        .lines()
+        .filter(|l| l.contains("Tessera vpcd") && l.split_whitespace().nth(1) == Some("Yes"))
+        .count();
+    assert_eq!(with_card, 2, "{readers}");
+    for reader in ["0", "1"] {
+        let name = lab.run_ok("opensc-tool", &["-r", reader, "-n"]);
+        assert!(
+            name.contains("Personal Identity Verification Card"),
+            "{name}"
+        );
+    }
+    let first = lab.run_ok("opensc-tool", &["-r", "0", "-s", "00 F8 00 00 00"]);
+    let second = lab.run_ok("opensc-tool", &["-r", "1", "-s", "00 F8 00 00 00"]);
+    assert_ne!(first, second, "two cards, two serials");
+}

@@ -117,8 +117,11 @@ fn load_or_create(path: &Path) -> Result<SavedCard> {
     if path.exists() {
         return SavedCard::load(path);
     }
-    // The manufacturing date is the one place the card reads the clock.
-    let new = manufacture::blank_card(SystemTime::now())?;
+    // The manufacturing date is the one place the card reads the clock: this binary is
+    // the clock that `blank_card` takes as a parameter.
+    #[allow(clippy::disallowed_methods)]
+    let now = SystemTime::now();
+    let new = manufacture::blank_card(now)?;
     let ca_path = manufacturer_ca_path(path);
     std::fs::write(&ca_path, &new.manufacturer_ca_pem)
         .with_context(|| format!("writing {}", ca_path.display()))?;
@@ -178,6 +181,7 @@ fn main() -> Result<()> {
         Mode::Listen => {
             let listener = TcpListener::bind(&args.vpcd)
                 .with_context(|| format!("listening on {}", args.vpcd))?;
+            eprintln!("tessera-card-sim: listening for vpcd on {}", args.vpcd);
             for stream in listener.incoming() {
                 let mut stream = stream?;
                 if let Err(e) = vpcd::serve(&mut stream, &mut card) {

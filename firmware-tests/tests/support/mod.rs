@@ -71,6 +71,9 @@ pub struct CardOptions {
     pub trace: bool,
     /// Use this state file instead of a new blank card.
     pub state: Option<PathBuf>,
+    /// Reversed vpcd mode: the cards listen and vpcd connects. Two cards are started, one
+    /// per vpcd slot (pcscd 1.9.9 aborts unless every slot port has a listener).
+    pub listen: bool,
 }
 
 /// pcscd + vpcd + the reference card in a private namespace.
@@ -81,6 +84,7 @@ pub struct Lab {
     user_ns: bool,
     pcscd: Option<Child>,
     card: Option<Child>,
+    second_card: Option<Child>,
     pub state: PathBuf,
 }
 
@@ -92,10 +96,16 @@ impl Lab {
         std::fs::create_dir(&readers).expect("reader.conf.d");
         // vpcd listens on 35963 (and 35964 for its second slot) inside the namespace; the
         // card connects (TESTBED.md: DEVICENAME /dev/null:PORT).
+        // In reversed mode vpcd connects to the cards on 127.0.0.1.
+        let device = if opts.listen {
+            "127.0.0.1"
+        } else {
+            "/dev/null"
+        };
         std::fs::write(
             readers.join("tessera-vpcd"),
             format!(
-                "FRIENDLYNAME \"Tessera vpcd\"\nDEVICENAME /dev/null:35963\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"
+                "FRIENDLYNAME \"Tessera vpcd\"\nDEVICENAME {device}:35963\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"
             ),
         )
         .expect("reader conf");
@@ -138,8 +148,12 @@ impl Lab {
             user_ns,
             pcscd: None,
             card: None,
+            second_card: None,
             state,
         };
+        if opts.listen {
+            lab.start_listening_cards();
+        }
         let log = lab.log_file("pcscd.log");
         lab.pcscd = Some(
             lab.command("pcscd")
@@ -150,8 +164,45 @@ impl Lab {
                 .spawn()
                 .expect("pcscd"),
         );
-        lab.start_card(&opts);
+        if opts.listen {
+            lab.wait_for_card(true);
+        } else {
+            lab.start_card(&opts);
+        }
         lab
+    }
+
+    /// Reversed mode: two cards listening on both vpcd slot ports, up before pcscd starts.
+    fn start_listening_cards(&mut self) {
+        for (port, log, slot) in [(35963, "card.log", 0), (35964, "card2.log", 1)] {
+            let state = if slot == 0 {
+                self.state.clone()
+            } else {
+                self.dir.path().join("card2.json")
+            };
+            let child = self
+                .command(env!("CARGO_BIN_EXE_tessera-card-sim"))
+                .args(["--mode", "listen", "--vpcd", &format!("127.0.0.1:{port}")])
+                .arg("--state")
+                .arg(&state)
+                .stderr(self.log_file(log))
+                .spawn()
+                .expect("tessera-card-sim");
+            if slot == 0 {
+                self.card = Some(child);
+            } else {
+                self.second_card = Some(child);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !self.read_log(log).contains("listening for vpcd") {
+                assert!(
+                    Instant::now() < deadline,
+                    "card {slot} never listened: {}",
+                    self.read_log(log)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     fn log_file(&self, name: &str) -> std::fs::File {
@@ -263,7 +314,11 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut c) = self.card.take() {
+        for c in [self.card.take(), self.second_card.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut c = c;
             let _ = c.kill();
             let _ = c.wait();
         }
