@@ -446,10 +446,39 @@ mod pcsc_transport {
         /// The names of the readers pcscd knows.
         pub fn readers() -> Result<Vec<String>, Error> {
             let ctx = pcsc::Context::establish(pcsc::Scope::User).map_err(map)?;
-            let names = ctx.list_readers_owned().map_err(map)?;
+            let names = match ctx.list_readers_owned() {
+                Ok(n) => n,
+                Err(pcsc::Error::NoReadersAvailable) => return Ok(Vec::new()),
+                Err(e) => return Err(map(e)),
+            };
             Ok(names
                 .into_iter()
                 .map(|n| n.to_string_lossy().into_owned())
+                .collect())
+        }
+
+        /// The readers pcscd knows, each with whether a card is in it.
+        pub fn readers_with_presence() -> Result<Vec<(String, bool)>, Error> {
+            let ctx = pcsc::Context::establish(pcsc::Scope::User).map_err(map)?;
+            let names = match ctx.list_readers_owned() {
+                Ok(n) => n,
+                Err(pcsc::Error::NoReadersAvailable) => return Ok(Vec::new()),
+                Err(e) => return Err(map(e)),
+            };
+            let mut states: Vec<pcsc::ReaderState> = names
+                .iter()
+                .map(|n| pcsc::ReaderState::new(n.clone(), pcsc::State::UNAWARE))
+                .collect();
+            ctx.get_status_change(std::time::Duration::ZERO, &mut states)
+                .map_err(map)?;
+            Ok(states
+                .iter()
+                .map(|s| {
+                    (
+                        s.name().to_string_lossy().into_owned(),
+                        s.event_state().contains(pcsc::State::PRESENT),
+                    )
+                })
                 .collect())
         }
 

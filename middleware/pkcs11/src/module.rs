@@ -1,0 +1,718 @@
+//! The module's state: slots (one per PC/SC reader), tokens, sessions and the operations in
+//! progress, behind one lock (the module is `CKF_OS_LOCKING_OK`-safe: every call takes the
+//! lock, so any number of application threads may call it).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use cryptoki_sys as sys;
+use tessera_piv::host::Transport;
+use tessera_piv::piv::KeyRef;
+use zeroize::Zeroizing;
+
+use crate::mechanism::{self, SignScheme, MECHANISMS};
+use crate::object::{Attr, KeyKind};
+use crate::token::{Card, PinState, Token};
+use crate::{Error, Result};
+
+/// Where readers and cards come from: PC/SC in the shipped module, an in-memory card in
+/// unit tests.
+pub trait Backend: Send {
+    /// Reader names with whether a card is present in each.
+    fn readers(&mut self) -> Result<Vec<(String, bool)>>;
+    /// Connects to the card in a reader.
+    fn connect(&mut self, reader: &str) -> Result<Box<dyn Transport + Send>>;
+}
+
+/// The PC/SC backend.
+#[derive(Debug, Default)]
+pub struct PcscBackend;
+
+impl Backend for PcscBackend {
+    fn readers(&mut self) -> Result<Vec<(String, bool)>> {
+        tessera_piv::host::PcscTransport::readers_with_presence().map_err(Into::into)
+    }
+
+    fn connect(&mut self, reader: &str) -> Result<Box<dyn Transport + Send>> {
+        Ok(Box::new(tessera_piv::host::PcscTransport::connect(reader)?))
+    }
+}
+
+/// Slot information for C_GetSlotInfo.
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub description: String,
+    pub token_present: bool,
+}
+
+/// Token information for C_GetTokenInfo.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub label: String,
+    pub serial: String,
+    pub flags: sys::CK_FLAGS,
+    pub sessions: u64,
+    pub rw_sessions: u64,
+}
+
+/// One attribute as C_GetAttributeValue reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrResult {
+    Value(Vec<u8>),
+    Sensitive,
+    Invalid,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: sys::CK_SLOT_ID,
+    reader: String,
+    present: bool,
+    token: Option<Token>,
+    /// Who is logged in to the token (PKCS#11 §6.7: login is per application and token).
+    login: Option<sys::CK_USER_TYPE>,
+}
+
+#[derive(Debug)]
+enum Operation {
+    Sign {
+        key: sys::CK_OBJECT_HANDLE,
+        scheme: SignScheme,
+        data: Vec<u8>,
+        /// A context-specific login happened for this operation (9C).
+        context_login: bool,
+    },
+    Decrypt {
+        key: sys::CK_OBJECT_HANDLE,
+    },
+}
+
+#[derive(Debug)]
+struct Session {
+    slot: sys::CK_SLOT_ID,
+    flags: sys::CK_FLAGS,
+    find: Option<Vec<sys::CK_OBJECT_HANDLE>>,
+    op: Option<Operation>,
+}
+
+/// The whole module state.
+pub struct Module {
+    backend: Box<dyn Backend>,
+    slots: Vec<Slot>,
+    sessions: BTreeMap<sys::CK_SESSION_HANDLE, Session>,
+    next_session: sys::CK_SESSION_HANDLE,
+    next_object: sys::CK_OBJECT_HANDLE,
+    /// The process that initialized the module: after fork() a child must initialize
+    /// again (PKCS#11 §6.7.7).
+    pid: u32,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("slots", &self.slots)
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+static MODULE: Mutex<Option<Module>> = Mutex::new(None);
+
+fn lock() -> MutexGuard<'static, Option<Module>> {
+    // A panic while holding the lock is caught at the FFI boundary; the state it left is
+    // still the best there is, so a poisoned lock is taken over rather than refused.
+    MODULE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// C_Initialize with a backend.
+pub fn initialize(backend: Box<dyn Backend>) -> Result<()> {
+    let mut m = lock();
+    if let Some(existing) = m.as_ref() {
+        if existing.pid == std::process::id() {
+            return Err(Error::AlreadyInitialized);
+        }
+        // Inherited through fork(): the parent's card handles are not ours.
+    }
+    *m = Some(Module {
+        backend,
+        slots: Vec::new(),
+        sessions: BTreeMap::new(),
+        next_session: 0,
+        next_object: 0,
+        pid: std::process::id(),
+    });
+    Ok(())
+}
+
+/// C_Finalize.
+pub fn finalize() -> Result<()> {
+    let mut m = lock();
+    match m.as_ref() {
+        Some(existing) if existing.pid == std::process::id() => {
+            *m = None;
+            Ok(())
+        }
+        _ => Err(Error::NotInitialized),
+    }
+}
+
+/// Runs `f` on the initialized module.
+pub fn with<T>(f: impl FnOnce(&mut Module) -> Result<T>) -> Result<T> {
+    let mut m = lock();
+    match m.as_mut() {
+        Some(module) if module.pid == std::process::id() => f(module),
+        _ => Err(Error::NotInitialized),
+    }
+}
+
+impl Module {
+    /// Refreshes the reader list: new readers get new slot IDs, a removed card drops its
+    /// token and the sessions on it.
+    fn refresh(&mut self) -> Result<()> {
+        let readers = self.backend.readers()?;
+        for slot in &mut self.slots {
+            slot.present = false;
+        }
+        for (name, present) in readers {
+            match self.slots.iter_mut().find(|s| s.reader == name) {
+                Some(slot) => slot.present = present,
+                None => {
+                    let id = self.slots.len() as sys::CK_SLOT_ID;
+                    self.slots.push(Slot {
+                        id,
+                        reader: name,
+                        present,
+                        token: None,
+                        login: None,
+                    });
+                }
+            }
+        }
+        let gone: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|s| !s.present && s.token.is_some())
+            .map(|s| s.id)
+            .collect();
+        for id in gone {
+            self.drop_token(id);
+        }
+        Ok(())
+    }
+
+    fn drop_token(&mut self, slot_id: sys::CK_SLOT_ID) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.id == slot_id) {
+            slot.token = None;
+            slot.login = None;
+        }
+        self.sessions.retain(|_, s| s.slot != slot_id);
+    }
+
+    fn slot_mut(&mut self, id: sys::CK_SLOT_ID) -> Result<&mut Slot> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.id == id)
+            .ok_or(Error::SlotIdInvalid)
+    }
+
+    /// The token in a slot, loading it on first use.
+    fn token(&mut self, id: sys::CK_SLOT_ID) -> Result<&mut Token> {
+        let needs_load = {
+            let slot = self.slot_mut(id)?;
+            if !slot.present {
+                return Err(Error::TokenNotPresent);
+            }
+            slot.token.is_none()
+        };
+        if needs_load {
+            let reader = self.slot_mut(id)?.reader.clone();
+            let transport = self.backend.connect(&reader)?;
+            let token = Token::load(Card::new(transport), &mut self.next_object)?;
+            self.slot_mut(id)?.token = Some(token);
+        }
+        self.slot_mut(id)?
+            .token
+            .as_mut()
+            .ok_or(Error::TokenNotPresent)
+    }
+
+    /// Runs a card operation on a slot's token; a removed card drops the token and its
+    /// sessions and reports `CKR_DEVICE_REMOVED`.
+    fn on_card<T>(
+        &mut self,
+        id: sys::CK_SLOT_ID,
+        f: impl FnOnce(&mut Token) -> Result<T>,
+    ) -> Result<T> {
+        let r = self.token(id).and_then(f);
+        if matches!(r, Err(Error::DeviceRemoved)) {
+            self.drop_token(id);
+        }
+        r
+    }
+
+    /// C_GetSlotList.
+    pub fn slot_list(&mut self, token_present: bool) -> Result<Vec<sys::CK_SLOT_ID>> {
+        self.refresh()?;
+        Ok(self
+            .slots
+            .iter()
+            .filter(|s| !token_present || s.present)
+            .map(|s| s.id)
+            .collect())
+    }
+
+    /// C_GetSlotInfo.
+    pub fn slot_info(&mut self, id: sys::CK_SLOT_ID) -> Result<SlotInfo> {
+        self.refresh()?;
+        let slot = self.slot_mut(id)?;
+        Ok(SlotInfo {
+            description: slot.reader.clone(),
+            token_present: slot.present,
+        })
+    }
+
+    /// C_GetTokenInfo.
+    pub fn token_info(&mut self, id: sys::CK_SLOT_ID) -> Result<TokenInfo> {
+        let pin = self.on_card(id, Token::pin_state)?;
+        let (sessions, rw_sessions) = self.session_counts(id);
+        let token = self.token(id)?;
+        let mut flags = sys::CKF_LOGIN_REQUIRED
+            | sys::CKF_USER_PIN_INITIALIZED
+            | sys::CKF_TOKEN_INITIALIZED
+            | sys::CKF_RNG
+            | sys::CKF_WRITE_PROTECTED;
+        flags |= match pin {
+            PinState::Ok | PinState::Verified => 0,
+            PinState::CountLow => sys::CKF_USER_PIN_COUNT_LOW,
+            PinState::FinalTry => sys::CKF_USER_PIN_COUNT_LOW | sys::CKF_USER_PIN_FINAL_TRY,
+            PinState::Locked => sys::CKF_USER_PIN_LOCKED,
+        };
+        Ok(TokenInfo {
+            label: token.label.clone(),
+            serial: token.serial.clone(),
+            flags,
+            sessions,
+            rw_sessions,
+        })
+    }
+
+    fn session_counts(&self, id: sys::CK_SLOT_ID) -> (u64, u64) {
+        let on: Vec<_> = self.sessions.values().filter(|s| s.slot == id).collect();
+        let rw = on
+            .iter()
+            .filter(|s| s.flags & sys::CKF_RW_SESSION != 0)
+            .count();
+        (on.len() as u64, rw as u64)
+    }
+
+    /// C_GetMechanismList.
+    pub fn mechanisms(&mut self, id: sys::CK_SLOT_ID) -> Result<Vec<sys::CK_MECHANISM_TYPE>> {
+        self.slot_mut(id)?;
+        Ok(MECHANISMS.iter().map(|m| m.0).collect())
+    }
+
+    /// C_GetMechanismInfo: (min key size, max key size, flags).
+    pub fn mechanism_info(
+        &mut self,
+        id: sys::CK_SLOT_ID,
+        mech: sys::CK_MECHANISM_TYPE,
+    ) -> Result<(u64, u64, sys::CK_FLAGS)> {
+        self.slot_mut(id)?;
+        MECHANISMS
+            .iter()
+            .find(|m| m.0 == mech)
+            .map(|m| (m.1, m.2, m.3))
+            .ok_or(Error::MechanismInvalid)
+    }
+
+    /// C_OpenSession.
+    pub fn open_session(
+        &mut self,
+        id: sys::CK_SLOT_ID,
+        flags: sys::CK_FLAGS,
+    ) -> Result<sys::CK_SESSION_HANDLE> {
+        if flags & sys::CKF_SERIAL_SESSION == 0 {
+            return Err(Error::SessionParallelNotSupported);
+        }
+        self.refresh()?;
+        self.on_card(id, |_| Ok(()))?;
+        self.next_session += 1;
+        let handle = self.next_session;
+        self.sessions.insert(
+            handle,
+            Session {
+                slot: id,
+                flags,
+                find: None,
+                op: None,
+            },
+        );
+        Ok(handle)
+    }
+
+    /// C_CloseSession. Closing the last session of a token logs out (PKCS#11 §5.6).
+    pub fn close_session(&mut self, h: sys::CK_SESSION_HANDLE) -> Result<()> {
+        let s = self
+            .sessions
+            .remove(&h)
+            .ok_or(Error::SessionHandleInvalid)?;
+        if !self.sessions.values().any(|o| o.slot == s.slot) {
+            self.logout_slot(s.slot);
+        }
+        Ok(())
+    }
+
+    /// C_CloseAllSessions.
+    pub fn close_all_sessions(&mut self, id: sys::CK_SLOT_ID) -> Result<()> {
+        self.slot_mut(id)?;
+        self.sessions.retain(|_, s| s.slot != id);
+        self.logout_slot(id);
+        Ok(())
+    }
+
+    fn logout_slot(&mut self, id: sys::CK_SLOT_ID) {
+        let was = self.slot_mut(id).ok().and_then(|s| s.login.take());
+        if was.is_some() {
+            // Best effort: the card may already be gone.
+            let _ = self.on_card(id, Token::logout);
+        }
+    }
+
+    fn session(&mut self, h: sys::CK_SESSION_HANDLE) -> Result<&mut Session> {
+        self.sessions.get_mut(&h).ok_or(Error::SessionHandleInvalid)
+    }
+
+    /// C_GetSessionInfo: (slot, state, flags).
+    pub fn session_info(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+    ) -> Result<(sys::CK_SLOT_ID, sys::CK_STATE, sys::CK_FLAGS)> {
+        let (slot, flags) = {
+            let s = self.session(h)?;
+            (s.slot, s.flags)
+        };
+        let login = self.slot_mut(slot)?.login;
+        let rw = flags & sys::CKF_RW_SESSION != 0;
+        let state = match (login, rw) {
+            (Some(sys::CKU_SO), _) => sys::CKS_RW_SO_FUNCTIONS,
+            (Some(_), true) => sys::CKS_RW_USER_FUNCTIONS,
+            (Some(_), false) => sys::CKS_RO_USER_FUNCTIONS,
+            (None, true) => sys::CKS_RW_PUBLIC_SESSION,
+            (None, false) => sys::CKS_RO_PUBLIC_SESSION,
+        };
+        Ok((slot, state, flags))
+    }
+
+    /// C_Login.
+    pub fn login(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        user: sys::CK_USER_TYPE,
+        pin: &[u8],
+    ) -> Result<()> {
+        let slot = self.session(h)?.slot;
+        match user {
+            sys::CKU_USER => {
+                match self.slot_mut(slot)?.login {
+                    Some(sys::CKU_USER) => return Err(Error::UserAlreadyLoggedIn),
+                    Some(_) => return Err(Error::UserAnotherAlreadyLoggedIn),
+                    None => {}
+                }
+                self.on_card(slot, |t| t.verify(pin))?;
+                self.slot_mut(slot)?.login = Some(sys::CKU_USER);
+                Ok(())
+            }
+            sys::CKU_CONTEXT_SPECIFIC => {
+                let s = self.session(h)?;
+                match &mut s.op {
+                    Some(Operation::Sign { context_login, .. }) => {
+                        *context_login = false;
+                    }
+                    Some(Operation::Decrypt { .. }) => {}
+                    None => return Err(Error::OperationNotInitialized),
+                }
+                self.on_card(slot, |t| t.verify(pin))?;
+                if let Some(Operation::Sign { context_login, .. }) = &mut self.session(h)?.op {
+                    *context_login = true;
+                }
+                Ok(())
+            }
+            // PIV has no security officer PIN of its own; the PUK serves C_InitPIN only.
+            sys::CKU_SO => Err(Error::FunctionNotSupported),
+            _ => Err(Error::UserTypeInvalid),
+        }
+    }
+
+    /// C_Logout.
+    pub fn logout(&mut self, h: sys::CK_SESSION_HANDLE) -> Result<()> {
+        let slot = self.session(h)?.slot;
+        if self.slot_mut(slot)?.login.is_none() {
+            return Err(Error::UserNotLoggedIn);
+        }
+        self.logout_slot(slot);
+        Ok(())
+    }
+
+    fn logged_in(&mut self, slot: sys::CK_SLOT_ID) -> bool {
+        self.slot_mut(slot)
+            .map(|s| s.login.is_some())
+            .unwrap_or(false)
+    }
+
+    /// C_FindObjectsInit.
+    pub fn find_init(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        template: &[(sys::CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<()> {
+        let slot = self.session(h)?.slot;
+        if self.session(h)?.find.is_some() {
+            return Err(Error::OperationActive);
+        }
+        let logged_in = self.logged_in(slot);
+        let token = self.token(slot)?;
+        let found: Vec<_> = token
+            .objects
+            .iter()
+            .filter(|(_, o)| (logged_in || !o.private) && o.matches(template))
+            .map(|(h, _)| *h)
+            .collect();
+        self.session(h)?.find = Some(found);
+        Ok(())
+    }
+
+    /// C_FindObjects.
+    pub fn find(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        max: usize,
+    ) -> Result<Vec<sys::CK_OBJECT_HANDLE>> {
+        let s = self.session(h)?;
+        let list = s.find.as_mut().ok_or(Error::OperationNotInitialized)?;
+        let n = max.min(list.len());
+        Ok(list.drain(..n).collect())
+    }
+
+    /// C_FindObjectsFinal.
+    pub fn find_final(&mut self, h: sys::CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        s.find.take().ok_or(Error::OperationNotInitialized)?;
+        Ok(())
+    }
+
+    fn object(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        obj: sys::CK_OBJECT_HANDLE,
+    ) -> Result<crate::object::Object> {
+        let slot = self.session(h)?.slot;
+        let logged_in = self.logged_in(slot);
+        let token = self.token(slot)?;
+        match token.object(obj) {
+            Some(o) if logged_in || !o.private => Ok(o.clone()),
+            _ => Err(Error::ObjectHandleInvalid),
+        }
+    }
+
+    /// C_GetAttributeValue, one attribute at a time.
+    pub fn attributes(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        obj: sys::CK_OBJECT_HANDLE,
+        types: &[sys::CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<AttrResult>> {
+        let o = self.object(h, obj)?;
+        Ok(types
+            .iter()
+            .map(|t| match o.attr(*t) {
+                Some(Attr::Value(v)) => AttrResult::Value(v.clone()),
+                Some(Attr::Sensitive) => AttrResult::Sensitive,
+                None => AttrResult::Invalid,
+            })
+            .collect())
+    }
+
+    /// C_SignInit.
+    pub fn sign_init(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        scheme: SignScheme,
+        key: sys::CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        if self.session(h)?.op.is_some() {
+            return Err(Error::OperationActive);
+        }
+        let o = self.object(h, key)?;
+        if o.class != sys::CKO_PRIVATE_KEY {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        if !o.usage.sign {
+            return Err(Error::KeyFunctionNotPermitted);
+        }
+        if scheme.is_ecdsa() != matches!(o.kind, KeyKind::Ec { .. }) {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        self.session(h)?.op = Some(Operation::Sign {
+            key,
+            scheme,
+            data: Vec::new(),
+            context_login: false,
+        });
+        Ok(())
+    }
+
+    /// The length of the signature the current operation will produce.
+    pub fn signature_len(&mut self, h: sys::CK_SESSION_HANDLE) -> Result<usize> {
+        let key = match &self.session(h)?.op {
+            Some(Operation::Sign { key, .. }) => *key,
+            _ => return Err(Error::OperationNotInitialized),
+        };
+        Ok(match self.object(h, key)?.kind {
+            KeyKind::Ec { field_len, .. } => 2 * field_len,
+            KeyKind::Rsa { modulus_len } => modulus_len,
+        })
+    }
+
+    /// C_SignUpdate.
+    pub fn sign_update(&mut self, h: sys::CK_SESSION_HANDLE, part: &[u8]) -> Result<()> {
+        match &mut self.session(h)?.op {
+            Some(Operation::Sign { scheme, data, .. }) if scheme.hashes() => {
+                data.extend_from_slice(part);
+                Ok(())
+            }
+            Some(Operation::Sign { .. }) => {
+                self.session(h)?.op = None;
+                Err(Error::FunctionNotSupported)
+            }
+            _ => Err(Error::OperationNotInitialized),
+        }
+    }
+
+    /// C_Sign (with `data`) or C_SignFinal (`None`: the data came through C_SignUpdate).
+    /// Ends the operation whatever happens, except a caller's buffer query.
+    pub fn sign(&mut self, h: sys::CK_SESSION_HANDLE, data: Option<&[u8]>) -> Result<Vec<u8>> {
+        let slot = self.session(h)?.slot;
+        let Some(Operation::Sign {
+            key,
+            scheme,
+            data: buffered,
+            context_login,
+        }) = self.session(h)?.op.take()
+        else {
+            return Err(Error::OperationNotInitialized);
+        };
+        let o = self.object(h, key)?;
+        if o.always_authenticate && !context_login {
+            return Err(Error::UserNotLoggedIn);
+        }
+        let message = match data {
+            Some(d) => d.to_vec(),
+            None => buffered,
+        };
+        let (alg, input, field_len) = match o.kind {
+            KeyKind::Ec { alg, field_len } => (alg, scheme.card_input(&message, 0)?, field_len),
+            KeyKind::Rsa { modulus_len } => (
+                tessera_piv::piv::Algorithm::Rsa2048,
+                scheme.card_input(&message, modulus_len)?,
+                0,
+            ),
+        };
+        let key_ref = o.key_ref;
+        let out = self.on_card(slot, |t| card_sign(t, key_ref, alg, &input))?;
+        if field_len > 0 {
+            mechanism::ecdsa_der_to_raw(&out, field_len)
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// C_DecryptInit (CKM_RSA_PKCS with an RSA key-management key).
+    pub fn decrypt_init(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        mech: sys::CK_MECHANISM_TYPE,
+        key: sys::CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        if self.session(h)?.op.is_some() {
+            return Err(Error::OperationActive);
+        }
+        if mech != sys::CKM_RSA_PKCS {
+            return Err(Error::MechanismInvalid);
+        }
+        let o = self.object(h, key)?;
+        if o.class != sys::CKO_PRIVATE_KEY || !matches!(o.kind, KeyKind::Rsa { .. }) {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        if !o.usage.decrypt {
+            return Err(Error::KeyFunctionNotPermitted);
+        }
+        self.session(h)?.op = Some(Operation::Decrypt { key });
+        Ok(())
+    }
+
+    /// C_Decrypt.
+    pub fn decrypt(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let slot = self.session(h)?.slot;
+        let Some(Operation::Decrypt { key }) = self.session(h)?.op.take() else {
+            return Err(Error::OperationNotInitialized);
+        };
+        let o = self.object(h, key)?;
+        let KeyKind::Rsa { modulus_len } = o.kind else {
+            return Err(Error::KeyTypeInconsistent);
+        };
+        if ciphertext.len() != modulus_len {
+            return Err(Error::EncryptedDataInvalid);
+        }
+        let key_ref = o.key_ref;
+        let em = Zeroizing::new(self.on_card(slot, |t| {
+            card_sign(t, key_ref, tessera_piv::piv::Algorithm::Rsa2048, ciphertext)
+        })?);
+        mechanism::pkcs1_type2_unpad(&em).map(Zeroizing::new)
+    }
+
+    /// C_GenerateRandom: the card's 9B challenges (as OpenSC does), so the randomness is
+    /// the card's.
+    pub fn random(&mut self, h: sys::CK_SESSION_HANDLE, len: usize) -> Result<Vec<u8>> {
+        let slot = self.session(h)?.slot;
+        self.on_card(slot, |t| {
+            let mut out = Vec::with_capacity(len);
+            let cmd = tessera_piv::apdu::Command::new(0, 0x87, 0x00, 0x9B)
+                .with_data(vec![0x7C, 0x02, 0x81, 0x00])
+                .with_le(256);
+            while out.len() < len {
+                let answer = t.card.call(&cmd).map_err(|_| Error::RandomNoRng)?;
+                let challenge = tessera_piv::tlv::find(&answer, 0x7C)
+                    .ok()
+                    .flatten()
+                    .and_then(|c| tessera_piv::tlv::find(c, 0x81).ok().flatten())
+                    .ok_or(Error::RandomNoRng)?;
+                if challenge.is_empty() {
+                    return Err(Error::RandomNoRng);
+                }
+                out.extend_from_slice(challenge);
+            }
+            out.truncate(len);
+            Ok(out)
+        })
+    }
+}
+
+/// GENERAL AUTHENTICATE with the key, mapping the card's refusals.
+fn card_sign(
+    t: &mut Token,
+    key_ref: KeyRef,
+    alg: tessera_piv::piv::Algorithm,
+    input: &[u8],
+) -> Result<Vec<u8>> {
+    use tessera_piv::apdu::StatusWord as Sw;
+    use tessera_piv::host::Error as H;
+    t.card.sign(key_ref, alg, input).map_err(|e| match e {
+        H::Card(Sw::SECURITY_STATUS_NOT_SATISFIED) => Error::UserNotLoggedIn,
+        H::Card(Sw::INCORRECT_DATA) => Error::DataLenRange,
+        other => other.into(),
+    })
+}
