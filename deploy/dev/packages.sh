@@ -7,7 +7,7 @@ set -euo pipefail
 
 build=(build-essential pkg-config libpcsclite-dev)
 run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux)
-test=(yubico-piv-tool pcsc-tools)
+test=(yubico-piv-tool pcsc-tools gnutls-bin openssh-client libnss3-tools pamtester libpam-p11)
 
 case "${1:-}" in
   run) wanted=("${build[@]}" "${run[@]}") ;;

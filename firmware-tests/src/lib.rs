@@ -5,5 +5,6 @@
 
 pub mod conformance;
 pub mod manufacture;
+pub mod pkcs11_suite;
 pub mod state;
 pub mod vpcd;

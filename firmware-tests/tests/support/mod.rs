@@ -405,3 +405,40 @@ pub fn certify(lab: &Lab, pubkey: &str, cert: &str, cn: &str) {
         ],
     );
 }
+
+/// Gives the lab's card what the PKCS#11 tests expect: a P-256 key with certificate in 9A
+/// and an RSA-2048 key with certificate in 9C, generated on the card.
+pub fn personalise(lab: &Lab) {
+    yk(
+        lab,
+        &[
+            "-a", "generate", "-s", "9a", "-A", "ECCP256", "-o", "9a.pub",
+        ],
+    );
+    yk(
+        lab,
+        &[
+            "-a", "generate", "-s", "9c", "-A", "RSA2048", "-o", "9c.pub",
+        ],
+    );
+    certify(lab, "9a.pub", "9a.crt", "Alice Auth");
+    certify(lab, "9c.pub", "9c.crt", "Alice Sign");
+    yk(
+        lab,
+        &["-a", "import-certificate", "-s", "9a", "-i", "9a.crt"],
+    );
+    yk(
+        lab,
+        &["-a", "import-certificate", "-s", "9c", "-i", "9c.crt"],
+    );
+}
+
+/// Tessera's PKCS#11 module as cargo built it for these tests (a dev-dependency, so the
+/// cdylib sits in the same `deps` directory as the test binary).
+pub fn tessera_module() -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps directory");
+    let module = deps.join("libtessera_pkcs11.so");
+    assert!(module.exists(), "{} not built", module.display());
+    module.to_string_lossy().into_owned()
+}

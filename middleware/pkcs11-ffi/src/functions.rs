@@ -1,15 +1,15 @@
 //! The implemented PKCS#11 functions: argument checking and marshalling around the safe
-//! module in `tessera_pkcs11::module`.
+//! module in `tessera_pkcs11_core::module`.
 
 #![allow(non_snake_case)]
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use tessera_pkcs11::mechanism::SignScheme;
-use tessera_pkcs11::module::{self, AttrResult, PcscBackend};
-use tessera_pkcs11::sys::*;
-use tessera_pkcs11::{Error, Result};
+use tessera_pkcs11_core::mechanism::SignScheme;
+use tessera_pkcs11_core::module::{self, AttrResult, PcscBackend};
+use tessera_pkcs11_core::sys::*;
+use tessera_pkcs11_core::{Error, Result};
 
 use crate::lists::{FUNCTION_LIST, FUNCTION_LIST_3_0};
 

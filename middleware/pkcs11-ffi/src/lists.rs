@@ -1,7 +1,7 @@
 //! The function lists: PKCS#11 2.40 (`C_GetFunctionList`) and 3.0 (`C_GetInterface`).
 //! Generated with `gen-unsupported.py`; the order is the specification's.
 
-use tessera_pkcs11::sys::*;
+use tessera_pkcs11_core::sys::*;
 
 use crate::functions as f;
 use crate::unsupported as u;

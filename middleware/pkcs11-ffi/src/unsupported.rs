@@ -6,7 +6,7 @@
 
 use std::ffi::c_void;
 
-use tessera_pkcs11::sys::*;
+use tessera_pkcs11_core::sys::*;
 
 pub(crate) unsafe extern "C" fn C_InitToken(
     _arg1: CK_SLOT_ID,

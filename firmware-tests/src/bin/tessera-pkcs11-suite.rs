@@ -1,0 +1,52 @@
+//! `tessera-pkcs11-suite`: runs the cryptoki-based PKCS#11 suite against a module.
+
+use anyhow::Result;
+use clap::Parser;
+use tessera_firmware_tests::pkcs11_suite::{self, Config};
+
+/// PKCS#11 suite for PIV tokens.
+///
+/// Loads a PKCS#11 module (Tessera's libtessera_pkcs11.so, OpenSC's opensc-pkcs11.so, …),
+/// takes the first slot with a token and runs the checks: token and mechanism information,
+/// object visibility and linking, PIN counting, ECDSA and RSA (PKCS#1 v1.5, PSS)
+/// signatures verified in software, context-specific login for 9C, randomness, signing
+/// from eight threads, logout. The card needs a P-256 key with certificate in 9A and an
+/// RSA-2048 key with certificate in 9C. Exits 1 if a check fails.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// The PKCS#11 module to load.
+    #[arg(long)]
+    module: String,
+    /// The card's PIN.
+    #[arg(long, default_value = "123456")]
+    pin: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let outcomes = pkcs11_suite::run(&Config {
+        module: args.module.clone(),
+        pin: args.pin,
+    })
+    .map_err(anyhow::Error::msg)?;
+    let mut failed = 0;
+    for o in &outcomes {
+        match &o.result {
+            Ok(()) => println!("PASS  {}", o.name),
+            Err(why) => {
+                failed += 1;
+                println!("FAIL  {} — {why}", o.name);
+            }
+        }
+    }
+    println!(
+        "pkcs11 suite on {}: {} pass, {failed} fail",
+        args.module,
+        outcomes.len() - failed
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
