@@ -181,3 +181,111 @@ fn p11tool_lists_and_test_signs() {
         "{out}"
     );
 }
+
+/// Lines of `pkcs11-tool --test` on our module that are not failures but limits, and why.
+const PKCS11_TOOL_EXPECTED: &[(&str, &str)] = &[
+    (
+        "Digests: not implemented",
+        "the module offers no digest mechanisms: a PIV card does not hash, and applications \
+         hash in software",
+    ),
+    (
+        "Verify: not implemented",
+        "verification needs no card: applications verify with the certificate's public key",
+    ),
+    (
+        "can't be used to decrypt, skipping",
+        "the test certificates carry no key usage, so keys keep their PIV slot's purpose: \
+         9A and 9C sign, only 9D decrypts (OpenSC lets every RSA key decrypt)",
+    ),
+];
+
+#[test]
+fn pkcs11_tool_test_finds_no_failure_in_ours() {
+    let Some(lab) = lab(&["pkcs11-tool"]) else { return };
+    let out = lab.run(
+        "pkcs11-tool",
+        &["--module", &tessera_module(), "--test", "--login", "--pin", "123456"],
+    );
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{report}");
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("No errors"), "{report}");
+    for line in report.lines() {
+        let suspicious = ["not implemented", "warning", "failed", "ERR", "skipping"]
+            .iter()
+            .any(|w| line.contains(w));
+        let explained = PKCS11_TOOL_EXPECTED.iter().any(|(l, _)| line.contains(l))
+            || line.contains("non-RSA, skipping");
+        assert!(!suspicious || explained, "unexpected line in the report: {line}");
+    }
+}
+
+/// TLS 1.3 client authentication with a card key through our module: gnutls-cli
+/// (`--provider`) against `openssl s_server -Verify 1` on the lab's loopback.
+fn tls_client_auth(lab: &Lab, id: &str, port: u16) -> String {
+    if !std::path::Path::new(&lab.path("srv.crt")).exists() {
+        lab.run_ok(
+            "openssl",
+            &[
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", "srv.key", "-out", "srv.crt", "-subj", "/CN=localhost", "-days", "1",
+            ],
+        );
+    }
+    let mut server = lab
+        .command("openssl")
+        .args([
+            "s_server", "-accept", &format!("127.0.0.1:{port}"), "-naccept", "1", "-tls1_3",
+            "-cert", "srv.crt", "-key", "srv.key", "-Verify", "1", "-CAfile", "ca.crt", "-www",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("s_server");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let url = |kind: &str| format!("pkcs11:manufacturer=Tessera;id=%{id};type={kind};pin-value=123456");
+    let client = lab
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | gnutls-cli --provider '{}' \
+             --no-ca-verification --x509certfile '{}' --x509keyfile '{}' -p {port} 127.0.0.1",
+            tessera_module(),
+            url("cert"),
+            url("private")
+        ))
+        .output()
+        .expect("gnutls-cli");
+    let _ = server.kill();
+    let server_out = server.wait_with_output().expect("s_server output");
+    format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&client.stdout),
+        String::from_utf8_lossy(&client.stderr),
+        String::from_utf8_lossy(&server_out.stderr)
+    )
+}
+
+#[test]
+fn tls13_client_auth_with_gnutls_ecdsa_and_rsa_pss() {
+    let Some(lab) = lab(&["gnutls-cli", "p11tool"]) else { return };
+    // An RSA key in 9D for the RSA-PSS handshake (9C would need a PIN per signature).
+    support::yk(&lab, &["-a", "generate", "-s", "9d", "-A", "RSA2048", "-o", "9d.pub"]);
+    support::certify(&lab, "9d.pub", "9d.crt", "Alice TLS RSA");
+    support::yk(&lab, &["-a", "import-certificate", "-s", "9d", "-i", "9d.crt"]);
+
+    let ecdsa = tls_client_auth(&lab, "01", 4433);
+    assert!(ecdsa.contains("Client certificate"), "{ecdsa}");
+    assert!(ecdsa.contains("CN=Alice Auth") || ecdsa.contains("CN = Alice Auth"), "{ecdsa}");
+    assert!(ecdsa.contains("ECDSA"), "{ecdsa}");
+
+    println!("{ecdsa}");
+    let pss = tls_client_auth(&lab, "03", 4434);
+    assert!(pss.contains("Subject: CN=Alice TLS RSA"), "{pss}");
+    assert!(pss.contains("Peer signature type: RSA-PSS"), "{pss}");
+}

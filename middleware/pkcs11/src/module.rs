@@ -573,16 +573,21 @@ impl Module {
         })
     }
 
-    /// C_SignUpdate.
+    /// C_SignUpdate. Mechanisms that hash take any amount of data; the others (raw ECDSA,
+    /// RSA PKCS#1) are buffered, and their size is checked when the signature is made, as
+    /// OpenSC's module does.
     pub fn sign_update(&mut self, h: sys::CK_SESSION_HANDLE, part: &[u8]) -> Result<()> {
-        match &mut self.session(h)?.op {
-            Some(Operation::Sign { scheme, data, .. }) if scheme.hashes() => {
+        /// More than any digest or DigestInfo a raw mechanism can sign.
+        const RAW_LIMIT: usize = 512;
+        let op = &mut self.session(h)?.op;
+        match op {
+            Some(Operation::Sign { scheme, data, .. }) => {
+                if !scheme.hashes() && data.len() + part.len() > RAW_LIMIT {
+                    *op = None;
+                    return Err(Error::DataLenRange);
+                }
                 data.extend_from_slice(part);
                 Ok(())
-            }
-            Some(Operation::Sign { .. }) => {
-                self.session(h)?.op = None;
-                Err(Error::FunctionNotSupported)
             }
             _ => Err(Error::OperationNotInitialized),
         }
