@@ -482,3 +482,80 @@ fn logout_hides_private(ctx: &Ctx) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The card-removal exercise (see `tessera-pkcs11-suite --removal`): a removed card gives
+/// `CKR_DEVICE_REMOVED` or `CKR_TOKEN_NOT_PRESENT`, never a crash, and a re-inserted card
+/// works again.
+pub fn removal(module: &str, pin: &str) -> Result<(), String> {
+    use std::io::BufRead;
+    let p11 = Pkcs11::new(module).map_err(|e| format!("loading {module}: {e}"))?;
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(e("C_Initialize"))?;
+    let sign_once = |p11: &Pkcs11| -> Result<Result<(), CkError>, String> {
+        let slot = match p11.get_slots_with_token() {
+            Ok(s) if !s.is_empty() => s[0],
+            Ok(_) => {
+                return Ok(Err(CkError::Pkcs11(
+                    RvError::TokenNotPresent,
+                    cryptoki::context::Function::GetSlotList,
+                )))
+            }
+            Err(err) => return Ok(Err(err)),
+        };
+        let s = match p11.open_ro_session(slot) {
+            Ok(s) => s,
+            Err(err) => return Ok(Err(err)),
+        };
+        if let Err(err) = s.login(UserType::User, Some(&AuthPin::from(pin.to_owned()))) {
+            if rv(&err) != Some(RvError::UserAlreadyLoggedIn) {
+                return Ok(Err(err));
+            }
+        }
+        let keys = match s.find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![1]),
+        ]) {
+            Ok(k) => k,
+            Err(err) => return Ok(Err(err)),
+        };
+        let k = *keys.first().ok_or("no 9A key")?;
+        Ok(s.sign(&Mechanism::Ecdsa, k, &[0x42; 32]).map(drop))
+    };
+    // A logged-in session kept open across the removal.
+    let slot = p11.get_slots_with_token().map_err(e("C_GetSlotList"))?[0];
+    let held = p11.open_ro_session(slot).map_err(e("C_OpenSession"))?;
+    held.login(UserType::User, Some(&AuthPin::from(pin.to_owned())))
+        .map_err(e("C_Login"))?;
+    let key = *held
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![1]),
+        ])
+        .map_err(e("C_FindObjects"))?
+        .first()
+        .ok_or("no 9A key")?;
+    held.sign(&Mechanism::Ecdsa, key, &[0x42; 32]).map_err(e("first signature"))?;
+    println!("READY");
+    let mut lines = std::io::stdin().lock().lines();
+    lines.next();
+    match held.sign(&Mechanism::Ecdsa, key, &[0x42; 32]) {
+        Ok(_) => println!("REMOVED-SIGN: CKR_OK"),
+        Err(err) => println!(
+            "REMOVED-SIGN: {}",
+            rv(&err)
+                .map(|r| format!("{r:?}"))
+                .unwrap_or(err.to_string())
+        ),
+    }
+    match p11.get_slots_with_token() {
+        Ok(s) => println!("REMOVED-SLOTS-WITH-TOKEN: {}", s.len()),
+        Err(err) => println!("REMOVED-SLOTS-WITH-TOKEN: {err}"),
+    }
+    println!("WAITING");
+    lines.next();
+    match sign_once(&p11)? {
+        Ok(()) => println!("REINSERTED-SIGN: CKR_OK"),
+        Err(err) => println!("REINSERTED-SIGN: {err}"),
+    }
+    Ok(())
+}

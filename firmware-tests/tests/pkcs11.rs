@@ -34,7 +34,10 @@ const OPENSC_KNOWN_FAILURES: &[(&str, &str)] = &[(
 
 /// Runs the suite; returns its report and the names of the failed checks.
 fn suite(lab: &Lab, module: &str) -> (String, Vec<String>) {
-    let out = lab.run(env!("CARGO_BIN_EXE_tessera-pkcs11-suite"), &["--module", module]);
+    let out = lab.run(
+        env!("CARGO_BIN_EXE_tessera-pkcs11-suite"),
+        &["--module", module],
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         text.contains("pkcs11 suite on"),
@@ -202,10 +205,19 @@ const PKCS11_TOOL_EXPECTED: &[(&str, &str)] = &[
 
 #[test]
 fn pkcs11_tool_test_finds_no_failure_in_ours() {
-    let Some(lab) = lab(&["pkcs11-tool"]) else { return };
+    let Some(lab) = lab(&["pkcs11-tool"]) else {
+        return;
+    };
     let out = lab.run(
         "pkcs11-tool",
-        &["--module", &tessera_module(), "--test", "--login", "--pin", "123456"],
+        &[
+            "--module",
+            &tessera_module(),
+            "--test",
+            "--login",
+            "--pin",
+            "123456",
+        ],
     );
     let report = format!(
         "{}{}",
@@ -221,7 +233,10 @@ fn pkcs11_tool_test_finds_no_failure_in_ours() {
             .any(|w| line.contains(w));
         let explained = PKCS11_TOOL_EXPECTED.iter().any(|(l, _)| line.contains(l))
             || line.contains("non-RSA, skipping");
-        assert!(!suspicious || explained, "unexpected line in the report: {line}");
+        assert!(
+            !suspicious || explained,
+            "unexpected line in the report: {line}"
+        );
     }
 }
 
@@ -232,23 +247,50 @@ fn tls_client_auth(lab: &Lab, id: &str, port: u16) -> String {
         lab.run_ok(
             "openssl",
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", "srv.key", "-out", "srv.crt", "-subj", "/CN=localhost", "-days", "1",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.crt",
+                "-subj",
+                "/CN=localhost",
+                "-days",
+                "1",
             ],
         );
     }
     let mut server = lab
         .command("openssl")
         .args([
-            "s_server", "-accept", &format!("127.0.0.1:{port}"), "-naccept", "1", "-tls1_3",
-            "-cert", "srv.crt", "-key", "srv.key", "-Verify", "1", "-CAfile", "ca.crt", "-www",
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-naccept",
+            "1",
+            "-tls1_3",
+            "-cert",
+            "srv.crt",
+            "-key",
+            "srv.key",
+            "-Verify",
+            "1",
+            "-CAfile",
+            "ca.crt",
+            "-www",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("s_server");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let url = |kind: &str| format!("pkcs11:manufacturer=Tessera;id=%{id};type={kind};pin-value=123456");
+    let url =
+        |kind: &str| format!("pkcs11:manufacturer=Tessera;id=%{id};type={kind};pin-value=123456");
     let client = lab
         .command("sh")
         .arg("-c")
@@ -273,19 +315,156 @@ fn tls_client_auth(lab: &Lab, id: &str, port: u16) -> String {
 
 #[test]
 fn tls13_client_auth_with_gnutls_ecdsa_and_rsa_pss() {
-    let Some(lab) = lab(&["gnutls-cli", "p11tool"]) else { return };
+    let Some(lab) = lab(&["gnutls-cli", "p11tool"]) else {
+        return;
+    };
     // An RSA key in 9D for the RSA-PSS handshake (9C would need a PIN per signature).
-    support::yk(&lab, &["-a", "generate", "-s", "9d", "-A", "RSA2048", "-o", "9d.pub"]);
+    support::yk(
+        &lab,
+        &[
+            "-a", "generate", "-s", "9d", "-A", "RSA2048", "-o", "9d.pub",
+        ],
+    );
     support::certify(&lab, "9d.pub", "9d.crt", "Alice TLS RSA");
-    support::yk(&lab, &["-a", "import-certificate", "-s", "9d", "-i", "9d.crt"]);
+    support::yk(
+        &lab,
+        &["-a", "import-certificate", "-s", "9d", "-i", "9d.crt"],
+    );
 
     let ecdsa = tls_client_auth(&lab, "01", 4433);
     assert!(ecdsa.contains("Client certificate"), "{ecdsa}");
-    assert!(ecdsa.contains("CN=Alice Auth") || ecdsa.contains("CN = Alice Auth"), "{ecdsa}");
+    assert!(
+        ecdsa.contains("CN=Alice Auth") || ecdsa.contains("CN = Alice Auth"),
+        "{ecdsa}"
+    );
     assert!(ecdsa.contains("ECDSA"), "{ecdsa}");
 
     println!("{ecdsa}");
     let pss = tls_client_auth(&lab, "03", 4434);
     assert!(pss.contains("Subject: CN=Alice TLS RSA"), "{pss}");
     assert!(pss.contains("Peer signature type: RSA-PSS"), "{pss}");
+}
+
+#[test]
+fn removing_the_card_gives_device_removed_and_reinserting_works() {
+    let Some(mut lab) = lab(&[]) else { return };
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = lab
+        .command(env!("CARGO_BIN_EXE_tessera-pkcs11-suite"))
+        .args(["--module", &tessera_module(), "--removal"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("suite");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().expect("a line").expect("utf-8");
+    assert_eq!(next(), "READY");
+    lab.stop_card();
+    writeln!(stdin).unwrap();
+    let removed = next();
+    assert!(
+        removed == "REMOVED-SIGN: DeviceRemoved" || removed == "REMOVED-SIGN: TokenNotPresent",
+        "{removed}"
+    );
+    assert_eq!(next(), "REMOVED-SLOTS-WITH-TOKEN: 0");
+    assert_eq!(next(), "WAITING");
+    lab.start_card(&CardOptions::default());
+    writeln!(stdin).unwrap();
+    assert_eq!(next(), "REINSERTED-SIGN: CKR_OK");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn nss_loads_the_module_and_lists_the_certificates() {
+    let Some(lab) = lab(&["certutil", "modutil"]) else {
+        return;
+    };
+    let db = format!("sql:{}", lab.path("nssdb"));
+    std::fs::create_dir(lab.path("nssdb")).unwrap();
+    lab.run_ok("certutil", &["-N", "-d", &db, "--empty-password"]);
+    lab.run_ok(
+        "modutil",
+        &[
+            "-dbdir",
+            &db,
+            "-add",
+            "tessera",
+            "-libfile",
+            &tessera_module(),
+            "-force",
+        ],
+    );
+    let modules = lab.run_ok("modutil", &["-dbdir", &db, "-list"]);
+    assert!(modules.contains("tessera"), "{modules}");
+    let certs = lab.run_ok("certutil", &["-L", "-h", "all", "-d", &db]);
+    assert!(
+        certs.contains("Alice Auth:Certificate for PIV Authentication"),
+        "{certs}"
+    );
+    assert!(
+        certs.contains("Alice Auth:Certificate for Digital Signature"),
+        "{certs}"
+    );
+}
+
+#[test]
+fn pam_p11_logs_in_with_the_right_pin_and_counts_a_wrong_one() {
+    let Some(lab) = lab(&["pamtester", "mount"]) else {
+        return;
+    };
+    if !require(&[], &["/usr/lib/x86_64-linux-gnu/security/pam_p11.so"]) {
+        return;
+    }
+    // A private /etc/pam.d and root home, visible only inside the lab's mount namespace.
+    let pamd = lab.path("pam.d");
+    std::fs::create_dir(&pamd).unwrap();
+    std::fs::write(format!("{pamd}/other"), "auth required pam_deny.so\n").unwrap();
+    std::fs::write(
+        format!("{pamd}/tessera-login"),
+        format!(
+            "auth required pam_p11.so {}\naccount required pam_permit.so\n",
+            tessera_module()
+        ),
+    )
+    .unwrap();
+    let home = lab.path("roothome");
+    std::fs::create_dir_all(format!("{home}/.eid")).unwrap();
+    std::fs::copy(
+        lab.path("9a.crt"),
+        format!("{home}/.eid/authorized_certificates"),
+    )
+    .unwrap();
+    lab.run_ok("mount", &["--bind", &pamd, "/etc/pam.d"]);
+    lab.run_ok("mount", &["--bind", &home, "/root"]);
+
+    let pam = |pin: &str| {
+        let mut child = lab
+            .command("pamtester")
+            .args(["tessera-login", "root", "authenticate"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("pamtester");
+        use std::io::Write;
+        writeln!(child.stdin.take().expect("stdin"), "{pin}").unwrap();
+        let out = child.wait_with_output().expect("pamtester output");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = pam("123456");
+    assert!(ok, "right PIN refused: {text}");
+    lab.run_ok("opensc-tool", &["-s", "00 20 FF 80"]);
+    let (ok, text) = pam("654321");
+    assert!(!ok, "wrong PIN accepted: {text}");
+    // The card counted the wrong PIN: two tries left (VERIFY status query, SW 63C2).
+    let status = lab.run_ok("opensc-tool", &["-s", "00 20 00 80"]);
+    assert!(status.contains("SW1=0x63, SW2=0xC2"), "{status}");
 }

@@ -21,10 +21,19 @@ struct Args {
     /// The card's PIN.
     #[arg(long, default_value = "123456")]
     pin: String,
+    /// Instead of the suite, the card-removal exercise: sign once, print READY, wait for a
+    /// line on standard input (remove the card meanwhile), sign again and print what the
+    /// module answered; then wait for another line (re-insert the card) and sign once more
+    /// in a new session.
+    #[arg(long)]
+    removal: bool,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.removal {
+        return pkcs11_suite::removal(&args.module, &args.pin).map_err(anyhow::Error::msg);
+    }
     let outcomes = pkcs11_suite::run(&Config {
         module: args.module.clone(),
         pin: args.pin,

@@ -299,3 +299,25 @@ fn usage_from(cert: &Certificate, key_ref: KeyRef, kind: &KeyKind) -> Usage {
         }
     }
 }
+
+/// The subject common name of a certificate, for the token label (as OpenSC labels PIV
+/// tokens with the cardholder's name).
+pub fn common_name(cert_der: &[u8]) -> Option<String> {
+    let cert = Certificate::from_der(cert_der).ok()?;
+    cert.tbs_certificate.subject.0.iter().find_map(|rdn| {
+        rdn.0.iter().find_map(|atv| {
+            if atv.oid != const_oid::db::rfc4519::CN {
+                return None;
+            }
+            atv.value
+                .decode_as::<der::asn1::Utf8StringRef<'_>>()
+                .map(|s| s.as_str().to_owned())
+                .or_else(|_| {
+                    atv.value
+                        .decode_as::<der::asn1::PrintableStringRef<'_>>()
+                        .map(|s| s.as_str().to_owned())
+                })
+                .ok()
+        })
+    })
+}

@@ -112,15 +112,23 @@ impl Token {
                 }
             }
         }
-        let serial = match guid {
+        let serial: String = match guid {
             Some(g) => g[..8].iter().map(|b| format!("{b:02x}")).collect(),
             None => String::new(),
         };
+        // The cardholder's name from the authentication certificate, so that two cards in
+        // one NSS database or browser have different token names.
+        let label = certs
+            .iter()
+            .find(|(slot, _)| *slot == KeyRef::AUTHENTICATION)
+            .or_else(|| certs.first())
+            .and_then(|(_, der)| crate::object::common_name(der))
+            .unwrap_or_else(|| format!("PIV {serial}"));
         Ok(Self {
             card,
             guid,
             serial,
-            label: "Tessera PIV".to_owned(),
+            label,
             objects,
         })
     }
