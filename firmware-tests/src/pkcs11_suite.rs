@@ -534,7 +534,8 @@ pub fn removal(module: &str, pin: &str) -> Result<(), String> {
         .map_err(e("C_FindObjects"))?
         .first()
         .ok_or("no 9A key")?;
-    held.sign(&Mechanism::Ecdsa, key, &[0x42; 32]).map_err(e("first signature"))?;
+    held.sign(&Mechanism::Ecdsa, key, &[0x42; 32])
+        .map_err(e("first signature"))?;
     println!("READY");
     let mut lines = std::io::stdin().lock().lines();
     lines.next();

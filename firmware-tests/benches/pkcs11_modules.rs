@@ -1,7 +1,7 @@
-//! Baseline for the Tessera PKCS#11 module: "select, read the authentication certificate,
-//! verify the PIN, sign" through OpenSC's `opensc-pkcs11.so` on the reference card, measured
-//! as APDUs (counted by the card's trace) and wall time, plus signatures per second with the
-//! session kept open. Prints its figures; `cargo bench -p tessera-firmware-tests`.
+//! Tessera's PKCS#11 module against OpenSC's on the reference card, in one run: "load the
+//! module, read the authentication certificate, verify the PIN, sign" measured as APDUs
+//! (counted by the card's trace) and wall time, plus signatures per second with the session
+//! kept open. Prints its figures; `cargo bench -p tessera-firmware-tests`.
 //!
 //! The measurement runs inside the lab's namespace: this binary re-executes itself there
 //! with `--inner`, because the private pcscd is reachable only inside it.
@@ -16,7 +16,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use support::{certify, require, yk, CardOptions, Lab, OPENSC_PKCS11, VPCD_DRIVER};
+use support::{personalise, require, CardOptions, Lab, OPENSC_PKCS11, VPCD_DRIVER};
 
 const PIN: &str = "123456";
 const RUNS: usize = 10;
@@ -109,30 +109,53 @@ fn outer() {
         trace: true,
         ..CardOptions::default()
     });
-    yk(
-        &lab,
-        &[
-            "-a", "generate", "-s", "9a", "-A", "ECCP256", "-o", "9a.pub",
-        ],
+    personalise(&lab);
+    // The bench binary sits in target/<profile>/deps, beside the cdylib cargo built for it.
+    let ours = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("libtessera_pkcs11.so");
+    assert!(ours.exists(), "{} not built", ours.display());
+    println!("PKCS#11 modules on tessera-card-sim (pcscd + vpcd on loopback), {RUNS} runs each:");
+    println!(
+        "{:<28} {:>14} {:>10} {:>10} {:>8} {:>12}",
+        "module", "median ms", "min ms", "max ms", "APDUs", "sig/s open"
     );
-    certify(&lab, "9a.pub", "9a.crt", "Bench User");
-    yk(
-        &lab,
-        &["-a", "import-certificate", "-s", "9a", "-i", "9a.crt"],
-    );
-    let me = std::env::current_exe().expect("own path");
-    let trace = lab.dir.path().join("apdu.trace");
+    for (name, module) in [
+        (
+            "tessera libtessera_pkcs11",
+            ours.to_str().expect("utf-8 path"),
+        ),
+        ("OpenSC opensc-pkcs11", OPENSC_PKCS11),
+    ] {
+        let m = measure(&lab, module);
+        println!(
+            "{name:<28} {:>14.1} {:>10.1} {:>10.1} {:>8} {:>12}",
+            ms(m.times[RUNS / 2]),
+            ms(m.times[0]),
+            ms(m.times[RUNS - 1]),
+            m.apdus[RUNS / 2],
+            m.rate
+        );
+    }
+}
 
+struct Measured {
+    times: Vec<Duration>,
+    apdus: Vec<usize>,
+    rate: String,
+}
+
+fn measure(lab: &Lab, module: &str) -> Measured {
+    let me = std::env::current_exe().expect("own path");
+    let me = me.to_str().expect("utf-8 path");
+    let trace = lab.dir.path().join("apdu.trace");
     let mut times = Vec::new();
     let mut apdus = Vec::new();
     for _ in 0..RUNS {
-        // A reset between runs, so that no run inherits the previous one's PIN status.
+        // Log out between runs, so that no run inherits the previous one's PIN status.
         lab.run_ok("opensc-tool", &["-s", "00 20 FF 80"]);
         std::fs::write(&trace, b"").expect("truncate trace");
-        let out = lab.run_ok(
-            me.to_str().expect("utf-8 path"),
-            &["--inner-first", OPENSC_PKCS11],
-        );
+        let out = lab.run_ok(me, &["--inner-first", module]);
         let micros: u64 = out.trim().parse().expect("microseconds");
         times.push(Duration::from_micros(micros));
         apdus.push(
@@ -144,28 +167,12 @@ fn outer() {
     }
     times.sort();
     apdus.sort_unstable();
-    let rate = lab.run_ok(
-        me.to_str().expect("utf-8 path"),
-        &["--inner-throughput", OPENSC_PKCS11],
-    );
-    println!("OpenSC opensc-pkcs11.so on tessera-card-sim (pcscd + vpcd, loopback), {RUNS} runs:");
-    println!(
-        "  C_Initialize .. first ECDSA P-256 signature (read 9A cert, login, sign): \
-         median {:.1} ms, min {:.1} ms, max {:.1} ms",
-        ms(times[RUNS / 2]),
-        ms(times[0]),
-        ms(times[RUNS - 1])
-    );
-    println!(
-        "  APDUs for that sequence: median {}, min {}, max {}",
-        apdus[RUNS / 2],
-        apdus[0],
-        apdus[RUNS - 1]
-    );
-    println!(
-        "  signatures per second, session kept open ({SIGNATURES} signatures): {}",
-        rate.trim()
-    );
+    lab.run_ok("opensc-tool", &["-s", "00 20 FF 80"]);
+    let rate = lab
+        .run_ok(me, &["--inner-throughput", module])
+        .trim()
+        .to_owned();
+    Measured { times, apdus, rate }
 }
 
 fn ms(d: Duration) -> f64 {
