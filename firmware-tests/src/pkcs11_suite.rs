@@ -1,7 +1,7 @@
 //! A PKCS#11 test suite for PIV tokens, written against the `cryptoki` crate so that it runs
 //! unchanged against any module: Tessera's `libtessera_pkcs11.so` and OpenSC's
 //! `opensc-pkcs11.so` on the same card. It expects a card with a P-256 key and certificate
-//! in 9A and an RSA-2048 key and certificate in 9C (as the tests personalise it).
+//! in 9A and RSA-2048 keys and certificates in 9C and 9D (as the tests personalise it).
 
 use std::sync::Arc;
 
@@ -30,6 +30,7 @@ pub struct Outcome {
 pub struct Config {
     pub module: String,
     pub pin: String,
+    pub puk: String,
 }
 
 type Check = fn(&Ctx) -> Result<(), String>;
@@ -52,6 +53,9 @@ pub const CHECKS: &[(&str, Check)] = &[
         "always-authenticate-needs-context-login",
         always_authenticate,
     ),
+    ("rsa-decrypt-9d", rsa_decrypt),
+    ("set-pin-and-back", set_pin_and_back),
+    ("so-init-pin", so_init_pin),
     ("random", random),
     ("eight-threads-sign", eight_threads),
     ("logout-hides-private-objects", logout_hides_private),
@@ -62,6 +66,7 @@ pub struct Ctx {
     pub p11: Arc<Pkcs11>,
     pub slot: Slot,
     pub pin: String,
+    pub puk: String,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -86,6 +91,7 @@ pub fn run(config: &Config) -> Result<Vec<Outcome>, String> {
         p11: Arc::new(p11),
         slot,
         pin: config.pin.clone(),
+        puk: config.puk.clone(),
     };
     Ok(CHECKS
         .iter()
@@ -419,6 +425,58 @@ fn always_authenticate(ctx: &Ctx) -> Result<(), String> {
         Ok(_) => Err("signed with 9C without a context-specific login".into()),
         Err(_) => Ok(()),
     }
+}
+
+fn rsa_decrypt(ctx: &Ctx) -> Result<(), String> {
+    let s = ctx.session()?;
+    ctx.login(&s)?;
+    let public = rsa_key(&ctx.cert_spki(&s, 3)?)?;
+    let ciphertext = public
+        .encrypt(&mut rand::rngs::OsRng, rsa::Pkcs1v15Encrypt, b"session key")
+        .map_err(|e| e.to_string())?;
+    let k = ctx.one(&s, ObjectClass::PRIVATE_KEY, 3)?;
+    let plain = s
+        .decrypt(&Mechanism::RsaPkcs, k, &ciphertext)
+        .map_err(e("C_Decrypt"))?;
+    if plain != b"session key" {
+        return Err("decrypted text differs".into());
+    }
+    Ok(())
+}
+
+fn set_pin_and_back(ctx: &Ctx) -> Result<(), String> {
+    let s = ctx
+        .p11
+        .open_rw_session(ctx.slot)
+        .map_err(e("C_OpenSession(RW)"))?;
+    ctx.login(&s)?;
+    let (old, new) = (
+        AuthPin::from(ctx.pin.clone()),
+        AuthPin::from("24682468".to_owned()),
+    );
+    s.set_pin(&old, &new).map_err(e("C_SetPIN"))?;
+    let _ = s.logout();
+    let changed = s
+        .login(UserType::User, Some(&new))
+        .map_err(e("C_Login with the new PIN"));
+    let back = s.set_pin(&new, &old).map_err(e("C_SetPIN back"));
+    changed?;
+    back?;
+    Ok(())
+}
+
+fn so_init_pin(ctx: &Ctx) -> Result<(), String> {
+    let s = ctx
+        .p11
+        .open_rw_session(ctx.slot)
+        .map_err(e("C_OpenSession(RW)"))?;
+    let _ = s.logout();
+    s.login(UserType::So, Some(&AuthPin::from(ctx.puk.clone())))
+        .map_err(e("C_Login(CKU_SO) with the PUK"))?;
+    s.init_pin(&AuthPin::from(ctx.pin.clone()))
+        .map_err(e("C_InitPIN"))?;
+    s.logout().map_err(e("C_Logout"))?;
+    ctx.login(&s)
 }
 
 fn random(ctx: &Ctx) -> Result<(), String> {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Regenerates src/unsupported.rs and src/lists.rs from the cryptoki-sys bindings:
-#   python3 gen-unsupported.py ~/.cargo/registry/src/*/cryptoki-sys-0.5.0/src/bindings/x86_64-unknown-linux-gnu.rs
+#   python3 gen-unsupported.py ~/.cargo/registry/src/*/cryptoki-sys-0.5.0/src/bindings/x86_64-unknown-linux-gnu.rs && cargo fmt
 # The list IMPLEMENTED must name every function written by hand in src/functions.rs.
 import json, re, sys
 
@@ -9,7 +9,7 @@ C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_OpenSession C_CloseSessio
 C_GetSessionInfo C_Login C_Logout C_GetAttributeValue C_FindObjectsInit C_FindObjects
 C_FindObjectsFinal C_SignInit C_Sign C_SignUpdate C_SignFinal C_DecryptInit C_Decrypt
 C_GenerateRandom C_SeedRandom C_GetInterfaceList C_GetInterface C_LoginUser C_SessionCancel
-C_GetFunctionStatus C_CancelFunction""".split())
+C_GetFunctionStatus C_CancelFunction C_InitPIN C_SetPIN""".split())
 
 flat = re.sub(r"\s+", " ", open(sys.argv[1]).read())
 body = re.search(r"pub struct CK_FUNCTION_LIST_3_0 \{(.*?)\}", flat).group(1)
@@ -23,7 +23,7 @@ out = ["//! The PKCS#11 functions the module does not offer: each answers `CKR_F
        "//! (PKCS#11 §5.1) with the exact C signature of its slot in the function list. Generated",
        "//! from the `cryptoki-sys` 0.5 bindings by `gen-unsupported.py` beside this crate.",
        "", "#![allow(non_snake_case, clippy::missing_safety_doc)]", "", "use std::ffi::c_void;", "",
-       "use tessera_pkcs11::sys::*;", ""]
+       "use tessera_pkcs11_core::sys::*;", ""]
 for n in order:
     if n in IMPLEMENTED:
         continue
@@ -41,6 +41,6 @@ v240 = order[: order.index("C_GetInterfaceList")]
 open("src/lists.rs", "w").write("\n".join([
     "//! The function lists: PKCS#11 2.40 (`C_GetFunctionList`) and 3.0 (`C_GetInterface`).",
     "//! Generated with `gen-unsupported.py`; the order is the specification's.", "",
-    "use tessera_pkcs11::sys::*;", "", "use crate::functions as f;", "use crate::unsupported as u;", "",
+    "use tessera_pkcs11_core::sys::*;", "", "use crate::functions as f;", "use crate::unsupported as u;", "",
     function_list("FUNCTION_LIST", "CK_FUNCTION_LIST", v240, (2, 40)), "",
     function_list("FUNCTION_LIST_3_0", "CK_FUNCTION_LIST_3_0", order, (3, 0)), ""]))

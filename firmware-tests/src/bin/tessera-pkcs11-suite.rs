@@ -11,7 +11,7 @@ use tessera_firmware_tests::pkcs11_suite::{self, Config};
 /// object visibility and linking, PIN counting, ECDSA and RSA (PKCS#1 v1.5, PSS)
 /// signatures verified in software, context-specific login for 9C, randomness, signing
 /// from eight threads, logout. The card needs a P-256 key with certificate in 9A and an
-/// RSA-2048 key with certificate in 9C. Exits 1 if a check fails.
+/// RSA-2048 keys with certificates in 9C and 9D. Exits 1 if a check fails.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -21,6 +21,9 @@ struct Args {
     /// The card's PIN.
     #[arg(long, default_value = "123456")]
     pin: String,
+    /// The card's PUK (the security officer's PIN for C_InitPIN).
+    #[arg(long, default_value = "12345678")]
+    puk: String,
     /// Instead of the suite, the card-removal exercise: sign once, print READY, wait for a
     /// line on standard input (remove the card meanwhile), sign again and print what the
     /// module answered; then wait for another line (re-insert the card) and sign once more
@@ -37,6 +40,7 @@ fn main() -> Result<()> {
     let outcomes = pkcs11_suite::run(&Config {
         module: args.module.clone(),
         pin: args.pin,
+        puk: args.puk,
     })
     .map_err(anyhow::Error::msg)?;
     let mut failed = 0;

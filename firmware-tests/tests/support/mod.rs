@@ -406,31 +406,22 @@ pub fn certify(lab: &Lab, pubkey: &str, cert: &str, cn: &str) {
     );
 }
 
-/// Gives the lab's card what the PKCS#11 tests expect: a P-256 key with certificate in 9A
-/// and an RSA-2048 key with certificate in 9C, generated on the card.
+/// Gives the lab's card what the PKCS#11 tests expect, generated on the card: a P-256 key
+/// with certificate in 9A, RSA-2048 keys with certificates in 9C and 9D.
 pub fn personalise(lab: &Lab) {
-    yk(
-        lab,
-        &[
-            "-a", "generate", "-s", "9a", "-A", "ECCP256", "-o", "9a.pub",
-        ],
-    );
-    yk(
-        lab,
-        &[
-            "-a", "generate", "-s", "9c", "-A", "RSA2048", "-o", "9c.pub",
-        ],
-    );
-    certify(lab, "9a.pub", "9a.crt", "Alice Auth");
-    certify(lab, "9c.pub", "9c.crt", "Alice Sign");
-    yk(
-        lab,
-        &["-a", "import-certificate", "-s", "9a", "-i", "9a.crt"],
-    );
-    yk(
-        lab,
-        &["-a", "import-certificate", "-s", "9c", "-i", "9c.crt"],
-    );
+    for (slot, alg, cn) in [
+        ("9a", "ECCP256", "Alice Auth"),
+        ("9c", "RSA2048", "Alice Sign"),
+        ("9d", "RSA2048", "Alice TLS RSA"),
+    ] {
+        let (public, cert) = (format!("{slot}.pub"), format!("{slot}.crt"));
+        yk(
+            lab,
+            &["-a", "generate", "-s", slot, "-A", alg, "-o", &public],
+        );
+        certify(lab, &public, &cert, cn);
+        yk(lab, &["-a", "import-certificate", "-s", slot, "-i", &cert]);
+    }
 }
 
 /// Tessera's PKCS#11 module as cargo built it for these tests (a dev-dependency, so the

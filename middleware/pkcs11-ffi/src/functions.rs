@@ -401,6 +401,36 @@ pub(crate) unsafe extern "C" fn C_LoginUser(
     C_Login(session, user, pin, pin_len)
 }
 
+pub(crate) unsafe extern "C" fn C_InitPIN(
+    session: CK_SESSION_HANDLE,
+    pin: *mut CK_UTF8CHAR,
+    len: CK_ULONG,
+) -> CK_RV {
+    guard(|| {
+        if pin.is_null() {
+            return Err(Error::ArgumentsBad("NULL PIN"));
+        }
+        let pin = input(pin, len)?;
+        module::with(|m| m.init_pin(session, pin))
+    })
+}
+
+pub(crate) unsafe extern "C" fn C_SetPIN(
+    session: CK_SESSION_HANDLE,
+    old: *mut CK_UTF8CHAR,
+    old_len: CK_ULONG,
+    new: *mut CK_UTF8CHAR,
+    new_len: CK_ULONG,
+) -> CK_RV {
+    guard(|| {
+        if old.is_null() || new.is_null() {
+            return Err(Error::ArgumentsBad("NULL PIN"));
+        }
+        let (old, new) = (input(old, old_len)?, input(new, new_len)?);
+        module::with(|m| m.set_pin(session, old, new))
+    })
+}
+
 pub(crate) unsafe extern "C" fn C_Logout(session: CK_SESSION_HANDLE) -> CK_RV {
     guard(|| module::with(|m| m.logout(session)))
 }

@@ -17,24 +17,6 @@ pub(crate) unsafe extern "C" fn C_InitToken(
     CKR_FUNCTION_NOT_SUPPORTED
 }
 
-pub(crate) unsafe extern "C" fn C_InitPIN(
-    _arg1: CK_SESSION_HANDLE,
-    _arg2: *mut CK_UTF8CHAR,
-    _arg3: CK_ULONG,
-) -> CK_RV {
-    CKR_FUNCTION_NOT_SUPPORTED
-}
-
-pub(crate) unsafe extern "C" fn C_SetPIN(
-    _arg1: CK_SESSION_HANDLE,
-    _arg2: *mut CK_UTF8CHAR,
-    _arg3: CK_ULONG,
-    _arg4: *mut CK_UTF8CHAR,
-    _arg5: CK_ULONG,
-) -> CK_RV {
-    CKR_FUNCTION_NOT_SUPPORTED
-}
-
 pub(crate) unsafe extern "C" fn C_GetOperationState(
     _arg1: CK_SESSION_HANDLE,
     _arg2: *mut CK_BYTE,

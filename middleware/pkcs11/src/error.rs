@@ -62,6 +62,8 @@ pub enum Error {
     TokenWriteProtected,
     #[error("session is read-only")]
     SessionReadOnly,
+    #[error("a read-only session exists; the security officer needs read-write sessions")]
+    SessionReadOnlyExists,
     #[error("attribute value invalid")]
     AttributeValueInvalid,
     #[error("template inconsistent")]
@@ -112,6 +114,7 @@ impl Error {
             Self::FunctionNotSupported => sys::CKR_FUNCTION_NOT_SUPPORTED,
             Self::TokenWriteProtected => sys::CKR_TOKEN_WRITE_PROTECTED,
             Self::SessionReadOnly => sys::CKR_SESSION_READ_ONLY,
+            Self::SessionReadOnlyExists => sys::CKR_SESSION_READ_ONLY_EXISTS,
             Self::AttributeValueInvalid => sys::CKR_ATTRIBUTE_VALUE_INVALID,
             Self::TemplateInconsistent => sys::CKR_TEMPLATE_INCONSISTENT,
             Self::SessionParallelNotSupported => sys::CKR_SESSION_PARALLEL_NOT_SUPPORTED,

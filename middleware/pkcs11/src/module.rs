@@ -71,6 +71,10 @@ struct Slot {
     token: Option<Token>,
     /// Who is logged in to the token (PKCS#11 §6.7: login is per application and token).
     login: Option<sys::CK_USER_TYPE>,
+    /// The PUK given at an SO login. PIV cannot check a PUK on its own (SP 800-73-4 has no
+    /// VERIFY of key reference 81), so it is held, zeroized on logout, until C_InitPIN
+    /// uses it in RESET RETRY COUNTER.
+    puk: Option<Zeroizing<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -184,6 +188,7 @@ impl Module {
                         present,
                         token: None,
                         login: None,
+                        puk: None,
                     });
                 }
             }
@@ -204,6 +209,7 @@ impl Module {
         if let Some(slot) = self.slots.iter_mut().find(|s| s.id == slot_id) {
             slot.token = None;
             slot.login = None;
+            slot.puk = None;
         }
         self.sessions.retain(|_, s| s.slot != slot_id);
     }
@@ -371,8 +377,11 @@ impl Module {
     }
 
     fn logout_slot(&mut self, id: sys::CK_SLOT_ID) {
-        let was = self.slot_mut(id).ok().and_then(|s| s.login.take());
-        if was.is_some() {
+        let was = self.slot_mut(id).ok().and_then(|s| {
+            s.puk = None;
+            s.login.take()
+        });
+        if was == Some(sys::CKU_USER) {
             // Best effort: the card may already be gone.
             let _ = self.on_card(id, Token::logout);
         }
@@ -437,10 +446,67 @@ impl Module {
                 }
                 Ok(())
             }
-            // PIV has no security officer PIN of its own; the PUK serves C_InitPIN only.
-            sys::CKU_SO => Err(Error::FunctionNotSupported),
+            // The PUK plays the security officer: it can only set a new PIN (C_InitPIN)
+            // or be changed (C_SetPIN), and needs a read-write session (PKCS#11 §5.6).
+            sys::CKU_SO => {
+                if self.session(h)?.flags & sys::CKF_RW_SESSION == 0 {
+                    return Err(Error::SessionReadOnlyExists);
+                }
+                match self.slot_mut(slot)?.login {
+                    Some(sys::CKU_SO) => return Err(Error::UserAlreadyLoggedIn),
+                    Some(_) => return Err(Error::UserAnotherAlreadyLoggedIn),
+                    None => {}
+                }
+                if pin.len() < 6 || pin.len() > 8 {
+                    return Err(Error::PinLenRange);
+                }
+                let slot = self.slot_mut(slot)?;
+                slot.puk = Some(Zeroizing::new(pin.to_vec()));
+                slot.login = Some(sys::CKU_SO);
+                Ok(())
+            }
             _ => Err(Error::UserTypeInvalid),
         }
+    }
+
+    /// C_InitPIN: in an SO session, RESET RETRY COUNTER with the PUK sets a new PIN and
+    /// unblocks it (SP 800-73-4 Part 2 §3.2.3).
+    pub fn init_pin(&mut self, h: sys::CK_SESSION_HANDLE, new_pin: &[u8]) -> Result<()> {
+        let slot = self.session(h)?.slot;
+        let s = self.slot_mut(slot)?;
+        let puk = match (&s.login, &s.puk) {
+            (Some(sys::CKU_SO), Some(puk)) => puk.clone(),
+            _ => return Err(Error::UserNotLoggedIn),
+        };
+        if !(6..=8).contains(&new_pin.len()) {
+            return Err(Error::PinLenRange);
+        }
+        self.on_card(slot, |t| t.unblock(&puk, new_pin))
+    }
+
+    /// C_SetPIN: the PIN (public or user session) or, in an SO session, the PUK, with
+    /// CHANGE REFERENCE DATA (SP 800-73-4 Part 2 §3.2.2).
+    pub fn set_pin(&mut self, h: sys::CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        if s.flags & sys::CKF_RW_SESSION == 0 {
+            return Err(Error::SessionReadOnly);
+        }
+        let slot = s.slot;
+        let which = if self.slot_mut(slot)?.login == Some(sys::CKU_SO) {
+            KeyRef::PUK
+        } else {
+            KeyRef::PIN
+        };
+        for p in [old, new] {
+            if !(6..=8).contains(&p.len()) {
+                return Err(Error::PinLenRange);
+            }
+        }
+        self.on_card(slot, |t| t.change_reference(which, old, new))?;
+        if which == KeyRef::PUK {
+            self.slot_mut(slot)?.puk = Some(Zeroizing::new(new.to_vec()));
+        }
+        Ok(())
     }
 
     /// C_Logout.

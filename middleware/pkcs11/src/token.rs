@@ -154,14 +154,19 @@ impl Token {
             return Err(Error::PinLenRange);
         }
         let pin = Zeroizing::new(pin.to_vec());
-        match self.card.verify_pin(&pin) {
-            Ok(()) => Ok(()),
-            Err(HostError::Card(sw)) if sw.retries() == Some(0) => Err(Error::PinLocked),
-            Err(HostError::Card(sw)) if sw.retries().is_some() => Err(Error::PinIncorrect),
-            Err(HostError::Card(StatusWord::AUTH_METHOD_BLOCKED)) => Err(Error::PinLocked),
-            Err(HostError::Card(StatusWord::INCORRECT_DATA)) => Err(Error::PinLenRange),
-            Err(e) => Err(e.into()),
-        }
+        self.card.verify_pin(&pin).map_err(reference_error)
+    }
+
+    /// RESET RETRY COUNTER: the PUK sets a new PIN.
+    pub fn unblock(&mut self, puk: &[u8], new_pin: &[u8]) -> Result<()> {
+        self.card.unblock_pin(puk, new_pin).map_err(reference_error)
+    }
+
+    /// CHANGE REFERENCE DATA of the PIN or PUK.
+    pub fn change_reference(&mut self, which: KeyRef, old: &[u8], new: &[u8]) -> Result<()> {
+        self.card
+            .change_reference(which, old, new)
+            .map_err(reference_error)
     }
 
     /// Logs out: VERIFY P1=FF resets the PIN status (SP 800-73-4 Part 2 §3.2.1).
@@ -176,6 +181,17 @@ impl Token {
             .iter()
             .find(|(h, _)| *h == handle)
             .map(|(_, o)| o)
+    }
+}
+
+/// Maps the card's answer to a PIN or PUK check.
+fn reference_error(e: HostError) -> Error {
+    match e {
+        HostError::Card(sw) if sw.retries() == Some(0) => Error::PinLocked,
+        HostError::Card(sw) if sw.retries().is_some() => Error::PinIncorrect,
+        HostError::Card(StatusWord::AUTH_METHOD_BLOCKED) => Error::PinLocked,
+        HostError::Card(StatusWord::INCORRECT_DATA) => Error::PinLenRange,
+        other => other.into(),
     }
 }
 
