@@ -411,7 +411,9 @@ fn pam_p11_logs_in_with_the_right_pin_and_counts_a_wrong_one() {
     if !require(&[], &["/usr/lib/x86_64-linux-gnu/security/pam_p11.so"]) {
         return;
     }
-    // A private /etc/pam.d and root home, visible only inside the lab's mount namespace.
+    // A private /etc/pam.d and a test user whose home is in the lab, visible only inside
+    // the lab's mount namespace (binding over /root would hide the build directory when it
+    // lives there).
     let pamd = lab.path("pam.d");
     std::fs::create_dir(&pamd).unwrap();
     std::fs::write(format!("{pamd}/other"), "auth required pam_deny.so\n").unwrap();
@@ -423,20 +425,23 @@ fn pam_p11_logs_in_with_the_right_pin_and_counts_a_wrong_one() {
         ),
     )
     .unwrap();
-    let home = lab.path("roothome");
+    let home = lab.path("alice");
     std::fs::create_dir_all(format!("{home}/.eid")).unwrap();
     std::fs::copy(
         lab.path("9a.crt"),
         format!("{home}/.eid/authorized_certificates"),
     )
     .unwrap();
+    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd.push_str(&format!("tessera-alice:x:0:0:Alice:{home}:/bin/false\n"));
+    std::fs::write(lab.path("passwd"), passwd).unwrap();
     lab.run_ok("mount", &["--bind", &pamd, "/etc/pam.d"]);
-    lab.run_ok("mount", &["--bind", &home, "/root"]);
+    lab.run_ok("mount", &["--bind", &lab.path("passwd"), "/etc/passwd"]);
 
     let pam = |pin: &str| {
         let mut child = lab
             .command("pamtester")
-            .args(["tessera-login", "root", "authenticate"])
+            .args(["tessera-login", "tessera-alice", "authenticate"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
