@@ -468,3 +468,11 @@ fn pam_p11_logs_in_with_the_right_pin_and_counts_a_wrong_one() {
     let status = lab.run_ok("opensc-tool", &["-s", "00 20 00 80"]);
     assert!(status.contains("SW1=0x63, SW2=0xC2"), "{status}");
 }
+
+#[test]
+fn a_forked_child_initializes_again() {
+    let Some(lab) = lab(&["python3"]) else { return };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fork_check.py");
+    let out = lab.run_ok("python3", &[script, &tessera_module()]);
+    assert!(out.contains("fork: parent keeps working"), "{out}");
+}
