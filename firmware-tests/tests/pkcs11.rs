@@ -476,3 +476,86 @@ fn a_forked_child_initializes_again() {
     let out = lab.run_ok("python3", &[script, &tessera_module()]);
     assert!(out.contains("fork: parent keeps working"), "{out}");
 }
+
+#[test]
+fn ecdh_on_9d_agrees_with_openssl() {
+    let Some(lab) = lab(&["pkcs11-tool"]) else {
+        return;
+    };
+    // A P-256 key-management key in 9D, replacing the RSA one personalise put there.
+    support::yk(
+        &lab,
+        &[
+            "-a",
+            "generate",
+            "-s",
+            "9d",
+            "-A",
+            "ECCP256",
+            "-o",
+            "9d-ec.pub",
+        ],
+    );
+    support::certify(&lab, "9d-ec.pub", "9d-ec.crt", "Alice Key Agreement");
+    support::yk(
+        &lab,
+        &["-a", "import-certificate", "-s", "9d", "-i", "9d-ec.crt"],
+    );
+    lab.run_ok(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "peer.key",
+        ],
+    );
+    lab.run_ok(
+        "openssl",
+        &[
+            "pkey", "-in", "peer.key", "-pubout", "-outform", "DER", "-out", "peer.der",
+        ],
+    );
+    lab.run_ok(
+        "pkcs11-tool",
+        &[
+            "--module",
+            &tessera_module(),
+            "--login",
+            "--pin",
+            "123456",
+            "--derive",
+            "-m",
+            "ECDH1-DERIVE",
+            "--id",
+            "03",
+            "--input-file",
+            "peer.der",
+            "--output-file",
+            "card.bin",
+        ],
+    );
+    lab.run_ok(
+        "openssl",
+        &[
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            "peer.key",
+            "-peerkey",
+            "9d-ec.pub",
+            "-out",
+            "openssl.bin",
+        ],
+    );
+    let card = std::fs::read(lab.path("card.bin")).unwrap();
+    let expected = std::fs::read(lab.path("openssl.bin")).unwrap();
+    assert_eq!(card.len(), 32);
+    assert_eq!(
+        card, expected,
+        "the card's ECDH secret differs from openssl's"
+    );
+}

@@ -650,6 +650,44 @@ pub(crate) unsafe extern "C" fn C_SignFinal(
     finish_sign(session, None, sig, sig_len)
 }
 
+pub(crate) unsafe extern "C" fn C_DeriveKey(
+    session: CK_SESSION_HANDLE,
+    mech: *mut CK_MECHANISM,
+    base: CK_OBJECT_HANDLE,
+    t: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| {
+        let key = out(key)?;
+        let mech = mech.as_ref().ok_or(Error::ArgumentsBad("NULL mechanism"))?;
+        if mech.mechanism != CKM_ECDH1_DERIVE {
+            return Err(Error::MechanismInvalid);
+        }
+        if mech.pParameter.is_null()
+            || mech.ulParameterLen as usize != std::mem::size_of::<CK_ECDH1_DERIVE_PARAMS>()
+        {
+            return Err(Error::MechanismParamInvalid);
+        }
+        let params = &*(mech.pParameter as *const CK_ECDH1_DERIVE_PARAMS);
+        // CKD_NULL only: the shared secret itself, no key derivation function.
+        if params.kdf != CKD_NULL || params.ulSharedDataLen != 0 {
+            return Err(Error::MechanismParamInvalid);
+        }
+        let peer = input(params.pPublicData as *const u8, params.ulPublicDataLen)?;
+        let t = template(t, count)?;
+        *key = module::with(|m| m.derive(session, base, peer, &t))?;
+        Ok(())
+    })
+}
+
+pub(crate) unsafe extern "C" fn C_DestroyObject(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| module::with(|m| m.destroy(session, object)))
+}
+
 pub(crate) unsafe extern "C" fn C_DecryptInit(
     session: CK_SESSION_HANDLE,
     mech: *mut CK_MECHANISM,

@@ -60,6 +60,8 @@ pub enum Error {
     FunctionNotSupported,
     #[error("token is write-protected")]
     TokenWriteProtected,
+    #[error("action prohibited on this object")]
+    ActionProhibited,
     #[error("session is read-only")]
     SessionReadOnly,
     #[error("a read-only session exists; the security officer needs read-write sessions")]
@@ -113,6 +115,7 @@ impl Error {
             Self::EncryptedDataInvalid => sys::CKR_ENCRYPTED_DATA_INVALID,
             Self::FunctionNotSupported => sys::CKR_FUNCTION_NOT_SUPPORTED,
             Self::TokenWriteProtected => sys::CKR_TOKEN_WRITE_PROTECTED,
+            Self::ActionProhibited => sys::CKR_ACTION_PROHIBITED,
             Self::SessionReadOnly => sys::CKR_SESSION_READ_ONLY,
             Self::SessionReadOnlyExists => sys::CKR_SESSION_READ_ONLY_EXISTS,
             Self::AttributeValueInvalid => sys::CKR_ATTRIBUTE_VALUE_INVALID,

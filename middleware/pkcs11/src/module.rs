@@ -104,6 +104,10 @@ pub struct Module {
     backend: Box<dyn Backend>,
     slots: Vec<Slot>,
     sessions: BTreeMap<sys::CK_SESSION_HANDLE, Session>,
+    /// Session objects (ECDH results): handle → (owning session, object). PKCS#11 §4.4:
+    /// visible to the application's sessions on the token, destroyed with their session.
+    session_objects:
+        BTreeMap<sys::CK_OBJECT_HANDLE, (sys::CK_SESSION_HANDLE, crate::object::Object)>,
     next_session: sys::CK_SESSION_HANDLE,
     next_object: sys::CK_OBJECT_HANDLE,
     /// The process that initialized the module: after fork() a child must initialize
@@ -141,6 +145,7 @@ pub fn initialize(backend: Box<dyn Backend>) -> Result<()> {
         backend,
         slots: Vec::new(),
         sessions: BTreeMap::new(),
+        session_objects: BTreeMap::new(),
         next_session: 0,
         next_object: 0,
         pid: std::process::id(),
@@ -212,6 +217,9 @@ impl Module {
             slot.puk = None;
         }
         self.sessions.retain(|_, s| s.slot != slot_id);
+        let sessions = &self.sessions;
+        self.session_objects
+            .retain(|_, (owner, _)| sessions.contains_key(owner));
     }
 
     fn slot_mut(&mut self, id: sys::CK_SLOT_ID) -> Result<&mut Slot> {
@@ -362,6 +370,7 @@ impl Module {
             .sessions
             .remove(&h)
             .ok_or(Error::SessionHandleInvalid)?;
+        self.session_objects.retain(|_, (owner, _)| *owner != h);
         if !self.sessions.values().any(|o| o.slot == s.slot) {
             self.logout_slot(s.slot);
         }
@@ -372,6 +381,9 @@ impl Module {
     pub fn close_all_sessions(&mut self, id: sys::CK_SLOT_ID) -> Result<()> {
         self.slot_mut(id)?;
         self.sessions.retain(|_, s| s.slot != id);
+        let sessions = &self.sessions;
+        self.session_objects
+            .retain(|_, (owner, _)| sessions.contains_key(owner));
         self.logout_slot(id);
         Ok(())
     }
@@ -536,13 +548,23 @@ impl Module {
             return Err(Error::OperationActive);
         }
         let logged_in = self.logged_in(slot);
-        let token = self.token(slot)?;
-        let found: Vec<_> = token
-            .objects
+        let on_slot = self.session_handles(slot);
+        let mut found: Vec<_> = self
+            .session_objects
             .iter()
-            .filter(|(_, o)| (logged_in || !o.private) && o.matches(template))
+            .filter(|(_, (owner, o))| {
+                on_slot.contains(owner) && (logged_in || !o.private) && o.matches(template)
+            })
             .map(|(h, _)| *h)
             .collect();
+        let token = self.token(slot)?;
+        found.extend(
+            token
+                .objects
+                .iter()
+                .filter(|(_, o)| (logged_in || !o.private) && o.matches(template))
+                .map(|(h, _)| *h),
+        );
         self.session(h)?.find = Some(found);
         Ok(())
     }
@@ -566,6 +588,14 @@ impl Module {
         Ok(())
     }
 
+    fn session_handles(&self, slot: sys::CK_SLOT_ID) -> Vec<sys::CK_SESSION_HANDLE> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.slot == slot)
+            .map(|(h, _)| *h)
+            .collect()
+    }
+
     fn object(
         &mut self,
         h: sys::CK_SESSION_HANDLE,
@@ -573,6 +603,13 @@ impl Module {
     ) -> Result<crate::object::Object> {
         let slot = self.session(h)?.slot;
         let logged_in = self.logged_in(slot);
+        if let Some((owner, o)) = self.session_objects.get(&obj) {
+            let same_slot = self.sessions.get(owner).is_some_and(|s| s.slot == slot);
+            return match (same_slot, logged_in || !o.private) {
+                (true, true) => Ok(o.clone()),
+                _ => Err(Error::ObjectHandleInvalid),
+            };
+        }
         let token = self.token(slot)?;
         match token.object(obj) {
             Some(o) if logged_in || !o.private => Ok(o.clone()),
@@ -633,10 +670,11 @@ impl Module {
             Some(Operation::Sign { key, .. }) => *key,
             _ => return Err(Error::OperationNotInitialized),
         };
-        Ok(match self.object(h, key)?.kind {
-            KeyKind::Ec { field_len, .. } => 2 * field_len,
-            KeyKind::Rsa { modulus_len } => modulus_len,
-        })
+        match self.object(h, key)?.kind {
+            KeyKind::Ec { field_len, .. } => Ok(2 * field_len),
+            KeyKind::Rsa { modulus_len } => Ok(modulus_len),
+            KeyKind::Secret => Err(Error::KeyTypeInconsistent),
+        }
     }
 
     /// C_SignUpdate. Mechanisms that hash take any amount of data; the others (raw ECDSA,
@@ -687,6 +725,7 @@ impl Module {
                 scheme.card_input(&message, modulus_len)?,
                 0,
             ),
+            KeyKind::Secret => return Err(Error::KeyTypeInconsistent),
         };
         let key_ref = o.key_ref;
         let out = self.on_card(slot, |t| card_sign(t, key_ref, alg, &input))?;
@@ -694,6 +733,63 @@ impl Module {
             mechanism::ecdsa_der_to_raw(&out, field_len)
         } else {
             Ok(out)
+        }
+    }
+
+    /// C_DeriveKey with CKM_ECDH1_DERIVE (CKD_NULL): ECDH on the card with the key's slot
+    /// (SP 800-73-4 Part 2 §3.2.4, tag `85`), the result a session secret-key object.
+    pub fn derive(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        key: sys::CK_OBJECT_HANDLE,
+        peer: &[u8],
+        template: &[(sys::CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<sys::CK_OBJECT_HANDLE> {
+        let slot = self.session(h)?.slot;
+        let o = self.object(h, key)?;
+        let KeyKind::Ec { alg, field_len } = o.kind else {
+            return Err(Error::KeyTypeInconsistent);
+        };
+        if o.class != sys::CKO_PRIVATE_KEY {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        if !o.usage.derive {
+            return Err(Error::KeyFunctionNotPermitted);
+        }
+        // The peer's point raw (04 || x || y), or wrapped in a DER OCTET STRING as some
+        // applications send it (PKCS#11 §2.3.9 leaves both in use).
+        let point_len = 1 + 2 * field_len;
+        let point = match peer {
+            [0x04, ..] if peer.len() == point_len => peer,
+            [0x04, len, rest @ ..] if usize::from(*len) == point_len && rest.len() == point_len => {
+                rest
+            }
+            _ => return Err(Error::MechanismParamInvalid),
+        };
+        let key_ref = o.key_ref;
+        let point = point.to_vec();
+        let secret = Zeroizing::new(self.on_card(slot, |t| {
+            t.card.ecdh(key_ref, alg, &point).map_err(|e| match e {
+                tessera_piv::host::Error::Card(
+                    tessera_piv::apdu::StatusWord::SECURITY_STATUS_NOT_SATISFIED,
+                ) => Error::UserNotLoggedIn,
+                tessera_piv::host::Error::Card(_) => Error::MechanismParamInvalid,
+                other => other.into(),
+            })
+        })?);
+        let object = crate::object::Object::derived_secret(&secret, template)?;
+        self.next_object += 1;
+        let handle = self.next_object;
+        self.session_objects.insert(handle, (h, object));
+        Ok(handle)
+    }
+
+    /// C_DestroyObject: session objects only; the token is read-only.
+    pub fn destroy(&mut self, h: sys::CK_SESSION_HANDLE, obj: sys::CK_OBJECT_HANDLE) -> Result<()> {
+        self.object(h, obj)?;
+        match self.session_objects.remove(&obj) {
+            Some(_) => Ok(()),
+            None => Err(Error::ActionProhibited),
         }
     }
 

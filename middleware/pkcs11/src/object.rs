@@ -26,6 +26,8 @@ pub enum KeyKind {
     },
     /// An RSA key with a modulus of `modulus_len` bytes.
     Rsa { modulus_len: usize },
+    /// A secret held by the module for the session (an ECDH result).
+    Secret,
 }
 
 /// What a private key may do, from the certificate's key usage (RFC 5280 §4.2.1.3).
@@ -62,6 +64,100 @@ impl Object {
         template
             .iter()
             .all(|(t, v)| matches!(self.attr(*t), Some(Attr::Value(x)) if x == v))
+    }
+}
+
+impl Object {
+    /// A session secret-key object from an ECDH derivation (PKCS#11 §2.3.9, CKD_NULL: the
+    /// key value is the shared secret's x coordinate, cut to `CKA_VALUE_LEN` if given). The
+    /// caller's template supplies the rest; the value is sensitive unless the template
+    /// asks for an extractable, non-sensitive key.
+    pub fn derived_secret(
+        secret: &[u8],
+        template: &[(sys::CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    ) -> Result<Self> {
+        let get = |t| {
+            template
+                .iter()
+                .find(|(k, _)| *k == t)
+                .map(|(_, v)| v.as_slice())
+        };
+        let flag = |t, default: bool| match get(t) {
+            Some([b]) => Ok(*b != 0),
+            Some(_) => Err(Error::AttributeValueInvalid),
+            None => Ok(default),
+        };
+        if flag(sys::CKA_TOKEN, false)? {
+            return Err(Error::TokenWriteProtected);
+        }
+        if let Some(class) = get(sys::CKA_CLASS) {
+            if class != ulong(sys::CKO_SECRET_KEY).as_slice() {
+                return Err(Error::TemplateInconsistent);
+            }
+        }
+        let value_len = match get(sys::CKA_VALUE_LEN) {
+            Some(v) => {
+                let bytes: [u8; std::mem::size_of::<sys::CK_ULONG>()] =
+                    v.try_into().map_err(|_| Error::AttributeValueInvalid)?;
+                let n = sys::CK_ULONG::from_ne_bytes(bytes) as usize;
+                if n == 0 || n > secret.len() {
+                    return Err(Error::TemplateInconsistent);
+                }
+                n
+            }
+            None => secret.len(),
+        };
+        let sensitive = flag(sys::CKA_SENSITIVE, true)?;
+        let extractable = flag(sys::CKA_EXTRACTABLE, false)?;
+        let value = secret[..value_len].to_vec();
+        let key_type = get(sys::CKA_KEY_TYPE)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_else(|| ulong(sys::CKK_GENERIC_SECRET));
+        let mut attrs: Vec<(sys::CK_ATTRIBUTE_TYPE, Attr)> = vec![
+            (sys::CKA_CLASS, Attr::Value(ulong(sys::CKO_SECRET_KEY))),
+            (sys::CKA_KEY_TYPE, Attr::Value(key_type)),
+            (sys::CKA_TOKEN, Attr::Value(bool(false))),
+            (
+                sys::CKA_PRIVATE,
+                Attr::Value(bool(flag(sys::CKA_PRIVATE, false)?)),
+            ),
+            (sys::CKA_SENSITIVE, Attr::Value(bool(sensitive))),
+            (sys::CKA_EXTRACTABLE, Attr::Value(bool(extractable))),
+            (sys::CKA_ALWAYS_SENSITIVE, Attr::Value(bool(sensitive))),
+            (sys::CKA_NEVER_EXTRACTABLE, Attr::Value(bool(!extractable))),
+            (sys::CKA_LOCAL, Attr::Value(bool(false))),
+            (
+                sys::CKA_VALUE_LEN,
+                Attr::Value(ulong(value_len as sys::CK_ULONG)),
+            ),
+            (
+                sys::CKA_VALUE,
+                if sensitive || !extractable {
+                    Attr::Sensitive
+                } else {
+                    Attr::Value(value)
+                },
+            ),
+        ];
+        // Other template attributes (label, ID, usage flags) are kept as given.
+        for (t, v) in template {
+            if !attrs.iter().any(|(k, _)| k == t) {
+                attrs.push((*t, Attr::Value(v.clone())));
+            }
+        }
+        Ok(Self {
+            class: sys::CKO_SECRET_KEY,
+            key_ref: KeyRef(0),
+            private: flag(sys::CKA_PRIVATE, false)?,
+            kind: KeyKind::Secret,
+            usage: Usage {
+                sign: false,
+                decrypt: false,
+                derive: false,
+            },
+            always_authenticate: false,
+            attrs,
+        })
     }
 }
 
