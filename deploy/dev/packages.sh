@@ -5,8 +5,8 @@
 # The lists follow shared/design/TESTBED.md, limited to what the built code uses today.
 set -euo pipefail
 
-build=(build-essential pkg-config libpcsclite-dev)
-run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux)
+build=(build-essential pkg-config libpcsclite-dev libsqlite3-dev)
+run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux softhsm2)
 test=(yubico-piv-tool pcsc-tools gnutls-bin openssh-client libnss3-tools pamtester libpam-p11)
 
 case "${1:-}" in

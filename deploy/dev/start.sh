@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Sets up and starts Tessera on its embedded default, in a data directory.
-#
-# Today the built part of Tessera is the card edge: this starts the reference PIV card
-# (tessera-card-sim) in a private pcscd (its own mount and network namespace, so the host's
-# pcscd is untouched) and opens a shell in that namespace, where OpenSC, yubico-piv-tool
-# and every PC/SC program see the card. The card's state is kept in DATA_DIR (default
-# ./data), so the card survives restarts. Leave the shell to stop everything.
+# Sets up and starts Tessera on its embedded default, in a data directory (DATA_DIR,
+# default ./data):
+#   - the issuer's embedded deployment in DATA_DIR/issuer (SQLite database, SoftHSM2 token
+#     with the CA keys), created on the first run with `tessera-issuer init`;
+#   - the reference PIV card (tessera-card-sim, state in DATA_DIR/card.json) in a private
+#     pcscd (its own mount and network namespace, so the host's pcscd is untouched), and a
+#     shell in that namespace where OpenSC, yubico-piv-tool, the Tessera PKCS#11 module and
+#     every PC/SC program see the card. Leave the shell to stop it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -15,9 +16,18 @@ data="${DATA_DIR:-$root/data}"
 mkdir -p "$data"
 data=$(cd "$data" && pwd)
 
-echo "==> building tessera-card-sim"
-cargo build --locked --release -p tessera-card-sim
-bin="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/tessera-card-sim"
+echo "==> building Tessera"
+cargo build --locked --release -p tessera-firmware-tests -p tessera-issuer -p tessera-pkcs11-ffi
+target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
+bin="$target/tessera-card-sim"
+
+if [ ! -e "$data/issuer/tessera.db" ]; then
+  echo "==> creating the issuer's embedded deployment in $data/issuer"
+  "$target/tessera-issuer" init --data-dir "$data/issuer"
+else
+  echo "==> issuer deployment in $data/issuer:"
+  "$target/tessera-issuer" audit verify --data-dir "$data/issuer"
+fi
 
 mkdir -p "$data/reader.conf.d"
 cat > "$data/reader.conf.d/tessera-vpcd" <<CONF
@@ -42,6 +52,8 @@ exec unshare "${userns[@]}" --mount --net --fork --kill-child -- bash -c '
   echo "  opensc-tool -n"
   echo "  yubico-piv-tool -r Tessera -a status"
   echo "  pkcs11-tool --module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --list-objects"
+  echo "  pkcs11-tool --module $3/libtessera_pkcs11.so --list-objects"
+  echo "  $3/tessera-piv-conformance --reader \"Tessera vpcd 00 00\""
   echo "Leave this shell (exit) to stop the card and pcscd."
   if [ -t 0 ]; then bash -i; else sleep infinity; fi
-' tessera "$data" "$bin"
+' tessera "$data" "$bin" "$target"

@@ -1,0 +1,308 @@
+//! The CA's keys in a PKCS#11 token (SoftHSM2 in the embedded deployment, any HSM in
+//! production). Keys are generated inside the token as sensitive, non-extractable objects;
+//! this module only ever asks the token to sign.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use der::{Decode, Encode};
+use sha2::Digest;
+use zeroize::Zeroizing;
+
+/// Debian's SoftHSM2 module.
+pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Key algorithms the CA can use.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum KeyAlg {
+    P256,
+    P384,
+    Rsa2048,
+    Rsa3072,
+}
+
+impl KeyAlg {
+    /// The X.509 signature algorithm a key of this kind signs with.
+    pub fn signature_algorithm(self) -> spki::AlgorithmIdentifierOwned {
+        let oid = match self {
+            Self::P256 => const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+            Self::P384 => const_oid::db::rfc5912::ECDSA_WITH_SHA_384,
+            Self::Rsa2048 | Self::Rsa3072 => const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION,
+        };
+        // RFC 5758 §3.2: ECDSA identifiers have no parameters; RFC 4055 §5: RSA ones NULL.
+        let parameters = match self {
+            Self::Rsa2048 | Self::Rsa3072 => Some(der::asn1::Null.into()),
+            _ => None,
+        };
+        spki::AlgorithmIdentifierOwned { oid, parameters }
+    }
+}
+
+/// Writes a SoftHSM2 configuration that keeps the tokens in `dir/tokens`, and returns its
+/// path (SoftHSM2 finds it through `SOFTHSM2_CONF`).
+pub fn softhsm_config(dir: &Path) -> Result<PathBuf> {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).with_context(|| format!("creating {}", tokens.display()))?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .with_context(|| format!("writing {}", conf.display()))?;
+    Ok(conf)
+}
+
+/// Loads a PKCS#11 module. For SoftHSM2, `softhsm_conf` points it at the deployment's
+/// token directory.
+pub fn load(module: &Path, softhsm_conf: Option<&Path>) -> Result<Pkcs11> {
+    if let Some(conf) = softhsm_conf {
+        // Set before the module is loaded and before any thread exists: SoftHSM2 reads the
+        // variable once, in C_Initialize.
+        std::env::set_var("SOFTHSM2_CONF", conf);
+    }
+    let p11 = Pkcs11::new(module)
+        .with_context(|| format!("loading PKCS#11 module {}", module.display()))?;
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .context("C_Initialize")?;
+    Ok(p11)
+}
+
+/// Initialises a new token in the first free slot and sets its user PIN.
+pub fn init_token(p11: &Pkcs11, label: &str, so_pin: &str, user_pin: &str) -> Result<()> {
+    let slot = free_slot(p11)?;
+    let so = AuthPin::from(so_pin.to_owned());
+    p11.init_token(slot, &so, label).context("C_InitToken")?;
+    let slot = find_token(p11, label)?;
+    let session = p11.open_rw_session(slot).context("C_OpenSession")?;
+    session
+        .login(UserType::So, Some(&so))
+        .context("C_Login (SO)")?;
+    session
+        .init_pin(&AuthPin::from(user_pin.to_owned()))
+        .context("C_InitPIN")?;
+    Ok(())
+}
+
+fn free_slot(p11: &Pkcs11) -> Result<Slot> {
+    for slot in p11.get_slots_with_token().context("C_GetSlotList")? {
+        let info = p11.get_token_info(slot).context("C_GetTokenInfo")?;
+        if !info.token_initialized() {
+            return Ok(slot);
+        }
+    }
+    bail!("the PKCS#11 module has no uninitialised token slot")
+}
+
+fn find_token(p11: &Pkcs11, label: &str) -> Result<Slot> {
+    for slot in p11.get_slots_with_token().context("C_GetSlotList")? {
+        let info = p11.get_token_info(slot).context("C_GetTokenInfo")?;
+        if info.label().trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    bail!("no token labelled {label:?}")
+}
+
+/// A logged-in session on the CA token.
+pub struct Hsm {
+    session: Session,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm").finish_non_exhaustive()
+    }
+}
+
+impl Hsm {
+    /// Opens the token by label and logs in with the activation secret.
+    pub fn open(p11: &Pkcs11, label: &str, pin: &Zeroizing<String>) -> Result<Self> {
+        let slot = find_token(p11, label)?;
+        let session = p11.open_rw_session(slot).context("C_OpenSession")?;
+        session
+            .login(UserType::User, Some(&AuthPin::from(pin.to_string())))
+            .context("logging in to the CA token (wrong activation secret?)")?;
+        Ok(Self { session })
+    }
+
+    /// Generates a signing key pair inside the token; returns its SubjectPublicKeyInfo.
+    pub fn generate(&self, label: &str, alg: KeyAlg) -> Result<Vec<u8>> {
+        if !self.find(label, ObjectClass::PRIVATE_KEY)?.is_empty() {
+            bail!("the token already holds a key labelled {label:?}");
+        }
+        let id = sha2::Sha256::digest(label.as_bytes())[..8].to_vec();
+        let common = |class| {
+            vec![
+                Attribute::Class(class),
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(id.clone()),
+            ]
+        };
+        let mut public = common(ObjectClass::PUBLIC_KEY);
+        public.push(Attribute::Verify(true));
+        let mut private = common(ObjectClass::PRIVATE_KEY);
+        // The invariant that keeps CA keys in the token: sensitive, never extractable.
+        private.extend([
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+        ]);
+        let mechanism = match alg {
+            KeyAlg::P256 | KeyAlg::P384 => {
+                let curve = if alg == KeyAlg::P256 {
+                    const_oid::db::rfc5912::SECP_256_R_1
+                } else {
+                    const_oid::db::rfc5912::SECP_384_R_1
+                };
+                public.push(Attribute::EcParams(curve.to_der()?));
+                Mechanism::EccKeyPairGen
+            }
+            KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => {
+                let bits: u64 = if alg == KeyAlg::Rsa2048 { 2048 } else { 3072 };
+                public.push(Attribute::ModulusBits(bits.into()));
+                public.push(Attribute::PublicExponent(vec![1, 0, 1]));
+                Mechanism::RsaPkcsKeyPairGen
+            }
+        };
+        let (pub_handle, _) = self
+            .session
+            .generate_key_pair(&mechanism, &public, &private)
+            .with_context(|| format!("generating {label} in the token"))?;
+        self.spki(pub_handle, alg)
+    }
+
+    fn find(&self, label: &str, class: ObjectClass) -> Result<Vec<ObjectHandle>> {
+        self.session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .context("C_FindObjects")
+    }
+
+    fn one(&self, label: &str, class: ObjectClass) -> Result<ObjectHandle> {
+        match self.find(label, class)?.as_slice() {
+            [h] => Ok(*h),
+            [] => bail!("the token has no key labelled {label:?}"),
+            _ => bail!("the token has several keys labelled {label:?}"),
+        }
+    }
+
+    /// The SubjectPublicKeyInfo of a key pair, read from its public half.
+    pub fn public_key(&self, label: &str, alg: KeyAlg) -> Result<Vec<u8>> {
+        let h = self.one(label, ObjectClass::PUBLIC_KEY)?;
+        self.spki(h, alg)
+    }
+
+    fn spki(&self, public: ObjectHandle, alg: KeyAlg) -> Result<Vec<u8>> {
+        match alg {
+            KeyAlg::P256 | KeyAlg::P384 => {
+                let attrs = self
+                    .session
+                    .get_attributes(public, &[AttributeType::EcPoint])
+                    .context("reading the EC point")?;
+                let Some(Attribute::EcPoint(der_point)) = attrs.first() else {
+                    bail!("public key without CKA_EC_POINT");
+                };
+                // CKA_EC_POINT is a DER OCTET STRING holding the uncompressed point.
+                let point = der::asn1::OctetString::from_der(der_point)?;
+                let der = if alg == KeyAlg::P256 {
+                    spki::EncodePublicKey::to_public_key_der(
+                        &p256::PublicKey::from_sec1_bytes(point.as_bytes())
+                            .map_err(|e| anyhow!("P-256 point: {e}"))?,
+                    )?
+                } else {
+                    spki::EncodePublicKey::to_public_key_der(
+                        &p384::PublicKey::from_sec1_bytes(point.as_bytes())
+                            .map_err(|e| anyhow!("P-384 point: {e}"))?,
+                    )?
+                };
+                Ok(der.into_vec())
+            }
+            KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => {
+                let attrs = self
+                    .session
+                    .get_attributes(
+                        public,
+                        &[AttributeType::Modulus, AttributeType::PublicExponent],
+                    )
+                    .context("reading the RSA public key")?;
+                let (mut n, mut e) = (None, None);
+                for a in attrs {
+                    match a {
+                        Attribute::Modulus(v) => n = Some(v),
+                        Attribute::PublicExponent(v) => e = Some(v),
+                        _ => {}
+                    }
+                }
+                let (n, e) = n
+                    .zip(e)
+                    .ok_or_else(|| anyhow!("incomplete RSA public key"))?;
+                let key = RsaPublicKey {
+                    modulus: der::asn1::Uint::new(&n)?,
+                    public_exponent: der::asn1::Uint::new(&e)?,
+                };
+                let spki = spki::SubjectPublicKeyInfoOwned {
+                    algorithm: spki::AlgorithmIdentifierOwned {
+                        oid: const_oid::db::rfc5912::RSA_ENCRYPTION,
+                        parameters: Some(der::asn1::Null.into()),
+                    },
+                    subject_public_key: der::asn1::BitString::from_bytes(&key.to_der()?)?,
+                };
+                Ok(spki.to_der()?)
+            }
+        }
+    }
+
+    /// Signs `tbs` with the key `label`, returning the signature as X.509 carries it (DER
+    /// ECDSA-Sig-Value for EC keys, PKCS#1 v1.5 for RSA).
+    pub fn sign(&self, label: &str, alg: KeyAlg, tbs: &[u8]) -> Result<Vec<u8>> {
+        let key = self.one(label, ObjectClass::PRIVATE_KEY)?;
+        match alg {
+            KeyAlg::P256 => {
+                let digest = sha2::Sha256::digest(tbs);
+                let raw = self
+                    .session
+                    .sign(&Mechanism::Ecdsa, key, &digest)
+                    .context("C_Sign")?;
+                let sig = p256::ecdsa::Signature::from_slice(&raw)
+                    .map_err(|e| anyhow!("token signature: {e}"))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            KeyAlg::P384 => {
+                let digest = sha2::Sha384::digest(tbs);
+                let raw = self
+                    .session
+                    .sign(&Mechanism::Ecdsa, key, &digest)
+                    .context("C_Sign")?;
+                let sig = p384::ecdsa::Signature::from_slice(&raw)
+                    .map_err(|e| anyhow!("token signature: {e}"))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => self
+                .session
+                .sign(&Mechanism::Sha256RsaPkcs, key, tbs)
+                .context("C_Sign"),
+        }
+    }
+}
+
+/// RSAPublicKey (RFC 8017 §A.1.1).
+#[derive(der::Sequence)]
+struct RsaPublicKey {
+    modulus: der::asn1::Uint,
+    public_exponent: der::asn1::Uint,
+}

@@ -1,0 +1,153 @@
+//! Building the CA's own certificates (root, issuing CA, OCSP responder). The signature is
+//! made by the token through a closure, after the TBS certificate is complete.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use der::asn1::{BitString, GeneralizedTime, Null, OctetString, UtcTime};
+use der::{Decode, Encode};
+use sha1::Digest as _;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::certificate::{Certificate, TbsCertificate, Version};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
+    SubjectKeyIdentifier,
+};
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
+
+/// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
+pub fn time(since_epoch: Duration) -> Result<Time> {
+    let whole = Duration::from_secs(since_epoch.as_secs());
+    Ok(match UtcTime::from_unix_duration(whole) {
+        Ok(t) => Time::UtcTime(t),
+        Err(_) => Time::GeneralTime(GeneralizedTime::from_unix_duration(whole)?),
+    })
+}
+
+/// A positive serial number with 128 random bits (CA/B BR §7.1: at least 64 bits from a
+/// CSPRNG; PROFILES.md).
+pub fn random_serial() -> Vec<u8> {
+    let mut s = vec![0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut s);
+    s[0] &= 0x7F;
+    if s[0] == 0 {
+        s[0] = 0x01;
+    }
+    s
+}
+
+/// The key identifier of RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits.
+pub fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>> {
+    let spki = SubjectPublicKeyInfoOwned::from_der(spki_der)?;
+    Ok(sha1::Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec())
+}
+
+fn ext(oid: const_oid::ObjectIdentifier, critical: bool, value: &impl Encode) -> Result<Extension> {
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(value.to_der()?)?,
+    })
+}
+
+/// What kind of certificate the CA makes for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaRole {
+    Root,
+    /// An issuing CA; it issues end-entity certificates only (path length 0).
+    Issuing,
+    /// The delegated OCSP responder (RFC 6960 §4.2.2.2).
+    OcspResponder,
+}
+
+/// Everything a CA certificate needs besides the signature.
+#[derive(Debug)]
+pub struct CaCertificate<'a> {
+    pub role: CaRole,
+    pub subject: Name,
+    pub issuer: Name,
+    pub subject_spki: &'a [u8],
+    pub issuer_spki: &'a [u8],
+    pub not_before: Duration,
+    pub not_after: Duration,
+    pub signature_algorithm: AlgorithmIdentifierOwned,
+}
+
+/// Builds and signs a CA-side certificate. `sign` receives the DER TBS certificate.
+pub fn build(c: CaCertificate<'_>, sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+    use const_oid::db::rfc5280 as oid;
+    let mut extensions = Vec::new();
+    match c.role {
+        CaRole::Root | CaRole::Issuing => {
+            let bc = BasicConstraints {
+                ca: true,
+                path_len_constraint: (c.role == CaRole::Issuing).then_some(0),
+            };
+            extensions.push(ext(oid::ID_CE_BASIC_CONSTRAINTS, true, &bc)?);
+            let ku = KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign);
+            extensions.push(ext(oid::ID_CE_KEY_USAGE, true, &ku)?);
+        }
+        CaRole::OcspResponder => {
+            let ku = KeyUsage(KeyUsages::DigitalSignature.into());
+            extensions.push(ext(oid::ID_CE_KEY_USAGE, true, &ku)?);
+            let eku = ExtendedKeyUsage(vec![oid::ID_KP_OCSP_SIGNING]);
+            extensions.push(ext(oid::ID_CE_EXT_KEY_USAGE, false, &eku)?);
+            // RFC 6960 §4.2.2.2.1: id-pkix-ocsp-nocheck, value NULL.
+            extensions.push(ext(
+                const_oid::db::rfc6960::ID_PKIX_OCSP_NOCHECK,
+                false,
+                &Null,
+            )?);
+        }
+    }
+    let ski = SubjectKeyIdentifier(OctetString::new(key_identifier(c.subject_spki)?)?);
+    extensions.push(ext(oid::ID_CE_SUBJECT_KEY_IDENTIFIER, false, &ski)?);
+    if c.role != CaRole::Root {
+        let aki = AuthorityKeyIdentifier {
+            key_identifier: Some(OctetString::new(key_identifier(c.issuer_spki)?)?),
+            authority_cert_issuer: None,
+            authority_cert_serial_number: None,
+        };
+        extensions.push(ext(oid::ID_CE_AUTHORITY_KEY_IDENTIFIER, false, &aki)?);
+    }
+    let tbs = TbsCertificate {
+        version: Version::V3,
+        serial_number: SerialNumber::new(&random_serial())?,
+        signature: c.signature_algorithm.clone(),
+        issuer: c.issuer,
+        validity: Validity {
+            not_before: time(c.not_before)?,
+            not_after: time(c.not_after)?,
+        },
+        subject: c.subject,
+        subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(c.subject_spki)?,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(extensions),
+    };
+    let signature = sign(&tbs.to_der()?)?;
+    let cert = Certificate {
+        tbs_certificate: tbs,
+        signature_algorithm: c.signature_algorithm,
+        signature: BitString::from_bytes(&signature)?,
+    };
+    Ok(cert.to_der()?)
+}
+
+/// The SHA-256 fingerprint of a certificate, as `AA:BB:…`.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    sha2::Sha256::digest(cert_der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// PEM of a DER certificate.
+pub fn to_pem(cert_der: &[u8]) -> Result<String> {
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, cert_der)
+        .map_err(|e| anyhow::anyhow!("PEM encoding: {e}"))
+}

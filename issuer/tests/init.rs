@@ -1,0 +1,352 @@
+//! `tessera-issuer init` and `audit verify` through the binary, with peers we did not write:
+//! openssl verifies the certificate chain, pkcs11-tool inspects the keys in SoftHSM2.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use diesel::prelude::*;
+use tessera_issuer::clock::FixedClock;
+use tessera_issuer::{audit, db};
+
+const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Whether the peers exist; with `CI=true` a missing one fails the test.
+fn peers() -> bool {
+    let missing: Vec<&str> = ["openssl", "pkcs11-tool"]
+        .into_iter()
+        .filter(|p| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {p}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .chain((!Path::new(SOFTHSM).exists()).then_some(SOFTHSM))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("missing test peers: {missing:?} (deploy/dev/test.sh installs them)");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(ISSUER)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("tessera-issuer")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn init(dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["init", "--data-dir", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+fn openssl_ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+    text(&out)
+}
+
+#[test]
+fn init_creates_a_verifiable_ca_with_keys_that_never_leave_the_token() {
+    if !peers() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let printed = init(&dir, &["--organization", "Example Kommun"]);
+    assert!(printed.contains("root CA        SHA-256 "), "{printed}");
+
+    let chain = openssl_ok(
+        &dir,
+        &["verify", "-CAfile", "root-ca.pem", "issuing-ca.pem"],
+    );
+    assert!(chain.contains("issuing-ca.pem: OK"), "{chain}");
+    let ocsp = openssl_ok(
+        &dir,
+        &[
+            "verify",
+            "-CAfile",
+            "root-ca.pem",
+            "-untrusted",
+            "issuing-ca.pem",
+            "-purpose",
+            "ocsphelper",
+            "ocsp-responder.pem",
+        ],
+    );
+    assert!(ocsp.contains("ocsp-responder.pem: OK"), "{ocsp}");
+    let text_ocsp = openssl_ok(
+        &dir,
+        &["x509", "-in", "ocsp-responder.pem", "-noout", "-text"],
+    );
+    assert!(
+        text_ocsp.contains("OCSP Signing") && text_ocsp.contains("OCSP No Check"),
+        "{text_ocsp}"
+    );
+    let root = openssl_ok(
+        &dir,
+        &[
+            "x509",
+            "-in",
+            "root-ca.pem",
+            "-noout",
+            "-subject",
+            "-fingerprint",
+            "-sha256",
+        ],
+    );
+    assert!(root.contains("CN = Example Kommun Root CA"), "{root}");
+    // The fingerprint printed is the certificate's.
+    let fp = root
+        .lines()
+        .find_map(|l| l.split('=').nth(1).filter(|_| l.contains("Fingerprint")))
+        .unwrap();
+    assert!(printed.contains(fp.trim()), "{printed} vs {fp}");
+
+    // Secrets are owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    for f in [
+        "bootstrap-admin.token",
+        "ca-activation.secret",
+        "token-so.pin",
+    ] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+
+    // The keys are in the token, sensitive and never extractable (pkcs11-tool's view).
+    let pin = std::fs::read_to_string(dir.join("ca-activation.secret")).unwrap();
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+        .args([
+            "--module",
+            SOFTHSM,
+            "--token-label",
+            "tessera-ca",
+            "--login",
+            "--pin",
+            &pin,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ])
+        .output()
+        .unwrap();
+    let listing = text(&out);
+    assert!(out.status.success(), "{listing}");
+    for label in ["root-ca", "issuing-ca-1", "ocsp-responder-1"] {
+        assert!(
+            listing.contains(&format!("label:      {label}")),
+            "{listing}"
+        );
+    }
+    assert_eq!(listing.matches("never extractable").count(), 3, "{listing}");
+    assert!(listing.matches("sensitive").count() >= 3, "{listing}");
+
+    let verified = run(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
+    assert!(
+        verified.status.success() && text(&verified).contains("audit chain intact: 2 records"),
+        "{}",
+        text(&verified)
+    );
+}
+
+#[test]
+fn p384_and_rsa_keys_make_valid_chains() {
+    if !peers() {
+        return;
+    }
+    for alg in ["p384", "rsa2048", "rsa3072"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(alg);
+        init(&dir, &["--key-alg", alg]);
+        let chain = openssl_ok(
+            &dir,
+            &["verify", "-CAfile", "root-ca.pem", "issuing-ca.pem"],
+        );
+        assert!(chain.contains("OK"), "{alg}: {chain}");
+        let issuing = openssl_ok(&dir, &["x509", "-in", "issuing-ca.pem", "-noout", "-text"]);
+        let expected = if alg == "p384" {
+            "ecdsa-with-SHA384"
+        } else {
+            "sha256WithRSAEncryption"
+        };
+        assert!(issuing.contains(expected), "{alg}: {issuing}");
+    }
+}
+
+#[test]
+fn init_refuses_an_existing_deployment_and_changes_nothing() {
+    if !peers() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    init(&dir, &[]);
+    let before = std::fs::read(dir.join("tessera.db")).unwrap();
+    let root_before = std::fs::read(dir.join("root-ca.pem")).unwrap();
+    let out = run(&["init", "--data-dir", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("already holds a Tessera deployment"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(dir.join("tessera.db")).unwrap(), before);
+    assert_eq!(std::fs::read(dir.join("root-ca.pem")).unwrap(), root_before);
+}
+
+#[test]
+fn bad_input_leaves_no_half_made_deployment() {
+    if !peers() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let out = run(&[
+        "init",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--organization",
+        "Evil,CN=Root",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--organization"), "{}", text(&out));
+    assert!(!dir.exists(), "init left {} behind", dir.display());
+    let out = run(&[
+        "init",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--key-alg",
+        "rsa1024",
+    ]);
+    assert!(!out.status.success(), "a weak key algorithm was accepted");
+}
+
+/// A deployment with five audit records, tampered with by `f`; returns `audit verify`'s
+/// output and whether it passed.
+fn tampered(f: impl FnOnce(&mut SqliteConnection)) -> (bool, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    init(&dir, &[]);
+    let mut conn = db::open_sqlite(&dir.join("tessera.db")).unwrap();
+    for i in 0..3 {
+        let clock = FixedClock(Duration::from_secs(2_000_000_000 + i));
+        conn.immediate_transaction(|c| {
+            audit::append(
+                c,
+                &clock,
+                "officer-1",
+                "test.event",
+                &serde_json::json!({ "n": i }),
+            )
+            .map(drop)
+        })
+        .unwrap();
+    }
+    f(&mut conn);
+    drop(conn);
+    let out = run(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
+    (out.status.success(), text(&out))
+}
+
+#[test]
+fn audit_verify_names_an_edited_record() {
+    if !peers() {
+        return;
+    }
+    let (ok, out) = tampered(|c| {
+        diesel::sql_query("UPDATE audit_log SET details = '{\"n\":99}' WHERE seq = 4")
+            .execute(c)
+            .unwrap();
+    });
+    assert!(!ok && out.contains("audit record 4 was edited"), "{out}");
+}
+
+#[test]
+fn audit_verify_names_a_deleted_record() {
+    if !peers() {
+        return;
+    }
+    let (ok, out) = tampered(|c| {
+        diesel::sql_query("DELETE FROM audit_log WHERE seq = 3")
+            .execute(c)
+            .unwrap();
+    });
+    assert!(!ok && out.contains("audit record 3 is missing"), "{out}");
+}
+
+#[test]
+fn audit_verify_names_reordered_records() {
+    if !peers() {
+        return;
+    }
+    // Swap records 3 and 4 whole (contents and hashes).
+    let (ok, out) = tampered(|c| {
+        for q in [
+            "UPDATE audit_log SET seq = -3 WHERE seq = 3",
+            "UPDATE audit_log SET seq = 3 WHERE seq = 4",
+            "UPDATE audit_log SET seq = 4 WHERE seq = -3",
+        ] {
+            diesel::sql_query(q).execute(c).unwrap();
+        }
+    });
+    assert!(
+        !ok && out.contains("audit record 3 was moved: it was written as record 4"),
+        "{out}"
+    );
+}
+
+#[test]
+fn audit_verify_catches_a_rewritten_record_with_a_recomputed_hash() {
+    if !peers() {
+        return;
+    }
+    // An attacker who knows the hash function rewrites record 2 consistently; record 3 no
+    // longer follows it.
+    let (ok, out) = tampered(|c| {
+        let r: audit::Record = tessera_issuer::db::schema::audit_log::table
+            .filter(tessera_issuer::db::schema::audit_log::seq.eq(2))
+            .select(audit::Record::as_select())
+            .first(c)
+            .unwrap();
+        let details = "{\"forged\":true}";
+        let hash = audit::record_hash(&r.prev_hash, r.seq, r.at, &r.actor, &r.action, details);
+        diesel::update(
+            tessera_issuer::db::schema::audit_log::table
+                .filter(tessera_issuer::db::schema::audit_log::seq.eq(2)),
+        )
+        .set((
+            tessera_issuer::db::schema::audit_log::details.eq(details),
+            tessera_issuer::db::schema::audit_log::hash.eq(hash),
+        ))
+        .execute(c)
+        .unwrap();
+    });
+    assert!(
+        !ok && out.contains("audit record 3 does not follow"),
+        "{out}"
+    );
+}
