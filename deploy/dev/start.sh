@@ -40,8 +40,13 @@ CONF
 userns=()
 [ "$(id -u)" -eq 0 ] || userns=(--user --map-root-user)
 echo "==> starting pcscd and the reference card (state: $data/card.json)"
-exec unshare "${userns[@]}" --mount --net --fork --kill-child -- bash -c '
+# --pid: the shell is the namespace's first process, so when it ends the kernel ends pcscd
+# and the card with it.
+exec unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- bash -c '
   set -e
+  trap "kill \$(jobs -p) 2>/dev/null" EXIT
+  # As the first process of its PID namespace the shell ignores signals it does not trap.
+  trap "exit 0" TERM INT HUP
   mount -t tmpfs tmpfs /run && mkdir -p /run/pcscd && ip link set lo up
   pcscd -f -c "$1/reader.conf.d" >"$1/pcscd.log" 2>&1 &
   "$2" --state "$1/card.json" 2>>"$1/card.log" &
@@ -55,5 +60,5 @@ exec unshare "${userns[@]}" --mount --net --fork --kill-child -- bash -c '
   echo "  pkcs11-tool --module $3/libtessera_pkcs11.so --list-objects"
   echo "  $3/tessera-piv-conformance --reader \"Tessera vpcd 00 00\""
   echo "Leave this shell (exit) to stop the card and pcscd."
-  if [ -t 0 ]; then bash -i; else sleep infinity; fi
+  if [ -t 0 ]; then bash -i; else sleep infinity & wait; fi
 ' tessera "$data" "$bin" "$target"
