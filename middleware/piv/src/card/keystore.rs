@@ -161,29 +161,8 @@ impl std::fmt::Debug for SoftKeyStore {
 struct SoftKey {
     info: KeyInfo,
     /// PKCS#8 DER of the private key.
-    #[serde(with = "secret_hex")]
+    #[serde(with = "super::secret_hex")]
     pkcs8: Zeroizing<Vec<u8>>,
-}
-
-mod secret_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
-
-    pub(super) fn serialize<S: Serializer>(
-        v: &Zeroizing<Vec<u8>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v.as_slice()))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Zeroizing<Vec<u8>>, D::Error> {
-        let s = Zeroizing::new(String::deserialize(d)?);
-        hex::decode(s.as_str())
-            .map(Zeroizing::new)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 impl SoftKeyStore {

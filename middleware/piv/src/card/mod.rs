@@ -9,6 +9,29 @@ pub mod cert;
 mod keystore;
 mod state;
 
+/// Secret bytes as hex in serialised state, zeroized in memory (the card's PIN, PUK,
+/// management key and software keys).
+mod secret_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Zeroizing<Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v.as_slice()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Zeroizing<Vec<u8>>, D::Error> {
+        let s = Zeroizing::new(String::deserialize(d)?);
+        hex::decode(s.as_str())
+            .map(Zeroizing::new)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 pub use applet::{Applet, Interface, HISTORICAL_BYTES};
 pub use keystore::{KeyError, KeyInfo, KeyStore, Origin, PublicKey, SoftKeyStore};
 pub use state::{

@@ -24,7 +24,7 @@ pub const DEFAULT_RETRIES: u8 = 3;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RetryCounted {
     /// The reference value, padded with `FF` to 8 bytes as it travels (SP 800-73-4 Part 2 §2.4.3).
-    #[serde(with = "secret_hex")]
+    #[serde(with = "super::secret_hex")]
     pub(crate) value: Zeroizing<Vec<u8>>,
     pub(crate) total: u8,
     pub(crate) left: u8,
@@ -79,7 +79,7 @@ pub fn pad8(plain: &[u8]) -> Zeroizing<Vec<u8>> {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ManagementKey {
     pub(crate) alg: Algorithm,
-    #[serde(with = "secret_hex")]
+    #[serde(with = "super::secret_hex")]
     pub(crate) key: Zeroizing<Vec<u8>>,
     pub(crate) is_default: bool,
 }
@@ -230,27 +230,6 @@ fn ccc(card_id: &[u8; 14]) -> Vec<u8> {
         tlv::push(&mut out, tag, &[]);
     }
     out
-}
-
-mod secret_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use zeroize::Zeroizing;
-
-    pub(super) fn serialize<S: Serializer>(
-        v: &Zeroizing<Vec<u8>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v.as_slice()))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Zeroizing<Vec<u8>>, D::Error> {
-        let s = Zeroizing::new(String::deserialize(d)?);
-        hex::decode(s.as_str())
-            .map(Zeroizing::new)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 mod objects_hex {
