@@ -33,6 +33,30 @@ pub mod schema {
     }
 
     diesel::table! {
+        certificates (serial) {
+            serial -> Text,
+            authority -> Text,
+            profile -> Text,
+            status -> Text,
+            tbs -> Binary,
+            certificate -> Nullable<Binary>,
+            not_after -> BigInt,
+            revoked_at -> Nullable<BigInt>,
+            revocation_reason -> Nullable<Text>,
+            created_at -> BigInt,
+        }
+    }
+
+    diesel::table! {
+        crls (authority, number) {
+            authority -> Text,
+            number -> BigInt,
+            this_update -> BigInt,
+            crl -> Binary,
+        }
+    }
+
+    diesel::table! {
         audit_log (seq) {
             seq -> BigInt,
             at -> BigInt,

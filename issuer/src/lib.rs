@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod ca;
 pub mod clock;
 pub mod db;
 pub mod hsm;
 pub mod init;
+pub mod profile;
 pub mod x509;

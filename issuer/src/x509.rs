@@ -45,7 +45,12 @@ pub fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>> {
     Ok(sha1::Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec())
 }
 
-fn ext(oid: const_oid::ObjectIdentifier, critical: bool, value: &impl Encode) -> Result<Extension> {
+/// An extension with a DER-encoded value.
+pub fn ext(
+    oid: const_oid::ObjectIdentifier,
+    critical: bool,
+    value: &impl Encode,
+) -> Result<Extension> {
     Ok(Extension {
         extn_id: oid,
         critical,

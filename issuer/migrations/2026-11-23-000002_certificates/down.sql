@@ -1,0 +1,2 @@
+DROP TABLE crls;
+DROP TABLE certificates;
