@@ -58,6 +58,7 @@ pub mod files {
     pub const ROOT_PEM: &str = "root-ca.pem";
     pub const ISSUING_PEM: &str = "issuing-ca.pem";
     pub const OCSP_PEM: &str = "ocsp-responder.pem";
+    pub const POLICY_OID: &str = "certificate-policy.oid";
 }
 
 /// Runs `init`. Refuses a directory that already holds anything.
@@ -252,6 +253,13 @@ fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
             .with_context(|| format!("writing {file}"))?;
     }
     write_private(&report.bootstrap_token_path, bootstrap.as_bytes())?;
+    // The organisation's registered certificate-policy OID belongs here. Until it is
+    // configured, a trial placeholder under the UUID arc (ITU-T X.667, 2.25) with a random
+    // 32-bit value, as the OID library holds arcs of 32 bits: unlikely to clash in a
+    // trial, never to be used in production (docs say so).
+    let trial: u32 = rand::Rng::gen_range(&mut rand::rngs::OsRng, 1..u32::MAX);
+    std::fs::write(dir.join(files::POLICY_OID), format!("2.25.{trial}\n"))
+        .context("writing the certificate policy OID")?;
     Ok(report)
 }
 

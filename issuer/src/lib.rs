@@ -7,6 +7,7 @@
 //! in a hash chain that `audit verify` checks.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod audit;
 pub mod ca;
 pub mod clock;

@@ -39,6 +39,29 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         pkcs11_module: Option<PathBuf>,
     },
+    /// Serve the issuance API, the CRL and the CA certificate over HTTP.
+    ///
+    /// Certificates name URLs under --public-url: the CRL at /crl/issuing-ca-1.crl, the CA
+    /// certificate at /ca/issuing-ca-1.crt, OCSP at /ocsp. The CRL is reissued on every
+    /// status change and every --crl-interval seconds.
+    Serve {
+        /// The data directory made by `init`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The base URL relying parties reach this server at (default: http://ADDR).
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// The certificate-policy OID put in certificates (default: the one `init` chose,
+        /// in DIR/certificate-policy.oid).
+        #[arg(long, value_name = "OID")]
+        policy_oid: Option<String>,
+        /// Seconds between scheduled CRLs.
+        #[arg(long, default_value_t = 3600)]
+        crl_interval: u64,
+    },
     /// Audit trail commands.
     Audit {
         #[command(subcommand)]
@@ -98,6 +121,13 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Serve {
+            data_dir,
+            listen,
+            public_url,
+            policy_oid,
+            crl_interval,
+        } => serve(data_dir, listen, public_url, policy_oid, crl_interval),
         Command::Audit {
             command: AuditCommand::Verify { data_dir },
         } => {
@@ -124,4 +154,82 @@ fn main() -> Result<()> {
             }
         }
     }
+}
+
+fn serve(
+    data_dir: PathBuf,
+    listen: std::net::SocketAddr,
+    public_url: Option<String>,
+    policy_oid: Option<String>,
+    crl_interval: u64,
+) -> Result<()> {
+    use std::sync::{Arc, Mutex};
+
+    let db_path = data_dir.join(files::DATABASE);
+    anyhow::ensure!(
+        db_path.exists(),
+        "no Tessera deployment in {}; run `tessera-issuer init --data-dir {}` first",
+        data_dir.display(),
+        data_dir.display()
+    );
+    let base = public_url.unwrap_or_else(|| format!("http://{listen}"));
+    let base = base.trim_end_matches('/').to_owned();
+    anyhow::ensure!(
+        base.starts_with("http://") || base.starts_with("https://"),
+        "--public-url must be an http(s) URL"
+    );
+    let policy = match policy_oid {
+        Some(p) => p,
+        None => std::fs::read_to_string(data_dir.join(files::POLICY_OID))
+            .context("reading the certificate policy OID (give --policy-oid)")?
+            .trim()
+            .to_owned(),
+    };
+    let policy = tessera_issuer::x509::parse_oid(&policy).context("the certificate policy OID")?;
+    let urls = tessera_issuer::ca::Urls {
+        crl: format!("{base}/crl/issuing-ca-1.crl"),
+        ocsp: format!("{base}/ocsp"),
+        ca_issuers: format!("{base}/ca/issuing-ca-1.crt"),
+        policy,
+    };
+    let mut conn = db::open_sqlite(&db_path)?;
+    let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls)?;
+    let state = Arc::new(tessera_issuer::api::AppState {
+        inner: Mutex::new((ca, conn)),
+        clock: Box::new(SystemClock),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        // Scheduled CRLs, so relying parties always find one before nextUpdate.
+        let scheduled = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_secs(crl_interval.max(60)));
+            loop {
+                tick.tick().await;
+                let s = Arc::clone(&scheduled);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let mut guard = s.inner.lock().unwrap_or_else(|p| p.into_inner());
+                    let (ca, conn) = &mut *guard;
+                    if let Err(e) = ca.generate_crl(conn, s.clock.as_ref()) {
+                        eprintln!("tessera-issuer: scheduled CRL failed: {e:#}");
+                    }
+                })
+                .await;
+            }
+        });
+        println!("tessera-issuer serving on http://{listen} (public URL {base})");
+        axum::serve(listener, tessera_issuer::api::router(state))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving")
+    })
 }

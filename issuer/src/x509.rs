@@ -156,3 +156,48 @@ pub fn to_pem(cert_der: &[u8]) -> Result<String> {
     der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, cert_der)
         .map_err(|e| anyhow::anyhow!("PEM encoding: {e}"))
 }
+
+/// Parses a dotted OID, refusing what `const-oid` cannot hold: it keeps arcs in 32 bits
+/// and overflows on larger ones instead of reporting an error.
+pub fn parse_oid(s: &str) -> Result<const_oid::ObjectIdentifier> {
+    let arcs: Vec<&str> = s.trim().split('.').collect();
+    anyhow::ensure!(arcs.len() >= 2, "OID {s:?} needs at least two arcs");
+    let mut values = Vec::with_capacity(arcs.len());
+    for arc in &arcs {
+        anyhow::ensure!(
+            !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()),
+            "OID {s:?}: arcs are decimal numbers"
+        );
+        values.push(
+            arc.parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("OID {s:?}: arc {arc} is larger than 4294967295"))?,
+        );
+    }
+    anyhow::ensure!(values[0] <= 2, "OID {s:?}: the first arc is 0, 1 or 2");
+    anyhow::ensure!(
+        values[0] == 2 || values[1] < 40,
+        "OID {s:?}: under 0 and 1 the second arc is below 40"
+    );
+    const_oid::ObjectIdentifier::new(s.trim()).map_err(|e| anyhow::anyhow!("OID {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oids_that_const_oid_cannot_hold_are_refused_not_panicked_on() {
+        assert!(parse_oid("1.2.752.201.3.1").is_ok());
+        for bad in [
+            "2.25.329800735698586629295641978511506172918",
+            "1",
+            "1..2",
+            "3.1",
+            "1.40",
+            "1.2.x",
+            "",
+        ] {
+            assert!(parse_oid(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The HTTP API of `tessera-issuer serve`, driven with curl; the certificate it issues and
+//! the CRL it serves are checked with openssl.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
+
+fn peers() -> bool {
+    let ok = Path::new("/usr/lib/softhsm/libsofthsm2.so").exists()
+        && ["openssl", "curl"].iter().all(|p| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {p}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "SoftHSM2, openssl or curl missing"
+        );
+        eprintln!("SKIPPED: SoftHSM2, openssl or curl missing (deploy/dev/test.sh installs them)");
+    }
+    ok
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// curl: returns the HTTP status and the body.
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn issue_revoke_and_crl_over_http() {
+    if !peers() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    assert!(Command::new(ISSUER)
+        .args(["init", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server(
+        Command::new(ISSUER)
+            .args([
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+    let auth = format!("Authorization: Bearer {token}");
+    let url = format!("{base}/api/v1/certificates");
+
+    // A card's key (made by openssl here), as PEM SubjectPublicKeyInfo.
+    assert!(
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "card.key"
+            ]
+        )
+        .0
+    );
+    let (_, pubkey) = openssl(dir, &["pkey", "-in", "card.key", "-pubout"]);
+    let request = serde_json::json!({
+        "profile": "authentication",
+        "subject": { "common_name": "Alice Andersson", "upn": "alice@example.org" },
+        "public_key": pubkey,
+    })
+    .to_string();
+
+    // Refusals: each with its status and stable code, none writing anything.
+    let post = |extra: &[&str], body: &str| {
+        let mut args = vec![
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    };
+    let (status, body) = post(&[], &request);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"unauthorized\""), "{body}");
+    let (status, body) = post(&["-H", &auth], "{\"profile\": ");
+    assert_eq!(
+        (status, body.contains("\"malformed_json\"")),
+        (400, true),
+        "{body}"
+    );
+    let (status, body) = post(
+        &["-H", &auth],
+        &request.replace("authentication", "nonsense"),
+    );
+    assert_eq!(
+        (status, body.contains("\"unknown_profile\"")),
+        (400, true),
+        "{body}"
+    );
+    let (status, body) = post(
+        &["-H", &auth],
+        &request.replace("PUBLIC KEY", "PRIVATE KEY"),
+    );
+    assert_eq!(
+        (status, body.contains("\"bad_public_key\"")),
+        (400, true),
+        "{body}"
+    );
+    let big = format!("{{\"profile\": \"{}\"}}", "x".repeat(70 * 1024));
+    let (status, _) = post(&["-H", &auth], &big);
+    assert_eq!(status, 413);
+
+    // Issued: 201 with serial and PEM.
+    let (status, body) = post(&["-H", &auth], &request);
+    assert_eq!(status, 201, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let serial = issued["serial"].as_str().unwrap().to_owned();
+    std::fs::write(
+        dir.join("leaf.pem"),
+        issued["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    // The CA certificate and the CRL at the URLs the certificate names.
+    let (_, text) = openssl(
+        dir,
+        &[
+            "x509",
+            "-in",
+            "leaf.pem",
+            "-noout",
+            "-ext",
+            "crlDistributionPoints,authorityInfoAccess",
+        ],
+    );
+    assert!(
+        text.contains(&format!("{base}/crl/issuing-ca-1.crl"))
+            && text.contains(&format!("{base}/ca/issuing-ca-1.crt")),
+        "{text}"
+    );
+    let fetch_crl = || {
+        assert_eq!(
+            curl(&[
+                "-o",
+                dir.join("crl.der").to_str().unwrap(),
+                &format!("{base}/crl/issuing-ca-1.crl")
+            ])
+            .0,
+            200
+        );
+        assert!(
+            openssl(
+                dir,
+                &["crl", "-inform", "DER", "-in", "crl.der", "-out", "crl.pem"]
+            )
+            .0
+        );
+    };
+    assert_eq!(
+        curl(&[
+            "-o",
+            dir.join("ca.der").to_str().unwrap(),
+            &format!("{base}/ca/issuing-ca-1.crt")
+        ])
+        .0,
+        200
+    );
+    assert!(
+        openssl(
+            dir,
+            &["x509", "-inform", "DER", "-in", "ca.der", "-out", "ca.pem"]
+        )
+        .0
+    );
+    let verify = || {
+        openssl(
+            dir,
+            &[
+                "verify",
+                "-crl_check",
+                "-CAfile",
+                "data/root-ca.pem",
+                "-untrusted",
+                "ca.pem",
+                "-CRLfile",
+                "crl.pem",
+                "leaf.pem",
+            ],
+        )
+    };
+    fetch_crl();
+    let (ok, text) = verify();
+    assert!(ok, "fresh certificate: {text}");
+
+    // Revoked through the API: the served CRL says so.
+    let revocation = format!("{url}/{serial}/revocation");
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "--data-binary",
+        "{\"reason\": \"keyCompromise\"}",
+        &revocation,
+    ]);
+    assert_eq!(status, 200, "{body}");
+    fetch_crl();
+    let (ok, text) = verify();
+    assert!(!ok && text.contains("certificate revoked"), "{text}");
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "--data-binary",
+        "{\"reason\": \"keyCompromise\"}",
+        &revocation,
+    ]);
+    assert_eq!(
+        (status, body.contains("\"already_revoked\"")),
+        (409, true),
+        "{body}"
+    );
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "--data-binary",
+        "{\"reason\": \"whatever\"}",
+        &format!("{url}/00ff/revocation"),
+    ]);
+    assert_eq!(
+        (status, body.contains("\"bad_reason\"")),
+        (400, true),
+        "{body}"
+    );
+
+    let out = Command::new(ISSUER)
+        .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
