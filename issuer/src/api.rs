@@ -86,6 +86,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(revoke).delete(release_hold),
         )
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/ocsp", post(ocsp_post))
+        .route("/ocsp/{*request}", get(ocsp_get))
         .route("/crl/issuing-ca-1.crl", get(crl))
         .route("/ca/issuing-ca-1.crt", get(ca_certificate))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -260,6 +262,29 @@ async fn ca_certificate(State(state): State<Arc<AppState>>) -> Result<Response, 
     with_ca(state, |ca, _, _| {
         let der = ca.certificate_der().map_err(IssueError::Internal)?;
         Ok(([(header::CONTENT_TYPE, "application/pkix-cert")], der).into_response())
+    })
+    .await
+}
+
+/// OCSP over POST (RFC 6960 Appendix A.1: the DER request is the body).
+async fn ocsp_post(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    ocsp_answer(state, body.to_vec()).await
+}
+
+/// OCSP over GET: the base64 of the DER request, URL-encoded, as the last path part.
+async fn ocsp_get(
+    State(state): State<Arc<AppState>>,
+    UrlPath(request): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    use base64ct::Encoding;
+    let der = base64ct::Base64::decode_vec(request.trim_start_matches('/')).unwrap_or_default();
+    ocsp_answer(state, der).await
+}
+
+async fn ocsp_answer(state: Arc<AppState>, request: Vec<u8>) -> Result<Response, ApiError> {
+    with_ca(state, move |ca, conn, clock| {
+        let der = crate::ocsp::respond(ca, conn, clock, &request);
+        Ok(([(header::CONTENT_TYPE, "application/ocsp-response")], der).into_response())
     })
     .await
 }

@@ -125,6 +125,8 @@ pub struct IssuingCa {
     alg: KeyAlg,
     cert: Certificate,
     spki: Vec<u8>,
+    /// The delegated OCSP responder's certificate (its key is in the token).
+    ocsp_cert: Certificate,
     profiles: Vec<Profile>,
     pub urls: Urls,
 }
@@ -188,15 +190,61 @@ impl IssuingCa {
         };
         let cert = Certificate::from_der(&der)?;
         let spki = cert.tbs_certificate.subject_public_key_info.to_der()?;
+        let ocsp_der: Vec<u8> = authorities::table
+            .filter(authorities::role.eq("ocsp"))
+            .select(authorities::certificate)
+            .first(conn)
+            .context("reading the OCSP responder certificate")?;
+        let ocsp_cert = Certificate::from_der(&ocsp_der)?;
         Ok(Self {
             token,
             _module: p11,
             alg,
             cert,
             spki,
+            ocsp_cert,
             profiles,
             urls,
         })
+    }
+
+    /// The DER of the issuing CA's subject name.
+    pub fn subject_der(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(self.cert.tbs_certificate.subject.to_der()?)
+    }
+
+    /// The issuing CA's subjectPublicKey bits (what OCSP key hashes cover).
+    pub fn subject_public_key_bits(&self) -> &[u8] {
+        self.cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+    }
+
+    /// The OCSP responder's public key bits (its ResponderID by key).
+    pub fn ocsp_public_key_bits(&self) -> &[u8] {
+        self.ocsp_cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+    }
+
+    /// The delegated OCSP responder certificate.
+    pub fn ocsp_certificate(&self) -> &Certificate {
+        &self.ocsp_cert
+    }
+
+    /// Signs OCSP response data with the responder key in the token.
+    pub fn sign_as_ocsp_responder(
+        &self,
+        tbs: &[u8],
+    ) -> anyhow::Result<(spki::AlgorithmIdentifierOwned, Vec<u8>)> {
+        Ok((
+            self.alg.signature_algorithm(),
+            self.token.sign(crate::init::OCSP_KEY, self.alg, tbs)?,
+        ))
     }
 
     /// The issuing CA certificate (DER).

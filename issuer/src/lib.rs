@@ -14,5 +14,6 @@ pub mod clock;
 pub mod db;
 pub mod hsm;
 pub mod init;
+pub mod ocsp;
 pub mod profile;
 pub mod x509;

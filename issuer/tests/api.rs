@@ -310,3 +310,196 @@ fn issue_revoke_and_crl_over_http() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce() {
+    if !peers() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    assert!(Command::new(ISSUER)
+        .args(["init", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server(
+        Command::new(ISSUER)
+            .args([
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+    let auth = format!("Authorization: Bearer {token}");
+    assert!(
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "card.key"
+            ]
+        )
+        .0
+    );
+    let (_, pubkey) = openssl(dir, &["pkey", "-in", "card.key", "-pubout"]);
+    let request = serde_json::json!({
+        "profile": "authentication",
+        "subject": { "common_name": "Olle Ocsp" },
+        "public_key": pubkey,
+    })
+    .to_string();
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "--data-binary",
+        &request,
+        &format!("{base}/api/v1/certificates"),
+    ]);
+    assert_eq!(status, 201, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    std::fs::write(
+        dir.join("leaf.pem"),
+        issued["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    let serial = issued["serial"].as_str().unwrap().to_owned();
+
+    let ask = |extra: &[&str]| {
+        let mut args = vec![
+            "ocsp",
+            "-issuer",
+            "data/issuing-ca.pem",
+            "-cert",
+            "leaf.pem",
+            "-CAfile",
+            "data/root-ca.pem",
+            "-url",
+        ];
+        let url = format!("{base}/ocsp");
+        args.push(&url);
+        args.extend_from_slice(extra);
+        openssl(dir, &args)
+    };
+    for nonce in [&[][..], &["-no_nonce"][..]] {
+        let (ok, text) = ask(nonce);
+        assert!(ok && text.contains("leaf.pem: good"), "{nonce:?}: {text}");
+        assert!(text.contains("Response verify OK"), "{text}");
+    }
+    // The nonce comes back (openssl checks it; with -resp_text it shows it).
+    let (_, text) = ask(&["-resp_text"]);
+    assert!(text.contains("OCSP Nonce"), "{text}");
+    // GET (RFC 6960 Appendix A.1): the base64 of the request, URL-encoded, in the path.
+    assert!(
+        openssl(
+            dir,
+            &[
+                "ocsp",
+                "-issuer",
+                "data/issuing-ca.pem",
+                "-cert",
+                "leaf.pem",
+                "-no_nonce",
+                "-reqout",
+                "req.der"
+            ]
+        )
+        .0
+    );
+    let b64 = <base64ct::Base64 as base64ct::Encoding>::encode_string(
+        &std::fs::read(dir.join("req.der")).unwrap(),
+    );
+    let encoded = b64
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let (status, _) = curl(&[
+        "-o",
+        dir.join("resp.der").to_str().unwrap(),
+        &format!("{base}/ocsp/{encoded}"),
+    ]);
+    assert_eq!(status, 200);
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "ocsp",
+            "-respin",
+            "resp.der",
+            "-issuer",
+            "data/issuing-ca.pem",
+            "-cert",
+            "leaf.pem",
+            "-CAfile",
+            "data/root-ca.pem",
+        ],
+    );
+    assert!(
+        ok && text.contains("leaf.pem: good") && text.contains("Response verify OK"),
+        "GET: {text}"
+    );
+
+    let (status, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "--data-binary",
+        "{\"reason\": \"keyCompromise\"}",
+        &format!("{base}/api/v1/certificates/{serial}/revocation"),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    for nonce in [&[][..], &["-no_nonce"][..]] {
+        let (ok, text) = ask(nonce);
+        assert!(
+            ok && text.contains("leaf.pem: revoked"),
+            "{nonce:?}: {text}"
+        );
+        assert!(text.contains("Reason: keyCompromise"), "{text}");
+    }
+
+    // Garbage gets the malformedRequest status, not an HTTP error or a crash.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/ocsp-request",
+            "--data-binary",
+            "not DER",
+            &format!("{base}/ocsp"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout,
+        [0x30, 0x03, 0x0A, 0x01, 0x01],
+        "malformedRequest"
+    );
+}
