@@ -24,7 +24,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// What the handlers share. The CA's token session and the SQLite connection are used one
 /// request at a time.
 pub struct AppState {
-    pub inner: Mutex<(IssuingCa, SqliteConnection)>,
+    pub inner: Mutex<(IssuingCa, crate::db::Conn)>,
     pub clock: Box<dyn Clock>,
 }
 
@@ -95,7 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The caller behind a Bearer token (only the token's SHA-256 is stored).
-fn authenticate(conn: &mut SqliteConnection, headers: &HeaderMap) -> Result<String, ApiError> {
+fn authenticate(conn: &mut crate::db::Conn, headers: &HeaderMap) -> Result<String, ApiError> {
     let unauthorized = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -139,9 +139,7 @@ struct IssueBody {
 /// Runs `f` with the CA and the database off the async threads.
 async fn with_ca<T: Send + 'static>(
     state: Arc<AppState>,
-    f: impl FnOnce(&IssuingCa, &mut SqliteConnection, &dyn Clock) -> Result<T, ApiError>
-        + Send
-        + 'static,
+    f: impl FnOnce(&IssuingCa, &mut crate::db::Conn, &dyn Clock) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(move || {
         let mut guard = state.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -57,7 +57,7 @@ pub fn record_hash(
 
 /// Appends a record. Call it inside the transaction that makes the change.
 pub fn append(
-    conn: &mut SqliteConnection,
+    conn: &mut crate::db::Conn,
     clock: &dyn Clock,
     actor: &str,
     action: &str,
@@ -122,7 +122,7 @@ pub struct Verified {
 const MOVE_SEARCH: i64 = 1000;
 
 /// Checks the whole chain in order.
-pub fn verify(conn: &mut SqliteConnection) -> Result<std::result::Result<Verified, Tamper>> {
+pub fn verify(conn: &mut crate::db::Conn) -> Result<std::result::Result<Verified, Tamper>> {
     let records: Vec<Record> = audit_log::table
         .select(Record::as_select())
         .order(audit_log::seq.asc())

@@ -162,7 +162,7 @@ pub struct Issued {
 impl IssuingCa {
     /// Opens the issuing CA of an embedded deployment: its token (activated with the 1-of-1
     /// secret in the data directory) and its certificate from the database.
-    pub fn open(data_dir: &Path, conn: &mut SqliteConnection, urls: Urls) -> anyhow::Result<Self> {
+    pub fn open(data_dir: &Path, conn: &mut crate::db::Conn, urls: Urls) -> anyhow::Result<Self> {
         let profiles = profile::profiles();
         profile::validate(&profiles).map_err(|e| anyhow!("certificate profiles: {e}"))?;
         let p11 = hsm::load(
@@ -262,7 +262,7 @@ impl IssuingCa {
     /// Issues a certificate: check, commit the intent, sign, store.
     pub fn issue(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut crate::db::Conn,
         clock: &dyn Clock,
         actor: &str,
         req: &IssueRequest<'_>,
@@ -283,7 +283,7 @@ impl IssuingCa {
         let not_after = secs(now + Duration::from_secs(u64::from(days) * 86_400));
 
         // 1. The intent, durably recorded before anything is signed.
-        conn.immediate_transaction(|c| -> anyhow::Result<()> {
+        crate::db::write_transaction(conn, |c| -> anyhow::Result<()> {
             diesel::insert_into(certificates::table)
                 .values((
                     certificates::serial.eq(&serial),
@@ -315,7 +315,7 @@ impl IssuingCa {
         let der = cert.to_der().map_err(internal)?;
 
         // 3. The final store. If it fails, the intent stays: the serial is revocable.
-        conn.immediate_transaction(|c| -> anyhow::Result<()> {
+        crate::db::write_transaction(conn, |c| -> anyhow::Result<()> {
             diesel::update(certificates::table.filter(certificates::serial.eq(&serial)))
                 .set((
                     certificates::certificate.eq(&der),
@@ -515,7 +515,7 @@ impl IssuingCa {
     /// Revokes (or, with `certificateHold`, suspends) a certificate, then issues a new CRL.
     pub fn revoke(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut crate::db::Conn,
         clock: &dyn Clock,
         actor: &str,
         serial: &str,
@@ -524,7 +524,7 @@ impl IssuingCa {
         let reason_code =
             reason_code(reason).ok_or_else(|| IssueError::BadReason(reason.to_owned()))?;
         let serial = serial.to_ascii_lowercase();
-        conn.immediate_transaction(|c| -> Result<()> {
+        crate::db::write_transaction(conn, |c| -> Result<()> {
             let row: Option<(Option<i64>, Option<String>)> = certificates::table
                 .filter(certificates::serial.eq(&serial))
                 .select((certificates::revoked_at, certificates::revocation_reason))
@@ -565,13 +565,13 @@ impl IssuingCa {
     /// Releases a `certificateHold` (RFC 5280 §5.3.1), then issues a new CRL.
     pub fn release_hold(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut crate::db::Conn,
         clock: &dyn Clock,
         actor: &str,
         serial: &str,
     ) -> Result<()> {
         let serial = serial.to_ascii_lowercase();
-        conn.immediate_transaction(|c| -> Result<()> {
+        crate::db::write_transaction(conn, |c| -> Result<()> {
             let reason: Option<Option<String>> = certificates::table
                 .filter(certificates::serial.eq(&serial))
                 .select(certificates::revocation_reason)
@@ -605,7 +605,7 @@ impl IssuingCa {
 
     /// Issues a new CRL of every revoked, unexpired certificate (RFC 5280 §5), signed by
     /// the issuing CA's key in the token; stores and returns it.
-    pub fn generate_crl(&self, conn: &mut SqliteConnection, clock: &dyn Clock) -> Result<Vec<u8>> {
+    pub fn generate_crl(&self, conn: &mut crate::db::Conn, clock: &dyn Clock) -> Result<Vec<u8>> {
         let now = clock.now();
         let revoked: Vec<(String, Option<i64>, Option<String>)> = certificates::table
             .filter(certificates::revoked_at.is_not_null())

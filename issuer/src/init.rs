@@ -38,6 +38,8 @@ pub struct Options {
     pub organization: String,
     /// A PKCS#11 module other than SoftHSM2 (its token must be free for initialisation).
     pub pkcs11_module: Option<PathBuf>,
+    /// A PostgreSQL URL; without one the database is SQLite in the data directory.
+    pub database_url: Option<String>,
 }
 
 /// What `init` made.
@@ -59,6 +61,9 @@ pub mod files {
     pub const ISSUING_PEM: &str = "issuing-ca.pem";
     pub const OCSP_PEM: &str = "ocsp-responder.pem";
     pub const POLICY_OID: &str = "certificate-policy.oid";
+    /// The PostgreSQL URL of a deployment that uses PostgreSQL (mode 0600: it may hold a
+    /// password).
+    pub const DATABASE_URL: &str = "database.url";
 }
 
 /// Runs `init`. Refuses a directory that already holds anything.
@@ -108,6 +113,16 @@ pub fn run(opts: &Options, clock: &dyn Clock) -> Result<Report> {
 
 fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
     let dir = &opts.data_dir;
+    // The database first: a PostgreSQL database that already holds a deployment is
+    // refused before anything else is made.
+    let mut conn = db::open(&dir.join(files::DATABASE), opts.database_url.as_deref())?;
+    let existing: i64 = authorities::table.count().get_result(&mut conn)?;
+    if existing > 0 {
+        bail!("the database already holds a Tessera deployment; refusing to overwrite it");
+    }
+    if let Some(url) = &opts.database_url {
+        write_private(&dir.join(files::DATABASE_URL), url.as_bytes())?;
+    }
     let (module, conf) = match &opts.pkcs11_module {
         Some(m) => (m.clone(), None),
         None => (
@@ -194,10 +209,9 @@ fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
         bootstrap_token_path: dir.join(files::BOOTSTRAP_TOKEN),
     };
 
-    let mut conn = db::open_sqlite(&dir.join(files::DATABASE))?;
     let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let alg_name = format!("{alg:?}");
-    conn.immediate_transaction(|conn| -> Result<()> {
+    crate::db::write_transaction(&mut conn, |conn| -> Result<()> {
         for (role, label, cert) in [
             ("root", ROOT_KEY, &root),
             ("issuing", ISSUING_KEY, &issuing),

@@ -38,6 +38,9 @@ enum Command {
         /// A PKCS#11 module to use instead of SoftHSM2 (an HSM's library).
         #[arg(long, value_name = "PATH")]
         pkcs11_module: Option<PathBuf>,
+        /// Keep the database in PostgreSQL (postgres://…) instead of SQLite in DIR.
+        #[arg(long, value_name = "URL", env = "TESSERA_DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Serve the issuance API, the CRL and the CA certificate over HTTP.
     ///
@@ -89,6 +92,7 @@ fn main() -> Result<()> {
             key_alg,
             organization,
             pkcs11_module,
+            database_url,
         } => {
             let report = init::run(
                 &init::Options {
@@ -96,6 +100,7 @@ fn main() -> Result<()> {
                     key_alg,
                     organization,
                     pkcs11_module,
+                    database_url,
                 },
                 &SystemClock,
             )?;
@@ -131,13 +136,7 @@ fn main() -> Result<()> {
         Command::Audit {
             command: AuditCommand::Verify { data_dir },
         } => {
-            let db_path = data_dir.join(files::DATABASE);
-            anyhow::ensure!(
-                db_path.exists(),
-                "no Tessera database in {}",
-                data_dir.display()
-            );
-            let mut conn = db::open_sqlite(&db_path)?;
+            let mut conn = open_db(&data_dir)?;
             match audit::verify(&mut conn).context("verifying the audit chain")? {
                 Ok(v) => {
                     println!(
@@ -165,13 +164,6 @@ fn serve(
 ) -> Result<()> {
     use std::sync::{Arc, Mutex};
 
-    let db_path = data_dir.join(files::DATABASE);
-    anyhow::ensure!(
-        db_path.exists(),
-        "no Tessera deployment in {}; run `tessera-issuer init --data-dir {}` first",
-        data_dir.display(),
-        data_dir.display()
-    );
     let base = public_url.unwrap_or_else(|| format!("http://{listen}"));
     let base = base.trim_end_matches('/').to_owned();
     anyhow::ensure!(
@@ -192,7 +184,7 @@ fn serve(
         ca_issuers: format!("{base}/ca/issuing-ca-1.crt"),
         policy,
     };
-    let mut conn = db::open_sqlite(&db_path)?;
+    let mut conn = open_db(&data_dir)?;
     let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls)?;
     let state = Arc::new(tessera_issuer::api::AppState {
         inner: Mutex::new((ca, conn)),
@@ -232,4 +224,22 @@ fn serve(
             .await
             .context("serving")
     })
+}
+
+/// The deployment's database: PostgreSQL when `init` recorded a URL (DIR/database.url),
+/// else the SQLite file in DIR.
+fn open_db(data_dir: &std::path::Path) -> Result<db::Conn> {
+    let url_file = data_dir.join(files::DATABASE_URL);
+    let sqlite = data_dir.join(files::DATABASE);
+    if url_file.exists() {
+        let url = std::fs::read_to_string(&url_file).context("reading the database URL")?;
+        return db::open_postgres(url.trim());
+    }
+    anyhow::ensure!(
+        sqlite.exists(),
+        "no Tessera deployment in {}; run `tessera-issuer init --data-dir {}` first",
+        data_dir.display(),
+        data_dir.display()
+    );
+    db::open_sqlite(&sqlite)
 }

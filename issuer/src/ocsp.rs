@@ -54,7 +54,7 @@ fn issuer_hashes(ca: &IssuingCa, alg: &const_oid::ObjectIdentifier) -> Option<(V
 /// `malformedRequest` status (RFC 6960 §2.3), never a panic.
 pub fn respond(
     ca: &IssuingCa,
-    conn: &mut SqliteConnection,
+    conn: &mut crate::db::Conn,
     clock: &dyn Clock,
     request: &[u8],
 ) -> Vec<u8> {
@@ -77,7 +77,7 @@ pub fn respond(
 
 fn build(
     ca: &IssuingCa,
-    conn: &mut SqliteConnection,
+    conn: &mut crate::db::Conn,
     clock: &dyn Clock,
     req: &OcspRequest,
 ) -> anyhow::Result<Vec<u8>> {

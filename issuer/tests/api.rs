@@ -1,10 +1,13 @@
-//! The HTTP API of `tessera-issuer serve`, driven with curl; the certificate it issues and
-//! the CRL it serves are checked with openssl.
+//! The HTTP API of `tessera-issuer serve`, driven with curl; the certificate it issues, the
+//! CRL it serves and its OCSP answers are checked with openssl. Each scenario runs on SQLite
+//! and on a real PostgreSQL the test starts itself.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod pg;
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 
@@ -63,16 +66,18 @@ fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
-#[test]
-fn issue_revoke_and_crl_over_http() {
-    if !peers() {
-        return;
-    }
+fn issue_revoke_and_crl_over_http(database: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = dir.join("data");
     assert!(Command::new(ISSUER)
         .args(["init", "--data-dir", data.to_str().unwrap()])
+        .args(
+            database
+                .map(|url| ["--database-url", url])
+                .into_iter()
+                .flatten()
+        )
         .output()
         .unwrap()
         .status
@@ -311,16 +316,18 @@ fn issue_revoke_and_crl_over_http() {
     );
 }
 
-#[test]
-fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce() {
-    if !peers() {
-        return;
-    }
+fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(database: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = dir.join("data");
     assert!(Command::new(ISSUER)
         .args(["init", "--data-dir", data.to_str().unwrap()])
+        .args(
+            database
+                .map(|url| ["--database-url", url])
+                .into_iter()
+                .flatten()
+        )
         .output()
         .unwrap()
         .status
@@ -502,4 +509,38 @@ fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce() {
         [0x30, 0x03, 0x0A, 0x01, 0x01],
         "malformedRequest"
     );
+}
+
+#[test]
+fn api_crl_on_sqlite() {
+    if peers() {
+        issue_revoke_and_crl_over_http(None);
+    }
+}
+
+#[test]
+fn api_crl_on_postgresql() {
+    if !peers() {
+        return;
+    }
+    if let Some(pg) = pg::Postgres::start() {
+        issue_revoke_and_crl_over_http(Some(&pg.url));
+    }
+}
+
+#[test]
+fn ocsp_on_sqlite() {
+    if peers() {
+        openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(None);
+    }
+}
+
+#[test]
+fn ocsp_on_postgresql() {
+    if !peers() {
+        return;
+    }
+    if let Some(pg) = pg::Postgres::start() {
+        openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(Some(&pg.url));
+    }
 }

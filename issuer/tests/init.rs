@@ -247,14 +247,20 @@ fn bad_input_leaves_no_half_made_deployment() {
 
 /// A deployment with five audit records, tampered with by `f`; returns `audit verify`'s
 /// output and whether it passed.
-fn tampered(f: impl FnOnce(&mut SqliteConnection)) -> (bool, String) {
+fn tampered(
+    database: Option<&str>,
+    f: impl FnOnce(&mut tessera_issuer::db::Conn),
+) -> (bool, String) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    init(&dir, &[]);
-    let mut conn = db::open_sqlite(&dir.join("tessera.db")).unwrap();
+    match database {
+        Some(url) => init(&dir, &["--database-url", url]),
+        None => init(&dir, &[]),
+    };
+    let mut conn = db::open(&dir.join("tessera.db"), database).unwrap();
     for i in 0..3 {
         let clock = FixedClock(Duration::from_secs(2_000_000_000 + i));
-        conn.immediate_transaction(|c| {
+        tessera_issuer::db::write_transaction(&mut conn, |c| {
             audit::append(
                 c,
                 &clock,
@@ -272,12 +278,8 @@ fn tampered(f: impl FnOnce(&mut SqliteConnection)) -> (bool, String) {
     (out.status.success(), text(&out))
 }
 
-#[test]
-fn audit_verify_names_an_edited_record() {
-    if !peers() {
-        return;
-    }
-    let (ok, out) = tampered(|c| {
+fn audit_verify_names_an_edited_record(database: Option<&str>) {
+    let (ok, out) = tampered(database, |c| {
         diesel::sql_query("UPDATE audit_log SET details = '{\"n\":99}' WHERE seq = 4")
             .execute(c)
             .unwrap();
@@ -285,12 +287,8 @@ fn audit_verify_names_an_edited_record() {
     assert!(!ok && out.contains("audit record 4 was edited"), "{out}");
 }
 
-#[test]
-fn audit_verify_names_a_deleted_record() {
-    if !peers() {
-        return;
-    }
-    let (ok, out) = tampered(|c| {
+fn audit_verify_names_a_deleted_record(database: Option<&str>) {
+    let (ok, out) = tampered(database, |c| {
         diesel::sql_query("DELETE FROM audit_log WHERE seq = 3")
             .execute(c)
             .unwrap();
@@ -298,13 +296,9 @@ fn audit_verify_names_a_deleted_record() {
     assert!(!ok && out.contains("audit record 3 is missing"), "{out}");
 }
 
-#[test]
-fn audit_verify_names_reordered_records() {
-    if !peers() {
-        return;
-    }
+fn audit_verify_names_reordered_records(database: Option<&str>) {
     // Swap records 3 and 4 whole (contents and hashes).
-    let (ok, out) = tampered(|c| {
+    let (ok, out) = tampered(database, |c| {
         for q in [
             "UPDATE audit_log SET seq = -3 WHERE seq = 3",
             "UPDATE audit_log SET seq = 3 WHERE seq = 4",
@@ -319,14 +313,10 @@ fn audit_verify_names_reordered_records() {
     );
 }
 
-#[test]
-fn audit_verify_catches_a_rewritten_record_with_a_recomputed_hash() {
-    if !peers() {
-        return;
-    }
+fn audit_verify_catches_a_rewritten_record_with_a_recomputed_hash(database: Option<&str>) {
     // An attacker who knows the hash function rewrites record 2 consistently; record 3 no
     // longer follows it.
-    let (ok, out) = tampered(|c| {
+    let (ok, out) = tampered(database, |c| {
         let r: audit::Record = tessera_issuer::db::schema::audit_log::table
             .filter(tessera_issuer::db::schema::audit_log::seq.eq(2))
             .select(audit::Record::as_select())
@@ -350,3 +340,37 @@ fn audit_verify_catches_a_rewritten_record_with_a_recomputed_hash() {
         "{out}"
     );
 }
+
+mod pg;
+
+/// Each tamper check on SQLite and on a real PostgreSQL.
+macro_rules! on_both_backends {
+    ($($check:ident),*) => {
+        mod on_sqlite {
+            $(#[test]
+            fn $check() {
+                if super::peers() {
+                    super::$check(None);
+                }
+            })*
+        }
+        mod on_postgresql {
+            $(#[test]
+            fn $check() {
+                if !super::peers() {
+                    return;
+                }
+                if let Some(pg) = super::pg::Postgres::start() {
+                    super::$check(Some(&pg.url));
+                }
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    audit_verify_names_an_edited_record,
+    audit_verify_names_a_deleted_record,
+    audit_verify_names_reordered_records,
+    audit_verify_catches_a_rewritten_record_with_a_recomputed_hash
+);
