@@ -21,6 +21,13 @@ C_Initialize = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_void_p)(entries[1])
 C_GetSlotList = ctypes.CFUNCTYPE(
     ctypes.c_ulong, ctypes.c_ubyte, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ulong)
 )(entries[5])
+C_GetTokenInfo = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong, ctypes.c_void_p)(entries[7])
+
+
+def token_info(slot):
+    """C_GetTokenInfo talks to the card (it reads the PIN counter)."""
+    buf = ctypes.create_string_buffer(1024)
+    return C_GetTokenInfo(slot, buf)
 
 
 def slot_count():
@@ -32,6 +39,11 @@ def slot_count():
 assert C_Initialize(None) == CKR_OK
 rv, slots = slot_count()
 assert rv == CKR_OK and slots >= 1, (rv, slots)
+slot_ids = (ctypes.c_ulong * slots)()
+n = ctypes.c_ulong(slots)
+assert C_GetSlotList(1, slot_ids, ctypes.byref(n)) == CKR_OK
+slot = slot_ids[0]
+assert token_info(slot) == CKR_OK
 
 pid = os.fork()
 if pid == 0:
@@ -51,6 +63,9 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 rv, n = slot_count()
 assert rv == CKR_OK and n >= 1, ("parent after fork", rv, n)
+# The child's C_Initialize must not have disconnected (reset) the parent's card.
+rv = token_info(slot)
+assert rv == CKR_OK, f"parent's card after the child initialised: rv {rv:#x}"
 if os.waitstatus_to_exitcode(status) != 0:
     sys.exit(f"child failed with {os.waitstatus_to_exitcode(status)}")
 print("fork: parent keeps working, child gets CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize")

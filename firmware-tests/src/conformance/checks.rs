@@ -265,6 +265,14 @@ pub static CATALOGUE: &[Check] = &[
         sign_pin_always
     ),
     check!(
+        "sign.pin-always-immediately",
+        "SP 800-73-4 Pt1 §3.2 (9C)",
+        "9C refuses a PIN verified before another command",
+        Contact,
+        true,
+        sign_pin_always_immediately
+    ),
+    check!(
         "sign.card-auth",
         "SP 800-73-4 Pt1 §3.2 (9E)",
         "9E signs without the PIN",
@@ -1011,6 +1019,29 @@ fn sign_pin_always(s: &mut Session<'_>) -> Body {
     )?;
     s.verify_pin()?;
     sign(s, KeyRef::SIGNATURE, Algorithm::EccP256, &digest)?;
+    Ok(None)
+}
+
+fn sign_pin_always_immediately(s: &mut Session<'_>) -> Body {
+    generate(s, KeyRef::SIGNATURE, Algorithm::EccP256)?;
+    let digest = sha2::Sha256::digest(b"not immediately");
+    s.verify_pin()?;
+    // Another command between the VERIFY and the signature.
+    s.expect(&get_data_cmd(object::CHUID), Sw::SUCCESS, "GET DATA CHUID")?;
+    s.expect(
+        &ga_sign(KeyRef::SIGNATURE, Algorithm::EccP256, &digest),
+        Sw::SECURITY_STATUS_NOT_SATISFIED,
+        "9C signature when the VERIFY was not the command before",
+    )?;
+    // A 9A signature in between uses the freshness up as well.
+    generate(s, KeyRef::AUTHENTICATION, Algorithm::EccP256)?;
+    s.verify_pin()?;
+    sign(s, KeyRef::AUTHENTICATION, Algorithm::EccP256, &digest)?;
+    s.expect(
+        &ga_sign(KeyRef::SIGNATURE, Algorithm::EccP256, &digest),
+        Sw::SECURITY_STATUS_NOT_SATISFIED,
+        "9C signature after a 9A signature",
+    )?;
     Ok(None)
 }
 

@@ -31,6 +31,11 @@ unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
 /// A caller's input buffer; NULL is allowed only with length 0.
 unsafe fn input<'a, T>(p: *const T, len: CK_ULONG) -> Result<&'a [T]> {
     let len = usize::try_from(len).map_err(|_| Error::ArgumentsBad("length"))?;
+    // A slice may not exceed isize::MAX bytes; CK_UNAVAILABLE_INFORMATION (reused from a
+    // C_GetAttributeValue answer) lands here too.
+    if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+        return Err(Error::ArgumentsBad("length out of range"));
+    }
     if len == 0 {
         return Ok(&[]);
     }
@@ -478,6 +483,9 @@ pub(crate) unsafe extern "C" fn C_GetAttributeValue(
             return Err(Error::ArgumentsBad("NULL template"));
         }
         let n = usize::try_from(count).map_err(|_| Error::ArgumentsBad("count"))?;
+        if n > isize::MAX as usize / std::mem::size_of::<CK_ATTRIBUTE>() {
+            return Err(Error::ArgumentsBad("count out of range"));
+        }
         let slots: &mut [CK_ATTRIBUTE] = if n == 0 {
             &mut []
         } else {
@@ -569,7 +577,7 @@ unsafe fn scheme(mech: *mut CK_MECHANISM) -> Result<SignScheme> {
         if mech.ulParameterLen as usize != std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() {
             return Err(Error::MechanismParamInvalid);
         }
-        let p = &*(mech.pParameter as *const CK_RSA_PKCS_PSS_PARAMS);
+        let p = std::ptr::read_unaligned(mech.pParameter as *const CK_RSA_PKCS_PSS_PARAMS);
         Some((p.hashAlg, p.mgf, p.sLen))
     };
     SignScheme::from_mechanism(mech.mechanism, pss)
@@ -669,7 +677,7 @@ pub(crate) unsafe extern "C" fn C_DeriveKey(
         {
             return Err(Error::MechanismParamInvalid);
         }
-        let params = &*(mech.pParameter as *const CK_ECDH1_DERIVE_PARAMS);
+        let params = std::ptr::read_unaligned(mech.pParameter as *const CK_ECDH1_DERIVE_PARAMS);
         // CKD_NULL only: the shared secret itself, no key derivation function.
         if params.kdf != CKD_NULL || params.ulSharedDataLen != 0 {
             return Err(Error::MechanismParamInvalid);
@@ -710,13 +718,16 @@ pub(crate) unsafe extern "C" fn C_Decrypt(
     let r = guard(|| {
         let enc = input(enc, enc_len)?;
         let len = out(data_len)?;
-        if data.is_null() {
-            // The plaintext is at most the modulus size; report that without decrypting.
-            *len = enc.len() as CK_ULONG;
-            return Ok(());
+        let capacity = (!data.is_null()).then_some(*len as usize);
+        match module::with(|m| m.decrypt(session, enc, capacity))? {
+            module::DecryptStep::Done(plain) => rv = write_out(&plain, data, len),
+            module::DecryptStep::Needs(n) => {
+                *len = n as CK_ULONG;
+                if !data.is_null() {
+                    rv = CKR_BUFFER_TOO_SMALL;
+                }
+            }
         }
-        let plain = module::with(|m| m.decrypt(session, enc))?;
-        rv = write_out(&plain, data, len);
         Ok(())
     });
     if r == CKR_OK {

@@ -303,7 +303,11 @@ fn emsa_pss_encode(
 ) -> Result<Vec<u8>> {
     let em_len = em_bits.div_ceil(8);
     let h_len = h.output_len();
-    if em_len < h_len + s_len + 2 {
+    if h_len
+        .checked_add(s_len)
+        .and_then(|n| n.checked_add(2))
+        .is_none_or(|n| em_len < n)
+    {
         return Err(Error::MechanismParamInvalid);
     }
     let mut salt = vec![0u8; s_len];

@@ -55,6 +55,15 @@ pub struct TokenInfo {
     pub rw_sessions: u64,
 }
 
+/// What a C_Decrypt call yields.
+#[derive(Debug)]
+pub enum DecryptStep {
+    /// The plaintext; the operation is over.
+    Done(Zeroizing<Vec<u8>>),
+    /// The plaintext needs this many bytes; the operation stays active.
+    Needs(usize),
+}
+
 /// One attribute as C_GetAttributeValue reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttrResult {
@@ -88,6 +97,9 @@ enum Operation {
     },
     Decrypt {
         key: sys::CK_OBJECT_HANDLE,
+        /// The plaintext once the card has decrypted, kept for a retry with a larger buffer
+        /// (PKCS#11 §5.2).
+        plain: Option<Zeroizing<Vec<u8>>>,
     },
 }
 
@@ -135,11 +147,15 @@ fn lock() -> MutexGuard<'static, Option<Module>> {
 /// C_Initialize with a backend.
 pub fn initialize(backend: Box<dyn Backend>) -> Result<()> {
     let mut m = lock();
-    if let Some(existing) = m.as_ref() {
+    if let Some(existing) = m.take() {
         if existing.pid == std::process::id() {
+            *m = Some(existing);
             return Err(Error::AlreadyInitialized);
         }
-        // Inherited through fork(): the parent's card handles are not ours.
+        // Inherited through fork(): the parent's card handles and pcscd connection are not
+        // ours. Dropping them would disconnect (and reset) the parent's card over the
+        // shared socket, so they are leaked instead.
+        std::mem::forget(existing);
     }
     *m = Some(Module {
         backend,
@@ -531,9 +547,11 @@ impl Module {
         Ok(())
     }
 
+    /// Whether the user is logged in: private objects are the user's only (PKCS#11 §4.4);
+    /// the security officer (the unchecked PUK) does not see them.
     fn logged_in(&mut self, slot: sys::CK_SLOT_ID) -> bool {
         self.slot_mut(slot)
-            .map(|s| s.login.is_some())
+            .map(|s| s.login == Some(sys::CKU_USER))
             .unwrap_or(false)
     }
 
@@ -654,6 +672,25 @@ impl Module {
         }
         if scheme.is_ecdsa() != matches!(o.kind, KeyKind::Ec { .. }) {
             return Err(Error::KeyTypeInconsistent);
+        }
+        if let (
+            SignScheme::RsaPss {
+                params_hash,
+                salt_len,
+                ..
+            },
+            KeyKind::Rsa { modulus_len },
+        ) = (&scheme, &o.kind)
+        {
+            // RFC 8017 §9.1.1 step 3: emLen ≥ hLen + sLen + 2 (emLen is the modulus size for
+            // the byte-aligned moduli PIV uses).
+            let needed = params_hash
+                .output_len()
+                .checked_add(*salt_len)
+                .and_then(|n| n.checked_add(2));
+            if needed.is_none_or(|n| n > *modulus_len) {
+                return Err(Error::MechanismParamInvalid);
+            }
         }
         self.session(h)?.op = Some(Operation::Sign {
             key,
@@ -813,20 +850,56 @@ impl Module {
         if !o.usage.decrypt {
             return Err(Error::KeyFunctionNotPermitted);
         }
-        self.session(h)?.op = Some(Operation::Decrypt { key });
+        self.session(h)?.op = Some(Operation::Decrypt { key, plain: None });
         Ok(())
     }
 
-    /// C_Decrypt.
+    /// C_Decrypt. `capacity` is the caller's buffer size (`None`: a length query). The
+    /// operation stays active, with the plaintext kept, until a buffer large enough takes
+    /// it (PKCS#11 §5.2).
     pub fn decrypt(
         &mut self,
         h: sys::CK_SESSION_HANDLE,
         ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
+        capacity: Option<usize>,
+    ) -> Result<DecryptStep> {
         let slot = self.session(h)?.slot;
-        let Some(Operation::Decrypt { key }) = self.session(h)?.op.take() else {
-            return Err(Error::OperationNotInitialized);
+        let (key, plain) = match &self.session(h)?.op {
+            Some(Operation::Decrypt { key, plain }) => (*key, plain.clone()),
+            _ => return Err(Error::OperationNotInitialized),
         };
+        let plain = match plain {
+            Some(p) => p,
+            None => {
+                let computed = match self.decrypt_on_card(h, slot, key, ciphertext) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.session(h)?.op = None;
+                        return Err(e);
+                    }
+                };
+                if let Some(Operation::Decrypt { plain, .. }) = &mut self.session(h)?.op {
+                    *plain = Some(computed.clone());
+                }
+                computed
+            }
+        };
+        match capacity {
+            Some(n) if n >= plain.len() => {
+                self.session(h)?.op = None;
+                Ok(DecryptStep::Done(plain))
+            }
+            _ => Ok(DecryptStep::Needs(plain.len())),
+        }
+    }
+
+    fn decrypt_on_card(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        slot: sys::CK_SLOT_ID,
+        key: sys::CK_OBJECT_HANDLE,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let o = self.object(h, key)?;
         let KeyKind::Rsa { modulus_len } = o.kind else {
             return Err(Error::KeyTypeInconsistent);
@@ -844,6 +917,12 @@ impl Module {
     /// C_GenerateRandom: the card's 9B challenges (as OpenSC does), so the randomness is
     /// the card's.
     pub fn random(&mut self, h: sys::CK_SESSION_HANDLE, len: usize) -> Result<Vec<u8>> {
+        // Each card challenge gives 8–16 bytes while the module lock is held: keep one call
+        // bounded.
+        const MAX_RANDOM: usize = 4096;
+        if len > MAX_RANDOM {
+            return Err(Error::ArgumentsBad("at most 4096 random bytes per call"));
+        }
         let slot = self.session(h)?.slot;
         self.on_card(slot, |t| {
             let mut out = Vec::with_capacity(len);

@@ -51,8 +51,11 @@ enum MgmtChallenge {
 #[derive(Debug, Default)]
 struct Session {
     pin_verified: bool,
-    /// A VERIFY succeeded and no PIN-always key has used it yet.
+    /// The previous command was a successful VERIFY: the next one may use a PIN-always key.
     pin_fresh: bool,
+    /// `pin_fresh` as it stood when the current command arrived (SP 800-73-4 Part 1 §3.2:
+    /// the PIN must be verified immediately before each use of the signature key).
+    pin_fresh_now: bool,
     management_authenticated: bool,
     mgmt: Option<MgmtChallenge>,
     /// Command chaining: header of the chain and data so far.
@@ -128,6 +131,16 @@ impl<K: KeyStore> Applet<K> {
         self.session.pending.clear();
         if cmd.ins != ins::GENERAL_AUTHENTICATE {
             self.session.mgmt = None;
+        }
+        // Freshness lasts exactly one command (links of a chain are one command); a VERIFY
+        // status query leaves it, as it changes nothing.
+        if !cmd.is_chained() {
+            let status_query = cmd.ins == ins::VERIFY && cmd.data.is_empty() && cmd.p1 == 0;
+            let fresh = std::mem::take(&mut self.session.pin_fresh);
+            self.session.pin_fresh_now = fresh;
+            if status_query {
+                self.session.pin_fresh = fresh;
+            }
         }
         let short = !cmd.extended;
         let le = cmd.le;
@@ -471,9 +484,10 @@ impl<K: KeyStore> Applet<K> {
         match info.pin_policy {
             PinPolicy::Never => {}
             PinPolicy::Once if self.session.pin_verified => {}
-            PinPolicy::Always if self.session.pin_verified && self.session.pin_fresh => {}
+            PinPolicy::Always if self.session.pin_verified && self.session.pin_fresh_now => {}
             _ => return Err(Sw::SECURITY_STATUS_NOT_SATISFIED),
         }
+        self.session.pin_fresh_now = false;
         let out = match (response, challenge, exponent) {
             (Some([]), Some(input), None) if !input.is_empty() => {
                 let input = match info.alg {
@@ -486,9 +500,6 @@ impl<K: KeyStore> Applet<K> {
             (Some([]), None, Some(point)) => self.keys.ecdh(key, point).map_err(key_error)?,
             _ => return Err(Sw::INCORRECT_DATA),
         };
-        if info.pin_policy == PinPolicy::Always {
-            self.session.pin_fresh = false;
-        }
         let mut inner = Vec::new();
         tlv::push(&mut inner, 0x82, &out);
         Ok(Some(tlv::encode(0x7C, &inner)))
@@ -511,7 +522,8 @@ impl<K: KeyStore> Applet<K> {
         }
         let block = mgmt::block_size(alg).ok_or(Sw::NO_PRECISE_DIAGNOSIS)?;
         let pending = self.session.mgmt.take();
-        self.session.management_authenticated = false;
+        // Only the outcome of a proof changes the authentication state: a bare challenge
+        // request (OpenSC's random source) or a witness request leaves it as it was.
         match (witness, challenge, response) {
             // Step 1 of mutual authentication: send an encrypted witness.
             (Some([]), None, None) => {
@@ -530,6 +542,7 @@ impl<K: KeyStore> Applet<K> {
                     return Err(Sw::INCORRECT_DATA);
                 }
                 if !bool::from(w.ct_eq(expected.as_slice())) {
+                    self.session.management_authenticated = false;
                     return Err(Sw::SECURITY_STATUS_NOT_SATISFIED);
                 }
                 let enc = self.mgmt_encrypt(c)?;
@@ -551,6 +564,7 @@ impl<K: KeyStore> Applet<K> {
                 };
                 let expected = self.mgmt_encrypt(&c)?;
                 if !bool::from(r.ct_eq(expected.as_slice())) {
+                    self.session.management_authenticated = false;
                     return Err(Sw::SECURITY_STATUS_NOT_SATISFIED);
                 }
                 self.session.management_authenticated = true;
