@@ -11,6 +11,16 @@ deploy/dev/packages.sh test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# pkilint (PyPI) lints the issuer's certificates, CRLs and OCSP responses; it lives in a
+# virtual environment beside the build cache.
+pkilint_venv="${XDG_CACHE_HOME:-$HOME/.cache}/tessera/pkilint-0.13.3"
+if [ ! -x "$pkilint_venv/bin/lint_pkix_cert" ]; then
+  echo "==> installing pkilint into $pkilint_venv"
+  python3 -m venv "$pkilint_venv"
+  "$pkilint_venv/bin/pip" install -q "pkilint==0.13.3"
+fi
+export TESSERA_PKILINT_BIN="$pkilint_venv/bin"
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"

@@ -269,9 +269,9 @@ fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
     write_private(&report.bootstrap_token_path, bootstrap.as_bytes())?;
     // The organisation's registered certificate-policy OID belongs here. Until it is
     // configured, a trial placeholder under the UUID arc (ITU-T X.667, 2.25) with a random
-    // 32-bit value, as the OID library holds arcs of 32 bits: unlikely to clash in a
-    // trial, never to be used in production (docs say so).
-    let trial: u32 = rand::Rng::gen_range(&mut rand::rngs::OsRng, 1..u32::MAX);
+    // 28-bit value: const-oid holds 32-bit arcs, and pkilint rejects arcs of more than four
+    // base-128 bytes. Unlikely to clash in a trial; never for production (docs say so).
+    let trial: u32 = rand::Rng::gen_range(&mut rand::rngs::OsRng, 1..1 << 28);
     std::fs::write(dir.join(files::POLICY_OID), format!("2.25.{trial}\n"))
         .context("writing the certificate policy OID")?;
     Ok(report)

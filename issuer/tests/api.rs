@@ -544,3 +544,219 @@ fn ocsp_on_postgresql() {
         openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(Some(&pg.url));
     }
 }
+
+/// pkilint's command line, from the virtual environment test.sh makes (TESSERA_PKILINT_BIN)
+/// or PATH.
+fn pkilint(tool: &str) -> Option<std::path::PathBuf> {
+    let from_env = std::env::var_os("TESSERA_PKILINT_BIN").map(|d| Path::new(&d).join(tool));
+    let found = from_env.filter(|p| p.exists()).or_else(|| {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(tool))
+                .find(|p| p.exists())
+        })
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "pkilint ({tool}) is not installed"
+        );
+        eprintln!("SKIPPED: pkilint is not installed (deploy/dev/test.sh installs it)");
+    }
+    found
+}
+
+/// pkilint findings at ERROR or above that are pkilint's limits, not defects, and why.
+const PKILINT_EXPECTED: &[(&str, &str)] = &[(
+    "Invalid URI syntax: \"urn:uuid:",
+    "FIPS 201-3 puts the card UUID in the card-authentication certificate as a urn:uuid: URI \
+     (RFC 4122, a valid RFC 3986 URI); pkilint 0.13 checks URIs with validators.url, which \
+     accepts only URLs with a host",
+)];
+
+fn lint(tool: &Path, args: &[&str], file: &Path) -> Vec<String> {
+    let out = Command::new(tool)
+        .arg("lint")
+        .args(args)
+        .args(["-s", "ERROR"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .filter(|l| l.contains("(ERROR)") || l.contains("(FATAL)"))
+        .filter(|l| !PKILINT_EXPECTED.iter().any(|(e, _)| l.contains(e)))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn pkilint_finds_no_error_in_certificates_crl_and_ocsp_response() {
+    if !peers() {
+        return;
+    }
+    let (Some(cert_lint), Some(crl_lint), Some(ocsp_lint)) = (
+        pkilint("lint_pkix_cert"),
+        pkilint("lint_crl"),
+        pkilint("lint_ocsp_response"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    assert!(Command::new(ISSUER)
+        .args(["init", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    for ca in ["root-ca.pem", "issuing-ca.pem", "ocsp-responder.pem"] {
+        let findings = lint(&cert_lint, &[], &data.join(ca));
+        assert!(findings.is_empty(), "{ca}: {findings:#?}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server(
+        Command::new(ISSUER)
+            .args([
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let auth = format!(
+        "Authorization: Bearer {}",
+        std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap()
+    );
+    assert!(
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "ec.key"
+            ]
+        )
+        .0
+    );
+    assert!(
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "rsa.key"
+            ]
+        )
+        .0
+    );
+    let mut last_serial = String::new();
+    for (profile, subject) in [
+        (
+            "authentication",
+            serde_json::json!({"common_name": "Alice A", "upn": "alice@example.org", "email": "alice@example.org"}),
+        ),
+        (
+            "signature",
+            serde_json::json!({"common_name": "Alice A", "email": "alice@example.org"}),
+        ),
+        (
+            "encryption",
+            serde_json::json!({"common_name": "Alice A", "email": "alice@example.org"}),
+        ),
+        (
+            "card-authentication",
+            serde_json::json!({"common_name": "Card 1", "card_uuid": "8f5c1f3a-1b2c-4d5e-8f90-1234567890ab"}),
+        ),
+    ] {
+        for key in ["ec.key", "rsa.key"] {
+            let (_, pubkey) = openssl(dir, &["pkey", "-in", key, "-pubout"]);
+            let body =
+                serde_json::json!({ "profile": profile, "subject": subject, "public_key": pubkey })
+                    .to_string();
+            let (status, answer) = curl(&[
+                "-X",
+                "POST",
+                "-H",
+                &auth,
+                "--data-binary",
+                &body,
+                &format!("{base}/api/v1/certificates"),
+            ]);
+            assert_eq!(status, 201, "{profile}: {answer}");
+            let issued: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            last_serial = issued["serial"].as_str().unwrap().to_owned();
+            let file = dir.join(format!("{profile}-{key}.pem"));
+            std::fs::write(&file, issued["certificate"].as_str().unwrap()).unwrap();
+            let findings = lint(&cert_lint, &[], &file);
+            assert!(findings.is_empty(), "{profile} with {key}: {findings:#?}");
+        }
+    }
+    // A CRL with an entry, and an OCSP response with a revoked status.
+    let (status, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "--data-binary",
+        "{\"reason\": \"keyCompromise\"}",
+        &format!("{base}/api/v1/certificates/{last_serial}/revocation"),
+    ]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        curl(&[
+            "-o",
+            dir.join("crl.der").to_str().unwrap(),
+            &format!("{base}/crl/issuing-ca-1.crl")
+        ])
+        .0,
+        200
+    );
+    let findings = lint(
+        &crl_lint,
+        &["-t", "CRL", "-p", "PKIX"],
+        &dir.join("crl.der"),
+    );
+    assert!(findings.is_empty(), "CRL: {findings:#?}");
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "data/issuing-ca.pem",
+            "-cert",
+            "card-authentication-rsa.key.pem",
+            "-url",
+            &format!("{base}/ocsp"),
+            "-respout",
+            "ocsp.der",
+            "-noverify",
+        ],
+    );
+    assert!(ok, "{text}");
+    let findings = lint(&ocsp_lint, &[], &dir.join("ocsp.der"));
+    assert!(findings.is_empty(), "OCSP response: {findings:#?}");
+}
