@@ -157,8 +157,9 @@ pub fn to_pem(cert_der: &[u8]) -> Result<String> {
         .map_err(|e| anyhow::anyhow!("PEM encoding: {e}"))
 }
 
-/// Parses a dotted OID, refusing what `const-oid` cannot hold: it keeps arcs in 32 bits
-/// and overflows on larger ones instead of reporting an error.
+/// Parses a dotted OID, refusing what `const-oid` 0.9 cannot hold: arcs of 2^28 and more
+/// (it overflows on arcs above 32 bits instead of reporting an error, and cannot encode
+/// arcs that need five base-128 bytes).
 pub fn parse_oid(s: &str) -> Result<const_oid::ObjectIdentifier> {
     let arcs: Vec<&str> = s.trim().split('.').collect();
     anyhow::ensure!(arcs.len() >= 2, "OID {s:?} needs at least two arcs");
@@ -168,10 +169,14 @@ pub fn parse_oid(s: &str) -> Result<const_oid::ObjectIdentifier> {
             !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()),
             "OID {s:?}: arcs are decimal numbers"
         );
-        values.push(
-            arc.parse::<u32>()
-                .map_err(|_| anyhow::anyhow!("OID {s:?}: arc {arc} is larger than 4294967295"))?,
-        );
+        let value = arc
+            .parse::<u32>()
+            .ok()
+            .filter(|v| *v < 1 << 28)
+            .ok_or_else(|| {
+                anyhow::anyhow!("OID {s:?}: arc {arc} is 2^28 or more, which is not supported")
+            })?;
+        values.push(value);
     }
     anyhow::ensure!(values[0] <= 2, "OID {s:?}: the first arc is 0, 1 or 2");
     anyhow::ensure!(
@@ -188,6 +193,8 @@ mod tests {
     #[test]
     fn oids_that_const_oid_cannot_hold_are_refused_not_panicked_on() {
         assert!(parse_oid("1.2.752.201.3.1").is_ok());
+        assert!(parse_oid("2.25.268435455").is_ok());
+        assert!(parse_oid("2.25.268435456").is_err());
         for bad in [
             "2.25.329800735698586629295641978511506172918",
             "1",
