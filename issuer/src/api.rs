@@ -77,7 +77,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The routes.
+/// Every route: the API and the public relying-party endpoints.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/certificates", post(issue))
@@ -86,12 +86,25 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(revoke).delete(release_hold),
         )
         .route("/api/v1/openapi.json", get(openapi))
+        .merge(public_routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Only what relying parties fetch over plain HTTP (CRL, OCSP, CA certificate), for when the
+/// API itself is served over HTTPS.
+pub fn public_router(state: Arc<AppState>) -> Router {
+    public_routes()
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn public_routes() -> Router<Arc<AppState>> {
+    Router::new()
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .route("/crl/issuing-ca-1.crl", get(crl))
         .route("/ca/issuing-ca-1.crt", get(ca_certificate))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
 }
 
 /// The caller behind a Bearer token (only the token's SHA-256 is stored).

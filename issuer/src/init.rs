@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use diesel::prelude::*;
 use sha2::Digest;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::name::Name;
 use zeroize::Zeroizing;
 
@@ -40,6 +41,8 @@ pub struct Options {
     pub pkcs11_module: Option<PathBuf>,
     /// A PostgreSQL URL; without one the database is SQLite in the data directory.
     pub database_url: Option<String>,
+    /// Host names and addresses of the issuer's HTTPS certificate.
+    pub tls_hosts: Vec<String>,
 }
 
 /// What `init` made.
@@ -61,6 +64,9 @@ pub mod files {
     pub const ISSUING_PEM: &str = "issuing-ca.pem";
     pub const OCSP_PEM: &str = "ocsp-responder.pem";
     pub const POLICY_OID: &str = "certificate-policy.oid";
+    /// The issuer's HTTPS key (0600) and certificate chain.
+    pub const TLS_KEY: &str = "tls-key.pem";
+    pub const TLS_CERT: &str = "tls-cert.pem";
     /// The PostgreSQL URL of a deployment that uses PostgreSQL (mode 0600: it may hold a
     /// password).
     pub const DATABASE_URL: &str = "database.url";
@@ -171,6 +177,7 @@ fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
             not_before: start,
             not_after: years(20),
             signature_algorithm: sig_alg.clone(),
+            san: Vec::new(),
         },
         |tbs| token.sign(ROOT_KEY, alg, tbs),
     )?;
@@ -184,6 +191,7 @@ fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
             not_before: start,
             not_after: years(10),
             signature_algorithm: sig_alg.clone(),
+            san: Vec::new(),
         },
         |tbs| token.sign(ROOT_KEY, alg, tbs),
     )?;
@@ -191,12 +199,59 @@ fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
         CaCertificate {
             role: CaRole::OcspResponder,
             subject: ocsp_name,
-            issuer: issuing_name,
+            issuer: issuing_name.clone(),
             subject_spki: &ocsp_spki,
             issuer_spki: &issuing_spki,
             not_before: start,
             not_after: years(1),
+            signature_algorithm: sig_alg.clone(),
+            san: Vec::new(),
+        },
+        |tbs| token.sign(ISSUING_KEY, alg, tbs),
+    )?;
+
+    // The issuer's own HTTPS certificate. Its key is an ordinary server key in a 0600 file
+    // (it protects the API's transport, it signs nothing the CA vouches for).
+    let tls_key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let tls_spki = pkcs8::EncodePublicKey::to_public_key_der(&tls_key.public_key())?.into_vec();
+    let mut san = Vec::new();
+    for host in &opts.tls_hosts {
+        san.push(match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v4)) => {
+                GeneralName::IpAddress(der::asn1::OctetString::new(v4.octets())?)
+            }
+            Ok(std::net::IpAddr::V6(v6)) => {
+                GeneralName::IpAddress(der::asn1::OctetString::new(v6.octets())?)
+            }
+            Err(_) => {
+                if host.is_empty()
+                    || !host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    bail!("--tls-host {host:?} is neither a host name nor an IP address");
+                }
+                GeneralName::DnsName(der::asn1::Ia5String::new(host)?)
+            }
+        });
+    }
+    let tls_cert = x509::build(
+        CaCertificate {
+            role: CaRole::TlsServer,
+            subject: Name::from_str(&format!(
+                "CN={},O={org}",
+                opts.tls_hosts
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("localhost")
+            ))?,
+            issuer: issuing_name,
+            subject_spki: &tls_spki,
+            issuer_spki: &issuing_spki,
+            not_before: start,
+            not_after: years(1),
             signature_algorithm: sig_alg,
+            san,
         },
         |tbs| token.sign(ISSUING_KEY, alg, tbs),
     )?;
@@ -267,6 +322,13 @@ fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
             .with_context(|| format!("writing {file}"))?;
     }
     write_private(&report.bootstrap_token_path, bootstrap.as_bytes())?;
+    let key_pem = pkcs8::EncodePrivateKey::to_pkcs8_pem(&tls_key, der::pem::LineEnding::LF)?;
+    write_private(&dir.join(files::TLS_KEY), key_pem.as_bytes())?;
+    std::fs::write(
+        dir.join(files::TLS_CERT),
+        format!("{}{}", x509::to_pem(&tls_cert)?, x509::to_pem(&issuing)?),
+    )
+    .context("writing the TLS certificate")?;
     // The organisation's registered certificate-policy OID belongs here. Until it is
     // configured, a trial placeholder under the UUID arc (ITU-T X.667, 2.25) with a random
     // 28-bit value: const-oid holds 32-bit arcs, and pkilint rejects arcs of more than four

@@ -41,6 +41,9 @@ enum Command {
         /// Keep the database in PostgreSQL (postgres://…) instead of SQLite in DIR.
         #[arg(long, value_name = "URL", env = "TESSERA_DATABASE_URL")]
         database_url: Option<String>,
+        /// Host names and IP addresses for the issuer's HTTPS certificate (repeatable).
+        #[arg(long = "tls-host", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        tls_hosts: Vec<String>,
     },
     /// Serve the issuance API, the CRL and the CA certificate over HTTP.
     ///
@@ -64,6 +67,11 @@ enum Command {
         /// Seconds between scheduled CRLs.
         #[arg(long, default_value_t = 3600)]
         crl_interval: u64,
+        /// Serve the API over HTTPS on this address (with DIR/tls-cert.pem and
+        /// DIR/tls-key.pem, made by `init`); --listen then serves only the CRL, OCSP and the
+        /// CA certificate, over plain HTTP as relying parties expect.
+        #[arg(long, value_name = "ADDR")]
+        tls_listen: Option<std::net::SocketAddr>,
     },
     /// Audit trail commands.
     Audit {
@@ -93,6 +101,7 @@ fn main() -> Result<()> {
             organization,
             pkcs11_module,
             database_url,
+            tls_hosts,
         } => {
             let report = init::run(
                 &init::Options {
@@ -101,6 +110,7 @@ fn main() -> Result<()> {
                     organization,
                     pkcs11_module,
                     database_url,
+                    tls_hosts,
                 },
                 &SystemClock,
             )?;
@@ -132,7 +142,15 @@ fn main() -> Result<()> {
             public_url,
             policy_oid,
             crl_interval,
-        } => serve(data_dir, listen, public_url, policy_oid, crl_interval),
+            tls_listen,
+        } => serve(
+            data_dir,
+            listen,
+            public_url,
+            policy_oid,
+            crl_interval,
+            tls_listen,
+        ),
         Command::Audit {
             command: AuditCommand::Verify { data_dir },
         } => {
@@ -161,6 +179,7 @@ fn serve(
     public_url: Option<String>,
     policy_oid: Option<String>,
     crl_interval: u64,
+    tls_listen: Option<std::net::SocketAddr>,
 ) -> Result<()> {
     use std::sync::{Arc, Mutex};
 
@@ -190,6 +209,10 @@ fn serve(
         inner: Mutex::new((ca, conn)),
         clock: Box::new(SystemClock),
     });
+    let tls = match tls_listen {
+        Some(addr) => Some((addr, tls_config(&data_dir)?)),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,8 +239,20 @@ fn serve(
                 .await;
             }
         });
+        let plain = match tls {
+            Some((addr, config)) => {
+                let tls_listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr}"))?;
+                let app = tessera_issuer::api::router(Arc::clone(&state));
+                tokio::spawn(serve_tls(tls_listener, config, app));
+                println!("tessera-issuer API on https://{addr}");
+                tessera_issuer::api::public_router(state)
+            }
+            None => tessera_issuer::api::router(state),
+        };
         println!("tessera-issuer serving on http://{listen} (public URL {base})");
-        axum::serve(listener, tessera_issuer::api::router(state))
+        axum::serve(listener, plain)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
@@ -242,4 +277,50 @@ fn open_db(data_dir: &std::path::Path) -> Result<db::Conn> {
         data_dir.display()
     );
     db::open_sqlite(&sqlite)
+}
+
+/// The issuer's HTTPS server configuration (rustls with its safe defaults).
+fn tls_config(data_dir: &std::path::Path) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = data_dir.join(files::TLS_CERT);
+    let certs = CertificateDer::pem_file_iter(&cert_path)
+        .with_context(|| format!("reading {}", cert_path.display()))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(data_dir.join(files::TLS_KEY))
+        .context("reading the TLS key")?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the TLS certificate and key")?;
+    Ok(std::sync::Arc::new(config))
+}
+
+/// Accepts TLS connections and serves the router on each (HTTP/1.1).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    app: axum::Router,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A failed handshake concerns that client only.
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }

@@ -66,6 +66,8 @@ pub enum CaRole {
     Issuing,
     /// The delegated OCSP responder (RFC 6960 §4.2.2.2).
     OcspResponder,
+    /// The issuer's own HTTPS server certificate (serverAuth) for its host names.
+    TlsServer,
 }
 
 /// Everything a CA certificate needs besides the signature.
@@ -79,6 +81,8 @@ pub struct CaCertificate<'a> {
     pub not_before: Duration,
     pub not_after: Duration,
     pub signature_algorithm: AlgorithmIdentifierOwned,
+    /// Subject alternative names (the TLS server's host names and addresses).
+    pub san: Vec<x509_cert::ext::pkix::name::GeneralName>,
 }
 
 /// Builds and signs a CA-side certificate. `sign` receives the DER TBS certificate.
@@ -94,6 +98,17 @@ pub fn build(c: CaCertificate<'_>, sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>) 
             extensions.push(ext(oid::ID_CE_BASIC_CONSTRAINTS, true, &bc)?);
             let ku = KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign);
             extensions.push(ext(oid::ID_CE_KEY_USAGE, true, &ku)?);
+        }
+        CaRole::TlsServer => {
+            let ku = KeyUsage(KeyUsages::DigitalSignature.into());
+            extensions.push(ext(oid::ID_CE_KEY_USAGE, true, &ku)?);
+            let eku = ExtendedKeyUsage(vec![oid::ID_KP_SERVER_AUTH]);
+            extensions.push(ext(oid::ID_CE_EXT_KEY_USAGE, false, &eku)?);
+            extensions.push(ext(
+                oid::ID_CE_SUBJECT_ALT_NAME,
+                false,
+                &x509_cert::ext::pkix::SubjectAltName(c.san.clone()),
+            )?);
         }
         CaRole::OcspResponder => {
             let ku = KeyUsage(KeyUsages::DigitalSignature.into());

@@ -760,3 +760,125 @@ fn pkilint_finds_no_error_in_certificates_crl_and_ocsp_response() {
     let findings = lint(&ocsp_lint, &[], &dir.join("ocsp.der"));
     assert!(findings.is_empty(), "OCSP response: {findings:#?}");
 }
+
+#[test]
+fn the_api_over_https_and_crl_and_ocsp_over_http() {
+    if !peers() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    assert!(Command::new(ISSUER)
+        .args(["init", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, https) = (free(), free());
+    let _server = Server(
+        Command::new(ISSUER)
+            .args([
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{http}"),
+                "--tls-listen",
+                &format!("127.0.0.1:{https}"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let root = data.join("root-ca.pem");
+    let api = format!("https://127.0.0.1:{https}/api/v1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(&[
+        "--cacert",
+        root.to_str().unwrap(),
+        &format!("{api}/openapi.json"),
+    ])
+    .0 != 200
+    {
+        assert!(Instant::now() < deadline, "HTTPS server did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The certificate chains to our root for the name and the address init was given.
+    for (name, check) in [
+        ("localhost", "-verify_hostname"),
+        ("127.0.0.1", "-verify_ip"),
+    ] {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{https}"),
+                "-servername",
+                name,
+            ])
+            .args([
+                check,
+                name,
+                "-CAfile",
+                root.to_str().unwrap(),
+                "-verify_return_error",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Verify return code: 0 (ok)"),
+            "{name}: {text}"
+        );
+    }
+    // Issuance over HTTPS.
+    assert!(
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "k.pem"
+            ]
+        )
+        .0
+    );
+    let (_, pubkey) = openssl(dir, &["pkey", "-in", "k.pem", "-pubout"]);
+    let body = serde_json::json!({ "profile": "authentication", "subject": { "common_name": "Tls T" }, "public_key": pubkey }).to_string();
+    let auth = format!(
+        "Authorization: Bearer {}",
+        std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap()
+    );
+    let (status, answer) = curl(&[
+        "--cacert",
+        root.to_str().unwrap(),
+        "-H",
+        &auth,
+        "--data-binary",
+        &body,
+        &format!("{api}/certificates"),
+    ]);
+    assert_eq!(status, 201, "{answer}");
+    // Plain HTTP serves relying parties only: the CRL yes, the API no.
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{http}/crl/issuing-ca-1.crl")]).0,
+        200
+    );
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{http}/api/v1/openapi.json")]).0,
+        404
+    );
+}
