@@ -28,13 +28,12 @@ use x509_cert::ext::pkix::{
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::Validity;
-use zeroize::Zeroizing;
 
 use crate::audit;
 use crate::clock::Clock;
 use crate::db::schema::{authorities, certificates, crls};
 use crate::hsm::{self, Hsm, KeyAlg};
-use crate::init::{files, ISSUING_KEY, TOKEN_LABEL};
+use crate::init::{ISSUING_KEY, TOKEN_LABEL};
 use crate::profile::{self, Profile};
 use crate::x509::{ext, key_identifier, random_serial, time};
 
@@ -162,19 +161,19 @@ pub struct Issued {
 impl IssuingCa {
     /// Opens the issuing CA of an embedded deployment: its token (activated with the 1-of-1
     /// secret in the data directory) and its certificate from the database.
-    pub fn open(data_dir: &Path, conn: &mut crate::db::Conn, urls: Urls) -> anyhow::Result<Self> {
+    pub fn open(
+        data_dir: &Path,
+        conn: &mut crate::db::Conn,
+        urls: Urls,
+        shares: &[std::path::PathBuf],
+    ) -> anyhow::Result<Self> {
         let profiles = profile::profiles();
         profile::validate(&profiles).map_err(|e| anyhow!("certificate profiles: {e}"))?;
         let p11 = hsm::load(
             Path::new(hsm::SOFTHSM2_MODULE),
             Some(&data_dir.join("softhsm2.conf")),
         )?;
-        let secret = Zeroizing::new(
-            std::fs::read_to_string(data_dir.join(files::ACTIVATION_SECRET))
-                .context("reading the CA activation secret")?
-                .trim()
-                .to_owned(),
-        );
+        let secret = crate::custody::activation_secret(data_dir, shares)?;
         let token = Hsm::open(&p11, TOKEN_LABEL, &secret)?;
         let (alg, der): (String, Vec<u8>) = authorities::table
             .filter(authorities::role.eq("issuing"))

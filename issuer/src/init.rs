@@ -43,6 +43,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Host names and addresses of the issuer's HTTPS certificate.
     pub tls_hosts: Vec<String>,
+    /// Custody of the activation secret (default 1-of-1).
+    pub custody: crate::custody::Scheme,
 }
 
 /// What `init` made.
@@ -67,6 +69,8 @@ pub mod files {
     /// The issuer's HTTPS key (0600) and certificate chain.
     pub const TLS_KEY: &str = "tls-key.pem";
     pub const TLS_CERT: &str = "tls-cert.pem";
+    /// The custody scheme (M-of-N) when the activation secret is shared.
+    pub const CUSTODY: &str = "custody.json";
     /// The PostgreSQL URL of a deployment that uses PostgreSQL (mode 0600: it may hold a
     /// password).
     pub const DATABASE_URL: &str = "database.url";
@@ -144,7 +148,22 @@ fn create(opts: &Options, clock: &dyn Clock) -> Result<Report> {
     let so_pin = Zeroizing::new(random_secret());
     let user_pin = Zeroizing::new(random_secret());
     write_private(&dir.join(files::SO_PIN), so_pin.as_bytes())?;
-    write_private(&dir.join(files::ACTIVATION_SECRET), user_pin.as_bytes())?;
+    if opts.custody.threshold == 1 && opts.custody.shares == 1 {
+        write_private(&dir.join(files::ACTIVATION_SECRET), user_pin.as_bytes())?;
+    } else {
+        // One file per custodian, to be handed over and removed from the directory.
+        for (i, share) in crate::custody::split(user_pin.as_bytes(), opts.custody)
+            .iter()
+            .enumerate()
+        {
+            let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
+            write_private(&crate::custody::share_path(dir, n), share.as_bytes())?;
+        }
+        std::fs::write(
+            dir.join(files::CUSTODY),
+            serde_json::to_string(&opts.custody)?,
+        )?;
+    }
     hsm::init_token(&p11, TOKEN_LABEL, &so_pin, &user_pin)?;
     let token = Hsm::open(&p11, TOKEN_LABEL, &user_pin)?;
 

@@ -11,6 +11,7 @@ pub mod api;
 pub mod audit;
 pub mod ca;
 pub mod clock;
+pub mod custody;
 pub mod db;
 pub mod hsm;
 pub mod init;

@@ -41,6 +41,11 @@ enum Command {
         /// Keep the database in PostgreSQL (postgres://…) instead of SQLite in DIR.
         #[arg(long, value_name = "URL", env = "TESSERA_DATABASE_URL")]
         database_url: Option<String>,
+        /// Custody of the CA activation secret: M-of-N Shamir shares written as
+        /// DIR/custodian-<i>.share for the custodians to take away (1-of-1: the secret itself
+        /// stays in DIR).
+        #[arg(long, value_name = "M-of-N", default_value = "1-of-1")]
+        custodians: tessera_issuer::custody::Scheme,
         /// Host names and IP addresses for the issuer's HTTPS certificate (repeatable).
         #[arg(long = "tls-host", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
         tls_hosts: Vec<String>,
@@ -67,6 +72,10 @@ enum Command {
         /// Seconds between scheduled CRLs.
         #[arg(long, default_value_t = 3600)]
         crl_interval: u64,
+        /// A custodian's share file (repeat for M of them) when the deployment's activation
+        /// secret is shared M-of-N.
+        #[arg(long = "share", value_name = "FILE")]
+        shares: Vec<PathBuf>,
         /// Serve the API over HTTPS on this address (with DIR/tls-cert.pem and
         /// DIR/tls-key.pem, made by `init`); --listen then serves only the CRL, OCSP and the
         /// CA certificate, over plain HTTP as relying parties expect.
@@ -102,6 +111,7 @@ fn main() -> Result<()> {
             pkcs11_module,
             database_url,
             tls_hosts,
+            custodians,
         } => {
             let report = init::run(
                 &init::Options {
@@ -111,6 +121,7 @@ fn main() -> Result<()> {
                     pkcs11_module,
                     database_url,
                     tls_hosts,
+                    custody: custodians,
                 },
                 &SystemClock,
             )?;
@@ -143,6 +154,7 @@ fn main() -> Result<()> {
             policy_oid,
             crl_interval,
             tls_listen,
+            shares,
         } => serve(
             data_dir,
             listen,
@@ -150,6 +162,7 @@ fn main() -> Result<()> {
             policy_oid,
             crl_interval,
             tls_listen,
+            &shares,
         ),
         Command::Audit {
             command: AuditCommand::Verify { data_dir },
@@ -180,6 +193,7 @@ fn serve(
     policy_oid: Option<String>,
     crl_interval: u64,
     tls_listen: Option<std::net::SocketAddr>,
+    shares: &[PathBuf],
 ) -> Result<()> {
     use std::sync::{Arc, Mutex};
 
@@ -204,7 +218,7 @@ fn serve(
         policy,
     };
     let mut conn = open_db(&data_dir)?;
-    let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls)?;
+    let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls, shares)?;
     let state = Arc::new(tessera_issuer::api::AppState {
         inner: Mutex::new((ca, conn)),
         clock: Box::new(SystemClock),

@@ -882,3 +882,92 @@ fn the_api_over_https_and_crl_and_ocsp_over_http() {
         404
     );
 }
+
+#[test]
+fn two_of_three_custodians_activate_the_ca_keys() {
+    if !peers() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let out = Command::new(ISSUER)
+        .args([
+            "init",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--custodians",
+            "2-of-3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !data.join("ca-activation.secret").exists(),
+        "the whole secret was left in the directory"
+    );
+    // The custodians take their shares away.
+    let mut shares = Vec::new();
+    for i in 1..=3 {
+        let share = dir.join(format!("custodian-{i}.share"));
+        std::fs::rename(data.join(format!("custodian-{i}.share")), &share).unwrap();
+        shares.push(share.to_str().unwrap().to_owned());
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serve = |share_args: &[&str]| {
+        let mut args = vec!["serve", "--data-dir", data.to_str().unwrap(), "--listen"];
+        let listen = format!("127.0.0.1:{port}");
+        args.push(&listen);
+        for s in share_args {
+            args.extend_from_slice(&["--share", s]);
+        }
+        Command::new(ISSUER)
+            .args(&args)
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // One share is not enough, and says so.
+    let out = serve(&[&shares[0]]).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("needs 2 custodian shares (2-of-3); 1 given"),
+        "{err}"
+    );
+    // A damaged share does not unlock the token.
+    let damaged = dir.join("damaged.share");
+    let mut text = std::fs::read_to_string(&shares[1]).unwrap();
+    let last = text.pop().unwrap();
+    text.push(if last == '0' { '1' } else { '0' });
+    std::fs::write(&damaged, text).unwrap();
+    let out = serve(&[&shares[0], damaged.to_str().unwrap()])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success(), "a damaged share activated the keys");
+    // Any two of the three do.
+    let _server = Server(serve(&[&shares[2], &shares[0]]));
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "server did not come up with two shares"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        curl(&[&format!("{base}/crl/issuing-ca-1.crl")]).0,
+        200,
+        "the CA key signed a CRL"
+    );
+}

@@ -132,7 +132,7 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         ca_issuers: "http://127.0.0.1:8080/ca/issuing-ca-1.crt".into(),
         policy: const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.64000.1.3"),
     };
-    let ca = IssuingCa::open(&data, &mut conn, urls).unwrap();
+    let ca = IssuingCa::open(&data, &mut conn, urls, &[]).unwrap();
     let subject = Subject {
         common_name: "Alice Andersson".into(),
         upn: Some("alice@example.org".into()),
