@@ -105,9 +105,12 @@ fn wrk(
     (rps, p99)
 }
 
+/// A deployment and its server. Fields drop in order: the server stops before its
+/// directory is removed (the other way round, a request still in flight finds the token
+/// files gone).
 struct Deployment {
-    dir: tempfile::TempDir,
     _server: Kill,
+    dir: tempfile::TempDir,
     base: String,
     token: String,
 }
@@ -139,8 +142,8 @@ fn deploy(database: Option<&str>) -> Deployment {
     wait_http(&format!("{base}/api/v1/openapi.json"));
     let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).expect("token");
     Deployment {
-        dir,
         _server: server,
+        dir,
         base,
         token,
     }
