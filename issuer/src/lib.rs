@@ -10,6 +10,7 @@
 pub mod api;
 pub mod audit;
 pub mod ca;
+pub mod ceremony;
 pub mod clock;
 pub mod custody;
 pub mod db;

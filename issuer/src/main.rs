@@ -82,6 +82,17 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         tls_listen: Option<std::net::SocketAddr>,
     },
+    /// Run a key ceremony described by a reviewed configuration file (JSON).
+    ///
+    /// `"type": "root"` generates the root key in an offline token and self-signs the root
+    /// certificate; `"type": "intermediate"` verifies an issuing CA's certificate request
+    /// and signs its certificate with the root key. Prints a transcript starting with the
+    /// SHA-256 of the configuration file. Outputs are never overwritten.
+    Ceremony {
+        /// The ceremony configuration.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Audit trail commands.
     Audit {
         #[command(subcommand)]
@@ -164,6 +175,10 @@ fn main() -> Result<()> {
             tls_listen,
             &shares,
         ),
+        Command::Ceremony { config } => {
+            print!("{}", tessera_issuer::ceremony::run(&config, &SystemClock)?);
+            Ok(())
+        }
         Command::Audit {
             command: AuditCommand::Verify { data_dir },
         } => {
