@@ -3,10 +3,11 @@
 # default ./data):
 #   - the issuer's embedded deployment in DATA_DIR/issuer (SQLite database, SoftHSM2 token
 #     with the CA keys), created on the first run with `tessera-issuer init`;
-#   - the reference PIV card (tessera-card-sim, state in DATA_DIR/card.json) in a private
-#     pcscd (its own mount and network namespace, so the host's pcscd is untouched), and a
-#     shell in that namespace where OpenSC, yubico-piv-tool, the Tessera PKCS#11 module and
-#     every PC/SC program see the card. Leave the shell to stop it.
+#   - in a private mount, network and PID namespace (the host's pcscd and network are
+#     untouched): the issuer (`serve` on the namespace's 127.0.0.1:8080), a pcscd and the
+#     reference PIV card (tessera-card-sim, state in DATA_DIR/card.json), and a shell where
+#     OpenSC, yubico-piv-tool, the Tessera PKCS#11 module and every PC/SC program see the
+#     card. Leave the shell to stop it all.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -48,6 +49,7 @@ exec unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- b
   # As the first process of its PID namespace the shell ignores signals it does not trap.
   trap "exit 0" TERM INT HUP
   mount -t tmpfs tmpfs /run && mkdir -p /run/pcscd && ip link set lo up
+  "$3/tessera-issuer" serve --data-dir "$1/issuer" --listen 127.0.0.1:8080 >>"$1/issuer.log" 2>&1 &
   pcscd -f -c "$1/reader.conf.d" >"$1/pcscd.log" 2>&1 &
   "$2" --state "$1/card.json" 2>>"$1/card.log" &
   for _ in $(seq 100); do opensc-tool -l 2>/dev/null | grep -q "Tessera vpcd 00 00" && break; sleep 0.1; done
@@ -59,6 +61,7 @@ exec unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- b
   echo "  pkcs11-tool --module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --list-objects"
   echo "  pkcs11-tool --module $3/libtessera_pkcs11.so --list-objects"
   echo "  $3/tessera-piv-conformance --reader \"Tessera vpcd 00 00\""
-  echo "Leave this shell (exit) to stop the card and pcscd."
+  echo "  curl -s http://127.0.0.1:8080/api/v1/openapi.json   (the issuer; token in $1/issuer/bootstrap-admin.token)"
+  echo "Leave this shell (exit) to stop the issuer, the card and pcscd."
   if [ -t 0 ]; then bash -i; else sleep infinity & wait; fi
 ' tessera "$data" "$bin" "$target"
