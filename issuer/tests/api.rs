@@ -66,48 +66,79 @@ fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
-fn issue_revoke_and_crl_over_http(database: Option<&str>) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let data = dir.join("data");
-    assert!(Command::new(ISSUER)
-        .args(["init", "--data-dir", data.to_str().unwrap()])
-        .args(
-            database
-                .map(|url| ["--database-url", url])
-                .into_iter()
-                .flatten()
-        )
-        .output()
-        .unwrap()
-        .status
-        .success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(ISSUER)
-            .args([
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(100));
+/// A deployment made by `init` and its server, stopped (before the directory goes) on drop.
+struct Running {
+    _server: Server,
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    data: std::path::PathBuf,
+    base: String,
+    auth: String,
+}
+
+impl Running {
+    /// `init` (on PostgreSQL when `database` is given), `serve` on a free loopback port, and
+    /// a wait until it answers.
+    fn start(database: Option<&str>) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let data = dir.join("data");
+        let out = Command::new(ISSUER)
+            .args(["init", "--data-dir", data.to_str().unwrap()])
+            .args(
+                database
+                    .map(|url| ["--database-url", url])
+                    .into_iter()
+                    .flatten(),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let server = Server(
+            Command::new(ISSUER)
+                .args([
+                    "serve",
+                    "--data-dir",
+                    data.to_str().unwrap(),
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
+            assert!(Instant::now() < deadline, "server did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+        Self {
+            _server: server,
+            _tmp: tmp,
+            dir,
+            data,
+            base,
+            auth: format!("Authorization: Bearer {token}"),
+        }
     }
-    let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
-    let auth = format!("Authorization: Bearer {token}");
+}
+
+fn issue_revoke_and_crl_over_http(database: Option<&str>) {
+    let run = Running::start(database);
+    let dir = run.dir.as_path();
+    let (base, auth) = (run.base.clone(), run.auth.clone());
+    let data = run.data.clone();
     let url = format!("{base}/api/v1/certificates");
 
     // A card's key (made by openssl here), as PEM SubjectPublicKeyInfo.
@@ -317,47 +348,9 @@ fn issue_revoke_and_crl_over_http(database: Option<&str>) {
 }
 
 fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(database: Option<&str>) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let data = dir.join("data");
-    assert!(Command::new(ISSUER)
-        .args(["init", "--data-dir", data.to_str().unwrap()])
-        .args(
-            database
-                .map(|url| ["--database-url", url])
-                .into_iter()
-                .flatten()
-        )
-        .output()
-        .unwrap()
-        .status
-        .success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(ISSUER)
-            .args([
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
-    let auth = format!("Authorization: Bearer {token}");
+    let run = Running::start(database);
+    let dir = run.dir.as_path();
+    let (base, auth) = (run.base.clone(), run.auth.clone());
     assert!(
         openssl(
             dir,
@@ -602,47 +595,14 @@ fn pkilint_finds_no_error_in_certificates_crl_and_ocsp_response() {
     ) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let data = dir.join("data");
-    assert!(Command::new(ISSUER)
-        .args(["init", "--data-dir", data.to_str().unwrap()])
-        .output()
-        .unwrap()
-        .status
-        .success());
+    let run = Running::start(None);
+    let dir = run.dir.as_path();
+    let data = run.data.clone();
+    let (base, auth) = (run.base.clone(), run.auth.clone());
     for ca in ["root-ca.pem", "issuing-ca.pem", "ocsp-responder.pem"] {
         let findings = lint(&cert_lint, &[], &data.join(ca));
         assert!(findings.is_empty(), "{ca}: {findings:#?}");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(ISSUER)
-            .args([
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let auth = format!(
-        "Authorization: Bearer {}",
-        std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap()
-    );
     assert!(
         openssl(
             dir,
