@@ -7,26 +7,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
 mod pg;
+
+use common::{card_public_key, openssl};
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 
 fn peers() -> bool {
-    let ok = Path::new("/usr/lib/softhsm/libsofthsm2.so").exists()
-        && ["openssl", "curl"].iter().all(|p| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {p}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "SoftHSM2, openssl or curl missing"
-        );
-        eprintln!("SKIPPED: SoftHSM2, openssl or curl missing (deploy/dev/test.sh installs them)");
-    }
-    ok
+    common::require(&["openssl", "curl"], &["/usr/lib/softhsm/libsofthsm2.so"])
 }
 
 struct Server(Child);
@@ -48,22 +37,6 @@ fn curl(args: &[&str]) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// A deployment made by `init` and its server, stopped (before the directory goes) on drop.
@@ -142,22 +115,7 @@ fn issue_revoke_and_crl_over_http(database: Option<&str>) {
     let url = format!("{base}/api/v1/certificates");
 
     // A card's key (made by openssl here), as PEM SubjectPublicKeyInfo.
-    assert!(
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "card.key"
-            ]
-        )
-        .0
-    );
-    let (_, pubkey) = openssl(dir, &["pkey", "-in", "card.key", "-pubout"]);
+    let pubkey = card_public_key(dir, "card.key");
     let request = serde_json::json!({
         "profile": "authentication",
         "subject": { "common_name": "Alice Andersson", "upn": "alice@example.org" },
@@ -351,22 +309,7 @@ fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(database: Optio
     let run = Running::start(database);
     let dir = run.dir.as_path();
     let (base, auth) = (run.base.clone(), run.auth.clone());
-    assert!(
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "card.key"
-            ]
-        )
-        .0
-    );
-    let (_, pubkey) = openssl(dir, &["pkey", "-in", "card.key", "-pubout"]);
+    let pubkey = card_public_key(dir, "card.key");
     let request = serde_json::json!({
         "profile": "authentication",
         "subject": { "common_name": "Olle Ocsp" },
@@ -801,22 +744,7 @@ fn the_api_over_https_and_crl_and_ocsp_over_http() {
         );
     }
     // Issuance over HTTPS.
-    assert!(
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "k.pem"
-            ]
-        )
-        .0
-    );
-    let (_, pubkey) = openssl(dir, &["pkey", "-in", "k.pem", "-pubout"]);
+    let pubkey = card_public_key(dir, "k.pem");
     let body = serde_json::json!({ "profile": "authentication", "subject": { "common_name": "Tls T" }, "public_key": pubkey }).to_string();
     let auth = format!(
         "Authorization: Bearer {}",

@@ -1,6 +1,7 @@
 //! Issuance, revocation, CRLs and a failed final store on SQLite (see `issue_scenario`).
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
 mod issue_scenario;
 
 #[test]

@@ -2,6 +2,7 @@
 //! starts itself (see `issue_scenario`). Its own test binary: one SoftHSM2 per process.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
 mod issue_scenario;
 mod pg;
 

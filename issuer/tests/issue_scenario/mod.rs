@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use diesel::prelude::*;
+
+use super::common::openssl;
 use tessera_issuer::ca::{IssueRequest, IssuingCa, Subject, Urls};
 use tessera_issuer::clock::SystemClock;
 use tessera_issuer::db::{
@@ -21,35 +23,7 @@ use tessera_issuer::db::{
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 pub fn peers() -> bool {
-    let ok = Path::new(SOFTHSM).exists()
-        && Command::new("openssl")
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "SoftHSM2 or openssl missing"
-        );
-        eprintln!("SKIPPED: SoftHSM2 or openssl missing (deploy/dev/test.sh installs them)");
-    }
-    ok
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    super::common::require(&["openssl"], &[SOFTHSM])
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
