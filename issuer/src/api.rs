@@ -21,11 +21,33 @@ use crate::db::schema::{api_tokens, crls};
 /// Largest request body accepted (a certificate request is a few kilobytes).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// What the handlers share. The CA's token session and the SQLite connection are used one
-/// request at a time.
+/// What the handlers share. The CA's token session and the database connection are used
+/// one request at a time; pre-signed OCSP responses are served without either.
 pub struct AppState {
     pub inner: Mutex<(IssuingCa, crate::db::Conn)>,
     pub clock: Box<dyn Clock>,
+    pub ocsp_cache: crate::ocsp::Cache,
+    /// The newest CRL served, by number (a CRL of a million entries is ~44 MB: it is read
+    /// from the database once, not per request).
+    latest_crl: std::sync::RwLock<Option<(i64, Bytes)>>,
+}
+
+impl AppState {
+    /// `ocsp_cache_age`: how long a pre-signed OCSP response is served (see
+    /// [`crate::ocsp::Cache`]).
+    pub fn new(
+        ca: IssuingCa,
+        conn: crate::db::Conn,
+        clock: Box<dyn Clock>,
+        ocsp_cache_age: std::time::Duration,
+    ) -> Self {
+        Self {
+            inner: Mutex::new((ca, conn)),
+            clock,
+            ocsp_cache: crate::ocsp::Cache::new(ocsp_cache_age),
+            latest_crl: std::sync::RwLock::new(None),
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -224,11 +246,15 @@ async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let shared = Arc::clone(&state);
     with_ca(state, move |ca, conn, clock| {
         let actor = authenticate(conn, &headers)?;
         valid_serial(&serial)?;
         let req: RevokeBody = json(&body)?;
-        ca.revoke(conn, clock, &actor, &serial, &req.reason)?;
+        let revoked = ca.revoke(conn, clock, &actor, &serial, &req.reason);
+        // Even when a later step failed, the status may have changed: forget the responses.
+        shared.ocsp_cache.invalidate(&serial.to_ascii_lowercase());
+        revoked?;
         Ok(Json(serde_json::json!({ "serial": serial.to_ascii_lowercase(), "status": "revoked", "reason": req.reason })).into_response())
     })
     .await
@@ -239,10 +265,13 @@ async fn release_hold(
     UrlPath(serial): UrlPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let shared = Arc::clone(&state);
     with_ca(state, move |ca, conn, clock| {
         let actor = authenticate(conn, &headers)?;
         valid_serial(&serial)?;
-        ca.release_hold(conn, clock, &actor, &serial)?;
+        let released = ca.release_hold(conn, clock, &actor, &serial);
+        shared.ocsp_cache.invalidate(&serial.to_ascii_lowercase());
+        released?;
         Ok(
             Json(serde_json::json!({ "serial": serial.to_ascii_lowercase(), "status": "good" }))
                 .into_response(),
@@ -252,17 +281,33 @@ async fn release_hold(
 }
 
 async fn crl(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    with_ca(state, |ca, conn, clock| {
-        let latest: Option<Vec<u8>> = crls::table
+    let shared = Arc::clone(&state);
+    with_ca(state, move |ca, conn, clock| {
+        let newest: Option<i64> = crls::table
             .filter(crls::authority.eq("issuing"))
-            .order(crls::number.desc())
-            .select(crls::crl)
+            .select(diesel::dsl::max(crls::number))
             .first(conn)
-            .optional()
             .map_err(IssueError::from)?;
-        let der = match latest {
-            Some(der) => der,
-            None => ca.generate_crl(conn, clock)?,
+        let cached = shared
+            .latest_crl
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let der = match (newest, cached) {
+            (Some(n), Some((m, der))) if n == m => der,
+            (Some(n), _) => {
+                let der: Vec<u8> = crls::table
+                    .filter(crls::authority.eq("issuing"))
+                    .filter(crls::number.eq(n))
+                    .select(crls::crl)
+                    .first(conn)
+                    .map_err(IssueError::from)?;
+                let der = Bytes::from(der);
+                *shared.latest_crl.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some((n, der.clone()));
+                der
+            }
+            (None, _) => Bytes::from(ca.generate_crl(conn, clock)?),
         };
         Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response())
     })
@@ -279,7 +324,7 @@ async fn ca_certificate(State(state): State<Arc<AppState>>) -> Result<Response, 
 
 /// OCSP over POST (RFC 6960 Appendix A.1: the DER request is the body).
 async fn ocsp_post(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    ocsp_answer(state, body.to_vec()).await
+    ocsp_answer(state, body).await
 }
 
 /// OCSP over GET: the base64 of the DER request, URL-encoded, as the last path part.
@@ -289,13 +334,22 @@ async fn ocsp_get(
 ) -> Result<Response, ApiError> {
     use base64ct::Encoding;
     let der = base64ct::Base64::decode_vec(request.trim_start_matches('/')).unwrap_or_default();
-    ocsp_answer(state, der).await
+    ocsp_answer(state, Bytes::from(der)).await
 }
 
-async fn ocsp_answer(state: Arc<AppState>, request: Vec<u8>) -> Result<Response, ApiError> {
+/// A pre-signed response when one is fresh (no lock, no token, no database); otherwise one
+/// signed now, kept for the next asker if it may be cached.
+async fn ocsp_answer(state: Arc<AppState>, request: Bytes) -> Result<Response, ApiError> {
+    const TYPE: (header::HeaderName, &str) = (header::CONTENT_TYPE, "application/ocsp-response");
+    if let Some(der) = state.ocsp_cache.lookup(&request, state.clock.now()) {
+        return Ok(([TYPE], der).into_response());
+    }
+    let shared = Arc::clone(&state);
     with_ca(state, move |ca, conn, clock| {
-        let der = crate::ocsp::respond(ca, conn, clock, &request);
-        Ok(([(header::CONTENT_TYPE, "application/ocsp-response")], der).into_response())
+        let answer = crate::ocsp::respond(ca, conn, clock, &request);
+        // Still under the lock revocations take, so no invalidation falls in between.
+        shared.ocsp_cache.store(&request, &answer, clock.now());
+        Ok(([TYPE], answer.der).into_response())
     })
     .await
 }

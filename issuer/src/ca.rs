@@ -16,7 +16,7 @@ use diesel::prelude::*;
 use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::certificate::{Certificate, TbsCertificate, Version};
-use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::crl::RevokedCert;
 use x509_cert::ext::pkix::certpolicy::PolicyInformation;
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName, OtherName};
@@ -603,20 +603,19 @@ impl IssuingCa {
     }
 
     /// Issues a new CRL of every revoked, unexpired certificate (RFC 5280 §5), signed by
-    /// the issuing CA's key in the token; stores and returns it.
+    /// the issuing CA's key in the token; stores it (keeping the [`KEEP_CRLS`] newest) and
+    /// returns it.
+    ///
+    /// The entries are read in pages and encoded as they come ([`crate::crl`]), so a CRL
+    /// of a million entries needs about its own size in memory.
     pub fn generate_crl(&self, conn: &mut crate::db::Conn, clock: &dyn Clock) -> Result<Vec<u8>> {
+        Ok(self.issue_crl(conn, clock)?.der)
+    }
+
+    /// [`Self::generate_crl`], telling also the CRL's number and how many entries it has.
+    pub fn issue_crl(&self, conn: &mut crate::db::Conn, clock: &dyn Clock) -> Result<IssuedCrl> {
+        const PAGE: i64 = 20_000;
         let now = clock.now();
-        let revoked: Vec<(String, Option<i64>, Option<String>)> = certificates::table
-            .filter(certificates::revoked_at.is_not_null())
-            .filter(certificates::not_after.gt(secs(now)))
-            .select((
-                certificates::serial,
-                certificates::revoked_at,
-                certificates::revocation_reason,
-            ))
-            .order(certificates::serial.asc())
-            .load(conn)
-            .map_err(internal)?;
         let number: i64 = crls::table
             .filter(crls::authority.eq("issuing"))
             .select(diesel::dsl::max(crls::number))
@@ -624,26 +623,41 @@ impl IssuingCa {
             .map_err(internal)?
             .unwrap_or(0)
             + 1;
-        let mut entries = Vec::with_capacity(revoked.len());
-        for (serial, at, reason) in revoked {
-            let bytes = hex::decode(&serial).map_err(internal)?;
-            let reason = reason
-                .as_deref()
-                .and_then(reason_code)
-                .unwrap_or(CrlReason::Unspecified);
-            let at = Duration::from_secs(u64::try_from(at.unwrap_or(0)).unwrap_or(0));
-            entries.push(RevokedCert {
-                serial_number: SerialNumber::new(&bytes).map_err(internal)?,
-                revocation_date: time(at).map_err(internal)?,
-                // RFC 5280 §5.3.1: omit the reason code rather than say "unspecified".
-                crl_entry_extensions: (reason != CrlReason::Unspecified)
-                    .then(|| {
-                        ext(const_oid::db::rfc5280::ID_CE_CRL_REASONS, false, &reason)
-                            .map(|e| vec![e])
-                    })
-                    .transpose()
-                    .map_err(internal)?,
-            });
+        let revoked = certificates::table
+            .filter(certificates::revoked_at.is_not_null())
+            .filter(certificates::not_after.gt(secs(now)));
+        let expected: i64 = revoked.count().get_result(conn).map_err(internal)?;
+        let signature = self.alg.signature_algorithm();
+        let header = crate::crl::CrlHeader {
+            signature: &signature,
+            issuer: &self.cert.tbs_certificate.subject,
+            this_update: time(now).map_err(internal)?,
+            next_update: Some(time(now + Duration::from_secs(86_400)).map_err(internal)?),
+        };
+        let mut crl = crate::crl::CrlBuilder::new(&header, usize::try_from(expected).unwrap_or(0))
+            .map_err(internal)?;
+        // Keyset pagination on the primary key: each page is an index range scan.
+        let mut after = String::new();
+        loop {
+            let page: Vec<(String, Option<i64>, Option<String>)> = revoked
+                .filter(certificates::serial.gt(&after))
+                .select((
+                    certificates::serial,
+                    certificates::revoked_at,
+                    certificates::revocation_reason,
+                ))
+                .order(certificates::serial.asc())
+                .limit(PAGE)
+                .load(conn)
+                .map_err(internal)?;
+            let Some((last, _, _)) = page.last() else {
+                break;
+            };
+            after = last.clone();
+            for (serial, at, reason) in &page {
+                crl.push(&revoked_entry(serial, *at, reason.as_deref())?)
+                    .map_err(internal)?;
+            }
         }
         let aki = AuthorityKeyIdentifier {
             key_identifier: Some(
@@ -654,47 +668,83 @@ impl IssuingCa {
             authority_cert_serial_number: None,
         };
         let number_uint = der::asn1::Uint::new(&number.to_be_bytes()).map_err(internal)?;
-        let tbs = TbsCertList {
-            version: Version::V2,
-            signature: self.alg.signature_algorithm(),
-            issuer: self.cert.tbs_certificate.subject.clone(),
-            this_update: time(now).map_err(internal)?,
-            next_update: Some(time(now + Duration::from_secs(86_400)).map_err(internal)?),
-            revoked_certificates: (!entries.is_empty()).then_some(entries),
-            crl_extensions: Some(vec![
-                ext(
-                    const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER,
-                    false,
-                    &aki,
-                )
-                .map_err(internal)?,
-                ext(
-                    const_oid::db::rfc5280::ID_CE_CRL_NUMBER,
-                    false,
-                    &CrlNumber(number_uint),
-                )
-                .map_err(internal)?,
-            ]),
-        };
-        let tbs_der = tbs.to_der().map_err(internal)?;
-        let signature = self.token.sign(ISSUING_KEY, self.alg, &tbs_der)?;
-        let crl = CertificateList {
-            tbs_cert_list: tbs,
-            signature_algorithm: self.alg.signature_algorithm(),
-            signature: der::asn1::BitString::from_bytes(&signature).map_err(internal)?,
-        };
-        let der = crl.to_der().map_err(internal)?;
-        diesel::insert_into(crls::table)
-            .values((
-                crls::authority.eq("issuing"),
-                crls::number.eq(number),
-                crls::this_update.eq(secs(now)),
-                crls::crl.eq(&der),
-            ))
-            .execute(conn)
-            .map_err(internal)?;
-        Ok(der)
+        let extensions = vec![
+            ext(
+                const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER,
+                false,
+                &aki,
+            )
+            .map_err(internal)?,
+            ext(
+                const_oid::db::rfc5280::ID_CE_CRL_NUMBER,
+                false,
+                &CrlNumber(number_uint),
+            )
+            .map_err(internal)?,
+        ];
+        let crl_entries = crl.len();
+        let der = crl
+            .finish(&extensions, |tbs| -> anyhow::Result<_> {
+                Ok((
+                    signature.clone(),
+                    self.token.sign(ISSUING_KEY, self.alg, tbs)?,
+                ))
+            })
+            .map_err(IssueError::Internal)?;
+        crate::db::write_transaction(conn, |c| -> anyhow::Result<()> {
+            diesel::insert_into(crls::table)
+                .values((
+                    crls::authority.eq("issuing"),
+                    crls::number.eq(number),
+                    crls::this_update.eq(secs(now)),
+                    crls::crl.eq(&der),
+                ))
+                .execute(c)?;
+            diesel::delete(
+                crls::table
+                    .filter(crls::authority.eq("issuing"))
+                    .filter(crls::number.le(number - KEEP_CRLS)),
+            )
+            .execute(c)?;
+            Ok(())
+        })?;
+        Ok(IssuedCrl {
+            entries: crl_entries,
+            number,
+            der,
+        })
     }
+}
+
+/// A CRL just issued.
+#[derive(Debug)]
+pub struct IssuedCrl {
+    pub der: Vec<u8>,
+    pub number: i64,
+    pub entries: usize,
+}
+
+/// How many of the newest CRLs the database keeps (each can be tens of megabytes).
+pub const KEEP_CRLS: i64 = 10;
+
+/// One CRL entry from a certificate row.
+fn revoked_entry(serial: &str, at: Option<i64>, reason: Option<&str>) -> Result<RevokedCert> {
+    let bytes = hex::decode(serial).map_err(internal)?;
+    let reason = reason
+        .and_then(reason_code)
+        .unwrap_or(CrlReason::Unspecified);
+    let at = Duration::from_secs(u64::try_from(at.unwrap_or(0)).unwrap_or(0));
+    Ok(RevokedCert {
+        serial_number: SerialNumber::new(&bytes).map_err(internal)?,
+        revocation_date: time(at).map_err(internal)?,
+        // RFC 5280 §5.3.1: omit the reason code rather than say "unspecified".
+        crl_entry_extensions: (reason != CrlReason::Unspecified)
+            .then(|| {
+                ext(const_oid::db::rfc5280::ID_CE_CRL_REASONS, false, &reason).map(|e| vec![e])
+            })
+            .transpose()
+            .map_err(internal)?,
+    })
 }
 
 fn secs(d: Duration) -> i64 {

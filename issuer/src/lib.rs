@@ -12,6 +12,7 @@ pub mod audit;
 pub mod ca;
 pub mod ceremony;
 pub mod clock;
+pub mod crl;
 pub mod custody;
 pub mod db;
 pub mod hsm;

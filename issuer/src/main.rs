@@ -55,33 +55,7 @@ enum Command {
     /// Certificates name URLs under --public-url: the CRL at /crl/issuing-ca-1.crl, the CA
     /// certificate at /ca/issuing-ca-1.crt, OCSP at /ocsp. The CRL is reissued on every
     /// status change and every --crl-interval seconds.
-    Serve {
-        /// The data directory made by `init`.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// Address to listen on.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// The base URL relying parties reach this server at (default: http://ADDR).
-        #[arg(long, value_name = "URL")]
-        public_url: Option<String>,
-        /// The certificate-policy OID put in certificates (default: the one `init` chose,
-        /// in DIR/certificate-policy.oid).
-        #[arg(long, value_name = "OID")]
-        policy_oid: Option<String>,
-        /// Seconds between scheduled CRLs.
-        #[arg(long, default_value_t = 3600)]
-        crl_interval: u64,
-        /// A custodian's share file (repeat for M of them) when the deployment's activation
-        /// secret is shared M-of-N.
-        #[arg(long = "share", value_name = "FILE")]
-        shares: Vec<PathBuf>,
-        /// Serve the API over HTTPS on this address (with DIR/tls-cert.pem and
-        /// DIR/tls-key.pem, made by `init`); --listen then serves only the CRL, OCSP and the
-        /// CA certificate, over plain HTTP as relying parties expect.
-        #[arg(long, value_name = "ADDR")]
-        tls_listen: Option<std::net::SocketAddr>,
-    },
+    Serve(ServeArgs),
     /// Run a key ceremony described by a reviewed configuration file (JSON).
     ///
     /// `"type": "root"` generates the root key in an offline token and self-signs the root
@@ -93,11 +67,61 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Issue a CRL now (as `serve` does on every status change and on schedule) and write
+    /// it, DER-encoded, to FILE. For publishing by other means, or when `serve` is not
+    /// running. Prints the CRL number, entries, size and time taken.
+    Crl {
+        /// The data directory made by `init`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Where to write the CRL (replaced atomically if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// A custodian's share file (repeat for M of them) when the deployment's activation
+        /// secret is shared M-of-N.
+        #[arg(long = "share", value_name = "FILE")]
+        shares: Vec<PathBuf>,
+    },
     /// Audit trail commands.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The data directory made by `init`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The base URL relying parties reach this server at (default: http://ADDR).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// The certificate-policy OID put in certificates (default: the one `init` chose,
+    /// in DIR/certificate-policy.oid).
+    #[arg(long, value_name = "OID")]
+    policy_oid: Option<String>,
+    /// Seconds between scheduled CRLs.
+    #[arg(long, default_value_t = 3600)]
+    crl_interval: u64,
+    /// A custodian's share file (repeat for M of them) when the deployment's activation
+    /// secret is shared M-of-N.
+    #[arg(long = "share", value_name = "FILE")]
+    shares: Vec<PathBuf>,
+    /// Serve the API over HTTPS on this address (with DIR/tls-cert.pem and
+    /// DIR/tls-key.pem, made by `init`); --listen then serves only the CRL, OCSP and the
+    /// CA certificate, over plain HTTP as relying parties expect.
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<std::net::SocketAddr>,
+    /// Seconds a pre-signed OCSP response (one certificate, no nonce) is served before
+    /// it is signed again; 0 signs every response. This server invalidates a
+    /// certificate's responses on every status change it makes; other servers sharing
+    /// the same PostgreSQL database see the change after at most this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    ocsp_cache_seconds: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,25 +182,34 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Serve {
-            data_dir,
-            listen,
-            public_url,
-            policy_oid,
-            crl_interval,
-            tls_listen,
-            shares,
-        } => serve(
-            data_dir,
-            listen,
-            public_url,
-            policy_oid,
-            crl_interval,
-            tls_listen,
-            &shares,
-        ),
+        Command::Serve(args) => serve(args),
         Command::Ceremony { config } => {
             print!("{}", tessera_issuer::ceremony::run(&config, &SystemClock)?);
+            Ok(())
+        }
+        Command::Crl {
+            data_dir,
+            out,
+            shares,
+        } => {
+            let started = std::time::Instant::now();
+            let urls = urls(&data_dir, "http://127.0.0.1:8080", None)?;
+            let mut conn = open_db(&data_dir)?;
+            let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls, &shares)?;
+            let crl = ca
+                .issue_crl(&mut conn, &SystemClock)
+                .map_err(|e| anyhow::anyhow!("issuing the CRL: {e:#}"))?;
+            let tmp = out.with_extension("tmp");
+            std::fs::write(&tmp, &crl.der).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "CRL number {} with {} entries, {} bytes, written to {} in {:.2} s",
+                crl.number,
+                crl.entries,
+                crl.der.len(),
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Audit {
@@ -201,43 +234,30 @@ fn main() -> Result<()> {
     }
 }
 
-fn serve(
-    data_dir: PathBuf,
-    listen: std::net::SocketAddr,
-    public_url: Option<String>,
-    policy_oid: Option<String>,
-    crl_interval: u64,
-    tls_listen: Option<std::net::SocketAddr>,
-    shares: &[PathBuf],
-) -> Result<()> {
-    use std::sync::{Arc, Mutex};
+fn serve(args: ServeArgs) -> Result<()> {
+    use std::sync::Arc;
+    let ServeArgs {
+        data_dir,
+        listen,
+        public_url,
+        policy_oid,
+        crl_interval,
+        shares,
+        tls_listen,
+        ocsp_cache_seconds,
+    } = args;
 
     let base = public_url.unwrap_or_else(|| format!("http://{listen}"));
     let base = base.trim_end_matches('/').to_owned();
-    anyhow::ensure!(
-        base.starts_with("http://") || base.starts_with("https://"),
-        "--public-url must be an http(s) URL"
-    );
-    let policy = match policy_oid {
-        Some(p) => p,
-        None => std::fs::read_to_string(data_dir.join(files::POLICY_OID))
-            .context("reading the certificate policy OID (give --policy-oid)")?
-            .trim()
-            .to_owned(),
-    };
-    let policy = tessera_issuer::x509::parse_oid(&policy).context("the certificate policy OID")?;
-    let urls = tessera_issuer::ca::Urls {
-        crl: format!("{base}/crl/issuing-ca-1.crl"),
-        ocsp: format!("{base}/ocsp"),
-        ca_issuers: format!("{base}/ca/issuing-ca-1.crt"),
-        policy,
-    };
+    let urls = urls(&data_dir, &base, policy_oid)?;
     let mut conn = open_db(&data_dir)?;
-    let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls, shares)?;
-    let state = Arc::new(tessera_issuer::api::AppState {
-        inner: Mutex::new((ca, conn)),
-        clock: Box::new(SystemClock),
-    });
+    let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls, &shares)?;
+    let state = Arc::new(tessera_issuer::api::AppState::new(
+        ca,
+        conn,
+        Box::new(SystemClock),
+        std::time::Duration::from_secs(ocsp_cache_seconds),
+    ));
     let tls = match tls_listen {
         Some(addr) => Some((addr, tls_config(&data_dir)?)),
         None => None,
@@ -287,6 +307,33 @@ fn serve(
             })
             .await
             .context("serving")
+    })
+}
+
+/// Where certificates send relying parties, under `base`, and the certificate policy
+/// (`init`'s choice in DIR unless given).
+fn urls(
+    data_dir: &std::path::Path,
+    base: &str,
+    policy_oid: Option<String>,
+) -> Result<tessera_issuer::ca::Urls> {
+    anyhow::ensure!(
+        base.starts_with("http://") || base.starts_with("https://"),
+        "--public-url must be an http(s) URL"
+    );
+    let policy = match policy_oid {
+        Some(p) => p,
+        None => std::fs::read_to_string(data_dir.join(files::POLICY_OID))
+            .context("reading the certificate policy OID (give --policy-oid)")?
+            .trim()
+            .to_owned(),
+    };
+    let policy = tessera_issuer::x509::parse_oid(&policy).context("the certificate policy OID")?;
+    Ok(tessera_issuer::ca::Urls {
+        crl: format!("{base}/crl/issuing-ca-1.crl"),
+        ocsp: format!("{base}/ocsp"),
+        ca_issuers: format!("{base}/ca/issuing-ca-1.crt"),
+        policy,
     })
 }
 

@@ -407,6 +407,43 @@ fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(database: Optio
         "GET: {text}"
     );
 
+    // Pre-signed responses: the same RFC 5019 request (one certificate, no nonce) asked
+    // again a second later gets the very same bytes; a request with a nonce never does.
+    let post = |request: &str, out: &str| {
+        let (status, _) = curl(&[
+            "-o",
+            dir.join(out).to_str().unwrap(),
+            "-H",
+            "Content-Type: application/ocsp-request",
+            "--data-binary",
+            &format!("@{}", dir.join(request).display()),
+            &format!("{base}/ocsp"),
+        ]);
+        assert_eq!(status, 200);
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    let first = post("req.der", "first.der");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(first, post("req.der", "again.der"), "not served pre-signed");
+    assert!(
+        openssl(
+            dir,
+            &[
+                "ocsp",
+                "-issuer",
+                "data/issuing-ca.pem",
+                "-cert",
+                "leaf.pem",
+                "-reqout",
+                "nonce-req.der"
+            ]
+        )
+        .0
+    );
+    let with_nonce = post("nonce-req.der", "nonce1.der");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_ne!(with_nonce, post("nonce-req.der", "nonce2.der"));
+
     let (status, body) = curl(&[
         "-X",
         "POST",
@@ -425,6 +462,24 @@ fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(database: Optio
         );
         assert!(text.contains("Reason: keyCompromise"), "{text}");
     }
+    // The pre-signed "good" went with the revocation: the cached request now says revoked.
+    let after = post("req.der", "after.der");
+    assert_ne!(first, after);
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "ocsp",
+            "-respin",
+            "after.der",
+            "-issuer",
+            "data/issuing-ca.pem",
+            "-cert",
+            "leaf.pem",
+            "-CAfile",
+            "data/root-ca.pem",
+        ],
+    );
+    assert!(ok && text.contains("leaf.pem: revoked"), "{text}");
 
     // Garbage gets the malformedRequest status, not an HTTP error or a crash.
     let out = Command::new("curl")
