@@ -167,6 +167,7 @@ impl IssuingCa {
         urls: Urls,
         shares: &[std::path::PathBuf],
     ) -> anyhow::Result<Self> {
+        crate::init::ensure_complete(data_dir)?;
         let profiles = profile::profiles();
         profile::validate(&profiles).map_err(|e| anyhow!("certificate profiles: {e}"))?;
         let p11 = hsm::load(

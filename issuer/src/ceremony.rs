@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use der::{Decode, Encode};
 use sha2::Digest;
 use x509_cert::name::Name;
@@ -218,46 +218,11 @@ pub fn run(config_path: &Path, clock: &dyn Clock) -> Result<String> {
 
 /// Checks the request's self-signature (proof of possession of the issuing CA key).
 fn verify_csr(req: &CertReq) -> Result<()> {
-    use ecdsa::signature::Verifier;
-    use spki::DecodePublicKey;
-    let info = req.info.to_der()?;
-    let spki = req.info.public_key.to_der()?;
-    let sig = req.signature.raw_bytes();
-    let alg = req.algorithm.oid;
-    let bad = |e: &dyn std::fmt::Display| {
-        anyhow::anyhow!("the certificate request's signature does not verify: {e}")
-    };
-    if alg == const_oid::db::rfc5912::ECDSA_WITH_SHA_256
-        || alg == const_oid::db::rfc5912::ECDSA_WITH_SHA_384
-    {
-        let curve = req
-            .info
-            .public_key
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok());
-        if curve == Some(const_oid::db::rfc5912::SECP_256_R_1)
-            && alg == const_oid::db::rfc5912::ECDSA_WITH_SHA_256
-        {
-            let vk = p256::ecdsa::VerifyingKey::from_public_key_der(&spki).map_err(|e| bad(&e))?;
-            let s = p256::ecdsa::DerSignature::from_bytes(sig).map_err(|e| bad(&e))?;
-            vk.verify(&info, &s).map_err(|e| bad(&e))
-        } else if curve == Some(const_oid::db::rfc5912::SECP_384_R_1)
-            && alg == const_oid::db::rfc5912::ECDSA_WITH_SHA_384
-        {
-            let vk = p384::ecdsa::VerifyingKey::from_public_key_der(&spki).map_err(|e| bad(&e))?;
-            let s = p384::ecdsa::DerSignature::from_bytes(sig).map_err(|e| bad(&e))?;
-            vk.verify(&info, &s).map_err(|e| bad(&e))
-        } else {
-            bail!("certificate request: curve and signature algorithm do not match (P-256/SHA-256, P-384/SHA-384)")
-        }
-    } else if alg == const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION {
-        let key = rsa::RsaPublicKey::from_public_key_der(&spki).map_err(|e| bad(&e))?;
-        let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key);
-        let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(|e| bad(&e))?;
-        vk.verify(&info, &s).map_err(|e| bad(&e))
-    } else {
-        bail!("certificate request signed with {alg}, which the ceremony does not accept")
-    }
+    x509::verify_signature(
+        &req.info.public_key,
+        &req.algorithm,
+        &req.info.to_der()?,
+        req.signature.raw_bytes(),
+    )
+    .context("the certificate request's signature does not verify")
 }

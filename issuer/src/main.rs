@@ -25,6 +25,11 @@ enum Command {
     /// root, issuing-CA and OCSP-responder keys inside it, issues their certificates,
     /// creates the SQLite database and writes a bootstrap administrator API token to
     /// DIR/bootstrap-admin.token (mode 0600). Prints the CA fingerprints.
+    ///
+    /// With --external-root the root stays offline (the production path): only the
+    /// issuing-CA and OCSP keys are generated, and DIR/issuing-ca.csr goes to the root
+    /// ceremony (`ceremony`, type intermediate); `install-ca-cert` then completes the
+    /// deployment with the certificate the ceremony signed.
     Init {
         /// The data directory; must not exist or be empty.
         #[arg(long, value_name = "DIR")]
@@ -49,6 +54,29 @@ enum Command {
         /// Host names and IP addresses for the issuer's HTTPS certificate (repeatable).
         #[arg(long = "tls-host", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
         tls_hosts: Vec<String>,
+        /// The offline root's certificate (PEM or DER, from `ceremony`, type root): keep the
+        /// root key out of this deployment.
+        #[arg(long, value_name = "FILE")]
+        external_root: Option<PathBuf>,
+    },
+    /// Complete an `init --external-root` deployment with the issuing-CA certificate the
+    /// root ceremony signed for DIR/issuing-ca.csr.
+    ///
+    /// Checks that the certificate is for the issuing-CA key in this deployment's token, was
+    /// signed by the offline root, is a CA certificate and is valid now; then issues the
+    /// OCSP responder's and the HTTPS certificates and writes the bootstrap token, as `init`
+    /// does. A refused certificate changes nothing.
+    InstallCaCert {
+        /// The data directory made by `init --external-root`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The issuing-CA certificate (PEM or DER).
+        #[arg(long, value_name = "FILE")]
+        certificate: PathBuf,
+        /// A custodian's share file (repeat for M of them) when the deployment's activation
+        /// secret is shared M-of-N.
+        #[arg(long = "share", value_name = "FILE")]
+        shares: Vec<PathBuf>,
     },
     /// Serve the issuance API, the CRL and the CA certificate over HTTP.
     ///
@@ -147,39 +175,53 @@ fn main() -> Result<()> {
             database_url,
             tls_hosts,
             custodians,
+            external_root,
         } => {
-            let report = init::run(
-                &init::Options {
-                    data_dir: data_dir.clone(),
-                    key_alg,
-                    organization,
-                    pkcs11_module,
-                    database_url,
-                    tls_hosts,
-                    custody: custodians,
-                },
-                &SystemClock,
-            )?;
-            println!("Tessera issuer initialised in {}", data_dir.display());
-            println!("  root CA        SHA-256 {}", report.root_fingerprint);
-            println!("  issuing CA     SHA-256 {}", report.issuing_fingerprint);
-            println!("  OCSP responder SHA-256 {}", report.ocsp_fingerprint);
-            println!();
-            println!("Next:");
-            println!(
-                "  - compare the root fingerprint with the one your relying parties will pin, and \
-                 distribute {}",
-                data_dir.join(files::ROOT_PEM).display()
-            );
-            println!(
-                "  - the bootstrap administrator API token is in {} (mode 0600); use it once to \
-                 create named officers, then revoke it",
-                report.bootstrap_token_path.display()
-            );
-            println!(
-                "  - {} activates the CA keys: keep the directory readable only by the issuer",
-                data_dir.join(files::ACTIVATION_SECRET).display()
-            );
+            let opts = init::Options {
+                data_dir: data_dir.clone(),
+                key_alg,
+                organization,
+                pkcs11_module,
+                database_url,
+                tls_hosts,
+                custody: custodians,
+            };
+            if let Some(root) = external_root {
+                let pending = init::run_external(&opts, &root, &SystemClock)?;
+                println!(
+                    "Tessera issuer prepared in {} for the offline root",
+                    data_dir.display()
+                );
+                println!("  offline root   SHA-256 {}", pending.root_fingerprint);
+                println!(
+                    "  issuing-CA certificate request {} SHA-256 {}",
+                    pending.csr_path.display(),
+                    pending.csr_sha256
+                );
+                println!();
+                println!("Next:");
+                println!(
+                    "  - take the request to the root ceremony (`tessera-issuer ceremony`, type \
+                     intermediate) and compare its SHA-256 there"
+                );
+                println!(
+                    "  - then: tessera-issuer install-ca-cert --data-dir {} --certificate FILE",
+                    data_dir.display()
+                );
+                return Ok(());
+            }
+            let report = init::run(&opts, &SystemClock)?;
+            print_ready(&data_dir, &report);
+            Ok(())
+        }
+        Command::InstallCaCert {
+            data_dir,
+            certificate,
+            shares,
+        } => {
+            let report =
+                init::install_issuing_certificate(&data_dir, &certificate, &shares, &SystemClock)?;
+            print_ready(&data_dir, &report);
             Ok(())
         }
         Command::Serve(args) => serve(args),
@@ -193,6 +235,7 @@ fn main() -> Result<()> {
             shares,
         } => {
             let started = std::time::Instant::now();
+            init::ensure_complete(&data_dir)?;
             let urls = urls(&data_dir, "http://127.0.0.1:8080", None)?;
             let mut conn = open_db(&data_dir)?;
             let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls, &shares)?;
@@ -247,6 +290,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         ocsp_cache_seconds,
     } = args;
 
+    init::ensure_complete(&data_dir)?;
     let base = public_url.unwrap_or_else(|| format!("http://{listen}"));
     let base = base.trim_end_matches('/').to_owned();
     let urls = urls(&data_dir, &base, policy_oid)?;
@@ -308,6 +352,30 @@ fn serve(args: ServeArgs) -> Result<()> {
             .await
             .context("serving")
     })
+}
+
+/// What `init` made and what to do next.
+fn print_ready(data_dir: &std::path::Path, report: &init::Report) {
+    println!("Tessera issuer initialised in {}", data_dir.display());
+    println!("  root CA        SHA-256 {}", report.root_fingerprint);
+    println!("  issuing CA     SHA-256 {}", report.issuing_fingerprint);
+    println!("  OCSP responder SHA-256 {}", report.ocsp_fingerprint);
+    println!();
+    println!("Next:");
+    println!(
+        "  - compare the root fingerprint with the one your relying parties will pin, and \
+         distribute {}",
+        data_dir.join(files::ROOT_PEM).display()
+    );
+    println!(
+        "  - the bootstrap administrator API token is in {} (mode 0600); use it once to \
+         create named officers, then revoke it",
+        report.bootstrap_token_path.display()
+    );
+    println!(
+        "  - {} activates the CA keys: keep the directory readable only by the issuer",
+        data_dir.join(files::ACTIVATION_SECRET).display()
+    );
 }
 
 /// Where certificates send relying parties, under `base`, and the certificate policy

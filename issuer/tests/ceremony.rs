@@ -1,7 +1,10 @@
-//! The offline-root ceremonies, with an offline SoftHSM2 token of their own: the root is
-//! created and self-signed in the token, an issuing CA's request (made by openssl here) is
-//! verified and signed, and openssl verifies the chain. A forged request is refused and
-//! leaves no certificate behind.
+//! The production path, with an offline SoftHSM2 token of its own: the root ceremony
+//! creates and self-signs the root; an issuing CA's request (made by openssl) is verified
+//! and signed, and openssl verifies the chain; a forged request is refused and leaves no
+//! certificate behind. Then the online half: `init --external-root` makes the issuing-CA
+//! key in the deployment's token and its request, the ceremony signs it, wrong
+//! certificates are refused, `install-ca-cert` completes the deployment, and a certificate
+//! it issues verifies (openssl) up to the offline root, with OCSP.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
@@ -9,6 +12,16 @@ use std::process::Command;
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A server process, stopped when the test ends, passed or not.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap();
@@ -23,7 +36,7 @@ fn run(cmd: &mut Command) -> (bool, String) {
 }
 
 #[test]
-fn root_and_intermediate_ceremonies() {
+fn offline_root_ceremonies_and_the_online_issuing_ca() {
     let have = Path::new(SOFTHSM).exists()
         && ["softhsm2-util", "openssl"].iter().all(|p| {
             Command::new("sh")
@@ -154,4 +167,195 @@ fn root_and_intermediate_ceremonies() {
     let (ok, text) = intermediate("forged.csr", "forged.pem");
     assert!(!ok && text.contains("does not verify"), "{text}");
     assert!(!dir.join("forged.pem").exists());
+
+    // The online half. init keeps the root offline and writes the issuing CA's request.
+    let data = dir.join("data");
+    let (ok, text) = run(Command::new(ISSUER)
+        .args([
+            "init",
+            "--organization",
+            "Example Kommun",
+            "--external-root",
+            "root.pem",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .current_dir(dir));
+    assert!(ok && text.contains("install-ca-cert"), "{text}");
+    let csr = data.join("issuing-ca.csr");
+    assert!(csr.exists() && !data.join("bootstrap-admin.token").exists());
+    // Not ready to serve yet, and says why.
+    let (ok, text) = run(Command::new(ISSUER)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data));
+    assert!(
+        !ok && text.contains("awaits its issuing-CA certificate"),
+        "{text}"
+    );
+
+    // Wrong certificates change nothing: the root itself (another key) ...
+    let install = |cert: &str| {
+        run(Command::new(ISSUER)
+            .args(["install-ca-cert", "--certificate", cert, "--data-dir"])
+            .arg(&data)
+            .current_dir(dir))
+    };
+    let (ok, text) = install("root.pem");
+    assert!(
+        !ok && text.contains("not for this deployment's issuing-CA key"),
+        "{text}"
+    );
+    // ... and our request signed by an impostor root with the same name.
+    assert!(
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            "impostor.key",
+            "-out",
+            "impostor.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/O=Example Kommun/CN=Example Kommun Root CA 2026",
+        ])
+        .0
+    );
+    std::fs::write(
+        dir.join("ca.ext"),
+        "basicConstraints = critical, CA:TRUE, pathlen:0\nkeyUsage = critical, keyCertSign, cRLSign\n",
+    )
+    .unwrap();
+    let (ok, text) = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        "impostor.pem",
+        "-CAkey",
+        "impostor.key",
+        "-days",
+        "30",
+        "-extfile",
+        "ca.ext",
+        "-out",
+        "impostor-issuing.pem",
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = install("impostor-issuing.pem");
+    assert!(!ok && text.contains("the root's signature"), "{text}");
+    assert!(data.join("pending-ca.json").exists() && !data.join("issuing-ca.pem").exists());
+
+    // The root ceremony signs the real request; install-ca-cert completes the deployment.
+    let (ok, text) = intermediate(csr.to_str().unwrap(), "online-issuing.pem");
+    assert!(ok, "{text}");
+    let (ok, text) = install("online-issuing.pem");
+    assert!(ok && text.contains("issuing CA"), "{text}");
+    assert_eq!(
+        std::fs::read(data.join("root-ca.pem")).unwrap(),
+        std::fs::read(dir.join("root.pem")).unwrap(),
+        "the deployment names the offline root"
+    );
+    assert!(!data.join("pending-ca.json").exists());
+    let (ok, text) = run(Command::new(ISSUER)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data));
+    assert!(ok, "{text}");
+
+    // Serve, issue, and verify up to the offline root with openssl, certificate and OCSP.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Kill(
+        Command::new(ISSUER)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let issued = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "card.key"
+            ])
+            .0
+        );
+        let (_, pubkey) = openssl(&["pkey", "-pubout", "-in", "card.key"]);
+        let body = serde_json::json!({
+            "profile": "authentication",
+            "subject": { "common_name": "Offline Root Person" },
+            "public_key": pubkey,
+        });
+        let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "--data-binary",
+            ])
+            .arg(body.to_string())
+            .arg(format!("{base}/api/v1/certificates"))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    std::fs::write(
+        dir.join("leaf.pem"),
+        issued["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "data/issuing-ca.pem",
+        "leaf.pem",
+    ]);
+    assert!(ok && text.contains("leaf.pem: OK"), "{text}");
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        "data/issuing-ca.pem",
+        "-cert",
+        "leaf.pem",
+        "-CAfile",
+        "root.pem",
+        "-url",
+        &format!("{base}/ocsp"),
+    ]);
+    assert!(
+        ok && text.contains("leaf.pem: good") && text.contains("Response verify OK"),
+        "{text}"
+    );
 }
