@@ -914,3 +914,52 @@ fn two_of_three_custodians_activate_the_ca_keys() {
         "the CA key signed a CRL"
     );
 }
+
+/// The public listener runs one worker per core on SO_REUSEPORT sockets; a second issuer
+/// started on the same port must still be refused, not silently share the connections.
+#[test]
+fn a_second_server_on_the_same_port_is_refused() {
+    if !peers() {
+        return;
+    }
+    let run = Running::start(None);
+    let listen = run.base.trim_start_matches("http://").to_owned();
+    let mut second = Server(
+        Command::new(ISSUER)
+            .args([
+                "serve",
+                "--data-dir",
+                run.data.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second server runs on the same port"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut text).unwrap();
+    assert!(!status.success() && text.contains("listening on"), "{text}");
+    // The first one still answers.
+    assert_eq!(
+        curl(&[
+            &format!("{}/ca/issuing-ca-1.crt", run.base),
+            "-o",
+            "/dev/null"
+        ])
+        .0,
+        200
+    );
+}
