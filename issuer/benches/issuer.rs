@@ -328,9 +328,11 @@ fn main() {
     if !["wrk", "curl", "openssl", "unshare"]
         .iter()
         .all(|p| have(p))
+        || !Path::new("/usr/bin/time").exists()
     {
         eprintln!(
-            "SKIPPED: the issuer benchmark needs wrk, curl and openssl (apt-get install wrk)"
+            "SKIPPED: the issuer benchmark needs wrk, curl, openssl and GNU time \
+             (apt-get install wrk time)"
         );
         return;
     }
