@@ -1,5 +1,5 @@
-//! The Tessera reference PIV card: the shared applet with software keys, its state file and
-//! simulated manufacturer, the vpcd wire protocol that puts it into a real pcscd, and the
+//! The Tessera reference PIV card: the shared applet with software keys in its state file
+//! and a simulated manufacturer (put into a real pcscd by `tessera-carrier`), and the
 //! conformance suite that qualifies any PIV card.
 #![forbid(unsafe_code)]
 
@@ -7,4 +7,3 @@ pub mod conformance;
 pub mod manufacture;
 pub mod pkcs11_suite;
 pub mod state;
-pub mod vpcd;

@@ -1,13 +1,15 @@
-//! The state file: everything the card keeps across restarts (identity, PIN/PUK counters,
-//! management key, data objects, software keys), saved atomically after every change.
+//! The reference card's state file: everything the card keeps across restarts (identity,
+//! PIN/PUK counters, management key, data objects and its software keys), written through
+//! the carrier's atomic [`StateFile`] whenever the applet asks ([`KeyStore::persist`]).
 
-use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tessera_piv::card::{CardState, SoftKeyStore};
+use tessera_carrier::store::StateFile;
+use tessera_piv::card::{CardState, KeyError, KeyInfo, KeyStore, Persist, SoftKeyStore};
+use tessera_piv::piv::{Algorithm, KeyRef, PinPolicy};
 
 /// What the state file holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -21,63 +23,101 @@ pub struct SavedCard {
 /// The current state-file format.
 pub const FORMAT: u32 = 1;
 
+/// The same content, borrowed, for writing.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    format: u32,
+    card: &'a CardState,
+    keys: &'a SoftKeyStore,
+}
+
 impl SavedCard {
     /// Reads a state file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path)
-            .with_context(|| format!("reading card state {}", path.display()))?;
-        let saved: Self = serde_json::from_str(&text)
-            .with_context(|| format!("card state {} is not valid", path.display()))?;
+    pub fn load(file: &StateFile) -> Result<Self> {
+        let saved: Self = file.load()?;
         anyhow::ensure!(
             saved.format == FORMAT,
             "card state {} has format {}, this program reads format {FORMAT}",
-            path.display(),
+            file.path().display(),
             saved.format
         );
         Ok(saved)
     }
 
-    /// Writes the state file atomically (temporary file, fsync, rename), mode 0600: it
-    /// holds private keys and the PIN.
-    pub fn save(card: &CardState, keys: &SoftKeyStore, path: &Path) -> Result<()> {
-        #[derive(Serialize)]
-        struct Ref<'a> {
-            format: u32,
-            card: &'a CardState,
-            keys: &'a SoftKeyStore,
-        }
-        let json = serde_json::to_vec_pretty(&Ref {
-            format: FORMAT,
-            card,
-            keys,
-        })?;
-        let tmp = tmp_path(path);
-        {
-            let mut f = open_private(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)
-            .with_context(|| format!("replacing card state {}", path.display()))?;
+    /// Writes a state file (a new card's first save).
+    pub fn save(card: &CardState, keys: &SoftKeyStore, file: &StateFile) -> Result<()> {
+        file.save(
+            &SavedRef {
+                format: FORMAT,
+                card,
+                keys,
+            },
+            Persist::Change,
+        )?;
         Ok(())
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+/// The reference card's keys with its state file behind them: the applet's persistence
+/// hook writes the whole card (state and software keys) to the file.
+#[derive(Debug)]
+pub struct FileKeys {
+    keys: SoftKeyStore,
+    file: StateFile,
+    /// Where each write is noted (its size only), for the write-pattern tests.
+    trace: Option<std::fs::File>,
 }
 
-fn open_private(path: &Path) -> Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))
+impl FileKeys {
+    pub fn new(keys: SoftKeyStore, file: StateFile, trace: Option<std::fs::File>) -> Self {
+        Self { keys, file, trace }
+    }
+}
+
+impl KeyStore for FileKeys {
+    fn generate(
+        &mut self,
+        slot: KeyRef,
+        alg: Algorithm,
+        pin_policy: PinPolicy,
+        touch_policy: u8,
+    ) -> Result<KeyInfo, KeyError> {
+        self.keys.generate(slot, alg, pin_policy, touch_policy)
+    }
+
+    fn info(&self, slot: KeyRef) -> Option<&KeyInfo> {
+        self.keys.info(slot)
+    }
+
+    fn sign(&mut self, slot: KeyRef, input: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.keys.sign(slot, input)
+    }
+
+    fn ecdh(&mut self, slot: KeyRef, peer_point: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.keys.ecdh(slot, peer_point)
+    }
+
+    fn delete(&mut self, slot: KeyRef) {
+        self.keys.delete(slot);
+    }
+
+    fn persist(&mut self, state: &CardState, why: Persist) -> Result<(), KeyError> {
+        let saved = SavedRef {
+            format: FORMAT,
+            card: state,
+            keys: &self.keys,
+        };
+        let written = self.file.save(&saved, why).map_err(|e| {
+            eprintln!("tessera-card-sim: {e}");
+            KeyError::Backend(e.to_string())
+        })?;
+        if let Some(t) = self.trace.as_mut() {
+            // Only the size: never the content (it holds the PIN and keys). A diagnostic
+            // aid; a full disk must not stop the card.
+            let _ = writeln!(t, "state saved ({written} bytes)");
+        }
+        Ok(())
+    }
 }
 
 /// Where the manufacturer CA certificate of a card is written: beside its state file.
@@ -91,4 +131,9 @@ fn path_stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "card".to_owned())
+}
+
+/// Reads a state file, with the path in the error.
+pub fn load(path: &Path) -> Result<SavedCard> {
+    SavedCard::load(&StateFile::new(path)).with_context(|| format!("card state {}", path.display()))
 }

@@ -316,6 +316,93 @@ fn state_survives_a_restart_of_the_card() {
     assert!(meta.contains("SW1=0x90"), "{meta}");
 }
 
+/// The state-file writes each APDU caused, from the card's trace: for every APDU line, the
+/// sizes of the writes noted before it.
+fn writes_per_apdu(trace: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut writes = Vec::new();
+    for line in trace.lines() {
+        match line.strip_prefix("state saved ") {
+            Some(size) => writes.push(size.to_owned()),
+            None => out.push((line.to_owned(), std::mem::take(&mut writes))),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_pin_try_is_on_disk_before_the_comparison_and_right_and_wrong_write_alike() {
+    let Some(mut lab) = lab_ready(&[]) else {
+        return;
+    };
+    const RIGHT: &str = "00 20 00 80 08 31 32 33 34 35 36 FF FF";
+    const WRONG: &str = "00 20 00 80 08 39 39 39 39 39 39 FF FF";
+    // The write pattern: a right and a wrong PIN each write the state twice, the same size.
+    lab.start_card(&CardOptions {
+        trace: true,
+        ..CardOptions::default()
+    });
+    lab.run_ok("opensc-tool", &["-s", RIGHT]);
+    lab.run_ok("opensc-tool", &["-s", WRONG]);
+    let trace = lab.read_log("apdu.trace");
+    let verifies: Vec<_> = writes_per_apdu(&trace)
+        .into_iter()
+        .filter(|(apdu, _)| apdu.starts_with("00 20 00 80 len=13"))
+        .collect();
+    assert_eq!(verifies.len(), 2, "{trace}");
+    assert!(verifies[0].0.ends_with("-> 9000 (0 bytes)"), "{trace}");
+    assert!(verifies[1].0.contains("-> 63C2"), "{trace}");
+    assert_eq!(verifies[0].1.len(), 2, "{trace}");
+    assert_eq!(
+        verifies[0].1, verifies[1].1,
+        "right and wrong PINs wrote differently"
+    );
+
+    // Tearing: the power goes right after the try is written, before the comparison. The
+    // right PIN was given, yet the try stays counted (two left after the wrong one, one now).
+    lab.start_card(&CardOptions {
+        extra: vec!["--fault".into(), "after-pin-try".into()],
+        ..CardOptions::default()
+    });
+    let torn = lab.run("opensc-tool", &["-s", RIGHT]);
+    assert!(
+        !String::from_utf8_lossy(&torn.stdout).contains("SW1=0x90"),
+        "the card answered instead of losing power: {torn:?}"
+    );
+    lab.start_card(&CardOptions::default());
+    let status = lab.run_ok("opensc-tool", &["-s", "00 20 00 80"]);
+    assert!(status.contains("SW1=0x63, SW2=0xC1"), "{status}");
+    // And the right PIN, without a power cut, restores the counter.
+    lab.run_ok("opensc-tool", &["-s", RIGHT]);
+    let status = lab.run_ok("opensc-tool", &["-s", "00 20 00 80"]);
+    assert!(status.contains("SW1=0x90"), "{status}");
+}
+
+#[test]
+fn a_one_byte_apdu_gets_an_answer_and_the_reader_keeps_working() {
+    let Some(lab) = lab_ready(&["scriptor"]) else {
+        return;
+    };
+    // scriptor (pcsc-tools) sends whatever bytes it is given; vpcd frames a 1-byte APDU like
+    // its control codes. The card must answer it (6700), or pcscd waits forever.
+    let out = lab
+        .command("sh")
+        .args([
+            "-c",
+            "printf '03\\n05\\n00 A4 04 00 05 A0 00 00 03 08\\n' | timeout 60 scriptor -r 'Tessera vpcd 00 00'",
+        ])
+        .output()
+        .expect("scriptor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("67 00").count(), 2, "{text}");
+    assert!(text.contains("90 00"), "SELECT after them: {text}");
+}
+
 #[test]
 fn contactless_card_answers_reader_pseudo_apdus_and_only_card_auth() {
     let Some(mut lab) = lab_ready(&[YK]) else {

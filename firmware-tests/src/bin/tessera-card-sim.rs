@@ -1,15 +1,17 @@
-//! `tessera-card-sim`: the reference PIV card, reachable through a real pcscd via vpcd.
+//! `tessera-card-sim`: the reference PIV card, reachable through a real pcscd via vpcd: the
+//! shared applet over software keys in a state file, served by `tessera-carrier`.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use tessera_firmware_tests::state::{manufacturer_ca_path, SavedCard};
-use tessera_firmware_tests::{manufacture, vpcd};
-use tessera_piv::card::{Applet, Interface, SoftKeyStore};
+use tessera_carrier::store::{Fault, StateFile};
+use tessera_carrier::vpcd;
+use tessera_firmware_tests::manufacture;
+use tessera_firmware_tests::state::{self, manufacturer_ca_path, FileKeys, SavedCard};
+use tessera_piv::card::{Applet, Interface, Persist};
 
 /// The Tessera reference PIV card.
 ///
@@ -47,9 +49,14 @@ struct Args {
     init_only: bool,
 
     /// Append one line per APDU to FILE: header, data length, status word and answer
-    /// length. Command and response data are never written (they carry PINs and keys).
+    /// length; and one line per write of the state file, with its size. Command and
+    /// response data are never written (they carry PINs and keys).
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+
+    /// Test only: stop the process at this point, as a power cut would.
+    #[arg(long, value_enum, hide = true)]
+    fault: Option<FaultPoint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,10 +67,16 @@ enum Mode {
     Listen,
 }
 
-/// The applet plus where to save it.
+/// Where the tearing tests cut the power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FaultPoint {
+    /// Abort right after a PIN or PUK try is written, before it is compared.
+    AfterPinTry,
+}
+
+/// The applet over its file-backed keys, with the APDU trace.
 struct SimCard {
-    applet: Applet<SoftKeyStore>,
-    state_path: PathBuf,
+    applet: Applet<FileKeys>,
     trace: Option<std::fs::File>,
 }
 
@@ -94,17 +107,10 @@ impl vpcd::Card for SimCard {
     }
 
     fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        // The applet saves its state (through FileKeys) before it answers, and answers
+        // 6581 when it cannot.
         let reply = self.applet.process(apdu);
         self.trace(apdu, &reply);
-        if self.applet.take_dirty() {
-            if let Err(e) =
-                SavedCard::save(self.applet.state(), self.applet.keys(), &self.state_path)
-            {
-                // A card that cannot write its EEPROM must not answer as if it had.
-                eprintln!("tessera-card-sim: {e:#}");
-                return vec![0x65, 0x81];
-            }
-        }
         reply
     }
 
@@ -115,7 +121,7 @@ impl vpcd::Card for SimCard {
 
 fn load_or_create(path: &Path) -> Result<SavedCard> {
     if path.exists() {
-        return SavedCard::load(path);
+        return state::load(path);
     }
     // The manufacturing date is the one place the card reads the clock: this binary is
     // the clock that `blank_card` takes as a parameter.
@@ -125,7 +131,7 @@ fn load_or_create(path: &Path) -> Result<SavedCard> {
     let ca_path = manufacturer_ca_path(path);
     std::fs::write(&ca_path, &new.manufacturer_ca_pem)
         .with_context(|| format!("writing {}", ca_path.display()))?;
-    SavedCard::save(&new.card, &new.keys, path)?;
+    SavedCard::save(&new.card, &new.keys, &StateFile::new(path))?;
     eprintln!(
         "tessera-card-sim: new blank card, serial {}, state {}, manufacturer CA {}",
         new.card.serial,
@@ -133,10 +139,18 @@ fn load_or_create(path: &Path) -> Result<SavedCard> {
         ca_path.display()
     );
     Ok(SavedCard {
-        format: tessera_firmware_tests::state::FORMAT,
+        format: state::FORMAT,
         card: new.card,
         keys: new.keys,
     })
+}
+
+fn open_trace(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening trace file {}", path.display()))
 }
 
 fn main() -> Result<()> {
@@ -150,46 +164,28 @@ fn main() -> Result<()> {
     } else {
         Interface::Contact
     };
-    let trace = match &args.trace {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening trace file {}", path.display()))?,
-        ),
-        None => None,
+    let (trace, save_trace) = match &args.trace {
+        Some(path) => (Some(open_trace(path)?), Some(open_trace(path)?)),
+        None => (None, None),
     };
+    let fault = args.fault.map(|f| match f {
+        FaultPoint::AfterPinTry => Fault::AbortAfter(Persist::Try),
+    });
+    let file = StateFile::new(&args.state).with_fault(fault);
     let mut card = SimCard {
-        applet: Applet::new(saved.card, saved.keys, interface),
-        state_path: args.state.clone(),
+        applet: Applet::new(
+            saved.card,
+            FileKeys::new(saved.keys, file, save_trace),
+            interface,
+        ),
         trace,
     };
-    match args.mode {
-        Mode::Connect => loop {
-            match TcpStream::connect(&args.vpcd) {
-                Ok(mut stream) => {
-                    if let Err(e) = vpcd::serve(&mut stream, &mut card) {
-                        eprintln!("tessera-card-sim: connection to vpcd lost: {e}");
-                    }
-                    vpcd::Card::reset(&mut card);
-                }
-                // vpcd is not up yet (or pcscd restarted): try again shortly.
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        },
-        Mode::Listen => {
-            let listener = TcpListener::bind(&args.vpcd)
-                .with_context(|| format!("listening on {}", args.vpcd))?;
-            eprintln!("tessera-card-sim: listening for vpcd on {}", args.vpcd);
-            for stream in listener.incoming() {
-                let mut stream = stream?;
-                if let Err(e) = vpcd::serve(&mut stream, &mut card) {
-                    eprintln!("tessera-card-sim: vpcd connection ended: {e}");
-                }
-                vpcd::Card::reset(&mut card);
-            }
-            Ok(())
-        }
-    }
+    let mode = match args.mode {
+        Mode::Connect => vpcd::Mode::Connect,
+        Mode::Listen => vpcd::Mode::Listen,
+    };
+    vpcd::run(mode, args.vpcd.as_str(), &mut card, |event| {
+        eprintln!("tessera-card-sim: {event}");
+    })
+    .with_context(|| format!("serving vpcd at {}", args.vpcd))
 }

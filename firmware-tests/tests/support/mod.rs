@@ -74,6 +74,8 @@ pub struct CardOptions {
     /// Reversed vpcd mode: the cards listen and vpcd connects. Two cards are started, one
     /// per vpcd slot (pcscd 1.9.9 aborts unless every slot port has a listener).
     pub listen: bool,
+    /// More arguments for `tessera-card-sim` (a fault point, say).
+    pub extra: Vec<String>,
 }
 
 /// pcscd + vpcd + the reference card in a private namespace.
@@ -221,6 +223,7 @@ impl Lab {
         if opts.trace {
             cmd.arg("--trace").arg(self.dir.path().join("apdu.trace"));
         }
+        cmd.args(&opts.extra);
         self.card = Some(cmd.stderr(log).spawn().expect("tessera-card-sim"));
         self.wait_for_card(true);
     }

@@ -1,10 +1,16 @@
 //! The applet in memory, through the host client: behaviours the conformance suite does not
 //! pin down because they are design choices rather than SP 800-73-4 requirements.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
 use tessera_piv::apdu::{Command, StatusWord};
-use tessera_piv::card::{Applet, CardState, Interface, SoftKeyStore, DEFAULT_MANAGEMENT_KEY};
-use tessera_piv::host::{Error, PivClient};
-use tessera_piv::piv::Algorithm;
+use tessera_piv::card::{
+    Applet, CardState, Interface, KeyError, KeyInfo, KeyStore, Persist, SoftKeyStore,
+    DEFAULT_MANAGEMENT_KEY,
+};
+use tessera_piv::host::{Error, PinStatus, PivClient};
+use tessera_piv::piv::{Algorithm, KeyRef, PinPolicy};
 
 fn card() -> PivClient<Applet<SoftKeyStore>> {
     let state = CardState::factory(&mut rand::rngs::OsRng, 12_345_678);
@@ -38,4 +44,121 @@ fn a_failed_management_proof_ends_the_authentication() {
         Err(Error::Card(StatusWord::SECURITY_STATUS_NOT_SATISFIED)) => {}
         other => panic!("PUT DATA after a failed proof: {other:?}"),
     }
+}
+
+/// A key store that records what the applet asks it to persist (and the PIN counter at that
+/// moment), and can be told to fail a kind of write: the carrier's storage as the applet
+/// sees it.
+#[derive(Debug, Default)]
+struct Recording {
+    keys: SoftKeyStore,
+    writes: Log,
+    fail: FailSwitch,
+}
+
+impl KeyStore for Recording {
+    fn generate(
+        &mut self,
+        slot: KeyRef,
+        alg: Algorithm,
+        pin_policy: PinPolicy,
+        touch: u8,
+    ) -> Result<KeyInfo, KeyError> {
+        self.keys.generate(slot, alg, pin_policy, touch)
+    }
+    fn info(&self, slot: KeyRef) -> Option<&KeyInfo> {
+        self.keys.info(slot)
+    }
+    fn sign(&mut self, slot: KeyRef, input: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.keys.sign(slot, input)
+    }
+    fn ecdh(&mut self, slot: KeyRef, peer: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.keys.ecdh(slot, peer)
+    }
+    fn delete(&mut self, slot: KeyRef) {
+        self.keys.delete(slot);
+    }
+    fn persist(&mut self, state: &CardState, why: Persist) -> Result<(), KeyError> {
+        if self.fail.get() == Some(why) {
+            return Err(KeyError::Backend("storage failed".into()));
+        }
+        self.writes.borrow_mut().push((why, state.pin().left()));
+        Ok(())
+    }
+}
+
+type Log = Rc<RefCell<Vec<(Persist, u8)>>>;
+/// Which kind of write the store should fail.
+type FailSwitch = Rc<Cell<Option<Persist>>>;
+
+fn recorded_card() -> (PivClient<Applet<Recording>>, Log, FailSwitch) {
+    let state = CardState::factory(&mut rand::rngs::OsRng, 12_345_678);
+    let store = Recording::default();
+    let (log, fail) = (Rc::clone(&store.writes), Rc::clone(&store.fail));
+    (
+        PivClient::new(Applet::new(state, store, Interface::Contact)),
+        log,
+        fail,
+    )
+}
+
+#[test]
+fn a_pin_try_is_written_before_the_comparison_and_right_and_wrong_write_alike() {
+    let (mut c, log, _) = recorded_card();
+    // Wrong PIN: counted (3 → 2) and written before comparing, then settled at 2.
+    assert!(c.verify_pin(b"000000").is_err());
+    assert_eq!(*log.borrow(), [(Persist::Try, 2), (Persist::Settle, 2)]);
+    log.borrow_mut().clear();
+    // Right PIN: counted (2 → 1) and written before comparing, then back to 3. The same
+    // two writes, so the writes alone do not tell a right guess from a wrong one.
+    c.verify_pin(b"123456").unwrap();
+    assert_eq!(*log.borrow(), [(Persist::Try, 1), (Persist::Settle, 3)]);
+    // A malformed PIN uses no try and writes nothing.
+    log.borrow_mut().clear();
+    let malformed = Command::new(0, 0x20, 0, 0x80).with_data(vec![0x31; 5]);
+    assert_eq!(c.send(&malformed).unwrap().sw, StatusWord::INCORRECT_DATA);
+    assert!(log.borrow().is_empty());
+}
+
+#[test]
+fn a_failed_write_of_the_try_answers_memory_failure_and_counts_nothing() {
+    let (mut c, log, fail) = recorded_card();
+    fail.set(Some(Persist::Try));
+    match c.verify_pin(b"123456") {
+        Err(Error::Card(StatusWord::MEMORY_FAILURE)) => {}
+        other => panic!("{other:?}"),
+    }
+    fail.set(None);
+    assert!(log.borrow().is_empty());
+    assert_eq!(c.pin_status().unwrap(), PinStatus::TriesLeft(3));
+}
+
+#[test]
+fn a_failed_write_after_a_right_pin_leaves_the_pin_unverified() {
+    let (mut c, _, fail) = recorded_card();
+    fail.set(Some(Persist::Settle));
+    match c.verify_pin(b"123456") {
+        Err(Error::Card(StatusWord::MEMORY_FAILURE)) => {}
+        other => panic!("{other:?}"),
+    }
+    fail.set(None);
+    // Unverified, and the counter is what the storage holds: the try written before the
+    // comparison.
+    assert_eq!(c.pin_status().unwrap(), PinStatus::TriesLeft(2));
+}
+
+#[test]
+fn the_puk_is_any_eight_bytes() {
+    let (mut c, _, _) = recorded_card();
+    // SP 800-73-4 Part 2 §2.4.3: no padding rule for the PUK.
+    let binary_puk = [0x00, 0xFF, 0x10, 0x80, 0x7F, 0xFE, 0x01, 0xFF];
+    c.change_reference(KeyRef::PUK, b"12345678", &binary_puk)
+        .unwrap();
+    c.unblock_pin(&binary_puk, b"654321").unwrap();
+    c.verify_pin(b"654321").unwrap();
+    // The new PIN keeps the PIN's format.
+    let mut data = binary_puk.to_vec();
+    data.extend_from_slice(&[0x31, 0x32, 0xFF, 0x33, 0xFF, 0xFF, 0xFF, 0xFF]);
+    let bad_pin = Command::new(0, 0x2C, 0, 0x80).with_data(data);
+    assert_eq!(c.send(&bad_pin).unwrap().sw, StatusWord::INCORRECT_DATA);
 }

@@ -12,7 +12,7 @@ use x509_cert::name::Name;
 use zeroize::Zeroizing;
 
 use super::cert::{self, CertTemplate};
-use super::keystore::{KeyError, KeyStore, Origin};
+use super::keystore::{KeyError, KeyStore, Origin, Persist};
 use super::state::{
     pad8, CardState, RetryCounted, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK,
 };
@@ -68,11 +68,22 @@ struct Session {
 #[derive(Debug)]
 pub struct Applet<K> {
     state: CardState,
+    /// The state as the carrier last made it durable: a failed write rolls `state` back to
+    /// it, so that memory never claims what the carrier's storage does not hold.
+    saved: CardState,
     keys: K,
     interface: Interface,
     session: Session,
     selected: bool,
+    /// The current command changed the state; it is persisted before the answer.
     dirty: bool,
+}
+
+/// The two reference data the applet counts tries of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reference {
+    Pin,
+    Puk,
 }
 
 type Result<T> = std::result::Result<T, Sw>;
@@ -81,6 +92,7 @@ impl<K: KeyStore> Applet<K> {
     /// An applet over saved state; the PIV application is selected by default.
     pub fn new(state: CardState, keys: K, interface: Interface) -> Self {
         Self {
+            saved: state.clone(),
             state,
             keys,
             interface,
@@ -100,11 +112,6 @@ impl<K: KeyStore> Applet<K> {
 
     pub fn interface(&self) -> Interface {
         self.interface
-    }
-
-    /// Whether the persistent state (or the key store) changed since the last call.
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
     }
 
     /// Power cycle or warm reset: security status and buffers are cleared.
@@ -144,14 +151,66 @@ impl<K: KeyStore> Applet<K> {
         }
         let short = !cmd.extended;
         let le = cmd.le;
-        let result = match self.dispatch(cmd) {
-            Ok(Some(data)) => Ok(data),
-            Ok(None) => return Response::ok(Vec::new()),
-            Err(sw) => Err(sw),
-        };
+        let result = self.dispatch(cmd);
+        // The card saves its state before it answers a command that changed it; a card
+        // that cannot write its storage must not answer as if it had.
+        if std::mem::take(&mut self.dirty) {
+            if let Err(sw) = self.persist(Persist::Change) {
+                return Response::status(sw);
+            }
+        }
         match result {
-            Ok(data) => self.respond(data, short, le),
+            Ok(Some(data)) => self.respond(data, short, le),
+            Ok(None) => Response::ok(Vec::new()),
             Err(sw) => Response::status(sw),
+        }
+    }
+
+    /// Has the carrier make the state durable. On failure the state returns to what was
+    /// last saved, the PIN is no longer verified, and the command answers `6581`.
+    fn persist(&mut self, why: Persist) -> Result<()> {
+        match self.keys.persist(&self.state, why) {
+            Ok(()) => {
+                self.saved.clone_from(&self.state);
+                Ok(())
+            }
+            Err(_) => {
+                self.state.clone_from(&self.saved);
+                self.session.pin_verified = false;
+                self.session.pin_fresh = false;
+                Err(Sw::MEMORY_FAILURE)
+            }
+        }
+    }
+
+    fn counter(&mut self, which: Reference) -> &mut RetryCounted {
+        match which {
+            Reference::Pin => &mut self.state.pin,
+            Reference::Puk => &mut self.state.puk,
+        }
+    }
+
+    /// Checks a PIN or PUK (SP 800-73-4 Part 2 §3.2.1): the try is counted and made
+    /// durable *before* the comparison, so that cutting the power during it cannot give the
+    /// try back; after the constant-time comparison the counter is settled (back to its
+    /// total, or left counted) and written again. Every try writes the same way, right or
+    /// wrong, so that the carrier's writes do not tell a right guess from a wrong one.
+    fn check_reference(&mut self, which: Reference, offered: &[u8]) -> Result<()> {
+        if self.counter(which).is_blocked() {
+            return Err(Sw::AUTH_METHOD_BLOCKED);
+        }
+        self.counter(which).left -= 1;
+        self.persist(Persist::Try)?;
+        let counter = self.counter(which);
+        let right = bool::from(counter.value.as_slice().ct_eq(offered));
+        if right {
+            counter.left = counter.total;
+        }
+        self.persist(Persist::Settle)?;
+        if right {
+            Ok(())
+        } else {
+            Err(Sw::tries_left(self.counter(which).left))
         }
     }
 
@@ -384,7 +443,7 @@ impl<K: KeyStore> Applet<K> {
         check_pin_format(&cmd.data)?;
         self.session.pin_verified = false;
         self.session.pin_fresh = false;
-        check_against(&mut self.state.pin, &cmd.data, &mut self.dirty)?;
+        self.check_reference(Reference::Pin, &cmd.data)?;
         self.session.pin_verified = true;
         self.session.pin_fresh = true;
         Ok(())
@@ -404,19 +463,18 @@ impl<K: KeyStore> Applet<K> {
             return Err(Sw::INCORRECT_DATA);
         }
         let (old, new) = cmd.data.split_at(8);
-        check_pin_format(old)?;
-        check_pin_format(new)?;
-        let counter = if is_pin {
-            &mut self.state.pin
-        } else {
-            &mut self.state.puk
-        };
-        if is_pin {
+        let which = if is_pin {
+            check_pin_format(old)?;
+            check_pin_format(new)?;
             self.session.pin_verified = false;
             self.session.pin_fresh = false;
-        }
-        check_against(counter, old, &mut self.dirty)?;
+            Reference::Pin
+        } else {
+            Reference::Puk
+        };
+        self.check_reference(which, old)?;
         let default = if is_pin { DEFAULT_PIN } else { DEFAULT_PUK };
+        let counter = self.counter(which);
         counter.is_default = new == pad8(default).as_slice();
         counter.value = Zeroizing::new(new.to_vec());
         if is_pin {
@@ -434,10 +492,11 @@ impl<K: KeyStore> Applet<K> {
         if cmd.data.len() != 16 {
             return Err(Sw::INCORRECT_DATA);
         }
+        // SP 800-73-4 Part 2 §2.4.3: the PUK is 8 bytes of any value; the new PIN has the
+        // PIN's format.
         let (puk, new_pin) = cmd.data.split_at(8);
-        check_pin_format(puk)?;
         check_pin_format(new_pin)?;
-        check_against(&mut self.state.puk, puk, &mut self.dirty)?;
+        self.check_reference(Reference::Puk, puk)?;
         self.state.pin.value = Zeroizing::new(new_pin.to_vec());
         self.state.pin.left = self.state.pin.total;
         self.state.pin.is_default = new_pin == pad8(DEFAULT_PIN).as_slice();
@@ -776,7 +835,10 @@ impl<K: KeyStore> Applet<K> {
             ext("3", &self.state.version)?,
             ext("7", &serial_der)?,
             ext("8", &[info.pin_policy.to_byte(), info.touch_policy])?,
-            ext("9", &[0x81])?,
+            // Form factor (Yubico: low bits the shape, 0x80 FIPS, 0x40 CSPN): 0x00,
+            // unspecified. The reference card is neither a USB key nor FIPS-validated, and a
+            // verifier must not be told it is.
+            ext("9", &[FORM_FACTOR_UNSPECIFIED])?,
         ];
         let template = CertTemplate {
             serial: &serial,
@@ -796,6 +858,10 @@ impl<K: KeyStore> Applet<K> {
         .map_err(|_| Sw::NO_PRECISE_DIAGNOSIS)
     }
 }
+
+/// The attestation's form-factor byte (Yubico extension 1.3.6.1.4.1.41482.3.9): no shape
+/// claimed, and neither the FIPS (`80`) nor the CSPN (`40`) flag.
+const FORM_FACTOR_UNSPECIFIED: u8 = 0x00;
 
 /// Historical bytes of the reference card's ATR and ATS. A first byte other than `00`,
 /// `10` or `80` marks them proprietary (ISO 7816-4 §8.1.1), which is all hosts need.
@@ -891,24 +957,6 @@ fn check_pin_format(value: &[u8]) -> Result<()> {
         return Err(Sw::INCORRECT_DATA);
     }
     Ok(())
-}
-
-/// Compares in constant time and counts the try (SP 800-73-4 Part 2 §3.2.1).
-fn check_against(counter: &mut RetryCounted, offered: &[u8], dirty: &mut bool) -> Result<()> {
-    if counter.is_blocked() {
-        return Err(Sw::AUTH_METHOD_BLOCKED);
-    }
-    if bool::from(counter.value.as_slice().ct_eq(&pad8(offered))) {
-        if counter.left != counter.total {
-            counter.left = counter.total;
-            *dirty = true;
-        }
-        Ok(())
-    } else {
-        counter.left -= 1;
-        *dirty = true;
-        Err(Sw::tries_left(counter.left))
-    }
 }
 
 /// Fits a digest to the curve size as ECDSA's bits2int does (FIPS 186-5 §6.4.1): longer

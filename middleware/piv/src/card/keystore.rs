@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use super::state::CardState;
 use crate::piv::{Algorithm, KeyRef, PinPolicy};
 
 /// Why a key operation failed.
@@ -116,7 +117,22 @@ pub struct KeyInfo {
     pub public: PublicKey,
 }
 
-/// The card's asymmetric keys, one per key reference.
+/// Why the applet asks its carrier to make the state durable (see [`KeyStore::persist`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Persist {
+    /// A PIN or PUK try was counted and is about to be compared: the carrier must have it
+    /// on stable storage before this returns, so that cutting the power during the
+    /// comparison cannot give the try back.
+    Try,
+    /// The comparison is done: the counter is back to its total (right) or stays counted
+    /// (wrong). Written for every try, right or wrong, so that whether and how much is
+    /// written does not tell a right guess from a wrong one.
+    Settle,
+    /// Any other change of the card's state (objects, keys, PINs, management key).
+    Change,
+}
+
+/// The card's asymmetric keys, one per key reference, and the carrier's stable storage.
 pub trait KeyStore {
     /// Generates a key in `slot`, replacing any key there.
     fn generate(
@@ -140,6 +156,17 @@ pub trait KeyStore {
 
     /// Removes the key in `slot`.
     fn delete(&mut self, slot: KeyRef);
+
+    /// Makes `state` and the keys durable before the applet answers: the carrier's EEPROM
+    /// write. The applet calls it in the middle of PIN and PUK checks ([`Persist::Try`]
+    /// before the comparison, [`Persist::Settle`] after it) and after every other change.
+    /// An error makes the applet answer `6581` (memory failure) and, for a PIN check,
+    /// leaves the PIN unverified. A store that keeps nothing (tests, in-memory cards)
+    /// keeps the default, which succeeds.
+    fn persist(&mut self, state: &CardState, why: Persist) -> Result<(), KeyError> {
+        let _ = (state, why);
+        Ok(())
+    }
 }
 
 /// Software private keys, serialised as PKCS#8 in the card's state.

@@ -1,8 +1,9 @@
 //! The card side: the PIV applet as a state machine over a [`KeyStore`].
 //!
 //! A carrier (the reference card, the TPM virtual card) feeds it command APDUs and sends
-//! back what it answers; after each command it asks [`Applet::take_dirty`] whether the
-//! persistent state changed and must be saved.
+//! back what it answers. The applet makes its state durable through
+//! [`KeyStore::persist`] before it answers a command that changed it, and in the middle of
+//! every PIN and PUK check (the try is written before the comparison).
 
 mod applet;
 pub mod cert;
@@ -33,7 +34,7 @@ mod secret_hex {
 }
 
 pub use applet::{Applet, Interface, HISTORICAL_BYTES};
-pub use keystore::{KeyError, KeyInfo, KeyStore, Origin, PublicKey, SoftKeyStore};
+pub use keystore::{KeyError, KeyInfo, KeyStore, Origin, Persist, PublicKey, SoftKeyStore};
 pub use state::{
     pad8, CardState, ManagementKey, RetryCounted, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK,
     DEFAULT_RETRIES, VERSION,
