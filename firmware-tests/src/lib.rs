@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod consumers;
 pub mod manufacture;
 pub mod pkcs11_suite;
 pub mod state;

@@ -112,11 +112,11 @@ pub fn run(config: &Config) -> Result<Vec<Outcome>, String> {
         .collect())
 }
 
-fn e(what: &str) -> impl Fn(CkError) -> String + '_ {
+pub(crate) fn e(what: &str) -> impl Fn(CkError) -> String + '_ {
     move |err| format!("{what}: {err}")
 }
 
-fn rv(err: &CkError) -> Option<RvError> {
+pub(crate) fn rv(err: &CkError) -> Option<RvError> {
     match err {
         CkError::Pkcs11(rv, _) => Some(*rv),
         _ => None,
@@ -124,13 +124,13 @@ fn rv(err: &CkError) -> Option<RvError> {
 }
 
 impl Ctx {
-    fn session(&self) -> Result<Session, String> {
+    pub(crate) fn session(&self) -> Result<Session, String> {
         self.p11
             .open_ro_session(self.slot)
             .map_err(e("C_OpenSession"))
     }
 
-    fn login(&self, s: &Session) -> Result<(), String> {
+    pub(crate) fn login(&self, s: &Session) -> Result<(), String> {
         match s.login(UserType::User, Some(&AuthPin::from(self.pin.clone()))) {
             Ok(()) => Ok(()),
             Err(err) if rv(&err) == Some(RvError::UserAlreadyLoggedIn) => Ok(()),
@@ -138,12 +138,22 @@ impl Ctx {
         }
     }
 
-    fn find(&self, s: &Session, class: ObjectClass, id: u8) -> Result<Vec<ObjectHandle>, String> {
+    pub(crate) fn find(
+        &self,
+        s: &Session,
+        class: ObjectClass,
+        id: u8,
+    ) -> Result<Vec<ObjectHandle>, String> {
         s.find_objects(&[Attribute::Class(class), Attribute::Id(vec![id])])
             .map_err(e("C_FindObjects"))
     }
 
-    fn one(&self, s: &Session, class: ObjectClass, id: u8) -> Result<ObjectHandle, String> {
+    pub(crate) fn one(
+        &self,
+        s: &Session,
+        class: ObjectClass,
+        id: u8,
+    ) -> Result<ObjectHandle, String> {
         match self.find(s, class, id)?.as_slice() {
             [h] => Ok(*h),
             other => Err(format!(
@@ -153,7 +163,7 @@ impl Ctx {
         }
     }
 
-    fn cert_spki(&self, s: &Session, id: u8) -> Result<Vec<u8>, String> {
+    pub(crate) fn cert_spki(&self, s: &Session, id: u8) -> Result<Vec<u8>, String> {
         let cert = self.one(s, ObjectClass::CERTIFICATE, id)?;
         let attrs = s
             .get_attributes(cert, &[AttributeType::Value])
@@ -316,7 +326,7 @@ fn private_key_attributes(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-fn verify_p256(spki: &[u8], digest: &[u8], sig: &[u8]) -> Result<(), String> {
+pub(crate) fn verify_p256(spki: &[u8], digest: &[u8], sig: &[u8]) -> Result<(), String> {
     use p256::pkcs8::DecodePublicKey;
     let vk = p256::ecdsa::VerifyingKey::from_public_key_der(spki).map_err(|e| e.to_string())?;
     let sig =
@@ -364,7 +374,7 @@ fn ecdsa_multipart(ctx: &Ctx) -> Result<(), String> {
     )
 }
 
-fn rsa_key(spki: &[u8]) -> Result<rsa::RsaPublicKey, String> {
+pub(crate) fn rsa_key(spki: &[u8]) -> Result<rsa::RsaPublicKey, String> {
     use rsa::pkcs8::DecodePublicKey;
     rsa::RsaPublicKey::from_public_key_der(spki).map_err(|e| e.to_string())
 }

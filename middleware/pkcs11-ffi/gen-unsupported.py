@@ -9,7 +9,8 @@ C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_OpenSession C_CloseSessio
 C_GetSessionInfo C_Login C_Logout C_GetAttributeValue C_FindObjectsInit C_FindObjects
 C_FindObjectsFinal C_SignInit C_Sign C_SignUpdate C_SignFinal C_DecryptInit C_Decrypt
 C_GenerateRandom C_SeedRandom C_GetInterfaceList C_GetInterface C_LoginUser C_SessionCancel
-C_GetFunctionStatus C_CancelFunction C_InitPIN C_SetPIN C_DeriveKey C_DestroyObject""".split())
+C_GetFunctionStatus C_CancelFunction C_InitPIN C_SetPIN C_DeriveKey C_DestroyObject
+C_WaitForSlotEvent""".split())
 
 flat = re.sub(r"\s+", " ", open(sys.argv[1]).read())
 body = re.search(r"pub struct CK_FUNCTION_LIST_3_0 \{(.*?)\}", flat).group(1)

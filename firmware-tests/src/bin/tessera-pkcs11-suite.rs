@@ -1,7 +1,10 @@
 //! `tessera-pkcs11-suite`: runs the cryptoki-based PKCS#11 suite against a module.
 
+use std::time::Duration;
+
 use anyhow::Result;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use tessera_firmware_tests::consumers;
 use tessera_firmware_tests::pkcs11_suite::{self, Config};
 
 /// PKCS#11 suite for PIV tokens.
@@ -32,10 +35,63 @@ struct Args {
     /// in a new session.
     #[arg(long)]
     removal: bool,
+    /// Instead of the suite, run one long-lived consumer of the card (for the shared-card
+    /// tests and the benchmark) and print its tally as `RESULT ok=… bad=… errors=[…]`.
+    #[arg(long, value_enum)]
+    consumer: Option<Consumer>,
+    /// How long a `hold` consumer runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Pause between a `hold` consumer's signatures, or between a `context-sign`
+    /// consumer's context-specific login and its signature, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    interval_ms: u64,
+    /// How many signatures a `sign-many` or `context-sign` consumer makes, or how many slot
+    /// events `watch-events` waits for.
+    #[arg(long, default_value_t = 100)]
+    count: u64,
+}
+
+/// The consumers `--consumer` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Consumer {
+    /// Log in once, sign with 9A every --interval-ms for --seconds, one session throughout.
+    Hold,
+    /// Log in once, sign with 9A --count times as fast as possible.
+    SignMany,
+    /// --count signatures with 9C, each with its own context-specific login, pausing
+    /// --interval-ms between the login and the signature.
+    ContextSign,
+    /// Walk every token (info, session, objects); report the outcome, time and peak memory.
+    Probe,
+    /// Report C_WaitForSlotEvent's events (--count of them).
+    WatchEvents,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(consumer) = args.consumer {
+        let (module, pin) = (args.module.as_str(), args.pin.as_str());
+        let interval = Duration::from_millis(args.interval_ms);
+        let tally = match consumer {
+            Consumer::Hold => {
+                consumers::hold_login(module, pin, Duration::from_secs(args.seconds), interval)
+            }
+            Consumer::SignMany => consumers::sign_many(module, pin, args.count),
+            Consumer::ContextSign => consumers::context_sign(module, pin, args.count, interval),
+            Consumer::Probe => {
+                println!("{}", consumers::probe(module));
+                return Ok(());
+            }
+            Consumer::WatchEvents => {
+                let count = usize::try_from(args.count).unwrap_or(usize::MAX);
+                return consumers::watch_events(module, count).map_err(anyhow::Error::msg);
+            }
+        }
+        .map_err(anyhow::Error::msg)?;
+        println!("RESULT {}", tally.line());
+        return Ok(());
+    }
     if args.removal {
         return pkcs11_suite::removal(&args.module, &args.pin).map_err(anyhow::Error::msg);
     }

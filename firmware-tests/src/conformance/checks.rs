@@ -816,7 +816,7 @@ fn verify_block(s: &mut Session<'_>) -> Body {
     }
     let pin = tessera_piv::host::pad_pin(&s.config.pin).map_err(|e| e.to_string())?;
     s.expect(
-        &Command::new(0, 0x20, 0, 0x80).with_data(pin),
+        &Command::new(0, 0x20, 0, 0x80).with_data(pin.to_vec()),
         Sw::AUTH_METHOD_BLOCKED,
         "VERIFY with the right PIN once blocked",
     )?;
@@ -866,8 +866,8 @@ fn change_puk(s: &mut Session<'_>) -> Body {
 
 fn reset_retry_wrong_puk(s: &mut Session<'_>) -> Body {
     let mut data = tessera_piv::host::pad_pin(b"00000000").map_err(|e| e.to_string())?;
-    data.extend(tessera_piv::host::pad_pin(&s.config.pin).map_err(|e| e.to_string())?);
-    let resp = s.send(&Command::new(0, 0x2C, 0, 0x80).with_data(data))?;
+    data.extend_from_slice(&tessera_piv::host::pad_pin(&s.config.pin).map_err(|e| e.to_string())?);
+    let resp = s.send(&Command::new(0, 0x2C, 0, 0x80).with_data(data.to_vec()))?;
     let Some(left) = resp.sw.retries() else {
         return Err(format!(
             "wrong PUK: expected 63Cx, card answered {}",
@@ -1475,7 +1475,7 @@ fn cl_card_auth(s: &mut Session<'_>) -> Body {
 fn cl_pin_refused(s: &mut Session<'_>) -> Body {
     let pin = tessera_piv::host::pad_pin(&s.config.pin).map_err(|e| e.to_string())?;
     s.expect(
-        &Command::new(0, 0x20, 0, 0x80).with_data(pin),
+        &Command::new(0, 0x20, 0, 0x80).with_data(pin.to_vec()),
         Sw::SECURITY_STATUS_NOT_SATISFIED,
         "VERIFY over contactless",
     )?;

@@ -76,6 +76,9 @@ pub struct CardOptions {
     pub listen: bool,
     /// More arguments for `tessera-card-sim` (a fault point, say).
     pub extra: Vec<String>,
+    /// In reversed mode, serve `tessera-hostile-card --mode MODE` in both vpcd slots
+    /// instead of the reference card.
+    pub hostile: Option<String>,
 }
 
 /// pcscd + vpcd + the reference card in a private namespace.
@@ -84,6 +87,7 @@ pub struct Lab {
     holder: Child,
     ns_pid: String,
     user_ns: bool,
+    readers: PathBuf,
     pcscd: Option<Child>,
     card: Option<Child>,
     second_card: Option<Child>,
@@ -148,48 +152,76 @@ impl Lab {
             holder,
             ns_pid,
             user_ns,
+            readers,
             pcscd: None,
             card: None,
             second_card: None,
             state,
         };
         if opts.listen {
-            lab.start_listening_cards();
+            lab.start_listening_cards(opts.hostile.as_deref());
         }
-        let log = lab.log_file("pcscd.log");
-        lab.pcscd = Some(
-            lab.command("pcscd")
-                .args(["-f", "-c"])
-                .arg(&readers)
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("pcscd"),
-        );
+        lab.start_pcscd();
         if opts.listen {
-            lab.wait_for_card(true);
+            if opts.hostile.is_none() {
+                lab.wait_for_card(true);
+            }
         } else {
             lab.start_card(&opts);
         }
         lab
     }
 
+    /// Starts pcscd in the lab (again, after [`Lab::stop_pcscd`]).
+    pub fn start_pcscd(&mut self) {
+        let log = self.log_file("pcscd.log");
+        self.pcscd = Some(
+            self.command("pcscd")
+                .args(["-f", "-c"])
+                .arg(&self.readers)
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("pcscd"),
+        );
+    }
+
+    /// Stops pcscd, and waits until its socket is gone: to programs there is no PC/SC
+    /// service. A card in connect mode keeps trying to reach vpcd.
+    pub fn stop_pcscd(&mut self) {
+        if let Some(mut p) = self.pcscd.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        // pcscd removes its socket on a clean exit only.
+        let _ = self.run("rm", &["-f", "/run/pcscd/pcscd.comm"]);
+    }
+
     /// Reversed mode: two cards listening on both vpcd slot ports, up before pcscd starts.
-    fn start_listening_cards(&mut self) {
+    fn start_listening_cards(&mut self, hostile: Option<&str>) {
         for (port, log, slot) in [(35963, "card.log", 0), (35964, "card2.log", 1)] {
             let state = if slot == 0 {
                 self.state.clone()
             } else {
                 self.dir.path().join("card2.json")
             };
-            let child = self
-                .command(env!("CARGO_BIN_EXE_tessera-card-sim"))
-                .args(["--mode", "listen", "--vpcd", &format!("127.0.0.1:{port}")])
-                .arg("--state")
-                .arg(&state)
-                .stderr(self.log_file(log))
-                .spawn()
-                .expect("tessera-card-sim");
+            let vpcd = format!("127.0.0.1:{port}");
+            let child = match hostile {
+                Some(mode) => self
+                    .command(env!("CARGO_BIN_EXE_tessera-hostile-card"))
+                    .args(["--mode", mode, "--vpcd", &vpcd])
+                    .stderr(self.log_file(log))
+                    .spawn()
+                    .expect("tessera-hostile-card"),
+                None => self
+                    .command(env!("CARGO_BIN_EXE_tessera-card-sim"))
+                    .args(["--mode", "listen", "--vpcd", &vpcd])
+                    .arg("--state")
+                    .arg(&state)
+                    .stderr(self.log_file(log))
+                    .spawn()
+                    .expect("tessera-card-sim"),
+            };
             if slot == 0 {
                 self.card = Some(child);
             } else {
@@ -237,7 +269,8 @@ impl Lab {
         }
     }
 
-    fn wait_for_card(&self, present: bool) {
+    /// Waits until pcscd reports the card present (or gone) in the first reader.
+    pub fn wait_for_card(&self, present: bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = self.command("opensc-tool").arg("-l").output();
@@ -428,8 +461,14 @@ pub fn personalise(lab: &Lab) {
 }
 
 /// Tessera's PKCS#11 module as cargo built it for these tests (a dev-dependency, so the
-/// cdylib sits in the same `deps` directory as the test binary).
+/// cdylib sits in the same `deps` directory as the test binary), or the one
+/// `TESSERA_PKCS11_MODULE` names.
 pub fn tessera_module() -> String {
+    // Another build of the module (an installed one, or an older one to show that a test
+    // fails without a fix).
+    if let Ok(other) = std::env::var("TESSERA_PKCS11_MODULE") {
+        return other;
+    }
     let exe = std::env::current_exe().expect("test binary path");
     let deps = exe.parent().expect("deps directory");
     let module = deps.join("libtessera_pkcs11.so");

@@ -3,8 +3,14 @@
 //! [`PivClient`] handles command chaining for long data (ISO 7816-4 §5.1.1.1) and collects
 //! long answers with GET RESPONSE (`61xx`), so callers see whole objects. The card's answer
 //! is kept apart from our own failures: [`Error::Card`] carries the status word.
+//!
+//! A card in a reader is shared by every program on the machine. [`Transport::begin`] and
+//! [`Transport::end`] bracket a sequence of commands that no other program may interleave
+//! (PC/SC transactions): a PIN check and the signature it authorises, a command chain, an
+//! answer and its GET RESPONSE.
 
 use thiserror::Error;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::apdu::{Command, Response, StatusWord};
 use crate::card::{Applet, KeyStore, PublicKey};
@@ -21,6 +27,10 @@ pub enum Error {
     /// The card (or reader) is gone.
     #[error("card removed")]
     Removed,
+    /// Another program reset the card: the connection works again, but the card has lost
+    /// its security status (PIN verified, selected application). Retry from the start.
+    #[error("the card was reset by another program")]
+    Reset,
     /// The transport failed.
     #[error("transport failure: {0}")]
     Transport(String),
@@ -30,6 +40,16 @@ pub enum Error {
     /// The caller passed something the protocol cannot carry.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+}
+
+/// What [`Transport::begin`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A new exclusive hold: another program may have used the card since this one last
+    /// held it (selected another application, reset it, logged it out).
+    Fresh,
+    /// Nested in a hold this connection already has: nobody else has used the card since.
+    Continued,
 }
 
 /// Moves APDUs to a card and back.
@@ -43,6 +63,24 @@ pub trait Transport {
             "this transport cannot reset the card".into(),
         ))
     }
+
+    /// Begins exclusive use of the card (PC/SC `SCardBeginTransaction`), or nests in the
+    /// hold this connection has; every `begin` is matched by an [`Transport::end`]. A
+    /// transport that nobody else can reach (the applet in memory) is always
+    /// [`Access::Continued`].
+    fn begin(&mut self) -> Result<Access, Error> {
+        Ok(Access::Continued)
+    }
+
+    /// Ends one level of [`Transport::begin`]; the hold is released at the outermost. An
+    /// `end` with no hold (one that lapsed) does nothing.
+    fn end(&mut self) {}
+
+    /// Whether the card is reached over its contactless interface (ISO 14443), where
+    /// SP 800-73-4 allows only the card-authentication key and free-read objects.
+    fn contactless(&mut self) -> bool {
+        false
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &mut T {
@@ -53,6 +91,18 @@ impl<T: Transport + ?Sized> Transport for &mut T {
     fn reset(&mut self) -> Result<(), Error> {
         (**self).reset()
     }
+
+    fn begin(&mut self) -> Result<Access, Error> {
+        (**self).begin()
+    }
+
+    fn end(&mut self) {
+        (**self).end();
+    }
+
+    fn contactless(&mut self) -> bool {
+        (**self).contactless()
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -62,6 +112,18 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn reset(&mut self) -> Result<(), Error> {
         (**self).reset()
+    }
+
+    fn begin(&mut self) -> Result<Access, Error> {
+        (**self).begin()
+    }
+
+    fn end(&mut self) {
+        (**self).end();
+    }
+
+    fn contactless(&mut self) -> bool {
+        (**self).contactless()
     }
 }
 
@@ -75,7 +137,18 @@ impl<K: KeyStore> Transport for Applet<K> {
         Applet::reset(self);
         Ok(())
     }
+
+    fn contactless(&mut self) -> bool {
+        self.interface() == crate::card::Interface::Contactless
+    }
 }
+
+/// Most GET RESPONSE rounds for one answer: a card that keeps answering `61xx` (hostile or
+/// broken) must not hold the caller, and every other user of the card, forever.
+pub const MAX_GET_RESPONSE: usize = 256;
+/// Largest answer collected through GET RESPONSE: twice the largest data object a PIV
+/// card holds (SP 800-73-4 Part 1 Appendix A; certificates are the largest).
+pub const MAX_RESPONSE: usize = 2 * 65_536;
 
 /// The PIN state a VERIFY without data reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +200,17 @@ impl<T: Transport> PivClient<T> {
     }
 
     /// Sends a command, chaining data longer than a short APDU carries and collecting
-    /// `61xx` continuations. Returns the final response, whatever its status.
+    /// `61xx` continuations. Returns the final response, whatever its status. The whole
+    /// exchange is one exclusive hold of the card, so that no other program's command falls
+    /// between two links of a chain or between an answer and its GET RESPONSE.
     pub fn send(&mut self, cmd: &Command) -> Result<Response, Error> {
+        self.transport.begin()?;
+        let r = self.send_held(cmd);
+        self.transport.end();
+        r
+    }
+
+    fn send_held(&mut self, cmd: &Command) -> Result<Response, Error> {
         let mut resp = if cmd.data.len() > 255 && !cmd.extended {
             let chunks: Vec<&[u8]> = cmd.data.chunks(255).collect();
             let last = chunks.len() - 1;
@@ -140,23 +222,37 @@ impl<T: Transport> PivClient<T> {
                 } else {
                     link.le = cmd.le;
                 }
-                resp = self.transmit_raw(&link.to_bytes())?;
+                let raw = Zeroizing::new(link.to_bytes());
+                link.data.zeroize();
+                resp = self.transmit_raw(&raw)?;
                 if i < last && !resp.sw.is_success() {
                     return Ok(resp);
                 }
             }
             resp
         } else {
-            self.transmit_raw(&cmd.to_bytes())?
+            // The encoded command may carry a PIN: wiped once sent.
+            let raw = Zeroizing::new(cmd.to_bytes());
+            self.transmit_raw(&raw)?
         };
         let mut data = std::mem::take(&mut resp.data);
+        let mut rounds = 0;
         while resp.sw.sw1() == 0x61 {
+            rounds += 1;
+            if rounds > MAX_GET_RESPONSE {
+                return Err(Error::Malformed("the card keeps answering 61xx"));
+            }
             let le = match resp.sw.sw2() {
                 0 => 256,
                 n => usize::from(n),
             };
             let get = Command::new(0, ins::GET_RESPONSE, 0, 0).with_le(le);
             resp = self.transmit_raw(&get.to_bytes())?;
+            if data.len() + resp.data.len() > MAX_RESPONSE {
+                return Err(Error::Malformed(
+                    "the card's answer is longer than any PIV object",
+                ));
+            }
             data.extend_from_slice(&resp.data);
         }
         resp.data = data;
@@ -208,10 +304,17 @@ impl<T: Transport> PivClient<T> {
             .map(drop)
     }
 
+    /// Sends a command whose data is secret (a PIN, a PUK) and wipes that data afterwards.
+    fn call_secret(&mut self, mut cmd: Command) -> Result<Vec<u8>, Error> {
+        let r = self.call(&cmd);
+        cmd.data.zeroize();
+        r
+    }
+
     /// VERIFY the PIV PIN.
     pub fn verify_pin(&mut self, pin: &[u8]) -> Result<(), Error> {
         let pin = pad_pin(pin)?;
-        self.call(&Command::new(0, ins::VERIFY, 0, KeyRef::PIN.0).with_data(pin))
+        self.call_secret(Command::new(0, ins::VERIFY, 0, KeyRef::PIN.0).with_data(pin.to_vec()))
             .map(drop)
     }
 
@@ -231,17 +334,21 @@ impl<T: Transport> PivClient<T> {
     /// CHANGE REFERENCE DATA of the PIN (`80`) or PUK (`81`).
     pub fn change_reference(&mut self, which: KeyRef, old: &[u8], new: &[u8]) -> Result<(), Error> {
         let mut data = pad_pin(old)?;
-        data.extend(pad_pin(new)?);
-        self.call(&Command::new(0, ins::CHANGE_REFERENCE_DATA, 0, which.0).with_data(data))
-            .map(drop)
+        data.extend_from_slice(&pad_pin(new)?);
+        self.call_secret(
+            Command::new(0, ins::CHANGE_REFERENCE_DATA, 0, which.0).with_data(data.to_vec()),
+        )
+        .map(drop)
     }
 
     /// RESET RETRY COUNTER: unblock the PIN with the PUK.
     pub fn unblock_pin(&mut self, puk: &[u8], new_pin: &[u8]) -> Result<(), Error> {
         let mut data = pad_pin(puk)?;
-        data.extend(pad_pin(new_pin)?);
-        self.call(&Command::new(0, ins::RESET_RETRY_COUNTER, 0, KeyRef::PIN.0).with_data(data))
-            .map(drop)
+        data.extend_from_slice(&pad_pin(new_pin)?);
+        self.call_secret(
+            Command::new(0, ins::RESET_RETRY_COUNTER, 0, KeyRef::PIN.0).with_data(data.to_vec()),
+        )
+        .map(drop)
     }
 
     /// Mutual authentication with the management key (SP 800-73-4 Part 2 Appendix A.2).
@@ -365,12 +472,13 @@ impl<T: Transport> PivClient<T> {
     }
 }
 
-/// Pads a PIN or PUK to the 8 bytes VERIFY expects.
-pub fn pad_pin(pin: &[u8]) -> Result<Vec<u8>, Error> {
+/// Pads a PIN or PUK to the 8 bytes VERIFY expects (a PUK of 8 bytes, any values, is
+/// sent as it is). Wiped when dropped.
+pub fn pad_pin(pin: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
     if pin.len() > 8 {
         return Err(Error::InvalidArgument("PIN longer than 8 bytes"));
     }
-    let mut v = pin.to_vec();
+    let mut v = Zeroizing::new(pin.to_vec());
     v.resize(8, 0xFF);
     Ok(v)
 }
@@ -398,7 +506,7 @@ pub fn parse_public_key(alg: Algorithm, template: &[u8]) -> Result<PublicKey, Er
             .ok_or(Error::Malformed("public key template incomplete"))
     };
     match alg {
-        Algorithm::Rsa1024 | Algorithm::Rsa2048 => Ok(PublicKey::Rsa {
+        a if a.is_rsa() => Ok(PublicKey::Rsa {
             modulus: field(0x81)?,
             exponent: field(0x82)?,
         }),
@@ -411,18 +519,67 @@ pub fn parse_public_key(alg: Algorithm, template: &[u8]) -> Result<PublicKey, Er
 }
 
 #[cfg(feature = "pcsc")]
-pub use self::pcsc_transport::PcscTransport;
+pub use self::pcsc_transport::{is_contactless_atr, PcscTransport, HOLD_LIMIT};
 
 #[cfg(feature = "pcsc")]
 mod pcsc_transport {
+    //! A card in a PC/SC reader. The `pcsc` crate ties a transaction to a borrow of the
+    //! card, so a hold that lasts across calls (a context-specific PIN check and the
+    //! signature it authorises are two PKCS#11 calls) cannot live in a struct beside the
+    //! card without `unsafe`. Each connection therefore has a worker thread that owns the
+    //! card and holds the transaction on its own stack; the transport talks to it over
+    //! channels.
+
     use std::ffi::CString;
+    use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+    use std::time::Duration;
 
-    use super::{Error, Transport};
+    use zeroize::Zeroizing;
 
-    /// A card in a PC/SC reader (pcsc-lite on Linux).
+    use super::{Access, Error, Transport};
+    use crate::apdu::Command;
+    use crate::piv::{ins, AID};
+
+    /// How long a hold may wait for the next command before it is released: a program
+    /// that made a context-specific PIN check and never signs must not lock every other
+    /// program out of the card. Before releasing, the worker sends a SELECT, which ends the
+    /// PIN-always freshness, so nobody else can use that PIN check.
+    pub const HOLD_LIMIT: Duration = Duration::from_secs(10);
+
+    enum Request {
+        Transmit(Zeroizing<Vec<u8>>),
+        Begin,
+        End,
+        Reset,
+        Atr,
+    }
+
+    enum Reply {
+        Data(Result<Vec<u8>, Error>),
+        Begun(Result<Access, Error>),
+        Done(Result<(), Error>),
+    }
+
+    /// A card in a PC/SC reader (pcsc-lite on Linux), connected in shared mode.
     pub struct PcscTransport {
-        card: pcsc::Card,
+        /// `None` once dropped (the worker then disconnects and ends).
+        requests: Option<Sender<Request>>,
+        replies: Receiver<Reply>,
+        worker: Option<std::thread::JoinHandle<()>>,
         reader: String,
+        contactless: bool,
+    }
+
+    impl Drop for PcscTransport {
+        /// Waits for the worker to disconnect (leaving the card as it is). A process that
+        /// exits with its handle still open is cleaned up by pcscd, which *resets* the card
+        /// and so logs out every other program using it.
+        fn drop(&mut self) {
+            drop(self.requests.take());
+            if let Some(worker) = self.worker.take() {
+                let _ = worker.join();
+            }
+        }
     }
 
     impl std::fmt::Debug for PcscTransport {
@@ -435,42 +592,51 @@ mod pcsc_transport {
 
     fn map(e: pcsc::Error) -> Error {
         match e {
-            pcsc::Error::RemovedCard | pcsc::Error::NoSmartcard | pcsc::Error::ResetCard => {
-                Error::Removed
-            }
+            pcsc::Error::RemovedCard
+            | pcsc::Error::NoSmartcard
+            | pcsc::Error::ReaderUnavailable
+            | pcsc::Error::UnknownReader
+            | pcsc::Error::NoService
+            | pcsc::Error::ServiceStopped
+            | pcsc::Error::InvalidHandle => Error::Removed,
+            pcsc::Error::ResetCard => Error::Reset,
             other => Error::Transport(other.to_string()),
         }
     }
 
+    /// PC/SC Part 3 §3.1.3.2.3: a contactless card's ATR is `3B 8n 80 01 …`.
+    pub fn is_contactless_atr(atr: &[u8]) -> bool {
+        matches!(atr, [0x3B, t0, 0x80, 0x01, ..] if t0 & 0xF0 == 0x80)
+    }
+
     impl PcscTransport {
-        /// The names of the readers pcscd knows.
+        /// The names of the readers pcscd knows (none when pcscd is not running).
         pub fn readers() -> Result<Vec<String>, Error> {
-            let ctx = pcsc::Context::establish(pcsc::Scope::User).map_err(map)?;
-            let names = match ctx.list_readers_owned() {
-                Ok(n) => n,
-                Err(pcsc::Error::NoReadersAvailable) => return Ok(Vec::new()),
-                Err(e) => return Err(map(e)),
-            };
-            Ok(names
+            Ok(Self::readers_with_presence()?
                 .into_iter()
-                .map(|n| n.to_string_lossy().into_owned())
+                .map(|(n, _)| n)
                 .collect())
         }
 
-        /// The readers pcscd knows, each with whether a card is in it.
+        /// The readers pcscd knows, each with whether a card is in it. Without pcscd, or
+        /// without readers, the list is empty. So is it on any other failure to list them
+        /// (pcscd stopping or restarting, which pcsc-lite reports in several ways): a module
+        /// that fails C_GetSlotList breaks every other module behind p11-kit-proxy in a
+        /// browser, and an empty list recovers by itself when pcscd is back.
         pub fn readers_with_presence() -> Result<Vec<(String, bool)>, Error> {
-            let ctx = pcsc::Context::establish(pcsc::Scope::User).map_err(map)?;
-            let names = match ctx.list_readers_owned() {
-                Ok(n) => n,
-                Err(pcsc::Error::NoReadersAvailable) => return Ok(Vec::new()),
-                Err(e) => return Err(map(e)),
+            let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) else {
+                return Ok(Vec::new());
+            };
+            let Ok(names) = ctx.list_readers_owned() else {
+                return Ok(Vec::new());
             };
             let mut states: Vec<pcsc::ReaderState> = names
                 .iter()
                 .map(|n| pcsc::ReaderState::new(n.clone(), pcsc::State::UNAWARE))
                 .collect();
-            ctx.get_status_change(std::time::Duration::ZERO, &mut states)
-                .map_err(map)?;
+            if ctx.get_status_change(Duration::ZERO, &mut states).is_err() {
+                return Ok(Vec::new());
+            }
             Ok(states
                 .iter()
                 .map(|s| {
@@ -482,6 +648,39 @@ mod pcsc_transport {
                 .collect())
         }
 
+        /// Waits until a reader or card comes or goes, or `timeout` passes (without pcscd:
+        /// sleeps `timeout`). For C_WaitForSlotEvent: the caller compares the readers
+        /// before and after.
+        pub fn wait_for_change(timeout: Duration) {
+            let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) else {
+                std::thread::sleep(timeout);
+                return;
+            };
+            let names = ctx.list_readers_owned().unwrap_or_default();
+            let mut states: Vec<pcsc::ReaderState> = names
+                .into_iter()
+                .map(|n| pcsc::ReaderState::new(n, pcsc::State::UNAWARE))
+                .collect();
+            // pcsc-lite's reader-list notification: changes when a reader is added or removed.
+            states.push(pcsc::ReaderState::new(
+                pcsc::PNP_NOTIFICATION(),
+                pcsc::State::UNAWARE,
+            ));
+            if ctx.get_status_change(Duration::ZERO, &mut states).is_err() {
+                std::thread::sleep(timeout);
+                return;
+            }
+            for s in &mut states {
+                s.sync_current_state();
+            }
+            // Timeout or a change: either way the caller looks again.
+            if let Err(e) = ctx.get_status_change(timeout, &mut states) {
+                if e != pcsc::Error::Timeout {
+                    std::thread::sleep(timeout.min(Duration::from_millis(200)));
+                }
+            }
+        }
+
         /// Connects (shared) to the card in the named reader.
         pub fn connect(reader: &str) -> Result<Self, Error> {
             let ctx = pcsc::Context::establish(pcsc::Scope::User).map_err(map)?;
@@ -489,40 +688,232 @@ mod pcsc_transport {
             let card = ctx
                 .connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
                 .map_err(map)?;
+            // The ATR from SCardStatus: every reader driver reports it there (vpcd does not
+            // answer the ATR attribute).
+            let contactless = card
+                .status2_owned()
+                .map(|status| is_contactless_atr(status.atr()))
+                .unwrap_or(false);
+            let (requests, inbox) = mpsc::channel();
+            let (outbox, replies) = mpsc::channel();
+            let worker = std::thread::Builder::new()
+                .name("tessera-pcsc".into())
+                .spawn(move || worker(card, &inbox, &outbox))
+                .map_err(|e| Error::Transport(format!("starting the card thread: {e}")))?;
             Ok(Self {
-                card,
+                requests: Some(requests),
+                replies,
+                worker: Some(worker),
                 reader: reader.to_owned(),
+                contactless,
             })
         }
 
         /// The card's ATR.
-        pub fn atr(&self) -> Result<Vec<u8>, Error> {
-            self.card
-                .get_attribute_owned(pcsc::Attribute::AtrString)
-                .map_err(map)
+        pub fn atr(&mut self) -> Result<Vec<u8>, Error> {
+            match self.ask(Request::Atr)? {
+                Reply::Data(r) => r,
+                _ => Err(Error::Transport("card thread out of step".into())),
+            }
         }
 
         pub fn reader(&self) -> &str {
             &self.reader
         }
+
+        fn ask(&mut self, request: Request) -> Result<Reply, Error> {
+            let gone = || Error::Transport("the card thread has stopped".into());
+            self.requests
+                .as_ref()
+                .ok_or_else(gone)?
+                .send(request)
+                .map_err(|_| gone())?;
+            self.replies.recv().map_err(|_| gone())
+        }
     }
 
     impl Transport for PcscTransport {
         fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Error> {
-            let mut buf = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
-            let n = self.card.transmit(apdu, &mut buf).map_err(map)?.len();
-            buf.truncate(n);
-            Ok(buf)
+            match self.ask(Request::Transmit(Zeroizing::new(apdu.to_vec())))? {
+                Reply::Data(r) => r,
+                _ => Err(Error::Transport("card thread out of step".into())),
+            }
         }
 
         fn reset(&mut self) -> Result<(), Error> {
-            self.card
-                .reconnect(
-                    pcsc::ShareMode::Shared,
-                    pcsc::Protocols::ANY,
-                    pcsc::Disposition::ResetCard,
-                )
-                .map_err(map)
+            match self.ask(Request::Reset)? {
+                Reply::Done(r) => r,
+                _ => Err(Error::Transport("card thread out of step".into())),
+            }
+        }
+
+        fn begin(&mut self) -> Result<Access, Error> {
+            match self.ask(Request::Begin)? {
+                Reply::Begun(r) => r,
+                _ => Err(Error::Transport("card thread out of step".into())),
+            }
+        }
+
+        fn end(&mut self) {
+            // The worker acknowledges, so that requests and replies stay paired.
+            let _ = self.ask(Request::End);
+        }
+
+        fn contactless(&mut self) -> bool {
+            self.contactless
+        }
+    }
+
+    fn transmit(card: &pcsc::Card, apdu: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut buf = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+        let n = card.transmit(apdu, &mut buf).map_err(map)?.len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    fn atr(card: &pcsc::Card) -> Result<Vec<u8>, Error> {
+        card.status2_owned()
+            .map(|status| status.atr().to_vec())
+            .map_err(map)
+    }
+
+    /// After another program reset the card: reconnect without resetting it again
+    /// (`SCARD_LEAVE_CARD`), so that the handle works, and tell the caller.
+    fn reconnect_after_reset(card: &mut pcsc::Card) -> Error {
+        match card.reconnect(
+            pcsc::ShareMode::Shared,
+            pcsc::Protocols::ANY,
+            pcsc::Disposition::LeaveCard,
+        ) {
+            Ok(()) => Error::Reset,
+            Err(e) => map(e),
+        }
+    }
+
+    /// Owns the card: serves requests, and holds a transaction between `Begin` and the
+    /// matching `End`. When the transport is dropped the card is disconnected with
+    /// `SCARD_LEAVE_CARD`: the `pcsc` crate's own drop resets the card, which would log out
+    /// every other program using it.
+    fn worker(mut card: pcsc::Card, inbox: &Receiver<Request>, outbox: &Sender<Reply>) {
+        while let Ok(request) = inbox.recv() {
+            let reply = match request {
+                Request::Transmit(apdu) => {
+                    let r = transmit(&card, &apdu);
+                    Reply::Data(match r {
+                        Err(Error::Reset) => Err(reconnect_after_reset(&mut card)),
+                        other => other,
+                    })
+                }
+                Request::Begin => {
+                    let began = match card.transaction2() {
+                        Ok(mut tx) => {
+                            let held = if outbox.send(Reply::Begun(Ok(Access::Fresh))).is_ok() {
+                                held(&mut tx, inbox, outbox)
+                            } else {
+                                Held::Closed
+                            };
+                            // After a reset the transaction is gone with the old card
+                            // state; ending it fails harmlessly.
+                            let _ = tx.end(pcsc::Disposition::LeaveCard);
+                            Ok(held)
+                        }
+                        Err((_, e)) => Err(map(e)),
+                    };
+                    match began {
+                        Ok(Held::Ended) => continue,
+                        Ok(Held::Closed) => break,
+                        Ok(Held::CardReset) => Reply::Data(Err(reconnect_after_reset(&mut card))),
+                        Err(Error::Reset) => Reply::Begun(Err(reconnect_after_reset(&mut card))),
+                        Err(e) => Reply::Begun(Err(e)),
+                    }
+                }
+                // No hold to end (it lapsed, or the caller is unbalanced): nothing to do.
+                Request::End => Reply::Done(Ok(())),
+                Request::Reset => Reply::Done(
+                    card.reconnect(
+                        pcsc::ShareMode::Shared,
+                        pcsc::Protocols::ANY,
+                        pcsc::Disposition::ResetCard,
+                    )
+                    .map_err(map),
+                ),
+                Request::Atr => Reply::Data(atr(&card)),
+            };
+            if outbox.send(reply).is_err() {
+                break;
+            }
+        }
+        if let Err((card, _)) = card.disconnect(pcsc::Disposition::LeaveCard) {
+            // Dropping it would reset the card for everyone; pcscd cleans up the handle
+            // when this process's connection closes.
+            std::mem::forget(card);
+        }
+    }
+
+    enum Held {
+        /// The outermost `End` came.
+        Ended,
+        /// A command found the card reset (pulled and put back, or another program); its
+        /// answer is for the caller to send after reconnecting.
+        CardReset,
+        /// The transport is gone.
+        Closed,
+    }
+
+    /// Serves requests inside a transaction until the outermost `End`, or until no
+    /// request comes for [`HOLD_LIMIT`].
+    fn held(
+        tx: &mut pcsc::Transaction<'_>,
+        inbox: &Receiver<Request>,
+        outbox: &Sender<Reply>,
+    ) -> Held {
+        let mut depth = 1usize;
+        loop {
+            let request = match inbox.recv_timeout(HOLD_LIMIT) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => {
+                    // End any PIN-always freshness before others get the card.
+                    let select = Command::new(0, ins::SELECT, 0x04, 0x00)
+                        .with_data(AID)
+                        .with_le(256)
+                        .to_bytes();
+                    let _ = transmit(tx, &select);
+                    return Held::Ended;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Held::Closed,
+            };
+            let reply = match request {
+                Request::Transmit(apdu) => match transmit(tx, &apdu) {
+                    Err(Error::Reset) => return Held::CardReset,
+                    r => Reply::Data(r),
+                },
+                Request::Begin => {
+                    depth += 1;
+                    Reply::Begun(Ok(Access::Continued))
+                }
+                Request::End => {
+                    depth -= 1;
+                    if depth == 0 {
+                        if outbox.send(Reply::Done(Ok(()))).is_err() {
+                            return Held::Closed;
+                        }
+                        return Held::Ended;
+                    }
+                    Reply::Done(Ok(()))
+                }
+                Request::Reset => Reply::Done(
+                    tx.reconnect(
+                        pcsc::ShareMode::Shared,
+                        pcsc::Protocols::ANY,
+                        pcsc::Disposition::ResetCard,
+                    )
+                    .map_err(map),
+                ),
+                Request::Atr => Reply::Data(atr(tx)),
+            };
+            if outbox.send(reply).is_err() {
+                return Held::Closed;
+            }
         }
     }
 }

@@ -102,7 +102,9 @@ impl fmt::Display for KeyRef {
     }
 }
 
-/// Cryptographic mechanism identifiers (SP 800-78-4 Table 6-2).
+/// Cryptographic mechanism identifiers (SP 800-78-4 Table 6-2, and Yubico's `05` and `16`
+/// for RSA 3072 and 4096 from firmware 5.7). The reference card generates only RSA-2048 and
+/// the two curves; hosts drive whatever a card's metadata names.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Algorithm {
     Tdes,
@@ -111,6 +113,8 @@ pub enum Algorithm {
     Aes256,
     Rsa1024,
     Rsa2048,
+    Rsa3072,
+    Rsa4096,
     EccP256,
     EccP384,
 }
@@ -124,6 +128,8 @@ impl Algorithm {
             0x0C => Self::Aes256,
             0x06 => Self::Rsa1024,
             0x07 => Self::Rsa2048,
+            0x05 => Self::Rsa3072,
+            0x16 => Self::Rsa4096,
             0x11 => Self::EccP256,
             0x14 => Self::EccP384,
             _ => return None,
@@ -138,6 +144,8 @@ impl Algorithm {
             Self::Aes256 => 0x0C,
             Self::Rsa1024 => 0x06,
             Self::Rsa2048 => 0x07,
+            Self::Rsa3072 => 0x05,
+            Self::Rsa4096 => 0x16,
             Self::EccP256 => 0x11,
             Self::EccP384 => 0x14,
         }
@@ -155,10 +163,25 @@ impl Algorithm {
     }
 
     pub fn is_asymmetric(self) -> bool {
+        self.is_rsa() || matches!(self, Self::EccP256 | Self::EccP384)
+    }
+
+    pub fn is_rsa(self) -> bool {
         matches!(
             self,
-            Self::Rsa1024 | Self::Rsa2048 | Self::EccP256 | Self::EccP384
+            Self::Rsa1024 | Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096
         )
+    }
+
+    /// The RSA algorithm of a modulus of `len` bytes.
+    pub fn rsa_of_modulus_len(len: usize) -> Option<Self> {
+        Some(match len {
+            128 => Self::Rsa1024,
+            256 => Self::Rsa2048,
+            384 => Self::Rsa3072,
+            512 => Self::Rsa4096,
+            _ => return None,
+        })
     }
 }
 

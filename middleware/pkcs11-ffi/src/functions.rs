@@ -440,6 +440,24 @@ pub(crate) unsafe extern "C" fn C_Logout(session: CK_SESSION_HANDLE) -> CK_RV {
     guard(|| module::with(|m| m.logout(session)))
 }
 
+/// PKCS#11 §5.5: with `CKF_DONT_BLOCK` answers at once (`CKR_NO_EVENT` if no token came or
+/// went); otherwise waits, without blocking the module's other calls, until one does or
+/// C_Finalize is called.
+pub(crate) unsafe extern "C" fn C_WaitForSlotEvent(
+    flags: CK_FLAGS,
+    slot: *mut CK_SLOT_ID,
+    reserved: *mut c_void,
+) -> CK_RV {
+    guard(|| {
+        if !reserved.is_null() {
+            return Err(Error::ArgumentsBad("pReserved must be NULL"));
+        }
+        let slot = out(slot)?;
+        *slot = module::wait_for_slot_event(flags & CKF_DONT_BLOCK == 0)?;
+        Ok(())
+    })
+}
+
 pub(crate) unsafe extern "C" fn C_SessionCancel(
     _session: CK_SESSION_HANDLE,
     _flags: CK_FLAGS,

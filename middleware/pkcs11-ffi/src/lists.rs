@@ -78,7 +78,7 @@ pub(crate) static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
     C_GenerateRandom: Some(f::C_GenerateRandom),
     C_GetFunctionStatus: Some(f::C_GetFunctionStatus),
     C_CancelFunction: Some(f::C_CancelFunction),
-    C_WaitForSlotEvent: Some(u::C_WaitForSlotEvent),
+    C_WaitForSlotEvent: Some(f::C_WaitForSlotEvent),
 };
 
 pub(crate) static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = CK_FUNCTION_LIST_3_0 {
@@ -150,7 +150,7 @@ pub(crate) static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = CK_FUNCTION_LIST_3_0
     C_GenerateRandom: Some(f::C_GenerateRandom),
     C_GetFunctionStatus: Some(f::C_GetFunctionStatus),
     C_CancelFunction: Some(f::C_CancelFunction),
-    C_WaitForSlotEvent: Some(u::C_WaitForSlotEvent),
+    C_WaitForSlotEvent: Some(f::C_WaitForSlotEvent),
     C_GetInterfaceList: Some(f::C_GetInterfaceList),
     C_GetInterface: Some(f::C_GetInterface),
     C_LoginUser: Some(f::C_LoginUser),

@@ -322,14 +322,6 @@ pub(crate) unsafe extern "C" fn C_UnwrapKey(
     CKR_FUNCTION_NOT_SUPPORTED
 }
 
-pub(crate) unsafe extern "C" fn C_WaitForSlotEvent(
-    _arg1: CK_FLAGS,
-    _arg2: *mut CK_SLOT_ID,
-    _arg3: *mut c_void,
-) -> CK_RV {
-    CKR_FUNCTION_NOT_SUPPORTED
-}
-
 pub(crate) unsafe extern "C" fn C_MessageEncryptInit(
     _arg1: CK_SESSION_HANDLE,
     _arg2: *mut CK_MECHANISM,

@@ -20,6 +20,12 @@ pub enum Error {
     TokenNotPresent,
     #[error("the token was removed")]
     DeviceRemoved,
+    /// Another program reset the card: retried once by the module after it re-selects PIV
+    /// and drops the login the reset cleared; seen by the caller only if it happens again.
+    #[error("the card was reset by another program")]
+    CardReset,
+    #[error("no slot event")]
+    NoEvent,
     #[error("device error: {0}")]
     DeviceError(String),
     #[error("no such session")]
@@ -95,6 +101,8 @@ impl Error {
             Self::SlotIdInvalid => sys::CKR_SLOT_ID_INVALID,
             Self::TokenNotPresent => sys::CKR_TOKEN_NOT_PRESENT,
             Self::DeviceRemoved => sys::CKR_DEVICE_REMOVED,
+            Self::CardReset => sys::CKR_DEVICE_ERROR,
+            Self::NoEvent => sys::CKR_NO_EVENT,
             Self::DeviceError(_) => sys::CKR_DEVICE_ERROR,
             Self::SessionHandleInvalid => sys::CKR_SESSION_HANDLE_INVALID,
             Self::ObjectHandleInvalid => sys::CKR_OBJECT_HANDLE_INVALID,
@@ -134,6 +142,7 @@ impl From<tessera_piv::host::Error> for Error {
         use tessera_piv::host::Error as H;
         match e {
             H::Removed => Self::DeviceRemoved,
+            H::Reset => Self::CardReset,
             other => Self::DeviceError(other.to_string()),
         }
     }

@@ -9,6 +9,7 @@ use sha2::Digest;
 use crate::{Error, Result};
 
 /// The mechanisms of a PIV token, with key sizes and flags (PKCS#11 §5.5 C_GetMechanismInfo).
+/// RSA covers what PIV cards hold: 1024 and 2048 (SP 800-78-4), 3072 and 4096 (Yubico 5.7).
 pub const MECHANISMS: &[(sys::CK_MECHANISM_TYPE, u64, u64, sys::CK_FLAGS)] = &[
     (
         sys::CKM_ECDSA,
@@ -42,57 +43,64 @@ pub const MECHANISMS: &[(sys::CK_MECHANISM_TYPE, u64, u64, sys::CK_FLAGS)] = &[
     ),
     (
         sys::CKM_RSA_PKCS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_DECRYPT | sys::CKF_HW,
     ),
     (
         sys::CKM_SHA1_RSA_PKCS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_HW,
     ),
     (
         sys::CKM_SHA256_RSA_PKCS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_HW,
     ),
     (
         sys::CKM_SHA384_RSA_PKCS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_HW,
     ),
     (
         sys::CKM_SHA512_RSA_PKCS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_HW,
     ),
     (
         sys::CKM_RSA_PKCS_PSS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_HW,
     ),
     (
         sys::CKM_SHA256_RSA_PKCS_PSS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_HW,
     ),
     (
         sys::CKM_SHA384_RSA_PKCS_PSS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_HW,
     ),
     (
         sys::CKM_SHA512_RSA_PKCS_PSS,
-        2048,
-        2048,
+        1024,
+        4096,
         sys::CKF_SIGN | sys::CKF_HW,
+    ),
+    // ECDH with the card's key (SP 800-73-4 Part 2 §3.2.4, tag 85), as C_DeriveKey offers.
+    (
+        sys::CKM_ECDH1_DERIVE,
+        256,
+        384,
+        sys::CKF_DERIVE | sys::CKF_HW | EC_FLAGS,
     ),
 ];
 

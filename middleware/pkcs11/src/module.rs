@@ -1,9 +1,19 @@
 //! The module's state: slots (one per PC/SC reader), tokens, sessions and the operations in
 //! progress, behind one lock (the module is `CKF_OS_LOCKING_OK`-safe: every call takes the
 //! lock, so any number of application threads may call it).
+//!
+//! The card is shared with other programs (ssh-agent, the browser, the login manager,
+//! OpenSC's tools). Each call that talks to the card holds it exclusively for its commands
+//! ([`Token::exclusive`]); a context-specific login holds it on until the signature it
+//! authorises. A card reset by another program is reconnected, PIV is selected again and
+//! the login the reset cleared is dropped, but the sessions stay. The module never logs the
+//! card out behind an application's back: closing sessions ends only this application's
+//! login; `C_Logout` alone sends the card's logout.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use cryptoki_sys as sys;
 use tessera_piv::host::Transport;
@@ -18,10 +28,13 @@ use crate::{Error, Result};
 /// Where readers and cards come from: PC/SC in the shipped module, an in-memory card in
 /// unit tests.
 pub trait Backend: Send {
-    /// Reader names with whether a card is present in each.
+    /// Reader names with whether a card is present in each (none without the service).
     fn readers(&mut self) -> Result<Vec<(String, bool)>>;
     /// Connects to the card in a reader.
     fn connect(&mut self, reader: &str) -> Result<Box<dyn Transport + Send>>;
+    /// A function that waits until readers or cards may have changed, or the duration
+    /// passes; called without the module's lock (C_WaitForSlotEvent).
+    fn waiter(&self) -> fn(Duration);
 }
 
 /// The PC/SC backend.
@@ -35,6 +48,10 @@ impl Backend for PcscBackend {
 
     fn connect(&mut self, reader: &str) -> Result<Box<dyn Transport + Send>> {
         Ok(Box::new(tessera_piv::host::PcscTransport::connect(reader)?))
+    }
+
+    fn waiter(&self) -> fn(Duration) {
+        tessera_piv::host::PcscTransport::wait_for_change
     }
 }
 
@@ -77,7 +94,11 @@ struct Slot {
     id: sys::CK_SLOT_ID,
     reader: String,
     present: bool,
+    /// Presence as C_WaitForSlotEvent last reported it (or found it at C_Initialize).
+    reported: bool,
     token: Option<Token>,
+    /// The session whose context-specific login holds the card until its operation.
+    hold: Option<sys::CK_SESSION_HANDLE>,
     /// Who is logged in to the token (PKCS#11 §6.7: login is per application and token).
     login: Option<sys::CK_USER_TYPE>,
     /// The PUK given at an SO login. PIV cannot check a PUK on its own (SP 800-73-4 has no
@@ -138,6 +159,13 @@ impl std::fmt::Debug for Module {
 
 static MODULE: Mutex<Option<Module>> = Mutex::new(None);
 
+/// Changes at every C_Initialize and C_Finalize, so that a C_WaitForSlotEvent that waits
+/// without the lock notices the module it waits for is gone (PKCS#11 §5.5).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// How long C_WaitForSlotEvent waits between looks at the module.
+const EVENT_POLL: Duration = Duration::from_millis(500);
+
 fn lock() -> MutexGuard<'static, Option<Module>> {
     // A panic while holding the lock is caught at the FFI boundary; the state it left is
     // still the best there is, so a poisoned lock is taken over rather than refused.
@@ -153,11 +181,12 @@ pub fn initialize(backend: Box<dyn Backend>) -> Result<()> {
             return Err(Error::AlreadyInitialized);
         }
         // Inherited through fork(): the parent's card handles and pcscd connection are not
-        // ours. Dropping them would disconnect (and reset) the parent's card over the
-        // shared socket, so they are leaked instead.
+        // ours (and their worker threads did not survive the fork). Dropping them would
+        // talk to pcscd over the parent's socket, so they are leaked instead.
         std::mem::forget(existing);
     }
-    *m = Some(Module {
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+    let mut module = Module {
         backend,
         slots: Vec::new(),
         sessions: BTreeMap::new(),
@@ -165,7 +194,15 @@ pub fn initialize(backend: Box<dyn Backend>) -> Result<()> {
         next_session: 0,
         next_object: 0,
         pid: std::process::id(),
-    });
+    };
+    // The readers as they are now, so that C_WaitForSlotEvent reports changes, not the
+    // cards already there. Without pcscd there are none yet; that is not an error.
+    if module.refresh().is_ok() {
+        for slot in &mut module.slots {
+            slot.reported = slot.present;
+        }
+    }
+    *m = Some(module);
     Ok(())
 }
 
@@ -175,6 +212,7 @@ pub fn finalize() -> Result<()> {
     match m.as_ref() {
         Some(existing) if existing.pid == std::process::id() => {
             *m = None;
+            GENERATION.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
         _ => Err(Error::NotInitialized),
@@ -187,6 +225,33 @@ pub fn with<T>(f: impl FnOnce(&mut Module) -> Result<T>) -> Result<T> {
     match m.as_mut() {
         Some(module) if module.pid == std::process::id() => f(module),
         _ => Err(Error::NotInitialized),
+    }
+}
+
+/// C_WaitForSlotEvent: the next slot whose token came or went since it was last reported.
+/// With `block`, waits for one without holding the module's lock (other threads go on
+/// using the module) and returns `NotInitialized` if C_Finalize is called meanwhile;
+/// without, answers `NoEvent` at once when there is none.
+pub fn wait_for_slot_event(block: bool) -> Result<sys::CK_SLOT_ID> {
+    let generation = GENERATION.load(Ordering::SeqCst);
+    loop {
+        let wait = with(|m| {
+            m.refresh()?;
+            if let Some(slot) = m.slots.iter_mut().find(|s| s.present != s.reported) {
+                slot.reported = slot.present;
+                return Ok(Err(slot.id));
+            }
+            Ok(Ok(m.backend.waiter()))
+        })?;
+        let wait = match wait {
+            Err(slot) => return Ok(slot),
+            Ok(_) if !block => return Err(Error::NoEvent),
+            Ok(w) => w,
+        };
+        wait(EVENT_POLL);
+        if GENERATION.load(Ordering::SeqCst) != generation {
+            return Err(Error::NotInitialized);
+        }
     }
 }
 
@@ -207,7 +272,9 @@ impl Module {
                         id,
                         reader: name,
                         present,
+                        reported: false,
                         token: None,
+                        hold: None,
                         login: None,
                         puk: None,
                     });
@@ -228,7 +295,9 @@ impl Module {
 
     fn drop_token(&mut self, slot_id: sys::CK_SLOT_ID) {
         if let Some(slot) = self.slots.iter_mut().find(|s| s.id == slot_id) {
+            // Dropping the connection ends any hold and leaves the card as it is.
             slot.token = None;
+            slot.hold = None;
             slot.login = None;
             slot.puk = None;
         }
@@ -256,8 +325,15 @@ impl Module {
         };
         if needs_load {
             let reader = self.slot_mut(id)?.reader.clone();
-            let transport = self.backend.connect(&reader)?;
-            let token = Token::load(Card::new(transport), &mut self.next_object)?;
+            let mut attempt = 0;
+            let token = loop {
+                let transport = self.backend.connect(&reader)?;
+                match Token::load(Card::new(transport), &mut self.next_object) {
+                    // Reset by another program while we read it: read it again.
+                    Err(Error::CardReset) if attempt == 0 => attempt += 1,
+                    other => break other?,
+                }
+            };
             self.slot_mut(id)?.token = Some(token);
         }
         self.slot_mut(id)?
@@ -266,18 +342,85 @@ impl Module {
             .ok_or(Error::TokenNotPresent)
     }
 
-    /// Runs a card operation on a slot's token; a removed card drops the token and its
-    /// sessions and reports `CKR_DEVICE_REMOVED`.
+    /// Runs a card operation on a slot's token, holding the card exclusively for it. A
+    /// removed card drops the token and its sessions and reports `CKR_DEVICE_REMOVED`. A
+    /// card another program reset is selected again and the operation retried once, with
+    /// the login the reset cleared dropped (the sessions stay).
     fn on_card<T>(
         &mut self,
         id: sys::CK_SLOT_ID,
-        f: impl FnOnce(&mut Token) -> Result<T>,
+        f: impl FnMut(&mut Token) -> Result<T>,
     ) -> Result<T> {
-        let r = self.token(id).and_then(f);
-        if matches!(r, Err(Error::DeviceRemoved)) {
-            self.drop_token(id);
+        self.on_card_keep(id, false, f)
+    }
+
+    /// [`Self::on_card`]; with `keep`, a successful operation leaves the card held for the
+    /// one that follows (see [`Token::exclusive`]).
+    fn on_card_keep<T>(
+        &mut self,
+        id: sys::CK_SLOT_ID,
+        keep: bool,
+        mut f: impl FnMut(&mut Token) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let r = self.token(id).and_then(|t| t.exclusive(keep, &mut f));
+            match r {
+                Err(Error::DeviceRemoved) => {
+                    self.drop_token(id);
+                    return r;
+                }
+                Err(Error::CardReset) if attempt == 0 => {
+                    attempt += 1;
+                    self.after_reset(id);
+                }
+                other => return other,
+            }
         }
-        r
+    }
+
+    /// Another program reset the card: the PIN it verified for us is gone, and so is any
+    /// hold (the transport has reconnected, leaving the card as it is).
+    fn after_reset(&mut self, id: sys::CK_SLOT_ID) {
+        if let Ok(slot) = self.slot_mut(id) {
+            if slot.login == Some(sys::CKU_USER) {
+                slot.login = None;
+            }
+            slot.hold = None;
+        }
+        for s in self.sessions.values_mut().filter(|s| s.slot == id) {
+            if let Some(Operation::Sign { context_login, .. }) = &mut s.op {
+                *context_login = false;
+            }
+        }
+    }
+
+    /// Ends the card hold of a context-specific login, if `session` has it (or, with `None`,
+    /// whichever session has it).
+    fn release_hold(&mut self, id: sys::CK_SLOT_ID, session: Option<sys::CK_SESSION_HANDLE>) {
+        let Ok(slot) = self.slot_mut(id) else { return };
+        let held_by = slot.hold;
+        if held_by.is_none() || (session.is_some() && held_by != session) {
+            return;
+        }
+        slot.hold = None;
+        if let Some(token) = slot.token.as_mut() {
+            token.release();
+        }
+    }
+
+    /// The card refused an operation for want of a PIN (6982): if it says its PIN is not
+    /// verified, another program logged it out (or a wrong PIN cleared it), and this
+    /// application's login is over too.
+    fn resync_login(&mut self, id: sys::CK_SLOT_ID) {
+        let verified = self.on_card(id, Token::pin_verified).unwrap_or(false);
+        if !verified {
+            if let Ok(slot) = self.slot_mut(id) {
+                if slot.login == Some(sys::CKU_USER) {
+                    slot.login = None;
+                }
+            }
+        }
     }
 
     /// C_GetSlotList.
@@ -301,18 +444,22 @@ impl Module {
         })
     }
 
-    /// C_GetTokenInfo.
+    /// C_GetTokenInfo. Over a contactless reader the card answers no PIN commands: no
+    /// counter flags then, and the token is write-protected (no PIN can be changed).
     pub fn token_info(&mut self, id: sys::CK_SLOT_ID) -> Result<TokenInfo> {
         let pin = self.on_card(id, Token::pin_state)?;
         let (sessions, rw_sessions) = self.session_counts(id);
         let token = self.token(id)?;
-        let mut flags = sys::CKF_LOGIN_REQUIRED
-            | sys::CKF_USER_PIN_INITIALIZED
-            | sys::CKF_TOKEN_INITIALIZED
-            | sys::CKF_RNG
-            | sys::CKF_WRITE_PROTECTED;
+        let mut flags = sys::CKF_USER_PIN_INITIALIZED | sys::CKF_TOKEN_INITIALIZED | sys::CKF_RNG;
+        // Over contactless nothing can need a login, since no PIN can be given: the 9E key
+        // signs without one, and applications must not ask the user for a PIN.
+        flags |= if token.contactless {
+            sys::CKF_WRITE_PROTECTED
+        } else {
+            sys::CKF_LOGIN_REQUIRED
+        };
         flags |= match pin {
-            PinState::Ok | PinState::Verified => 0,
+            PinState::Ok | PinState::Verified | PinState::Unknown => 0,
             PinState::CountLow => sys::CKF_USER_PIN_COUNT_LOW,
             PinState::FinalTry => sys::CKF_USER_PIN_COUNT_LOW | sys::CKF_USER_PIN_FINAL_TRY,
             PinState::Locked => sys::CKF_USER_PIN_LOCKED,
@@ -365,7 +512,11 @@ impl Module {
             return Err(Error::SessionParallelNotSupported);
         }
         self.refresh()?;
-        self.on_card(id, |_| Ok(()))?;
+        // PKCS#11 §5.6: no read-write session on a write-protected token (a card reached
+        // contactless, where no PIN or PUK can be changed).
+        if self.token(id)?.contactless && flags & sys::CKF_RW_SESSION != 0 {
+            return Err(Error::TokenWriteProtected);
+        }
         self.next_session += 1;
         let handle = self.next_session;
         self.sessions.insert(
@@ -380,15 +531,17 @@ impl Module {
         Ok(handle)
     }
 
-    /// C_CloseSession. Closing the last session of a token logs out (PKCS#11 §5.6).
+    /// C_CloseSession. Closing the last session of a token ends this application's login
+    /// (PKCS#11 §5.6), not the card's: other programs using the card stay logged in.
     pub fn close_session(&mut self, h: sys::CK_SESSION_HANDLE) -> Result<()> {
         let s = self
             .sessions
             .remove(&h)
             .ok_or(Error::SessionHandleInvalid)?;
         self.session_objects.retain(|_, (owner, _)| *owner != h);
+        self.release_hold(s.slot, Some(h));
         if !self.sessions.values().any(|o| o.slot == s.slot) {
-            self.logout_slot(s.slot);
+            self.forget_login(s.slot);
         }
         Ok(())
     }
@@ -400,19 +553,17 @@ impl Module {
         let sessions = &self.sessions;
         self.session_objects
             .retain(|_, (owner, _)| sessions.contains_key(owner));
-        self.logout_slot(id);
+        self.release_hold(id, None);
+        self.forget_login(id);
         Ok(())
     }
 
-    fn logout_slot(&mut self, id: sys::CK_SLOT_ID) {
-        let was = self.slot_mut(id).ok().and_then(|s| {
+    /// Ends this application's login on a token (and forgets the PUK).
+    fn forget_login(&mut self, id: sys::CK_SLOT_ID) -> Option<sys::CK_USER_TYPE> {
+        self.slot_mut(id).ok().and_then(|s| {
             s.puk = None;
             s.login.take()
-        });
-        if was == Some(sys::CKU_USER) {
-            // Best effort: the card may already be gone.
-            let _ = self.on_card(id, Token::logout);
-        }
+        })
     }
 
     fn session(&mut self, h: sys::CK_SESSION_HANDLE) -> Result<&mut Session> {
@@ -451,7 +602,14 @@ impl Module {
         match user {
             sys::CKU_USER => {
                 match self.slot_mut(slot)?.login {
-                    Some(sys::CKU_USER) => return Err(Error::UserAlreadyLoggedIn),
+                    // Our record says logged in; the card may have been logged out by
+                    // another program (or a wrong PIN) since. Then log in again.
+                    Some(sys::CKU_USER) => {
+                        if self.on_card(slot, Token::pin_verified)? {
+                            return Err(Error::UserAlreadyLoggedIn);
+                        }
+                        self.slot_mut(slot)?.login = None;
+                    }
                     Some(_) => return Err(Error::UserAnotherAlreadyLoggedIn),
                     None => {}
                 }
@@ -468,7 +626,12 @@ impl Module {
                     Some(Operation::Decrypt { .. }) => {}
                     None => return Err(Error::OperationNotInitialized),
                 }
-                self.on_card(slot, |t| t.verify(pin))?;
+                // The PIN check and the operation it authorises are one exclusive hold of
+                // the card: nobody else's command can fall between them and use the PIN-
+                // always freshness (SP 800-73-4 Part 1 §3.2).
+                self.release_hold(slot, None);
+                self.on_card_keep(slot, true, |t| t.verify(pin))?;
+                self.slot_mut(slot)?.hold = Some(h);
                 if let Some(Operation::Sign { context_login, .. }) = &mut self.session(h)?.op {
                     *context_login = true;
                 }
@@ -537,13 +700,18 @@ impl Module {
         Ok(())
     }
 
-    /// C_Logout.
+    /// C_Logout: the application asks for it, so the card's PIN status is reset too
+    /// (SP 800-73-4 Part 2 §3.2.1, VERIFY with P1 = FF).
     pub fn logout(&mut self, h: sys::CK_SESSION_HANDLE) -> Result<()> {
         let slot = self.session(h)?.slot;
         if self.slot_mut(slot)?.login.is_none() {
             return Err(Error::UserNotLoggedIn);
         }
-        self.logout_slot(slot);
+        self.release_hold(slot, None);
+        if self.forget_login(slot) == Some(sys::CKU_USER) {
+            // Best effort: the card may already be gone.
+            let _ = self.on_card(slot, Token::logout);
+        }
         Ok(())
     }
 
@@ -679,7 +847,7 @@ impl Module {
                 salt_len,
                 ..
             },
-            KeyKind::Rsa { modulus_len },
+            KeyKind::Rsa { modulus_len, .. },
         ) = (&scheme, &o.kind)
         {
             // RFC 8017 §9.1.1 step 3: emLen ≥ hLen + sLen + 2 (emLen is the modulus size for
@@ -709,7 +877,7 @@ impl Module {
         };
         match self.object(h, key)?.kind {
             KeyKind::Ec { field_len, .. } => Ok(2 * field_len),
-            KeyKind::Rsa { modulus_len } => Ok(modulus_len),
+            KeyKind::Rsa { modulus_len, .. } => Ok(modulus_len),
             KeyKind::Secret => Err(Error::KeyTypeInconsistent),
         }
     }
@@ -735,7 +903,8 @@ impl Module {
     }
 
     /// C_Sign (with `data`) or C_SignFinal (`None`: the data came through C_SignUpdate).
-    /// Ends the operation whatever happens, except a caller's buffer query.
+    /// Ends the operation whatever happens, except a caller's buffer query, and with it the
+    /// card hold of a context-specific login.
     pub fn sign(&mut self, h: sys::CK_SESSION_HANDLE, data: Option<&[u8]>) -> Result<Vec<u8>> {
         let slot = self.session(h)?.slot;
         let Some(Operation::Sign {
@@ -747,6 +916,25 @@ impl Module {
         else {
             return Err(Error::OperationNotInitialized);
         };
+        let r = self.sign_on_card(h, slot, key, &scheme, buffered, context_login, data);
+        self.release_hold(slot, Some(h));
+        if matches!(r, Err(Error::UserNotLoggedIn)) {
+            self.resync_login(slot);
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sign_on_card(
+        &mut self,
+        h: sys::CK_SESSION_HANDLE,
+        slot: sys::CK_SLOT_ID,
+        key: sys::CK_OBJECT_HANDLE,
+        scheme: &SignScheme,
+        buffered: Vec<u8>,
+        context_login: bool,
+        data: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
         let o = self.object(h, key)?;
         if o.always_authenticate && !context_login {
             return Err(Error::UserNotLoggedIn);
@@ -757,11 +945,9 @@ impl Module {
         };
         let (alg, input, field_len) = match o.kind {
             KeyKind::Ec { alg, field_len } => (alg, scheme.card_input(&message, 0)?, field_len),
-            KeyKind::Rsa { modulus_len } => (
-                tessera_piv::piv::Algorithm::Rsa2048,
-                scheme.card_input(&message, modulus_len)?,
-                0,
-            ),
+            KeyKind::Rsa { alg, modulus_len } => {
+                (alg, scheme.card_input(&message, modulus_len)?, 0)
+            }
             KeyKind::Secret => return Err(Error::KeyTypeInconsistent),
         };
         let key_ref = o.key_ref;
@@ -805,7 +991,7 @@ impl Module {
         };
         let key_ref = o.key_ref;
         let point = point.to_vec();
-        let secret = Zeroizing::new(self.on_card(slot, |t| {
+        let derived = self.on_card(slot, |t| {
             t.card.ecdh(key_ref, alg, &point).map_err(|e| match e {
                 tessera_piv::host::Error::Card(
                     tessera_piv::apdu::StatusWord::SECURITY_STATUS_NOT_SATISFIED,
@@ -813,7 +999,11 @@ impl Module {
                 tessera_piv::host::Error::Card(_) => Error::MechanismParamInvalid,
                 other => other.into(),
             })
-        })?);
+        });
+        if matches!(derived, Err(Error::UserNotLoggedIn)) {
+            self.resync_login(slot);
+        }
+        let secret = Zeroizing::new(derived?);
         let object = crate::object::Object::derived_secret(&secret, template)?;
         self.next_object += 1;
         let handle = self.next_object;
@@ -871,9 +1061,14 @@ impl Module {
         let plain = match plain {
             Some(p) => p,
             None => {
-                let computed = match self.decrypt_on_card(h, slot, key, ciphertext) {
+                let computed = self.decrypt_on_card(h, slot, key, ciphertext);
+                self.release_hold(slot, Some(h));
+                let computed = match computed {
                     Ok(p) => p,
                     Err(e) => {
+                        if e == Error::UserNotLoggedIn {
+                            self.resync_login(slot);
+                        }
                         self.session(h)?.op = None;
                         return Err(e);
                     }
@@ -901,16 +1096,14 @@ impl Module {
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         let o = self.object(h, key)?;
-        let KeyKind::Rsa { modulus_len } = o.kind else {
+        let KeyKind::Rsa { alg, modulus_len } = o.kind else {
             return Err(Error::KeyTypeInconsistent);
         };
         if ciphertext.len() != modulus_len {
             return Err(Error::EncryptedDataInvalid);
         }
         let key_ref = o.key_ref;
-        let em = Zeroizing::new(self.on_card(slot, |t| {
-            card_sign(t, key_ref, tessera_piv::piv::Algorithm::Rsa2048, ciphertext)
-        })?);
+        let em = Zeroizing::new(self.on_card(slot, |t| card_sign(t, key_ref, alg, ciphertext))?);
         mechanism::pkcs1_type2_unpad(&em).map(Zeroizing::new)
     }
 

@@ -24,8 +24,12 @@ pub enum KeyKind {
         alg: tessera_piv::piv::Algorithm,
         field_len: usize,
     },
-    /// An RSA key with a modulus of `modulus_len` bytes.
-    Rsa { modulus_len: usize },
+    /// An RSA key with a modulus of `modulus_len` bytes; `alg` is what GENERAL
+    /// AUTHENTICATE names it by.
+    Rsa {
+        alg: tessera_piv::piv::Algorithm,
+        modulus_len: usize,
+    },
     /// A secret held by the module for the session (an ECDH result).
     Secret,
 }
@@ -36,6 +40,13 @@ pub struct Usage {
     pub sign: bool,
     pub decrypt: bool,
     pub derive: bool,
+}
+
+/// What the card says about a key (Yubico GET METADATA): its algorithm and PIN policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyMeta {
+    pub alg: tessera_piv::piv::Algorithm,
+    pub pin_policy: tessera_piv::piv::PinPolicy,
 }
 
 /// One object.
@@ -210,8 +221,15 @@ fn slot_names(key_ref: KeyRef) -> (String, String) {
     }
 }
 
-/// The certificate, public-key and private-key objects of one key slot.
-pub fn objects_for_certificate(key_ref: KeyRef, cert_der: &[u8]) -> Result<Vec<Object>> {
+/// The certificate, public-key and private-key objects of one key slot. `meta`, where the
+/// card has it, decides the key's algorithm and PIN policy; without it the slot's default
+/// policy (SP 800-73-4 Part 1 Table 4b: 9C PIN always, 9E none, others once) and the
+/// certificate's key size stand in.
+pub fn objects_for_certificate(
+    key_ref: KeyRef,
+    cert_der: &[u8],
+    meta: Option<KeyMeta>,
+) -> Result<Vec<Object>> {
     let cert = Certificate::from_der(cert_der).map_err(|e| {
         Error::DeviceError(format!("certificate in slot {key_ref} unreadable: {e}"))
     })?;
@@ -272,7 +290,12 @@ pub fn objects_for_certificate(key_ref: KeyRef, cert_der: &[u8]) -> Result<Vec<O
             sys::CKA_MODULUS_BITS,
             Attr::Value(ulong((modulus_len * 8) as _)),
         ));
-        KeyKind::Rsa { modulus_len }
+        let alg = match meta {
+            Some(m) if m.alg.is_rsa() => m.alg,
+            _ => tessera_piv::piv::Algorithm::rsa_of_modulus_len(modulus_len)
+                .ok_or_else(|| Error::DeviceError(format!("RSA modulus of {modulus_len} bytes")))?,
+        };
+        KeyKind::Rsa { alg, modulus_len }
     } else {
         return Err(Error::DeviceError(format!(
             "unsupported key algorithm {}",
@@ -281,7 +304,11 @@ pub fn objects_for_certificate(key_ref: KeyRef, cert_der: &[u8]) -> Result<Vec<O
     };
 
     let usage = usage_from(&cert, key_ref, &kind);
-    let always_authenticate = key_ref == KeyRef::SIGNATURE;
+    let pin_policy = meta.map_or(key_ref.default_pin_policy(), |m| m.pin_policy);
+    let always_authenticate = pin_policy == tessera_piv::piv::PinPolicy::Always;
+    // A key the card uses without a PIN (9E, the card-authentication key, SP 800-73-4:
+    // usable over contactless for physical access) is visible without a login.
+    let needs_login = pin_policy != tessera_piv::piv::PinPolicy::Never;
     let common = |class: sys::CK_OBJECT_CLASS, label: &str, private: bool| {
         vec![
             (sys::CKA_CLASS, Attr::Value(ulong(class))),
@@ -323,7 +350,7 @@ pub fn objects_for_certificate(key_ref: KeyRef, cert_der: &[u8]) -> Result<Vec<O
         (sys::CKA_LOCAL, Attr::Value(bool(true))),
     ]);
 
-    let mut priv_obj = common(sys::CKO_PRIVATE_KEY, &key_label, true);
+    let mut priv_obj = common(sys::CKO_PRIVATE_KEY, &key_label, needs_login);
     priv_obj.extend(key_attrs);
     priv_obj.extend([
         (sys::CKA_SUBJECT, Attr::Value(subject)),
@@ -358,7 +385,7 @@ pub fn objects_for_certificate(key_ref: KeyRef, cert_der: &[u8]) -> Result<Vec<O
     Ok(vec![
         make(sys::CKO_CERTIFICATE, false, cert_obj),
         make(sys::CKO_PUBLIC_KEY, false, pub_obj),
-        make(sys::CKO_PRIVATE_KEY, true, priv_obj),
+        make(sys::CKO_PRIVATE_KEY, needs_login, priv_obj),
     ])
 }
 

@@ -1,18 +1,19 @@
 //! A PIV card as a PKCS#11 token: what it is (label, serial from the CHUID), its objects
-//! (read once, and cached by CHUID for the life of the process), its PIN state, and the
-//! card operations sessions need.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! (read when the token is loaded), its PIN state, and the card operations sessions need.
+//!
+//! The card is shared with every other program on the machine. Each operation runs inside
+//! [`Token::exclusive`]: a PC/SC transaction, beginning with SELECT of the PIV application
+//! when another program may have used the card since (it may have selected another
+//! application on a multi-applet card).
 
 use cryptoki_sys as sys;
 use tessera_piv::apdu::StatusWord;
-use tessera_piv::host::{Error as HostError, PinStatus, PivClient, Transport};
-use tessera_piv::piv::{object, KeyRef};
+use tessera_piv::host::{Access, Error as HostError, PinStatus, PivClient, Transport};
+use tessera_piv::piv::{object, Algorithm, KeyRef, PinPolicy};
 use tessera_piv::tlv;
 use zeroize::Zeroizing;
 
-use crate::object::{objects_for_certificate, Object};
+use crate::object::{objects_for_certificate, KeyMeta, Object};
 use crate::{Error, Result};
 
 /// A card connection the module can use from any thread.
@@ -26,13 +27,8 @@ const SLOTS: [KeyRef; 4] = [
     KeyRef::CARD_AUTHENTICATION,
 ];
 
-/// Certificates by card GUID (the CHUID identifies the card, SP 800-73-4 Part 1 §3.1.2):
-/// a card seen before in this process is not read again. Only public data is cached —
-/// never a PIN.
-static CERT_CACHE: Mutex<Option<HashMap<[u8; 16], Certificates>>> = Mutex::new(None);
-
-/// The certificates of a card, by key slot.
-type Certificates = Vec<(KeyRef, Vec<u8>)>;
+/// A certificate read from a key slot, with the key's metadata where the card has it.
+type SlotCertificate = (KeyRef, Vec<u8>, Option<KeyMeta>);
 
 /// The PIN state as token flags show it (PKCS#11 §5.5 CK_TOKEN_INFO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +39,8 @@ pub enum PinState {
     Locked,
     /// Verified: the card reports no counter then.
     Verified,
+    /// The card does not say (over the contactless interface it refuses PIN commands).
+    Unknown,
 }
 
 /// One card in a reader.
@@ -52,6 +50,8 @@ pub struct Token {
     pub serial: String,
     pub label: String,
     pub objects: Vec<(sys::CK_OBJECT_HANDLE, Object)>,
+    /// Reached over the contactless interface: no PIN, only the card-authentication key.
+    pub contactless: bool,
 }
 
 impl std::fmt::Debug for Token {
@@ -59,19 +59,54 @@ impl std::fmt::Debug for Token {
         f.debug_struct("Token")
             .field("serial", &self.serial)
             .field("objects", &self.objects.len())
+            .field("contactless", &self.contactless)
             .finish_non_exhaustive()
     }
 }
 
 impl Token {
-    /// Reads a card: SELECT, CHUID, then the certificates (from the cache when the CHUID
-    /// is known). `next_handle` numbers the objects.
-    pub fn load(mut card: Card, next_handle: &mut sys::CK_OBJECT_HANDLE) -> Result<Self> {
-        card.select().map_err(|e| match e {
-            HostError::Card(_) => Error::TokenNotPresent,
-            other => other.into(),
-        })?;
-        let guid = match card.get_data(object::CHUID) {
+    /// Reads a card: SELECT, CHUID, the certificates and each key's metadata. Nothing is
+    /// cached across loads: a renewed certificate, or the same card moved between a contact
+    /// and a contactless reader, shows what the card holds now. `next_handle` numbers the
+    /// objects.
+    pub fn load(card: Card, next_handle: &mut sys::CK_OBJECT_HANDLE) -> Result<Self> {
+        let mut token = Self {
+            card,
+            guid: None,
+            serial: String::new(),
+            label: String::new(),
+            objects: Vec::new(),
+            contactless: false,
+        };
+        token.contactless = token.card.transport().contactless();
+        let certs = token.exclusive(false, Token::read_contents)?;
+        for (slot, der, meta) in &certs {
+            // A certificate the module cannot parse hides that slot, not the whole card.
+            if let Ok(objs) = objects_for_certificate(*slot, der, *meta) {
+                for o in objs {
+                    *next_handle += 1;
+                    token.objects.push((*next_handle, o));
+                }
+            }
+        }
+        token.serial = match token.guid {
+            Some(g) => g[..8].iter().map(|b| format!("{b:02x}")).collect(),
+            None => String::new(),
+        };
+        // The cardholder's name from the authentication certificate, so that two cards in
+        // one NSS database or browser have different token names.
+        token.label = certs
+            .iter()
+            .find(|(slot, _, _)| *slot == KeyRef::AUTHENTICATION)
+            .or_else(|| certs.first())
+            .and_then(|(_, der, _)| crate::object::common_name(der))
+            .unwrap_or_else(|| format!("PIV {}", token.serial));
+        Ok(token)
+    }
+
+    /// The CHUID's GUID and every certificate with its key's metadata.
+    fn read_contents(&mut self) -> Result<Vec<SlotCertificate>> {
+        self.guid = match self.card.get_data(object::CHUID) {
             Ok(chuid) => tlv::find(&chuid, 0x34)
                 .ok()
                 .flatten()
@@ -79,77 +114,112 @@ impl Token {
             Err(HostError::Card(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let cached = guid.and_then(|g| {
-            CERT_CACHE
-                .lock()
-                .ok()
-                .and_then(|c| c.as_ref().and_then(|m| m.get(&g).cloned()))
-        });
-        let certs = match cached {
-            Some(certs) => certs,
-            None => {
-                let mut certs = Vec::new();
-                for slot in SLOTS {
-                    if let Some(der) = read_certificate(&mut card, slot)? {
-                        certs.push((slot, der));
-                    }
-                }
-                if let (Some(g), Ok(mut cache)) = (guid, CERT_CACHE.lock()) {
-                    cache
-                        .get_or_insert_with(HashMap::new)
-                        .insert(g, certs.clone());
-                }
-                certs
-            }
-        };
-        let mut objects = Vec::new();
-        for (slot, der) in &certs {
-            // A certificate the module cannot parse hides that slot, not the whole card.
-            if let Ok(objs) = objects_for_certificate(*slot, der) {
-                for o in objs {
-                    *next_handle += 1;
-                    objects.push((*next_handle, o));
-                }
+        let mut certs = Vec::new();
+        for slot in SLOTS {
+            if let Some(der) = read_certificate(&mut self.card, slot)? {
+                let meta = self.key_meta(slot)?;
+                certs.push((slot, der, meta));
             }
         }
-        let serial: String = match guid {
-            Some(g) => g[..8].iter().map(|b| format!("{b:02x}")).collect(),
-            None => String::new(),
+        Ok(certs)
+    }
+
+    /// A key's algorithm and PIN policy from Yubico GET METADATA, where the card has it
+    /// (the PIN policy decides `CKA_ALWAYS_AUTHENTICATE` and whether the key needs a login).
+    fn key_meta(&mut self, slot: KeyRef) -> Result<Option<KeyMeta>> {
+        let meta = match self.card.metadata(slot) {
+            Ok(m) => m,
+            // No GET METADATA (a card other than Yubico's), or refused (contactless).
+            Err(HostError::Card(_) | HostError::Malformed(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        // The cardholder's name from the authentication certificate, so that two cards in
-        // one NSS database or browser have different token names.
-        let label = certs
-            .iter()
-            .find(|(slot, _)| *slot == KeyRef::AUTHENTICATION)
-            .or_else(|| certs.first())
-            .and_then(|(_, der)| crate::object::common_name(der))
-            .unwrap_or_else(|| format!("PIV {serial}"));
-        Ok(Self {
-            card,
-            guid,
-            serial,
-            label,
-            objects,
+        let alg = tlv::find(&meta, 0x01).ok().flatten().and_then(|v| match v {
+            [id] => Algorithm::from_id(*id),
+            _ => None,
+        });
+        let pin_policy = tlv::find(&meta, 0x02)
+            .ok()
+            .flatten()
+            .and_then(|v| v.first().copied())
+            .and_then(PinPolicy::from_byte);
+        Ok(alg.map(|alg| KeyMeta {
+            alg,
+            pin_policy: pin_policy.unwrap_or(slot.default_pin_policy()),
+        }))
+    }
+
+    /// Runs `f` with the card held exclusively (a PC/SC transaction). When the hold is new
+    /// — another program may have used the card since — the PIV application is selected
+    /// first. With `keep`, a successful `f` leaves the hold in place for the operation that
+    /// follows (a context-specific login and its signature); the caller ends it.
+    pub fn exclusive<T>(
+        &mut self,
+        keep: bool,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let access = self.card.transport().begin()?;
+        let r = match access {
+            Access::Fresh => self.select().and_then(|()| f(self)),
+            Access::Continued => f(self),
+        };
+        if !keep || r.is_err() {
+            self.card.transport().end();
+        }
+        r
+    }
+
+    /// Ends a hold kept by [`Token::exclusive`].
+    pub fn release(&mut self) {
+        self.card.transport().end();
+    }
+
+    fn select(&mut self) -> Result<()> {
+        self.card.select().map(drop).map_err(|e| match e {
+            HostError::Card(_) => Error::TokenNotPresent,
+            other => other.into(),
         })
     }
 
     /// The PIN state: GET METADATA where the card has it (counter even while verified),
-    /// else VERIFY without data.
+    /// else VERIFY without data. Over the contactless interface the card answers neither.
     pub fn pin_state(&mut self) -> Result<PinState> {
+        if self.contactless {
+            return Ok(PinState::Unknown);
+        }
         if let Ok(meta) = self.card.metadata(KeyRef::PIN) {
             if let Ok(Some([total, left])) = tlv::find(&meta, 0x06) {
                 return Ok(counter_state(*left, *total));
             }
         }
-        match self.card.pin_status()? {
-            PinStatus::Verified => Ok(PinState::Verified),
-            PinStatus::Blocked => Ok(PinState::Locked),
-            PinStatus::TriesLeft(n) => Ok(counter_state(n, 3)),
+        match self.card.pin_status() {
+            Ok(PinStatus::Verified) => Ok(PinState::Verified),
+            Ok(PinStatus::Blocked) => Ok(PinState::Locked),
+            Ok(PinStatus::TriesLeft(n)) => Ok(counter_state(n, 3)),
+            Err(HostError::Card(StatusWord::SECURITY_STATUS_NOT_SATISFIED)) => {
+                Ok(PinState::Unknown)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the card says its PIN is verified now (VERIFY without data; uses no try).
+    pub fn pin_verified(&mut self) -> Result<bool> {
+        if self.contactless {
+            return Ok(false);
+        }
+        match self.card.pin_status() {
+            Ok(PinStatus::Verified) => Ok(true),
+            Ok(_) | Err(HostError::Card(_)) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// VERIFY the PIN.
     pub fn verify(&mut self, pin: &[u8]) -> Result<()> {
+        if self.contactless {
+            // SP 800-73-4 Part 1 §3.5: no PIN over the contactless interface.
+            return Err(Error::FunctionNotSupported);
+        }
         if !(6..=8).contains(&pin.len()) {
             return Err(Error::PinLenRange);
         }
@@ -205,8 +275,9 @@ fn counter_state(left: u8, total: u8) -> PinState {
 }
 
 /// Reads the certificate of a key slot (SP 800-73-4 Part 1 Table 10: `70` certificate,
-/// `71` CertInfo, `FE` error detection). Absent object: `None`. Compressed certificates
-/// (CertInfo bit 0) are skipped: PIV tokens Tessera issues store them plain.
+/// `71` CertInfo, `FE` error detection). Absent or unreadable here (contactless) object:
+/// `None`. Compressed certificates (CertInfo bit 0) are skipped: PIV tokens Tessera issues
+/// store them plain.
 fn read_certificate(card: &mut Card, slot: KeyRef) -> Result<Option<Vec<u8>>> {
     let tag = slot
         .certificate_object()
