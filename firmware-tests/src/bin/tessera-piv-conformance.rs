@@ -41,6 +41,10 @@ struct Args {
     /// The card is reached over its contactless interface.
     #[arg(long)]
     contactless: bool,
+    /// The card has been issued to a person: fail if the factory PIN, PUK or management
+    /// key is still set (on a blank card they are only reported).
+    #[arg(long)]
+    issued: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -84,6 +88,7 @@ fn main() -> Result<()> {
         management_key,
         destructive: args.destructive,
         contactless: args.contactless,
+        issued: args.issued,
     };
     let mut transport =
         PcscTransport::connect(reader).with_context(|| format!("connecting to {reader}"))?;

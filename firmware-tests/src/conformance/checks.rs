@@ -488,6 +488,30 @@ pub static CATALOGUE: &[Check] = &[
         false,
         cl_object_refused
     ),
+    check!(
+        "issued.management-key",
+        "SP 800-73-4 Pt2 §3.2.4; Yubico",
+        "the factory management key no longer opens an issued card",
+        Contact,
+        false,
+        issued_management_key
+    ),
+    check!(
+        "issued.pin",
+        "SP 800-73-4 Pt2 §2.4.3; Yubico",
+        "the factory PIN is no longer set on an issued card",
+        Contact,
+        false,
+        issued_pin
+    ),
+    check!(
+        "issued.puk",
+        "SP 800-73-4 Pt2 §2.4.3; Yubico",
+        "the factory PUK is no longer set on an issued card",
+        Contact,
+        false,
+        issued_puk
+    ),
 ];
 
 // --- helpers ---------------------------------------------------------------------------
@@ -1515,4 +1539,62 @@ fn cl_object_refused(s: &mut Session<'_>) -> Body {
         "CHUID over contactless",
     )?;
     Ok(None)
+}
+
+/// A factory secret still on the card: a failure on an issued card, reported (not applicable)
+/// on a blank one, where it is what the manufacturer ships.
+fn factory_secret(s: &Session<'_>, still_set: bool, what: &str) -> Body {
+    match (still_set, s.config.issued) {
+        (false, _) => Ok(None),
+        (true, true) => Err(format!("{what} is still the factory default")),
+        (true, false) => Ok(Some(format!(
+            "blank card: {what} is still the factory default (as shipped; --issued makes this \
+             a failure)"
+        ))),
+    }
+}
+
+/// Yubico GET METADATA's "default value" flag (tag `05`) of a PIN, PUK or the management
+/// key; `None` when the card has no GET METADATA.
+fn metadata_default(s: &mut Session<'_>, key: KeyRef) -> Result<Option<bool>, String> {
+    let resp = s.send(&Command::new(0, 0xF7, 0, key.0).with_le(256))?;
+    if !resp.sw.is_success() {
+        return Ok(None);
+    }
+    match tlv::find(&resp.data, 0x05) {
+        Ok(Some([flag])) => Ok(Some(*flag != 0)),
+        _ => Err("GET METADATA answers without a default-value flag (05)".into()),
+    }
+}
+
+fn issued_management_key(s: &mut Session<'_>) -> Body {
+    let still_set = match metadata_default(s, KeyRef::MANAGEMENT)? {
+        Some(flag) => flag,
+        // No metadata: try the factory key (a failed management-key authentication uses
+        // no try).
+        None => s
+            .client
+            .authenticate_management(Algorithm::Tdes, &tessera_piv::card::DEFAULT_MANAGEMENT_KEY)
+            .is_ok(),
+    };
+    factory_secret(s, still_set, "the management key (9B)")
+}
+
+fn issued_pin(s: &mut Session<'_>) -> Body {
+    match metadata_default(s, KeyRef::PIN)? {
+        Some(flag) => factory_secret(s, flag, "the PIN"),
+        // Trying 123456 would use one of the cardholder's tries.
+        None => Ok(Some(
+            "the card has no GET METADATA, and trying the factory PIN would use a try".into(),
+        )),
+    }
+}
+
+fn issued_puk(s: &mut Session<'_>) -> Body {
+    match metadata_default(s, KeyRef::PUK)? {
+        Some(flag) => factory_secret(s, flag, "the PUK"),
+        None => Ok(Some(
+            "the card has no GET METADATA, and trying the factory PUK would use a try".into(),
+        )),
+    }
 }

@@ -27,6 +27,9 @@ pub struct Config {
     pub destructive: bool,
     /// The card is reached over its contactless interface.
     pub contactless: bool,
+    /// The card has been issued to a person: the factory PIN, PUK and management key must
+    /// be gone. On a blank card (the default) their presence is reported, not failed.
+    pub issued: bool,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
             management_key: tessera_piv::card::DEFAULT_MANAGEMENT_KEY.to_vec(),
             destructive: false,
             contactless: false,
+            issued: false,
         }
     }
 }
