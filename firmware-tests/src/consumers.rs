@@ -184,6 +184,85 @@ pub fn context_sign(
     Ok(tally)
 }
 
+/// `rounds` times: a new session, `C_Login(CKU_USER)`, the session closed — what a program
+/// that logs in and goes does. Each VERIFY makes the PIN fresh on the card; none of that
+/// freshness may be left for another program's 9C signature.
+pub fn login_loop(module: &str, pin: &str, rounds: u64) -> Result<Tally, String> {
+    let ctx = open(module)?;
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let s = ctx.session()?;
+        match s.login(UserType::User, Some(&AuthPin::from(pin.to_owned()))) {
+            Ok(()) => tally.ok += 1,
+            Err(err) => tally.error(&err),
+        }
+        drop(s);
+    }
+    tally.elapsed = start.elapsed();
+    Ok(tally)
+}
+
+/// `rounds` times: `C_SignInit` with 9C, the context-specific login, and the session closed
+/// without signing. The hold on the card ends with the session; the freshness must too.
+pub fn abandon_context(module: &str, pin: &str, rounds: u64) -> Result<Tally, String> {
+    let ctx = open(module)?;
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let s = ctx.session()?;
+        login(&s, pin)?;
+        let key = ctx.one(&s, ObjectClass::PRIVATE_KEY, 2)?;
+        let r = s.sign_init(&Mechanism::Sha256RsaPkcs, key).and_then(|()| {
+            s.login(
+                UserType::ContextSpecific,
+                Some(&AuthPin::from(pin.to_owned())),
+            )
+        });
+        match r {
+            Ok(()) => tally.ok += 1,
+            Err(err) => tally.error(&err),
+        }
+        drop(s);
+    }
+    tally.elapsed = start.elapsed();
+    Ok(tally)
+}
+
+/// A context-specific login with 9C that is never used, then `C_GetTokenInfo` every
+/// `interval` for `duration`: a program that keeps the card busy. The card must still go
+/// to other programs after the hold limit.
+pub fn hold_and_poll(
+    module: &str,
+    pin: &str,
+    duration: Duration,
+    interval: Duration,
+) -> Result<Tally, String> {
+    let ctx = open(module)?;
+    let s = ctx.session()?;
+    login(&s, pin)?;
+    let key = ctx.one(&s, ObjectClass::PRIVATE_KEY, 2)?;
+    s.sign_init(&Mechanism::Sha256RsaPkcs, key)
+        .map_err(e("C_SignInit"))?;
+    s.login(
+        UserType::ContextSpecific,
+        Some(&AuthPin::from(pin.to_owned())),
+    )
+    .map_err(e("C_Login(CKU_CONTEXT_SPECIFIC)"))?;
+    println!("HOLDING");
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        match ctx.p11.get_token_info(ctx.slot) {
+            Ok(_) => tally.ok += 1,
+            Err(err) => tally.error(&err),
+        }
+        std::thread::sleep(interval);
+    }
+    tally.elapsed = start.elapsed();
+    Ok(tally)
+}
+
 /// Loads the module and walks every slot with a token: token information, a session, the
 /// object list. Reports the first failure (or `ok`), the time taken and the process's peak
 /// memory: a hostile card must make the module fail within a bound, not hang or grow.

@@ -63,6 +63,8 @@ impl SavedCard {
 #[derive(Debug)]
 pub struct FileKeys {
     keys: SoftKeyStore,
+    /// The keys as last written, for [`KeyStore::rollback`].
+    saved: SoftKeyStore,
     file: StateFile,
     /// Where each write is noted (its size only), for the write-pattern tests.
     trace: Option<std::fs::File>,
@@ -70,7 +72,12 @@ pub struct FileKeys {
 
 impl FileKeys {
     pub fn new(keys: SoftKeyStore, file: StateFile, trace: Option<std::fs::File>) -> Self {
-        Self { keys, file, trace }
+        Self {
+            saved: keys.clone(),
+            keys,
+            file,
+            trace,
+        }
     }
 }
 
@@ -111,12 +118,17 @@ impl KeyStore for FileKeys {
             eprintln!("tessera-card-sim: {e}");
             KeyError::Backend(e.to_string())
         })?;
+        self.saved = self.keys.clone();
         if let Some(t) = self.trace.as_mut() {
             // Only the size: never the content (it holds the PIN and keys). A diagnostic
             // aid; a full disk must not stop the card.
             let _ = writeln!(t, "state saved ({written} bytes)");
         }
         Ok(())
+    }
+
+    fn rollback(&mut self) {
+        self.keys = self.saved.clone();
     }
 }
 

@@ -384,12 +384,14 @@ fn a_one_byte_apdu_gets_an_answer_and_the_reader_keeps_working() {
         return;
     };
     // scriptor (pcsc-tools) sends whatever bytes it is given; vpcd frames a 1-byte APDU like
-    // its control codes. The card must answer it (6700), or pcscd waits forever.
+    // its control codes. The card must answer it (6700), or pcscd waits forever: 01 and 02
+    // look like vpcd's power-on and reset, and are told apart by the GET ATR that never
+    // follows them (00, a power-off, cannot be: carrier docs).
     let out = lab
         .command("sh")
         .args([
             "-c",
-            "printf '03\\n05\\n00 A4 04 00 05 A0 00 00 03 08\\n' | timeout 60 scriptor -r 'Tessera vpcd 00 00'",
+            "printf '03\\n05\\n01\\n02\\n00 A4 04 00 05 A0 00 00 03 08\\n' | timeout 60 scriptor -r 'Tessera vpcd 00 00'",
         ])
         .output()
         .expect("scriptor");
@@ -399,7 +401,7 @@ fn a_one_byte_apdu_gets_an_answer_and_the_reader_keeps_working() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(text.matches("67 00").count(), 2, "{text}");
+    assert_eq!(text.matches("67 00").count(), 4, "{text}");
     assert!(text.contains("90 00"), "SELECT after them: {text}");
 }
 

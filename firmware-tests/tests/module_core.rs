@@ -35,14 +35,21 @@ impl Transport for Connection {
     }
 }
 
-/// One reader holding the shared card while `present`.
+/// One reader holding the shared card while `present`; listing fails once when
+/// `fail_listing` is set (a reader unplugged between listing and asking its state).
 struct Memory {
     card: SharedCard,
     present: Arc<AtomicBool>,
+    fail_listing: Arc<AtomicBool>,
 }
 
 impl Backend for Memory {
     fn readers(&mut self) -> tessera_pkcs11_core::Result<Vec<(String, bool)>> {
+        if self.fail_listing.swap(false, Ordering::SeqCst) {
+            return Err(Error::DeviceError(
+                "SCardGetStatusChange: unknown reader".into(),
+            ));
+        }
         Ok(vec![(
             "Memory reader".to_owned(),
             self.present.load(Ordering::SeqCst),
@@ -92,15 +99,27 @@ fn personalised(interface: Interface) -> Applet<SoftKeyStore> {
     Applet::new(state, keys, interface)
 }
 
-fn start(interface: Interface) -> (SharedCard, Arc<AtomicBool>) {
+struct Started {
+    card: SharedCard,
+    present: Arc<AtomicBool>,
+    fail_listing: Arc<AtomicBool>,
+}
+
+fn start(interface: Interface) -> Started {
     let card = Arc::new(Mutex::new(personalised(interface)));
     let present = Arc::new(AtomicBool::new(true));
+    let fail_listing = Arc::new(AtomicBool::new(false));
     module::initialize(Box::new(Memory {
         card: Arc::clone(&card),
         present: Arc::clone(&present),
+        fail_listing: Arc::clone(&fail_listing),
     }))
     .expect("C_Initialize");
-    (card, present)
+    Started {
+        card,
+        present,
+        fail_listing,
+    }
 }
 
 fn private_key(h: sys::CK_SESSION_HANDLE, id: u8) -> Option<sys::CK_OBJECT_HANDLE> {
@@ -131,7 +150,11 @@ fn sign(
 
 #[test]
 fn the_module_follows_the_card() {
-    let (card, present) = start(Interface::Contact);
+    let Started {
+        card,
+        present,
+        fail_listing,
+    } = start(Interface::Contact);
     let slot = 0;
 
     // ECDH is offered, as C_DeriveKey implements it.
@@ -182,6 +205,12 @@ fn the_module_follows_the_card() {
         Err(Error::UserAlreadyLoggedIn)
     );
 
+    // A transient failure to list the readers is not every card gone: the token, the
+    // session and its login stay.
+    fail_listing.store(true, Ordering::SeqCst);
+    assert_eq!(module::with(|m| m.slot_list(true)).expect("slots"), [slot]);
+    sign(h, key_9a).expect("9A signature after a failed listing");
+
     // Slot events: none pending, then the card leaves and comes back.
     assert_eq!(module::wait_for_slot_event(false), Err(Error::NoEvent));
     present.store(false, Ordering::SeqCst);
@@ -201,9 +230,11 @@ fn the_module_follows_the_card() {
 
     // The same card over contactless: no PIN there, so no login required, write-protected,
     // no read-write session; 9E still signs.
-    let (_card, _present) = start(Interface::Contactless);
+    let _contactless = start(Interface::Contactless);
     let info = module::with(|m| m.token_info(slot)).expect("C_GetTokenInfo contactless");
     assert_eq!(info.flags & sys::CKF_LOGIN_REQUIRED, 0);
+    // The card gives no challenges over contactless: no RNG offered.
+    assert_eq!(info.flags & sys::CKF_RNG, 0);
     assert_ne!(info.flags & sys::CKF_WRITE_PROTECTED, 0);
     assert_eq!(
         module::with(|m| m.open_session(slot, sys::CKF_SERIAL_SESSION | sys::CKF_RW_SESSION)),
@@ -212,7 +243,9 @@ fn the_module_follows_the_card() {
     let h = module::with(|m| m.open_session(slot, sys::CKF_SERIAL_SESSION)).expect("session");
     assert_eq!(
         module::with(|m| m.login(h, sys::CKU_USER, b"123456")),
-        Err(Error::FunctionNotSupported)
+        Err(Error::FunctionFailed(
+            "no PIN over the contactless interface"
+        ))
     );
     let key_9e = private_key(h, 4).expect("9E over contactless");
     assert!(sign(h, key_9e).is_ok());

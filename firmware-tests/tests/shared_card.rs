@@ -176,6 +176,100 @@ fn another_program_cannot_use_a_context_specific_login_made_through_ours() {
     assert_eq!(field(&tally, "ok"), "60", "{tally}");
 }
 
+fn stolen(intruder: &std::process::Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&intruder.stdout).into_owned();
+    assert!(intruder.status.success(), "{intruder:?}");
+    let n = |i: usize| -> u64 {
+        text.split_whitespace()
+            .nth(i)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    (n(1), n(3))
+}
+
+#[test]
+fn no_login_leaves_a_pin_always_freshness_for_another_program() {
+    let Some(lab) = lab(&[]) else { return };
+    // A program that logs in and leaves, over and over; then one that makes a context
+    // login for 9C and closes the session without signing. Each VERIFY makes the PIN fresh;
+    // the module must end that freshness before it lets the card go.
+    for args in [
+        ["login-loop", "--count", "150"],
+        ["abandon-context", "--count", "100"],
+    ] {
+        let consumer = consumer(&lab, &args);
+        let intruder = lab
+            .command(env!("CARGO_BIN_EXE_tessera-pcsc-intruder"))
+            .args(["--reader", READER, "--seconds", "6"])
+            .output()
+            .expect("intruder");
+        let tally = result(consumer);
+        let (stolen, tries) = stolen(&intruder);
+        println!("{}: {tally}; intruder {stolen} of {tries}", args[0]);
+        assert!(tries > 10, "the intruder hardly ran: {tries}");
+        assert_eq!(stolen, 0, "{}: signatures without a PIN", args[0]);
+        assert_eq!(field(&tally, "errors"), "[]", "{tally}");
+    }
+}
+
+#[test]
+fn a_program_that_keeps_a_context_login_busy_loses_the_card_at_the_hold_limit() {
+    let Some(lab) = lab(&[]) else { return };
+    // The holder: a context login never used, then C_GetTokenInfo every second for 30 s.
+    let mut holder = consumer(
+        &lab,
+        &["hold-and-poll", "--seconds", "30", "--interval-ms", "1000"],
+    );
+    let mut lines = BufReader::new(holder.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().expect("a line").expect("utf-8"), "HOLDING");
+    // Another program (OpenSC's tool, which takes a transaction of its own) gets the card
+    // once the hold limit is reached, while the holder still runs.
+    let other = lab.run_ok("opensc-tool", &["-s", "00 A4 04 00 05 A0 00 00 03 08"]);
+    assert!(other.contains("SW1=0x90"), "{other}");
+    assert!(
+        holder.try_wait().expect("holder").is_none(),
+        "the other program got the card only after the holder ended"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn a_card_another_program_holds_gives_an_error_not_a_hang() {
+    let Some(lab) = lab(&["timeout"]) else { return };
+    let mut holder = lab
+        .command(env!("CARGO_BIN_EXE_tessera-pcsc-intruder"))
+        .args(["--reader", READER, "--mode", "hold", "--seconds", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("holder");
+    let mut lines = BufReader::new(holder.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().expect("a line").expect("utf-8"), "HOLDING");
+    let out = lab.run(
+        "timeout",
+        &[
+            "50",
+            SUITE,
+            "--module",
+            &tessera_module(),
+            "--consumer",
+            "probe",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    println!("{text}");
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "the module waited for ever: {text}"
+    );
+    // CKR_DEVICE_ERROR, after the module waited its bound for the card.
+    assert!(text.contains("probe: error"), "{text}");
+}
+
 /// Runs our module over a hostile card (`tessera-hostile-card --mode MODE` in both vpcd
 /// slots) and asserts it comes back with an answer, soon, without growing.
 fn survives(mode: &str) {

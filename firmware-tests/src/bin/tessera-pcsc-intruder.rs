@@ -15,6 +15,9 @@ use tessera_piv::apdu::{Command, Response, StatusWord};
 /// leaves a PIN-always freshness in place) and sends its own GENERAL AUTHENTICATE with the
 /// 9C signature key. A signature it gets is one it had no PIN for: it used the
 /// context-specific login another program made. Prints `STOLEN n of m` at the end.
+///
+/// `hold`: takes the card in a PC/SC transaction and keeps it for --seconds; prints
+/// `HOLDING` once it has it.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -30,7 +33,10 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
+    /// Try to sign with 9C without a PIN, over and over.
     Steal9c,
+    /// Hold a PC/SC transaction for --seconds (a program that locks everyone else out).
+    Hold,
 }
 
 fn transmit(card: &pcsc::Card, apdu: &[u8]) -> Result<Response> {
@@ -43,9 +49,19 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let ctx = pcsc::Context::establish(pcsc::Scope::User).context("pcscd")?;
     let reader = CString::new(args.reader.clone())?;
-    let card = ctx
+    let mut card = ctx
         .connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
         .with_context(|| format!("connecting to {}", args.reader))?;
+    if args.mode == Mode::Hold {
+        let tx = card.transaction().context("SCardBeginTransaction")?;
+        println!("HOLDING");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        std::thread::sleep(Duration::from_secs(args.seconds));
+        drop(tx);
+        return card
+            .disconnect(pcsc::Disposition::LeaveCard)
+            .map_err(|(_, e)| anyhow::anyhow!("disconnecting: {e}"));
+    }
     // An RSA-2048 block below any modulus: 00 01 FF… 00 and a fake digest.
     let mut block = vec![0xFFu8; 256];
     block[0] = 0x00;
@@ -74,5 +90,7 @@ fn main() -> Result<()> {
         }
     }
     println!("STOLEN {stolen} of {tries}");
-    Ok(())
+    // Leave the card as it is (the crate's drop would reset it for everyone).
+    card.disconnect(pcsc::Disposition::LeaveCard)
+        .map_err(|(_, e)| anyhow::anyhow!("disconnecting: {e}"))
 }

@@ -66,6 +66,14 @@ enum Consumer {
     Probe,
     /// Report C_WaitForSlotEvent's events (--count of them).
     WatchEvents,
+    /// --count rounds of: a session, C_Login (user), the session closed.
+    LoginLoop,
+    /// --count rounds of: C_SignInit with 9C, the context-specific login, the session
+    /// closed without signing.
+    AbandonContext,
+    /// A context-specific login with 9C, never used; then C_GetTokenInfo every
+    /// --interval-ms for --seconds.
+    HoldAndPoll,
 }
 
 fn main() -> Result<()> {
@@ -79,6 +87,11 @@ fn main() -> Result<()> {
             }
             Consumer::SignMany => consumers::sign_many(module, pin, args.count),
             Consumer::ContextSign => consumers::context_sign(module, pin, args.count, interval),
+            Consumer::LoginLoop => consumers::login_loop(module, pin, args.count),
+            Consumer::AbandonContext => consumers::abandon_context(module, pin, args.count),
+            Consumer::HoldAndPoll => {
+                consumers::hold_and_poll(module, pin, Duration::from_secs(args.seconds), interval)
+            }
             Consumer::Probe => {
                 println!("{}", consumers::probe(module));
                 return Ok(());

@@ -169,7 +169,17 @@ pub fn run(transport: &mut dyn Transport, config: &Config) -> Vec<Outcome> {
                 )
             } else {
                 match session.fresh() {
-                    Ok(()) => (check.run)(&mut session),
+                    // Each check holds the card for itself (a PC/SC transaction): its VERIFY
+                    // and the signature after it are the card's commands in a row, as the
+                    // PIN-always checks need, and no other program's command falls between.
+                    Ok(()) => match session.client.transport().begin() {
+                        Ok(_) => {
+                            let verdict = (check.run)(&mut session);
+                            session.client.transport().end();
+                            verdict
+                        }
+                        Err(e) => Verdict::Fail(format!("the card is not available: {e}")),
+                    },
                     Err(e) => Verdict::Fail(format!("card not usable before the check: {e}")),
                 }
             };

@@ -96,17 +96,27 @@ impl StateFile {
         })?;
         let tmp = tmp_path(&self.path);
         {
+            // A new file with an unpredictable name (O_EXCL: never an existing file or a
+            // symlink someone planted), private from the start.
             let mut f = fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(io("writing card state"))?;
-            f.write_all(&json).map_err(io("writing card state"))?;
-            f.sync_all().map_err(io("syncing card state"))?;
+            let written = f
+                .write_all(&json)
+                .and_then(|()| f.sync_all())
+                .map_err(io("writing card state"));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
-        fs::rename(&tmp, &self.path).map_err(io("replacing card state"))?;
+        if let Err(e) = fs::rename(&tmp, &self.path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("replacing card state")(e));
+        }
         // The rename is durable only once the directory is.
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -123,9 +133,15 @@ impl StateFile {
     }
 }
 
+/// `<file>.<random>.tmp` beside the state file (same file system, so the rename is atomic).
 fn tmp_path(path: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's randomness; one hash of nothing is 64 random bits.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(".{random:016x}.tmp"));
     path.with_file_name(name)
 }
 

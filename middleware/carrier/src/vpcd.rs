@@ -5,6 +5,15 @@
 //! response APDU. An APDU of one byte is malformed and is answered `6700` by the card, as
 //! vsmartcard's own virtual card does: vpcd and pcscd wait for an answer, and a card that
 //! stays silent hangs the reader for every program.
+//!
+//! vpcd frames a program's 1-byte APDUs `00`, `01` and `02` exactly like its power-off,
+//! power-on and reset codes. `01` and `02` are told apart by what follows: vpcd follows a
+//! real power-on or reset at once with GET ATR (vsmartcard `ifd-vpcd.c`, `IFDHPowerICC`),
+//! while after an APDU it waits for the answer. So the card waits [`CONTROL_FOLLOW_UP`] for
+//! GET ATR, and if nothing comes answers `6700` instead of resetting. `00` cannot be told
+//! apart (a real power-off is followed by nothing): a program that sends the APDU `00`
+//! leaves the reader waiting until pcscd restarts. That is a flaw of the vpcd protocol; a
+//! local program can as well lock the reader with an exclusive connection.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -19,6 +28,10 @@ mod control {
     pub(super) const RESET: u8 = 2;
     pub(super) const GET_ATR: u8 = 4;
 }
+
+/// How long the card waits, after vpcd's power-on or reset code, for the GET ATR that
+/// always follows it, before taking the message for a 1-byte APDU.
+pub const CONTROL_FOLLOW_UP: Duration = Duration::from_secs(2);
 
 /// What the card does with a message from vpcd.
 pub trait Card {
@@ -48,29 +61,76 @@ pub fn atr(interface: Interface) -> Vec<u8> {
     atr
 }
 
+/// Reads one framed message; `None` when vpcd closed the connection.
+fn read_message(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    // vpcd writes the length and the APDU in two sends without TCP_NODELAY: Nagle holds the
+    // APDU until we acknowledge the length, and delayed ACK would make that wait 40 ms per
+    // APDU. Acknowledge at once. (Linux resets quick-ACK mode by itself, so it is set before
+    // every read.)
+    socket2::SockRef::from(&*stream).set_tcp_quickack(true)?;
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut msg)?;
+    Ok(Some(msg))
+}
+
+/// After a power-on or reset code: the next message if it comes within
+/// [`CONTROL_FOLLOW_UP`] (GET ATR, for a real one), `Ok(None)` if none comes (the code was a
+/// program's 1-byte APDU), an `UnexpectedEof` error if vpcd closed.
+fn follow_up(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    stream.set_read_timeout(Some(CONTROL_FOLLOW_UP))?;
+    let mut first = [0u8; 1];
+    let peeked = stream.peek(&mut first);
+    stream.set_read_timeout(None)?;
+    let closed = || io::Error::new(io::ErrorKind::UnexpectedEof, "vpcd closed");
+    match peeked {
+        Ok(0) => Err(closed()),
+        Ok(_) => read_message(stream)?.map(Some).ok_or_else(closed),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Serves one vpcd connection until vpcd closes it.
 pub fn serve(stream: &mut TcpStream, card: &mut impl Card) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    let mut pending: Option<Vec<u8>> = None;
     loop {
-        // vpcd writes the length and the APDU in two sends without TCP_NODELAY: Nagle holds
-        // the APDU until we acknowledge the length, and delayed ACK would make that wait
-        // 40 ms per APDU. Acknowledge at once. (Linux resets quick-ACK mode by itself, so
-        // it is set before every read.)
-        socket2::SockRef::from(&*stream).set_tcp_quickack(true)?;
-        let mut len = [0u8; 2];
-        match stream.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let len = usize::from(u16::from_be_bytes(len));
-        let mut msg = vec![0u8; len];
-        stream.read_exact(&mut msg)?;
+        let msg = match pending.take() {
+            Some(m) => m,
+            None => match read_message(stream)? {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+        };
         let reply = match msg.as_slice() {
-            [control::POWER_OFF | control::POWER_ON | control::RESET] => {
+            [control::POWER_OFF] => {
                 card.reset();
                 continue;
             }
+            [b @ (control::POWER_ON | control::RESET)] => match follow_up(stream) {
+                Ok(Some(next)) => {
+                    card.reset();
+                    pending = Some(next);
+                    continue;
+                }
+                // Nothing followed: a program's 1-byte APDU, waiting for its answer.
+                Ok(None) => card.process(&[*b]),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            },
             [control::GET_ATR] => atr(card.interface()),
             apdu => card.process(apdu),
         };
@@ -193,14 +253,22 @@ mod tests {
         let mut vpcd = TcpStream::connect(addr).unwrap();
         vpcd.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        // Power on and reset get no answer; the next message's answer proves the card did
-        // not read them as APDUs.
+        // Power on and reset, each followed by GET ATR as vpcd does, get no answer of their
+        // own; the ATR proves the card did not read them as APDUs.
         send(&mut vpcd, &[control::POWER_ON]).unwrap();
+        assert_eq!(
+            exchange(&mut vpcd, &[control::GET_ATR]),
+            atr(Interface::Contact)
+        );
         send(&mut vpcd, &[control::RESET]).unwrap();
         assert_eq!(
             exchange(&mut vpcd, &[control::GET_ATR]),
             atr(Interface::Contact)
         );
+        // 01 and 02 followed by nothing: a program's APDUs, answered without a reset.
+        for b in [control::POWER_ON, control::RESET] {
+            assert_eq!(exchange(&mut vpcd, &[b]), [0x67, 0x00], "APDU {b:02X}");
+        }
         // One-byte messages that are not control codes are (malformed) APDUs: answered.
         for b in [3u8, 5, 0x80, 0xFF] {
             assert_eq!(exchange(&mut vpcd, &[b]), [0x67, 0x00], "message {b:02X}");

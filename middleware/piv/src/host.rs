@@ -31,6 +31,9 @@ pub enum Error {
     /// its security status (PIN verified, selected application). Retry from the start.
     #[error("the card was reset by another program")]
     Reset,
+    /// Another program holds the card (a PC/SC transaction) for longer than this one waits.
+    #[error("the card is in use by another program")]
+    Busy,
     /// The transport failed.
     #[error("transport failure: {0}")]
     Transport(String),
@@ -519,7 +522,7 @@ pub fn parse_public_key(alg: Algorithm, template: &[u8]) -> Result<PublicKey, Er
 }
 
 #[cfg(feature = "pcsc")]
-pub use self::pcsc_transport::{is_contactless_atr, PcscTransport, HOLD_LIMIT};
+pub use self::pcsc_transport::{is_contactless_atr, PcscTransport, BEGIN_WAIT, HOLD_LIMIT};
 
 #[cfg(feature = "pcsc")]
 mod pcsc_transport {
@@ -529,10 +532,16 @@ mod pcsc_transport {
     //! card without `unsafe`. Each connection therefore has a worker thread that owns the
     //! card and holds the transaction on its own stack; the transport talks to it over
     //! channels.
+    //!
+    //! The worker never lets a PIN check's freshness outlive its hold: when a hold ends and
+    //! the last command in it was a VERIFY (a login, or a context-specific login whose
+    //! signature never came), it sends SELECT first, which ends the freshness (SP 800-73-4
+    //! Part 1 §3.2: the PIN-always check must be the command right before the signature).
 
     use std::ffi::CString;
     use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-    use std::time::Duration;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     use zeroize::Zeroizing;
 
@@ -540,24 +549,40 @@ mod pcsc_transport {
     use crate::apdu::Command;
     use crate::piv::{ins, AID};
 
-    /// How long a hold may wait for the next command before it is released: a program
-    /// that made a context-specific PIN check and never signs must not lock every other
-    /// program out of the card. Before releasing, the worker sends a SELECT, which ends the
-    /// PIN-always freshness, so nobody else can use that PIN check.
+    /// The longest a hold lasts, from its outermost `begin`, whatever this program keeps
+    /// sending: a program that made a context-specific PIN check and never signs (or keeps
+    /// the card busy) must not lock every other program out. When it lapses the worker
+    /// sends SELECT (ending any PIN-always freshness) and releases the card.
     pub const HOLD_LIMIT: Duration = Duration::from_secs(10);
+    /// How long `begin` waits for another program's hold to end before answering
+    /// [`Error::Busy`]: longer than [`HOLD_LIMIT`], so a well-behaved program is waited for.
+    pub const BEGIN_WAIT: Duration = Duration::from_secs(15);
 
     enum Request {
         Transmit(Zeroizing<Vec<u8>>),
-        Begin,
+        Begin(u64),
         End,
         Reset,
         Atr,
     }
 
     enum Reply {
+        /// The worker connected (with whether the card is contactless), or could not.
+        Connected(Result<bool, Error>),
         Data(Result<Vec<u8>, Error>),
-        Begun(Result<Access, Error>),
+        Begun(u64, Result<Access, Error>),
         Done(Result<(), Error>),
+    }
+
+    /// The handshake id of the connection itself (`begin`s count from 1).
+    const CONNECT: u64 = 0;
+
+    /// The `begin` handshake: a `begin` that stopped waiting marks its request abandoned,
+    /// and the worker, once it has the card, ends that transaction instead of answering.
+    /// The worker answers a `Begin` while holding this lock, so the two cannot cross.
+    #[derive(Default)]
+    struct Handshake {
+        abandoned: Option<u64>,
     }
 
     /// A card in a PC/SC reader (pcsc-lite on Linux), connected in shared mode.
@@ -565,6 +590,8 @@ mod pcsc_transport {
         /// `None` once dropped (the worker then disconnects and ends).
         requests: Option<Sender<Request>>,
         replies: Receiver<Reply>,
+        handshake: Arc<Mutex<Handshake>>,
+        next_begin: u64,
         worker: Option<std::thread::JoinHandle<()>>,
         reader: String,
         contactless: bool,
@@ -609,6 +636,16 @@ mod pcsc_transport {
         matches!(atr, [0x3B, t0, 0x80, 0x01, ..] if t0 & 0xF0 == 0x80)
     }
 
+    /// Whether a failure to list readers means there are none: pcscd absent or stopped, or
+    /// no reader. Any other failure (a reader unplugged between listing and asking its
+    /// state) is transient, and the caller keeps what it knew.
+    fn no_readers(e: pcsc::Error) -> bool {
+        matches!(
+            e,
+            pcsc::Error::NoService | pcsc::Error::ServiceStopped | pcsc::Error::NoReadersAvailable
+        )
+    }
+
     impl PcscTransport {
         /// The names of the readers pcscd knows (none when pcscd is not running).
         pub fn readers() -> Result<Vec<String>, Error> {
@@ -619,23 +656,28 @@ mod pcsc_transport {
         }
 
         /// The readers pcscd knows, each with whether a card is in it. Without pcscd, or
-        /// without readers, the list is empty. So is it on any other failure to list them
-        /// (pcscd stopping or restarting, which pcsc-lite reports in several ways): a module
-        /// that fails C_GetSlotList breaks every other module behind p11-kit-proxy in a
-        /// browser, and an empty list recovers by itself when pcscd is back.
+        /// without readers, the list is empty, not an error: a module that fails
+        /// C_GetSlotList breaks every other module behind p11-kit-proxy in a browser. Other
+        /// failures are errors, so that a transient one does not look like every card gone.
         pub fn readers_with_presence() -> Result<Vec<(String, bool)>, Error> {
-            let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) else {
-                return Ok(Vec::new());
+            let ctx = match pcsc::Context::establish(pcsc::Scope::User) {
+                Ok(c) => c,
+                Err(e) if no_readers(e) => return Ok(Vec::new()),
+                Err(e) => return Err(map(e)),
             };
-            let Ok(names) = ctx.list_readers_owned() else {
-                return Ok(Vec::new());
+            let names = match ctx.list_readers_owned() {
+                Ok(n) => n,
+                Err(e) if no_readers(e) => return Ok(Vec::new()),
+                Err(e) => return Err(Error::Transport(e.to_string())),
             };
             let mut states: Vec<pcsc::ReaderState> = names
                 .iter()
                 .map(|n| pcsc::ReaderState::new(n.clone(), pcsc::State::UNAWARE))
                 .collect();
-            if ctx.get_status_change(Duration::ZERO, &mut states).is_err() {
-                return Ok(Vec::new());
+            match ctx.get_status_change(Duration::ZERO, &mut states) {
+                Ok(()) => {}
+                Err(e) if no_readers(e) => return Ok(Vec::new()),
+                Err(e) => return Err(Error::Transport(e.to_string())),
             }
             Ok(states
                 .iter()
@@ -681,28 +723,80 @@ mod pcsc_transport {
             }
         }
 
-        /// Connects (shared) to the card in the named reader.
+        /// Connects (shared) to the card in the named reader. pcsc-lite makes a connection
+        /// wait while another program holds the card in a transaction, so the worker
+        /// connects, and this waits at most [`BEGIN_WAIT`] before answering [`Error::Busy`]
+        /// (the worker then disconnects as soon as it gets the card).
         pub fn connect(reader: &str) -> Result<Self, Error> {
-            let ctx = pcsc::Context::establish(pcsc::Scope::User).map_err(map)?;
             let name = CString::new(reader).map_err(|_| Error::InvalidArgument("reader name"))?;
-            let card = ctx
-                .connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
-                .map_err(map)?;
-            // The ATR from SCardStatus: every reader driver reports it there (vpcd does not
-            // answer the ATR attribute).
-            let contactless = card
-                .status2_owned()
-                .map(|status| is_contactless_atr(status.atr()))
-                .unwrap_or(false);
             let (requests, inbox) = mpsc::channel();
             let (outbox, replies) = mpsc::channel();
+            let handshake = Arc::new(Mutex::new(Handshake::default()));
+            let worker_handshake = Arc::clone(&handshake);
             let worker = std::thread::Builder::new()
                 .name("tessera-pcsc".into())
-                .spawn(move || worker(card, &inbox, &outbox))
+                .spawn(move || {
+                    let connected = pcsc::Context::establish(pcsc::Scope::User)
+                        .and_then(|ctx| {
+                            ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
+                        })
+                        .map_err(map);
+                    let h = lock(&worker_handshake);
+                    let card = match connected {
+                        Ok(card) if h.abandoned == Some(CONNECT) => {
+                            drop(h);
+                            if let Err((card, _)) = card.disconnect(pcsc::Disposition::LeaveCard) {
+                                std::mem::forget(card);
+                            }
+                            return;
+                        }
+                        Ok(card) => card,
+                        Err(e) => {
+                            let _ = outbox.send(Reply::Connected(Err(e)));
+                            return;
+                        }
+                    };
+                    // The ATR from SCardStatus: every reader driver reports it there (vpcd
+                    // does not answer the ATR attribute).
+                    let contactless = card
+                        .status2_owned()
+                        .map(|status| is_contactless_atr(status.atr()))
+                        .unwrap_or(false);
+                    let _ = outbox.send(Reply::Connected(Ok(contactless)));
+                    drop(h);
+                    Worker {
+                        inbox,
+                        outbox,
+                        handshake: worker_handshake,
+                        last_was_verify: false,
+                    }
+                    .run(card);
+                })
                 .map_err(|e| Error::Transport(format!("starting the card thread: {e}")))?;
+            let reply = match replies.recv_timeout(BEGIN_WAIT) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
+                Err(RecvTimeoutError::Timeout) => {
+                    let mut h = lock(&handshake);
+                    match replies.try_recv() {
+                        Ok(r) => r,
+                        Err(_) => {
+                            // The worker ends by itself once it has the card.
+                            h.abandoned = Some(CONNECT);
+                            return Err(Error::Busy);
+                        }
+                    }
+                }
+            };
+            let contactless = match reply {
+                Reply::Connected(r) => r?,
+                _ => return Err(Error::Transport("card thread out of step".into())),
+            };
             Ok(Self {
                 requests: Some(requests),
                 replies,
+                handshake,
+                next_begin: CONNECT,
                 worker: Some(worker),
                 reader: reader.to_owned(),
                 contactless,
@@ -721,15 +815,26 @@ mod pcsc_transport {
             &self.reader
         }
 
-        fn ask(&mut self, request: Request) -> Result<Reply, Error> {
-            let gone = || Error::Transport("the card thread has stopped".into());
+        fn send(&mut self, request: Request) -> Result<(), Error> {
             self.requests
                 .as_ref()
                 .ok_or_else(gone)?
                 .send(request)
-                .map_err(|_| gone())?;
+                .map_err(|_| gone())
+        }
+
+        fn ask(&mut self, request: Request) -> Result<Reply, Error> {
+            self.send(request)?;
             self.replies.recv().map_err(|_| gone())
         }
+    }
+
+    fn gone() -> Error {
+        Error::Transport("the card thread has stopped".into())
+    }
+
+    fn lock(h: &Mutex<Handshake>) -> std::sync::MutexGuard<'_, Handshake> {
+        h.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     impl Transport for PcscTransport {
@@ -747,9 +852,29 @@ mod pcsc_transport {
             }
         }
 
+        /// Waits at most [`BEGIN_WAIT`] for the card: the caller may hold a lock other
+        /// threads of its program wait on.
         fn begin(&mut self) -> Result<Access, Error> {
-            match self.ask(Request::Begin)? {
-                Reply::Begun(r) => r,
+            self.next_begin += 1;
+            let id = self.next_begin;
+            self.send(Request::Begin(id))?;
+            let reply = match self.replies.recv_timeout(BEGIN_WAIT) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
+                Err(RecvTimeoutError::Timeout) => {
+                    let mut handshake = lock(&self.handshake);
+                    // The worker answers under this lock: an answer is here now or never.
+                    match self.replies.try_recv() {
+                        Ok(r) => r,
+                        Err(_) => {
+                            handshake.abandoned = Some(id);
+                            return Err(Error::Busy);
+                        }
+                    }
+                }
+            };
+            match reply {
+                Reply::Begun(r, result) if r == id => result,
                 _ => Err(Error::Transport("card thread out of step".into())),
             }
         }
@@ -790,69 +915,20 @@ mod pcsc_transport {
         }
     }
 
-    /// Owns the card: serves requests, and holds a transaction between `Begin` and the
-    /// matching `End`. When the transport is dropped the card is disconnected with
-    /// `SCARD_LEAVE_CARD`: the `pcsc` crate's own drop resets the card, which would log out
-    /// every other program using it.
-    fn worker(mut card: pcsc::Card, inbox: &Receiver<Request>, outbox: &Sender<Reply>) {
-        while let Ok(request) = inbox.recv() {
-            let reply = match request {
-                Request::Transmit(apdu) => {
-                    let r = transmit(&card, &apdu);
-                    Reply::Data(match r {
-                        Err(Error::Reset) => Err(reconnect_after_reset(&mut card)),
-                        other => other,
-                    })
-                }
-                Request::Begin => {
-                    let began = match card.transaction2() {
-                        Ok(mut tx) => {
-                            let held = if outbox.send(Reply::Begun(Ok(Access::Fresh))).is_ok() {
-                                held(&mut tx, inbox, outbox)
-                            } else {
-                                Held::Closed
-                            };
-                            // After a reset the transaction is gone with the old card
-                            // state; ending it fails harmlessly.
-                            let _ = tx.end(pcsc::Disposition::LeaveCard);
-                            Ok(held)
-                        }
-                        Err((_, e)) => Err(map(e)),
-                    };
-                    match began {
-                        Ok(Held::Ended) => continue,
-                        Ok(Held::Closed) => break,
-                        Ok(Held::CardReset) => Reply::Data(Err(reconnect_after_reset(&mut card))),
-                        Err(Error::Reset) => Reply::Begun(Err(reconnect_after_reset(&mut card))),
-                        Err(e) => Reply::Begun(Err(e)),
-                    }
-                }
-                // No hold to end (it lapsed, or the caller is unbalanced): nothing to do.
-                Request::End => Reply::Done(Ok(())),
-                Request::Reset => Reply::Done(
-                    card.reconnect(
-                        pcsc::ShareMode::Shared,
-                        pcsc::Protocols::ANY,
-                        pcsc::Disposition::ResetCard,
-                    )
-                    .map_err(map),
-                ),
-                Request::Atr => Reply::Data(atr(&card)),
-            };
-            if outbox.send(reply).is_err() {
-                break;
-            }
-        }
-        if let Err((card, _)) = card.disconnect(pcsc::Disposition::LeaveCard) {
-            // Dropping it would reset the card for everyone; pcscd cleans up the handle
-            // when this process's connection closes.
-            std::mem::forget(card);
-        }
+    /// SELECT of the PIV application: what ends a PIN-always freshness before a hold ends.
+    fn select_piv() -> Vec<u8> {
+        Command::new(0, ins::SELECT, 0x04, 0x00)
+            .with_data(AID)
+            .with_le(256)
+            .to_bytes()
     }
 
     enum Held {
-        /// The outermost `End` came.
+        /// The outermost `End` came (already answered).
         Ended,
+        /// The hold reached [`HOLD_LIMIT`]; the request that came after it, if any, is to be
+        /// served outside the transaction.
+        Lapsed(Option<Request>),
         /// A command found the card reset (pulled and put back, or another program); its
         /// answer is for the caller to send after reconnecting.
         CardReset,
@@ -860,59 +936,175 @@ mod pcsc_transport {
         Closed,
     }
 
-    /// Serves requests inside a transaction until the outermost `End`, or until no
-    /// request comes for [`HOLD_LIMIT`].
-    fn held(
-        tx: &mut pcsc::Transaction<'_>,
-        inbox: &Receiver<Request>,
-        outbox: &Sender<Reply>,
-    ) -> Held {
-        let mut depth = 1usize;
-        loop {
-            let request = match inbox.recv_timeout(HOLD_LIMIT) {
-                Ok(r) => r,
-                Err(RecvTimeoutError::Timeout) => {
-                    // End any PIN-always freshness before others get the card.
-                    let select = Command::new(0, ins::SELECT, 0x04, 0x00)
-                        .with_data(AID)
-                        .with_le(256)
-                        .to_bytes();
-                    let _ = transmit(tx, &select);
-                    return Held::Ended;
-                }
-                Err(RecvTimeoutError::Disconnected) => return Held::Closed,
-            };
-            let reply = match request {
-                Request::Transmit(apdu) => match transmit(tx, &apdu) {
-                    Err(Error::Reset) => return Held::CardReset,
-                    r => Reply::Data(r),
-                },
-                Request::Begin => {
-                    depth += 1;
-                    Reply::Begun(Ok(Access::Continued))
-                }
-                Request::End => {
-                    depth -= 1;
-                    if depth == 0 {
-                        if outbox.send(Reply::Done(Ok(()))).is_err() {
-                            return Held::Closed;
+    /// Owns the card: serves requests, and holds a transaction between `Begin` and the
+    /// matching `End`. When the transport is dropped the card is disconnected with
+    /// `SCARD_LEAVE_CARD`: the `pcsc` crate's own drop resets the card, which would log out
+    /// every other program using it.
+    struct Worker {
+        inbox: Receiver<Request>,
+        outbox: Sender<Reply>,
+        handshake: Arc<Mutex<Handshake>>,
+        /// The last command sent was a VERIFY: its freshness must not outlive the hold.
+        last_was_verify: bool,
+    }
+
+    impl Worker {
+        fn run(mut self, mut card: pcsc::Card) {
+            let mut carried = None;
+            loop {
+                let request = match carried.take() {
+                    Some(r) => r,
+                    None => match self.inbox.recv() {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    },
+                };
+                let reply = match request {
+                    Request::Transmit(apdu) => Reply::Data(match self.transmit(&card, &apdu) {
+                        Err(Error::Reset) => Err(reconnect_after_reset(&mut card)),
+                        other => other,
+                    }),
+                    Request::Begin(id) => match self.begin(&mut card, id) {
+                        Some(Held::Ended) | None => continue,
+                        Some(Held::Lapsed(next)) => {
+                            carried = next;
+                            continue;
                         }
-                        return Held::Ended;
-                    }
-                    Reply::Done(Ok(()))
+                        Some(Held::Closed) => break,
+                        Some(Held::CardReset) => Reply::Data(Err(reconnect_after_reset(&mut card))),
+                    },
+                    // No hold to end (it lapsed, or the caller is unbalanced): nothing to do.
+                    Request::End => Reply::Done(Ok(())),
+                    Request::Reset => Reply::Done(
+                        card.reconnect(
+                            pcsc::ShareMode::Shared,
+                            pcsc::Protocols::ANY,
+                            pcsc::Disposition::ResetCard,
+                        )
+                        .map_err(map),
+                    ),
+                    Request::Atr => Reply::Data(atr(&card)),
+                };
+                if self.outbox.send(reply).is_err() {
+                    break;
                 }
-                Request::Reset => Reply::Done(
-                    tx.reconnect(
-                        pcsc::ShareMode::Shared,
-                        pcsc::Protocols::ANY,
-                        pcsc::Disposition::ResetCard,
-                    )
-                    .map_err(map),
-                ),
-                Request::Atr => Reply::Data(atr(tx)),
+            }
+            if let Err((card, _)) = card.disconnect(pcsc::Disposition::LeaveCard) {
+                // Dropping it would reset the card for everyone; pcscd cleans up the handle
+                // when this process's connection closes.
+                std::mem::forget(card);
+            }
+        }
+
+        fn transmit(&mut self, card: &pcsc::Card, apdu: &[u8]) -> Result<Vec<u8>, Error> {
+            self.last_was_verify = apdu.get(1) == Some(&ins::VERIFY);
+            transmit(card, apdu)
+        }
+
+        /// Ends any PIN freshness the hold created, before the card goes to others.
+        fn consume_freshness(&mut self, card: &pcsc::Card) {
+            if std::mem::take(&mut self.last_was_verify) {
+                let _ = transmit(card, &select_piv());
+            }
+        }
+
+        /// Takes the card for `Begin(id)`, answers (unless the transport stopped waiting)
+        /// and serves the hold. `None`: nothing more to do for this request.
+        fn begin(&mut self, card: &mut pcsc::Card, id: u64) -> Option<Held> {
+            let began = match card.transaction2() {
+                Ok(mut tx) => {
+                    let handshake = Arc::clone(&self.handshake);
+                    let mut h = lock(&handshake);
+                    if h.abandoned == Some(id) {
+                        h.abandoned = None;
+                        drop(h);
+                        let _ = tx.end(pcsc::Disposition::LeaveCard);
+                        return None;
+                    }
+                    let answered = self
+                        .outbox
+                        .send(Reply::Begun(id, Ok(Access::Fresh)))
+                        .is_ok();
+                    drop(h);
+                    let held = if answered {
+                        self.held(&mut tx)
+                    } else {
+                        Held::Closed
+                    };
+                    if !matches!(held, Held::CardReset) {
+                        self.consume_freshness(&tx);
+                    }
+                    // After a reset the transaction is gone with the old card state; ending it
+                    // fails harmlessly.
+                    let _ = tx.end(pcsc::Disposition::LeaveCard);
+                    Ok(held)
+                }
+                Err((_, e)) => Err(map(e)),
             };
-            if outbox.send(reply).is_err() {
-                return Held::Closed;
+            match began {
+                Ok(held) => Some(held),
+                Err(e) => {
+                    let e = match e {
+                        Error::Reset => reconnect_after_reset(card),
+                        other => other,
+                    };
+                    let h = lock(&self.handshake);
+                    if h.abandoned != Some(id) {
+                        let _ = self.outbox.send(Reply::Begun(id, Err(e)));
+                    }
+                    drop(h);
+                    lock(&self.handshake).abandoned = None;
+                    None
+                }
+            }
+        }
+
+        /// Serves requests inside a transaction until the outermost `End`, or until
+        /// [`HOLD_LIMIT`] after it began.
+        fn held(&mut self, tx: &mut pcsc::Transaction<'_>) -> Held {
+            let deadline = Instant::now() + HOLD_LIMIT;
+            let mut depth = 1usize;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let request = match self.inbox.recv_timeout(left) {
+                    Ok(r) if Instant::now() >= deadline => return Held::Lapsed(Some(r)),
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => return Held::Lapsed(None),
+                    Err(RecvTimeoutError::Disconnected) => return Held::Closed,
+                };
+                let reply = match request {
+                    Request::Transmit(apdu) => match self.transmit(tx, &apdu) {
+                        Err(Error::Reset) => return Held::CardReset,
+                        r => Reply::Data(r),
+                    },
+                    Request::Begin(id) => {
+                        depth += 1;
+                        Reply::Begun(id, Ok(Access::Continued))
+                    }
+                    Request::End => {
+                        depth -= 1;
+                        if depth == 0 {
+                            self.consume_freshness(tx);
+                            if self.outbox.send(Reply::Done(Ok(()))).is_err() {
+                                return Held::Closed;
+                            }
+                            return Held::Ended;
+                        }
+                        Reply::Done(Ok(()))
+                    }
+                    Request::Reset => Reply::Done(
+                        tx.reconnect(
+                            pcsc::ShareMode::Shared,
+                            pcsc::Protocols::ANY,
+                            pcsc::Disposition::ResetCard,
+                        )
+                        .map_err(map),
+                    ),
+                    Request::Atr => Reply::Data(atr(tx)),
+                };
+                if self.outbox.send(reply).is_err() {
+                    return Held::Closed;
+                }
             }
         }
     }

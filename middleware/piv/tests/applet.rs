@@ -52,6 +52,7 @@ fn a_failed_management_proof_ends_the_authentication() {
 #[derive(Debug, Default)]
 struct Recording {
     keys: SoftKeyStore,
+    saved: SoftKeyStore,
     writes: Log,
     fail: FailSwitch,
 }
@@ -83,7 +84,12 @@ impl KeyStore for Recording {
             return Err(KeyError::Backend("storage failed".into()));
         }
         self.writes.borrow_mut().push((why, state.pin().left()));
+        self.saved = self.keys.clone();
         Ok(())
+    }
+
+    fn rollback(&mut self) {
+        self.keys = self.saved.clone();
     }
 }
 
@@ -161,4 +167,49 @@ fn the_puk_is_any_eight_bytes() {
     data.extend_from_slice(&[0x31, 0x32, 0xFF, 0x33, 0xFF, 0xFF, 0xFF, 0xFF]);
     let bad_pin = Command::new(0, 0x2C, 0, 0x80).with_data(data);
     assert_eq!(c.send(&bad_pin).unwrap().sw, StatusWord::INCORRECT_DATA);
+}
+
+#[test]
+fn a_key_generated_in_a_command_whose_write_failed_is_forgotten() {
+    let (mut c, _, fail) = recorded_card();
+    c.authenticate_management(Algorithm::Tdes, &DEFAULT_MANAGEMENT_KEY)
+        .unwrap();
+    fail.set(Some(Persist::Change));
+    match c.generate(KeyRef::AUTHENTICATION, Algorithm::EccP256, None) {
+        Err(Error::Card(StatusWord::MEMORY_FAILURE)) => {}
+        other => panic!("{other:?}"),
+    }
+    fail.set(None);
+    // The card answered 6581: no key is there, and the next write (a PIN try) does not
+    // put one on storage.
+    match c.metadata(KeyRef::AUTHENTICATION) {
+        Err(Error::Card(StatusWord::NOT_FOUND)) => {}
+        other => panic!("metadata after a failed generation: {other:?}"),
+    }
+    c.verify_pin(b"123456").unwrap();
+    assert!(c.metadata(KeyRef::AUTHENTICATION).is_err());
+}
+
+#[test]
+fn counters_are_written_at_a_fixed_width() {
+    let mut state = CardState::factory(&mut rand::rngs::OsRng, 12_345_678);
+    let size = |s: &CardState| serde_json::to_string(s).unwrap().len();
+    let at = |tries: u8, s: &mut CardState| {
+        let mut c = PivClient::new(Applet::new(
+            s.clone(),
+            SoftKeyStore::new(),
+            Interface::Contact,
+        ));
+        c.authenticate_management(Algorithm::Tdes, &DEFAULT_MANAGEMENT_KEY)
+            .unwrap();
+        c.verify_pin(b"123456").unwrap();
+        c.call(&Command::new(0, 0xFA, tries, tries)).unwrap();
+        *s = c.into_transport().state().clone();
+    };
+    at(10, &mut state);
+    let full = size(&state);
+    let mut c = PivClient::new(Applet::new(state, SoftKeyStore::new(), Interface::Contact));
+    assert!(c.verify_pin(b"000000").is_err());
+    // 10 tries left → 9: one digit fewer, yet the same size.
+    assert_eq!(size(c.into_transport().state()), full);
 }

@@ -26,6 +26,8 @@ pub enum Error {
     CardReset,
     #[error("no slot event")]
     NoEvent,
+    #[error("function failed: {0}")]
+    FunctionFailed(&'static str),
     #[error("device error: {0}")]
     DeviceError(String),
     #[error("no such session")]
@@ -103,6 +105,7 @@ impl Error {
             Self::DeviceRemoved => sys::CKR_DEVICE_REMOVED,
             Self::CardReset => sys::CKR_DEVICE_ERROR,
             Self::NoEvent => sys::CKR_NO_EVENT,
+            Self::FunctionFailed(_) => sys::CKR_FUNCTION_FAILED,
             Self::DeviceError(_) => sys::CKR_DEVICE_ERROR,
             Self::SessionHandleInvalid => sys::CKR_SESSION_HANDLE_INVALID,
             Self::ObjectHandleInvalid => sys::CKR_OBJECT_HANDLE_INVALID,
@@ -143,6 +146,7 @@ impl From<tessera_piv::host::Error> for Error {
         match e {
             H::Removed => Self::DeviceRemoved,
             H::Reset => Self::CardReset,
+            H::Busy => Self::DeviceError("the card is in use by another program; try again".into()),
             other => Self::DeviceError(other.to_string()),
         }
     }

@@ -99,6 +99,8 @@ struct Slot {
     token: Option<Token>,
     /// The session whose context-specific login holds the card until its operation.
     hold: Option<sys::CK_SESSION_HANDLE>,
+    /// This process verified the PIN on the card (for [`LOGOUT_ON_FINALIZE`]).
+    verified_here: bool,
     /// Who is logged in to the token (PKCS#11 §6.7: login is per application and token).
     login: Option<sys::CK_USER_TYPE>,
     /// The PUK given at an SO login. PIV cannot check a PUK on its own (SP 800-73-4 has no
@@ -163,6 +165,13 @@ static MODULE: Mutex<Option<Module>> = Mutex::new(None);
 /// without the lock notices the module it waits for is gone (PKCS#11 §5.5).
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// With this environment variable set to `1`, C_Finalize logs the card out (VERIFY
+/// `P1=FF`) if this process verified its PIN. Off by default: the card's PIN status is
+/// shared by every program using the card (ssh-agent, the browser), and OpenSC leaves it
+/// too; a site that prefers that no verification outlives the program that made it turns
+/// it on, and its users then log in again in the other programs.
+pub const LOGOUT_ON_FINALIZE: &str = "TESSERA_PKCS11_LOGOUT_ON_FINALIZE";
+
 /// How long C_WaitForSlotEvent waits between looks at the module.
 const EVENT_POLL: Duration = Duration::from_millis(500);
 
@@ -209,8 +218,11 @@ pub fn initialize(backend: Box<dyn Backend>) -> Result<()> {
 /// C_Finalize.
 pub fn finalize() -> Result<()> {
     let mut m = lock();
-    match m.as_ref() {
+    match m.as_mut() {
         Some(existing) if existing.pid == std::process::id() => {
+            if std::env::var(LOGOUT_ON_FINALIZE).as_deref() == Ok("1") {
+                existing.logout_where_verified();
+            }
             *m = None;
             GENERATION.fetch_add(1, Ordering::SeqCst);
             Ok(())
@@ -256,10 +268,27 @@ pub fn wait_for_slot_event(block: bool) -> Result<sys::CK_SLOT_ID> {
 }
 
 impl Module {
+    /// Logs out every card whose PIN this process verified (best effort).
+    fn logout_where_verified(&mut self) {
+        let ids: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|s| s.verified_here && s.token.is_some())
+            .map(|s| s.id)
+            .collect();
+        for id in ids {
+            let _ = self.on_card(id, Token::logout);
+        }
+    }
+
     /// Refreshes the reader list: new readers get new slot IDs, a removed card drops its
     /// token and the sessions on it.
     fn refresh(&mut self) -> Result<()> {
-        let readers = self.backend.readers()?;
+        // A transient failure to list (a reader unplugged between listing and asking its
+        // state) keeps what the module knew, instead of dropping every token and session.
+        let Ok(readers) = self.backend.readers() else {
+            return Ok(());
+        };
         for slot in &mut self.slots {
             slot.present = false;
         }
@@ -275,6 +304,7 @@ impl Module {
                         reported: false,
                         token: None,
                         hold: None,
+                        verified_here: false,
                         login: None,
                         puk: None,
                     });
@@ -407,6 +437,13 @@ impl Module {
         if let Some(token) = slot.token.as_mut() {
             token.release();
         }
+        // The holder's context login ends with the hold: the worker ended the freshness
+        // before letting go, and another session's context login must not be taken for it.
+        if let Some(holder) = held_by.and_then(|h| self.sessions.get_mut(&h)) {
+            if let Some(Operation::Sign { context_login, .. }) = &mut holder.op {
+                *context_login = false;
+            }
+        }
     }
 
     /// The card refused an operation for want of a PIN (6982): if it says its PIN is not
@@ -450,13 +487,14 @@ impl Module {
         let pin = self.on_card(id, Token::pin_state)?;
         let (sessions, rw_sessions) = self.session_counts(id);
         let token = self.token(id)?;
-        let mut flags = sys::CKF_USER_PIN_INITIALIZED | sys::CKF_TOKEN_INITIALIZED | sys::CKF_RNG;
+        let mut flags = sys::CKF_USER_PIN_INITIALIZED | sys::CKF_TOKEN_INITIALIZED;
         // Over contactless nothing can need a login, since no PIN can be given: the 9E key
-        // signs without one, and applications must not ask the user for a PIN.
+        // signs without one, and applications must not ask the user for a PIN. Nor does the
+        // card give challenges there (its random source, 9B, is contact-only).
         flags |= if token.contactless {
             sys::CKF_WRITE_PROTECTED
         } else {
-            sys::CKF_LOGIN_REQUIRED
+            sys::CKF_LOGIN_REQUIRED | sys::CKF_RNG
         };
         flags |= match pin {
             PinState::Ok | PinState::Verified | PinState::Unknown => 0,
@@ -614,7 +652,9 @@ impl Module {
                     None => {}
                 }
                 self.on_card(slot, |t| t.verify(pin))?;
-                self.slot_mut(slot)?.login = Some(sys::CKU_USER);
+                let s = self.slot_mut(slot)?;
+                s.login = Some(sys::CKU_USER);
+                s.verified_here = true;
                 Ok(())
             }
             sys::CKU_CONTEXT_SPECIFIC => {
@@ -631,7 +671,9 @@ impl Module {
                 // always freshness (SP 800-73-4 Part 1 §3.2).
                 self.release_hold(slot, None);
                 self.on_card_keep(slot, true, |t| t.verify(pin))?;
-                self.slot_mut(slot)?.hold = Some(h);
+                let s = self.slot_mut(slot)?;
+                s.hold = Some(h);
+                s.verified_here = true;
                 if let Some(Operation::Sign { context_login, .. }) = &mut self.session(h)?.op {
                     *context_login = true;
                 }
@@ -888,11 +930,14 @@ impl Module {
     pub fn sign_update(&mut self, h: sys::CK_SESSION_HANDLE, part: &[u8]) -> Result<()> {
         /// More than any digest or DigestInfo a raw mechanism can sign.
         const RAW_LIMIT: usize = 512;
+        let slot = self.session(h)?.slot;
         let op = &mut self.session(h)?.op;
         match op {
             Some(Operation::Sign { scheme, data, .. }) => {
                 if !scheme.hashes() && data.len() + part.len() > RAW_LIMIT {
                     *op = None;
+                    // The operation is over: so is the card hold of its context login.
+                    self.release_hold(slot, Some(h));
                     return Err(Error::DataLenRange);
                 }
                 data.extend_from_slice(part);

@@ -157,14 +157,29 @@ impl Token {
         keep: bool,
         f: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        let access = self.card.transport().begin()?;
-        let r = match access {
-            Access::Fresh => self.select().and_then(|()| f(self)),
-            Access::Continued => f(self),
-        };
-        if !keep || r.is_err() {
-            self.card.transport().end();
+        /// Ends the hold however `f` leaves, a panic included (caught at the FFI boundary):
+        /// the card must never stay locked for other programs.
+        struct Hold<'a> {
+            token: &'a mut Token,
+            keep: bool,
         }
+        impl Drop for Hold<'_> {
+            fn drop(&mut self) {
+                if !self.keep {
+                    self.token.card.transport().end();
+                }
+            }
+        }
+        let access = self.card.transport().begin()?;
+        let mut hold = Hold {
+            token: self,
+            keep: false,
+        };
+        let r = match access {
+            Access::Fresh => hold.token.select().and_then(|()| f(hold.token)),
+            Access::Continued => f(hold.token),
+        };
+        hold.keep = keep && r.is_ok();
         r
     }
 
@@ -218,7 +233,9 @@ impl Token {
     pub fn verify(&mut self, pin: &[u8]) -> Result<()> {
         if self.contactless {
             // SP 800-73-4 Part 1 §3.5: no PIN over the contactless interface.
-            return Err(Error::FunctionNotSupported);
+            return Err(Error::FunctionFailed(
+                "no PIN over the contactless interface",
+            ));
         }
         if !(6..=8).contains(&pin.len()) {
             return Err(Error::PinLenRange);

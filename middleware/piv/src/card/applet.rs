@@ -176,6 +176,7 @@ impl<K: KeyStore> Applet<K> {
             }
             Err(_) => {
                 self.state.clone_from(&self.saved);
+                self.keys.rollback();
                 self.session.pin_verified = false;
                 self.session.pin_fresh = false;
                 Err(Sw::MEMORY_FAILURE)

@@ -167,10 +167,15 @@ pub trait KeyStore {
         let _ = (state, why);
         Ok(())
     }
+
+    /// Forgets key changes made since the last successful [`KeyStore::persist`]: the applet
+    /// calls it when a write fails, so that the keys in memory are those on storage (a key
+    /// generated in a command answered `6581` must not be written by the next one).
+    fn rollback(&mut self) {}
 }
 
 /// Software private keys, serialised as PKCS#8 in the card's state.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 pub struct SoftKeyStore {
     keys: BTreeMap<KeyRef, SoftKey>,
 }
@@ -184,7 +189,7 @@ impl std::fmt::Debug for SoftKeyStore {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct SoftKey {
     info: KeyInfo,
     /// PKCS#8 DER of the private key.

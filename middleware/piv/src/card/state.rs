@@ -26,9 +26,35 @@ pub struct RetryCounted {
     /// The reference value, padded with `FF` to 8 bytes as it travels (SP 800-73-4 Part 2 §2.4.3).
     #[serde(with = "super::secret_hex")]
     pub(crate) value: Zeroizing<Vec<u8>>,
+    #[serde(with = "fixed_width")]
     pub(crate) total: u8,
+    #[serde(with = "fixed_width")]
     pub(crate) left: u8,
     pub(crate) is_default: bool,
+}
+
+/// Counters serialised at a fixed width (`"03"`, `"10"`), so that the state written after
+/// a right PIN and after a wrong one has the same size whatever the counts (up to the 15
+/// tries SET PIN RETRIES allows). Reads plain numbers too (older state files).
+mod fixed_width {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u8, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:03}"))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u8),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(n),
+            Either::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl std::fmt::Debug for RetryCounted {
