@@ -263,6 +263,47 @@ pub fn hold_and_poll(
     Ok(tally)
 }
 
+/// A program whose card another program holds: loads the token (prints `LOADED`), waits
+/// for a line on stdin (the holder has the card by then), makes two C_GetTokenInfo calls
+/// and prints `BUSY first=<rv>:<ms> second=<rv>:<ms>`. With `recover`, waits for another
+/// line (the holder has gone) and prints `AFTER <ok|rv>`. Then C_Finalize, timed
+/// (`FINALIZED <ms>`): a module that waits for a card another program holds must answer
+/// within its bound, and neither hang nor fall out of step with its card thread.
+pub fn busy_card(module: &str, recover: bool) -> Result<(), String> {
+    use std::io::BufRead;
+    let ctx = open(module)?;
+    let s = ctx.session()?;
+    s.find_objects(&[]).map_err(e("C_FindObjects"))?;
+    println!("LOADED");
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    let _ = stdin.read_line(&mut line);
+    let call = || {
+        let start = Instant::now();
+        let r = ctx.p11.get_token_info(ctx.slot);
+        let outcome = match r {
+            Ok(_) => "ok".to_owned(),
+            Err(err) => rv(&err).map_or_else(|| err.to_string(), |r| format!("{r:?}")),
+        };
+        format!("{outcome}:{}", start.elapsed().as_millis())
+    };
+    let first = call();
+    let second = call();
+    println!("BUSY first={first} second={second}");
+    if recover {
+        line.clear();
+        let _ = stdin.read_line(&mut line);
+        let after = call();
+        println!("AFTER {}", after.split(':').next().unwrap_or_default());
+    }
+    drop(s);
+    let start = Instant::now();
+    let ctx = Arc::try_unwrap(ctx.p11).map_err(|_| "the module is still shared")?;
+    ctx.finalize().map_err(e("C_Finalize"))?;
+    println!("FINALIZED {}", start.elapsed().as_millis());
+    Ok(())
+}
+
 /// Loads the module and walks every slot with a token: token information, a session, the
 /// object list. Reports the first failure (or `ok`), the time taken and the process's peak
 /// memory: a hostile card must make the module fail within a bound, not hang or grow.

@@ -149,3 +149,35 @@ fn path_stem(path: &Path) -> String {
 pub fn load(path: &Path) -> Result<SavedCard> {
     SavedCard::load(&StateFile::new(path)).with_context(|| format!("card state {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_piv::apdu::StatusWord;
+    use tessera_piv::card::{Applet, Interface, DEFAULT_MANAGEMENT_KEY};
+    use tessera_piv::host::{Error, PivClient};
+
+    #[test]
+    fn a_key_whose_state_write_failed_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        // The state file's directory is a regular file: every write fails.
+        let blocker = dir.path().join("not-a-directory");
+        std::fs::write(&blocker, b"").unwrap();
+        let file = StateFile::new(blocker.join("card.json"));
+        let state = CardState::factory(&mut rand::rngs::OsRng, 12_345_678);
+        let keys = FileKeys::new(SoftKeyStore::new(), file, None);
+        let mut c = PivClient::new(Applet::new(state, keys, Interface::Contact));
+        c.authenticate_management(Algorithm::Tdes, &DEFAULT_MANAGEMENT_KEY)
+            .unwrap();
+        match c.generate(KeyRef::AUTHENTICATION, Algorithm::EccP256, None) {
+            Err(Error::Card(StatusWord::MEMORY_FAILURE)) => {}
+            other => panic!("generation with an unwritable state file: {other:?}"),
+        }
+        // The key the applet made is gone from memory too: nothing on the card that its
+        // storage does not hold.
+        match c.metadata(KeyRef::AUTHENTICATION) {
+            Err(Error::Card(StatusWord::NOT_FOUND)) => {}
+            other => panic!("metadata after the failed write: {other:?}"),
+        }
+    }
+}

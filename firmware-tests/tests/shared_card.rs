@@ -270,6 +270,126 @@ fn a_card_another_program_holds_gives_an_error_not_a_hang() {
     assert!(text.contains("probe: error"), "{text}");
 }
 
+/// Starts `tessera-pcsc-intruder --mode hold` and waits until it has the card.
+fn hold_card(lab: &Lab, seconds: &str) -> Child {
+    let mut holder = lab
+        .command(env!("CARGO_BIN_EXE_tessera-pcsc-intruder"))
+        .args(["--reader", READER, "--mode", "hold", "--seconds", seconds])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("holder");
+    let mut lines = BufReader::new(holder.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().expect("a line").expect("utf-8"), "HOLDING");
+    holder
+}
+
+/// The `busy-card` consumer: its stdin to signal it, and its output lines.
+struct Busy {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Busy {
+    fn start(lab: &Lab, recover: bool) -> Self {
+        let mut cmd = lab.command("timeout");
+        cmd.args(["90", SUITE, "--module", &tessera_module()])
+            .args(["--consumer", "busy-card"]);
+        if recover {
+            cmd.arg("--recover");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("busy-card");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut busy = Self {
+            child,
+            stdin,
+            lines,
+        };
+        assert_eq!(busy.line(), "LOADED");
+        busy
+    }
+
+    fn line(&mut self) -> String {
+        self.lines
+            .next()
+            .unwrap_or_else(|| panic!("busy-card ended: {:?}", self.child.wait()))
+            .expect("utf-8")
+    }
+
+    fn go(&mut self) {
+        use std::io::Write;
+        writeln!(self.stdin).expect("signal busy-card");
+    }
+
+    /// The `BUSY` line's two outcomes, as (value, milliseconds).
+    fn busy(&mut self) -> Vec<(String, u64)> {
+        let line = self.line();
+        let rest = line
+            .strip_prefix("BUSY ")
+            .unwrap_or_else(|| panic!("{line}"));
+        rest.split_whitespace()
+            .map(|kv| {
+                let (_, v) = kv.split_once('=').expect("key=value");
+                let (what, ms) = v.rsplit_once(':').expect("value:ms");
+                (what.to_owned(), ms.parse().expect("milliseconds"))
+            })
+            .collect()
+    }
+
+    fn finalized(mut self) {
+        let line = self.line();
+        assert!(line.starts_with("FINALIZED "), "{line}");
+        let status = self.child.wait().expect("busy-card");
+        assert!(status.success(), "busy-card: {status:?} (124: it hung)");
+    }
+}
+
+#[test]
+fn a_card_held_by_another_program_costs_one_bounded_wait_and_finalize_does_not_hang() {
+    let Some(lab) = lab(&["timeout"]) else { return };
+    let mut busy = Busy::start(&lab, false);
+    let mut holder = hold_card(&lab, "120");
+    busy.go();
+    let calls = busy.busy();
+    println!("{calls:?}");
+    // The first call waits the module's bound and fails; the second fails at once, without
+    // a second waiting thread, and in step with the card thread.
+    assert_eq!(calls[0].0, "DeviceError");
+    assert_eq!(calls[1].0, "DeviceError");
+    assert!(
+        calls[1].1 < 2_000,
+        "the second call waited again: {calls:?}"
+    );
+    // C_Finalize while the abandoned card thread still waits in pcsc-lite.
+    busy.finalized();
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn once_the_other_program_lets_go_the_module_connects_again() {
+    let Some(lab) = lab(&["timeout"]) else { return };
+    let mut busy = Busy::start(&lab, true);
+    let mut holder = hold_card(&lab, "120");
+    busy.go();
+    let calls = busy.busy();
+    assert_eq!(calls[0].0, "DeviceError", "{calls:?}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // The abandoned card thread gets the card, lets it go and ends; then the module
+    // connects afresh, with the token and its objects as they were.
+    std::thread::sleep(Duration::from_secs(1));
+    busy.go();
+    let after = busy.line();
+    assert_eq!(after, "AFTER ok");
+    busy.finalized();
+}
+
 /// Runs our module over a hostile card (`tessera-hostile-card --mode MODE` in both vpcd
 /// slots) and asserts it comes back with an answer, soon, without growing.
 fn survives(mode: &str) {

@@ -46,6 +46,9 @@ struct Args {
     /// consumer's context-specific login and its signature, in milliseconds.
     #[arg(long, default_value_t = 50)]
     interval_ms: u64,
+    /// For `busy-card`: call once more after the second line on stdin (the card is free).
+    #[arg(long)]
+    recover: bool,
     /// How many signatures a `sign-many` or `context-sign` consumer makes, or how many slot
     /// events `watch-events` waits for.
     #[arg(long, default_value_t = 100)]
@@ -74,6 +77,9 @@ enum Consumer {
     /// A context-specific login with 9C, never used; then C_GetTokenInfo every
     /// --interval-ms for --seconds.
     HoldAndPoll,
+    /// Loads the token, then (after a line on stdin) calls while another program holds
+    /// the card; with --recover, calls again after a second line; then C_Finalize.
+    BusyCard,
 }
 
 fn main() -> Result<()> {
@@ -91,6 +97,9 @@ fn main() -> Result<()> {
             Consumer::AbandonContext => consumers::abandon_context(module, pin, args.count),
             Consumer::HoldAndPoll => {
                 consumers::hold_and_poll(module, pin, Duration::from_secs(args.seconds), interval)
+            }
+            Consumer::BusyCard => {
+                return consumers::busy_card(module, args.recover).map_err(anyhow::Error::msg);
             }
             Consumer::Probe => {
                 println!("{}", consumers::probe(module));

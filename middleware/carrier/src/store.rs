@@ -71,8 +71,9 @@ impl StateFile {
         self.path.exists()
     }
 
-    /// Reads the state.
+    /// Reads the state, first removing temporary files a killed process left beside it.
     pub fn load<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
+        self.sweep();
         let text = fs::read(&self.path).map_err(|source| StoreError::Io {
             what: "reading card state",
             path: self.path.clone(),
@@ -122,14 +123,47 @@ impl StateFile {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing the directory of card state"))?;
+        // Past the rename the new state is what the file holds, so it counts as saved even
+        // if the directory cannot be synced (some file systems refuse fsync on a
+        // directory): reporting a failure would make the card roll back to a state the
+        // file no longer has.
+        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
         if self.fault == Some(Fault::AbortAfter(why)) {
             // The power cut the test asked for, right after the write it named.
             std::process::abort();
         }
         Ok(json.len())
+    }
+}
+
+impl StateFile {
+    /// Removes `<file>.<16 hex digits>.tmp` files beside the state file: what a process
+    /// killed between creating one and renaming it left. Only names of exactly that form,
+    /// so nothing else in the directory is touched.
+    fn sweep(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            let leftover = file
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".tmp"))
+                .is_some_and(|r| r.len() == 16 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+            if leftover {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -167,5 +201,25 @@ mod tests {
             file.load::<Vec<u32>>(),
             Err(StoreError::Format { .. })
         ));
+    }
+
+    #[test]
+    fn load_sweeps_only_leftover_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("card.json"));
+        file.save(&vec![7u32], Persist::Change).unwrap();
+        let leftover = dir.path().join("card.json.0123456789abcdef.tmp");
+        let unrelated = [
+            dir.path().join("card.json.bak"),
+            dir.path().join("card.json.12.tmp"),
+            dir.path().join("other.json.0123456789abcdef.tmp"),
+        ];
+        fs::write(&leftover, b"half").unwrap();
+        for f in &unrelated {
+            fs::write(f, b"keep").unwrap();
+        }
+        assert_eq!(file.load::<Vec<u32>>().unwrap(), [7]);
+        assert!(!leftover.exists());
+        assert!(unrelated.iter().all(|f| f.exists()));
     }
 }

@@ -31,7 +31,8 @@ mod control {
 
 /// How long the card waits, after vpcd's power-on or reset code, for the GET ATR that
 /// always follows it, before taking the message for a 1-byte APDU.
-pub const CONTROL_FOLLOW_UP: Duration = Duration::from_secs(2);
+/// vpcd sends GET ATR within microseconds; three seconds leave room for a loaded machine.
+pub const CONTROL_FOLLOW_UP: Duration = Duration::from_secs(3);
 
 /// What the card does with a message from vpcd.
 pub trait Card {
@@ -63,10 +64,10 @@ pub fn atr(interface: Interface) -> Vec<u8> {
 
 /// Reads one framed message; `None` when vpcd closed the connection.
 fn read_message(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    // vpcd writes the length and the APDU in two sends without TCP_NODELAY: Nagle holds the
-    // APDU until we acknowledge the length, and delayed ACK would make that wait 40 ms per
-    // APDU. Acknowledge at once. (Linux resets quick-ACK mode by itself, so it is set before
-    // every read.)
+    // Some vpcd versions write the length and the APDU in two sends without TCP_NODELAY:
+    // Nagle then holds the APDU until we acknowledge the length, and delayed ACK makes that
+    // wait 40 ms per APDU. Acknowledge at once; harmless where vpcd sends both in one
+    // write. (Linux leaves quick-ACK mode by itself, so it is set before every read.)
     socket2::SockRef::from(&*stream).set_tcp_quickack(true)?;
     let mut len = [0u8; 2];
     match stream.read_exact(&mut len) {
@@ -85,7 +86,12 @@ fn read_message(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
 fn follow_up(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
     stream.set_read_timeout(Some(CONTROL_FOLLOW_UP))?;
     let mut first = [0u8; 1];
-    let peeked = stream.peek(&mut first);
+    let peeked = loop {
+        match stream.peek(&mut first) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
     stream.set_read_timeout(None)?;
     let closed = || io::Error::new(io::ErrorKind::UnexpectedEof, "vpcd closed");
     match peeked {

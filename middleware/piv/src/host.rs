@@ -32,8 +32,13 @@ pub enum Error {
     #[error("the card was reset by another program")]
     Reset,
     /// Another program holds the card (a PC/SC transaction) for longer than this one waits.
+    /// The connection is then given up; a new one is made on the next use.
     #[error("the card is in use by another program")]
     Busy,
+    /// This program's hold on the card outlasted its limit and was released (its commands
+    /// since are refused until the hold's outermost `end`).
+    #[error("the hold on the card lapsed")]
+    Lapsed,
     /// The transport failed.
     #[error("transport failure: {0}")]
     Transport(String),
@@ -84,6 +89,12 @@ pub trait Transport {
     fn contactless(&mut self) -> bool {
         false
     }
+
+    /// Whether the connection can still be used; after [`Error::Busy`] it cannot, and the
+    /// owner connects again.
+    fn usable(&mut self) -> bool {
+        true
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &mut T {
@@ -106,6 +117,10 @@ impl<T: Transport + ?Sized> Transport for &mut T {
     fn contactless(&mut self) -> bool {
         (**self).contactless()
     }
+
+    fn usable(&mut self) -> bool {
+        (**self).usable()
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -127,6 +142,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn contactless(&mut self) -> bool {
         (**self).contactless()
+    }
+
+    fn usable(&mut self) -> bool {
+        (**self).usable()
     }
 }
 
@@ -531,14 +550,26 @@ mod pcsc_transport {
     //! signature it authorises are two PKCS#11 calls) cannot live in a struct beside the
     //! card without `unsafe`. Each connection therefore has a worker thread that owns the
     //! card and holds the transaction on its own stack; the transport talks to it over
-    //! channels.
+    //! channels, one request at a time.
     //!
-    //! The worker never lets a PIN check's freshness outlive its hold: when a hold ends and
-    //! the last command in it was a VERIFY (a login, or a context-specific login whose
-    //! signature never came), it sends SELECT first, which ends the freshness (SP 800-73-4
-    //! Part 1 §3.2: the PIN-always check must be the command right before the signature).
+    //! pcsc-lite makes a connection, a transaction, a status query and a transmission wait
+    //! while another program holds the card in a transaction, without limit. The transport
+    //! waits at most [`BEGIN_WAIT`] for any answer; then it gives the connection up
+    //! ([`Error::Busy`]): it sends nothing more, and the worker, once pcsc-lite lets it go,
+    //! ends what it holds, disconnects and exits on its own. Until that worker has gone, new
+    //! connections to that reader are refused at once, so a card held for long costs one
+    //! waiting thread, not one per call.
+    //!
+    //! The worker never lets a PIN check's freshness outlive a hold: if a VERIFY was sent
+    //! during the hold, it sends GET DATA of the Discovery Object before the hold ends,
+    //! which ends the freshness on a card that keeps it for the command right after the
+    //! VERIFY (SP 800-73-4 Part 1 §3.2). A hold lasts at most [`HOLD_LIMIT`]; after that the
+    //! worker releases the card and refuses the holder's commands until it ends the hold
+    //! ([`Error::Lapsed`]): nothing is ever sent outside a transaction.
 
+    use std::collections::HashMap;
     use std::ffi::CString;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
@@ -547,20 +578,19 @@ mod pcsc_transport {
 
     use super::{Access, Error, Transport};
     use crate::apdu::Command;
-    use crate::piv::{ins, AID};
+    use crate::piv::{ins, object};
 
     /// The longest a hold lasts, from its outermost `begin`, whatever this program keeps
     /// sending: a program that made a context-specific PIN check and never signs (or keeps
-    /// the card busy) must not lock every other program out. When it lapses the worker
-    /// sends SELECT (ending any PIN-always freshness) and releases the card.
+    /// the card busy) must not lock every other program out.
     pub const HOLD_LIMIT: Duration = Duration::from_secs(10);
-    /// How long `begin` waits for another program's hold to end before answering
-    /// [`Error::Busy`]: longer than [`HOLD_LIMIT`], so a well-behaved program is waited for.
+    /// How long the transport waits for any answer while another program holds the card:
+    /// longer than [`HOLD_LIMIT`], so a well-behaved program is waited for.
     pub const BEGIN_WAIT: Duration = Duration::from_secs(15);
 
     enum Request {
         Transmit(Zeroizing<Vec<u8>>),
-        Begin(u64),
+        Begin,
         End,
         Reset,
         Atr,
@@ -570,19 +600,42 @@ mod pcsc_transport {
         /// The worker connected (with whether the card is contactless), or could not.
         Connected(Result<bool, Error>),
         Data(Result<Vec<u8>, Error>),
-        Begun(u64, Result<Access, Error>),
+        Begun(Result<Access, Error>),
         Done(Result<(), Error>),
     }
 
-    /// The handshake id of the connection itself (`begin`s count from 1).
-    const CONNECT: u64 = 0;
-
-    /// The `begin` handshake: a `begin` that stopped waiting marks its request abandoned,
-    /// and the worker, once it has the card, ends that transaction instead of answering.
-    /// The worker answers a `Begin` while holding this lock, so the two cannot cross.
+    /// Shared by the transport and its worker. The worker answers only while holding it,
+    /// after checking `abandoned`; the transport sets `abandoned` while holding it, after
+    /// checking that no answer came. So an answer is either delivered or never sent.
     #[derive(Default)]
     struct Handshake {
-        abandoned: Option<u64>,
+        abandoned: bool,
+    }
+
+    fn lock(h: &Mutex<Handshake>) -> std::sync::MutexGuard<'_, Handshake> {
+        h.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Per reader, whether a worker that a transport gave up on is still alive.
+    static STUCK: Mutex<Option<HashMap<String, Arc<AtomicBool>>>> = Mutex::new(None);
+
+    fn stuck(reader: &str) -> bool {
+        let mut map = STUCK.lock().unwrap_or_else(|p| p.into_inner());
+        let map = map.get_or_insert_with(HashMap::new);
+        match map.get(reader) {
+            Some(alive) if alive.load(Ordering::SeqCst) => true,
+            Some(_) => {
+                map.remove(reader);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn mark_stuck(reader: &str, alive: &Arc<AtomicBool>) {
+        let mut map = STUCK.lock().unwrap_or_else(|p| p.into_inner());
+        map.get_or_insert_with(HashMap::new)
+            .insert(reader.to_owned(), Arc::clone(alive));
     }
 
     /// A card in a PC/SC reader (pcsc-lite on Linux), connected in shared mode.
@@ -591,20 +644,26 @@ mod pcsc_transport {
         requests: Option<Sender<Request>>,
         replies: Receiver<Reply>,
         handshake: Arc<Mutex<Handshake>>,
-        next_begin: u64,
+        /// The worker is alive (cleared by the worker as it exits).
+        alive: Arc<AtomicBool>,
+        /// Given up after a wait ran out: nothing more is sent.
+        poisoned: bool,
         worker: Option<std::thread::JoinHandle<()>>,
         reader: String,
         contactless: bool,
     }
 
     impl Drop for PcscTransport {
-        /// Waits for the worker to disconnect (leaving the card as it is). A process that
+        /// Waits for the worker to disconnect (leaving the card as it is): a process that
         /// exits with its handle still open is cleaned up by pcscd, which *resets* the card
-        /// and so logs out every other program using it.
+        /// and so logs out every other program using it. A worker this transport gave up on
+        /// is left to end by itself (it waits in pcsc-lite for the card).
         fn drop(&mut self) {
             drop(self.requests.take());
             if let Some(worker) = self.worker.take() {
-                let _ = worker.join();
+                if !self.poisoned {
+                    let _ = worker.join();
+                }
             }
         }
     }
@@ -613,6 +672,7 @@ mod pcsc_transport {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("PcscTransport")
                 .field("reader", &self.reader)
+                .field("poisoned", &self.poisoned)
                 .finish()
         }
     }
@@ -644,6 +704,14 @@ mod pcsc_transport {
             e,
             pcsc::Error::NoService | pcsc::Error::ServiceStopped | pcsc::Error::NoReadersAvailable
         )
+    }
+
+    fn gone() -> Error {
+        Error::Transport("the card thread has stopped".into())
+    }
+
+    fn out_of_step() -> Error {
+        Error::Transport("card thread out of step".into())
     }
 
     impl PcscTransport {
@@ -723,91 +791,52 @@ mod pcsc_transport {
             }
         }
 
-        /// Connects (shared) to the card in the named reader. pcsc-lite makes a connection
-        /// wait while another program holds the card in a transaction, so the worker
-        /// connects, and this waits at most [`BEGIN_WAIT`] before answering [`Error::Busy`]
-        /// (the worker then disconnects as soon as it gets the card).
+        /// Connects (shared) to the card in the named reader, waiting at most
+        /// [`BEGIN_WAIT`]; [`Error::Busy`] at once while a worker given up on for this
+        /// reader still waits for the card.
         pub fn connect(reader: &str) -> Result<Self, Error> {
+            if stuck(reader) {
+                return Err(Error::Busy);
+            }
             let name = CString::new(reader).map_err(|_| Error::InvalidArgument("reader name"))?;
             let (requests, inbox) = mpsc::channel();
             let (outbox, replies) = mpsc::channel();
             let handshake = Arc::new(Mutex::new(Handshake::default()));
-            let worker_handshake = Arc::clone(&handshake);
-            let worker = std::thread::Builder::new()
+            let alive = Arc::new(AtomicBool::new(true));
+            let worker = Worker {
+                inbox,
+                outbox,
+                handshake: Arc::clone(&handshake),
+                alive: Arc::clone(&alive),
+                verified_in_hold: false,
+                lapsed: 0,
+            };
+            let thread = std::thread::Builder::new()
                 .name("tessera-pcsc".into())
-                .spawn(move || {
-                    let connected = pcsc::Context::establish(pcsc::Scope::User)
-                        .and_then(|ctx| {
-                            ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
-                        })
-                        .map_err(map);
-                    let h = lock(&worker_handshake);
-                    let card = match connected {
-                        Ok(card) if h.abandoned == Some(CONNECT) => {
-                            drop(h);
-                            if let Err((card, _)) = card.disconnect(pcsc::Disposition::LeaveCard) {
-                                std::mem::forget(card);
-                            }
-                            return;
-                        }
-                        Ok(card) => card,
-                        Err(e) => {
-                            let _ = outbox.send(Reply::Connected(Err(e)));
-                            return;
-                        }
-                    };
-                    // The ATR from SCardStatus: every reader driver reports it there (vpcd
-                    // does not answer the ATR attribute).
-                    let contactless = card
-                        .status2_owned()
-                        .map(|status| is_contactless_atr(status.atr()))
-                        .unwrap_or(false);
-                    let _ = outbox.send(Reply::Connected(Ok(contactless)));
-                    drop(h);
-                    Worker {
-                        inbox,
-                        outbox,
-                        handshake: worker_handshake,
-                        last_was_verify: false,
-                    }
-                    .run(card);
-                })
+                .spawn(move || worker.start(&name))
                 .map_err(|e| Error::Transport(format!("starting the card thread: {e}")))?;
-            let reply = match replies.recv_timeout(BEGIN_WAIT) {
-                Ok(r) => r,
-                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
-                Err(RecvTimeoutError::Timeout) => {
-                    let mut h = lock(&handshake);
-                    match replies.try_recv() {
-                        Ok(r) => r,
-                        Err(_) => {
-                            // The worker ends by itself once it has the card.
-                            h.abandoned = Some(CONNECT);
-                            return Err(Error::Busy);
-                        }
-                    }
-                }
-            };
-            let contactless = match reply {
-                Reply::Connected(r) => r?,
-                _ => return Err(Error::Transport("card thread out of step".into())),
-            };
-            Ok(Self {
+            let mut transport = Self {
                 requests: Some(requests),
                 replies,
                 handshake,
-                next_begin: CONNECT,
-                worker: Some(worker),
+                alive,
+                poisoned: false,
+                worker: Some(thread),
                 reader: reader.to_owned(),
-                contactless,
-            })
+                contactless: false,
+            };
+            match transport.wait_reply()? {
+                Reply::Connected(r) => transport.contactless = r?,
+                _ => return Err(out_of_step()),
+            }
+            Ok(transport)
         }
 
         /// The card's ATR.
         pub fn atr(&mut self) -> Result<Vec<u8>, Error> {
             match self.ask(Request::Atr)? {
                 Reply::Data(r) => r,
-                _ => Err(Error::Transport("card thread out of step".into())),
+                _ => Err(out_of_step()),
             }
         }
 
@@ -815,77 +844,74 @@ mod pcsc_transport {
             &self.reader
         }
 
-        fn send(&mut self, request: Request) -> Result<(), Error> {
+        /// The next answer, within [`BEGIN_WAIT`]; otherwise the connection is given up.
+        fn wait_reply(&mut self) -> Result<Reply, Error> {
+            match self.replies.recv_timeout(BEGIN_WAIT) {
+                Ok(r) => Ok(r),
+                Err(RecvTimeoutError::Disconnected) => Err(gone()),
+                Err(RecvTimeoutError::Timeout) => {
+                    let mut h = lock(&self.handshake);
+                    // The worker answers under this lock: an answer is here now or never.
+                    if let Ok(r) = self.replies.try_recv() {
+                        return Ok(r);
+                    }
+                    h.abandoned = true;
+                    drop(h);
+                    self.poisoned = true;
+                    mark_stuck(&self.reader, &self.alive);
+                    Err(Error::Busy)
+                }
+            }
+        }
+
+        fn ask(&mut self, request: Request) -> Result<Reply, Error> {
+            if self.poisoned {
+                return Err(Error::Busy);
+            }
             self.requests
                 .as_ref()
                 .ok_or_else(gone)?
                 .send(request)
-                .map_err(|_| gone())
+                .map_err(|_| gone())?;
+            self.wait_reply()
         }
-
-        fn ask(&mut self, request: Request) -> Result<Reply, Error> {
-            self.send(request)?;
-            self.replies.recv().map_err(|_| gone())
-        }
-    }
-
-    fn gone() -> Error {
-        Error::Transport("the card thread has stopped".into())
-    }
-
-    fn lock(h: &Mutex<Handshake>) -> std::sync::MutexGuard<'_, Handshake> {
-        h.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     impl Transport for PcscTransport {
         fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Error> {
             match self.ask(Request::Transmit(Zeroizing::new(apdu.to_vec())))? {
                 Reply::Data(r) => r,
-                _ => Err(Error::Transport("card thread out of step".into())),
+                _ => Err(out_of_step()),
             }
         }
 
         fn reset(&mut self) -> Result<(), Error> {
             match self.ask(Request::Reset)? {
                 Reply::Done(r) => r,
-                _ => Err(Error::Transport("card thread out of step".into())),
+                _ => Err(out_of_step()),
             }
         }
 
-        /// Waits at most [`BEGIN_WAIT`] for the card: the caller may hold a lock other
-        /// threads of its program wait on.
         fn begin(&mut self) -> Result<Access, Error> {
-            self.next_begin += 1;
-            let id = self.next_begin;
-            self.send(Request::Begin(id))?;
-            let reply = match self.replies.recv_timeout(BEGIN_WAIT) {
-                Ok(r) => r,
-                Err(RecvTimeoutError::Disconnected) => return Err(gone()),
-                Err(RecvTimeoutError::Timeout) => {
-                    let mut handshake = lock(&self.handshake);
-                    // The worker answers under this lock: an answer is here now or never.
-                    match self.replies.try_recv() {
-                        Ok(r) => r,
-                        Err(_) => {
-                            handshake.abandoned = Some(id);
-                            return Err(Error::Busy);
-                        }
-                    }
-                }
-            };
-            match reply {
-                Reply::Begun(r, result) if r == id => result,
-                _ => Err(Error::Transport("card thread out of step".into())),
+            match self.ask(Request::Begin)? {
+                Reply::Begun(r) => r,
+                _ => Err(out_of_step()),
             }
         }
 
         fn end(&mut self) {
-            // The worker acknowledges, so that requests and replies stay paired.
+            // The worker acknowledges, so that requests and replies stay paired. On a
+            // connection given up, there is nothing to end here: the worker ends its
+            // transaction itself.
             let _ = self.ask(Request::End);
         }
 
         fn contactless(&mut self) -> bool {
             self.contactless
+        }
+
+        fn usable(&mut self) -> bool {
+            !self.poisoned
         }
     }
 
@@ -915,10 +941,19 @@ mod pcsc_transport {
         }
     }
 
-    /// SELECT of the PIV application: what ends a PIN-always freshness before a hold ends.
-    fn select_piv() -> Vec<u8> {
-        Command::new(0, ins::SELECT, 0x04, 0x00)
-            .with_data(AID)
+    fn disconnect(card: pcsc::Card) {
+        if let Err((card, _)) = card.disconnect(pcsc::Disposition::LeaveCard) {
+            // Dropping it would reset the card for everyone; pcscd cleans up the handle when
+            // this process's connection closes.
+            std::mem::forget(card);
+        }
+    }
+
+    /// GET DATA of the Discovery Object: a harmless command that ends a PIN-always
+    /// freshness without re-selecting (some cards lose their login on a re-SELECT).
+    fn end_freshness() -> Vec<u8> {
+        Command::new(0, ins::GET_DATA, 0x3F, 0xFF)
+            .with_data(vec![0x5C, 0x01, object::DISCOVERY as u8])
             .with_le(256)
             .to_bytes()
     }
@@ -926,29 +961,67 @@ mod pcsc_transport {
     enum Held {
         /// The outermost `End` came (already answered).
         Ended,
-        /// The hold reached [`HOLD_LIMIT`]; the request that came after it, if any, is to be
-        /// served outside the transaction.
-        Lapsed(Option<Request>),
+        /// The hold reached [`HOLD_LIMIT`] at this depth; the request that came after it,
+        /// if any, is still to be answered (as one on a lapsed hold).
+        Lapsed(usize, Option<Request>),
         /// A command found the card reset (pulled and put back, or another program); its
         /// answer is for the caller to send after reconnecting.
         CardReset,
-        /// The transport is gone.
+        /// The transport is gone, or gave up: end everything.
         Closed,
     }
 
     /// Owns the card: serves requests, and holds a transaction between `Begin` and the
-    /// matching `End`. When the transport is dropped the card is disconnected with
-    /// `SCARD_LEAVE_CARD`: the `pcsc` crate's own drop resets the card, which would log out
-    /// every other program using it.
+    /// matching `End`. Disconnects with `SCARD_LEAVE_CARD`: the `pcsc` crate's own drop
+    /// resets the card, which would log out every other program using it.
     struct Worker {
         inbox: Receiver<Request>,
         outbox: Sender<Reply>,
         handshake: Arc<Mutex<Handshake>>,
-        /// The last command sent was a VERIFY: its freshness must not outlive the hold.
-        last_was_verify: bool,
+        alive: Arc<AtomicBool>,
+        /// A VERIFY was sent during the current hold: its freshness must not outlive it.
+        verified_in_hold: bool,
+        /// After a lapse: how many `End`s the transport still owes for the lapsed hold.
+        lapsed: usize,
+    }
+
+    impl Drop for Worker {
+        fn drop(&mut self) {
+            self.alive.store(false, Ordering::SeqCst);
+        }
     }
 
     impl Worker {
+        /// Answers, unless the transport gave up (then: false, and the worker ends).
+        fn answer(&self, reply: Reply) -> bool {
+            let h = lock(&self.handshake);
+            !h.abandoned && self.outbox.send(reply).is_ok()
+        }
+
+        fn start(self, reader: &CString) {
+            let connected = pcsc::Context::establish(pcsc::Scope::User)
+                .and_then(|ctx| ctx.connect(reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY))
+                .map_err(map);
+            let card = match connected {
+                Ok(card) => card,
+                Err(e) => {
+                    self.answer(Reply::Connected(Err(e)));
+                    return;
+                }
+            };
+            // The ATR from SCardStatus (every reader driver reports it there; vpcd does not
+            // answer the ATR attribute); asked before answering, never under the lock.
+            let contactless = card
+                .status2_owned()
+                .map(|status| is_contactless_atr(status.atr()))
+                .unwrap_or(false);
+            if self.answer(Reply::Connected(Ok(contactless))) {
+                self.run(card);
+            } else {
+                disconnect(card);
+            }
+        }
+
         fn run(mut self, mut card: pcsc::Card) {
             let mut carried = None;
             loop {
@@ -959,74 +1032,98 @@ mod pcsc_transport {
                         Err(_) => break,
                     },
                 };
-                let reply = match request {
-                    Request::Transmit(apdu) => Reply::Data(match self.transmit(&card, &apdu) {
-                        Err(Error::Reset) => Err(reconnect_after_reset(&mut card)),
-                        other => other,
-                    }),
-                    Request::Begin(id) => match self.begin(&mut card, id) {
-                        Some(Held::Ended) | None => continue,
-                        Some(Held::Lapsed(next)) => {
-                            carried = next;
-                            continue;
+                let reply = if self.lapsed > 0 {
+                    // Nothing is sent outside a transaction: the holder's commands are
+                    // refused until it ends the hold that lapsed.
+                    match request {
+                        Request::End => {
+                            self.lapsed -= 1;
+                            Reply::Done(Ok(()))
                         }
-                        Some(Held::Closed) => break,
-                        Some(Held::CardReset) => Reply::Data(Err(reconnect_after_reset(&mut card))),
-                    },
-                    // No hold to end (it lapsed, or the caller is unbalanced): nothing to do.
-                    Request::End => Reply::Done(Ok(())),
-                    Request::Reset => Reply::Done(
-                        card.reconnect(
-                            pcsc::ShareMode::Shared,
-                            pcsc::Protocols::ANY,
-                            pcsc::Disposition::ResetCard,
-                        )
-                        .map_err(map),
-                    ),
-                    Request::Atr => Reply::Data(atr(&card)),
+                        Request::Begin => Reply::Begun(Err(Error::Lapsed)),
+                        Request::Transmit(_) => Reply::Data(Err(Error::Lapsed)),
+                        Request::Reset => Reply::Done(Err(Error::Lapsed)),
+                        Request::Atr => Reply::Data(atr(&card)),
+                    }
+                } else {
+                    match request {
+                        Request::Begin => match self.hold(&mut card) {
+                            Some(Held::Ended) | None => continue,
+                            Some(Held::Lapsed(depth, next)) => {
+                                self.lapsed = depth;
+                                carried = next;
+                                continue;
+                            }
+                            Some(Held::Closed) => break,
+                            Some(Held::CardReset) => {
+                                Reply::Data(Err(reconnect_after_reset(&mut card)))
+                            }
+                        },
+                        // Every command the module sends is inside a hold; one outside (a
+                        // caller without `begin`) gets its own transaction.
+                        Request::Transmit(apdu) => {
+                            Reply::Data(self.transmit_alone(&mut card, &apdu))
+                        }
+                        // No hold to end (the caller is unbalanced): nothing to do.
+                        Request::End => Reply::Done(Ok(())),
+                        Request::Reset => Reply::Done(
+                            card.reconnect(
+                                pcsc::ShareMode::Shared,
+                                pcsc::Protocols::ANY,
+                                pcsc::Disposition::ResetCard,
+                            )
+                            .map_err(map),
+                        ),
+                        Request::Atr => Reply::Data(atr(&card)),
+                    }
                 };
-                if self.outbox.send(reply).is_err() {
+                if !self.answer(reply) {
                     break;
                 }
             }
-            if let Err((card, _)) = card.disconnect(pcsc::Disposition::LeaveCard) {
-                // Dropping it would reset the card for everyone; pcscd cleans up the handle
-                // when this process's connection closes.
-                std::mem::forget(card);
+            disconnect(card);
+        }
+
+        /// A command sent without a hold: in a transaction of its own, freshness ended.
+        fn transmit_alone(&mut self, card: &mut pcsc::Card, apdu: &[u8]) -> Result<Vec<u8>, Error> {
+            let r = match card.transaction2() {
+                Ok(tx) => {
+                    let r = self.transmit(&tx, apdu);
+                    if !matches!(r, Err(Error::Reset)) {
+                        self.consume_freshness(&tx);
+                    }
+                    let _ = tx.end(pcsc::Disposition::LeaveCard);
+                    r
+                }
+                Err((_, e)) => Err(map(e)),
+            };
+            match r {
+                Err(Error::Reset) => Err(reconnect_after_reset(card)),
+                other => other,
             }
         }
 
         fn transmit(&mut self, card: &pcsc::Card, apdu: &[u8]) -> Result<Vec<u8>, Error> {
-            self.last_was_verify = apdu.get(1) == Some(&ins::VERIFY);
+            if apdu.get(1) == Some(&ins::VERIFY) {
+                self.verified_in_hold = true;
+            }
             transmit(card, apdu)
         }
 
         /// Ends any PIN freshness the hold created, before the card goes to others.
         fn consume_freshness(&mut self, card: &pcsc::Card) {
-            if std::mem::take(&mut self.last_was_verify) {
-                let _ = transmit(card, &select_piv());
+            if std::mem::take(&mut self.verified_in_hold) {
+                let _ = transmit(card, &end_freshness());
             }
         }
 
-        /// Takes the card for `Begin(id)`, answers (unless the transport stopped waiting)
-        /// and serves the hold. `None`: nothing more to do for this request.
-        fn begin(&mut self, card: &mut pcsc::Card, id: u64) -> Option<Held> {
+        /// Takes the card for a `Begin`, answers (unless the transport gave up) and serves
+        /// the hold. `None`: nothing more to do for this request.
+        fn hold(&mut self, card: &mut pcsc::Card) -> Option<Held> {
+            self.verified_in_hold = false;
             let began = match card.transaction2() {
                 Ok(mut tx) => {
-                    let handshake = Arc::clone(&self.handshake);
-                    let mut h = lock(&handshake);
-                    if h.abandoned == Some(id) {
-                        h.abandoned = None;
-                        drop(h);
-                        let _ = tx.end(pcsc::Disposition::LeaveCard);
-                        return None;
-                    }
-                    let answered = self
-                        .outbox
-                        .send(Reply::Begun(id, Ok(Access::Fresh)))
-                        .is_ok();
-                    drop(h);
-                    let held = if answered {
+                    let held = if self.answer(Reply::Begun(Ok(Access::Fresh))) {
                         self.held(&mut tx)
                     } else {
                         Held::Closed
@@ -1048,13 +1145,11 @@ mod pcsc_transport {
                         Error::Reset => reconnect_after_reset(card),
                         other => other,
                     };
-                    let h = lock(&self.handshake);
-                    if h.abandoned != Some(id) {
-                        let _ = self.outbox.send(Reply::Begun(id, Err(e)));
+                    if self.answer(Reply::Begun(Err(e))) {
+                        None
+                    } else {
+                        Some(Held::Closed)
                     }
-                    drop(h);
-                    lock(&self.handshake).abandoned = None;
-                    None
                 }
             }
         }
@@ -1067,9 +1162,9 @@ mod pcsc_transport {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let request = match self.inbox.recv_timeout(left) {
-                    Ok(r) if Instant::now() >= deadline => return Held::Lapsed(Some(r)),
+                    Ok(r) if Instant::now() >= deadline => return Held::Lapsed(depth, Some(r)),
                     Ok(r) => r,
-                    Err(RecvTimeoutError::Timeout) => return Held::Lapsed(None),
+                    Err(RecvTimeoutError::Timeout) => return Held::Lapsed(depth, None),
                     Err(RecvTimeoutError::Disconnected) => return Held::Closed,
                 };
                 let reply = match request {
@@ -1077,15 +1172,15 @@ mod pcsc_transport {
                         Err(Error::Reset) => return Held::CardReset,
                         r => Reply::Data(r),
                     },
-                    Request::Begin(id) => {
+                    Request::Begin => {
                         depth += 1;
-                        Reply::Begun(id, Ok(Access::Continued))
+                        Reply::Begun(Ok(Access::Continued))
                     }
                     Request::End => {
                         depth -= 1;
                         if depth == 0 {
                             self.consume_freshness(tx);
-                            if self.outbox.send(Reply::Done(Ok(()))).is_err() {
+                            if !self.answer(Reply::Done(Ok(()))) {
                                 return Held::Closed;
                             }
                             return Held::Ended;
@@ -1102,7 +1197,7 @@ mod pcsc_transport {
                     ),
                     Request::Atr => Reply::Data(atr(tx)),
                 };
-                if self.outbox.send(reply).is_err() {
+                if !self.answer(reply) {
                     return Held::Closed;
                 }
             }

@@ -24,6 +24,15 @@ pub enum Error {
     /// and drops the login the reset cleared; seen by the caller only if it happens again.
     #[error("the card was reset by another program")]
     CardReset,
+    /// The card hold kept across calls (a context-specific login waiting for its operation)
+    /// outlasted the transport's limit and the card went to other programs: the module
+    /// ends the hold and retries once; the PIN-always login is gone with it.
+    #[error("the card hold lapsed")]
+    HoldLapsed,
+    /// The connection was given up after waiting too long for the card: the module
+    /// connects again; seen by the caller while another program still holds the card.
+    #[error("the card is in use by another program; try again")]
+    Busy,
     #[error("no slot event")]
     NoEvent,
     #[error("function failed: {0}")]
@@ -104,6 +113,8 @@ impl Error {
             Self::TokenNotPresent => sys::CKR_TOKEN_NOT_PRESENT,
             Self::DeviceRemoved => sys::CKR_DEVICE_REMOVED,
             Self::CardReset => sys::CKR_DEVICE_ERROR,
+            Self::HoldLapsed => sys::CKR_USER_NOT_LOGGED_IN,
+            Self::Busy => sys::CKR_DEVICE_ERROR,
             Self::NoEvent => sys::CKR_NO_EVENT,
             Self::FunctionFailed(_) => sys::CKR_FUNCTION_FAILED,
             Self::DeviceError(_) => sys::CKR_DEVICE_ERROR,
@@ -146,7 +157,8 @@ impl From<tessera_piv::host::Error> for Error {
         match e {
             H::Removed => Self::DeviceRemoved,
             H::Reset => Self::CardReset,
-            H::Busy => Self::DeviceError("the card is in use by another program; try again".into()),
+            H::Busy => Self::Busy,
+            H::Lapsed => Self::HoldLapsed,
             other => Self::DeviceError(other.to_string()),
         }
     }

@@ -330,6 +330,7 @@ impl Module {
             slot.hold = None;
             slot.login = None;
             slot.puk = None;
+            slot.verified_here = false;
         }
         self.sessions.retain(|_, s| s.slot != slot_id);
         let sessions = &self.sessions;
@@ -353,6 +354,24 @@ impl Module {
             }
             slot.token.is_none()
         };
+        if !needs_load {
+            // A connection given up after a long wait for the card sends nothing more:
+            // connect again, keeping the objects and this application's login (the card
+            // keeps its PIN state across connections; a resync catches it otherwise).
+            let usable = self
+                .slot_mut(id)?
+                .token
+                .as_mut()
+                .is_some_and(|t| t.card.transport().usable());
+            if !usable {
+                let reader = self.slot_mut(id)?.reader.clone();
+                let transport = self.backend.connect(&reader)?;
+                self.release_hold(id, None);
+                if let Some(token) = self.slot_mut(id)?.token.as_mut() {
+                    token.card = Card::new(transport);
+                }
+            }
+        }
         if needs_load {
             let reader = self.slot_mut(id)?.reader.clone();
             let mut attempt = 0;
@@ -404,6 +423,12 @@ impl Module {
                     attempt += 1;
                     self.after_reset(id);
                 }
+                // The kept hold lapsed: end it (the transport refuses everything until
+                // then), which also ends the holder's context login, and try again.
+                Err(Error::HoldLapsed) if attempt == 0 => {
+                    attempt += 1;
+                    self.release_hold(id, None);
+                }
                 other => return other,
             }
         }
@@ -417,6 +442,7 @@ impl Module {
                 slot.login = None;
             }
             slot.hold = None;
+            slot.verified_here = false;
         }
         for s in self.sessions.values_mut().filter(|s| s.slot == id) {
             if let Some(Operation::Sign { context_login, .. }) = &mut s.op {
@@ -453,6 +479,7 @@ impl Module {
         let verified = self.on_card(id, Token::pin_verified).unwrap_or(false);
         if !verified {
             if let Ok(slot) = self.slot_mut(id) {
+                slot.verified_here = false;
                 if slot.login == Some(sys::CKU_USER) {
                     slot.login = None;
                 }
@@ -752,7 +779,9 @@ impl Module {
         self.release_hold(slot, None);
         if self.forget_login(slot) == Some(sys::CKU_USER) {
             // Best effort: the card may already be gone.
-            let _ = self.on_card(slot, Token::logout);
+            if self.on_card(slot, Token::logout).is_ok() {
+                self.slot_mut(slot)?.verified_here = false;
+            }
         }
         Ok(())
     }

@@ -171,7 +171,8 @@ pub trait KeyStore {
     /// Forgets key changes made since the last successful [`KeyStore::persist`]: the applet
     /// calls it when a write fails, so that the keys in memory are those on storage (a key
     /// generated in a command answered `6581` must not be written by the next one).
-    fn rollback(&mut self) {}
+    /// Required: a store whose `persist` can fail must say how it undoes.
+    fn rollback(&mut self);
 }
 
 /// Software private keys, serialised as PKCS#8 in the card's state.
@@ -280,6 +281,10 @@ impl KeyStore for SoftKeyStore {
     fn info(&self, slot: KeyRef) -> Option<&KeyInfo> {
         self.keys.get(&slot).map(|k| &k.info)
     }
+
+    /// Nothing to undo: on its own this store keeps nothing, so its `persist` never fails.
+    /// A carrier that wraps it and writes it out keeps its own copy of what it last saved.
+    fn rollback(&mut self) {}
 
     fn sign(&mut self, slot: KeyRef, input: &[u8]) -> Result<Vec<u8>, KeyError> {
         let key = self.key(slot)?;

@@ -33,7 +33,7 @@ pub struct RetryCounted {
     pub(crate) is_default: bool,
 }
 
-/// Counters serialised at a fixed width (`"03"`, `"10"`), so that the state written after
+/// Counters serialised at a fixed width (`"003"`, `"010"`), so that the state written after
 /// a right PIN and after a wrong one has the same size whatever the counts (up to the 15
 /// tries SET PIN RETRIES allows). Reads plain numbers too (older state files).
 mod fixed_width {
