@@ -22,16 +22,34 @@ use tessera_pkcs11_core::Error;
 
 type SharedCard = Arc<Mutex<Applet<SoftKeyStore>>>;
 
-/// A connection to the shared in-memory card, as a PC/SC handle is to a card in a reader.
-struct Connection(SharedCard);
+/// A connection to the shared in-memory card, as a PC/SC handle is to a card in a reader;
+/// `usable` false is a connection given up after another program held the card too long.
+struct Connection(SharedCard, Arc<AtomicBool>);
 
 impl Transport for Connection {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, HostError> {
+        if !self.1.load(Ordering::SeqCst) {
+            return Err(HostError::Busy);
+        }
         Ok(self.0.lock().expect("card").process(apdu))
     }
 
     fn contactless(&mut self) -> bool {
         self.0.lock().expect("card").interface() == Interface::Contactless
+    }
+
+    fn usable(&mut self) -> bool {
+        self.1.load(Ordering::SeqCst)
+    }
+}
+
+/// The usability switch of the backend's latest connection.
+type Latest = Arc<Mutex<Option<Arc<AtomicBool>>>>;
+
+/// Gives up the module's current connection, as the transport does after a long wait.
+fn give_up(latest: &Latest) {
+    if let Some(usable) = latest.lock().expect("latest").as_ref() {
+        usable.store(false, Ordering::SeqCst);
     }
 }
 
@@ -41,6 +59,7 @@ struct Memory {
     card: SharedCard,
     present: Arc<AtomicBool>,
     fail_listing: Arc<AtomicBool>,
+    latest: Latest,
 }
 
 impl Backend for Memory {
@@ -60,7 +79,9 @@ impl Backend for Memory {
         if !self.present.load(Ordering::SeqCst) {
             return Err(Error::TokenNotPresent);
         }
-        Ok(Box::new(Connection(Arc::clone(&self.card))))
+        let usable = Arc::new(AtomicBool::new(true));
+        *self.latest.lock().expect("latest") = Some(Arc::clone(&usable));
+        Ok(Box::new(Connection(Arc::clone(&self.card), usable)))
     }
 
     fn waiter(&self) -> fn(Duration) {
@@ -103,22 +124,26 @@ struct Started {
     card: SharedCard,
     present: Arc<AtomicBool>,
     fail_listing: Arc<AtomicBool>,
+    latest: Latest,
 }
 
 fn start(interface: Interface) -> Started {
     let card = Arc::new(Mutex::new(personalised(interface)));
     let present = Arc::new(AtomicBool::new(true));
     let fail_listing = Arc::new(AtomicBool::new(false));
+    let latest = Latest::default();
     module::initialize(Box::new(Memory {
         card: Arc::clone(&card),
         present: Arc::clone(&present),
         fail_listing: Arc::clone(&fail_listing),
+        latest: Arc::clone(&latest),
     }))
     .expect("C_Initialize");
     Started {
         card,
         present,
         fail_listing,
+        latest,
     }
 }
 
@@ -154,6 +179,7 @@ fn the_module_follows_the_card() {
         card,
         present,
         fail_listing,
+        latest,
     } = start(Interface::Contact);
     let slot = 0;
 
@@ -210,6 +236,26 @@ fn the_module_follows_the_card() {
     fail_listing.store(true, Ordering::SeqCst);
     assert_eq!(module::with(|m| m.slot_list(true)).expect("slots"), [slot]);
     sign(h, key_9a).expect("9A signature after a failed listing");
+
+    // A connection given up (another program held the card too long) is replaced on the
+    // next call: the same card keeps the session, its objects and the login the card
+    // still has.
+    give_up(&latest);
+    sign(h, key_9a).expect("9A signature on a new connection to the same card");
+    // Given up again, and meanwhile the card was swapped: the new card is not taken for
+    // the old one (its objects, label and login); the token and its sessions are gone.
+    give_up(&latest);
+    *card.lock().expect("card") = personalised(Interface::Contact);
+    assert_eq!(sign(h, key_9a), Err(Error::DeviceRemoved));
+    assert_eq!(
+        module::with(|m| m.session_info(h)),
+        Err(Error::SessionHandleInvalid)
+    );
+    let h = module::with(|m| m.open_session(slot, sys::CKF_SERIAL_SESSION)).expect("session");
+    assert!(
+        private_key(h, 1).is_none(),
+        "the swapped card's 9A key visible without its PIN"
+    );
 
     // Slot events: none pending, then the card leaves and comes back.
     assert_eq!(module::wait_for_slot_event(false), Err(Error::NoEvent));

@@ -123,11 +123,20 @@ impl StateFile {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        // Past the rename the new state is what the file holds, so it counts as saved even
-        // if the directory cannot be synced (some file systems refuse fsync on a
-        // directory): reporting a failure would make the card roll back to a state the
-        // file no longer has.
-        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        // The rename is durable only once the directory is. Some file systems refuse fsync
+        // on a directory (EINVAL, ENOTSUP): there the rename is as durable as it gets. Any
+        // other failure (EIO) is reported: a PIN try must be on storage before the
+        // comparison, and the applet then refuses the comparison.
+        let synced = fs::File::open(dir).and_then(|d| d.sync_all());
+        if let Err(e) = synced {
+            // EINVAL is 22 on every Linux architecture; ENOTSUP maps to Unsupported.
+            const EINVAL: i32 = 22;
+            let unsupported =
+                e.raw_os_error() == Some(EINVAL) || e.kind() == std::io::ErrorKind::Unsupported;
+            if !unsupported {
+                return Err(io("syncing the directory of card state")(e));
+            }
+        }
         if self.fault == Some(Fault::AbortAfter(why)) {
             // The power cut the test asked for, right after the write it named.
             std::process::abort();
@@ -139,7 +148,8 @@ impl StateFile {
 impl StateFile {
     /// Removes `<file>.<16 hex digits>.tmp` files beside the state file: what a process
     /// killed between creating one and renaming it left. Only names of exactly that form,
-    /// so nothing else in the directory is touched.
+    /// so nothing else in the directory is touched. A state file has one owner (the card
+    /// process that serves it); two processes on one file would lose writes anyway.
     fn sweep(&self) {
         let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
             return;

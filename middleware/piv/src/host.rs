@@ -226,10 +226,17 @@ impl<T: Transport> PivClient<T> {
     /// exchange is one exclusive hold of the card, so that no other program's command falls
     /// between two links of a chain or between an answer and its GET RESPONSE.
     pub fn send(&mut self, cmd: &Command) -> Result<Response, Error> {
+        /// Ends the hold however `send_held` leaves, a panic included: an `end` owed and
+        /// never sent would keep the card, or a lapsed hold, for ever.
+        struct Held<'a, T: Transport>(&'a mut PivClient<T>);
+        impl<T: Transport> Drop for Held<'_, T> {
+            fn drop(&mut self) {
+                self.0.transport.end();
+            }
+        }
         self.transport.begin()?;
-        let r = self.send_held(cmd);
-        self.transport.end();
-        r
+        let held = Held(self);
+        held.0.send_held(cmd)
     }
 
     fn send_held(&mut self, cmd: &Command) -> Result<Response, Error> {
@@ -541,7 +548,9 @@ pub fn parse_public_key(alg: Algorithm, template: &[u8]) -> Result<PublicKey, Er
 }
 
 #[cfg(feature = "pcsc")]
-pub use self::pcsc_transport::{is_contactless_atr, PcscTransport, BEGIN_WAIT, HOLD_LIMIT};
+pub use self::pcsc_transport::{
+    is_contactless_atr, PcscTransport, BEGIN_WAIT, CARD_WAIT, HOLD_LIMIT,
+};
 
 #[cfg(feature = "pcsc")]
 mod pcsc_transport {
@@ -587,6 +596,10 @@ mod pcsc_transport {
     /// How long the transport waits for any answer while another program holds the card:
     /// longer than [`HOLD_LIMIT`], so a well-behaved program is waited for.
     pub const BEGIN_WAIT: Duration = Duration::from_secs(15);
+    /// How long the transport waits for a card's answer inside this program's own hold,
+    /// where no other program can delay it: only the card itself (an RSA generation on a
+    /// slow card takes tens of seconds). A command given up on may still have run.
+    pub const CARD_WAIT: Duration = Duration::from_secs(120);
 
     enum Request {
         Transmit(Zeroizing<Vec<u8>>),
@@ -648,6 +661,8 @@ mod pcsc_transport {
         alive: Arc<AtomicBool>,
         /// Given up after a wait ran out: nothing more is sent.
         poisoned: bool,
+        /// How deep this transport's holds are (begun and not yet ended).
+        depth: usize,
         worker: Option<std::thread::JoinHandle<()>>,
         reader: String,
         contactless: bool,
@@ -821,15 +836,38 @@ mod pcsc_transport {
                 handshake,
                 alive,
                 poisoned: false,
+                depth: 0,
                 worker: Some(thread),
                 reader: reader.to_owned(),
                 contactless: false,
             };
-            match transport.wait_reply()? {
+            match transport.wait_reply(BEGIN_WAIT)? {
                 Reply::Connected(r) => transport.contactless = r?,
                 _ => return Err(out_of_step()),
             }
             Ok(transport)
+        }
+
+        /// Waits up to `max` for workers given up on (for any reader) to end: a process
+        /// that exits while one still has its card handle open makes pcscd reset the card
+        /// for every program. Returns whether none is left.
+        pub fn settle_abandoned(max: Duration) -> bool {
+            let deadline = Instant::now() + max;
+            loop {
+                let left = {
+                    let mut map = STUCK.lock().unwrap_or_else(|p| p.into_inner());
+                    let map = map.get_or_insert_with(HashMap::new);
+                    map.retain(|_, alive| alive.load(Ordering::SeqCst));
+                    map.len()
+                };
+                if left == 0 {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
 
         /// The card's ATR.
@@ -844,9 +882,9 @@ mod pcsc_transport {
             &self.reader
         }
 
-        /// The next answer, within [`BEGIN_WAIT`]; otherwise the connection is given up.
-        fn wait_reply(&mut self) -> Result<Reply, Error> {
-            match self.replies.recv_timeout(BEGIN_WAIT) {
+        /// The next answer, within `wait`; otherwise the connection is given up.
+        fn wait_reply(&mut self, wait: Duration) -> Result<Reply, Error> {
+            match self.replies.recv_timeout(wait) {
                 Ok(r) => Ok(r),
                 Err(RecvTimeoutError::Disconnected) => Err(gone()),
                 Err(RecvTimeoutError::Timeout) => {
@@ -868,12 +906,26 @@ mod pcsc_transport {
             if self.poisoned {
                 return Err(Error::Busy);
             }
+            // Inside this program's hold only the card can be slow; outside it, another
+            // program's transaction can make pcsc-lite wait without limit.
+            let wait = match request {
+                Request::Transmit(_) | Request::End if self.depth > 0 => CARD_WAIT,
+                _ => BEGIN_WAIT,
+            };
+            if matches!(request, Request::End) {
+                self.depth = self.depth.saturating_sub(1);
+            }
+            let begin = matches!(request, Request::Begin);
             self.requests
                 .as_ref()
                 .ok_or_else(gone)?
                 .send(request)
                 .map_err(|_| gone())?;
-            self.wait_reply()
+            let reply = self.wait_reply(wait)?;
+            if begin && matches!(reply, Reply::Begun(Ok(_))) {
+                self.depth += 1;
+            }
+            Ok(reply)
         }
     }
 
@@ -911,7 +963,8 @@ mod pcsc_transport {
         }
 
         fn usable(&mut self) -> bool {
-            !self.poisoned
+            // A worker that ended (it panicked, or pcsc-lite failed it) serves nothing more.
+            !self.poisoned && self.alive.load(Ordering::SeqCst)
         }
     }
 
@@ -1159,18 +1212,35 @@ mod pcsc_transport {
         fn held(&mut self, tx: &mut pcsc::Transaction<'_>) -> Held {
             let deadline = Instant::now() + HOLD_LIMIT;
             let mut depth = 1usize;
+            // The card is in the middle of an exchange (a command chain, or an answer with
+            // more to collect by GET RESPONSE): its next link is let through even past the
+            // limit, or a slow card's answer would be lost half-read.
+            let mut continuing = false;
             loop {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = if continuing {
+                    CARD_WAIT
+                } else {
+                    deadline.saturating_duration_since(Instant::now())
+                };
                 let request = match self.inbox.recv_timeout(left) {
-                    Ok(r) if Instant::now() >= deadline => return Held::Lapsed(depth, Some(r)),
+                    Ok(r) if !continuing && Instant::now() >= deadline => {
+                        return Held::Lapsed(depth, Some(r))
+                    }
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => return Held::Lapsed(depth, None),
                     Err(RecvTimeoutError::Disconnected) => return Held::Closed,
                 };
+                continuing = false;
                 let reply = match request {
                     Request::Transmit(apdu) => match self.transmit(tx, &apdu) {
                         Err(Error::Reset) => return Held::CardReset,
-                        r => Reply::Data(r),
+                        r => {
+                            let chained = apdu.first().is_some_and(|cla| cla & 0x10 != 0);
+                            let more =
+                                matches!(&r, Ok(a) if a.len() >= 2 && a[a.len() - 2] == 0x61);
+                            continuing = chained || more;
+                            Reply::Data(r)
+                        }
                     },
                     Request::Begin => {
                         depth += 1;

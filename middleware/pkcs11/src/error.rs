@@ -113,7 +113,9 @@ impl Error {
             Self::TokenNotPresent => sys::CKR_TOKEN_NOT_PRESENT,
             Self::DeviceRemoved => sys::CKR_DEVICE_REMOVED,
             Self::CardReset => sys::CKR_DEVICE_ERROR,
-            Self::HoldLapsed => sys::CKR_USER_NOT_LOGGED_IN,
+            // Seen only if the retry lapses too; the holder's C_Sign finds its context
+            // login gone on the retry and answers CKR_USER_NOT_LOGGED_IN itself.
+            Self::HoldLapsed => sys::CKR_DEVICE_ERROR,
             Self::Busy => sys::CKR_DEVICE_ERROR,
             Self::NoEvent => sys::CKR_NO_EVENT,
             Self::FunctionFailed(_) => sys::CKR_FUNCTION_FAILED,

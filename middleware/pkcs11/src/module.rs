@@ -35,6 +35,32 @@ pub trait Backend: Send {
     /// A function that waits until readers or cards may have changed, or the duration
     /// passes; called without the module's lock (C_WaitForSlotEvent).
     fn waiter(&self) -> fn(Duration);
+    /// At C_Finalize, after the connections are dropped: gives connections that were
+    /// given up up to `max` to end, so that the process does not exit with a card handle
+    /// open (pcscd resets the card of a client that exits so). Nothing by default.
+    fn settle(&mut self, max: Duration) {
+        let _ = max;
+    }
+}
+
+/// How long C_Finalize waits for connections given up on (see [`Backend::settle`]).
+const FINALIZE_SETTLE: Duration = Duration::from_secs(3);
+
+/// What a finalized module keeps while its backend settles: nothing.
+struct NoBackend;
+
+impl Backend for NoBackend {
+    fn readers(&mut self) -> Result<Vec<(String, bool)>> {
+        Ok(Vec::new())
+    }
+
+    fn connect(&mut self, _reader: &str) -> Result<Box<dyn Transport + Send>> {
+        Err(Error::TokenNotPresent)
+    }
+
+    fn waiter(&self) -> fn(Duration) {
+        std::thread::sleep
+    }
 }
 
 /// The PC/SC backend.
@@ -52,6 +78,10 @@ impl Backend for PcscBackend {
 
     fn waiter(&self) -> fn(Duration) {
         tessera_piv::host::PcscTransport::wait_for_change
+    }
+
+    fn settle(&mut self, max: Duration) {
+        tessera_piv::host::PcscTransport::settle_abandoned(max);
     }
 }
 
@@ -223,7 +253,11 @@ pub fn finalize() -> Result<()> {
             if std::env::var(LOGOUT_ON_FINALIZE).as_deref() == Ok("1") {
                 existing.logout_where_verified();
             }
-            *m = None;
+            if let Some(mut module) = m.take() {
+                let mut backend = std::mem::replace(&mut module.backend, Box::new(NoBackend));
+                drop(module);
+                backend.settle(FINALIZE_SETTLE);
+            }
             GENERATION.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
@@ -364,12 +398,7 @@ impl Module {
                 .as_mut()
                 .is_some_and(|t| t.card.transport().usable());
             if !usable {
-                let reader = self.slot_mut(id)?.reader.clone();
-                let transport = self.backend.connect(&reader)?;
-                self.release_hold(id, None);
-                if let Some(token) = self.slot_mut(id)?.token.as_mut() {
-                    token.card = Card::new(transport);
-                }
+                self.reconnect(id)?;
             }
         }
         if needs_load {
@@ -378,8 +407,9 @@ impl Module {
             let token = loop {
                 let transport = self.backend.connect(&reader)?;
                 match Token::load(Card::new(transport), &mut self.next_object) {
-                    // Reset by another program while we read it: read it again.
-                    Err(Error::CardReset) if attempt == 0 => attempt += 1,
+                    // Reset by another program while we read it, or a hold that lapsed
+                    // on a slow card: read it again.
+                    Err(Error::CardReset | Error::HoldLapsed) if attempt == 0 => attempt += 1,
                     other => break other?,
                 }
             };
@@ -389,6 +419,48 @@ impl Module {
             .token
             .as_mut()
             .ok_or(Error::TokenNotPresent)
+    }
+
+    /// Replaces a connection that was given up (another program held the card too long).
+    /// The card may have been swapped, or reset, meanwhile: it is read again, and only if
+    /// it is the same card (GUID and certificates) do the objects, sessions and login stay;
+    /// the login only if the card still says the PIN is verified. Another card is a removal.
+    fn reconnect(&mut self, id: sys::CK_SLOT_ID) -> Result<()> {
+        let reader = self.slot_mut(id)?.reader.clone();
+        let transport = self.backend.connect(&reader)?;
+        let mut scratch = self.next_object;
+        let fresh = Token::load(Card::new(transport), &mut scratch);
+        self.release_hold(id, None);
+        let fresh = match fresh {
+            Ok(t) => t,
+            Err(e) => {
+                self.drop_token(id);
+                return Err(e);
+            }
+        };
+        let same = self
+            .slot_mut(id)?
+            .token
+            .as_ref()
+            .is_some_and(|old| old.same_card(&fresh));
+        if !same {
+            self.drop_token(id);
+            return Err(Error::DeviceRemoved);
+        }
+        if let Some(token) = self.slot_mut(id)?.token.as_mut() {
+            token.card = fresh.card;
+        }
+        let verified = self.on_card(id, Token::pin_verified).unwrap_or(false);
+        let slot = self.slot_mut(id)?;
+        if !verified && slot.login == Some(sys::CKU_USER) {
+            slot.login = None;
+        }
+        for s in self.sessions.values_mut().filter(|s| s.slot == id) {
+            if let Some(Operation::Sign { context_login, .. }) = &mut s.op {
+                *context_login = false;
+            }
+        }
+        Ok(())
     }
 
     /// Runs a card operation on a slot's token, holding the card exclusively for it. A
@@ -678,10 +750,11 @@ impl Module {
                     Some(_) => return Err(Error::UserAnotherAlreadyLoggedIn),
                     None => {}
                 }
+                // Noted before the VERIFY: if its answer is lost (the connection given up
+                // while it ran), the card may hold this process's PIN all the same.
+                self.slot_mut(slot)?.verified_here = true;
                 self.on_card(slot, |t| t.verify(pin))?;
-                let s = self.slot_mut(slot)?;
-                s.login = Some(sys::CKU_USER);
-                s.verified_here = true;
+                self.slot_mut(slot)?.login = Some(sys::CKU_USER);
                 Ok(())
             }
             sys::CKU_CONTEXT_SPECIFIC => {
@@ -697,10 +770,9 @@ impl Module {
                 // the card: nobody else's command can fall between them and use the PIN-
                 // always freshness (SP 800-73-4 Part 1 §3.2).
                 self.release_hold(slot, None);
+                self.slot_mut(slot)?.verified_here = true;
                 self.on_card_keep(slot, true, |t| t.verify(pin))?;
-                let s = self.slot_mut(slot)?;
-                s.hold = Some(h);
-                s.verified_here = true;
+                self.slot_mut(slot)?.hold = Some(h);
                 if let Some(Operation::Sign { context_login, .. }) = &mut self.session(h)?.op {
                     *context_login = true;
                 }

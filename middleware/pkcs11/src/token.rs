@@ -52,6 +52,9 @@ pub struct Token {
     pub objects: Vec<(sys::CK_OBJECT_HANDLE, Object)>,
     /// Reached over the contactless interface: no PIN, only the card-authentication key.
     pub contactless: bool,
+    /// The certificates read at load, by slot: with `guid`, what tells this card from
+    /// another put in the same reader ([`Token::same_card`]).
+    certificates: Vec<(KeyRef, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Token {
@@ -77,6 +80,7 @@ impl Token {
             label: String::new(),
             objects: Vec::new(),
             contactless: false,
+            certificates: Vec::new(),
         };
         token.contactless = token.card.transport().contactless();
         let certs = token.exclusive(false, Token::read_contents)?;
@@ -89,6 +93,7 @@ impl Token {
                 }
             }
         }
+        token.certificates = certs.iter().map(|(k, d, _)| (*k, d.clone())).collect();
         token.serial = match token.guid {
             Some(g) => g[..8].iter().map(|b| format!("{b:02x}")).collect(),
             None => String::new(),
@@ -102,6 +107,14 @@ impl Token {
             .and_then(|(_, der, _)| crate::object::common_name(der))
             .unwrap_or_else(|| format!("PIV {}", token.serial));
         Ok(token)
+    }
+
+    /// Whether `other` (just loaded from the same reader) is this card as it was: same
+    /// GUID, same certificates in the same slots.
+    pub fn same_card(&self, other: &Token) -> bool {
+        self.guid == other.guid
+            && self.certificates == other.certificates
+            && self.contactless == other.contactless
     }
 
     /// The CHUID's GUID and every certificate with its key's metadata.
@@ -201,10 +214,16 @@ impl Token {
         if self.contactless {
             return Ok(PinState::Unknown);
         }
-        if let Ok(meta) = self.card.metadata(KeyRef::PIN) {
-            if let Ok(Some([total, left])) = tlv::find(&meta, 0x06) {
-                return Ok(counter_state(*left, *total));
+        match self.card.metadata(KeyRef::PIN) {
+            Ok(meta) => {
+                if let Ok(Some([total, left])) = tlv::find(&meta, 0x06) {
+                    return Ok(counter_state(*left, *total));
+                }
             }
+            // A card without GET METADATA (or with a malformed answer): ask by VERIFY.
+            Err(HostError::Card(_) | HostError::Malformed(_)) => {}
+            // A reset, a lapsed hold, a removed card: the caller must know.
+            Err(e) => return Err(e.into()),
         }
         match self.card.pin_status() {
             Ok(PinStatus::Verified) => Ok(PinState::Verified),
