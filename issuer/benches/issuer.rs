@@ -122,6 +122,7 @@ fn deploy(database: Option<&str>) -> Deployment {
     let data = dir.path().join("data");
     let mut init = Command::new(ISSUER);
     init.args(["init", "--data-dir", data.to_str().expect("path")]);
+    init.args(["--upn-domain", "example.org"]);
     if let Some(url) = database {
         init.args(["--database-url", url]);
     }
@@ -167,8 +168,9 @@ fn issuance_body(dir: &Path) -> std::path::PathBuf {
         .expect("openssl")
         .status
         .success());
-    let pubkey = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
+    // The proof of possession every issuance carries: a PKCS#10 request signed by the key.
+    let csr = Command::new("openssl")
+        .args(["req", "-new", "-subj", "/CN=card", "-key"])
         .arg(&key)
         .output()
         .expect("openssl")
@@ -176,7 +178,7 @@ fn issuance_body(dir: &Path) -> std::path::PathBuf {
     let body = serde_json::json!({
         "profile": "authentication",
         "subject": { "common_name": "Bench Person", "upn": "bench@example.org" },
-        "public_key": String::from_utf8_lossy(&pubkey),
+        "csr": String::from_utf8_lossy(&csr),
     });
     let file = dir.join("issue.json");
     std::fs::write(&file, body.to_string()).expect("body");
@@ -573,11 +575,14 @@ fn crl() {
 
         // n revoked certificates, written straight into the deployment's database (the
         // rows the CRL reads; their TBS is a placeholder).
-        let mut conn = tessera_issuer::db::open_sqlite(&data.join("tessera.db")).expect("database");
+        let config = tessera_issuer_types::config::Config::load(&data).expect("config");
+        let store = tessera_issuer_store::Store::open_configured(&config.database, &data)
+            .expect("database");
+        let mut conn = store.raw().expect("database");
         let not_after = REVOKED_AT + 400 * 86_400;
         let inserted = std::time::Instant::now();
         diesel::sql_query("BEGIN")
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .expect("begin");
         for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
             let values: Vec<String> = chunk
@@ -596,13 +601,14 @@ fn crl() {
                  not_after, revoked_at, revocation_reason, created_at) VALUES {}",
                 values.join(",")
             ))
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .expect("insert");
         }
         diesel::sql_query("COMMIT")
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .expect("commit");
         drop(conn);
+        drop(store);
         let inserted = inserted.elapsed();
 
         let (ours_s, ours_kib, said) = timed(

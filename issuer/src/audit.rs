@@ -1,167 +1,235 @@
-//! The audit trail as a hash chain (LoA3 K2.7: tamper-evident records of every action).
-//! Each record's hash covers its contents and the previous record's hash, so an edited,
-//! deleted or reordered record breaks the chain at a place `verify` names. A record is
-//! appended in the same database transaction as the change it records.
-//!
-//! Removing records from the *end* cannot be seen from the chain alone: operators anchor
-//! the head hash elsewhere (`audit verify` prints it).
+//! `audit verify` and `audit checkpoint`: the hash chain checked record by record, and
+//! anchored by checkpoints the audit key in the token signs (at an interval by `serve`, on
+//! demand by `audit checkpoint`). A checkpoint kept outside the database shows truncation
+//! below it and forged records up to it; `--expect-head` (a head hash kept elsewhere) shows
+//! anything appended after it.
 
-use anyhow::{Context, Result};
-use diesel::prelude::*;
-use sha2::Digest;
+use std::path::Path;
 
-use crate::clock::Clock;
-use crate::db::schema::audit_log;
+use anyhow::{bail, ensure, Context, Result};
+use der::{Decode, Encode};
+use tessera_issuer_ca::checkpoint::{self, Checkpoint, SignedCheckpoint};
+use tessera_issuer_store::audit::{StoredCheckpoint, Tamper};
+use tessera_issuer_store::{AuthorityRole, Store};
+use tessera_issuer_types::Clock;
+use x509_cert::Certificate;
 
-/// The hash before the first record.
-pub const GENESIS: [u8; 32] = [0; 32];
+use crate::deployment::Deployment;
 
-/// One audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable, Selectable)]
-#[diesel(table_name = audit_log)]
-pub struct Record {
-    pub seq: i64,
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub details: String,
-    pub prev_hash: Vec<u8>,
-    pub hash: Vec<u8>,
+/// Signs a checkpoint of the chain as it is now, stores it (with its audit record) and
+/// returns it. Refuses a broken chain: a checkpoint vouches for what it covers.
+pub(crate) fn make(dep: &Deployment, clock: &dyn Clock) -> Result<SignedCheckpoint> {
+    let verified = match dep.store.read(|tx| tx.verify_audit())? {
+        Ok(v) => v,
+        Err(tamper) => bail!("the audit chain is broken ({tamper}); no checkpoint signed"),
+    };
+    let now = clock.now();
+    let signed = checkpoint::sign(
+        dep.signer.as_ref(),
+        Checkpoint {
+            records: verified.records,
+            head: hex::encode(&verified.head),
+            at: now.as_secs(),
+        },
+    )?;
+    let json = serde_json::to_string(&signed)?;
+    dep.store.write(|tx| {
+        tx.insert_checkpoint(&StoredCheckpoint {
+            records: i64::try_from(signed.checkpoint.records).unwrap_or(i64::MAX),
+            at: tessera_issuer_store::secs(now),
+            head: signed.checkpoint.head.clone(),
+            signed: json.clone(),
+        })
+    })?;
+    Ok(signed)
 }
 
-/// The hash of a record's contents after `prev`: a domain tag, then every field
-/// length-prefixed, so no two different records encode alike.
-pub fn record_hash(
-    prev: &[u8],
-    seq: i64,
-    at: i64,
-    actor: &str,
-    action: &str,
-    details: &str,
-) -> Vec<u8> {
-    let mut h = sha2::Sha256::new();
-    h.update(b"tessera-audit-v1\0");
-    for field in [
-        prev,
-        &seq.to_be_bytes(),
-        &at.to_be_bytes(),
-        actor.as_bytes(),
-        action.as_bytes(),
-        details.as_bytes(),
-    ] {
-        h.update((field.len() as u64).to_be_bytes());
-        h.update(field);
-    }
-    h.finalize().to_vec()
-}
-
-/// Appends a record. Call it inside the transaction that makes the change.
-pub fn append(
-    conn: &mut crate::db::Conn,
+/// Signs a checkpoint when records were added since the last one (for `serve`).
+pub(crate) fn make_if_grown(
+    dep: &Deployment,
     clock: &dyn Clock,
-    actor: &str,
-    action: &str,
-    details: &serde_json::Value,
-) -> Result<Record> {
-    let last: Option<(i64, Vec<u8>)> = audit_log::table
-        .select((audit_log::seq, audit_log::hash))
-        .order(audit_log::seq.desc())
-        .first(conn)
-        .optional()
-        .context("reading the audit chain head")?;
-    let (seq, prev) = match last {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, GENESIS.to_vec()),
-    };
-    let at = i64::try_from(clock.now().as_secs()).unwrap_or(i64::MAX);
-    let details = details.to_string();
-    let record = Record {
-        seq,
-        at,
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        hash: record_hash(&prev, seq, at, actor, action, &details),
-        details,
-        prev_hash: prev,
-    };
-    diesel::insert_into(audit_log::table)
-        .values(&record)
-        .execute(conn)
-        .context("writing the audit record")?;
-    Ok(record)
-}
-
-/// What `verify` found wrong first.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Tamper {
-    #[error("audit record {0} was edited: its hash does not match its contents")]
-    Edited(i64),
-    #[error("audit record {found_at} was moved: it was written as record {written_as} (records reordered)")]
-    Reordered { found_at: i64, written_as: i64 },
-    #[error("audit record {expected} is missing: the records jump from {before} to {found}")]
-    Missing {
-        expected: i64,
-        before: i64,
-        found: i64,
-    },
-    #[error(
-        "audit record {0} does not follow the record before it: the chain is broken there \
-         (records were deleted, reordered or rewritten)"
-    )]
-    ChainBroken(i64),
-}
-
-/// A verified chain: how many records and the head hash to anchor elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    pub records: u64,
-    pub head: Vec<u8>,
-}
-
-/// How far from its place a moved record is looked for when its hash does not match.
-const MOVE_SEARCH: i64 = 1000;
-
-/// Checks the whole chain in order.
-pub fn verify(conn: &mut crate::db::Conn) -> Result<std::result::Result<Verified, Tamper>> {
-    let records: Vec<Record> = audit_log::table
-        .select(Record::as_select())
-        .order(audit_log::seq.asc())
-        .load(conn)
-        .context("reading the audit log")?;
-    let mut prev = GENESIS.to_vec();
-    let mut prev_seq = 0;
-    for r in &records {
-        if r.seq != prev_seq + 1 {
-            return Ok(Err(Tamper::Missing {
-                expected: prev_seq + 1,
-                before: prev_seq,
-                found: r.seq,
-            }));
-        }
-        if record_hash(&r.prev_hash, r.seq, r.at, &r.actor, &r.action, &r.details) != r.hash {
-            // Intact contents under another sequence number mean the record was moved.
-            let moved_from = (r.seq.saturating_sub(MOVE_SEARCH)
-                ..=r.seq.saturating_add(MOVE_SEARCH))
-                .filter(|s| *s != r.seq && *s > 0)
-                .find(|s| {
-                    record_hash(&r.prev_hash, *s, r.at, &r.actor, &r.action, &r.details) == r.hash
-                });
-            return Ok(Err(match moved_from {
-                Some(written_as) => Tamper::Reordered {
-                    found_at: r.seq,
-                    written_as,
-                },
-                None => Tamper::Edited(r.seq),
-            }));
-        }
-        if r.prev_hash != prev {
-            return Ok(Err(Tamper::ChainBroken(r.seq)));
-        }
-        prev.clone_from(&r.hash);
-        prev_seq = r.seq;
+) -> Result<Option<SignedCheckpoint>> {
+    let (records, last) = dep.store.read(|tx| -> Result<_> {
+        let records = tx.audit_records()?.len();
+        let last = tx.checkpoints()?.last().map(|c| c.records);
+        Ok((records, last))
+    })?;
+    // The checkpoint's own audit record follows it: a chain that grew by that alone has
+    // nothing new to anchor.
+    let covered = last.map_or(0, |n| usize::try_from(n).unwrap_or(0) + 1);
+    if records <= covered {
+        return Ok(None);
     }
-    Ok(Ok(Verified {
-        records: records.len() as u64,
-        head: prev,
-    }))
+    make(dep, clock).map(Some)
+}
+
+/// The audit signer's certificate, checked to chain to the root: the issuing CA's
+/// certificate signed by `root`, the audit signer's by the issuing CA. Whoever can write to
+/// the database cannot put in a certificate for a key of their own.
+fn audit_certificate(store: &Store, root: &Certificate) -> Result<Certificate> {
+    let (issuing, audit) = store.read(|tx| -> Result<_> {
+        let get = |tx: &mut tessera_issuer_store::Tx<'_>, role| -> Result<Certificate> {
+            let row = tx
+                .authority(role)?
+                .with_context(|| format!("the database has no {role:?} authority"))?;
+            Ok(Certificate::from_der(&row.certificate)?)
+        };
+        Ok((
+            get(tx, AuthorityRole::Issuing)?,
+            get(tx, AuthorityRole::Audit)?,
+        ))
+    })?;
+    for (cert, by, what) in [
+        (&issuing, root, "the issuing CA certificate by the root"),
+        (
+            &audit,
+            &issuing,
+            "the audit signer certificate by the issuing CA",
+        ),
+    ] {
+        tessera_issuer_ca::x509::verify_signature(
+            &by.tbs_certificate.subject_public_key_info,
+            &cert.signature_algorithm,
+            &cert.tbs_certificate.to_der()?,
+            cert.signature.raw_bytes(),
+        )
+        .with_context(|| format!("{what} does not verify"))?;
+    }
+    Ok(audit)
+}
+
+/// What `audit verify` is asked to check besides the chain itself.
+#[derive(Debug, Default)]
+pub(crate) struct Expectations<'a> {
+    /// The head hash (hex) the chain must end with.
+    pub expect_head: Option<&'a str>,
+    /// A checkpoint file kept outside the database.
+    pub checkpoint: Option<&'a Path>,
+    /// The root certificate to check the audit signer against (default: the data
+    /// directory's `root-ca.pem`).
+    pub root: Option<&'a Path>,
+}
+
+/// Checks the chain, the stored checkpoints and the expectations; returns the report on
+/// success, or the first failure.
+pub(crate) fn verify(dir: &Path, store: &Store, expect: &Expectations<'_>) -> Result<String> {
+    let records = store.read(|tx| tx.audit_records())?;
+    let verified = match store.read(|tx| tx.verify_audit())? {
+        Ok(v) => v,
+        Err(tamper) => return Err(anyhow::Error::new(Broken(tamper))),
+    };
+    let head = hex::encode(&verified.head);
+    let mut report = format!(
+        "audit chain intact: {} records, head {head}\n",
+        verified.records
+    );
+    let hash_at = |n: u64| -> Option<String> {
+        let i = usize::try_from(n).ok()?.checked_sub(1)?;
+        records.get(i).map(|r| hex::encode(&r.hash))
+    };
+    let root_path = expect.root.map_or_else(
+        || dir.join(tessera_issuer_types::config::files::ROOT_PEM),
+        Path::to_path_buf,
+    );
+    let root = read_pem_certificate(&root_path)?;
+    let audit = audit_certificate(store, &root)?;
+    let check = |signed: &SignedCheckpoint, source: &str| -> Result<()> {
+        checkpoint::verify(&audit, signed).with_context(|| format!("{source}: forged"))?;
+        let c = &signed.checkpoint;
+        ensure!(
+            c.records <= verified.records,
+            "{source}: signed for {} records, but the chain has {}: records were cut from \
+             the end",
+            c.records,
+            verified.records
+        );
+        ensure!(
+            hash_at(c.records).as_deref() == Some(c.head.as_str()),
+            "{source}: record {} is not the one the checkpoint signed: records up to it were \
+             replaced",
+            c.records
+        );
+        Ok(())
+    };
+    let stored = store.read(|tx| tx.checkpoints())?;
+    for c in &stored {
+        let signed: SignedCheckpoint = serde_json::from_str(&c.signed)
+            .with_context(|| format!("stored checkpoint at record {}", c.records))?;
+        ensure!(
+            i64::try_from(signed.checkpoint.records).ok() == Some(c.records),
+            "stored checkpoint at record {}: its signed count differs",
+            c.records
+        );
+        check(
+            &signed,
+            &format!("stored checkpoint at record {}", c.records),
+        )?;
+    }
+    match stored.last() {
+        Some(last) => report.push_str(&format!(
+            "{} signed checkpoints; the last covers {} records ({} after it not yet \
+             anchored)\n",
+            stored.len(),
+            last.records,
+            verified
+                .records
+                .saturating_sub(u64::try_from(last.records).unwrap_or(0))
+        )),
+        None => report.push_str("no signed checkpoints yet\n"),
+    }
+    if let Some(file) = expect.checkpoint {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let signed: SignedCheckpoint = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a checkpoint", file.display()))?;
+        check(&signed, &file.display().to_string())?;
+        report.push_str(&format!(
+            "checkpoint {} holds: record {} is its head\n",
+            file.display(),
+            signed.checkpoint.records
+        ));
+    }
+    if let Some(expected) = expect.expect_head {
+        let expected = expected.trim().to_ascii_lowercase();
+        if expected != head {
+            match records
+                .iter()
+                .position(|r| hex::encode(&r.hash) == expected)
+            {
+                Some(i) => bail!(
+                    "the chain goes on past the expected head (record {}): {} records were \
+                     appended after it",
+                    i + 1,
+                    records.len() - i - 1
+                ),
+                None => bail!(
+                    "the expected head {expected} is not in the chain: records were cut or \
+                     replaced"
+                ),
+            }
+        }
+        report.push_str("the head is the one expected\n");
+    }
+    Ok(report)
+}
+
+/// A broken chain, for the caller to tell apart from other failures.
+#[derive(Debug)]
+pub(crate) struct Broken(pub Tamper);
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "audit chain BROKEN: {}", self.0)
+    }
+}
+
+impl std::error::Error for Broken {}
+
+fn read_pem_certificate(path: &Path) -> Result<Certificate> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let der = match der::pem::decode_vec(&raw) {
+        Ok(("CERTIFICATE", der)) => der,
+        _ => raw,
+    };
+    Certificate::from_der(&der).with_context(|| format!("{} is not a certificate", path.display()))
 }

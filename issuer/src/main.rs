@@ -1,13 +1,20 @@
-//! `tessera-issuer`: the issuer's command line.
+//! `tessera-issuer`: the issuer's command line. It wires the issuer's crates together
+//! (docs/ARCHITECTURE.md): setup commands through `tessera-issuer-setup`, the running
+//! issuer through the store, CA, status, RA and web crates.
+#![forbid(unsafe_code)]
+
+mod audit;
+mod deployment;
+mod renew;
+mod serve;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tessera_issuer::clock::SystemClock;
-use tessera_issuer::hsm::KeyAlg;
-use tessera_issuer::init::{self, files};
-use tessera_issuer::{audit, db};
+use tessera_issuer_setup::init::{self, DatabaseChoice, Options, TokenChoice};
+use tessera_issuer_types::config::{files, Custody, KeyAlg};
+use tessera_issuer_types::SystemClock;
 
 /// The Tessera issuer: certificate authorities for LoA3 service IDs.
 #[derive(Debug, Parser)]
@@ -19,53 +26,27 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create an embedded deployment in a new data directory.
+    /// Create a deployment in a new data directory.
     ///
-    /// Makes a SoftHSM2 token in the directory (or uses --pkcs11-module), generates the
-    /// root, issuing-CA and OCSP-responder keys inside it, issues their certificates,
-    /// creates the SQLite database and writes a bootstrap administrator API token to
-    /// DIR/bootstrap-admin.token (mode 0600). Prints the CA fingerprints.
+    /// Makes a SoftHSM2 token in the directory (or takes over an existing token: an HSM's,
+    /// or tpm2-pkcs11's, with --token-module, --token-label and --token-pin-file; its user
+    /// PIN is changed, and no security-officer PIN is ever kept), generates the CA keys
+    /// inside it, issues the CA's certificates, creates the database (SQLite in the
+    /// directory, or PostgreSQL with --database-url), writes the configuration
+    /// DIR/issuer.json and a bootstrap administrator API token (DIR/bootstrap-admin.token,
+    /// mode 0600). Prints the CA fingerprints.
     ///
-    /// With --external-root the root stays offline (the production path): only the
-    /// issuing-CA and OCSP keys are generated, and DIR/issuing-ca.csr goes to the root
-    /// ceremony (`ceremony`, type intermediate); `install-ca-cert` then completes the
-    /// deployment with the certificate the ceremony signed.
-    Init {
-        /// The data directory; must not exist or be empty.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// The CA key algorithm.
-        #[arg(long, value_enum, default_value_t = KeyAlg::P256)]
-        key_alg: KeyAlg,
-        /// The organisation named in the CA certificates.
-        #[arg(long, default_value = "Tessera")]
-        organization: String,
-        /// A PKCS#11 module to use instead of SoftHSM2 (an HSM's library).
-        #[arg(long, value_name = "PATH")]
-        pkcs11_module: Option<PathBuf>,
-        /// Keep the database in PostgreSQL (postgres://…) instead of SQLite in DIR.
-        #[arg(long, value_name = "URL", env = "TESSERA_DATABASE_URL")]
-        database_url: Option<String>,
-        /// Custody of the CA activation secret: M-of-N Shamir shares written as
-        /// DIR/custodian-<i>.share for the custodians to take away (1-of-1: the secret itself
-        /// stays in DIR).
-        #[arg(long, value_name = "M-of-N", default_value = "1-of-1")]
-        custodians: tessera_issuer::custody::Scheme,
-        /// Host names and IP addresses for the issuer's HTTPS certificate (repeatable).
-        #[arg(long = "tls-host", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
-        tls_hosts: Vec<String>,
-        /// The offline root's certificate (PEM or DER, from `ceremony`, type root): keep the
-        /// root key out of this deployment.
-        #[arg(long, value_name = "FILE")]
-        external_root: Option<PathBuf>,
-    },
+    /// With --external-root the root stays offline (the production path): its key is not
+    /// made here, and DIR/issuing-ca.csr goes to the root ceremony (`ceremony`, type
+    /// intermediate); `install-ca-cert` then completes the deployment.
+    Init(InitArgs),
     /// Complete an `init --external-root` deployment with the issuing-CA certificate the
     /// root ceremony signed for DIR/issuing-ca.csr.
     ///
     /// Checks that the certificate is for the issuing-CA key in this deployment's token, was
-    /// signed by the offline root, is a CA certificate and is valid now; then issues the
-    /// OCSP responder's and the HTTPS certificates and writes the bootstrap token, as `init`
-    /// does. A refused certificate changes nothing.
+    /// signed by the offline root, is a CA certificate and is valid now; then makes the
+    /// issuer's own certificates and the bootstrap token, as `init` does. A refused
+    /// certificate changes nothing.
     InstallCaCert {
         /// The data directory made by `init --external-root`.
         #[arg(long, value_name = "DIR")]
@@ -73,31 +54,31 @@ enum Command {
         /// The issuing-CA certificate (PEM or DER).
         #[arg(long, value_name = "FILE")]
         certificate: PathBuf,
-        /// A custodian's share file (repeat for M of them) when the deployment's activation
-        /// secret is shared M-of-N.
+        /// A custodian's share file (repeat for M of them) when the activation secret is
+        /// shared M-of-N.
         #[arg(long = "share", value_name = "FILE")]
         shares: Vec<PathBuf>,
     },
-    /// Serve the issuance API, the CRL and the CA certificate over HTTP.
+    /// Serve the API, OCSP, the CRLs and the CA certificate over HTTP(S).
     ///
-    /// Certificates name URLs under --public-url: the CRL at /crl/issuing-ca-1.crl, the CA
-    /// certificate at /ca/issuing-ca-1.crt, OCSP at /ocsp. The CRL is reissued on every
-    /// status change and every --crl-interval seconds.
-    Serve(ServeArgs),
+    /// Certificates name URLs under the public URL: the CRL at /crl/issuing-ca-1.crl, the
+    /// CA certificate at /ca/issuing-ca-1.crt, OCSP at /ocsp. A CRL follows every status
+    /// change within --crl-delay, whichever server on the database made it.
+    Serve(serve::ServeArgs),
     /// Run a key ceremony described by a reviewed configuration file (JSON).
     ///
     /// `"type": "root"` generates the root key in an offline token and self-signs the root
-    /// certificate; `"type": "intermediate"` verifies an issuing CA's certificate request
-    /// and signs its certificate with the root key. Prints a transcript starting with the
-    /// SHA-256 of the configuration file. Outputs are never overwritten.
+    /// certificate; `"type": "intermediate"` signs an issuing-CA certificate with the root
+    /// key, for the one request whose SHA-256 and subject the file names. Prints a
+    /// transcript starting with the SHA-256 of the configuration file. Outputs are never
+    /// overwritten.
     Ceremony {
         /// The ceremony configuration.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Issue a CRL now (as `serve` does on every status change and on schedule) and write
-    /// it, DER-encoded, to FILE. For publishing by other means, or when `serve` is not
-    /// running. Prints the CRL number, entries, size and time taken.
+    /// Publish a CRL now (as `serve` does after every status change and on schedule) and
+    /// write it, DER-encoded, to FILE. Prints the CRL number, entries, size and time taken.
     Crl {
         /// The data directory made by `init`.
         #[arg(long, value_name = "DIR")]
@@ -105,8 +86,21 @@ enum Command {
         /// Where to write the CRL (replaced atomically if it exists).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// A custodian's share file (repeat for M of them) when the deployment's activation
-        /// secret is shared M-of-N.
+        /// A custodian's share file (repeat for M of them).
+        #[arg(long = "share", value_name = "FILE")]
+        shares: Vec<PathBuf>,
+    },
+    /// Renew the issuer's own certificates (OCSP responder, audit signer, HTTPS) and an
+    /// embedded root's CRL when a third of their lifetime is left (`serve` does this every
+    /// hour), or now with --force.
+    Renew {
+        /// The data directory made by `init`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Renew everything now, due or not.
+        #[arg(long)]
+        force: bool,
+        /// A custodian's share file (repeat for M of them).
         #[arg(long = "share", value_name = "FILE")]
         shares: Vec<PathBuf>,
     },
@@ -118,102 +112,132 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-struct ServeArgs {
-    /// The data directory made by `init`.
+struct InitArgs {
+    /// The data directory; must not exist or be empty.
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    listen: std::net::SocketAddr,
-    /// The base URL relying parties reach this server at (default: http://ADDR).
-    #[arg(long, value_name = "URL")]
-    public_url: Option<String>,
-    /// The certificate-policy OID put in certificates (default: the one `init` chose,
-    /// in DIR/certificate-policy.oid).
+    /// The CA key algorithm.
+    #[arg(long, default_value_t = KeyAlg::P256, value_parser = parse_alg)]
+    key_alg: KeyAlg,
+    /// The organisation named in the CA certificates.
+    #[arg(long, default_value = "Tessera")]
+    organization: String,
+    /// The PKCS#11 module of an existing token to take over (an HSM's library, or
+    /// libtpm2_pkcs11.so) instead of a new SoftHSM2 token in DIR.
+    #[arg(long, value_name = "PATH", requires_all = ["token_label", "token_pin_file"])]
+    token_module: Option<PathBuf>,
+    /// The label of the token to take over.
+    #[arg(long, value_name = "LABEL", requires = "token_module")]
+    token_label: Option<String>,
+    /// A file holding the token's current user PIN; init changes the PIN to the new
+    /// activation secret (under --custodians), so this PIN no longer opens the token.
+    #[arg(long, value_name = "FILE", requires = "token_module")]
+    token_pin_file: Option<PathBuf>,
+    /// Environment the module needs, NAME=VALUE (repeatable; kept in the configuration),
+    /// e.g. TPM2_PKCS11_STORE=/var/lib/tpm2-pkcs11.
+    #[arg(long = "token-env", value_name = "NAME=VALUE", value_parser = parse_env, requires = "token_module")]
+    token_env: Vec<(String, String)>,
+    /// Keep the database in PostgreSQL (postgres://user@host/db, without a password)
+    /// instead of SQLite in DIR.
+    #[arg(long, value_name = "URL", env = "TESSERA_DATABASE_URL")]
+    database_url: Option<String>,
+    /// A file holding the PostgreSQL password (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "database_url")]
+    database_password_file: Option<PathBuf>,
+    /// Custody of the CA activation secret: M-of-N Shamir shares written as
+    /// DIR/custodian-<i>.share for the custodians to take away (1-of-1: the secret itself
+    /// stays in DIR).
+    #[arg(long, value_name = "M-of-N", default_value = "1-of-1")]
+    custodians: Custody,
+    /// Host names and IP addresses for the issuer's HTTPS certificate (repeatable).
+    #[arg(long = "tls-host", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+    tls_hosts: Vec<String>,
+    /// The base URL relying parties reach the issuer at (named in certificates).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    public_url: String,
+    /// The organisation's certificate-policy OID (default: a random trial OID under
+    /// 2.25, never for production).
     #[arg(long, value_name = "OID")]
     policy_oid: Option<String>,
-    /// Seconds between scheduled CRLs.
-    #[arg(long, default_value_t = 3600)]
-    crl_interval: u64,
-    /// A custodian's share file (repeat for M of them) when the deployment's activation
-    /// secret is shared M-of-N.
-    #[arg(long = "share", value_name = "FILE")]
-    shares: Vec<PathBuf>,
-    /// Serve the API over HTTPS on this address (with DIR/tls-cert.pem and
-    /// DIR/tls-key.pem, made by `init`); --listen then serves only the CRL, OCSP and the
-    /// CA certificate, over plain HTTP as relying parties expect.
-    #[arg(long, value_name = "ADDR")]
-    tls_listen: Option<std::net::SocketAddr>,
-    /// Seconds a pre-signed OCSP response (one certificate, no nonce) is served before
-    /// it is signed again; 0 signs every response. This server invalidates a
-    /// certificate's responses on every status change it makes; other servers sharing
-    /// the same PostgreSQL database see the change after at most this long.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    ocsp_cache_seconds: u64,
+    /// A domain UPNs may be in (repeatable); without one no UPN is accepted.
+    #[arg(long = "upn-domain", value_name = "DOMAIN")]
+    upn_domains: Vec<String>,
+    /// The offline root's certificate (PEM or DER, from `ceremony`, type root): keep the
+    /// root key out of this deployment.
+    #[arg(long, value_name = "FILE")]
+    external_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the audit hash chain; names the first edited, missing or reordered record.
+    /// Check the audit hash chain and its signed checkpoints; names the first edited,
+    /// missing or reordered record, a forged or contradicted checkpoint, records cut from
+    /// the end or appended after an expected head.
     ///
-    /// Exits 0 and prints the record count and head hash when the chain is intact (keep the
-    /// head hash elsewhere: it also reveals records cut from the end), 1 when it is not.
+    /// Exits 0 with the record count and head hash when everything holds (keep the head
+    /// hash, or a checkpoint file, elsewhere), 1 when not.
     Verify {
         /// The data directory.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+        /// The head hash (hex) the chain must end with.
+        #[arg(long, value_name = "HEX")]
+        expect_head: Option<String>,
+        /// A checkpoint file from `audit checkpoint --out`, kept outside the database.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// The root certificate the audit signer must chain to (default DIR/root-ca.pem).
+        #[arg(long, value_name = "FILE")]
+        root: Option<PathBuf>,
+    },
+    /// Sign a checkpoint of the chain's head with the audit key in the token, store it
+    /// and write it to FILE (keep it outside the issuer: it anchors the chain).
+    Checkpoint {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Where to write the checkpoint (JSON; must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// A custodian's share file (repeat for M of them).
+        #[arg(long = "share", value_name = "FILE")]
+        shares: Vec<PathBuf>,
     },
 }
 
-fn main() -> Result<()> {
-    match Args::parse().command {
-        Command::Init {
-            data_dir,
-            key_alg,
-            organization,
-            pkcs11_module,
-            database_url,
-            tls_hosts,
-            custodians,
-            external_root,
-        } => {
-            let opts = init::Options {
-                data_dir: data_dir.clone(),
-                key_alg,
-                organization,
-                pkcs11_module,
-                database_url,
-                tls_hosts,
-                custody: custodians,
-            };
-            if let Some(root) = external_root {
-                let pending = init::run_external(&opts, &root, &SystemClock)?;
-                println!(
-                    "Tessera issuer prepared in {} for the offline root",
-                    data_dir.display()
-                );
-                println!("  offline root   SHA-256 {}", pending.root_fingerprint);
-                println!(
-                    "  issuing-CA certificate request {} SHA-256 {}",
-                    pending.csr_path.display(),
-                    pending.csr_sha256
-                );
-                println!();
-                println!("Next:");
-                println!(
-                    "  - take the request to the root ceremony (`tessera-issuer ceremony`, type \
-                     intermediate) and compare its SHA-256 there"
-                );
-                println!(
-                    "  - then: tessera-issuer install-ca-cert --data-dir {} --certificate FILE",
-                    data_dir.display()
-                );
-                return Ok(());
-            }
-            let report = init::run(&opts, &SystemClock)?;
-            print_ready(&data_dir, &report);
-            Ok(())
-        }
+fn parse_alg(s: &str) -> Result<KeyAlg, String> {
+    s.parse()
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("write NAME=VALUE")?;
+    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("{k:?} is not an environment variable name"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse().command) {
+        eprintln!("tessera-issuer: {e:#}");
+        std::process::exit(if e.downcast_ref::<audit::Broken>().is_some() {
+            1
+        } else {
+            2
+        });
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Init(args) => init_command(args),
         Command::InstallCaCert {
             data_dir,
             certificate,
@@ -224,209 +248,207 @@ fn main() -> Result<()> {
             print_ready(&data_dir, &report);
             Ok(())
         }
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Ceremony { config } => {
-            print!("{}", tessera_issuer::ceremony::run(&config, &SystemClock)?);
+            print!(
+                "{}",
+                tessera_issuer_setup::ceremony::run(&config, &SystemClock)?
+            );
             Ok(())
         }
         Command::Crl {
             data_dir,
             out,
             shares,
+        } => crl_command(&data_dir, &out, &shares),
+        Command::Renew {
+            data_dir,
+            force,
+            shares,
         } => {
-            let started = std::time::Instant::now();
-            init::ensure_complete(&data_dir)?;
-            let urls = urls(&data_dir, "http://127.0.0.1:8080", None)?;
-            let mut conn = open_db(&data_dir)?;
-            let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls, &shares)?;
-            let crl = ca
-                .issue_crl(&mut conn, &SystemClock)
-                .map_err(|e| anyhow::anyhow!("issuing the CRL: {e:#}"))?;
-            let tmp = out.with_extension("tmp");
-            std::fs::write(&tmp, &crl.der).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
-            println!(
-                "CRL number {} with {} entries, {} bytes, written to {} in {:.2} s",
-                crl.number,
-                crl.entries,
-                crl.der.len(),
-                out.display(),
-                started.elapsed().as_secs_f64()
-            );
+            let dep = deployment::Deployment::open(&data_dir, &shares, None, |_| {})?;
+            let renewed = renew::renew(&dep, &SystemClock, force)?;
+            if renewed.is_empty() {
+                println!("nothing due for renewal");
+            }
+            for r in renewed {
+                println!("renewed {} (valid until {})", r.what, r.until);
+            }
             Ok(())
         }
         Command::Audit {
-            command: AuditCommand::Verify { data_dir },
+            command:
+                AuditCommand::Verify {
+                    data_dir,
+                    expect_head,
+                    checkpoint,
+                    root,
+                },
         } => {
-            let mut conn = open_db(&data_dir)?;
-            match audit::verify(&mut conn).context("verifying the audit chain")? {
-                Ok(v) => {
-                    println!(
-                        "audit chain intact: {} records, head {}",
-                        v.records,
-                        hex::encode(&v.head)
-                    );
-                    Ok(())
-                }
-                Err(tamper) => {
-                    eprintln!("audit chain BROKEN: {tamper}");
-                    std::process::exit(1);
-                }
-            }
+            deployment::ensure_complete(&data_dir)?;
+            let config = tessera_issuer_types::config::Config::load(&data_dir)?;
+            let store = tessera_issuer_store::Store::open_configured(&config.database, &data_dir)?;
+            let report = audit::verify(
+                &data_dir,
+                &store,
+                &audit::Expectations {
+                    expect_head: expect_head.as_deref(),
+                    checkpoint: checkpoint.as_deref(),
+                    root: root.as_deref(),
+                },
+            )
+            .map_err(|e| match e.downcast::<audit::Broken>() {
+                Ok(broken) => anyhow::Error::new(broken),
+                // Anything that contradicts the chain is a verification failure too.
+                Err(other) => anyhow::Error::new(audit::Broken(
+                    tessera_issuer_store::audit::Tamper::Anchor(format!("{other:#}")),
+                )),
+            })?;
+            print!("{report}");
+            Ok(())
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Checkpoint {
+                    data_dir,
+                    out,
+                    shares,
+                },
+        } => {
+            let dep = deployment::Deployment::open(&data_dir, &shares, None, |_| {})?;
+            let signed = audit::make(&dep, &SystemClock)?;
+            let json = serde_json::to_string_pretty(&signed)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, json.as_bytes()))
+                .with_context(|| format!("writing {} (it must not exist)", out.display()))?;
+            println!(
+                "checkpoint of {} records, head {}, written to {}",
+                signed.checkpoint.records,
+                signed.checkpoint.head,
+                out.display()
+            );
+            Ok(())
         }
     }
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
-    use std::sync::Arc;
-    let ServeArgs {
-        data_dir,
-        listen,
-        public_url,
-        policy_oid,
-        crl_interval,
-        shares,
-        tls_listen,
-        ocsp_cache_seconds,
-    } = args;
-
-    init::ensure_complete(&data_dir)?;
-    let base = public_url.unwrap_or_else(|| format!("http://{listen}"));
-    let base = base.trim_end_matches('/').to_owned();
-    let urls = urls(&data_dir, &base, policy_oid)?;
-    let mut conn = open_db(&data_dir)?;
-    let ca = tessera_issuer::ca::IssuingCa::open(&data_dir, &mut conn, urls, &shares)?;
-    let state = Arc::new(tessera_issuer::api::AppState::new(
-        ca,
-        conn,
-        Box::new(SystemClock),
-        std::time::Duration::from_secs(ocsp_cache_seconds),
-    ));
-    let tls = match tls_listen {
-        Some(addr) => Some((addr, tls_config(&data_dir)?)),
-        None => None,
+fn init_command(a: InitArgs) -> Result<()> {
+    let token = match a.token_module {
+        None => TokenChoice::SoftHsm,
+        Some(module) => TokenChoice::Existing {
+            module,
+            label: a.token_label.context("--token-label")?,
+            pin_file: a.token_pin_file.context("--token-pin-file")?,
+            environment: a.token_env,
+        },
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = runtime.block_on(async move {
-        // Scheduled CRLs, so relying parties always find one before nextUpdate.
-        let scheduled = Arc::clone(&state);
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(std::time::Duration::from_secs(crl_interval.max(60)));
-            loop {
-                tick.tick().await;
-                let s = Arc::clone(&scheduled);
-                let _ = tokio::task::spawn_blocking(move || {
-                    let mut guard = s.inner.lock().unwrap_or_else(|p| p.into_inner());
-                    let (ca, conn) = &mut *guard;
-                    if let Err(e) = ca.generate_crl(conn, s.clock.as_ref()) {
-                        eprintln!("tessera-issuer: scheduled CRL failed: {e:#}");
-                    }
-                })
-                .await;
-            }
-        });
-        let plain = match tls {
-            Some((addr, config)) => {
-                let tls_listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("listening on {addr}"))?;
-                let app = tessera_issuer::api::router(Arc::clone(&state));
-                tokio::spawn(serve_tls(tls_listener, config, app));
-                println!("tessera-issuer API on https://{addr}");
-                tessera_issuer::api::public_router(state)
-            }
-            None => tessera_issuer::api::router(state),
-        };
-        let (bound, workers) = serve_per_core(listen, plain, &stopped)?;
-        println!("tessera-issuer serving on http://{bound} (public URL {base})");
-        let _ = tokio::signal::ctrl_c().await;
-        anyhow::Ok(workers)
-    })?;
-    // Stop accepting, let requests in flight finish, then leave.
-    let _ = stop.send(true);
-    for worker in workers {
-        worker
-            .join()
-            .map_err(|_| anyhow::anyhow!("an HTTP worker panicked"))??;
+    let database = match a.database_url {
+        None => DatabaseChoice::Sqlite,
+        Some(url) => DatabaseChoice::Postgres {
+            url,
+            password_file: a.database_password_file,
+        },
+    };
+    let opts = Options {
+        data_dir: a.data_dir.clone(),
+        key_alg: a.key_alg,
+        organization: a.organization,
+        token,
+        database,
+        tls_hosts: a.tls_hosts,
+        custody: a.custodians,
+        public_url: a.public_url,
+        policy_oid: a.policy_oid,
+        upn_domains: a.upn_domains,
+    };
+    if let Some(root) = a.external_root {
+        let pending = init::run_external(&opts, &root, &SystemClock)?;
+        println!(
+            "Tessera issuer prepared in {} for the offline root",
+            a.data_dir.display()
+        );
+        println!("  offline root   SHA-256 {}", pending.root_fingerprint);
+        println!(
+            "  issuing-CA certificate request {} SHA-256 {}",
+            pending.csr_path.display(),
+            pending.csr_sha256
+        );
+        print_shares(&pending.shares);
+        println!();
+        println!("Next:");
+        println!(
+            "  - take the request to the root ceremony (`tessera-issuer ceremony`, type \
+             intermediate, with csr_sha256 {})",
+            pending.csr_sha256
+        );
+        println!(
+            "  - then: tessera-issuer install-ca-cert --data-dir {} --certificate FILE",
+            a.data_dir.display()
+        );
+        return Ok(());
     }
+    let report = init::run(&opts, &SystemClock)?;
+    print_ready(&a.data_dir, &report);
     Ok(())
 }
 
-/// Serves `app` on `addr` from one single-threaded runtime per core, each accepting on a
-/// socket of its own bound to the same port (SO_REUSEPORT: the kernel hands each connection
-/// to one of them). A connection then lives on one thread, with no cross-thread wake-up
-/// per request; on the OCSP hot path (pre-signed answers) that wake-up was the largest cost
-/// after the kernel's TCP. Returns the bound address and the worker threads, which stop
-/// when `stopped` turns true.
-fn serve_per_core(
-    addr: std::net::SocketAddr,
-    app: axum::Router,
-    stopped: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(
-    std::net::SocketAddr,
-    Vec<std::thread::JoinHandle<Result<()>>>,
-)> {
-    // SO_REUSEPORT would let a second issuer on the same port silently share the
-    // connections; an ordinary bind first refuses a port anyone holds (and resolves port 0).
-    let addr = std::net::TcpListener::bind(addr)
-        .and_then(|probe| probe.local_addr())
-        .with_context(|| format!("listening on {addr}"))?;
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let mut workers = Vec::with_capacity(threads);
-    for i in 0..threads {
-        let (app, mut stopped) = (app.clone(), stopped.clone());
-        let (ready, bound) = std::sync::mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name(format!("http-{i}"))
-            .spawn(move || -> Result<()> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting an HTTP worker")?;
-                runtime.block_on(async move {
-                    let listener = match reuseport_listener(addr) {
-                        Ok(l) => {
-                            let _ = ready.send(Ok(()));
-                            l
-                        }
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                            return Ok(());
-                        }
-                    };
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stopped.wait_for(|stop| *stop).await;
-                        })
-                        .await
-                        .context("serving")
-                })
-            })
-            .context("starting an HTTP worker")?;
-        bound
-            .recv()
-            .context("an HTTP worker ended before listening")?
-            .with_context(|| format!("listening on {addr}"))?;
-        workers.push(worker);
-    }
-    Ok((addr, workers))
+fn crl_command(
+    data_dir: &std::path::Path,
+    out: &std::path::Path,
+    shares: &[PathBuf],
+) -> Result<()> {
+    use std::sync::Arc;
+    let started = std::time::Instant::now();
+    let dep = deployment::Deployment::open(data_dir, shares, None, |_| {})?;
+    let status = tessera_issuer_status::Status::new(
+        Arc::clone(&dep.ca),
+        dep.store.clone(),
+        Arc::new(SystemClock),
+        tessera_issuer_status::Settings::default(),
+    );
+    let published = status
+        .publish_crl()
+        .map_err(|e| anyhow::anyhow!("issuing the CRL: {e}"))?;
+    let (what, crl) = match published {
+        tessera_issuer_status::crl::Published::New {
+            number,
+            entries,
+            der,
+            ..
+        } => (
+            format!("CRL number {number} with {entries} entries"),
+            bytes::Bytes::from(der),
+        ),
+        // Another server published a newer one meanwhile: write that.
+        tessera_issuer_status::crl::Published::Superseded => (
+            "the newest CRL (another server published it)".to_owned(),
+            status
+                .crl()
+                .map_err(|e| anyhow::anyhow!("reading the CRL: {e}"))?,
+        ),
+    };
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, &crl).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{what}, {} bytes, written to {} in {:.2} s",
+        crl.len(),
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
-fn reuseport_listener(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    Ok(socket.listen(1024)?)
+fn print_shares(shares: &[PathBuf]) {
+    if !shares.is_empty() {
+        println!("  custodian shares (hand each to its custodian, then remove it from here):");
+        for s in shares {
+            println!("    {}", s.display());
+        }
+    }
 }
 
 /// What `init` made and what to do next.
@@ -435,6 +457,8 @@ fn print_ready(data_dir: &std::path::Path, report: &init::Report) {
     println!("  root CA        SHA-256 {}", report.root_fingerprint);
     println!("  issuing CA     SHA-256 {}", report.issuing_fingerprint);
     println!("  OCSP responder SHA-256 {}", report.ocsp_fingerprint);
+    println!("  issuer TLS CA  SHA-256 {}", report.tls_ca_fingerprint);
+    print_shares(&report.shares);
     println!();
     println!("Next:");
     println!(
@@ -443,103 +467,18 @@ fn print_ready(data_dir: &std::path::Path, report: &init::Report) {
         data_dir.join(files::ROOT_PEM).display()
     );
     println!(
+        "  - API clients trust the issuer's HTTPS through {}",
+        data_dir.join(files::TLS_CA_PEM).display()
+    );
+    println!(
         "  - the bootstrap administrator API token is in {} (mode 0600); use it once to \
          create named officers, then revoke it",
         report.bootstrap_token_path.display()
     );
-    println!(
-        "  - {} activates the CA keys: keep the directory readable only by the issuer",
-        data_dir.join(files::ACTIVATION_SECRET).display()
-    );
-}
-
-/// Where certificates send relying parties, under `base`, and the certificate policy
-/// (`init`'s choice in DIR unless given).
-fn urls(
-    data_dir: &std::path::Path,
-    base: &str,
-    policy_oid: Option<String>,
-) -> Result<tessera_issuer::ca::Urls> {
-    anyhow::ensure!(
-        base.starts_with("http://") || base.starts_with("https://"),
-        "--public-url must be an http(s) URL"
-    );
-    let policy = match policy_oid {
-        Some(p) => p,
-        None => std::fs::read_to_string(data_dir.join(files::POLICY_OID))
-            .context("reading the certificate policy OID (give --policy-oid)")?
-            .trim()
-            .to_owned(),
-    };
-    let policy = tessera_issuer::x509::parse_oid(&policy).context("the certificate policy OID")?;
-    Ok(tessera_issuer::ca::Urls {
-        crl: format!("{base}/crl/issuing-ca-1.crl"),
-        ocsp: format!("{base}/ocsp"),
-        ca_issuers: format!("{base}/ca/issuing-ca-1.crt"),
-        policy,
-    })
-}
-
-/// The deployment's database: PostgreSQL when `init` recorded a URL (DIR/database.url),
-/// else the SQLite file in DIR.
-fn open_db(data_dir: &std::path::Path) -> Result<db::Conn> {
-    let url_file = data_dir.join(files::DATABASE_URL);
-    let sqlite = data_dir.join(files::DATABASE);
-    if url_file.exists() {
-        let url = std::fs::read_to_string(&url_file).context("reading the database URL")?;
-        return db::open_postgres(url.trim());
-    }
-    anyhow::ensure!(
-        sqlite.exists(),
-        "no Tessera deployment in {}; run `tessera-issuer init --data-dir {}` first",
-        data_dir.display(),
-        data_dir.display()
-    );
-    db::open_sqlite(&sqlite)
-}
-
-/// The issuer's HTTPS server configuration (rustls with its safe defaults).
-fn tls_config(data_dir: &std::path::Path) -> Result<std::sync::Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let cert_path = data_dir.join(files::TLS_CERT);
-    let certs = CertificateDer::pem_file_iter(&cert_path)
-        .with_context(|| format!("reading {}", cert_path.display()))?
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(data_dir.join(files::TLS_KEY))
-        .context("reading the TLS key")?;
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("the TLS certificate and key")?;
-    Ok(std::sync::Arc::new(config))
-}
-
-/// Accepts TLS connections and serves the router on each (HTTP/1.1).
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    config: std::sync::Arc<rustls::ServerConfig>,
-    app: axum::Router,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            // A failed handshake concerns that client only.
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-        });
+    if report.shares.is_empty() {
+        println!(
+            "  - {} activates the CA keys: keep the directory readable only by the issuer",
+            data_dir.join(files::ACTIVATION_SECRET).display()
+        );
     }
 }

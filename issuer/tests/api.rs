@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 mod common;
 mod pg;
 
-use common::{card_public_key, openssl};
+use common::{card_csr, card_public_key, openssl};
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 
@@ -58,6 +58,7 @@ impl Running {
         let data = dir.join("data");
         let out = Command::new(ISSUER)
             .args(["init", "--data-dir", data.to_str().unwrap()])
+            .args(["--upn-domain", "example.org"])
             .args(
                 database
                     .map(|url| ["--database-url", url])
@@ -85,6 +86,8 @@ impl Running {
                     data.to_str().unwrap(),
                     "--listen",
                     &format!("127.0.0.1:{port}"),
+                    "--public-url",
+                    &format!("http://127.0.0.1:{port}"),
                 ])
                 .stdout(Stdio::null())
                 .spawn()
@@ -114,12 +117,12 @@ fn issue_revoke_and_crl_over_http(database: Option<&str>) {
     let data = run.data.clone();
     let url = format!("{base}/api/v1/certificates");
 
-    // A card's key (made by openssl here), as PEM SubjectPublicKeyInfo.
-    let pubkey = card_public_key(dir, "card.key");
+    // A card's key (made by openssl here) and its proof of possession, a PKCS#10 request.
+    let csr = card_csr(dir, "card.key");
     let request = serde_json::json!({
         "profile": "authentication",
         "subject": { "common_name": "Alice Andersson", "upn": "alice@example.org" },
-        "public_key": pubkey,
+        "csr": csr,
     })
     .to_string();
 
@@ -155,10 +158,64 @@ fn issue_revoke_and_crl_over_http(database: Option<&str>) {
         (400, true),
         "{body}"
     );
+    // Proof of possession (finding 5): a bare key is refused where the profile does not
+    // allow it, and so is a request whose signature is not its key's.
+    let bare = serde_json::json!({
+        "profile": "authentication",
+        "subject": { "common_name": "Alice Andersson" },
+        "public_key": card_public_key(dir, "bare.key"),
+    })
+    .to_string();
+    let (status, body) = post(&["-H", &auth], &bare);
+    assert_eq!(
+        (status, body.contains("\"bad_proof\"")),
+        (400, true),
+        "{body}"
+    );
+    let (_, mut der) = der::pem::decode_vec(csr.as_bytes()).unwrap();
+    let at = der.len() - 3;
+    der[at] ^= 0x01;
+    let forged =
+        der::pem::encode_string("CERTIFICATE REQUEST", der::pem::LineEnding::LF, &der).unwrap();
     let (status, body) = post(
         &["-H", &auth],
-        &request.replace("PUBLIC KEY", "PRIVATE KEY"),
+        &request.replace(&csr.replace('\n', "\\n"), &forged.replace('\n', "\\n")),
     );
+    assert_eq!(
+        (status, body.contains("\"bad_proof\"")),
+        (400, true),
+        "{body}"
+    );
+    // A well-signed request for a key below the floor: refused as a bad key.
+    assert!(
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:1024",
+                "-out",
+                "weak.key"
+            ]
+        )
+        .0
+    );
+    assert!(
+        openssl(
+            dir,
+            &["req", "-new", "-key", "weak.key", "-subj", "/CN=weak", "-out", "weak.csr"]
+        )
+        .0
+    );
+    let weak = serde_json::json!({
+        "profile": "authentication",
+        "subject": { "common_name": "Alice Andersson" },
+        "csr": std::fs::read_to_string(dir.join("weak.csr")).unwrap(),
+    })
+    .to_string();
+    let (status, body) = post(&["-H", &auth], &weak);
     assert_eq!(
         (status, body.contains("\"bad_public_key\"")),
         (400, true),
@@ -262,9 +319,25 @@ fn issue_revoke_and_crl_over_http(database: Option<&str>) {
         &revocation,
     ]);
     assert_eq!(status, 200, "{body}");
-    fetch_crl();
-    let (ok, text) = verify();
-    assert!(!ok && text.contains("certificate revoked"), "{text}");
+    // The revocation answered at once; a CRL that lists it follows within the publication
+    // delay (2 s by default), not under the revocation's lock.
+    let revoked_at = Instant::now();
+    let text = loop {
+        fetch_crl();
+        let (ok, text) = verify();
+        if !ok && text.contains("certificate revoked") {
+            break text;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(10),
+            "no CRL lists the revocation after 10 s: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!(
+        "revoked certificate on the CRL after {:?}: {text}",
+        revoked_at.elapsed()
+    );
     let (status, body) = curl(&[
         "-X",
         "POST",
@@ -309,11 +382,11 @@ fn openssl_ocsp_reports_good_then_revoked_with_and_without_nonce(database: Optio
     let run = Running::start(database);
     let dir = run.dir.as_path();
     let (base, auth) = (run.base.clone(), run.auth.clone());
-    let pubkey = card_public_key(dir, "card.key");
+    let csr = card_csr(dir, "card.key");
     let request = serde_json::json!({
         "profile": "authentication",
         "subject": { "common_name": "Olle Ocsp" },
-        "public_key": pubkey,
+        "csr": csr,
     })
     .to_string();
     let (status, body) = curl(&[
@@ -651,10 +724,17 @@ fn pkilint_finds_no_error_in_certificates_crl_and_ocsp_response() {
         ),
     ] {
         for key in ["ec.key", "rsa.key"] {
-            let (_, pubkey) = openssl(dir, &["pkey", "-in", key, "-pubout"]);
-            let body =
-                serde_json::json!({ "profile": profile, "subject": subject, "public_key": pubkey })
-                    .to_string();
+            let csr_file = format!("{key}.csr");
+            let (ok, text) = openssl(
+                dir,
+                &[
+                    "req", "-new", "-key", key, "-subj", "/CN=card", "-out", &csr_file,
+                ],
+            );
+            assert!(ok, "{text}");
+            let csr = std::fs::read_to_string(dir.join(&csr_file)).unwrap();
+            let body = serde_json::json!({ "profile": profile, "subject": subject, "csr": csr })
+                .to_string();
             let (status, answer) = curl(&[
                 "-X",
                 "POST",
@@ -756,7 +836,8 @@ fn the_api_over_https_and_crl_and_ocsp_over_http() {
             .spawn()
             .unwrap(),
     );
-    let root = data.join("root-ca.pem");
+    // The issuer's HTTPS is under its own TLS CA, apart from the workforce PKI.
+    let root = data.join("tls-ca.pem");
     let api = format!("https://127.0.0.1:{https}/api/v1");
     let deadline = Instant::now() + Duration::from_secs(30);
     while curl(&[
@@ -798,9 +879,24 @@ fn the_api_over_https_and_crl_and_ocsp_over_http() {
             "{name}: {text}"
         );
     }
+    // ... and not to the workforce root: a card certificate's CA cannot vouch for it.
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{https}")])
+        .args([
+            "-CAfile",
+            data.join("root-ca.pem").to_str().unwrap(),
+            "-verify_return_error",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Verify return code: 0 (ok)"),
+        "the HTTPS certificate chains to the workforce root"
+    );
     // Issuance over HTTPS.
-    let pubkey = card_public_key(dir, "k.pem");
-    let body = serde_json::json!({ "profile": "authentication", "subject": { "common_name": "Tls T" }, "public_key": pubkey }).to_string();
+    let csr = card_csr(dir, "k.pem");
+    let body = serde_json::json!({ "profile": "authentication", "subject": { "common_name": "Tls T" }, "csr": csr }).to_string();
     let auth = format!(
         "Authorization: Bearer {}",
         std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap()

@@ -134,27 +134,125 @@ fn offline_root_ceremonies_and_the_online_issuing_ca() {
         ])
         .0
     );
-    let intermediate = |csr: &str, out: &str| {
+    // The SHA-256 of a request file's DER, as `init --external-root` prints it.
+    let csr_sha256 = |csr: &str| {
+        let raw = std::fs::read(dir.join(csr)).unwrap();
+        let der = match der::pem::decode_vec(&raw) {
+            Ok((_, d)) => d,
+            Err(_) => raw,
+        };
+        hex::encode(sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(&der),
+        ))
+    };
+    // The reviewed file names the request by hash and the subject it must carry.
+    let reviewed = |csr: &str, sha256: &str, subject: &str, out: &str| {
         let cfg = dir.join(format!("{out}.json"));
         std::fs::write(
             &cfg,
             serde_json::json!({
                 "type": "intermediate", "token": token, "key_label": "root-2026", "key_alg": "p384",
-                "root_certificate": dir.join("root.pem"), "csr": dir.join(csr), "validity_days": 3650,
-                "certificate_out": dir.join(out),
+                "root_certificate": dir.join("root.pem"), "csr": dir.join(csr),
+                "csr_sha256": sha256, "expected_subject": subject,
+                "policy_oid": "1.2.752.999.1.3", "root_crl_url": "http://pki.example/root.crl",
+                "validity_days": 3650, "certificate_out": dir.join(out),
             })
             .to_string(),
         )
         .unwrap();
         run(Command::new(ISSUER).args(["ceremony", "--config", cfg.to_str().unwrap()]))
     };
-    let (ok, text) = intermediate("issuing.csr", "issuing.pem");
-    assert!(ok, "{text}");
+    let intermediate =
+        |csr: &str, subject: &str, out: &str| reviewed(csr, &csr_sha256(csr), subject, out);
+    const SUBJECT_2: &str = "CN=Example Kommun Issuing CA 2,O=Example Kommun";
+    // Another request than the one reviewed (same subject, another key): refused, nothing
+    // written, and the transcript shows the hash that was found.
+    assert!(
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key"
+        ])
+        .0
+    );
+    assert!(
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            "other.key",
+            "-subj",
+            "/O=Example Kommun/CN=Example Kommun Issuing CA 2",
+            "-out",
+            "other.csr"
+        ])
+        .0
+    );
+    let (ok, text) = reviewed(
+        "other.csr",
+        &csr_sha256("issuing.csr"),
+        SUBJECT_2,
+        "other.pem",
+    );
+    assert!(
+        !ok && text.contains("refusing to sign") && text.contains(&csr_sha256("other.csr")),
+        "{text}"
+    );
+    assert!(!dir.join("other.pem").exists());
+    // The reviewed request, but not for the subject the file expects.
+    let (ok, text) = intermediate(
+        "issuing.csr",
+        "CN=Example Kommun Issuing CA 9,O=Example Kommun",
+        "wrong-subject.pem",
+    );
+    assert!(!ok && text.contains("not the expected"), "{text}");
+    // A key below the floor (RSA 1024).
+    assert!(
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+            "-out",
+            "weak.key"
+        ])
+        .0
+    );
+    assert!(
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            "weak.key",
+            "-subj",
+            "/O=Example Kommun/CN=Example Kommun Issuing CA 2",
+            "-out",
+            "weak.csr"
+        ])
+        .0
+    );
+    let (ok, text) = intermediate("weak.csr", SUBJECT_2, "weak.pem");
+    assert!(!ok && text.contains("key is refused"), "{text}");
+    assert!(!dir.join("weak.pem").exists());
+
+    let (ok, text) = intermediate("issuing.csr", SUBJECT_2, "issuing.pem");
+    assert!(ok && text.contains(&csr_sha256("issuing.csr")), "{text}");
     let (ok, text) = openssl(&["verify", "-CAfile", "root.pem", "issuing.pem"]);
     assert!(ok && text.contains("issuing.pem: OK"), "{text}");
     let (_, shown) = openssl(&["x509", "-in", "issuing.pem", "-noout", "-text"]);
     assert!(
         shown.contains("CA:TRUE, pathlen:0") && shown.contains("ecdsa-with-SHA384"),
+        "{shown}"
+    );
+    // The issuing CA carries the certificate policy and where the root's CRL is.
+    assert!(
+        shown.contains("Policy: 1.2.752.999.1.3")
+            && shown.contains("URI:http://pki.example/root.crl"),
         "{shown}"
     );
 
@@ -164,7 +262,7 @@ fn offline_root_ceremonies_and_the_online_issuing_ca() {
     let at = forged.len() - 5;
     forged[at] ^= 0x01;
     std::fs::write(dir.join("forged.csr"), forged).unwrap();
-    let (ok, text) = intermediate("forged.csr", "forged.pem");
+    let (ok, text) = intermediate("forged.csr", SUBJECT_2, "forged.pem");
     assert!(!ok && text.contains("does not verify"), "{text}");
     assert!(!dir.join("forged.pem").exists());
 
@@ -253,7 +351,11 @@ fn offline_root_ceremonies_and_the_online_issuing_ca() {
     assert!(data.join("pending-ca.json").exists() && !data.join("issuing-ca.pem").exists());
 
     // The root ceremony signs the real request; install-ca-cert completes the deployment.
-    let (ok, text) = intermediate(csr.to_str().unwrap(), "online-issuing.pem");
+    let (ok, text) = intermediate(
+        csr.to_str().unwrap(),
+        "CN=Example Kommun Issuing CA 1,O=Example Kommun",
+        "online-issuing.pem",
+    );
     assert!(ok, "{text}");
     let (ok, text) = install("online-issuing.pem");
     assert!(ok && text.contains("issuing CA"), "{text}");
@@ -309,11 +411,23 @@ fn offline_root_ceremonies_and_the_online_issuing_ca() {
             ])
             .0
         );
-        let (_, pubkey) = openssl(&["pkey", "-pubout", "-in", "card.key"]);
+        assert!(
+            openssl(&[
+                "req",
+                "-new",
+                "-key",
+                "card.key",
+                "-subj",
+                "/CN=Offline Root Person",
+                "-out",
+                "card.csr"
+            ])
+            .0
+        );
         let body = serde_json::json!({
             "profile": "authentication",
             "subject": { "common_name": "Offline Root Person" },
-            "public_key": pubkey,
+            "csr": std::fs::read_to_string(dir.join("card.csr")).unwrap(),
         });
         let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
         let out = Command::new("curl")

@@ -4,11 +4,12 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use diesel::prelude::*;
-use tessera_issuer::clock::FixedClock;
-use tessera_issuer::{audit, db};
+use tessera_issuer_store::audit::{self, AuditEvent};
+use tessera_issuer_store::schema::audit_log;
+use tessera_issuer_store::{Conn, Store};
+use tessera_issuer_types::config::Config;
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -130,7 +131,7 @@ fn init_creates_a_verifiable_ca_with_keys_that_never_leave_the_token() {
     for f in [
         "bootstrap-admin.token",
         "ca-activation.secret",
-        "token-so.pin",
+        "tls-key.pem",
     ] {
         let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f}");
@@ -156,21 +157,134 @@ fn init_creates_a_verifiable_ca_with_keys_that_never_leave_the_token() {
         .unwrap();
     let listing = text(&out);
     assert!(out.status.success(), "{listing}");
-    for label in ["root-ca", "issuing-ca-1", "ocsp-responder-1"] {
+    for label in [
+        "root-ca",
+        "issuing-ca-1",
+        "ocsp-responder-1",
+        "audit-1",
+        "tls-ca-1",
+    ] {
         assert!(
             listing.contains(&format!("label:      {label}")),
             "{listing}"
         );
     }
-    assert_eq!(listing.matches("never extractable").count(), 3, "{listing}");
-    assert!(listing.matches("sensitive").count() >= 3, "{listing}");
+    assert_eq!(listing.matches("never extractable").count(), 5, "{listing}");
+    assert!(listing.matches("sensitive").count() >= 5, "{listing}");
 
     let verified = run(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
     assert!(
-        verified.status.success() && text(&verified).contains("audit chain intact: 2 records"),
+        verified.status.success() && text(&verified).contains("audit chain intact: 5 records"),
         "{}",
         text(&verified)
     );
+}
+
+/// pkcs11-tool against a SoftHSM2 token directory: logs in as `user` ("so" or "user")
+/// with `pin`, and for the security officer tries to set a new user PIN (the attack on a
+/// copied token).
+fn token_accepts(conf: &Path, user: &str, pin: &str) -> bool {
+    let mut args = vec![
+        "--module",
+        SOFTHSM,
+        "--token-label",
+        "tessera-ca",
+        "--login",
+        "--login-type",
+        user,
+    ];
+    if user == "so" {
+        args.extend(["--so-pin", pin, "--init-pin", "--new-pin", "654321"]);
+    } else {
+        args.extend(["--pin", pin, "--list-objects", "--type", "privkey"]);
+    }
+    Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", conf)
+        .args(&args)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn no_file_of_a_shared_custody_deployment_or_its_backup_opens_the_token() {
+    if !peers() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    init(&dir, &["--custodians", "2-of-3"]);
+    // The custodians take their shares away.
+    let shares: Vec<Vec<u8>> = (1..=3)
+        .map(|i| {
+            let f = dir.join(format!("custodian-{i}.share"));
+            let s = std::fs::read(&f).unwrap();
+            std::fs::remove_file(&f).unwrap();
+            s
+        })
+        .collect();
+    // A backup of the directory, its SoftHSM2 configuration pointed at the copy.
+    let backup = tmp.path().join("backup");
+    assert!(Command::new("cp")
+        .args(["-a", dir.to_str().unwrap(), backup.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    let conf = backup.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            backup.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    // Every text file in it, tried as the security officer's PIN and as the user's.
+    let mut tried = 0;
+    let mut stack = vec![backup.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Ok(content) = String::from_utf8(std::fs::read(&path).unwrap()) else {
+                continue;
+            };
+            let pin = content.trim();
+            if pin.is_empty() || pin.len() > 255 || pin.contains('\0') {
+                continue;
+            }
+            tried += 1;
+            for user in ["so", "user"] {
+                assert!(
+                    !token_accepts(&conf, user, pin),
+                    "{} opens the backup's token as {user}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(tried >= 3, "only {tried} files tried");
+    // Two custodians together do open it (the check above could have seen a PIN work).
+    let share_files: Vec<std::path::PathBuf> = shares[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let f = tmp.path().join(format!("share-{i}"));
+            std::fs::write(&f, s).unwrap();
+            f
+        })
+        .collect();
+    let secret = tessera_issuer_ca::custody::activation_secret(
+        &backup,
+        "2-of-3".parse().unwrap(),
+        &share_files,
+    )
+    .unwrap();
+    assert!(token_accepts(&conf, "user", &secret));
 }
 
 #[test]
@@ -245,35 +359,34 @@ fn bad_input_leaves_no_half_made_deployment() {
     assert!(!out.status.success(), "a weak key algorithm was accepted");
 }
 
-/// A deployment with five audit records, tampered with by `f`; returns `audit verify`'s
-/// output and whether it passed.
-fn tampered(
-    database: Option<&str>,
-    f: impl FnOnce(&mut tessera_issuer::db::Conn),
-) -> (bool, String) {
+/// A deployment with eight audit records (five from `init`), tampered with by `f`;
+/// returns `audit verify`'s output and whether it passed.
+fn tampered(database: Option<&str>, f: impl FnOnce(&mut Conn)) -> (bool, String) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     match database {
         Some(url) => init(&dir, &["--database-url", url]),
         None => init(&dir, &[]),
     };
-    let mut conn = db::open(&dir.join("tessera.db"), database).unwrap();
+    let config = Config::load(&dir).unwrap();
+    let store = Store::open_configured(&config.database, &dir).unwrap();
     for i in 0..3 {
-        let clock = FixedClock(Duration::from_secs(2_000_000_000 + i));
-        tessera_issuer::db::write_transaction(&mut conn, |c| {
-            audit::append(
-                c,
-                &clock,
-                "officer-1",
-                "test.event",
-                &serde_json::json!({ "n": i }),
-            )
-            .map(drop)
-        })
-        .unwrap();
+        store
+            .write(|tx| {
+                tx.audit(
+                    "officer-1",
+                    &AuditEvent::ApiTokenCreated {
+                        name: format!("test-{i}"),
+                        role: "officer".into(),
+                    },
+                    2_000_000_000 + i,
+                )
+                .map(drop)
+            })
+            .unwrap();
     }
-    f(&mut conn);
-    drop(conn);
+    f(&mut store.raw().unwrap());
+    drop(store);
     let out = run(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
     (out.status.success(), text(&out))
 }
@@ -317,23 +430,17 @@ fn audit_verify_catches_a_rewritten_record_with_a_recomputed_hash(database: Opti
     // An attacker who knows the hash function rewrites record 2 consistently; record 3 no
     // longer follows it.
     let (ok, out) = tampered(database, |c| {
-        let r: audit::Record = tessera_issuer::db::schema::audit_log::table
-            .filter(tessera_issuer::db::schema::audit_log::seq.eq(2))
+        let r: audit::Record = audit_log::table
+            .filter(audit_log::seq.eq(2))
             .select(audit::Record::as_select())
             .first(c)
             .unwrap();
         let details = "{\"forged\":true}";
         let hash = audit::record_hash(&r.prev_hash, r.seq, r.at, &r.actor, &r.action, details);
-        diesel::update(
-            tessera_issuer::db::schema::audit_log::table
-                .filter(tessera_issuer::db::schema::audit_log::seq.eq(2)),
-        )
-        .set((
-            tessera_issuer::db::schema::audit_log::details.eq(details),
-            tessera_issuer::db::schema::audit_log::hash.eq(hash),
-        ))
-        .execute(c)
-        .unwrap();
+        diesel::update(audit_log::table.filter(audit_log::seq.eq(2)))
+            .set((audit_log::details.eq(details), audit_log::hash.eq(hash)))
+            .execute(c)
+            .unwrap();
     });
     assert!(
         !ok && out.contains("audit record 3 does not follow"),

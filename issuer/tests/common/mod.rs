@@ -64,3 +64,18 @@ pub fn card_public_key(dir: &Path, file: &str) -> String {
     assert!(ok, "{pubkey}");
     pubkey
 }
+
+/// A card's P-256 key made by openssl in `dir/<file>`, and a PKCS#10 request signed by it
+/// (the proof of possession the issuer asks for); returns the request, PEM.
+pub fn card_csr(dir: &Path, file: &str) -> String {
+    card_public_key(dir, file);
+    let csr = format!("{file}.csr");
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "req", "-new", "-key", file, "-subj", "/CN=card", "-out", &csr,
+        ],
+    );
+    assert!(ok, "{text}");
+    std::fs::read_to_string(dir.join(csr)).expect("request")
+}

@@ -1,7 +1,8 @@
-//! The issuance scenario, shared by the SQLite and PostgreSQL test binaries: a fresh
-//! certificate verifies against our CRL with openssl, a revoked one does not, a released
-//! hold verifies again, bad requests write nothing, and a certificate whose final store
-//! failed is still revocable and appears on the CRL.
+//! The issuance scenario, shared by the SQLite and PostgreSQL test binaries, run on the
+//! issuer's layers as `serve` wires them (store, token signer, issuing CA, RA, status): a
+//! fresh certificate verifies against our CRL with openssl, a revoked one does not, a
+//! released hold verifies again, bad requests write nothing, and a certificate whose final
+//! store failed is still revocable and appears on the CRL.
 //!
 //! One deployment per process: SoftHSM2 is initialised once per process.
 
@@ -9,16 +10,19 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use diesel::prelude::*;
 
 use super::common::openssl;
-use tessera_issuer::ca::{IssueRequest, IssuingCa, Subject, Urls};
-use tessera_issuer::clock::SystemClock;
-use tessera_issuer::db::{
-    self,
-    schema::{audit_log, certificates},
-};
+use tessera_issuer_ca::{IssuingCa, TokenSigner, Urls};
+use tessera_issuer_ra::{Actor, PopPolicy, Ra};
+use tessera_issuer_status::{Settings, Status};
+use tessera_issuer_store::schema::{audit_log, certificates};
+use tessera_issuer_store::{AuthorityRole, Store};
+use tessera_issuer_types::api::IssueRequest;
+use tessera_issuer_types::config::Config;
+use tessera_issuer_types::{ProfileName, RevocationReason, Serial, Subject, SystemClock};
 
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
@@ -47,13 +51,9 @@ fn spki(dir: &Path, name: &str, algorithm: &[&str]) -> Vec<u8> {
     std::fs::read(dir.join(der)).unwrap()
 }
 
-fn verify(
-    dir: &Path,
-    ca: &IssuingCa,
-    conn: &mut tessera_issuer::db::Conn,
-    cert: &[u8],
-) -> (bool, String) {
-    let crl = ca.generate_crl(conn, &SystemClock).unwrap();
+fn verify(dir: &Path, status: &Status, cert: &[u8]) -> (bool, String) {
+    status.publish_crl().unwrap();
+    let crl = status.crl().unwrap();
     std::fs::write(dir.join("crl.pem"), pem("X509 CRL", &crl)).unwrap();
     std::fs::write(dir.join("leaf.pem"), pem("CERTIFICATE", cert)).unwrap();
     openssl(
@@ -72,6 +72,19 @@ fn verify(
     )
 }
 
+/// An issuance request with a bare key (the scenario's RA allows it for every profile;
+/// proof of possession is tested through the API).
+fn request(profile: ProfileName, subject: &Subject, key: &[u8], days: Option<u32>) -> IssueRequest {
+    IssueRequest {
+        profile,
+        subject: subject.clone(),
+        csr: None,
+        attestation: None,
+        public_key: Some(pem("PUBLIC KEY", key)),
+        validity_days: days,
+    }
+}
+
 /// Runs the scenario; `database` is a PostgreSQL URL (None: SQLite) and `fail_store` the
 /// SQL that makes the final store of a certificate fail on that backend.
 pub fn run(database: Option<&str>, fail_store: &[&str]) {
@@ -85,6 +98,8 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
             data.to_str().unwrap(),
             "--organization",
             "Example Kommun",
+            "--upn-domain",
+            "example.org",
         ])
         .args(
             database
@@ -99,14 +114,52 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut conn = db::open(&data.join("tessera.db"), database).unwrap();
+    let config = Config::load(&data).unwrap();
+    let store = Store::open_configured(&config.database, &data).unwrap();
+    let secret = tessera_issuer_ca::custody::activation_secret(&data, config.custody, &[]).unwrap();
+    let token = tessera_issuer_ca::token::open_configured(&config.token, &secret).unwrap();
+    let signer = Arc::new(TokenSigner::new(token, config.key_alg));
+    let cert = |role| {
+        store
+            .read(|tx| tx.authority(role))
+            .unwrap()
+            .unwrap()
+            .certificate
+    };
     let urls = Urls {
         crl: "http://127.0.0.1:8080/crl/issuing-ca-1.crl".into(),
         ocsp: "http://127.0.0.1:8080/ocsp".into(),
         ca_issuers: "http://127.0.0.1:8080/ca/issuing-ca-1.crt".into(),
         policy: const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.64000.1.3"),
     };
-    let ca = IssuingCa::open(&data, &mut conn, urls, &[]).unwrap();
+    let ca = Arc::new(
+        IssuingCa::new(
+            signer,
+            &cert(AuthorityRole::Issuing),
+            &cert(AuthorityRole::Ocsp),
+            urls,
+            config.upn_domains.clone(),
+        )
+        .unwrap(),
+    );
+    let clock = Arc::new(SystemClock);
+    let status = Status::new(
+        Arc::clone(&ca),
+        store.clone(),
+        clock.clone(),
+        Settings::default(),
+    );
+    let ra = Ra::new(
+        Arc::clone(&ca),
+        store.clone(),
+        clock,
+        PopPolicy {
+            attestation_roots: Vec::new(),
+            bare_key_profiles: ProfileName::ALL.to_vec(),
+        },
+        Arc::new(|_| {}),
+    );
+    let officer = Actor("officer-1".into());
     let subject = Subject {
         common_name: "Alice Andersson".into(),
         upn: Some("alice@example.org".into()),
@@ -120,20 +173,13 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         "alice",
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     );
-    let issued = ca
+    let issued = ra
         .issue(
-            &mut conn,
-            &SystemClock,
-            "officer-1",
-            &IssueRequest {
-                profile: "authentication",
-                subject: &subject,
-                public_key: &key,
-                validity_days: None,
-            },
+            &officer,
+            &request(ProfileName::Authentication, &subject, &key, None),
         )
         .unwrap();
-    let (ok, text) = verify(dir, &ca, &mut conn, &issued.der);
+    let (ok, text) = verify(dir, &status, &issued.der);
     assert!(ok && text.contains("leaf.pem: OK"), "{text}");
     let (_, shown) = openssl(dir, &["x509", "-in", "leaf.pem", "-noout", "-text"]);
     for expected in [
@@ -150,26 +196,15 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
     }
 
     // Revoked: openssl refuses it.
-    ca.revoke(
-        &mut conn,
-        &SystemClock,
-        "officer-1",
-        &issued.serial,
-        "keyCompromise",
-    )
-    .unwrap();
-    let (ok, text) = verify(dir, &ca, &mut conn, &issued.der);
+    ra.revoke(&officer, &issued.serial, RevocationReason::KeyCompromise)
+        .unwrap();
+    let (ok, text) = verify(dir, &status, &issued.der);
     assert!(!ok && text.contains("certificate revoked"), "{text}");
     assert_eq!(
-        ca.revoke(
-            &mut conn,
-            &SystemClock,
-            "officer-1",
-            &issued.serial,
-            "superseded"
-        )
-        .unwrap_err()
-        .code(),
+        ra.revoke(&officer, &issued.serial, RevocationReason::Superseded)
+            .unwrap_err()
+            .code()
+            .as_str(),
         "already_revoked"
     );
 
@@ -184,42 +219,29 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         email: Some("bob@example.org".into()),
         ..Subject::default()
     };
-    let held = ca
+    let held = ra
         .issue(
-            &mut conn,
-            &SystemClock,
-            "officer-1",
-            &IssueRequest {
-                profile: "signature",
-                subject: &bob,
-                public_key: &key,
-                validity_days: Some(365),
-            },
+            &officer,
+            &request(ProfileName::Signature, &bob, &key, Some(365)),
         )
         .unwrap();
-    ca.revoke(
-        &mut conn,
-        &SystemClock,
-        "officer-1",
-        &held.serial,
-        "certificateHold",
-    )
-    .unwrap();
-    let (ok, text) = verify(dir, &ca, &mut conn, &held.der);
-    assert!(!ok && text.contains("certificate revoked"), "{text}");
-    ca.release_hold(&mut conn, &SystemClock, "officer-1", &held.serial)
+    ra.revoke(&officer, &held.serial, RevocationReason::CertificateHold)
         .unwrap();
-    let (ok, text) = verify(dir, &ca, &mut conn, &held.der);
+    let (ok, text) = verify(dir, &status, &held.der);
+    assert!(!ok && text.contains("certificate revoked"), "{text}");
+    ra.release_hold(&officer, &held.serial).unwrap();
+    let (ok, text) = verify(dir, &status, &held.der);
     assert!(ok, "released hold: {text}");
 
     // Bad input gets its error code and writes nothing.
-    let count = |c: &mut tessera_issuer::db::Conn| -> (i64, i64) {
+    let count = || -> (i64, i64) {
+        let mut c = store.raw().unwrap();
         (
-            certificates::table.count().get_result(c).unwrap(),
-            audit_log::table.count().get_result(c).unwrap(),
+            certificates::table.count().get_result(&mut *c).unwrap(),
+            audit_log::table.count().get_result(&mut *c).unwrap(),
         )
     };
-    let before = count(&mut conn);
+    let before = count();
     let weak = spki(
         dir,
         "weak",
@@ -231,52 +253,58 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
     );
     /// Profile, public key, subject, validity, the expected error code.
-    type Case<'a> = (&'a str, &'a [u8], &'a Subject, Option<u32>, &'a str);
-    let cases: [Case<'_>; 6] = [
-        ("no-such-profile", &key, &subject, None, "unknown_profile"),
-        ("authentication", &weak, &subject, None, "bad_public_key"),
-        ("authentication", &p521, &subject, None, "bad_public_key"),
+    type Case<'a> = (ProfileName, &'a [u8], &'a Subject, Option<u32>, &'a str);
+    let cases: [Case<'_>; 5] = [
         (
-            "authentication",
+            ProfileName::Authentication,
+            &weak,
+            &subject,
+            None,
+            "bad_public_key",
+        ),
+        (
+            ProfileName::Authentication,
+            &p521,
+            &subject,
+            None,
+            "bad_public_key",
+        ),
+        (
+            ProfileName::Authentication,
             b"not DER at all",
             &subject,
             None,
             "bad_public_key",
         ),
         (
-            "authentication",
+            ProfileName::Authentication,
             &key,
             &subject,
             Some(4000),
             "validity_too_long",
         ),
-        ("card-authentication", &key, &subject, None, "bad_subject"),
+        (
+            ProfileName::CardAuthentication,
+            &key,
+            &subject,
+            None,
+            "bad_subject",
+        ),
     ];
     for (profile, spki, subj, days, code) in cases {
-        let err = ca
-            .issue(
-                &mut conn,
-                &SystemClock,
-                "officer-1",
-                &IssueRequest {
-                    profile,
-                    subject: subj,
-                    public_key: spki,
-                    validity_days: days,
-                },
-            )
+        let err = ra
+            .issue(&officer, &request(profile, subj, spki, days))
             .unwrap_err();
-        assert_eq!(err.code(), code, "{profile}: {err}");
+        assert_eq!(err.code().as_str(), code, "{profile}: {err}");
     }
-    assert_eq!(
-        count(&mut conn),
-        before,
-        "a refused request wrote something"
-    );
+    assert_eq!(count(), before, "a refused request wrote something");
 
     // The final store fails: the intent survives, is revocable and reaches the CRL.
-    for sql in fail_store {
-        diesel::sql_query(*sql).execute(&mut conn).unwrap();
+    {
+        let mut c = store.raw().unwrap();
+        for sql in fail_store {
+            diesel::sql_query(*sql).execute(&mut *c).unwrap();
+        }
     }
     let key = spki(
         dir,
@@ -287,35 +315,23 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         common_name: "Carol Carlsson".into(),
         ..Subject::default()
     };
-    let err = ca
+    let err = ra
         .issue(
-            &mut conn,
-            &SystemClock,
-            "officer-1",
-            &IssueRequest {
-                profile: "authentication",
-                subject: &carol,
-                public_key: &key,
-                validity_days: None,
-            },
+            &officer,
+            &request(ProfileName::Authentication, &carol, &key, None),
         )
         .unwrap_err();
     assert!(format!("{err:#}").contains("injected failure"), "{err:#}");
-    let (serial, status): (String, String) = certificates::table
+    let serial: String = certificates::table
         .filter(certificates::status.eq("intent"))
-        .select((certificates::serial, certificates::status))
-        .first(&mut conn)
+        .select(certificates::serial)
+        .first(&mut *store.raw().unwrap())
         .unwrap();
-    assert_eq!(status, "intent");
-    ca.revoke(
-        &mut conn,
-        &SystemClock,
-        "officer-1",
-        &serial,
-        "cessationOfOperation",
-    )
-    .unwrap();
-    let crl = ca.generate_crl(&mut conn, &SystemClock).unwrap();
+    let serial = Serial::parse(&serial).unwrap();
+    ra.revoke(&officer, &serial, RevocationReason::CessationOfOperation)
+        .unwrap();
+    status.publish_crl().unwrap();
+    let crl = status.crl().unwrap();
     std::fs::write(dir.join("crl.pem"), pem("X509 CRL", &crl)).unwrap();
     let (ok, text) = openssl(dir, &["crl", "-in", "crl.pem", "-noout", "-text"]);
     assert!(
@@ -327,6 +343,6 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
     assert!(text.contains("Cessation Of Operation"), "{text}");
 
     // Every step is in the audit chain, which verifies.
-    let verified = tessera_issuer::audit::verify(&mut conn).unwrap().unwrap();
+    let verified = store.read(|tx| tx.verify_audit()).unwrap().unwrap();
     assert!(verified.records >= 10, "{verified:?}");
 }

@@ -1,0 +1,335 @@
+//! The CA's keys in a PKCS#11 token (SoftHSM2 in the embedded deployment, any HSM in
+//! production: the module and token are the deployment's configuration). Keys are generated
+//! inside the token as sensitive, non-extractable objects; this module only ever asks the
+//! token to sign, and only this crate may ask it ([`Token::sign`] is crate-private).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use der::{Decode, Encode};
+use sha2::Digest;
+use tessera_issuer_types::config::{files, KeyAlg};
+use zeroize::Zeroizing;
+
+/// Debian's SoftHSM2 module.
+pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Writes a SoftHSM2 configuration that keeps the tokens in `dir/tokens`, and returns its
+/// path (SoftHSM2 finds it through `SOFTHSM2_CONF`).
+pub fn softhsm_config(dir: &Path) -> Result<PathBuf> {
+    let tokens = dir.join(files::SOFTHSM_TOKENS);
+    std::fs::create_dir_all(&tokens).with_context(|| format!("creating {}", tokens.display()))?;
+    let conf = dir.join(files::SOFTHSM_CONF);
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .with_context(|| format!("writing {}", conf.display()))?;
+    Ok(conf)
+}
+
+/// Loads a PKCS#11 module with the environment it needs (SoftHSM2's `SOFTHSM2_CONF`,
+/// tpm2-pkcs11's store and TCTI).
+pub fn load(module: &Path, environment: &[(String, String)]) -> Result<Pkcs11> {
+    for (name, value) in environment {
+        // Set before the module is loaded and before any thread exists: the modules read
+        // their variables once, in C_Initialize.
+        std::env::set_var(name, value);
+    }
+    let p11 = Pkcs11::new(module)
+        .with_context(|| format!("loading PKCS#11 module {}", module.display()))?;
+    p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .context("C_Initialize")?;
+    Ok(p11)
+}
+
+/// Loads the deployment's module (with its environment) and logs in to its token with the
+/// activation secret.
+pub fn open_configured(
+    config: &tessera_issuer_types::config::TokenConfig,
+    secret: &Zeroizing<String>,
+) -> Result<Token> {
+    let p11 = load(&config.module, &config.environment)?;
+    Token::open(p11, &config.label, secret)
+}
+
+/// Initialises a new token in the first free slot and sets its user PIN. The security
+/// officer's PIN is made, used and wiped here: kept anywhere, it would let whoever holds it
+/// (and a copy of the token's files) set a new user PIN and sign as the CA, whatever the
+/// custody of the user PIN.
+pub fn init_token(p11: &Pkcs11, label: &str, user_pin: &str) -> Result<()> {
+    let so_pin = Zeroizing::new(random_pin());
+    let slot = free_slot(p11)?;
+    let so = AuthPin::from(so_pin.to_string());
+    p11.init_token(slot, &so, label).context("C_InitToken")?;
+    let slot = find_token(p11, label)?;
+    let session = p11.open_rw_session(slot).context("C_OpenSession")?;
+    session
+        .login(UserType::So, Some(&so))
+        .context("C_Login (SO)")?;
+    session
+        .init_pin(&AuthPin::from(user_pin.to_owned()))
+        .context("C_InitPIN")?;
+    session.logout().context("C_Logout (SO)")?;
+    Ok(())
+}
+
+/// Takes over a token someone else initialised (an HSM's, or tpm2-pkcs11's, made with its
+/// own tool): logs in with `current_pin` and changes the user PIN to `new_pin`, so that the
+/// PIN that was handed over no longer opens it.
+pub fn adopt_token(p11: &Pkcs11, label: &str, current_pin: &str, new_pin: &str) -> Result<()> {
+    let slot = find_token(p11, label)?;
+    let session = p11.open_rw_session(slot).context("C_OpenSession")?;
+    let old = AuthPin::from(current_pin.to_owned());
+    session
+        .login(UserType::User, Some(&old))
+        .context("logging in to the token with the PIN given (--token-pin-file)")?;
+    session
+        .set_pin(&old, &AuthPin::from(new_pin.to_owned()))
+        .context("C_SetPIN (the token's user PIN becomes the activation secret)")?;
+    Ok(())
+}
+
+/// 32 hex digits from the OS's CSPRNG (a PIN or activation secret).
+pub fn random_pin() -> String {
+    let mut b = Zeroizing::new([0u8; 16]);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, b.as_mut());
+    hex::encode(b.as_ref())
+}
+
+fn free_slot(p11: &Pkcs11) -> Result<Slot> {
+    for slot in p11.get_slots_with_token().context("C_GetSlotList")? {
+        let info = p11.get_token_info(slot).context("C_GetTokenInfo")?;
+        if !info.token_initialized() {
+            return Ok(slot);
+        }
+    }
+    bail!("the PKCS#11 module has no uninitialised token slot")
+}
+
+fn find_token(p11: &Pkcs11, label: &str) -> Result<Slot> {
+    for slot in p11.get_slots_with_token().context("C_GetSlotList")? {
+        let info = p11.get_token_info(slot).context("C_GetTokenInfo")?;
+        if info.label().trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    bail!("no token labelled {label:?}")
+}
+
+/// A logged-in session on the CA token (and the loaded module, kept initialised while it
+/// lives).
+pub struct Token {
+    session: Session,
+    _module: Pkcs11,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// Opens the token by label and logs in with the activation secret.
+    pub fn open(p11: Pkcs11, label: &str, pin: &Zeroizing<String>) -> Result<Self> {
+        let slot = find_token(&p11, label)?;
+        let session = p11.open_rw_session(slot).context("C_OpenSession")?;
+        session
+            .login(UserType::User, Some(&AuthPin::from(pin.to_string())))
+            .context("logging in to the CA token (wrong activation secret?)")?;
+        Ok(Self {
+            session,
+            _module: p11,
+        })
+    }
+
+    /// Whether the token answers (for `/readyz`).
+    pub fn ping(&self) -> Result<()> {
+        self.session
+            .get_session_info()
+            .context("C_GetSessionInfo")?;
+        Ok(())
+    }
+
+    /// Generates a signing key pair inside the token; returns its SubjectPublicKeyInfo.
+    pub fn generate(&self, label: &str, alg: KeyAlg) -> Result<Vec<u8>> {
+        if !self.find(label, ObjectClass::PRIVATE_KEY)?.is_empty() {
+            bail!("the token already holds a key labelled {label:?}");
+        }
+        let id = sha2::Sha256::digest(label.as_bytes())[..8].to_vec();
+        let common = |class| {
+            vec![
+                Attribute::Class(class),
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(id.clone()),
+            ]
+        };
+        let mut public = common(ObjectClass::PUBLIC_KEY);
+        public.push(Attribute::Verify(true));
+        let mut private = common(ObjectClass::PRIVATE_KEY);
+        // The invariant that keeps CA keys in the token: sensitive, never extractable.
+        private.extend([
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+        ]);
+        let mechanism = match alg {
+            KeyAlg::P256 | KeyAlg::P384 => {
+                let curve = if alg == KeyAlg::P256 {
+                    const_oid::db::rfc5912::SECP_256_R_1
+                } else {
+                    const_oid::db::rfc5912::SECP_384_R_1
+                };
+                public.push(Attribute::EcParams(curve.to_der()?));
+                Mechanism::EccKeyPairGen
+            }
+            KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => {
+                let bits: u64 = if alg == KeyAlg::Rsa2048 { 2048 } else { 3072 };
+                public.push(Attribute::ModulusBits(bits.into()));
+                public.push(Attribute::PublicExponent(vec![1, 0, 1]));
+                Mechanism::RsaPkcsKeyPairGen
+            }
+        };
+        let (pub_handle, _) = self
+            .session
+            .generate_key_pair(&mechanism, &public, &private)
+            .with_context(|| format!("generating {label} in the token"))?;
+        self.spki(pub_handle, alg)
+    }
+
+    fn find(&self, label: &str, class: ObjectClass) -> Result<Vec<ObjectHandle>> {
+        self.session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .context("C_FindObjects")
+    }
+
+    fn one(&self, label: &str, class: ObjectClass) -> Result<ObjectHandle> {
+        match self.find(label, class)?.as_slice() {
+            [h] => Ok(*h),
+            [] => bail!("the token has no key labelled {label:?}"),
+            _ => bail!("the token has several keys labelled {label:?}"),
+        }
+    }
+
+    /// The SubjectPublicKeyInfo of a key pair, read from its public half.
+    pub fn public_key(&self, label: &str, alg: KeyAlg) -> Result<Vec<u8>> {
+        let h = self.one(label, ObjectClass::PUBLIC_KEY)?;
+        self.spki(h, alg)
+    }
+
+    fn spki(&self, public: ObjectHandle, alg: KeyAlg) -> Result<Vec<u8>> {
+        match alg {
+            KeyAlg::P256 | KeyAlg::P384 => {
+                let attrs = self
+                    .session
+                    .get_attributes(public, &[AttributeType::EcPoint])
+                    .context("reading the EC point")?;
+                let Some(Attribute::EcPoint(der_point)) = attrs.first() else {
+                    bail!("public key without CKA_EC_POINT");
+                };
+                // CKA_EC_POINT is a DER OCTET STRING holding the uncompressed point.
+                let point = der::asn1::OctetString::from_der(der_point)?;
+                let der = if alg == KeyAlg::P256 {
+                    spki::EncodePublicKey::to_public_key_der(
+                        &p256::PublicKey::from_sec1_bytes(point.as_bytes())
+                            .map_err(|e| anyhow!("P-256 point: {e}"))?,
+                    )?
+                } else {
+                    spki::EncodePublicKey::to_public_key_der(
+                        &p384::PublicKey::from_sec1_bytes(point.as_bytes())
+                            .map_err(|e| anyhow!("P-384 point: {e}"))?,
+                    )?
+                };
+                Ok(der.into_vec())
+            }
+            KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => {
+                let attrs = self
+                    .session
+                    .get_attributes(
+                        public,
+                        &[AttributeType::Modulus, AttributeType::PublicExponent],
+                    )
+                    .context("reading the RSA public key")?;
+                let (mut n, mut e) = (None, None);
+                for a in attrs {
+                    match a {
+                        Attribute::Modulus(v) => n = Some(v),
+                        Attribute::PublicExponent(v) => e = Some(v),
+                        _ => {}
+                    }
+                }
+                let (n, e) = n
+                    .zip(e)
+                    .ok_or_else(|| anyhow!("incomplete RSA public key"))?;
+                let key = RsaPublicKey {
+                    modulus: der::asn1::Uint::new(&n)?,
+                    public_exponent: der::asn1::Uint::new(&e)?,
+                };
+                let spki = spki::SubjectPublicKeyInfoOwned {
+                    algorithm: spki::AlgorithmIdentifierOwned {
+                        oid: const_oid::db::rfc5912::RSA_ENCRYPTION,
+                        parameters: Some(der::asn1::Null.into()),
+                    },
+                    subject_public_key: der::asn1::BitString::from_bytes(&key.to_der()?)?,
+                };
+                Ok(spki.to_der()?)
+            }
+        }
+    }
+
+    /// Signs `tbs` with the key `label`, returning the signature as X.509 carries it (DER
+    /// ECDSA-Sig-Value for EC keys, PKCS#1 v1.5 for RSA). Crate-private: the rest of the
+    /// issuer has the token sign only through [`crate::issuing::IssuingCa`] and
+    /// [`crate::authority`].
+    pub(crate) fn sign(&self, label: &str, alg: KeyAlg, tbs: &[u8]) -> Result<Vec<u8>> {
+        let key = self.one(label, ObjectClass::PRIVATE_KEY)?;
+        match alg {
+            KeyAlg::P256 => {
+                let digest = sha2::Sha256::digest(tbs);
+                let raw = self
+                    .session
+                    .sign(&Mechanism::Ecdsa, key, &digest)
+                    .context("C_Sign")?;
+                let sig = p256::ecdsa::Signature::from_slice(&raw)
+                    .map_err(|e| anyhow!("token signature: {e}"))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            KeyAlg::P384 => {
+                let digest = sha2::Sha384::digest(tbs);
+                let raw = self
+                    .session
+                    .sign(&Mechanism::Ecdsa, key, &digest)
+                    .context("C_Sign")?;
+                let sig = p384::ecdsa::Signature::from_slice(&raw)
+                    .map_err(|e| anyhow!("token signature: {e}"))?;
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => self
+                .session
+                .sign(&Mechanism::Sha256RsaPkcs, key, tbs)
+                .context("C_Sign"),
+        }
+    }
+}
+
+/// RSAPublicKey (RFC 8017 §A.1.1).
+#[derive(der::Sequence)]
+struct RsaPublicKey {
+    modulus: der::asn1::Uint,
+    public_exponent: der::asn1::Uint,
+}

@@ -1,0 +1,290 @@
+//! The registration authority: the only code that instructs the CA. Today it holds the
+//! issuer's operations on certificates — issuance (after checking the proof that the
+//! requester holds the key), revocation, holds and their release — each one database
+//! transaction together with its audit record and its entry in the status outbox. People,
+//! proofing, carriers and officers come here next.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use sha2::Digest;
+use tessera_issuer_ca::pop::{self, Proof};
+use tessera_issuer_ca::{CaError, IssuingCa, Request};
+use tessera_issuer_store::audit::AuditEvent;
+use tessera_issuer_store::outbox::Change;
+use tessera_issuer_store::{NewCertificate, Store, StoreError};
+use tessera_issuer_types::api::IssueRequest;
+use tessera_issuer_types::{
+    CertificateStatus, Clock, ErrorCode, ProfileName, RevocationReason, Serial,
+};
+use x509_cert::Certificate;
+
+/// Why the RA refused or failed; each maps to a stable [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaError {
+    #[error("a valid Bearer token is required")]
+    Unauthorized,
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("public key not acceptable: {0}")]
+    BadPublicKey(String),
+    #[error("proof of possession not accepted: {0}")]
+    BadProof(String),
+    #[error("no certificate with serial {0}")]
+    NotFound(Serial),
+    #[error("certificate {0} is already revoked")]
+    AlreadyRevoked(Serial),
+    #[error("certificate {0} is not on hold")]
+    NotOnHold(Serial),
+}
+
+impl RaError {
+    /// The stable code API clients see.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::Ca(e) => e.code(),
+            Self::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
+            Self::Store(_) => ErrorCode::Internal,
+            Self::BadRequest(_) => ErrorCode::MalformedJson,
+            Self::BadPublicKey(_) => ErrorCode::BadPublicKey,
+            Self::BadProof(_) => ErrorCode::BadProof,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::AlreadyRevoked(_) => ErrorCode::AlreadyRevoked,
+            Self::NotOnHold(_) => ErrorCode::NotOnHold,
+        }
+    }
+}
+
+/// Who asks: the name behind an API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+/// A certificate just issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub serial: Serial,
+    pub der: Vec<u8>,
+}
+
+/// What the RA accepts as proof of possession.
+#[derive(Debug, Clone, Default)]
+pub struct PopPolicy {
+    /// Manufacturer CAs trusted for PIV attestations.
+    pub attestation_roots: Vec<Certificate>,
+    /// Profiles that take a bare public key (no proof), audited as such.
+    pub bare_key_profiles: Vec<ProfileName>,
+}
+
+/// Called after each committed status change made here (the OCSP cache of this process is
+/// invalidated at once; other processes learn it from the outbox).
+pub type OnChange = Arc<dyn Fn(&Serial) + Send + Sync>;
+
+/// The registration authority.
+pub struct Ra {
+    ca: Arc<IssuingCa>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    pop: PopPolicy,
+    on_change: OnChange,
+}
+
+impl std::fmt::Debug for Ra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ra").finish_non_exhaustive()
+    }
+}
+
+fn now_secs(clock: &dyn Clock) -> i64 {
+    tessera_issuer_store::secs(clock.now())
+}
+
+impl Ra {
+    pub fn new(
+        ca: Arc<IssuingCa>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        pop: PopPolicy,
+        on_change: OnChange,
+    ) -> Self {
+        Self {
+            ca,
+            store,
+            clock,
+            pop,
+            on_change,
+        }
+    }
+
+    /// The caller behind a Bearer token (only the token's SHA-256 is stored; the lookup is
+    /// by that digest, which tells nothing about the token).
+    pub fn authenticate(&self, token: &str) -> Result<Actor, RaError> {
+        let hash = sha2::Sha256::digest(token.trim().as_bytes());
+        self.store
+            .read(|tx| tx.api_token_name(&hash))?
+            .map(Actor)
+            .ok_or(RaError::Unauthorized)
+    }
+
+    /// The key a request asks to certify, with its proof.
+    fn key(&self, req: &IssueRequest) -> Result<(Vec<u8>, Proof), RaError> {
+        match (&req.csr, &req.attestation, &req.public_key) {
+            (Some(csr), None, None) => pop::csr_key(csr)
+                .map(|k| (k, Proof::Csr))
+                .map_err(RaError::BadProof),
+            (None, Some(a), None) => pop::attested_key(
+                &a.certificate,
+                &a.intermediate,
+                &self.pop.attestation_roots,
+                req.profile.piv_slot(),
+                self.clock.now(),
+            )
+            .map(|k| (k, Proof::Attestation))
+            .map_err(RaError::BadProof),
+            (None, None, Some(key)) => {
+                if !self.pop.bare_key_profiles.contains(&req.profile) {
+                    return Err(RaError::BadProof(format!(
+                        "profile {} needs a CSR or a PIV attestation, not a bare public key",
+                        req.profile
+                    )));
+                }
+                pop::bare_key(key)
+                    .map(|k| (k, Proof::None))
+                    .map_err(RaError::BadPublicKey)
+            }
+            _ => Err(RaError::BadRequest(
+                "give exactly one of csr, attestation and public_key".into(),
+            )),
+        }
+    }
+
+    /// Issues a certificate: proof of possession checked, intent and its audit record
+    /// committed, the token signs, the certificate and its audit record and outbox entry
+    /// committed. If the last step fails, the intent stays: the serial is revocable.
+    pub fn issue(&self, actor: &Actor, req: &IssueRequest) -> Result<Issued, RaError> {
+        let (key, proof) = self.key(req)?;
+        let now = self.clock.now();
+        let at = tessera_issuer_store::secs(now);
+        let request = Request {
+            profile: req.profile,
+            subject: &req.subject,
+            public_key: &key,
+            validity_days: req.validity_days,
+        };
+        let token = self.ca.prepare(&request, now, |intent| {
+            self.store.write(|tx| -> Result<(), RaError> {
+                tx.insert_intent(&NewCertificate {
+                    serial: &intent.serial,
+                    authority: "issuing",
+                    profile: intent.profile.as_str(),
+                    tbs: &intent.tbs_der,
+                    not_after: intent.not_after,
+                    created_at: at,
+                })?;
+                tx.audit(
+                    &actor.0,
+                    &AuditEvent::CertificateIntent {
+                        serial: intent.serial.to_string(),
+                        profile: intent.profile.to_string(),
+                        subject: intent.subject.clone(),
+                        tbs_sha256: intent.tbs_sha256.clone(),
+                        proof: proof.as_str().to_owned(),
+                    },
+                    at,
+                )?;
+                Ok(())
+            })
+        })?;
+        let issued = self.ca.issue(token)?;
+        self.store.write(|tx| -> Result<(), RaError> {
+            tx.mark_issued(&issued.serial, &issued.der)?;
+            tx.audit(
+                &actor.0,
+                &AuditEvent::CertificateIssued {
+                    serial: issued.serial.to_string(),
+                    subject: issued.subject.clone(),
+                    tbs_sha256: issued.tbs_sha256.clone(),
+                },
+                now_secs(self.clock.as_ref()),
+            )?;
+            tx.outbox(Change::Issued, &issued.serial, at)?;
+            Ok(())
+        })?;
+        tracing::info!(serial = %issued.serial, profile = %req.profile, proof = proof.as_str(), actor = %actor.0, "certificate issued");
+        Ok(Issued {
+            serial: issued.serial,
+            der: issued.der,
+        })
+    }
+
+    /// Revokes (or, with `CertificateHold`, suspends) a certificate. A held certificate may
+    /// be revoked for good; anything else revoked stays as it is.
+    pub fn revoke(
+        &self,
+        actor: &Actor,
+        serial: &Serial,
+        reason: RevocationReason,
+    ) -> Result<(), RaError> {
+        let at = now_secs(self.clock.as_ref());
+        self.store.write(|tx| -> Result<(), RaError> {
+            match tx.status(serial)? {
+                None => return Err(RaError::NotFound(serial.clone())),
+                Some(s @ CertificateStatus::Revoked { .. })
+                    if !(s.is_on_hold() && reason != RevocationReason::CertificateHold) =>
+                {
+                    return Err(RaError::AlreadyRevoked(serial.clone()))
+                }
+                Some(_) => {}
+            }
+            tx.set_revoked(serial, at, reason)?;
+            tx.audit(
+                &actor.0,
+                &AuditEvent::CertificateRevoked {
+                    serial: serial.to_string(),
+                    reason: reason.to_string(),
+                },
+                at,
+            )?;
+            let change = if reason == RevocationReason::CertificateHold {
+                Change::Held
+            } else {
+                Change::Revoked
+            };
+            tx.outbox(change, serial, at)?;
+            Ok(())
+        })?;
+        (self.on_change)(serial);
+        tracing::info!(serial = %serial, reason = %reason, actor = %actor.0, "certificate revoked");
+        Ok(())
+    }
+
+    /// Releases a hold (RFC 5280 §5.3.1): the certificate is good again.
+    pub fn release_hold(&self, actor: &Actor, serial: &Serial) -> Result<(), RaError> {
+        let at = now_secs(self.clock.as_ref());
+        self.store.write(|tx| -> Result<(), RaError> {
+            match tx.status(serial)? {
+                None => return Err(RaError::NotFound(serial.clone())),
+                Some(s) if s.is_on_hold() => {}
+                Some(_) => return Err(RaError::NotOnHold(serial.clone())),
+            }
+            tx.clear_revocation(serial)?;
+            tx.audit(
+                &actor.0,
+                &AuditEvent::HoldReleased {
+                    serial: serial.to_string(),
+                },
+                at,
+            )?;
+            tx.outbox(Change::Released, serial, at)?;
+            Ok(())
+        })?;
+        (self.on_change)(serial);
+        tracing::info!(serial = %serial, actor = %actor.0, "hold released");
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! A deployment opened for work: its validated configuration, the database, the token
+//! behind the [`Signer`] (activated with the custody's secret) and the issuing CA. Every
+//! command that runs the CA (`serve`, `crl`, `renew`, `audit checkpoint`) starts here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tessera_issuer_ca::signer::Timed;
+use tessera_issuer_ca::{token, IssuingCa, Signer, TokenSigner, Urls};
+use tessera_issuer_store::{AuthorityRole, Store};
+use tessera_issuer_types::config::{files, Config};
+
+/// An opened deployment.
+pub(crate) struct Deployment {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub store: Store,
+    pub signer: Arc<dyn Signer>,
+    pub ca: Arc<IssuingCa>,
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses a deployment that still awaits its issuing-CA certificate, saying what to do.
+pub(crate) fn ensure_complete(dir: &Path) -> Result<()> {
+    if dir.join(files::PENDING).exists() {
+        bail!(
+            "{} awaits its issuing-CA certificate from the root ceremony (for {}); install it \
+             with `tessera-issuer install-ca-cert --data-dir {} --certificate FILE`",
+            dir.display(),
+            dir.join(files::ISSUING_CSR).display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Where certificates send relying parties, under `base`.
+pub(crate) fn urls(base: &str, policy_oid: &str) -> Result<Urls> {
+    let base = base.trim_end_matches('/');
+    tessera_issuer_types::config::check_url(base)
+        .map_err(|e| anyhow::anyhow!("public URL {base:?}: {e}"))?;
+    Ok(Urls {
+        crl: format!("{base}/crl/issuing-ca-1.crl"),
+        ocsp: format!("{base}/ocsp"),
+        ca_issuers: format!("{base}/ca/issuing-ca-1.crt"),
+        policy: tessera_issuer_ca::x509::parse_oid(policy_oid)
+            .context("the certificate policy OID")?,
+    })
+}
+
+impl Deployment {
+    /// Opens the deployment in `dir`: configuration, database, token (activated with the
+    /// 1-of-1 secret or the custodians' `shares`), the CA certificates from the database.
+    /// `public_url` overrides the configured one; `observe` sees each signature's time.
+    pub(crate) fn open(
+        dir: &Path,
+        shares: &[PathBuf],
+        public_url: Option<&str>,
+        observe: impl Fn(std::time::Duration) + Send + Sync + 'static,
+    ) -> Result<Self> {
+        ensure_complete(dir)?;
+        let config = Config::load(dir)?;
+        let store = Store::open_configured(&config.database, dir)?;
+        let secret = tessera_issuer_ca::custody::activation_secret(dir, config.custody, shares)?;
+        let token = token::open_configured(&config.token, &secret)?;
+        let signer: Arc<dyn Signer> =
+            Arc::new(Timed::new(TokenSigner::new(token, config.key_alg), observe));
+        let (issuing, ocsp) = store.read(|tx| -> Result<_> {
+            let get = |tx: &mut tessera_issuer_store::Tx<'_>, role| -> Result<Vec<u8>> {
+                Ok(tx
+                    .authority(role)?
+                    .with_context(|| format!("the database has no {role:?} authority"))?
+                    .certificate)
+            };
+            Ok((
+                get(tx, AuthorityRole::Issuing)?,
+                get(tx, AuthorityRole::Ocsp)?,
+            ))
+        })?;
+        let base = public_url.unwrap_or(&config.public_url);
+        let ca = IssuingCa::new(
+            Arc::clone(&signer),
+            &issuing,
+            &ocsp,
+            urls(base, &config.policy_oid)?,
+            config.upn_domains.clone(),
+        )?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            store,
+            signer,
+            ca: Arc::new(ca),
+        })
+    }
+}

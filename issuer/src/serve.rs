@@ -1,0 +1,312 @@
+//! `tessera-issuer serve`: wires the layers together — the deployment (configuration,
+//! database, token), the status layer and its outbox follower, the registration authority,
+//! the HTTP edge — and runs the maintenance that keeps the issuer's own certificates
+//! current and the audit chain anchored.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tessera_issuer_ra::{PopPolicy, Ra};
+use tessera_issuer_status::{Settings, Status};
+use tessera_issuer_types::config::files;
+use tessera_issuer_types::{Clock, SystemClock};
+use tessera_issuer_web::metrics::Metrics;
+use tessera_issuer_web::App;
+
+use crate::deployment::Deployment;
+
+/// How `serve` runs.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The data directory made by `init`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (plain HTTP). On an address other than loopback, plain HTTP
+    /// serves relying parties only (CRL, OCSP, CA certificate, health, metrics): the API
+    /// needs --tls-listen there.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The base URL relying parties reach this server at (default: the configuration's
+    /// `public_url`); required when --listen is not a loopback address.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Serve the API over HTTPS on this address, with DIR/tls-cert.pem and DIR/tls-key.pem
+    /// (from the issuer's own TLS CA, DIR/tls-ca.pem; renewed automatically); --listen
+    /// then serves relying parties only.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// A custodian's share file (repeat for M of them) when the deployment's activation
+    /// secret is shared M-of-N.
+    #[arg(long = "share", value_name = "FILE")]
+    pub shares: Vec<PathBuf>,
+    /// Seconds a pre-signed OCSP response (one certificate, no nonce) is served; 0 signs
+    /// every response. A status change made by any server on the same database
+    /// invalidates it within a second (the status outbox).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub ocsp_cache_seconds: u64,
+    /// Bytes of pre-signed OCSP responses kept in memory.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub ocsp_cache_bytes: usize,
+    /// Seconds from a revocation (or hold, or release) to a CRL that lists it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub crl_delay: f64,
+    /// Seconds between CRLs when nothing changes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub crl_interval: u64,
+    /// Seconds between signed checkpoints of the audit chain (when it grew).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub checkpoint_interval: u64,
+}
+
+/// The HTTPS certificate, replaced in place when it is renewed.
+#[derive(Debug)]
+struct Reloadable(RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl rustls::server::ResolvesServerCert for Reloadable {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(
+            &self.0.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+fn certified_key(dir: &std::path::Path) -> Result<rustls::sign::CertifiedKey> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = dir.join(files::TLS_CERT);
+    let certs = CertificateDer::pem_file_iter(&cert_path)
+        .with_context(|| format!("reading {}", cert_path.display()))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert_path.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(dir.join(files::TLS_KEY)).context("reading the TLS key")?;
+    let key = rustls::crypto::ring::sign::any_supported_type(&key).context("the TLS key")?;
+    Ok(rustls::sign::CertifiedKey::new(certs, key))
+}
+
+/// Manufacturer CA certificates trusted for PIV attestations: DIR/attestation-roots/*.pem.
+fn attestation_roots(dir: &std::path::Path) -> Result<Vec<x509_cert::Certificate>> {
+    use der::Decode;
+    let roots_dir = dir.join(files::ATTESTATION_ROOTS);
+    let mut roots = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&roots_dir) else {
+        return Ok(roots);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+            continue;
+        }
+        let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let (_, der) =
+            der::pem::decode_vec(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        roots.push(
+            x509_cert::Certificate::from_der(&der)
+                .with_context(|| format!("{} is not a certificate", path.display()))?,
+        );
+    }
+    Ok(roots)
+}
+
+/// Runs the issuer until SIGINT or SIGTERM.
+pub(crate) fn serve(args: ServeArgs) -> Result<()> {
+    let loopback = args.listen.ip().is_loopback();
+    if !loopback && args.public_url.is_none() {
+        bail!(
+            "--listen {} is not a loopback address: give --public-url, the URL relying \
+             parties reach this server at (certificates name it)",
+            args.listen
+        );
+    }
+    let metrics = Arc::new(Metrics::new());
+    let observer = Arc::clone(&metrics);
+    let dep = Arc::new(Deployment::open(
+        &args.data_dir,
+        &args.shares,
+        args.public_url.as_deref(),
+        move |took| observer.observe_signature(took),
+    )?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    for r in crate::renew::renew(&dep, clock.as_ref(), false)? {
+        tracing::info!(what = r.what, until = r.until, "renewed at start-up");
+    }
+    let settings = Settings {
+        ocsp_cache_age: Duration::from_secs(args.ocsp_cache_seconds),
+        ocsp_cache_bytes: args.ocsp_cache_bytes,
+        crl_delay: Duration::try_from_secs_f64(args.crl_delay.max(0.0)).context("--crl-delay")?,
+        crl_interval: Duration::from_secs(args.crl_interval.max(1)),
+        ..Settings::default()
+    };
+    let status = Arc::new(Status::new(
+        Arc::clone(&dep.ca),
+        dep.store.clone(),
+        Arc::clone(&clock),
+        settings,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = status
+        .follow(Arc::clone(&stop))
+        .context("starting the status follower")?;
+    let changed = Arc::clone(&status);
+    let ra = Arc::new(Ra::new(
+        Arc::clone(&dep.ca),
+        dep.store.clone(),
+        Arc::clone(&clock),
+        PopPolicy {
+            attestation_roots: attestation_roots(&dep.dir)?,
+            bare_key_profiles: dep.config.bare_key_profiles.clone(),
+        },
+        Arc::new(move |serial| changed.changed(serial)),
+    ));
+    let root_crl = std::fs::read(dep.dir.join(files::ROOT_CRL))
+        .ok()
+        .map(bytes::Bytes::from);
+    let app = Arc::new(App {
+        ra,
+        status,
+        metrics,
+        root_crl,
+    });
+
+    let tls = match args.tls_listen {
+        Some(addr) => {
+            let resolver = Arc::new(Reloadable(RwLock::new(Arc::new(certified_key(&dep.dir)?))));
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(
+                Arc::clone(&resolver) as Arc<dyn rustls::server::ResolvesServerCert>
+            );
+            Some((addr, Arc::new(config), resolver))
+        }
+        None => None,
+    };
+    let maintenance = {
+        let (dep, clock, stop) = (Arc::clone(&dep), Arc::clone(&clock), Arc::clone(&stop));
+        let resolver = tls.as_ref().map(|(_, _, r)| Arc::clone(r));
+        let every = Duration::from_secs(args.checkpoint_interval.max(1));
+        std::thread::Builder::new()
+            .name("maintenance".into())
+            .spawn(move || maintain(&dep, clock.as_ref(), &stop, every, resolver.as_deref()))
+            .context("starting the maintenance thread")?
+    };
+
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let api_in_clear = args.tls_listen.is_none() && loopback;
+    let plain = if api_in_clear {
+        tessera_issuer_web::router(Arc::clone(&app))
+    } else {
+        tessera_issuer_web::public_router(Arc::clone(&app))
+    };
+    let tls_task = match tls {
+        Some((addr, config, _)) => {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("listening on {addr}"))?;
+            let bound = listener.local_addr()?;
+            let router = tessera_issuer_web::router(Arc::clone(&app));
+            let stopped = stopped.clone();
+            println!("tessera-issuer API on https://{bound}");
+            Some(runtime.spawn(tessera_issuer_web::serve::tls(
+                listener, config, router, stopped,
+            )))
+        }
+        None => None,
+    };
+    let (bound, workers) = tessera_issuer_web::serve::plain_per_core(args.listen, plain, &stopped)?;
+    println!(
+        "tessera-issuer serving on http://{bound} (public URL {}{})",
+        args.public_url.as_deref().unwrap_or(&dep.config.public_url),
+        if api_in_clear {
+            ""
+        } else {
+            "; API over HTTPS only"
+        }
+    );
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopping: no new connections, finishing requests in flight");
+    let _ = stopping.send(true);
+    for w in workers {
+        let _ = w.join();
+    }
+    if let Some(t) = tls_task {
+        let _ = runtime.block_on(t);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = follower.join();
+    let _ = maintenance.join();
+    Ok(())
+}
+
+/// Renews the issuer's own certificates when due (hourly) and signs audit checkpoints
+/// (every `checkpoint_every`, when the chain grew), until `stop`.
+fn maintain(
+    dep: &Deployment,
+    clock: &dyn Clock,
+    stop: &AtomicBool,
+    checkpoint_every: Duration,
+    tls: Option<&Reloadable>,
+) {
+    let renew_every = Duration::from_secs(3600);
+    let mut next_renewal = Instant::now() + renew_every;
+    let mut next_checkpoint = Instant::now() + checkpoint_every;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = Instant::now();
+        if now >= next_renewal {
+            next_renewal = now + renew_every;
+            match crate::renew::renew(dep, clock, false) {
+                Ok(renewed) => {
+                    for r in &renewed {
+                        tracing::info!(what = r.what, until = r.until, "renewed");
+                    }
+                    if renewed.iter().any(|r| r.what == "tls-server") {
+                        if let Some(tls) = tls {
+                            match certified_key(&dep.dir) {
+                                Ok(k) => {
+                                    *tls.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(k)
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "loading the renewed HTTPS certificate")
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "renewal failed; retrying in an hour"),
+            }
+        }
+        if now >= next_checkpoint {
+            next_checkpoint = now + checkpoint_every;
+            match crate::audit::make_if_grown(dep, clock) {
+                Ok(Some(c)) => {
+                    tracing::info!(records = c.checkpoint.records, "audit checkpoint signed")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "signing an audit checkpoint"),
+            }
+        }
+    }
+}

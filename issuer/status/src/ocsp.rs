@@ -1,0 +1,497 @@
+//! The OCSP responder (RFC 6960): answers for the issuing CA's certificates, signed by the
+//! delegated responder key, with the responder certificate attached.
+//!
+//! Requests in the RFC 5019 shape — one certificate, no requestor name, no signature, no
+//! extension (what browsers and most relying parties send) — are answered from [`Cache`],
+//! keyed by the request's CertID as re-encoded (so requests that differ in anything else
+//! share one entry), bounded in bytes, swept of stale entries, and invalidated on every
+//! status change. Everything else is signed afresh. Requests larger than
+//! [`MAX_REQUEST`] are `malformedRequest` without being parsed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use der::asn1::OctetString;
+use der::{Decode, Encode};
+use sha1::Digest as _;
+use tessera_issuer_ca::IssuingCa;
+use tessera_issuer_store::Store;
+use tessera_issuer_types::{CertificateStatus, RevocationReason, Serial};
+use x509_cert::ext::pkix::CrlReason;
+use x509_cert::ext::Extension;
+use x509_ocsp::{
+    CertId, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse, ResponderId, ResponseData,
+    RevokedInfo, SingleResponse,
+};
+
+/// Most certificates one request may ask about.
+pub const MAX_REQUESTS: usize = 16;
+/// Largest request parsed: sixteen CertIDs with a nonce, a requestor name and a signature
+/// with a certificate fit well inside.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// How long a response may be cached by relying parties (nextUpdate − thisUpdate).
+pub const VALIDITY: Duration = Duration::from_secs(3600);
+
+fn generalized(t: Duration) -> Option<OcspGeneralizedTime> {
+    der::asn1::GeneralizedTime::from_unix_duration(Duration::from_secs(t.as_secs()))
+        .ok()
+        .map(OcspGeneralizedTime)
+}
+
+/// The hashes of our issuer in a CertID's algorithm, or None for an algorithm we do not
+/// answer in (SHA-1 and SHA-256 are answered).
+fn issuer_hashes(ca: &IssuingCa, alg: &const_oid::ObjectIdentifier) -> Option<(Vec<u8>, Vec<u8>)> {
+    let name = ca.subject_der().ok()?;
+    let key = ca.subject_public_key_bits();
+    if *alg == const_oid::db::rfc5912::ID_SHA_1 {
+        Some((
+            sha1::Sha1::digest(&name).to_vec(),
+            sha1::Sha1::digest(key).to_vec(),
+        ))
+    } else if *alg == const_oid::db::rfc5912::ID_SHA_256 {
+        Some((
+            sha2::Sha256::digest(&name).to_vec(),
+            sha2::Sha256::digest(key).to_vec(),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Pre-signed responses, for requests in the RFC 5019 shape. See the module docs.
+#[derive(Debug)]
+pub struct Cache {
+    inner: RwLock<Inner>,
+    max_age: Duration,
+    max_bytes: usize,
+    /// Answers served from the cache, and signed afresh (for metrics).
+    pub hits: std::sync::atomic::AtomicU64,
+    pub misses: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Vec<u8>, Entry>,
+    /// Serial to the CertIDs cached for it (SHA-1 and SHA-256 CertIDs of one certificate).
+    by_serial: HashMap<String, Vec<Vec<u8>>>,
+    /// Keys in the order they were stored, for eviction (stale or removed keys are skipped).
+    order: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Bumped by every invalidation.
+    generation: u64,
+    /// The generation and time of each serial's last invalidation: a response signed from a
+    /// status read before it is not stored.
+    invalidated: HashMap<String, (u64, Duration)>,
+    last_sweep: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    response: Bytes,
+    made: Duration,
+    serial: String,
+    size: usize,
+}
+
+/// Bookkeeping per entry beyond its key, serial and response.
+const ENTRY_OVERHEAD: usize = 128;
+/// How often stale entries are swept (on a store).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long an invalidation is remembered: longer than any signing in flight.
+const REMEMBER_INVALIDATION: Duration = Duration::from_secs(60);
+
+impl Cache {
+    /// A cache whose entries are served for at most `max_age` after signing and that holds
+    /// at most `max_bytes`; a zero age disables it.
+    pub fn new(max_age: Duration, max_bytes: usize) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            max_age,
+            max_bytes,
+            hits: std::sync::atomic::AtomicU64::new(0),
+            misses: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fresh response for this CertID (DER), if any.
+    pub fn lookup(&self, cert_id: &[u8], now: Duration) -> Option<Bytes> {
+        self.read()
+            .entries
+            .get(cert_id)
+            .filter(|e| now.saturating_sub(e.made) < self.max_age)
+            .map(|e| e.response.clone())
+    }
+
+    /// The generation to pass to [`Cache::store`]: read it before reading the status the
+    /// response is signed from.
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// Keeps `response` for `cert_id` (about `serial`), unless the serial's status changed
+    /// after `generation` was read.
+    pub fn store(
+        &self,
+        cert_id: &[u8],
+        serial: &str,
+        response: &[u8],
+        now: Duration,
+        generation: u64,
+    ) {
+        if self.max_age.is_zero() {
+            return;
+        }
+        let size = cert_id.len() + serial.len() + response.len() + ENTRY_OVERHEAD;
+        if size > self.max_bytes {
+            return;
+        }
+        let mut inner = self.write();
+        if inner
+            .invalidated
+            .get(serial)
+            .is_some_and(|(g, _)| *g > generation)
+        {
+            return;
+        }
+        if now.saturating_sub(inner.last_sweep) >= SWEEP_EVERY {
+            inner.sweep(now, self.max_age);
+        }
+        inner.remove(cert_id);
+        while inner.bytes + size > self.max_bytes {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            inner.remove(&oldest);
+        }
+        inner.bytes += size;
+        inner.order.push_back(cert_id.to_vec());
+        inner
+            .by_serial
+            .entry(serial.to_owned())
+            .or_default()
+            .push(cert_id.to_vec());
+        inner.entries.insert(
+            cert_id.to_vec(),
+            Entry {
+                response: Bytes::copy_from_slice(response),
+                made: now,
+                serial: serial.to_owned(),
+                size,
+            },
+        );
+    }
+
+    /// Forgets every response for `serial`; call on each status change.
+    pub fn invalidate(&self, serial: &str, now: Duration) {
+        let mut inner = self.write();
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner
+            .invalidated
+            .insert(serial.to_owned(), (generation, now));
+        for key in inner.by_serial.remove(serial).unwrap_or_default() {
+            inner.remove(&key);
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.read().bytes
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.read().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(e) = self.entries.remove(key) {
+            self.bytes -= e.size;
+            if let Some(keys) = self.by_serial.get_mut(&e.serial) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    self.by_serial.remove(&e.serial);
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Duration, max_age: Duration) {
+        self.last_sweep = now;
+        let stale: Vec<Vec<u8>> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| now.saturating_sub(e.made) >= max_age)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.remove(&k);
+        }
+        let entries = &self.entries;
+        self.order.retain(|k| entries.contains_key(k));
+        self.invalidated
+            .retain(|_, (_, at)| now.saturating_sub(*at) < REMEMBER_INVALIDATION);
+    }
+}
+
+/// The CertID a request in the RFC 5019 shape asks about, re-encoded: the cache key.
+fn cacheable(req: &OcspRequest) -> Option<&CertId> {
+    let tbs = &req.tbs_request;
+    match (
+        tbs.request_list.as_slice(),
+        &tbs.request_extensions,
+        &tbs.requestor_name,
+        &req.optional_signature,
+    ) {
+        ([single], None, None, None) if single.single_request_extensions.is_none() => {
+            Some(&single.req_cert)
+        }
+        _ => None,
+    }
+}
+
+/// The request's nonce extension (RFC 8954 §2.1: a nonce of 1 to 32 octets); `Err` for
+/// one outside those bounds, which is refused.
+fn nonce(req: &OcspRequest) -> Result<Option<Extension>, ()> {
+    let Some(ext) = req
+        .tbs_request
+        .request_extensions
+        .as_ref()
+        .and_then(|exts| {
+            exts.iter()
+                .find(|e| e.extn_id == const_oid::db::rfc6960::ID_PKIX_OCSP_NONCE)
+        })
+    else {
+        return Ok(None);
+    };
+    let inner = OctetString::from_der(ext.extn_value.as_bytes()).map_err(|_| ())?;
+    if (1..=32).contains(&inner.as_bytes().len()) {
+        Ok(Some(ext.clone()))
+    } else {
+        Err(())
+    }
+}
+
+fn status_error(status: OcspResponse) -> Vec<u8> {
+    status.to_der().unwrap_or_default()
+}
+
+/// The answer that needs neither the database nor the token, if there is one: a fresh
+/// pre-signed answer, or `malformedRequest`.
+pub fn quick(cache: &Cache, now: Duration, request: &[u8]) -> Option<Bytes> {
+    if request.len() > MAX_REQUEST {
+        return Some(Bytes::from(status_error(OcspResponse::malformed_request())));
+    }
+    let Ok(req) = OcspRequest::from_der(request) else {
+        return Some(Bytes::from(status_error(OcspResponse::malformed_request())));
+    };
+    let key = cacheable(&req)?.to_der().ok()?;
+    let hit = cache.lookup(&key, now)?;
+    cache
+        .hits
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(hit)
+}
+
+/// A complete DER OCSP response to a DER request. Malformed or oversized requests get the
+/// `malformedRequest` status (RFC 6960 §2.3), never a panic.
+pub fn respond(
+    ca: &IssuingCa,
+    store: &Store,
+    cache: &Cache,
+    now: Duration,
+    request: &[u8],
+) -> Bytes {
+    if request.len() > MAX_REQUEST {
+        return Bytes::from(status_error(OcspResponse::malformed_request()));
+    }
+    let Ok(req) = OcspRequest::from_der(request) else {
+        return Bytes::from(status_error(OcspResponse::malformed_request()));
+    };
+    let list = &req.tbs_request.request_list;
+    if list.is_empty() || list.len() > MAX_REQUESTS {
+        return Bytes::from(status_error(OcspResponse::malformed_request()));
+    }
+    let Ok(nonce) = nonce(&req) else {
+        return Bytes::from(status_error(OcspResponse::malformed_request()));
+    };
+    let key = cacheable(&req).and_then(|id| id.to_der().ok());
+    if let Some(key) = &key {
+        if let Some(hit) = cache.lookup(key, now) {
+            cache
+                .hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return hit;
+        }
+    }
+    cache
+        .misses
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let generation = cache.generation();
+    match build(ca, store, now, &req, nonce) {
+        Ok((der, known)) => {
+            if let (Some(key), Some(serial)) = (&key, known) {
+                cache.store(key, serial.as_str(), &der, now, generation);
+            }
+            Bytes::from(der)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "OCSP response failed");
+            Bytes::from(status_error(OcspResponse::internal_error()))
+        }
+    }
+}
+
+/// Signs the response; returns it and, when it is about one certificate we issued, that
+/// certificate's serial (the answer may then be cached).
+fn build(
+    ca: &IssuingCa,
+    store: &Store,
+    now: Duration,
+    req: &OcspRequest,
+    nonce: Option<Extension>,
+) -> Result<(Vec<u8>, Option<Serial>), crate::StatusError> {
+    let time = |t| generalized(t).ok_or_else(|| crate::StatusError::Encoding("time".into()));
+    let mut responses = Vec::new();
+    let mut known = Vec::new();
+    for single in &req.tbs_request.request_list {
+        let id: &CertId = &single.req_cert;
+        let ours = issuer_hashes(ca, &id.hash_algorithm.oid).is_some_and(|(name, key)| {
+            id.issuer_name_hash.as_bytes() == name.as_slice()
+                && id.issuer_key_hash.as_bytes() == key.as_slice()
+        });
+        let serial = Serial::from_bytes(id.serial_number.as_bytes()).ok();
+        let status = match (ours, &serial) {
+            (true, Some(serial)) => store.read(|tx| tx.status(serial))?,
+            _ => None,
+        };
+        let cert_status = match status {
+            None => CertStatus::unknown(),
+            Some(CertificateStatus::Intent | CertificateStatus::Issued) => CertStatus::good(),
+            Some(CertificateStatus::Revoked { at, reason }) => {
+                let at = Duration::from_secs(u64::try_from(at).unwrap_or(0));
+                CertStatus::revoked(RevokedInfo {
+                    revocation_time: time(at)?,
+                    revocation_reason: crl_reason(reason),
+                })
+            }
+        };
+        if let (Some(_), Some(serial)) = (status, serial) {
+            known.push(serial);
+        }
+        responses.push(SingleResponse {
+            cert_id: id.clone(),
+            cert_status,
+            this_update: time(now)?,
+            next_update: generalized(now + VALIDITY),
+            single_extensions: None,
+        });
+    }
+    let data = ResponseData {
+        version: x509_ocsp::Version::V1,
+        responder_id: ResponderId::ByKey(
+            OctetString::new(sha1::Sha1::digest(ca.ocsp_public_key_bits()).to_vec())
+                .map_err(|e| crate::StatusError::Encoding(e.to_string()))?,
+        ),
+        produced_at: time(now)?,
+        responses,
+        response_extensions: nonce.map(|n| vec![n]),
+    };
+    let der = ca.sign_ocsp(data)?;
+    let cacheable = (known.len() == 1 && req.tbs_request.request_list.len() == 1)
+        .then(|| known.pop())
+        .flatten();
+    Ok((der, cacheable))
+}
+
+/// RFC 5280 §5.3.1: omit the reason rather than say "unspecified".
+fn crl_reason(r: RevocationReason) -> Option<CrlReason> {
+    use RevocationReason as R;
+    Some(match r {
+        R::Unspecified => return None,
+        R::KeyCompromise => CrlReason::KeyCompromise,
+        R::CaCompromise => CrlReason::CaCompromise,
+        R::AffiliationChanged => CrlReason::AffiliationChanged,
+        R::Superseded => CrlReason::Superseded,
+        R::CessationOfOperation => CrlReason::CessationOfOperation,
+        R::CertificateHold => CrlReason::CertificateHold,
+        R::PrivilegeWithdrawn => CrlReason::PrivilegeWithdrawn,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AGE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_cache_serves_fresh_entries_and_forgets_a_serial_on_invalidation() {
+        let cache = Cache::new(AGE, 1 << 20);
+        let t = Duration::from_secs(1_000);
+        let g = cache.generation();
+        cache.store(b"id-a-sha1", "aa", b"good-a", t, g);
+        cache.store(b"id-a-sha256", "aa", b"good-a2", t, g);
+        cache.store(b"id-b", "bb", b"good-b", t, g);
+        assert_eq!(
+            cache.lookup(b"id-a-sha1", t).as_deref(),
+            Some(&b"good-a"[..])
+        );
+        // Stale after max_age.
+        assert_eq!(cache.lookup(b"id-b", t + AGE), None);
+        cache.invalidate("aa", t);
+        assert_eq!(cache.lookup(b"id-a-sha1", t), None);
+        assert_eq!(cache.lookup(b"id-a-sha256", t), None);
+        assert!(cache.lookup(b"id-b", t).is_some());
+        // A response signed from a status read before the invalidation is not kept.
+        cache.store(b"id-a-sha1", "aa", b"stale-good", t, g);
+        assert_eq!(cache.lookup(b"id-a-sha1", t), None);
+        // One read after it is.
+        let g2 = cache.generation();
+        cache.store(b"id-a-sha1", "aa", b"revoked", t, g2);
+        assert_eq!(
+            cache.lookup(b"id-a-sha1", t).as_deref(),
+            Some(&b"revoked"[..])
+        );
+    }
+
+    #[test]
+    fn the_cache_is_bounded_in_bytes_and_swept() {
+        let max = 64 * 1024;
+        let cache = Cache::new(AGE, max);
+        let t = Duration::from_secs(1_000);
+        let response = vec![0x30; 1024];
+        for i in 0..100_000u32 {
+            let key = i.to_be_bytes();
+            cache.store(&key, &i.to_string(), &response, t, cache.generation());
+            assert!(cache.bytes() <= max);
+        }
+        assert!(cache.len() < 100);
+        // Later, everything is stale: one store sweeps it all away.
+        let later = t + AGE + Duration::from_secs(1);
+        cache.store(b"new", "new", &response, later, cache.generation());
+        assert_eq!(cache.len(), 1);
+        // An entry larger than the whole bound is not kept.
+        cache.store(b"huge", "huge", &vec![0; max], later, cache.generation());
+        assert_eq!(cache.lookup(b"huge", later), None);
+        let off = Cache::new(Duration::ZERO, max);
+        off.store(b"r", "aa", b"x", t, 0);
+        assert!(off.is_empty());
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE crl_numbers;
+DROP TABLE outbox;

@@ -1,0 +1,317 @@
+//! The audit trail as a hash chain (LoA3 K2.7: tamper-evident records of every action).
+//! Each record's hash covers its contents and the previous record's hash, so an edited,
+//! deleted or reordered record breaks the chain at a place [`Tx::verify_audit`] names. A
+//! record is appended in the same transaction as the change it records, and what may be
+//! recorded is an [`AuditEvent`]: the audit trail is an API, not log lines.
+
+use diesel::prelude::*;
+use sha2::Digest;
+
+use crate::schema::{audit_checkpoints, audit_log};
+use crate::{StoreError, Tx};
+
+/// The hash before the first record.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// What can happen in the issuer, as the audit trail records it. The details are the
+/// variant's fields as JSON, in this order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// `init` made the CA: its token, keys and certificates.
+    CaCreated {
+        token: String,
+        key_alg: String,
+        root_key: String,
+        root_sha256: String,
+        issuing_sha256: String,
+        ocsp_sha256: String,
+    },
+    /// `init --external-root`: keys made, the issuing CA's request written for the root
+    /// ceremony.
+    CaRequested {
+        token: String,
+        key_alg: String,
+        offline_root_sha256: String,
+        issuing_csr_sha256: String,
+    },
+    ApiTokenCreated {
+        name: String,
+        role: String,
+    },
+    /// The intent to sign, committed before the token signs.
+    CertificateIntent {
+        serial: String,
+        profile: String,
+        subject: String,
+        /// SHA-256 of the TBS certificate the token will sign.
+        tbs_sha256: String,
+        /// How the requester proved it holds the key: `csr`, `attestation` or `none`.
+        proof: String,
+    },
+    CertificateIssued {
+        serial: String,
+        subject: String,
+        tbs_sha256: String,
+    },
+    CertificateRevoked {
+        serial: String,
+        reason: String,
+    },
+    /// A certificate for one of the issuer's own keys (OCSP responder, audit signer, HTTPS
+    /// server), at `init` or renewed.
+    OwnCertificateIssued {
+        role: String,
+        serial: String,
+        sha256: String,
+        not_after: i64,
+    },
+    /// A signed checkpoint of the chain up to the record before this one.
+    AuditCheckpoint {
+        records: u64,
+        head: String,
+    },
+    HoldReleased {
+        serial: String,
+    },
+}
+
+impl AuditEvent {
+    /// The action name stored beside the details.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::CaCreated { .. } => "ca.created",
+            Self::CaRequested { .. } => "ca.requested",
+            Self::ApiTokenCreated { .. } => "api_token.created",
+            Self::CertificateIntent { .. } => "certificate.intent",
+            Self::CertificateIssued { .. } => "certificate.issued",
+            Self::CertificateRevoked { .. } => "certificate.revoked",
+            Self::OwnCertificateIssued { .. } => "own_certificate.issued",
+            Self::AuditCheckpoint { .. } => "audit.checkpoint",
+            Self::HoldReleased { .. } => "certificate.hold_released",
+        }
+    }
+
+    fn details(&self) -> String {
+        // Plain strings: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One audit record as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable, Selectable)]
+#[diesel(table_name = audit_log)]
+pub struct Record {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub details: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// The hash of a record's contents after `prev`: a domain tag, then every field
+/// length-prefixed, so no two different records encode alike.
+pub fn record_hash(
+    prev: &[u8],
+    seq: i64,
+    at: i64,
+    actor: &str,
+    action: &str,
+    details: &str,
+) -> Vec<u8> {
+    let mut h = sha2::Sha256::new();
+    h.update(b"tessera-audit-v1\0");
+    for field in [
+        prev,
+        &seq.to_be_bytes(),
+        &at.to_be_bytes(),
+        actor.as_bytes(),
+        action.as_bytes(),
+        details.as_bytes(),
+    ] {
+        h.update((field.len() as u64).to_be_bytes());
+        h.update(field);
+    }
+    h.finalize().to_vec()
+}
+
+/// What [`Tx::verify_audit`] found wrong first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tamper {
+    #[error("audit record {0} was edited: its hash does not match its contents")]
+    Edited(i64),
+    #[error("audit record {found_at} was moved: it was written as record {written_as} (records reordered)")]
+    Reordered { found_at: i64, written_as: i64 },
+    #[error("audit record {expected} is missing: the records jump from {before} to {found}")]
+    Missing {
+        expected: i64,
+        before: i64,
+        found: i64,
+    },
+    #[error(
+        "audit record {0} does not follow the record before it: the chain is broken there \
+         (records were deleted, reordered or rewritten)"
+    )]
+    ChainBroken(i64),
+    /// The chain is intact in itself but contradicts what anchors it: a signed
+    /// checkpoint, or the head hash expected.
+    #[error("{0}")]
+    Anchor(String),
+}
+
+/// A verified chain: how many records and the head hash to anchor elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    pub head: Vec<u8>,
+}
+
+/// How far from its place a moved record is looked for when its hash does not match.
+const MOVE_SEARCH: i64 = 1000;
+
+impl Tx<'_> {
+    /// Appends a record. Call it inside the [`crate::Store::write`] that makes the change.
+    pub fn audit(
+        &mut self,
+        actor: &str,
+        event: &AuditEvent,
+        at: i64,
+    ) -> Result<Record, StoreError> {
+        let last: Option<(i64, Vec<u8>)> = audit_log::table
+            .select((audit_log::seq, audit_log::hash))
+            .order(audit_log::seq.desc())
+            .first(self.conn)
+            .optional()?;
+        let (seq, prev) = match last {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS.to_vec()),
+        };
+        let (action, details) = (event.action(), event.details());
+        let record = Record {
+            seq,
+            at,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            hash: record_hash(&prev, seq, at, actor, action, &details),
+            details,
+            prev_hash: prev,
+        };
+        diesel::insert_into(audit_log::table)
+            .values(&record)
+            .execute(self.conn)?;
+        Ok(record)
+    }
+
+    /// Every record, in order.
+    pub fn audit_records(&mut self) -> Result<Vec<Record>, StoreError> {
+        Ok(audit_log::table
+            .select(Record::as_select())
+            .order(audit_log::seq.asc())
+            .load(self.conn)?)
+    }
+
+    /// Checks the whole chain in order.
+    pub fn verify_audit(&mut self) -> Result<Result<Verified, Tamper>, StoreError> {
+        let records = self.audit_records()?;
+        let mut prev = GENESIS.to_vec();
+        let mut prev_seq = 0;
+        for r in &records {
+            if r.seq != prev_seq + 1 {
+                return Ok(Err(Tamper::Missing {
+                    expected: prev_seq + 1,
+                    before: prev_seq,
+                    found: r.seq,
+                }));
+            }
+            if record_hash(&r.prev_hash, r.seq, r.at, &r.actor, &r.action, &r.details) != r.hash {
+                // Intact contents under another sequence number mean the record was moved.
+                let moved_from = (r.seq.saturating_sub(MOVE_SEARCH)
+                    ..=r.seq.saturating_add(MOVE_SEARCH))
+                    .filter(|s| *s != r.seq && *s > 0)
+                    .find(|s| {
+                        record_hash(&r.prev_hash, *s, r.at, &r.actor, &r.action, &r.details)
+                            == r.hash
+                    });
+                return Ok(Err(match moved_from {
+                    Some(written_as) => Tamper::Reordered {
+                        found_at: r.seq,
+                        written_as,
+                    },
+                    None => Tamper::Edited(r.seq),
+                }));
+            }
+            if r.prev_hash != prev {
+                return Ok(Err(Tamper::ChainBroken(r.seq)));
+            }
+            prev.clone_from(&r.hash);
+            prev_seq = r.seq;
+        }
+        Ok(Ok(Verified {
+            records: records.len() as u64,
+            head: prev,
+        }))
+    }
+}
+
+/// A stored checkpoint: the record count it covers and the signed JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub records: i64,
+    pub at: i64,
+    pub head: String,
+    pub signed: String,
+}
+
+impl Tx<'_> {
+    /// Stores a signed checkpoint of the first `records` records, and appends its audit
+    /// record (after them).
+    pub fn insert_checkpoint(&mut self, c: &StoredCheckpoint) -> Result<(), StoreError> {
+        diesel::insert_into(audit_checkpoints::table)
+            .values((
+                audit_checkpoints::records.eq(c.records),
+                audit_checkpoints::at.eq(c.at),
+                audit_checkpoints::head.eq(&c.head),
+                audit_checkpoints::signed.eq(&c.signed),
+            ))
+            .execute(self.conn)?;
+        self.audit(
+            "issuer",
+            &AuditEvent::AuditCheckpoint {
+                records: u64::try_from(c.records).unwrap_or(0),
+                head: c.head.clone(),
+            },
+            c.at,
+        )?;
+        Ok(())
+    }
+
+    /// Every stored checkpoint, oldest first.
+    pub fn checkpoints(&mut self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let rows: Vec<(i64, i64, String, String)> = audit_checkpoints::table
+            .select((
+                audit_checkpoints::records,
+                audit_checkpoints::at,
+                audit_checkpoints::head,
+                audit_checkpoints::signed,
+            ))
+            .order(audit_checkpoints::records.asc())
+            .load(self.conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(records, at, head, signed)| StoredCheckpoint {
+                records,
+                at,
+                head,
+                signed,
+            })
+            .collect())
+    }
+}
+
+/// SHA-256, hex: how audit records name the documents they are about.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}

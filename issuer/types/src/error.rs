@@ -1,0 +1,64 @@
+//! The stable error codes API clients see (`{"error": {"code": …, "message": …}}`). Every
+//! failure inside the issuer maps to one of these; the HTTP edge maps each to a status in
+//! one `match` without a wildcard, so a new code cannot silently become a generic one (the
+//! enum is deliberately not `#[non_exhaustive]`, so that match stays exhaustive).
+
+use std::fmt;
+
+/// A stable, documented error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No or an unknown Bearer token.
+    Unauthorized,
+    /// The request body is not the JSON the endpoint takes.
+    MalformedJson,
+    /// The request body is larger than the endpoint takes.
+    PayloadTooLarge,
+    UnknownProfile,
+    BadPublicKey,
+    /// The proof of possession (CSR signature, attestation) does not hold.
+    BadProof,
+    BadSubject,
+    ValidityTooLong,
+    BadSerial,
+    BadReason,
+    NotFound,
+    AlreadyRevoked,
+    NotOnHold,
+    /// A certificate failed its profile check before signing: a bug, never the client's.
+    LintFailed,
+    /// The issuer cannot serve now (database or token down); retry later.
+    Unavailable,
+    /// Anything else; the issuer's log has the details.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::MalformedJson => "malformed_json",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnknownProfile => "unknown_profile",
+            Self::BadPublicKey => "bad_public_key",
+            Self::BadProof => "bad_proof",
+            Self::BadSubject => "bad_subject",
+            Self::ValidityTooLong => "validity_too_long",
+            Self::BadSerial => "bad_serial",
+            Self::BadReason => "bad_reason",
+            Self::NotFound => "not_found",
+            Self::AlreadyRevoked => "already_revoked",
+            Self::NotOnHold => "not_on_hold",
+            Self::LintFailed => "lint_failed",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
