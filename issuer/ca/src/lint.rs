@@ -233,4 +233,47 @@ mod tests {
         assert!(check_common_name("Alice\u{200B}Smith").is_err());
         assert!(check_common_name("").is_err());
     }
+
+    /// An RSA SubjectPublicKeyInfo with `parameters` and exponent `e`, over a 2048-bit
+    /// modulus (only its form matters to the check).
+    fn rsa_spki(parameters: Option<der::asn1::Any>, e: &[u8]) -> Vec<u8> {
+        #[derive(der::Sequence)]
+        struct RsaKey {
+            n: der::asn1::Uint,
+            e: der::asn1::Uint,
+        }
+        let mut n = vec![0xC5u8; 256];
+        n[255] |= 1;
+        let key = RsaKey {
+            n: der::asn1::Uint::new(&n).unwrap(),
+            e: der::asn1::Uint::new(e).unwrap(),
+        };
+        der::Encode::to_der(&SubjectPublicKeyInfoOwned {
+            algorithm: spki::AlgorithmIdentifierOwned {
+                oid: const_oid::db::rfc5912::RSA_ENCRYPTION,
+                parameters,
+            },
+            subject_public_key: der::asn1::BitString::from_bytes(
+                &der::Encode::to_der(&key).unwrap(),
+            )
+            .unwrap(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn rsa_keys_need_null_parameters_and_a_sane_exponent() {
+        let null = Some(der::asn1::Any::from(der::asn1::Null));
+        assert!(check_public_key(&rsa_spki(null.clone(), &[1, 0, 1])).is_ok());
+        // Parameters absent, or anything but NULL (RFC 3279 §2.3.1).
+        assert!(check_public_key(&rsa_spki(None, &[1, 0, 1])).is_err());
+        let oid = der::asn1::Any::encode_from(&const_oid::db::rfc5912::SECP_256_R_1).unwrap();
+        assert!(check_public_key(&rsa_spki(Some(oid), &[1, 0, 1])).is_err());
+        // Exponents: 3 (too small), even, and longer than 256 bits.
+        assert!(check_public_key(&rsa_spki(null.clone(), &[3])).is_err());
+        assert!(check_public_key(&rsa_spki(null.clone(), &[1, 0, 2])).is_err());
+        let mut huge = vec![0xFFu8; 33];
+        huge[0] = 0x7F;
+        assert!(check_public_key(&rsa_spki(null, &huge)).is_err());
+    }
 }

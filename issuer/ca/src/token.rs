@@ -58,8 +58,23 @@ pub fn open_configured(
     config: &tessera_issuer_types::config::TokenConfig,
     secret: &Zeroizing<String>,
 ) -> Result<Token> {
-    let p11 = load(&config.module, &config.environment)?;
-    Token::open(p11, &config.label, secret)
+    // SoftHSM2 finds its tokens when the module is initialised, by reading each token's
+    // file; a process that reads it while another rewrites it (SoftHSM2 rewrites it on
+    // every login) sees no token. Such a miss is retried with the module loaded afresh,
+    // for a few seconds; a token that really is not there is reported after that.
+    let mut attempt = 0;
+    loop {
+        let p11 = load(&config.module, &config.environment)?;
+        match find_token(&p11, &config.label) {
+            Ok(_) => return Token::open(p11, &config.label, secret),
+            Err(e) if attempt >= 20 => return Err(e),
+            Err(_) => {
+                drop(p11);
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 /// Initialises a new token in the first free slot and sets its user PIN. The security

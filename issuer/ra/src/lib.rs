@@ -288,3 +288,138 @@ impl Ra {
         Ok(())
     }
 }
+
+/// The RA over a [`tessera_issuer_ca::signer::MemorySigner`] and a fresh SQLite database:
+/// each test runs in milliseconds, without a token.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tessera_issuer_ca::signer::MemorySigner;
+    use tessera_issuer_types::{Subject, SystemClock};
+
+    struct Fixture {
+        ra: Ra,
+        store: Store,
+        changes: Arc<AtomicUsize>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(bare_key_profiles: Vec<ProfileName>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(tessera_issuer_store::Location::Sqlite(
+            &dir.path().join("t.db"),
+        ))
+        .unwrap();
+        let signer = MemorySigner::new();
+        let clock = Arc::new(SystemClock);
+        let (issuing, ocsp) =
+            tessera_issuer_ca::authority::memory_certificates(&signer, clock.now()).unwrap();
+        let ca = IssuingCa::new(
+            Arc::new(signer),
+            &issuing,
+            &ocsp,
+            tessera_issuer_ca::Urls {
+                crl: "http://ca.example/crl".into(),
+                ocsp: "http://ca.example/ocsp".into(),
+                ca_issuers: "http://ca.example/ca.crt".into(),
+                policy: const_oid::ObjectIdentifier::new_unwrap("1.2.752.999.1.3"),
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        let changes = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&changes);
+        let ra = Ra::new(
+            Arc::new(ca),
+            store.clone(),
+            clock,
+            PopPolicy {
+                attestation_roots: Vec::new(),
+                bare_key_profiles,
+            },
+            Arc::new(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        Fixture {
+            ra,
+            store,
+            changes,
+            _dir: dir,
+        }
+    }
+
+    fn bare(profile: ProfileName) -> IssueRequest {
+        let key = p256::SecretKey::random(&mut rand_core());
+        let pem =
+            pkcs8::EncodePublicKey::to_public_key_pem(&key.public_key(), pkcs8::LineEnding::LF)
+                .unwrap();
+        IssueRequest {
+            profile,
+            subject: Subject {
+                common_name: "Unit Test".into(),
+                ..Subject::default()
+            },
+            csr: None,
+            attestation: None,
+            public_key: Some(pem),
+            validity_days: None,
+        }
+    }
+
+    fn rand_core() -> p256::elliptic_curve::rand_core::OsRng {
+        p256::elliptic_curve::rand_core::OsRng
+    }
+
+    fn counts(store: &Store) -> (usize, i64) {
+        store
+            .read(|tx| -> Result<_, StoreError> {
+                Ok((tx.audit_records()?.len(), tx.outbox_head()?))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn issue_and_revoke_commit_status_audit_and_outbox_together() {
+        let f = fixture(vec![ProfileName::Authentication]);
+        let actor = Actor("officer".into());
+        let issued =
+            f.ra.issue(&actor, &bare(ProfileName::Authentication))
+                .unwrap();
+        let status = |s: &Serial| f.store.read(|tx| tx.status(s)).unwrap().unwrap();
+        assert_eq!(status(&issued.serial), CertificateStatus::Issued);
+        // Intent and issuance audited; one outbox entry (issued).
+        assert_eq!(counts(&f.store), (2, 1));
+        f.ra.revoke(&actor, &issued.serial, RevocationReason::KeyCompromise)
+            .unwrap();
+        assert!(matches!(
+            status(&issued.serial),
+            CertificateStatus::Revoked {
+                reason: RevocationReason::KeyCompromise,
+                ..
+            }
+        ));
+        assert_eq!(counts(&f.store), (3, 2));
+        // This process's OCSP cache hears of the revocation at once (an issuance needs no
+        // invalidation: unknown serials are never cached).
+        assert_eq!(f.changes.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            f.ra.revoke(&actor, &issued.serial, RevocationReason::Superseded),
+            Err(RaError::AlreadyRevoked(_))
+        ));
+        assert!(f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_bare_key_is_refused_where_the_profile_does_not_allow_it_and_nothing_is_written() {
+        let f = fixture(Vec::new());
+        let actor = Actor("officer".into());
+        let err =
+            f.ra.issue(&actor, &bare(ProfileName::Authentication))
+                .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadProof);
+        assert_eq!(counts(&f.store), (0, 0));
+        assert_eq!(f.changes.load(Ordering::SeqCst), 0);
+    }
+}

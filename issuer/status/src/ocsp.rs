@@ -494,4 +494,33 @@ mod tests {
         off.store(b"r", "aa", b"x", t, 0);
         assert!(off.is_empty());
     }
+
+    /// A request with no CertID and a nonce extension of `len` octets.
+    fn with_nonce(len: usize) -> OcspRequest {
+        let value = OctetString::new(vec![7u8; len]).unwrap().to_der().unwrap();
+        OcspRequest {
+            tbs_request: x509_ocsp::TbsRequest {
+                version: x509_ocsp::Version::V1,
+                requestor_name: None,
+                request_list: Vec::new(),
+                request_extensions: Some(vec![Extension {
+                    extn_id: const_oid::db::rfc6960::ID_PKIX_OCSP_NONCE,
+                    critical: false,
+                    extn_value: OctetString::new(value).unwrap(),
+                }]),
+            },
+            optional_signature: None,
+        }
+    }
+
+    #[test]
+    fn nonces_of_1_to_32_octets_are_echoed_and_others_refused() {
+        assert!(nonce(&with_nonce(0)).is_err());
+        assert!(nonce(&with_nonce(1)).unwrap().is_some());
+        assert!(nonce(&with_nonce(32)).unwrap().is_some());
+        assert!(nonce(&with_nonce(33)).is_err());
+        let mut none = with_nonce(1);
+        none.tbs_request.request_extensions = None;
+        assert!(nonce(&none).unwrap().is_none());
+    }
 }

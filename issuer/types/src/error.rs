@@ -35,6 +35,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (the OpenAPI document lists exactly these: `issuer/tests/tidy.rs`).
+    pub const ALL: [Self; 16] = [
+        Self::Unauthorized,
+        Self::MalformedJson,
+        Self::PayloadTooLarge,
+        Self::UnknownProfile,
+        Self::BadPublicKey,
+        Self::BadProof,
+        Self::BadSubject,
+        Self::ValidityTooLong,
+        Self::BadSerial,
+        Self::BadReason,
+        Self::NotFound,
+        Self::AlreadyRevoked,
+        Self::NotOnHold,
+        Self::LintFailed,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
