@@ -1,8 +1,11 @@
 //! Issuer throughput, printed side by side in one run (`cargo bench -p tessera-issuer`):
 //! issuances per second through the API with keys in SoftHSM2 and full audit, on SQLite and
 //! on PostgreSQL; OCSP responses per second and latency, ours against `openssl ocsp -index`
-//! answering for the same certificate. Load comes from `wrk` on loopback, and for the OCSP
-//! comparison from one closed-loop generator (this binary) used against both responders.
+//! answering for the same certificate; OCSP over 100 000 distinct certificates (misses and
+//! hits); CRL generation against `openssl ca -gencrl`; revocation latency with a million
+//! revoked certificates (to OCSP "revoked" and to a CRL that lists it). Load comes from
+//! `wrk` on loopback, and for OCSP from one closed-loop generator (this binary) used
+//! against both responders.
 
 #[path = "../tests/pg/mod.rs"]
 mod pg;
@@ -118,6 +121,11 @@ struct Deployment {
 }
 
 fn deploy(database: Option<&str>) -> Deployment {
+    deploy_with(database, |_| {})
+}
+
+/// [`deploy`], with `prepare` run on the data directory between `init` and `serve`.
+fn deploy_with(database: Option<&str>, prepare: impl FnOnce(&Path)) -> Deployment {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut init = Command::new(ISSUER);
@@ -127,6 +135,7 @@ fn deploy(database: Option<&str>) -> Deployment {
         init.args(["--database-url", url]);
     }
     assert!(init.output().expect("init").status.success());
+    prepare(&data);
     let port = free_port();
     let server = Kill(
         Command::new(ISSUER)
@@ -136,8 +145,11 @@ fn deploy(database: Option<&str>) -> Deployment {
                 data.to_str().expect("path"),
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--public-url",
+                &format!("http://127.0.0.1:{port}"),
             ])
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("serve"),
     );
@@ -200,15 +212,35 @@ fn load(
     conns: usize,
     keep_alive: bool,
 ) -> (f64, Duration) {
+    load_many(addr, path, &[body.to_vec()], seconds, conns, keep_alive)
+}
+
+/// [`load`] over several bodies, sent in turn (each client takes the next one): distinct
+/// requests, for the cache's misses.
+fn load_many(
+    addr: &str,
+    path: &str,
+    bodies: &[Vec<u8>],
+    seconds: u64,
+    conns: usize,
+    keep_alive: bool,
+) -> (f64, Duration) {
     let connection = if keep_alive { "keep-alive" } else { "close" };
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/ocsp-request\r\n\
-         Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    let request = std::sync::Arc::new(request);
+    let requests: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|body| {
+            let mut request = format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/ocsp-request\r\n\
+                 Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            request.extend_from_slice(body);
+            request
+        })
+        .collect();
+    let requests = std::sync::Arc::new(requests);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -218,8 +250,12 @@ fn load(
     let mut all: Vec<Duration> = runtime.block_on(async {
         let clients: Vec<_> = (0..conns)
             .map(|_| {
-                let (addr, request) = (addr.to_owned(), std::sync::Arc::clone(&request));
-                tokio::spawn(client(addr, request, stop, keep_alive))
+                let (addr, requests, next) = (
+                    addr.to_owned(),
+                    std::sync::Arc::clone(&requests),
+                    std::sync::Arc::clone(&next),
+                );
+                tokio::spawn(client(addr, requests, next, stop, keep_alive))
             })
             .collect();
         let mut all = Vec::new();
@@ -265,7 +301,8 @@ fn head(block: &[u8]) -> (usize, usize, bool) {
 /// One connection's closed loop: send, read the whole answer, record the latency.
 async fn client(
     addr: String,
-    request: std::sync::Arc<Vec<u8>>,
+    requests: std::sync::Arc<Vec<Vec<u8>>>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: Instant,
     keep_alive: bool,
 ) -> Vec<Duration> {
@@ -285,7 +322,8 @@ async fn client(
                 conn.insert(s)
             }
         };
-        stream.write_all(&request).await.expect("send");
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % requests.len();
+        stream.write_all(&requests[i]).await.expect("send");
         buf.clear();
         let (head_len, length, reuse) = loop {
             assert!(
@@ -341,7 +379,13 @@ fn main() {
     // `cargo bench -p tessera-issuer -- ocsp` runs only the sections naming "ocsp".
     let only = args.iter().skip(1).find(|a| !a.starts_with('-'));
     println!("tessera-issuer on this machine (release build, load on loopback):");
-    let sections: [(&str, fn()); 3] = [("issuance", issuance), ("ocsp", ocsp), ("crl", crl)];
+    let sections: [(&str, fn()); 5] = [
+        ("issuance", issuance),
+        ("ocsp", ocsp),
+        ("ocsp-many", ocsp_many),
+        ("crl", crl),
+        ("revocation", revocation),
+    ];
     for (name, section) in sections {
         if only.is_none_or(|o| name.contains(o.as_str())) {
             section();
@@ -559,7 +603,6 @@ fn timed(command: &mut Command, dir: &Path) -> (f64, u64, String) {
 /// streaming encoder, signature in SoftHSM2) against `openssl ca -gencrl` over an index of
 /// the same serials, reasons and times, each timed by GNU time as its own process.
 fn crl() {
-    use diesel::RunQueryDsl;
     println!("  CRL generation (time and peak memory of the whole process):");
     for n in [100_000usize, 1_000_000] {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -573,43 +616,8 @@ fn crl() {
             .status
             .success());
 
-        // n revoked certificates, written straight into the deployment's database (the
-        // rows the CRL reads; their TBS is a placeholder).
-        let config = tessera_issuer_types::config::Config::load(&data).expect("config");
-        let store = tessera_issuer_store::Store::open_configured(&config.database, &data)
-            .expect("database");
-        let mut conn = store.raw().expect("database");
-        let not_after = REVOKED_AT + 400 * 86_400;
-        let inserted = std::time::Instant::now();
-        diesel::sql_query("BEGIN")
-            .execute(&mut *conn)
-            .expect("begin");
-        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-            let values: Vec<String> = chunk
-                .iter()
-                .map(|&i| {
-                    let (serial, reason) = revoked(i);
-                    format!(
-                        "('{serial}', 'issuing', 'authentication', 'issued', X'00', NULL, \
-                         {not_after}, {REVOKED_AT}, '{}', {REVOKED_AT})",
-                        reason.unwrap_or("unspecified")
-                    )
-                })
-                .collect();
-            diesel::sql_query(format!(
-                "INSERT INTO certificates (serial, authority, profile, status, tbs, certificate, \
-                 not_after, revoked_at, revocation_reason, created_at) VALUES {}",
-                values.join(",")
-            ))
-            .execute(&mut *conn)
-            .expect("insert");
-        }
-        diesel::sql_query("COMMIT")
-            .execute(&mut *conn)
-            .expect("commit");
-        drop(conn);
-        drop(store);
-        let inserted = inserted.elapsed();
+        // n revoked certificates, written straight into the deployment's database.
+        let inserted = insert_certificates(&data, n, true);
 
         let (ours_s, ours_kib, said) = timed(
             Command::new(ISSUER).args(["crl", "--data-dir", "data", "--out", "ours.crl"]),
@@ -712,4 +720,274 @@ fn crl() {
             inserted.as_secs_f64(),
         );
     }
+}
+
+/// Writes `n` rows straight into a deployment's certificates table (SQLite): issued and
+/// valid (`revoked` false) or revoked on [`REVOKED_AT`] with [`revoked`]'s reasons. Their TBS
+/// is a placeholder; the status, CRL and OCSP paths read only these columns.
+fn insert_certificates(data: &Path, n: usize, revoked_rows: bool) -> Duration {
+    use diesel::RunQueryDsl;
+    let config = tessera_issuer_types::config::Config::load(data).expect("config");
+    let store =
+        tessera_issuer_store::Store::open_configured(&config.database, data).expect("database");
+    let mut conn = store.raw().expect("database");
+    let not_after = REVOKED_AT + 400 * 86_400;
+    let started = Instant::now();
+    diesel::sql_query("BEGIN")
+        .execute(&mut *conn)
+        .expect("begin");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|&i| {
+                let (serial, reason) = revoked(i);
+                if revoked_rows {
+                    format!(
+                        "('{serial}', 'issuing', 'authentication', 'issued', X'00', NULL, \
+                         {not_after}, {REVOKED_AT}, '{}', {REVOKED_AT})",
+                        reason.unwrap_or("unspecified")
+                    )
+                } else {
+                    format!(
+                        "('{serial}', 'issuing', 'authentication', 'issued', X'00', NULL, \
+                         {not_after}, NULL, NULL, {REVOKED_AT})"
+                    )
+                }
+            })
+            .collect();
+        diesel::sql_query(format!(
+            "INSERT INTO certificates (serial, authority, profile, status, tbs, certificate, \
+             not_after, revoked_at, revocation_reason, created_at) VALUES {}",
+            values.join(",")
+        ))
+        .execute(&mut *conn)
+        .expect("insert");
+    }
+    diesel::sql_query("COMMIT")
+        .execute(&mut *conn)
+        .expect("commit");
+    started.elapsed()
+}
+
+/// An RFC 5019 OCSP request (SHA-1 CertID, no nonce) for `serial` under the issuing CA.
+fn ocsp_request(issuing: &x509_cert::Certificate, serial: &str) -> Vec<u8> {
+    use der::Encode;
+    use sha1::Digest;
+    let name = issuing.tbs_certificate.subject.to_der().expect("name");
+    let key = issuing
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    let id = x509_ocsp::CertId {
+        hash_algorithm: spki::AlgorithmIdentifierOwned {
+            oid: const_oid::db::rfc5912::ID_SHA_1,
+            parameters: Some(der::asn1::Null.into()),
+        },
+        issuer_name_hash: der::asn1::OctetString::new(sha1::Sha1::digest(&name).to_vec())
+            .expect("hash"),
+        issuer_key_hash: der::asn1::OctetString::new(sha1::Sha1::digest(key).to_vec())
+            .expect("hash"),
+        serial_number: x509_cert::serial_number::SerialNumber::new(
+            &hex::decode(serial).expect("serial"),
+        )
+        .expect("serial"),
+    };
+    x509_ocsp::OcspRequest {
+        tbs_request: x509_ocsp::TbsRequest {
+            version: x509_ocsp::Version::V1,
+            requestor_name: None,
+            request_list: vec![x509_ocsp::Request {
+                req_cert: id,
+                single_request_extensions: None,
+            }],
+            request_extensions: None,
+        },
+        optional_signature: None,
+    }
+    .to_der()
+    .expect("request")
+}
+
+fn issuing_certificate(data: &Path) -> x509_cert::Certificate {
+    let pem = std::fs::read(data.join("issuing-ca.pem")).expect("issuing CA");
+    let (_, der) = der::pem::decode_vec(&pem).expect("PEM");
+    <x509_cert::Certificate as der::Decode>::from_der(&der).expect("certificate")
+}
+
+/// OCSP over 100 000 distinct certificates: the first pass through them misses the cache
+/// (each answer is signed in SoftHSM2), later passes hit it.
+fn ocsp_many() {
+    const N: usize = 100_000;
+    let d = deploy_with(None, |data| {
+        insert_certificates(data, N, false);
+    });
+    let issuing = issuing_certificate(&d.dir.path().join("data"));
+    let bodies: Vec<Vec<u8>> = (0..N)
+        .map(|i| ocsp_request(&issuing, &revoked(i).0))
+        .collect();
+    let addr = d.base.trim_start_matches("http://").to_owned();
+    let seconds: u64 = SECONDS.parse().expect("seconds");
+    // Misses: a fresh server, every request a certificate not yet answered (10 s covers far
+    // fewer than 100 000 of them).
+    let misses = load_many(&addr, "/ocsp", &bodies, seconds, CLIENTS, true);
+    // Hits: the certificates the first pass answered, again.
+    let answered = ((misses.0 * seconds as f64) as usize).clamp(1, N);
+    let hits = load_many(&addr, "/ocsp", &bodies[..answered], seconds, CLIENTS, true);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("  OCSP over {N} distinct certificates, {CLIENTS} clients, keep-alive:");
+    println!(
+        "    cache misses (signed in SoftHSM2) {:>7.0} responses/s, p99 {:.2} ms",
+        misses.0,
+        ms(misses.1)
+    );
+    println!(
+        "    cache hits ({answered} answered)   {:>7.0} responses/s, p99 {:.2} ms",
+        hits.0,
+        ms(hits.1)
+    );
+}
+
+/// Revocation latency with 1 000 000 revoked certificates on the CRL: the revocation call,
+/// then until OCSP (cached "good" before) answers "revoked", then until a CRL that lists it
+/// is published (default 2 s delay, then the whole CRL re-signed).
+fn revocation() {
+    use diesel::RunQueryDsl;
+    const N: usize = 1_000_000;
+    let d = deploy_with(None, |data| {
+        insert_certificates(data, N, true);
+    });
+    let data = d.dir.path().join("data");
+    let body = issuance_body(d.dir.path());
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            &format!("Authorization: Bearer {}", d.token),
+            "--data-binary",
+        ])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("{}/api/v1/certificates", d.base))
+        .output()
+        .expect("curl");
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).expect("issued");
+    let serial = issued["serial"].as_str().expect("serial").to_owned();
+    let issuing = issuing_certificate(&data);
+    let request = ocsp_request(&issuing, &serial);
+    let addr = d.base.trim_start_matches("http://").to_owned();
+    let ocsp_status = |conn: &mut std::net::TcpStream| -> u8 {
+        use std::io::{Read, Write};
+        let mut req = format!(
+            "POST /ocsp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/ocsp-request\r\n\
+             Content-Length: {}\r\n\r\n",
+            request.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&request);
+        conn.write_all(&req).expect("send");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).expect("receive");
+            assert!(n > 0);
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let (head_len, length, _) = head(&buf[..end]);
+                if buf.len() >= head_len + length {
+                    let der = &buf[head_len..head_len + length];
+                    let resp =
+                        <x509_ocsp::OcspResponse as der::Decode>::from_der(der).expect("response");
+                    let basic = <x509_ocsp::BasicOcspResponse as der::Decode>::from_der(
+                        resp.response_bytes.expect("bytes").response.as_bytes(),
+                    )
+                    .expect("basic");
+                    return match basic.tbs_response_data.responses[0].cert_status {
+                        x509_ocsp::CertStatus::Good(_) => 0,
+                        x509_ocsp::CertStatus::Revoked(_) => 1,
+                        x509_ocsp::CertStatus::Unknown(_) => 2,
+                    };
+                }
+            }
+        }
+    };
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.set_nodelay(true).expect("nodelay");
+    assert_eq!(ocsp_status(&mut conn), 0, "good before");
+    let config = tessera_issuer_types::config::Config::load(&data).expect("config");
+    let store =
+        tessera_issuer_store::Store::open_configured(&config.database, &data).expect("database");
+    #[derive(diesel::QueryableByName)]
+    struct Newest {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let newest = || -> i64 {
+        diesel::sql_query("SELECT COALESCE(MAX(number), 0) AS n FROM crls")
+            .get_result::<Newest>(&mut *store.raw().expect("database"))
+            .expect("crls")
+            .n
+    };
+    // The CRL published at start-up (all N entries) first.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while newest() == 0 {
+        assert!(Instant::now() < deadline, "no CRL at start-up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = newest();
+    let started = Instant::now();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {}", d.token),
+        ])
+        .args(["--data-binary", "{\"reason\": \"keyCompromise\"}"])
+        .arg(format!(
+            "{}/api/v1/certificates/{serial}/revocation",
+            d.base
+        ))
+        .output()
+        .expect("curl");
+    let call = started.elapsed();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    while ocsp_status(&mut conn) != 1 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ocsp = started.elapsed();
+    while newest() == before {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let crl = started.elapsed();
+    let served = Command::new("curl")
+        .args(["-s", &format!("{}/crl/issuing-ca-1.crl", d.base)])
+        .output()
+        .expect("curl")
+        .stdout;
+    let parsed = <x509_cert::crl::CertificateList as der::Decode>::from_der(&served).expect("CRL");
+    let listed = parsed
+        .tbs_cert_list
+        .revoked_certificates
+        .unwrap_or_default()
+        .iter()
+        .any(|r| hex::encode(r.serial_number.as_bytes()) == serial);
+    assert!(listed, "the new CRL does not list the revocation");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("  Revocation with {N} revoked certificates on the CRL (curl, SQLite):");
+    println!(
+        "    revocation call answered            {:>8.1} ms",
+        ms(call)
+    );
+    println!(
+        "    OCSP answers \"revoked\"              {:>8.1} ms",
+        ms(ocsp)
+    );
+    println!(
+        "    a CRL listing it published          {:>8.1} ms ({} bytes; 2 s publication delay included)",
+        ms(crl),
+        served.len()
+    );
 }

@@ -16,6 +16,9 @@ use x509_cert::Certificate;
 
 use crate::deployment::Deployment;
 
+/// Where every checkpoint is also written, one file each, in the data directory.
+pub(crate) const CHECKPOINTS: &str = "checkpoints";
+
 /// Signs a checkpoint of the chain as it is now, stores it (with its audit record) and
 /// returns it. Refuses a broken chain: a checkpoint vouches for what it covers.
 pub(crate) fn make(dep: &Deployment, clock: &dyn Clock) -> Result<SignedCheckpoint> {
@@ -30,9 +33,28 @@ pub(crate) fn make(dep: &Deployment, clock: &dyn Clock) -> Result<SignedCheckpoi
             records: verified.records,
             head: hex::encode(&verified.head),
             at: now.as_secs(),
+            key: checkpoint::key_id(&dep.signer.public_key(tessera_issuer_ca::KeyRole::Audit)?),
         },
     )?;
     let json = serde_json::to_string(&signed)?;
+    // Outside the database too: whoever can write to the database can delete checkpoint
+    // rows, not these files.
+    let exported = dep.dir.join(CHECKPOINTS);
+    std::fs::create_dir_all(&exported)
+        .with_context(|| format!("creating {}", exported.display()))?;
+    let file = exported.join(format!(
+        "{:012}-{}.json",
+        signed.checkpoint.records, signed.checkpoint.at
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, json.as_bytes())?;
+            f.sync_all()
+        })
+        .with_context(|| format!("writing {}", file.display()))?;
     dep.store.write(|tx| {
         tx.insert_checkpoint(&StoredCheckpoint {
             records: i64::try_from(signed.checkpoint.records).unwrap_or(i64::MAX),
@@ -108,6 +130,9 @@ pub(crate) struct Expectations<'a> {
     /// The root certificate to check the audit signer against (default: the data
     /// directory's `root-ca.pem`).
     pub root: Option<&'a Path>,
+    /// The SHA-256 (hex) of the audit key's SubjectPublicKeyInfo that checkpoints must
+    /// verify with (from `--audit-key`, or the configuration's `audit_key_sha256`).
+    pub audit_key: Option<&'a str>,
 }
 
 /// Checks the chain, the stored checkpoints and the expectations; returns the report on
@@ -133,6 +158,16 @@ pub(crate) fn verify(dir: &Path, store: &Store, expect: &Expectations<'_>) -> Re
     );
     let root = read_pem_certificate(&root_path)?;
     let audit = audit_certificate(store, &root)?;
+    let audit_key = checkpoint::key_id(&audit.tbs_certificate.subject_public_key_info.to_der()?);
+    match expect.audit_key {
+        Some(pinned) => ensure!(
+            pinned.trim().eq_ignore_ascii_case(&audit_key),
+            "the audit signer certificate in the database is for key {audit_key}, not the \
+             pinned audit key {}: it was replaced",
+            pinned.trim()
+        ),
+        None => report.push_str("warning: no audit key pinned (give --audit-key)\n"),
+    }
     let check = |signed: &SignedCheckpoint, source: &str| -> Result<()> {
         checkpoint::verify(&audit, signed).with_context(|| format!("{source}: forged"))?;
         let c = &signed.checkpoint;
@@ -176,6 +211,23 @@ pub(crate) fn verify(dir: &Path, store: &Store, expect: &Expectations<'_>) -> Re
                 .saturating_sub(u64::try_from(last.records).unwrap_or(0))
         )),
         None => report.push_str("no signed checkpoints yet\n"),
+    }
+    // The exported checkpoints in the data directory.
+    let mut exported = 0;
+    if let Ok(entries) = std::fs::read_dir(dir.join(CHECKPOINTS)) {
+        let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let signed: SignedCheckpoint = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a checkpoint", file.display()))?;
+            check(&signed, &file.display().to_string())?;
+            exported += 1;
+        }
+    }
+    if exported > 0 {
+        report.push_str(&format!("{exported} exported checkpoints hold\n"));
     }
     if let Some(file) = expect.checkpoint {
         let text =

@@ -56,6 +56,46 @@ pub(crate) fn urls(base: &str, policy_oid: &str) -> Result<Urls> {
     })
 }
 
+/// The CA certificates read from the database must chain to the root in the data
+/// directory (the one relying parties pinned): a certificate someone with write access to
+/// the database put in for the same key, with another name or validity, is refused.
+fn check_chain(dir: &Path, issuing: &[u8], ocsp: &[u8]) -> Result<()> {
+    use der::{Decode, Encode};
+    use x509_cert::Certificate;
+    let root_pem = std::fs::read(dir.join(files::ROOT_PEM))
+        .with_context(|| format!("reading {}", files::ROOT_PEM))?;
+    let (_, root) =
+        der::pem::decode_vec(&root_pem).map_err(|e| anyhow::anyhow!("{}: {e}", files::ROOT_PEM))?;
+    let root = Certificate::from_der(&root)?;
+    let issuing = Certificate::from_der(issuing)?;
+    let ocsp = Certificate::from_der(ocsp)?;
+    for (cert, by, what) in [
+        (
+            &issuing,
+            &root,
+            "the issuing CA certificate in the database is not the root's",
+        ),
+        (
+            &ocsp,
+            &issuing,
+            "the OCSP responder certificate in the database is not the issuing CA's",
+        ),
+    ] {
+        tessera_issuer_ca::x509::verify_signature(
+            &by.tbs_certificate.subject_public_key_info,
+            &cert.signature_algorithm,
+            &cert.tbs_certificate.to_der()?,
+            cert.signature.raw_bytes(),
+        )
+        .context(what)?;
+        anyhow::ensure!(
+            cert.tbs_certificate.issuer == by.tbs_certificate.subject,
+            "{what}"
+        );
+    }
+    Ok(())
+}
+
 impl Deployment {
     /// Opens the deployment in `dir`: configuration, database, token (activated with the
     /// 1-of-1 secret or the custodians' `shares`), the CA certificates from the database.
@@ -68,6 +108,23 @@ impl Deployment {
     ) -> Result<Self> {
         ensure_complete(dir)?;
         let config = Config::load(dir)?;
+        if !config.custody.is_single() {
+            let left: Vec<String> = std::fs::read_dir(dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("custodian-") && n.ends_with(".share"))
+                .collect();
+            if !left.is_empty() {
+                bail!(
+                    "{} still holds custodian shares ({}): with them, the data directory (and \
+                     any backup of it) activates the CA keys alone. Hand each to its custodian \
+                     and remove it from the directory",
+                    dir.display(),
+                    left.join(", ")
+                );
+            }
+        }
         let store = Store::open_configured(&config.database, dir)?;
         let secret = tessera_issuer_ca::custody::activation_secret(dir, config.custody, shares)?;
         let token = token::open_configured(&config.token, &secret)?;
@@ -85,6 +142,7 @@ impl Deployment {
                 get(tx, AuthorityRole::Ocsp)?,
             ))
         })?;
+        check_chain(dir, &issuing, &ocsp)?;
         let base = public_url.unwrap_or(&config.public_url);
         let ca = IssuingCa::new(
             Arc::clone(&signer),

@@ -124,7 +124,7 @@ struct InitArgs {
     organization: String,
     /// The PKCS#11 module of an existing token to take over (an HSM's library, or
     /// libtpm2_pkcs11.so) instead of a new SoftHSM2 token in DIR.
-    #[arg(long, value_name = "PATH", requires_all = ["token_label", "token_pin_file"])]
+    #[arg(long, value_name = "PATH", requires_all = ["token_label", "token_pin_file", "token_so_pin_file"])]
     token_module: Option<PathBuf>,
     /// The label of the token to take over.
     #[arg(long, value_name = "LABEL", requires = "token_module")]
@@ -133,6 +133,10 @@ struct InitArgs {
     /// activation secret (under --custodians), so this PIN no longer opens the token.
     #[arg(long, value_name = "FILE", requires = "token_module")]
     token_pin_file: Option<PathBuf>,
+    /// A file holding the token's current security-officer PIN; init replaces it with a
+    /// random PIN it forgets (whoever set the token up could otherwise reset the user PIN).
+    #[arg(long, value_name = "FILE", requires = "token_module")]
+    token_so_pin_file: Option<PathBuf>,
     /// Environment the module needs, NAME=VALUE (repeatable; kept in the configuration),
     /// e.g. TPM2_PKCS11_STORE=/var/lib/tpm2-pkcs11.
     #[arg(long = "token-env", value_name = "NAME=VALUE", value_parser = parse_env, requires = "token_module")]
@@ -149,6 +153,10 @@ struct InitArgs {
     /// stays in DIR).
     #[arg(long, value_name = "M-of-N", default_value = "1-of-1")]
     custodians: Custody,
+    /// Where to write the custodians' share files (e.g. removable media; default DIR,
+    /// from which they must be removed before the deployment runs).
+    #[arg(long, value_name = "DIR")]
+    share_dir: Option<PathBuf>,
     /// Host names and IP addresses for the issuer's HTTPS certificate (repeatable).
     #[arg(long = "tls-host", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
     tls_hosts: Vec<String>,
@@ -189,6 +197,10 @@ enum AuditCommand {
         /// The root certificate the audit signer must chain to (default DIR/root-ca.pem).
         #[arg(long, value_name = "FILE")]
         root: Option<PathBuf>,
+        /// The SHA-256 (hex) of the audit key's public key, kept outside the issuer
+        /// (default: `audit_key_sha256` in DIR/issuer.json, as init wrote it).
+        #[arg(long, value_name = "HEX")]
+        audit_key: Option<String>,
     },
     /// Sign a checkpoint of the chain's head with the audit key in the token, store it
     /// and write it to FILE (keep it outside the issuer: it anchors the chain).
@@ -284,6 +296,7 @@ fn run(command: Command) -> Result<()> {
                     expect_head,
                     checkpoint,
                     root,
+                    audit_key,
                 },
         } => {
             deployment::ensure_complete(&data_dir)?;
@@ -296,6 +309,7 @@ fn run(command: Command) -> Result<()> {
                     expect_head: expect_head.as_deref(),
                     checkpoint: checkpoint.as_deref(),
                     root: root.as_deref(),
+                    audit_key: audit_key.as_deref().or(config.audit_key_sha256.as_deref()),
                 },
             )
             .map_err(|e| match e.downcast::<audit::Broken>() {
@@ -343,6 +357,7 @@ fn init_command(a: InitArgs) -> Result<()> {
             module,
             label: a.token_label.context("--token-label")?,
             pin_file: a.token_pin_file.context("--token-pin-file")?,
+            so_pin_file: a.token_so_pin_file.context("--token-so-pin-file")?,
             environment: a.token_env,
         },
     };
@@ -361,6 +376,7 @@ fn init_command(a: InitArgs) -> Result<()> {
         database,
         tls_hosts: a.tls_hosts,
         custody: a.custodians,
+        share_dir: a.share_dir,
         public_url: a.public_url,
         policy_oid: a.policy_oid,
         upn_domains: a.upn_domains,

@@ -2,19 +2,24 @@
 //! (same key in the token, new certificate from the issuing CA), the HTTPS server's (a new
 //! key, from the TLS CA) — and of an embedded root's CRL. Each is renewed when a third of
 //! its lifetime is left, by `serve` every hour and by `tessera-issuer renew` (also on
-//! demand, `--force`). A renewed certificate is recorded in the certificates table and the
-//! authorities in one transaction with its audit record, then put in service.
+//! demand, `--force`).
+//!
+//! The intent (serial, TBS) is committed before the token signs and the certificate with
+//! its audit record after, as for any certificate. What is judged due is what is in
+//! service here: the OCSP certificate this process answers with (after taking up a newer
+//! one another server on the database renewed), and the HTTPS certificate and key on this
+//! server's disk (a pair that does not match, after a crash mid-renewal, is renewed).
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use der::{Decode, Encode};
-use tessera_issuer_ca::authority::{self, OwnCertificate as OwnKind, Period};
+use tessera_issuer_ca::authority::{self, OwnCertificate as OwnKind, OwnRequest, Period};
 use tessera_issuer_ca::{x509, KeyRole};
-use tessera_issuer_store::{AuthorityRole, OwnCertificate, StoreError};
+use tessera_issuer_store::{AuthorityRole, NewCertificate, OwnCertificate, StoreError};
 use tessera_issuer_types::config::files;
-use tessera_issuer_types::Clock;
+use tessera_issuer_types::{Clock, Serial};
 use x509_cert::Certificate;
 
 use crate::deployment::Deployment;
@@ -46,22 +51,132 @@ fn validity(cert: &Certificate) -> (Duration, Duration) {
     )
 }
 
-/// Replaces a file atomically (a temporary file beside it, renamed over it).
-fn replace_file(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+/// Replaces files atomically and durably: each written to a temporary file beside it and
+/// synced, then all renamed, then the directory synced.
+fn replace_files(dir: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("renew.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(content)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    let mut staged = Vec::new();
+    for (name, content, mode) in files {
+        let tmp = dir.join(format!("{name}.renew.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(*mode)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        staged.push((tmp, dir.join(name)));
+    }
+    for (tmp, path) in staged {
+        std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
+}
+
+/// Signs an own certificate, committing its intent first, then the certificate, the
+/// authority row and the audit record.
+fn sign_and_record(
+    dep: &Deployment,
+    issuer: &Certificate,
+    kind: OwnKind<'_>,
+    request: OwnRequest<'_>,
+    (role, authority, profile): (AuthorityRole, &str, &str),
+    now: Duration,
+) -> Result<Vec<u8>> {
+    let at = tessera_issuer_store::secs(now);
+    let der = authority::own_certificate(dep.signer.as_ref(), issuer, kind, request, &mut |tbs| {
+        let parsed = x509_cert::TbsCertificate::from_der(tbs)?;
+        let serial = Serial::from_bytes(parsed.serial_number.as_bytes())
+            .map_err(|e| anyhow::anyhow!("serial: {e}"))?;
+        let not_after = tessera_issuer_store::secs(parsed.validity.not_after.to_unix_duration());
+        dep.store.write(|tx| {
+            tx.insert_intent(&NewCertificate {
+                serial: &serial,
+                authority,
+                profile,
+                tbs,
+                not_after,
+                created_at: at,
+            })
+        })?;
+        Ok(())
+    })?;
+    let d = x509::describe(&der)?;
+    dep.store.write(|tx| -> Result<(), StoreError> {
+        tx.replace_authority_certificate(role, &der, at)?;
+        tx.own_certificate_issued(
+            &OwnCertificate {
+                serial: &d.serial,
+                authority,
+                profile,
+                tbs: &d.tbs,
+                der: &der,
+                not_after: d.not_after,
+                fingerprint: &d.fingerprint,
+            },
+            at,
+            "renewal",
+        )
+    })?;
+    Ok(der)
+}
+
+/// Puts into service an OCSP responder certificate another server on the database
+/// renewed, if it is newer than this process's. Returns whether it did.
+pub(crate) fn take_up_ocsp(dep: &Deployment) -> Result<bool> {
+    let row = dep
+        .store
+        .read(|tx| tx.authority(AuthorityRole::Ocsp))?
+        .context("the database has no OCSP authority")?;
+    let stored = Certificate::from_der(&row.certificate)?;
+    let in_service = dep.ca.ocsp_certificate();
+    if stored == in_service || validity(&stored).1 <= validity(&in_service).1 {
+        return Ok(false);
+    }
+    // Checked there: for the responder key, issued by this CA.
+    dep.ca.replace_ocsp_certificate(&row.certificate)?;
+    replace_files(
+        &dep.dir,
+        &[(
+            files::OCSP_PEM,
+            x509::to_pem(&row.certificate)?.as_bytes(),
+            0o644,
+        )],
+    )?;
+    Ok(true)
+}
+
+/// The HTTPS certificate on disk and whether its key file holds the matching key.
+fn tls_in_service(dir: &Path) -> Result<(Certificate, bool)> {
+    use p256::pkcs8::DecodePrivateKey;
+    let chain = std::fs::read(dir.join(files::TLS_CERT))
+        .with_context(|| format!("reading {}", files::TLS_CERT))?;
+    // The chain file holds the server certificate first, then the TLS CA's.
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let first = chain
+        .windows(END.len())
+        .position(|w| w == END)
+        .map_or(&chain[..], |at| &chain[..at + END.len()]);
+    let (_, der) =
+        der::pem::decode_vec(first).map_err(|e| anyhow::anyhow!("{}: {e}", files::TLS_CERT))?;
+    let cert = Certificate::from_der(&der)?;
+    let matches = std::fs::read_to_string(dir.join(files::TLS_KEY))
+        .ok()
+        .and_then(|pem| p256::SecretKey::from_pkcs8_pem(&pem).ok())
+        .and_then(|key| pkcs8::EncodePublicKey::to_public_key_der(&key.public_key()).ok())
+        .is_some_and(|spki| {
+            cert.tbs_certificate
+                .subject_public_key_info
+                .to_der()
+                .is_ok_and(|c| c == spki.as_bytes())
+        });
+    Ok((cert, matches))
 }
 
 /// Renews what is due (everything with `force`).
@@ -77,89 +192,103 @@ pub(crate) fn renew(dep: &Deployment, clock: &dyn Clock, force: bool) -> Result<
             not_after: cap.map_or(end, |c| end.min(c)),
         }
     };
-    let current = |role| -> Result<Certificate> {
-        let row = dep
-            .store
-            .read(|tx| tx.authority(role))?
-            .with_context(|| format!("the database has no {role:?} authority"))?;
-        Ok(Certificate::from_der(&row.certificate)?)
-    };
 
-    // The OCSP responder and the audit signer: same key, a new certificate.
-    for (role, key, kind, profile, file) in [
-        (
-            AuthorityRole::Ocsp,
-            KeyRole::Ocsp,
-            OwnKind::OcspResponder,
-            "ocsp-responder",
-            files::OCSP_PEM,
-        ),
-        (
-            AuthorityRole::Audit,
-            KeyRole::Audit,
-            OwnKind::AuditSigner,
-            "audit-signer",
-            files::AUDIT_PEM,
-        ),
-    ] {
-        let old = current(role)?;
-        let (start, end) = validity(&old);
-        if !force && !due(start, end, now) {
-            continue;
-        }
-        let der = authority::own_certificate(
-            dep.signer.as_ref(),
-            KeyRole::Issuing,
+    // The OCSP responder: what this process answers with (a newer one from another server
+    // taken up first).
+    take_up_ocsp(dep)?;
+    let old = dep.ca.ocsp_certificate();
+    let (start, end) = validity(&old);
+    if force || due(start, end, now) {
+        let der = sign_and_record(
+            dep,
             &issuing,
-            kind,
-            old.tbs_certificate.subject.clone(),
-            &dep.signer.public_key(key)?,
-            period(Some(issuing_end)),
+            OwnKind::OcspResponder,
+            OwnRequest {
+                subject: old.tbs_certificate.subject.clone(),
+                subject_spki: &dep.signer.public_key(KeyRole::Ocsp)?,
+                period: period(Some(issuing_end)),
+            },
+            (AuthorityRole::Ocsp, "issuing", "ocsp-responder"),
+            now,
         )?;
-        record(dep, role, "issuing", profile, &der, now)?;
-        if role == AuthorityRole::Ocsp {
-            dep.ca.replace_ocsp_certificate(&der)?;
-        }
-        replace_file(&dep.dir.join(file), x509::to_pem(&der)?.as_bytes(), 0o644)?;
+        dep.ca.replace_ocsp_certificate(&der)?;
+        replace_files(
+            &dep.dir,
+            &[(files::OCSP_PEM, x509::to_pem(&der)?.as_bytes(), 0o644)],
+        )?;
         renewed.push(Renewed {
-            what: profile,
+            what: "ocsp-responder",
             until: validity(&Certificate::from_der(&der)?).1.as_secs(),
         });
     }
 
-    // The HTTPS server: a new key, from the TLS CA.
-    let old = current(AuthorityRole::TlsServer)?;
+    // The audit signer: same key, a new certificate.
+    let row = dep
+        .store
+        .read(|tx| tx.authority(AuthorityRole::Audit))?
+        .context("the database has no audit authority")?;
+    let old = Certificate::from_der(&row.certificate)?;
     let (start, end) = validity(&old);
     if force || due(start, end, now) {
-        let tls_ca = current(AuthorityRole::TlsCa)?;
+        let der = sign_and_record(
+            dep,
+            &issuing,
+            OwnKind::AuditSigner,
+            OwnRequest {
+                subject: old.tbs_certificate.subject.clone(),
+                subject_spki: &dep.signer.public_key(KeyRole::Audit)?,
+                period: period(Some(issuing_end)),
+            },
+            (AuthorityRole::Audit, "issuing", "audit-signer"),
+            now,
+        )?;
+        replace_files(
+            &dep.dir,
+            &[(files::AUDIT_PEM, x509::to_pem(&der)?.as_bytes(), 0o644)],
+        )?;
+        renewed.push(Renewed {
+            what: "audit-signer",
+            until: validity(&Certificate::from_der(&der)?).1.as_secs(),
+        });
+    }
+
+    // The HTTPS server of this data directory: a new key, from the TLS CA.
+    let (old, pair_matches) = tls_in_service(&dep.dir)?;
+    let (start, end) = validity(&old);
+    if force || !pair_matches || due(start, end, now) {
+        let tls_ca = dep
+            .store
+            .read(|tx| tx.authority(AuthorityRole::TlsCa))?
+            .context("the database has no TLS CA")?;
+        let tls_ca = Certificate::from_der(&tls_ca.certificate)?;
         let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let spki = pkcs8::EncodePublicKey::to_public_key_der(&key.public_key())?.into_vec();
         let hosts = authority::tls_names(&dep.config.tls_hosts)?;
-        let der = authority::own_certificate(
-            dep.signer.as_ref(),
-            KeyRole::TlsCa,
+        let der = sign_and_record(
+            dep,
             &tls_ca,
             OwnKind::TlsServer { hosts: &hosts },
-            old.tbs_certificate.subject.clone(),
-            &spki,
-            period(None),
-        )?;
-        record(
-            dep,
-            AuthorityRole::TlsServer,
-            "tls-ca",
-            "tls-server",
-            &der,
+            OwnRequest {
+                subject: old.tbs_certificate.subject.clone(),
+                subject_spki: &spki,
+                period: period(None),
+            },
+            (AuthorityRole::TlsServer, "tls-ca", "tls-server"),
             now,
         )?;
         let key_pem = pkcs8::EncodePrivateKey::to_pkcs8_pem(&key, der::pem::LineEnding::LF)?;
-        replace_file(&dep.dir.join(files::TLS_KEY), key_pem.as_bytes(), 0o600)?;
         let chain = format!(
             "{}{}",
             x509::to_pem(&der)?,
             x509::to_pem(&tls_ca.to_der()?)?
         );
-        replace_file(&dep.dir.join(files::TLS_CERT), chain.as_bytes(), 0o644)?;
+        replace_files(
+            &dep.dir,
+            &[
+                (files::TLS_KEY, key_pem.as_bytes(), 0o600),
+                (files::TLS_CERT, chain.as_bytes(), 0o644),
+            ],
+        )?;
         renewed.push(Renewed {
             what: "tls-server",
             until: validity(&Certificate::from_der(&der)?).1.as_secs(),
@@ -181,7 +310,7 @@ pub(crate) fn renew(dep: &Deployment, clock: &dyn Clock, force: bool) -> Result<
                 now,
                 next_update,
             )?;
-            replace_file(&path, &crl, 0o644)?;
+            replace_files(&dep.dir, &[(files::ROOT_CRL, &crl, 0o644)])?;
             renewed.push(Renewed {
                 what: "root-crl",
                 until: next_update.as_secs(),
@@ -217,36 +346,6 @@ fn root_crl_state(path: &Path) -> Result<(i64, Duration, Duration)> {
 
 fn const_oid_crl_number() -> der::oid::ObjectIdentifier {
     der::oid::ObjectIdentifier::new_unwrap("2.5.29.20")
-}
-
-/// Records a renewed certificate and puts it in the authorities, in one transaction.
-fn record(
-    dep: &Deployment,
-    role: AuthorityRole,
-    authority: &str,
-    profile: &str,
-    der: &[u8],
-    now: Duration,
-) -> Result<()> {
-    let d = x509::describe(der)?;
-    let at = tessera_issuer_store::secs(now);
-    dep.store.write(|tx| -> Result<(), StoreError> {
-        tx.replace_authority_certificate(role, der, at)?;
-        tx.record_own_certificate(
-            &OwnCertificate {
-                serial: &d.serial,
-                authority,
-                profile,
-                tbs: &d.tbs,
-                der,
-                not_after: d.not_after,
-                fingerprint: &d.fingerprint,
-            },
-            at,
-            "renewal",
-        )
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]

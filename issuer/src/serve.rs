@@ -172,7 +172,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         ra,
         status,
         metrics,
-        root_crl,
+        root_crl: RwLock::new(root_crl),
     });
 
     let tls = match args.tls_listen {
@@ -192,11 +192,21 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
     };
     let maintenance = {
         let (dep, clock, stop) = (Arc::clone(&dep), Arc::clone(&clock), Arc::clone(&stop));
+        let app = Arc::clone(&app);
         let resolver = tls.as_ref().map(|(_, _, r)| Arc::clone(r));
         let every = Duration::from_secs(args.checkpoint_interval.max(1));
         std::thread::Builder::new()
             .name("maintenance".into())
-            .spawn(move || maintain(&dep, clock.as_ref(), &stop, every, resolver.as_deref()))
+            .spawn(move || {
+                maintain(
+                    &dep,
+                    &app,
+                    clock.as_ref(),
+                    &stop,
+                    every,
+                    resolver.as_deref(),
+                )
+            })
             .context("starting the maintenance thread")?
     };
 
@@ -264,6 +274,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
 /// (every `checkpoint_every`, when the chain grew), until `stop`.
 fn maintain(
     dep: &Deployment,
+    app: &App,
     clock: &dyn Clock,
     stop: &AtomicBool,
     checkpoint_every: Duration,
@@ -281,6 +292,15 @@ fn maintain(
                 Ok(renewed) => {
                     for r in &renewed {
                         tracing::info!(what = r.what, until = r.until, "renewed");
+                    }
+                    if renewed.iter().any(|r| r.what == "root-crl") {
+                        match std::fs::read(dep.dir.join(files::ROOT_CRL)) {
+                            Ok(crl) => {
+                                *app.root_crl.write().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(bytes::Bytes::from(crl))
+                            }
+                            Err(e) => tracing::error!(error = %e, "reading the renewed root CRL"),
+                        }
                     }
                     if renewed.iter().any(|r| r.what == "tls-server") {
                         if let Some(tls) = tls {

@@ -461,6 +461,76 @@ fn distinct_ocsp_requests_for_one_certificate_leave_memory_bounded() {
     ));
     let answer = post_ocsp(&mut conn, &host, &der::Encode::to_der(&big).unwrap());
     assert_eq!(answer, [0x30, 0x03, 0x0A, 0x01, 0x01]);
+    // A CertID whose hash algorithm carries parameters (endless cache keys for one
+    // certificate): malformedRequest. Another issuer's CertID: unauthorized (6), unsigned.
+    let mut odd = request.clone();
+    odd.tbs_request.request_list[0]
+        .req_cert
+        .hash_algorithm
+        .parameters = Some(
+        der::asn1::Any::encode_from(&der::asn1::OctetString::new(vec![1u8; 8]).unwrap()).unwrap(),
+    );
+    let answer = post_ocsp(&mut conn, &host, &der::Encode::to_der(&odd).unwrap());
+    assert_eq!(answer, [0x30, 0x03, 0x0A, 0x01, 0x01]);
+    let mut foreign = request.clone();
+    foreign.tbs_request.request_list[0].req_cert.issuer_key_hash =
+        der::asn1::OctetString::new(vec![0u8; 20]).unwrap();
+    let answer = post_ocsp(&mut conn, &host, &der::Encode::to_der(&foreign).unwrap());
+    assert_eq!(answer, [0x30, 0x03, 0x0A, 0x01, 0x06]);
+}
+
+/// Finding 1 (custody): share files left in the data directory would let it (or a backup
+/// of it) activate the keys alone; the deployment refuses to run until they are taken
+/// away, and `--share-dir` writes them elsewhere to begin with.
+#[test]
+fn shares_left_in_the_data_directory_stop_the_deployment() {
+    if !peers() {
+        return;
+    }
+    let d = Deployment::init(&["--custodians", "2-of-3"]);
+    let (ok, text) = run(&[
+        "renew",
+        "--data-dir",
+        d.data(),
+        "--share",
+        "x",
+        "--share",
+        "y",
+    ]);
+    assert!(
+        !ok && text.contains("still holds custodian shares"),
+        "{text}"
+    );
+    let away = d.dir().join("away");
+    std::fs::create_dir(&away).unwrap();
+    let data = d.dir().join("elsewhere");
+    let (ok, text) = run(&[
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--custodians",
+        "2-of-3",
+        "--share-dir",
+        away.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let shares: Vec<String> = (1..=2)
+        .map(|i| {
+            away.join(format!("custodian-{i}.share"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let (ok, text) = run(&[
+        "renew",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--share",
+        &shares[0],
+        "--share",
+        &shares[1],
+    ]);
+    assert!(ok, "{text}");
 }
 
 /// Finding 6: the audit chain is anchored by checkpoints the token signs. Records appended
@@ -639,6 +709,30 @@ fn the_issuers_own_certificates_are_recorded_revocable_and_renewed() {
         })
         .map(|(s, _, _)| s.clone())
         .unwrap();
+    // Only an admin token revokes them: an officer's is refused.
+    let officer = "tsr_officer_token_for_the_test";
+    d.store()
+        .write(|tx| {
+            tx.insert_api_token(
+                &<sha2::Sha256 as sha2::Digest>::digest(officer.as_bytes()),
+                "officer-1",
+                "officer",
+                2_000_000_000,
+            )
+        })
+        .unwrap();
+    let (status, answer) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {officer}"),
+        "--data-binary",
+        "{\"reason\": \"keyCompromise\"}",
+        &format!("{base}/api/v1/certificates/{old_serial}/revocation"),
+    ]);
+    assert_eq!(
+        (status, answer.contains("\"forbidden\"")),
+        (403, true),
+        "{answer}"
+    );
     d.revoke(&base, &old_serial);
     let tls_serial = before
         .iter()
@@ -829,9 +923,9 @@ fn off_loopback_the_api_is_never_served_in_the_clear() {
     );
 }
 
-/// Finding 10: a client that never finishes its request headers (plain HTTP), or never
-/// finishes its TLS handshake, is cut off after the header timeout (10 s) instead of
-/// holding a connection for ever.
+/// Finding 10: a client that never finishes its request headers or its body (plain HTTP),
+/// or never finishes its TLS handshake, is cut off after 10 s instead of holding a
+/// connection for ever.
 #[test]
 fn clients_that_stall_are_cut_off() {
     if !peers() {
@@ -859,9 +953,17 @@ fn clients_that_stall_are_cut_off() {
             started.elapsed()
         })
     };
-    let http = stall(plain, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let http = stall(plain.clone(), b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let body = stall(
+        plain,
+        b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123",
+    );
     let https = stall(format!("127.0.0.1:{tls}"), b"\x16\x03\x01");
-    for (what, t) in [("HTTP headers", http), ("TLS handshake", https)] {
+    for (what, t) in [
+        ("HTTP headers", http),
+        ("HTTP body", body),
+        ("TLS handshake", https),
+    ] {
         let took = t.join().unwrap();
         println!("{what}: cut off after {took:?}");
         assert!(
@@ -869,4 +971,119 @@ fn clients_that_stall_are_cut_off() {
             "{what}: {took:?}"
         );
     }
+}
+
+/// Finding 6, by someone who can write to the database and get a certificate from the
+/// issuing CA for a key of their own (an API token row is enough): they put that
+/// certificate in place of the audit signer's, cut the chain, and sign a checkpoint for
+/// the cut chain with their key. The audit key pinned at `init` (in `issuer.json`, or given
+/// with `--audit-key`) makes it fail.
+#[test]
+fn a_replaced_audit_certificate_does_not_make_forged_checkpoints_pass() {
+    use base64ct::Encoding;
+    use tessera_issuer_ca::checkpoint::{key_id, Checkpoint, SignedCheckpoint};
+    use tessera_issuer_store::audit::StoredCheckpoint;
+    use tessera_issuer_store::schema::{audit_log, authorities};
+    if !peers() {
+        return;
+    }
+    let d = Deployment::init(&[]);
+    let (server, base) = d.serve(&[]);
+    d.issue(&base, "attacker");
+    drop(server);
+    let pem = |file: &str| {
+        let raw = std::fs::read(d.dir().join(file)).unwrap();
+        der::pem::decode_vec(&raw).unwrap().1
+    };
+    let cert = pem("attacker.pem");
+    let store = d.store();
+    diesel::update(authorities::table.filter(authorities::role.eq("audit")))
+        .set(authorities::certificate.eq(&cert))
+        .execute(&mut *store.raw().unwrap())
+        .unwrap();
+    // Cut the last two records, then sign a checkpoint of what is left with their key.
+    let records: Vec<(i64, Vec<u8>)> = audit_log::table
+        .select((audit_log::seq, audit_log::hash))
+        .order(audit_log::seq.asc())
+        .load(&mut *store.raw().unwrap())
+        .unwrap();
+    let keep = records.len() - 2;
+    diesel::sql_query(format!("DELETE FROM audit_log WHERE seq > {keep}"))
+        .execute(&mut *store.raw().unwrap())
+        .unwrap();
+    let parsed = <x509_cert::Certificate as der::Decode>::from_der(&cert).unwrap();
+    let spki = der::Encode::to_der(&parsed.tbs_certificate.subject_public_key_info).unwrap();
+    let checkpoint = Checkpoint {
+        records: keep as u64,
+        head: hex::encode(&records[keep - 1].1),
+        at: 2_000_000_000,
+        key: key_id(&spki),
+    };
+    std::fs::write(d.dir().join("forged.tbs"), checkpoint.to_be_signed()).unwrap();
+    let (ok, text) = openssl(
+        d.dir(),
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "attacker.key",
+            "-out",
+            "forged.sig",
+            "forged.tbs",
+        ],
+    );
+    assert!(ok, "{text}");
+    let signed = SignedCheckpoint {
+        checkpoint,
+        algorithm: base64ct::Base64::encode_string(
+            &der::Encode::to_der(&tessera_issuer_ca::signature_algorithm(
+                tessera_issuer_types::config::KeyAlg::P256,
+            ))
+            .unwrap(),
+        ),
+        signature: base64ct::Base64::encode_string(
+            &std::fs::read(d.dir().join("forged.sig")).unwrap(),
+        ),
+    };
+    store
+        .write(|tx| {
+            tx.insert_checkpoint(&StoredCheckpoint {
+                records: keep as i64,
+                at: 2_000_000_000,
+                head: signed.checkpoint.head.clone(),
+                signed: serde_json::to_string(&signed).unwrap(),
+            })
+        })
+        .unwrap();
+    diesel::sql_query(format!("DELETE FROM audit_log WHERE seq > {keep}"))
+        .execute(&mut *store.raw().unwrap())
+        .unwrap();
+    // The forgery is consistent in itself: without the pin it would pass.
+    let pinned = tessera_issuer_types::config::Config::load(&d.data)
+        .unwrap()
+        .audit_key_sha256
+        .unwrap();
+    let (ok, text) = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        d.data(),
+        "--audit-key",
+        &key_id(&spki),
+    ]);
+    assert!(
+        ok,
+        "the forgery is not consistent, so the test shows nothing: {text}"
+    );
+    let (ok, text) = run(&["audit", "verify", "--data-dir", d.data()]);
+    assert!(!ok && text.contains("it was replaced"), "{text}");
+    let (ok, text) = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        d.data(),
+        "--audit-key",
+        &pinned,
+    ]);
+    assert!(!ok && text.contains("it was replaced"), "{text}");
 }

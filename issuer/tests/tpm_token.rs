@@ -17,6 +17,7 @@ const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 const TPM2_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so";
 const LABEL: &str = "tessera-tpm";
 const HANDED_OVER_PIN: &str = "handed-over-1234";
+const HANDED_OVER_SO_PIN: &str = "so-pin-5678";
 
 struct Kill(Child);
 
@@ -144,7 +145,7 @@ impl Tpm {
             "addtoken",
             "--pid=1",
             &format!("--label={LABEL}"),
-            "--sopin=so-pin-5678",
+            &format!("--sopin={HANDED_OVER_SO_PIN}"),
             &format!("--userpin={HANDED_OVER_PIN}"),
             &store_arg,
         ]);
@@ -159,6 +160,33 @@ impl Tpm {
             _swtpm: swtpm,
             env,
         }
+    }
+
+    /// Whether `so_pin` lets the security officer set a new user PIN (the attack by
+    /// whoever set the token up).
+    fn so_pin_works(&self, so_pin: &str) -> bool {
+        Command::new("pkcs11-tool")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args([
+                "--module",
+                TPM2_PKCS11,
+                "--token-label",
+                LABEL,
+                "--login",
+                "--login-type",
+                "so",
+            ])
+            .args([
+                "--so-pin",
+                so_pin,
+                "--init-pin",
+                "--new-pin",
+                "attacker-0000",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
     }
 
     /// Whether `pin` opens the token (pkcs11-tool, OpenSC's tool).
@@ -215,13 +243,22 @@ fn a_tpm_backed_token_runs_the_ca() {
     assert!(tpm.pin_works(HANDED_OVER_PIN));
     let pin_file = dir.join("handed-over.pin");
     std::fs::write(&pin_file, HANDED_OVER_PIN).unwrap();
+    let so_pin_file = dir.join("handed-over-so.pin");
+    std::fs::write(&so_pin_file, HANDED_OVER_SO_PIN).unwrap();
+    // The check below can see an SO PIN work: before init, it does (and the user PIN it
+    // sets is the one handed over from now on).
+    assert!(tpm.so_pin_works(HANDED_OVER_SO_PIN));
+    assert!(tpm.pin_works("attacker-0000"));
+    std::fs::write(&pin_file, "attacker-0000").unwrap();
 
     let data: PathBuf = dir.join("data");
     let mut init = Command::new(ISSUER);
     init.args(["init", "--data-dir", data.to_str().unwrap()])
         .args(["--token-module", TPM2_PKCS11, "--token-label", LABEL])
         .arg("--token-pin-file")
-        .arg(&pin_file);
+        .arg(&pin_file)
+        .arg("--token-so-pin-file")
+        .arg(&so_pin_file);
     for (k, v) in &tpm.env {
         init.args(["--token-env", &format!("{k}={v}")]);
     }
@@ -232,10 +269,14 @@ fn a_tpm_backed_token_runs_the_ca() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // The PIN handed over no longer opens the token; the activation secret does.
+    // Neither PIN handed over opens the token any more; the activation secret does.
     assert!(
-        !tpm.pin_works(HANDED_OVER_PIN),
+        !tpm.pin_works("attacker-0000"),
         "the handed-over PIN still works"
+    );
+    assert!(
+        !tpm.so_pin_works(HANDED_OVER_SO_PIN),
+        "the handed-over SO PIN can still reset the user PIN"
     );
     let secret = std::fs::read_to_string(data.join("ca-activation.secret")).unwrap();
     assert!(tpm.pin_works(secret.trim()));

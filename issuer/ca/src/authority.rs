@@ -124,23 +124,36 @@ pub fn tls_names(hosts: &[String]) -> Result<Vec<GeneralName>> {
         .collect()
 }
 
-/// Signs an [`OwnCertificate`] for `subject_spki` with the signer's key `issuer_role`,
-/// whose certificate is `issuer`. For `init` and for renewal while serving alike.
-#[allow(clippy::too_many_arguments)]
+/// What an own certificate is made of besides its kind and issuer.
+#[derive(Debug)]
+pub struct OwnRequest<'a> {
+    pub subject: Name,
+    pub subject_spki: &'a [u8],
+    pub period: Period,
+}
+
+/// Signs an [`OwnCertificate`] with the key that issues that kind — the issuing CA's for
+/// the OCSP responder and the audit signer, the TLS CA's for the HTTPS server, nothing
+/// else — whose certificate is `issuer`. `record` gets the DER TBS certificate before the
+/// token signs it (the caller commits the intent there; an error stops the signature).
+/// For `init` and for renewal while serving alike.
 pub fn own_certificate(
     signer: &dyn Signer,
-    issuer_role: KeyRole,
     issuer: &Certificate,
     kind: OwnCertificate<'_>,
-    subject: Name,
-    subject_spki: &[u8],
-    period: Period,
+    request: OwnRequest<'_>,
+    record: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<Vec<u8>> {
-    let (role, san) = match kind {
-        OwnCertificate::OcspResponder => (CaRole::OcspResponder, Vec::new()),
-        OwnCertificate::AuditSigner => (CaRole::AuditSigner, Vec::new()),
-        OwnCertificate::TlsServer { hosts } => (CaRole::TlsServer, hosts.to_vec()),
+    let (role, san, issuer_role) = match kind {
+        OwnCertificate::OcspResponder => (CaRole::OcspResponder, Vec::new(), KeyRole::Issuing),
+        OwnCertificate::AuditSigner => (CaRole::AuditSigner, Vec::new(), KeyRole::Issuing),
+        OwnCertificate::TlsServer { hosts } => (CaRole::TlsServer, hosts.to_vec(), KeyRole::TlsCa),
     };
+    let OwnRequest {
+        subject,
+        subject_spki,
+        period,
+    } = request;
     anyhow::ensure!(
         signer.public_key(issuer_role)?
             == issuer.tbs_certificate.subject_public_key_info.to_der()?,
@@ -160,7 +173,10 @@ pub fn own_certificate(
             policy: None,
             crl_url: None,
         },
-        |tbs| signer.sign(issuer_role, Tbs::new(tbs)),
+        |tbs| {
+            record(tbs)?;
+            signer.sign(issuer_role, Tbs::new(tbs))
+        },
     )
 }
 
@@ -271,12 +287,14 @@ pub fn memory_certificates(
     )?;
     let ocsp = own_certificate(
         signer,
-        KeyRole::Issuing,
         &Certificate::from_der(&issuing)?,
         OwnCertificate::OcspResponder,
-        Name::from_str("CN=Test OCSP Responder,O=Tessera tests")?,
-        &signer.public_key(KeyRole::Ocsp)?,
-        period,
+        OwnRequest {
+            subject: Name::from_str("CN=Test OCSP Responder,O=Tessera tests")?,
+            subject_spki: &signer.public_key(KeyRole::Ocsp)?,
+            period,
+        },
+        &mut |_| Ok(()),
     )?;
     Ok((issuing, ocsp))
 }

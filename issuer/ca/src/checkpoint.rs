@@ -22,16 +22,20 @@ pub struct Checkpoint {
     pub head: String,
     /// When, in Unix seconds.
     pub at: u64,
+    /// The SHA-256 (hex) of the audit key's SubjectPublicKeyInfo: which key signs it, so a
+    /// checkpoint names the key it must verify with (and an auditor pins it).
+    pub key: String,
 }
 
 impl Checkpoint {
     /// The bytes the audit key signs: a domain tag, then each field length-prefixed.
-    fn to_be_signed(&self) -> Vec<u8> {
-        let mut out = b"tessera-audit-checkpoint-v1\0".to_vec();
+    pub fn to_be_signed(&self) -> Vec<u8> {
+        let mut out = b"tessera-audit-checkpoint-v2\0".to_vec();
         for field in [
             &self.records.to_be_bytes()[..],
             self.head.as_bytes(),
             &self.at.to_be_bytes()[..],
+            self.key.as_bytes(),
         ] {
             out.extend_from_slice(&(field.len() as u64).to_be_bytes());
             out.extend_from_slice(field);
@@ -51,8 +55,19 @@ pub struct SignedCheckpoint {
     pub signature: String,
 }
 
-/// Signs a checkpoint with the audit key.
+/// The SHA-256 (hex) of a SubjectPublicKeyInfo: how checkpoints and the configuration
+/// name the audit key.
+pub fn key_id(spki_der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(spki_der))
+}
+
+/// Signs a checkpoint with the audit key (its `key` must name that key).
 pub fn sign(signer: &dyn Signer, checkpoint: Checkpoint) -> Result<SignedCheckpoint> {
+    ensure!(
+        checkpoint.key == key_id(&signer.public_key(KeyRole::Audit)?),
+        "the checkpoint names another key than the audit key"
+    );
     let tbs = checkpoint.to_be_signed();
     let signature = signer.sign(KeyRole::Audit, Tbs::new(&tbs))?;
     let algorithm = crate::signature_algorithm(signer.algorithm()).to_der()?;
@@ -63,8 +78,19 @@ pub fn sign(signer: &dyn Signer, checkpoint: Checkpoint) -> Result<SignedCheckpo
     })
 }
 
-/// Checks a checkpoint's signature against the audit signer's certificate.
+/// Checks a checkpoint's signature against the audit signer's certificate, whose key must
+/// be the one the checkpoint names.
 pub fn verify(audit_certificate: &Certificate, signed: &SignedCheckpoint) -> Result<()> {
+    let spki = audit_certificate
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()?;
+    ensure!(
+        key_id(&spki) == signed.checkpoint.key,
+        "the checkpoint names audit key {}, not the certificate's {}",
+        signed.checkpoint.key,
+        key_id(&spki)
+    );
     let algorithm = base64ct::Base64::decode_vec(&signed.algorithm)
         .map_err(|e| anyhow::anyhow!("checkpoint algorithm: {e}"))?;
     let algorithm =
@@ -102,15 +128,17 @@ mod tests {
         let issuing = Certificate::from_der(&issuing).unwrap();
         let audit = crate::authority::own_certificate(
             &signer,
-            KeyRole::Issuing,
             &issuing,
             crate::authority::OwnCertificate::AuditSigner,
-            "CN=Audit".parse().unwrap(),
-            &signer.public_key(KeyRole::Audit).unwrap(),
-            crate::authority::Period {
-                not_before: now,
-                not_after: now + std::time::Duration::from_secs(86_400),
+            crate::authority::OwnRequest {
+                subject: "CN=Audit".parse().unwrap(),
+                subject_spki: &signer.public_key(KeyRole::Audit).unwrap(),
+                period: crate::authority::Period {
+                    not_before: now,
+                    not_after: now + std::time::Duration::from_secs(86_400),
+                },
             },
+            &mut |_| Ok(()),
         )
         .unwrap();
         let audit = Certificate::from_der(&audit).unwrap();
@@ -120,6 +148,7 @@ mod tests {
                 records: 42,
                 head: "ab".repeat(32),
                 at: 1_800_000_000,
+                key: key_id(&signer.public_key(KeyRole::Audit).unwrap()),
             },
         )
         .unwrap();

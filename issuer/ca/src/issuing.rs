@@ -252,6 +252,15 @@ impl IssuingCa {
             cert.tbs_certificate.issuer == self.cert.tbs_certificate.subject,
             "the OCSP responder certificate is not issued by this CA"
         );
+        crate::x509::verify_signature(
+            &self.cert.tbs_certificate.subject_public_key_info,
+            &cert.signature_algorithm,
+            &cert.tbs_certificate.to_der()?,
+            cert.signature.raw_bytes(),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!("the OCSP responder certificate is not signed by this CA: {e}")
+        })?;
         *self.ocsp_cert.write().unwrap_or_else(|p| p.into_inner()) = cert;
         Ok(())
     }

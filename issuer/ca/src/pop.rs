@@ -101,11 +101,36 @@ pub fn attested_key(
             "the attestation is for another slot ({cn:?}); the profile's key is in {slot:02X}"
         ));
     }
+    // The key's PIN policy (Yubico extension 1.3.6.1.4.1.41482.3.8: PIN policy, touch
+    // policy): a key the card uses without its PIN is not an LoA3 authenticator.
+    let policy = leaf
+        .tbs_certificate
+        .extensions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|e| e.extn_id == YUBICO_POLICY)
+        .map(|e| e.extn_value.as_bytes().to_vec())
+        .ok_or("the attestation does not state the key's PIN policy")?;
+    match policy.first().copied() {
+        Some(PIN_ONCE | PIN_ALWAYS) => {}
+        Some(PIN_NEVER) => {
+            return Err("the attested key is used without a PIN (PIN policy never)".into())
+        }
+        _ => return Err("the attestation's PIN policy is not one this issuer knows".into()),
+    }
     leaf.tbs_certificate
         .subject_public_key_info
         .to_der()
         .map_err(|e| e.to_string())
 }
+
+/// Yubico's attestation extension with the key's PIN and touch policies.
+const YUBICO_POLICY: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.8");
+const PIN_NEVER: u8 = 1;
+const PIN_ONCE: u8 = 2;
+const PIN_ALWAYS: u8 = 3;
 
 fn signed_by(cert: &Certificate, issuer: &Certificate) -> anyhow::Result<()> {
     anyhow::ensure!(

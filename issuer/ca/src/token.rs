@@ -98,13 +98,39 @@ pub fn init_token(p11: &Pkcs11, label: &str, user_pin: &str) -> Result<()> {
     Ok(())
 }
 
+/// The PINs a token was handed over with.
+#[derive(Debug)]
+pub struct HandedOver<'a> {
+    pub user_pin: &'a str,
+    pub so_pin: &'a str,
+}
+
 /// Takes over a token someone else initialised (an HSM's, or tpm2-pkcs11's, made with its
-/// own tool): logs in with `current_pin` and changes the user PIN to `new_pin`, so that the
-/// PIN that was handed over no longer opens it.
-pub fn adopt_token(p11: &Pkcs11, label: &str, current_pin: &str, new_pin: &str) -> Result<()> {
+/// own tool): the security officer's PIN is changed to a random one that is wiped at once
+/// (whoever set the token up could otherwise set a new user PIN and sign as the CA,
+/// whatever the custody), and the user PIN to `new_pin`, so that neither PIN that was
+/// handed over opens it any more.
+pub fn adopt_token(
+    p11: &Pkcs11,
+    label: &str,
+    handed: &HandedOver<'_>,
+    new_pin: &str,
+) -> Result<()> {
     let slot = find_token(p11, label)?;
+    {
+        let session = p11.open_rw_session(slot).context("C_OpenSession")?;
+        let old = AuthPin::from(handed.so_pin.to_owned());
+        session.login(UserType::So, Some(&old)).context(
+            "logging in to the token as security officer with the PIN given (--token-so-pin-file)",
+        )?;
+        let discarded = Zeroizing::new(random_pin());
+        session
+            .set_pin(&old, &AuthPin::from(discarded.to_string()))
+            .context("C_SetPIN (the security officer's PIN is replaced and forgotten)")?;
+        session.logout().context("C_Logout (SO)")?;
+    }
     let session = p11.open_rw_session(slot).context("C_OpenSession")?;
-    let old = AuthPin::from(current_pin.to_owned());
+    let old = AuthPin::from(handed.user_pin.to_owned());
     session
         .login(UserType::User, Some(&old))
         .context("logging in to the token with the PIN given (--token-pin-file)")?;

@@ -41,6 +41,8 @@ pub enum RaError {
     AlreadyRevoked(Serial),
     #[error("certificate {0} is not on hold")]
     NotOnHold(Serial),
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl RaError {
@@ -57,13 +59,26 @@ impl RaError {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::AlreadyRevoked(_) => ErrorCode::AlreadyRevoked,
             Self::NotOnHold(_) => ErrorCode::NotOnHold,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
         }
     }
 }
 
-/// Who asks: the name behind an API token.
+/// Who asks: the name behind an API token, and whether its role is `admin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
+pub struct Actor(pub String, pub Role);
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Issue, revoke and hold end-entity certificates.
+    Officer,
+    /// Also revoke the issuer's own certificates (OCSP responder, audit signer, HTTPS).
+    Admin,
+}
+
+/// The profiles of the issuer's own certificates: only an admin revokes those.
+const OWN_PROFILES: [&str; 3] = ["ocsp-responder", "audit-signer", "tls-server"];
 
 /// A certificate just issued.
 #[derive(Debug, Clone)]
@@ -126,8 +141,15 @@ impl Ra {
     pub fn authenticate(&self, token: &str) -> Result<Actor, RaError> {
         let hash = sha2::Sha256::digest(token.trim().as_bytes());
         self.store
-            .read(|tx| tx.api_token_name(&hash))?
-            .map(Actor)
+            .read(|tx| tx.api_token(&hash))?
+            .map(|(name, role)| {
+                let role = if role == "admin" {
+                    Role::Admin
+                } else {
+                    Role::Officer
+                };
+                Actor(name, role)
+            })
             .ok_or(RaError::Unauthorized)
     }
 
@@ -232,6 +254,15 @@ impl Ra {
     ) -> Result<(), RaError> {
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<(), RaError> {
+            if actor.1 != Role::Admin
+                && tx
+                    .profile(serial)?
+                    .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()))
+            {
+                return Err(RaError::Forbidden(
+                    "only an admin token revokes the issuer's own certificates".into(),
+                ));
+            }
             match tx.status(serial)? {
                 None => return Err(RaError::NotFound(serial.clone())),
                 Some(s @ CertificateStatus::Revoked { .. })
@@ -267,6 +298,15 @@ impl Ra {
     pub fn release_hold(&self, actor: &Actor, serial: &Serial) -> Result<(), RaError> {
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<(), RaError> {
+            if actor.1 != Role::Admin
+                && tx
+                    .profile(serial)?
+                    .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()))
+            {
+                return Err(RaError::Forbidden(
+                    "only an admin token revokes the issuer's own certificates".into(),
+                ));
+            }
             match tx.status(serial)? {
                 None => return Err(RaError::NotFound(serial.clone())),
                 Some(s) if s.is_on_hold() => {}
@@ -383,7 +423,7 @@ mod tests {
     #[test]
     fn issue_and_revoke_commit_status_audit_and_outbox_together() {
         let f = fixture(vec![ProfileName::Authentication]);
-        let actor = Actor("officer".into());
+        let actor = Actor("officer".into(), Role::Officer);
         let issued =
             f.ra.issue(&actor, &bare(ProfileName::Authentication))
                 .unwrap();
@@ -414,7 +454,7 @@ mod tests {
     #[test]
     fn a_bare_key_is_refused_where_the_profile_does_not_allow_it_and_nothing_is_written() {
         let f = fixture(Vec::new());
-        let actor = Actor("officer".into());
+        let actor = Actor("officer".into(), Role::Officer);
         let err =
             f.ra.issue(&actor, &bare(ProfileName::Authentication))
                 .unwrap_err();

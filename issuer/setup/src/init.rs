@@ -19,7 +19,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use der::{Decode, Encode};
 use sha2::Digest;
-use tessera_issuer_ca::authority::{self, IssuingProfile, OwnCertificate as OwnKind, Period};
+use tessera_issuer_ca::authority::{
+    self, IssuingProfile, OwnCertificate as OwnKind, OwnRequest, Period,
+};
 use tessera_issuer_ca::signer::labels;
 use tessera_issuer_ca::token::{self, Token};
 use tessera_issuer_ca::x509;
@@ -48,6 +50,8 @@ pub enum TokenChoice {
         module: PathBuf,
         label: String,
         pin_file: PathBuf,
+        /// The security officer's PIN, which `init` replaces with a random one it forgets.
+        so_pin_file: PathBuf,
         /// Environment the module needs (`NAME=VALUE`), kept in the configuration.
         environment: Vec<(String, String)>,
     },
@@ -77,6 +81,9 @@ pub struct Options {
     pub tls_hosts: Vec<String>,
     /// Custody of the activation secret (default 1-of-1).
     pub custody: Custody,
+    /// Where M-of-N share files are written (default: the data directory, from which
+    /// they must be taken away before the deployment runs).
+    pub share_dir: Option<PathBuf>,
     /// The base URL relying parties reach the issuer at.
     pub public_url: String,
     /// The certificate-policy OID; a trial placeholder when absent.
@@ -175,6 +182,7 @@ fn configuration(opts: &Options) -> Result<Config> {
         tls_hosts: opts.tls_hosts.clone(),
         public_url: opts.public_url.trim_end_matches('/').to_owned(),
         bare_key_profiles: Vec::new(),
+        audit_key_sha256: None,
     };
     config.validate().map_err(|e| match e {
         // Name the option the user gave, not the configuration key it becomes.
@@ -194,12 +202,18 @@ fn configuration(opts: &Options) -> Result<Config> {
         }
         other => other.into(),
     })?;
-    if let TokenChoice::Existing { pin_file, .. } = &opts.token {
-        anyhow::ensure!(
-            pin_file.is_file(),
-            "--token-pin-file {}: no such file",
-            pin_file.display()
-        );
+    if let TokenChoice::Existing {
+        pin_file,
+        so_pin_file,
+        ..
+    } = &opts.token
+    {
+        for (option, file) in [
+            ("--token-pin-file", pin_file),
+            ("--token-so-pin-file", so_pin_file),
+        ] {
+            anyhow::ensure!(file.is_file(), "{option} {}: no such file", file.display());
+        }
     }
     Ok(config)
 }
@@ -280,23 +294,46 @@ fn prepare(
             token::init_token(&p11, &config.token.label, &secret)?;
             p11
         }
-        TokenChoice::Existing { pin_file, .. } => {
+        TokenChoice::Existing {
+            pin_file,
+            so_pin_file,
+            ..
+        } => {
             let p11 = token::load(&config.token.module, &config.token.environment)?;
-            let handed_over = Zeroizing::new(
-                std::fs::read_to_string(pin_file)
-                    .with_context(|| format!("reading {}", pin_file.display()))?,
-            );
-            token::adopt_token(&p11, &config.token.label, handed_over.trim(), &secret)?;
+            let read = |f: &Path| -> Result<Zeroizing<String>> {
+                Ok(Zeroizing::new(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?
+                        .trim()
+                        .to_owned(),
+                ))
+            };
+            let (user_pin, so_pin) = (read(pin_file)?, read(so_pin_file)?);
+            token::adopt_token(
+                &p11,
+                &config.token.label,
+                &token::HandedOver {
+                    user_pin: &user_pin,
+                    so_pin: &so_pin,
+                },
+                &secret,
+            )?;
             p11
         }
     };
-    let shares = write_custody(dir, config.custody, &secret)?;
+    let shares = write_custody(
+        opts.share_dir.as_deref().unwrap_or(dir),
+        config.custody,
+        &secret,
+    )?;
     let token = Token::open(p11, &config.token.label, &secret)?;
     Ok((store, token, shares))
 }
 
 /// The activation secret's custody: the secret itself in the directory (1-of-1), or one
-/// share file per custodian, to be handed over and removed from the directory.
+/// share file per custodian in `dir` (the data directory unless `--share-dir` says
+/// otherwise), to be handed over; the deployment refuses to run while any is left in the
+/// data directory.
 fn write_custody(dir: &Path, custody: Custody, secret: &str) -> Result<Vec<PathBuf>> {
     if custody.is_single() {
         write_private(&dir.join(files::ACTIVATION_SECRET), secret.as_bytes())?;
@@ -450,23 +487,29 @@ fn complete(store: &Store, token: Token, clock: &dyn Clock, c: &Completion<'_>) 
         write_new(&dir.join(files::ROOT_CRL), &root_crl)?;
     }
     let own_period = period(now, OWN_CERTIFICATE_DAYS, Some(issuing_end));
+    // Nothing to record before these signatures: the whole deployment is committed in one
+    // transaction below, or the directory is emptied.
     let ocsp = authority::own_certificate(
         &signer,
-        KeyRole::Issuing,
         &issuing_cert,
         OwnKind::OcspResponder,
-        Name::from_str(&format!("CN={org} OCSP Responder 1,O={org}"))?,
-        &signer.public_key(KeyRole::Ocsp)?,
-        own_period,
+        OwnRequest {
+            subject: Name::from_str(&format!("CN={org} OCSP Responder 1,O={org}"))?,
+            subject_spki: &signer.public_key(KeyRole::Ocsp)?,
+            period: own_period,
+        },
+        &mut |_| Ok(()),
     )?;
     let audit = authority::own_certificate(
         &signer,
-        KeyRole::Issuing,
         &issuing_cert,
         OwnKind::AuditSigner,
-        Name::from_str(&format!("CN={org} Audit Signer 1,O={org}"))?,
-        &signer.public_key(KeyRole::Audit)?,
-        own_period,
+        OwnRequest {
+            subject: Name::from_str(&format!("CN={org} Audit Signer 1,O={org}"))?,
+            subject_spki: &signer.public_key(KeyRole::Audit)?,
+            period: own_period,
+        },
+        &mut |_| Ok(()),
     )?;
     // The issuer's HTTPS key: an ordinary server key in a 0600 file (it protects the API's
     // transport and signs nothing the CA vouches for), under the TLS CA.
@@ -475,12 +518,14 @@ fn complete(store: &Store, token: Token, clock: &dyn Clock, c: &Completion<'_>) 
     let hosts = authority::tls_names(&config.tls_hosts)?;
     let tls_cert = authority::own_certificate(
         &signer,
-        KeyRole::TlsCa,
         &tls_ca_cert,
         OwnKind::TlsServer { hosts: &hosts },
-        Name::from_str(&format!("CN={},O={org}", config.tls_hosts[0]))?,
-        &tls_spki,
-        period(now, OWN_CERTIFICATE_DAYS, None),
+        OwnRequest {
+            subject: Name::from_str(&format!("CN={},O={org}", config.tls_hosts[0]))?,
+            subject_spki: &tls_spki,
+            period: period(now, OWN_CERTIFICATE_DAYS, None),
+        },
+        &mut |_| Ok(()),
     )?;
 
     let bootstrap = Zeroizing::new(format!("tsr_{}", token::random_pin()));
@@ -602,7 +647,12 @@ fn complete(store: &Store, token: Token, clock: &dyn Clock, c: &Completion<'_>) 
         )?;
         Ok(())
     })?;
-    // The configuration last: its presence is what makes a deployment.
+    // The configuration last: its presence is what makes a deployment. It pins the audit
+    // key, which checkpoints must verify with.
+    let mut config = config.clone();
+    config.audit_key_sha256 = Some(tessera_issuer_ca::checkpoint::key_id(
+        &signer.public_key(KeyRole::Audit)?,
+    ));
     write_new(&dir.join(CONFIG_FILE), config.to_json().as_bytes())?;
     Ok(report)
 }

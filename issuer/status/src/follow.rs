@@ -18,6 +18,9 @@ use crate::crl::{self, Published};
 use crate::ocsp::{self, Cache};
 use crate::StatusError;
 
+/// Outbox entries read at a time.
+const OUTBOX_PAGE: i64 = 1000;
+
 /// How status is produced.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -224,18 +227,28 @@ impl Status {
                     return;
                 }
             }
-            match self.store.read(|tx| tx.outbox_since(cursor, 1000)) {
-                Ok(events) => {
-                    for e in &events {
-                        self.cache.invalidate(e.serial.as_str(), self.clock.now());
-                        if e.change.affects_crl() && crl_due.is_none() {
-                            crl_due = Some(Instant::now() + self.settings.crl_delay);
+            // Everything new, in pages: a backlog (after a restart, or a burst of
+            // revocations) is caught up at once, not a page per wake-up.
+            loop {
+                match self.store.read(|tx| tx.outbox_since(cursor, OUTBOX_PAGE)) {
+                    Ok(events) => {
+                        for e in &events {
+                            self.cache.invalidate(e.serial.as_str(), self.clock.now());
+                            if e.change.affects_crl() && crl_due.is_none() {
+                                crl_due = Some(Instant::now() + self.settings.crl_delay);
+                            }
+                            cursor = e.seq;
                         }
-                        cursor = e.seq;
+                        self.followed.store(cursor, Ordering::SeqCst);
+                        if events.len() < usize::try_from(OUTBOX_PAGE).unwrap_or(0) {
+                            break;
+                        }
                     }
-                    self.followed.store(cursor, Ordering::SeqCst);
+                    Err(e) => {
+                        tracing::warn!(error = %e, "status follower: reading the outbox");
+                        break;
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "status follower: reading the outbox"),
             }
             if last_crl.elapsed() >= self.settings.crl_interval && crl_due.is_none() {
                 crl_due = Some(Instant::now());
@@ -275,7 +288,22 @@ impl Status {
         if recent && covered >= cursor {
             return Ok(());
         }
-        self.publish_crl().map(drop)
+        match self.publish_crl()? {
+            Published::New { .. } => Ok(()),
+            // Another publisher reserved a number for a state at least as new. Only once its
+            // CRL is stored is this change published: if it died before that, this one
+            // retries (and then reserves, its snapshot being as new).
+            Published::Superseded => {
+                let covered = self.store.read(|tx| tx.latest_crl_upto(crl::AUTHORITY))?;
+                if covered >= cursor {
+                    Ok(())
+                } else {
+                    Err(StatusError::Retry(
+                        "another publisher's newer CRL is not stored yet".into(),
+                    ))
+                }
+            }
+        }
     }
 }
 

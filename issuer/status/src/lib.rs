@@ -23,6 +23,9 @@ pub enum StatusError {
     Ca(#[from] tessera_issuer_ca::CaError),
     #[error("encoding: {0}")]
     Encoding(String),
+    /// Not done yet; the follower tries again.
+    #[error("{0}")]
+    Retry(String),
 }
 
 impl StatusError {
@@ -30,7 +33,7 @@ impl StatusError {
         use tessera_issuer_store::StoreError as S;
         use tessera_issuer_types::ErrorCode;
         match self {
-            Self::Store(S::Unavailable(_)) => ErrorCode::Unavailable,
+            Self::Store(S::Unavailable(_)) | Self::Retry(_) => ErrorCode::Unavailable,
             Self::Ca(e) => e.code(),
             Self::Store(_) | Self::Encoding(_) => ErrorCode::Internal,
         }

@@ -60,6 +60,18 @@ fn issuer_hashes(ca: &IssuingCa, alg: &const_oid::ObjectIdentifier) -> Option<(V
     }
 }
 
+/// The authority this responder answers for (the issuer's own HTTPS certificates are the
+/// TLS CA's, and "unknown" here).
+const ISSUING: &str = "issuing";
+
+/// Whether a CertID names the issuing CA (by SHA-1 or SHA-256 hashes of its name and key).
+fn is_ours(ca: &IssuingCa, id: &CertId) -> bool {
+    issuer_hashes(ca, &id.hash_algorithm.oid).is_some_and(|(name, key)| {
+        id.issuer_name_hash.as_bytes() == name.as_slice()
+            && id.issuer_key_hash.as_bytes() == key.as_slice()
+    })
+}
+
 /// Pre-signed responses, for requests in the RFC 5019 shape. See the module docs.
 #[derive(Debug)]
 pub struct Cache {
@@ -69,7 +81,14 @@ pub struct Cache {
     /// Answers served from the cache, and signed afresh (for metrics).
     pub hits: std::sync::atomic::AtomicU64,
     pub misses: std::sync::atomic::AtomicU64,
+    /// Responses being signed now: past [`MAX_SIGNING`] a request gets `tryLater`, so
+    /// relying parties cannot queue the token's signatures ahead of issuance.
+    signing: std::sync::atomic::AtomicUsize,
 }
+
+/// Most OCSP responses signed at once (the token signs one at a time; this bounds the
+/// queue in front of it, not the throughput).
+pub const MAX_SIGNING: usize = 32;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -112,6 +131,7 @@ impl Cache {
             max_bytes,
             hits: std::sync::atomic::AtomicU64::new(0),
             misses: std::sync::atomic::AtomicU64::new(0),
+            signing: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -331,6 +351,21 @@ pub fn respond(
     let Ok(nonce) = nonce(&req) else {
         return Bytes::from(status_error(OcspResponse::malformed_request()));
     };
+    // CertIDs must name their hash algorithm plainly (parameters absent or NULL): the
+    // parameters are the requester's to choose, and would make one certificate endless
+    // distinct cache keys.
+    let plain = |id: &CertId| match &id.hash_algorithm.parameters {
+        None => true,
+        Some(p) => *p == der::asn1::Any::from(der::asn1::Null),
+    };
+    if !list.iter().all(|r| plain(&r.req_cert)) {
+        return Bytes::from(status_error(OcspResponse::malformed_request()));
+    }
+    // Nothing here is ours to answer for: `unauthorized`, unsigned (RFC 5019 §2.2.3),
+    // instead of a signed `unknown` per request.
+    if !list.iter().any(|r| is_ours(ca, &r.req_cert)) {
+        return Bytes::from(status_error(OcspResponse::unauthorized()));
+    }
     let key = cacheable(&req).and_then(|id| id.to_der().ok());
     if let Some(key) = &key {
         if let Some(hit) = cache.lookup(key, now) {
@@ -344,7 +379,14 @@ pub fn respond(
         .misses
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let generation = cache.generation();
-    match build(ca, store, now, &req, nonce) {
+    use std::sync::atomic::Ordering;
+    if cache.signing.fetch_add(1, Ordering::SeqCst) >= MAX_SIGNING {
+        cache.signing.fetch_sub(1, Ordering::SeqCst);
+        return Bytes::from(status_error(OcspResponse::try_later()));
+    }
+    let built = build(ca, store, now, &req, nonce);
+    cache.signing.fetch_sub(1, Ordering::SeqCst);
+    match built {
         Ok((der, known)) => {
             if let (Some(key), Some(serial)) = (&key, known) {
                 cache.store(key, serial.as_str(), &der, now, generation);
@@ -372,13 +414,10 @@ fn build(
     let mut known = Vec::new();
     for single in &req.tbs_request.request_list {
         let id: &CertId = &single.req_cert;
-        let ours = issuer_hashes(ca, &id.hash_algorithm.oid).is_some_and(|(name, key)| {
-            id.issuer_name_hash.as_bytes() == name.as_slice()
-                && id.issuer_key_hash.as_bytes() == key.as_slice()
-        });
+        let ours = is_ours(ca, id);
         let serial = Serial::from_bytes(id.serial_number.as_bytes()).ok();
         let status = match (ours, &serial) {
-            (true, Some(serial)) => store.read(|tx| tx.status(serial))?,
+            (true, Some(serial)) => store.read(|tx| tx.status_under(ISSUING, serial))?,
             _ => None,
         };
         let cert_status = match status {

@@ -90,6 +90,17 @@ impl Tx<'_> {
             not_after: own.not_after,
             created_at: at,
         })?;
+        self.own_certificate_issued(own, at, actor)
+    }
+
+    /// Stores an own certificate whose intent was recorded before it was signed, with its
+    /// audit record.
+    pub fn own_certificate_issued(
+        &mut self,
+        own: &OwnCertificate<'_>,
+        at: i64,
+        actor: &str,
+    ) -> Result<(), StoreError> {
         self.mark_issued(own.serial, own.der)?;
         self.audit(
             actor,
@@ -119,6 +130,33 @@ impl Tx<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// The profile a certificate was issued under.
+    pub fn profile(&mut self, serial: &Serial) -> Result<Option<String>, StoreError> {
+        Ok(certificates::table
+            .filter(certificates::serial.eq(serial.as_str()))
+            .select(certificates::profile)
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// Where a certificate of `authority` stands; `None` for a serial it never issued.
+    pub fn status_under(
+        &mut self,
+        authority: &str,
+        serial: &Serial,
+    ) -> Result<Option<CertificateStatus>, StoreError> {
+        let issued_here: Option<String> = certificates::table
+            .filter(certificates::serial.eq(serial.as_str()))
+            .filter(certificates::authority.eq(authority))
+            .select(certificates::serial)
+            .first(self.conn)
+            .optional()?;
+        match issued_here {
+            Some(_) => self.status(serial),
+            None => Ok(None),
+        }
     }
 
     /// Where a certificate stands; `None` for a serial never recorded.

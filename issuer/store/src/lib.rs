@@ -66,6 +66,11 @@ pub struct Store {
     /// For connections outside the pool (the outbox listener). Holds the password when the
     /// configuration gave one: wiped with the store.
     url: std::sync::Arc<zeroize::Zeroizing<String>>,
+    /// On SQLite, this process's writers queue here, in order, rather than in SQLite's busy
+    /// handler, which sleeps in growing steps (up to 100 ms) and made the slowest issuances
+    /// wait hundreds of milliseconds under load. Other processes still meet the busy
+    /// handler.
+    writers: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,6 +116,7 @@ impl Store {
             pool,
             postgres,
             url: std::sync::Arc::new(zeroize::Zeroizing::new(url)),
+            writers: std::sync::Arc::default(),
         })
     }
 
@@ -166,6 +172,8 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let _queued =
+            (!self.postgres).then(|| self.writers.lock().unwrap_or_else(|p| p.into_inner()));
         let mut conn = self.conn()?;
         let postgres = self.postgres;
         let mut outcome = None;

@@ -179,6 +179,11 @@ pub struct Config {
     /// such). Empty by default: a CSR or a PIV attestation is needed.
     #[serde(default)]
     pub bare_key_profiles: Vec<crate::ProfileName>,
+    /// The SHA-256 (hex) of the audit key's SubjectPublicKeyInfo, written by `init`:
+    /// `audit verify` accepts checkpoints only from this key, so a certificate put into
+    /// the database for another key does not make forged checkpoints pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_key_sha256: Option<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -402,6 +407,7 @@ mod tests {
             tls_hosts: vec!["localhost".into()],
             public_url: "http://127.0.0.1:8080".into(),
             bare_key_profiles: vec![],
+            audit_key_sha256: None,
         }
     }
 

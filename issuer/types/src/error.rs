@@ -26,6 +26,8 @@ pub enum ErrorCode {
     NotFound,
     AlreadyRevoked,
     NotOnHold,
+    /// The token's role does not allow this (revoking the issuer's own certificates).
+    Forbidden,
     /// A certificate failed its profile check before signing: a bug, never the client's.
     LintFailed,
     /// The issuer cannot serve now (database or token down); retry later.
@@ -36,7 +38,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code (the OpenAPI document lists exactly these: `issuer/tests/tidy.rs`).
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Unauthorized,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -50,6 +52,7 @@ impl ErrorCode {
         Self::NotFound,
         Self::AlreadyRevoked,
         Self::NotOnHold,
+        Self::Forbidden,
         Self::LintFailed,
         Self::Unavailable,
         Self::Internal,
@@ -70,6 +73,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::AlreadyRevoked => "already_revoked",
             Self::NotOnHold => "not_on_hold",
+            Self::Forbidden => "forbidden",
             Self::LintFailed => "lint_failed",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",

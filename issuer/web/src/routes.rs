@@ -20,6 +20,12 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
+/// How long a client has to send its request body.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a request may take in all (a CRL of a million entries is served in well
+/// under a second; an issuance waits for the token).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Largest request body accepted (a certificate request with an attestation is a few
 /// kilobytes).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -49,8 +55,9 @@ pub struct App {
     pub ra: Arc<Ra>,
     pub status: Arc<Status>,
     pub metrics: Arc<Metrics>,
-    /// The root's CRL, when this deployment keeps one (an embedded root).
-    pub root_crl: Option<Bytes>,
+    /// The root's CRL, when this deployment keeps one (an embedded root); replaced when
+    /// renewal re-signs it.
+    pub root_crl: std::sync::RwLock<Option<Bytes>>,
 }
 
 impl std::fmt::Debug for App {
@@ -66,6 +73,15 @@ type Shared = Arc<App>;
 fn observed(router: Router) -> Router {
     let id = HeaderName::from_static("x-request-id");
     router
+        // A client that trickles its body, or a request that takes too long, ends (408)
+        // instead of holding a connection: the header timeout covers only the headers.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_TIMEOUT,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(PropagateRequestIdLayer::new(id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -269,12 +285,13 @@ async fn crl(State(app): State<Shared>) -> Result<Response, ApiError> {
 }
 
 async fn root_crl(State(app): State<Shared>) -> Response {
-    match &app.root_crl {
-        Some(der) => (
-            [(header::CONTENT_TYPE, "application/pkix-crl")],
-            der.clone(),
-        )
-            .into_response(),
+    let current = app
+        .root_crl
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match current {
+        Some(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
         None => ApiError::new(
             ErrorCode::NotFound,
             "this deployment's root is offline; its CRL is published with it",
@@ -333,11 +350,11 @@ async fn readyz(State(app): State<Shared>) -> Response {
     let ready = blocking(move || Ok(app.status.ready())).await;
     match ready {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(Err(why)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
+        Ok(Err(why)) => {
+            // The details (database or token errors) go to the log, not to whoever asks.
+            tracing::warn!(reason = %why, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
