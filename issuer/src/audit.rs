@@ -42,9 +42,13 @@ pub(crate) fn make(dep: &Deployment, clock: &dyn Clock) -> Result<SignedCheckpoi
     let exported = dep.dir.join(CHECKPOINTS);
     std::fs::create_dir_all(&exported)
         .with_context(|| format!("creating {}", exported.display()))?;
+    let mut nonce = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
     let file = exported.join(format!(
-        "{:012}-{}.json",
-        signed.checkpoint.records, signed.checkpoint.at
+        "{:012}-{}-{}.json",
+        signed.checkpoint.records,
+        signed.checkpoint.at,
+        hex::encode(nonce)
     ));
     std::fs::OpenOptions::new()
         .write(true)
@@ -166,7 +170,11 @@ pub(crate) fn verify(dir: &Path, store: &Store, expect: &Expectations<'_>) -> Re
              pinned audit key {}: it was replaced",
             pinned.trim()
         ),
-        None => report.push_str("warning: no audit key pinned (give --audit-key)\n"),
+        None => bail!(
+            "no audit key is pinned: give --audit-key (the SHA-256 of the audit key's public \
+             key, kept outside the issuer); without it a certificate put into the database for \
+             another key would make forged checkpoints pass"
+        ),
     }
     let check = |signed: &SignedCheckpoint, source: &str| -> Result<()> {
         checkpoint::verify(&audit, signed).with_context(|| format!("{source}: forged"))?;
@@ -215,7 +223,11 @@ pub(crate) fn verify(dir: &Path, store: &Store, expect: &Expectations<'_>) -> Re
     // The exported checkpoints in the data directory.
     let mut exported = 0;
     if let Ok(entries) = std::fs::read_dir(dir.join(CHECKPOINTS)) {
-        let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        let mut files: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
         files.sort();
         for file in files {
             let text = std::fs::read_to_string(&file)

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use der::{Decode, Encode};
 use tessera_issuer_ca::authority::{self, OwnCertificate as OwnKind, OwnRequest, Period};
 use tessera_issuer_ca::{x509, KeyRole};
+use tessera_issuer_store::audit::AuditEvent;
 use tessera_issuer_store::{AuthorityRole, NewCertificate, OwnCertificate, StoreError};
 use tessera_issuer_types::config::files;
 use tessera_issuer_types::{Clock, Serial};
@@ -95,7 +96,8 @@ fn sign_and_record(
         let serial = Serial::from_bytes(parsed.serial_number.as_bytes())
             .map_err(|e| anyhow::anyhow!("serial: {e}"))?;
         let not_after = tessera_issuer_store::secs(parsed.validity.not_after.to_unix_duration());
-        dep.store.write(|tx| {
+        let subject = parsed.subject.to_string();
+        dep.store.write(|tx| -> Result<(), StoreError> {
             tx.insert_intent(&NewCertificate {
                 serial: &serial,
                 authority,
@@ -103,7 +105,19 @@ fn sign_and_record(
                 tbs,
                 not_after,
                 created_at: at,
-            })
+            })?;
+            tx.audit(
+                "renewal",
+                &AuditEvent::CertificateIntent {
+                    serial: serial.to_string(),
+                    profile: profile.to_owned(),
+                    subject,
+                    tbs_sha256: tessera_issuer_store::audit::sha256_hex(tbs),
+                    proof: "own-key".to_owned(),
+                },
+                at,
+            )?;
+            Ok(())
         })?;
         Ok(())
     })?;
@@ -166,16 +180,20 @@ fn tls_in_service(dir: &Path) -> Result<(Certificate, bool)> {
     let (_, der) =
         der::pem::decode_vec(first).map_err(|e| anyhow::anyhow!("{}: {e}", files::TLS_CERT))?;
     let cert = Certificate::from_der(&der)?;
-    let matches = std::fs::read_to_string(dir.join(files::TLS_KEY))
+    // Only a key this issuer made (P-256, PKCS#8) is judged: one an operator put there is
+    // left alone until the certificate is due.
+    let ours = std::fs::read_to_string(dir.join(files::TLS_KEY))
         .ok()
         .and_then(|pem| p256::SecretKey::from_pkcs8_pem(&pem).ok())
-        .and_then(|key| pkcs8::EncodePublicKey::to_public_key_der(&key.public_key()).ok())
-        .is_some_and(|spki| {
-            cert.tbs_certificate
-                .subject_public_key_info
-                .to_der()
-                .is_ok_and(|c| c == spki.as_bytes())
-        });
+        .and_then(|key| pkcs8::EncodePublicKey::to_public_key_der(&key.public_key()).ok());
+    let matches = match ours {
+        Some(spki) => cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .is_ok_and(|c| c == spki.as_bytes()),
+        None => true,
+    };
     Ok((cert, matches))
 }
 
@@ -252,7 +270,30 @@ pub(crate) fn renew(dep: &Deployment, clock: &dyn Clock, force: bool) -> Result<
         });
     }
 
+    // An embedded root's CRL.
+    let root = dep.store.read(|tx| tx.authority(AuthorityRole::Root))?;
+    if let Some(root) = root.filter(|r| r.key_label != "offline") {
+        let path = dep.dir.join(files::ROOT_CRL);
+        let (number, this, next) = root_crl_state(&path)?;
+        if force || due(this, next, now) {
+            let root_cert = Certificate::from_der(&root.certificate)?;
+            let next_update = now + Duration::from_secs(ROOT_CRL_DAYS * 86_400);
+            let crl = authority::root_crl(
+                dep.signer.as_ref(),
+                &root_cert,
+                number + 1,
+                now,
+                next_update,
+            )?;
+            replace_files(&dep.dir, &[(files::ROOT_CRL, &crl, 0o644)])?;
+            renewed.push(Renewed {
+                what: "root-crl",
+                until: next_update.as_secs(),
+            });
+        }
+    }
     // The HTTPS server of this data directory: a new key, from the TLS CA.
+    // Last, so that a problem with files on this server's disk stops nothing else.
     let (old, pair_matches) = tls_in_service(&dep.dir)?;
     let (start, end) = validity(&old);
     if force || !pair_matches || due(start, end, now) {
@@ -295,28 +336,6 @@ pub(crate) fn renew(dep: &Deployment, clock: &dyn Clock, force: bool) -> Result<
         });
     }
 
-    // An embedded root's CRL.
-    let root = dep.store.read(|tx| tx.authority(AuthorityRole::Root))?;
-    if let Some(root) = root.filter(|r| r.key_label != "offline") {
-        let path = dep.dir.join(files::ROOT_CRL);
-        let (number, this, next) = root_crl_state(&path)?;
-        if force || due(this, next, now) {
-            let root_cert = Certificate::from_der(&root.certificate)?;
-            let next_update = now + Duration::from_secs(ROOT_CRL_DAYS * 86_400);
-            let crl = authority::root_crl(
-                dep.signer.as_ref(),
-                &root_cert,
-                number + 1,
-                now,
-                next_update,
-            )?;
-            replace_files(&dep.dir, &[(files::ROOT_CRL, &crl, 0o644)])?;
-            renewed.push(Renewed {
-                what: "root-crl",
-                until: next_update.as_secs(),
-            });
-        }
-    }
     Ok(renewed)
 }
 

@@ -58,24 +58,27 @@ pub fn open_configured(
     config: &tessera_issuer_types::config::TokenConfig,
     secret: &Zeroizing<String>,
 ) -> Result<Token> {
-    // SoftHSM2 finds its tokens when the module is initialised, by reading each token's
-    // file; a process that reads it while another rewrites it (SoftHSM2 rewrites it on
-    // every login) sees no token. Such a miss is retried with the module loaded afresh,
-    // for a few seconds; a token that really is not there is reported after that.
+    // SoftHSM2 reads each token's file when asked for its tokens; a process that reads it
+    // while another rewrites it (SoftHSM2 rewrites it on logins) sees no token. Such a miss
+    // is retried with the module loaded afresh, for up to ten seconds; a token that really
+    // is not there is reported after that.
     let mut attempt = 0;
     loop {
         let p11 = load(&config.module, &config.environment)?;
-        match find_token(&p11, &config.label) {
-            Ok(_) => return Token::open(p11, &config.label, secret),
-            Err(e) if attempt >= 20 => return Err(e),
-            Err(_) => {
-                drop(p11);
+        match Token::open(p11, &config.label, secret) {
+            Err(e) if e.downcast_ref::<NoToken>().is_some() && attempt < 50 => {
                 attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::thread::sleep(std::time::Duration::from_millis(200));
             }
+            other => return other,
         }
     }
 }
+
+/// No token with the label asked for (found now).
+#[derive(Debug, thiserror::Error)]
+#[error("no token labelled {0}")]
+pub struct NoToken(String);
 
 /// Initialises a new token in the first free slot and sets its user PIN. The security
 /// officer's PIN is made, used and wiped here: kept anywhere, it would let whoever holds it
@@ -98,45 +101,44 @@ pub fn init_token(p11: &Pkcs11, label: &str, user_pin: &str) -> Result<()> {
     Ok(())
 }
 
-/// The PINs a token was handed over with.
-#[derive(Debug)]
-pub struct HandedOver<'a> {
-    pub user_pin: &'a str,
-    pub so_pin: &'a str,
-}
-
 /// Takes over a token someone else initialised (an HSM's, or tpm2-pkcs11's, made with its
-/// own tool): the security officer's PIN is changed to a random one that is wiped at once
-/// (whoever set the token up could otherwise set a new user PIN and sign as the CA,
-/// whatever the custody), and the user PIN to `new_pin`, so that neither PIN that was
-/// handed over opens it any more.
-pub fn adopt_token(
-    p11: &Pkcs11,
-    label: &str,
-    handed: &HandedOver<'_>,
-    new_pin: &str,
-) -> Result<()> {
+/// own tool): logs in with the user PIN that was handed over and changes it to `new_pin`,
+/// so that it no longer opens the token. The security officer's PIN, which could reset the
+/// user PIN, is retired afterwards with [`retire_so_pin`], once the deployment is made:
+/// until then it is the way back if setting up fails.
+pub fn adopt_token(p11: &Pkcs11, label: &str, handed_over_pin: &str, new_pin: &str) -> Result<()> {
     let slot = find_token(p11, label)?;
-    {
-        let session = p11.open_rw_session(slot).context("C_OpenSession")?;
-        let old = AuthPin::from(handed.so_pin.to_owned());
-        session.login(UserType::So, Some(&old)).context(
-            "logging in to the token as security officer with the PIN given (--token-so-pin-file)",
-        )?;
-        let discarded = Zeroizing::new(random_pin());
-        session
-            .set_pin(&old, &AuthPin::from(discarded.to_string()))
-            .context("C_SetPIN (the security officer's PIN is replaced and forgotten)")?;
-        session.logout().context("C_Logout (SO)")?;
-    }
     let session = p11.open_rw_session(slot).context("C_OpenSession")?;
-    let old = AuthPin::from(handed.user_pin.to_owned());
+    let old = AuthPin::from(handed_over_pin.to_owned());
     session
         .login(UserType::User, Some(&old))
         .context("logging in to the token with the PIN given (--token-pin-file)")?;
     session
         .set_pin(&old, &AuthPin::from(new_pin.to_owned()))
         .context("C_SetPIN (the token's user PIN becomes the activation secret)")?;
+    Ok(())
+}
+
+/// Replaces a taken-over token's security-officer PIN with a random one that is wiped at
+/// once: whoever set the token up could otherwise set a new user PIN and sign as the CA,
+/// whatever the custody of the user PIN. Loads the module afresh (no user session may be
+/// open: PKCS#11 allows one user type per application).
+pub fn retire_so_pin(
+    config: &tessera_issuer_types::config::TokenConfig,
+    so_pin: &str,
+) -> Result<()> {
+    let p11 = load(&config.module, &config.environment)?;
+    let slot = find_token(&p11, &config.label)?;
+    let session = p11.open_rw_session(slot).context("C_OpenSession")?;
+    let old = AuthPin::from(so_pin.to_owned());
+    session.login(UserType::So, Some(&old)).context(
+        "logging in to the token as security officer with the PIN given (--token-so-pin-file)",
+    )?;
+    let discarded = Zeroizing::new(random_pin());
+    session
+        .set_pin(&old, &AuthPin::from(discarded.to_string()))
+        .context("C_SetPIN (the security officer's PIN is replaced and forgotten)")?;
+    session.logout().context("C_Logout (SO)")?;
     Ok(())
 }
 
@@ -158,13 +160,21 @@ fn free_slot(p11: &Pkcs11) -> Result<Slot> {
 }
 
 fn find_token(p11: &Pkcs11, label: &str) -> Result<Slot> {
-    for slot in p11.get_slots_with_token().context("C_GetSlotList")? {
-        let info = p11.get_token_info(slot).context("C_GetTokenInfo")?;
+    // A failure to list the tokens or read one's information is a miss too: SoftHSM2
+    // reports CKR_GENERAL_ERROR for a token whose file another process is rewriting.
+    let missing = |why: String| anyhow::Error::new(NoToken(format!("{label}: {why}")));
+    let slots = p11
+        .get_slots_with_token()
+        .map_err(|e| missing(format!("C_GetSlotList: {e}")))?;
+    for slot in slots {
+        let info = p11
+            .get_token_info(slot)
+            .map_err(|e| missing(format!("C_GetTokenInfo: {e}")))?;
         if info.label().trim_end() == label {
             return Ok(slot);
         }
     }
-    bail!("no token labelled {label:?}")
+    Err(missing("not in any slot".into()))
 }
 
 /// A logged-in session on the CA token (and the loaded module, kept initialised while it

@@ -260,7 +260,8 @@ impl Ra {
                     .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()))
             {
                 return Err(RaError::Forbidden(
-                    "only an admin token revokes the issuer's own certificates".into(),
+                    "only an admin token changes the status of the issuer's own certificates"
+                        .into(),
                 ));
             }
             match tx.status(serial)? {
@@ -304,7 +305,8 @@ impl Ra {
                     .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()))
             {
                 return Err(RaError::Forbidden(
-                    "only an admin token revokes the issuer's own certificates".into(),
+                    "only an admin token changes the status of the issuer's own certificates"
+                        .into(),
                 ));
             }
             match tx.status(serial)? {

@@ -294,33 +294,22 @@ fn prepare(
             token::init_token(&p11, &config.token.label, &secret)?;
             p11
         }
-        TokenChoice::Existing {
-            pin_file,
-            so_pin_file,
-            ..
-        } => {
+        TokenChoice::Existing { pin_file, .. } => {
             let p11 = token::load(&config.token.module, &config.token.environment)?;
-            let read = |f: &Path| -> Result<Zeroizing<String>> {
-                Ok(Zeroizing::new(
-                    std::fs::read_to_string(f)
-                        .with_context(|| format!("reading {}", f.display()))?
-                        .trim()
-                        .to_owned(),
-                ))
-            };
-            let (user_pin, so_pin) = (read(pin_file)?, read(so_pin_file)?);
-            token::adopt_token(
-                &p11,
-                &config.token.label,
-                &token::HandedOver {
-                    user_pin: &user_pin,
-                    so_pin: &so_pin,
-                },
-                &secret,
-            )?;
+            token::adopt_token(&p11, &config.token.label, &read_pin(pin_file)?, &secret)?;
             p11
         }
     };
+    if let Some(away) = &opts.share_dir {
+        let away = away
+            .canonicalize()
+            .with_context(|| format!("--share-dir {}", away.display()))?;
+        anyhow::ensure!(
+            !away.starts_with(dir),
+            "--share-dir {} is inside the data directory: the shares would stay with it",
+            away.display()
+        );
+    }
     let shares = write_custody(
         opts.share_dir.as_deref().unwrap_or(dir),
         config.custody,
@@ -328,6 +317,26 @@ fn prepare(
     )?;
     let token = Token::open(p11, &config.token.label, &secret)?;
     Ok((store, token, shares))
+}
+
+fn read_pin(f: &Path) -> Result<Zeroizing<String>> {
+    Ok(Zeroizing::new(
+        std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_owned(),
+    ))
+}
+
+/// The last step of taking over a token, once the deployment is made (the token closed):
+/// its security officer's PIN is replaced and forgotten. Done last because until then it
+/// is the way back: if setting up fails, the directory (with the new activation secret) is
+/// removed, and whoever handed the token over resets its user PIN with it.
+fn retire_handed_over_so_pin(opts: &Options, config: &Config) -> Result<()> {
+    if let TokenChoice::Existing { so_pin_file, .. } = &opts.token {
+        token::retire_so_pin(&config.token, &read_pin(so_pin_file)?)?;
+    }
+    Ok(())
 }
 
 /// The activation secret's custody: the secret itself in the directory (1-of-1), or one
@@ -427,6 +436,7 @@ fn create(opts: &Options, dir: &Path, config: &Config, clock: &dyn Clock) -> Res
             shares,
         },
     )?;
+    retire_handed_over_so_pin(opts, &config)?;
     Ok(report)
 }
 
@@ -722,6 +732,8 @@ fn create_pending(
         .map(drop)
     })?;
     write_new(&dir.join(CONFIG_FILE), config.to_json().as_bytes())?;
+    drop(token);
+    retire_handed_over_so_pin(opts, &config)?;
     Ok(pending)
 }
 

@@ -379,13 +379,20 @@ pub fn respond(
         .misses
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let generation = cache.generation();
-    use std::sync::atomic::Ordering;
-    if cache.signing.fetch_add(1, Ordering::SeqCst) >= MAX_SIGNING {
-        cache.signing.fetch_sub(1, Ordering::SeqCst);
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// One place in the signing queue, given back however the signing ends.
+    struct Place<'a>(&'a AtomicUsize);
+    impl Drop for Place<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let place = Place(&cache.signing);
+    if place.0.fetch_add(1, Ordering::SeqCst) >= MAX_SIGNING {
         return Bytes::from(status_error(OcspResponse::try_later()));
     }
     let built = build(ca, store, now, &req, nonce);
-    cache.signing.fetch_sub(1, Ordering::SeqCst);
+    drop(place);
     match built {
         Ok((der, known)) => {
             if let (Some(key), Some(serial)) = (&key, known) {

@@ -22,9 +22,6 @@ use crate::metrics::Metrics;
 
 /// How long a client has to send its request body.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long a request may take in all (a CRL of a million entries is served in well
-/// under a second; an issuance waits for the token).
-pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Largest request body accepted (a certificate request with an attestation is a few
 /// kilobytes).
@@ -73,14 +70,12 @@ type Shared = Arc<App>;
 fn observed(router: Router) -> Router {
     let id = HeaderName::from_static("x-request-id");
     router
-        // A client that trickles its body, or a request that takes too long, ends (408)
-        // instead of holding a connection: the header timeout covers only the headers.
+        // A client that trickles its body is cut off instead of holding a connection (the
+        // header timeout covers only the headers). No timeout on the whole request: one that
+        // answered 408 while its issuance went on would invite a retry and a second
+        // certificate; a request's own waits (token, database) are bounded where they are.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             BODY_TIMEOUT,
-        ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
         ))
         .layer(PropagateRequestIdLayer::new(id.clone()))
         .layer(
