@@ -32,7 +32,10 @@ fn pem(der: &[u8]) -> String {
 
 /// A blank reference card in memory and its manufacturer CA (PEM).
 fn card() -> (PivClient<Applet<SoftKeyStore>>, String) {
-    let new = tessera_firmware_tests::manufacture::blank_card(SystemTime::now()).unwrap();
+    // The time through the injected clock, as the issuer reads it.
+    let now = tessera_issuer_types::Clock::now(&tessera_issuer_types::SystemClock);
+    let new =
+        tessera_firmware_tests::manufacture::blank_card(SystemTime::UNIX_EPOCH + now).unwrap();
     let mut c = PivClient::new(Applet::new(new.card, new.keys, Interface::Contact));
     c.authenticate_management(Algorithm::Tdes, &DEFAULT_MANAGEMENT_KEY)
         .unwrap();
