@@ -4,25 +4,10 @@
 
 mod support;
 
-use support::{personalise, require, tessera_module, CardOptions, Lab, OPENSC_PKCS11, VPCD_DRIVER};
+use support::{require, tessera_module, CardOptions, Lab, OPENSC_PKCS11};
 
 fn lab(extra: &[&str]) -> Option<Lab> {
-    let mut programs = vec![
-        "unshare",
-        "nsenter",
-        "pcscd",
-        "opensc-tool",
-        "ip",
-        "yubico-piv-tool",
-        "openssl",
-    ];
-    programs.extend_from_slice(extra);
-    if !require(&programs, &[VPCD_DRIVER, OPENSC_PKCS11]) {
-        return None;
-    }
-    let lab = Lab::start(CardOptions::default());
-    personalise(&lab);
-    Some(lab)
+    support::personalised_lab(extra)
 }
 
 /// Runs the suite; asserts it passes (exit 0) and returns its report.

@@ -10,30 +10,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{
-    personalise, require, tessera_module, yk, CardOptions, Lab, OPENSC_PKCS11, READER, VPCD_DRIVER,
-};
+use support::{require, tessera_module, yk, CardOptions, Lab, OPENSC_PKCS11, READER, VPCD_DRIVER};
 
 const SUITE: &str = env!("CARGO_BIN_EXE_tessera-pkcs11-suite");
 
 fn lab(extra: &[&str]) -> Option<Lab> {
-    let mut programs = vec![
-        "unshare",
-        "nsenter",
-        "pcscd",
-        "opensc-tool",
-        "ip",
-        "yubico-piv-tool",
-        "openssl",
-        "pkcs11-tool",
-    ];
+    let mut programs = vec!["pkcs11-tool"];
     programs.extend_from_slice(extra);
-    if !require(&programs, &[VPCD_DRIVER, OPENSC_PKCS11]) {
-        return None;
-    }
-    let lab = Lab::start(CardOptions::default());
-    personalise(&lab);
-    Some(lab)
+    support::personalised_lab(&programs)
 }
 
 /// Starts a consumer (`tessera-pkcs11-suite --consumer …`) in the lab.
@@ -238,14 +222,7 @@ fn a_program_that_keeps_a_context_login_busy_loses_the_card_at_the_hold_limit() 
 #[test]
 fn a_card_another_program_holds_gives_an_error_not_a_hang() {
     let Some(lab) = lab(&["timeout"]) else { return };
-    let mut holder = lab
-        .command(env!("CARGO_BIN_EXE_tessera-pcsc-intruder"))
-        .args(["--reader", READER, "--mode", "hold", "--seconds", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("holder");
-    let mut lines = BufReader::new(holder.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().expect("a line").expect("utf-8"), "HOLDING");
+    let mut holder = hold_card(&lab, "60");
     let out = lab.run(
         "timeout",
         &[

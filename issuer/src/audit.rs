@@ -160,7 +160,7 @@ pub(crate) fn verify(dir: &Path, store: &Store, expect: &Expectations<'_>) -> Re
         || dir.join(tessera_issuer_types::config::files::ROOT_PEM),
         Path::to_path_buf,
     );
-    let root = read_pem_certificate(&root_path)?;
+    let root = Certificate::from_der(&tessera_issuer_ca::x509::read_certificate(&root_path)?)?;
     let audit = audit_certificate(store, &root)?;
     let audit_key = checkpoint::key_id(&audit.tbs_certificate.subject_public_key_info.to_der()?);
     match expect.audit_key {
@@ -288,12 +288,3 @@ impl std::fmt::Display for Broken {
 }
 
 impl std::error::Error for Broken {}
-
-fn read_pem_certificate(path: &Path) -> Result<Certificate> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let der = match der::pem::decode_vec(&raw) {
-        Ok(("CERTIFICATE", der)) => der,
-        _ => raw,
-    };
-    Certificate::from_der(&der).with_context(|| format!("{} is not a certificate", path.display()))
-}

@@ -62,11 +62,9 @@ pub(crate) fn urls(base: &str, policy_oid: &str) -> Result<Urls> {
 fn check_chain(dir: &Path, issuing: &[u8], ocsp: &[u8]) -> Result<()> {
     use der::{Decode, Encode};
     use x509_cert::Certificate;
-    let root_pem = std::fs::read(dir.join(files::ROOT_PEM))
-        .with_context(|| format!("reading {}", files::ROOT_PEM))?;
-    let (_, root) =
-        der::pem::decode_vec(&root_pem).map_err(|e| anyhow::anyhow!("{}: {e}", files::ROOT_PEM))?;
-    let root = Certificate::from_der(&root)?;
+    let root = Certificate::from_der(&tessera_issuer_ca::x509::read_certificate(
+        &dir.join(files::ROOT_PEM),
+    )?)?;
     let issuing = Certificate::from_der(issuing)?;
     let ocsp = Certificate::from_der(ocsp)?;
     for (cert, by, what) in [

@@ -169,16 +169,8 @@ pub(crate) fn take_up_ocsp(dep: &Deployment) -> Result<bool> {
 /// The HTTPS certificate on disk and whether its key file holds the matching key.
 fn tls_in_service(dir: &Path) -> Result<(Certificate, bool)> {
     use p256::pkcs8::DecodePrivateKey;
-    let chain = std::fs::read(dir.join(files::TLS_CERT))
-        .with_context(|| format!("reading {}", files::TLS_CERT))?;
     // The chain file holds the server certificate first, then the TLS CA's.
-    const END: &[u8] = b"-----END CERTIFICATE-----";
-    let first = chain
-        .windows(END.len())
-        .position(|w| w == END)
-        .map_or(&chain[..], |at| &chain[..at + END.len()]);
-    let (_, der) =
-        der::pem::decode_vec(first).map_err(|e| anyhow::anyhow!("{}: {e}", files::TLS_CERT))?;
+    let der = x509::read_certificate(&dir.join(files::TLS_CERT))?;
     let cert = Certificate::from_der(&der)?;
     // Only a key this issuer made (P-256, PKCS#8) is judged: one an operator put there is
     // left alone until the certificate is due.
@@ -351,7 +343,7 @@ fn root_crl_state(path: &Path) -> Result<(i64, Duration, Duration)> {
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .find(|e| e.extn_id == const_oid_crl_number())
+        .find(|e| e.extn_id == <CrlNumber as der::oid::AssociatedOid>::OID)
         .and_then(|e| CrlNumber::from_der(e.extn_value.as_bytes()).ok())
         .and_then(|n| {
             let b = n.0.as_bytes();
@@ -361,10 +353,6 @@ fn root_crl_state(path: &Path) -> Result<(i64, Duration, Duration)> {
     let this = tbs.this_update.to_unix_duration();
     let next = tbs.next_update.map_or(this, |t| t.to_unix_duration());
     Ok((number, this, next))
-}
-
-fn const_oid_crl_number() -> der::oid::ObjectIdentifier {
-    der::oid::ObjectIdentifier::new_unwrap("2.5.29.20")
 }
 
 #[cfg(test)]

@@ -104,13 +104,8 @@ fn attestation_roots(dir: &std::path::Path) -> Result<Vec<x509_cert::Certificate
         if path.extension().and_then(|e| e.to_str()) != Some("pem") {
             continue;
         }
-        let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let (_, der) =
-            der::pem::decode_vec(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        roots.push(
-            x509_cert::Certificate::from_der(&der)
-                .with_context(|| format!("{} is not a certificate", path.display()))?,
-        );
+        let der = tessera_issuer_ca::x509::read_certificate(&path)?;
+        roots.push(x509_cert::Certificate::from_der(&der)?);
     }
     Ok(roots)
 }

@@ -4,13 +4,13 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 mod pg;
 
-use common::{card_csr, card_public_key, openssl};
+use common::{card_csr, card_public_key, curl, free_port, openssl, Kill};
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 
@@ -18,30 +18,9 @@ fn peers() -> bool {
     common::require(&["openssl", "curl"], &["/usr/lib/softhsm/libsofthsm2.so"])
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// curl: returns the HTTP status and the body.
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
 /// A deployment made by `init` and its server, stopped (before the directory goes) on drop.
 struct Running {
-    _server: Server,
+    _server: Kill,
     _tmp: tempfile::TempDir,
     dir: std::path::PathBuf,
     data: std::path::PathBuf,
@@ -72,32 +51,7 @@ impl Running {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let server = Server(
-            Command::new(ISSUER)
-                .args([
-                    "serve",
-                    "--data-dir",
-                    data.to_str().unwrap(),
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--public-url",
-                    &format!("http://127.0.0.1:{port}"),
-                ])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
-            assert!(Instant::now() < deadline, "server did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (server, base) = common::serve(&data, &[]);
         let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
         Self {
             _server: server,
@@ -813,15 +767,8 @@ fn the_api_over_https_and_crl_and_ocsp_over_http() {
         .unwrap()
         .status
         .success());
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (http, https) = (free(), free());
-    let _server = Server(
+    let (http, https) = (free_port(), free_port());
+    let _server = Kill(
         Command::new(ISSUER)
             .args([
                 "serve",
@@ -956,11 +903,7 @@ fn two_of_three_custodians_activate_the_ca_keys() {
         std::fs::rename(data.join(format!("custodian-{i}.share")), &share).unwrap();
         shares.push(share.to_str().unwrap().to_owned());
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let serve = |share_args: &[&str]| {
         let mut args = vec!["serve", "--data-dir", data.to_str().unwrap(), "--listen"];
         let listen = format!("127.0.0.1:{port}");
@@ -994,7 +937,7 @@ fn two_of_three_custodians_activate_the_ca_keys() {
         .unwrap();
     assert!(!out.status.success(), "a damaged share activated the keys");
     // Any two of the three do.
-    let _server = Server(serve(&[&shares[2], &shares[0]]));
+    let _server = Kill(serve(&[&shares[2], &shares[0]]));
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while curl(&[&format!("{base}/api/v1/openapi.json")]).0 != 200 {
@@ -1020,7 +963,7 @@ fn a_second_server_on_the_same_port_is_refused() {
     }
     let run = Running::start(None);
     let listen = run.base.trim_start_matches("http://").to_owned();
-    let mut second = Server(
+    let mut second = Kill(
         Command::new(ISSUER)
             .args([
                 "serve",

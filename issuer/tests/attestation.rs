@@ -8,23 +8,16 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::SystemTime;
+
+use common::curl;
 
 use tessera_piv::card::{Applet, Interface, SoftKeyStore, DEFAULT_MANAGEMENT_KEY};
 use tessera_piv::host::PivClient;
 use tessera_piv::piv::{object, Algorithm, KeyRef, PinPolicy};
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
-
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pem(der: &[u8]) -> String {
     der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der).unwrap()
@@ -60,17 +53,6 @@ fn attest(
     (pem(&attestation), pem(&f9))
 }
 
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
 #[test]
 fn attested_keys_are_issued_only_from_a_trusted_card_for_the_right_slot_with_a_pin() {
     if !common::require(&["curl", "openssl"], &["/usr/lib/softhsm/libsofthsm2.so"]) {
@@ -94,31 +76,7 @@ fn attested_keys_are_issued_only_from_a_trusted_card_for_the_right_slot_with_a_p
         &manufacturer,
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = Kill(
-        Command::new(ISSUER)
-            .args(["serve", "--data-dir", data.to_str().unwrap()])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--public-url",
-                &base,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(&[&format!("{base}/readyz")]).0 != 200 {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_server, base) = common::serve(&data, &[]);
     let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
     let auth = format!("Authorization: Bearer {token}");
     let issue = |profile: &str, attestation: &(String, String)| {

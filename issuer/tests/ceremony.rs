@@ -7,21 +7,13 @@
 //! it issues verifies (openssl) up to the offline root, with OCSP.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-/// A server process, stopped when the test ends, passed or not.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap();
@@ -371,34 +363,8 @@ fn offline_root_ceremonies_and_the_online_issuing_ca() {
     assert!(ok, "{text}");
 
     // Serve, issue, and verify up to the offline root with openssl, certificate and OCSP.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = Kill(
-        Command::new(ISSUER)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&data)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_server, base) = common::serve(&data, &[]);
     let issued = {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "server did not come up"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
         assert!(
             openssl(&[
                 "genpkey",

@@ -8,8 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -336,24 +335,7 @@ fn the_openapi_document_is_what_the_code_serves() {
         .unwrap()
         .status
         .success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(issuer)
-        .args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (server, base) = common::serve(&data, &[]);
     let status = |method: &str, path: &str| -> u16 {
         let out = Command::new("curl")
             .args([
@@ -370,11 +352,6 @@ fn the_openapi_document_is_what_the_code_serves() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status("get", "/healthz") != 200 {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     for (method, path) in &routed {
         let concrete = path
             .replace("{serial}", "00ff")
@@ -390,8 +367,7 @@ fn the_openapi_document_is_what_the_code_serves() {
         .output()
         .unwrap()
         .stdout;
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(
         String::from_utf8_lossy(&served),
         tessera_issuer_web::OPENAPI

@@ -8,33 +8,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{card_csr, openssl};
+use common::{card_csr, curl, free_port, openssl, wait_for, Kill};
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 const TPM2_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so";
 const LABEL: &str = "tessera-tpm";
 const HANDED_OVER_PIN: &str = "handed-over-1234";
 const HANDED_OVER_SO_PIN: &str = "so-pin-5678";
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// swtpm, a private D-Bus and tpm2-abrmd, with a tpm2-pkcs11 store holding one token.
 /// Fields drop in order: the resource manager before the bus and the TPM.
@@ -44,14 +27,6 @@ struct Tpm {
     _swtpm: Kill,
     /// What tpm2-pkcs11 needs in its environment.
     env: Vec<(String, String)>,
-}
-
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 impl Tpm {
@@ -210,17 +185,6 @@ impl Tpm {
     }
 }
 
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
 #[test]
 fn a_tpm_backed_token_runs_the_ca() {
     if !common::require(
@@ -287,24 +251,7 @@ fn a_tpm_backed_token_runs_the_ca() {
     );
 
     // serve signs with the TPM: issuance, OCSP, revocation, CRL.
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = Kill(
-        Command::new(ISSUER)
-            .args(["serve", "--data-dir", data.to_str().unwrap()])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--public-url",
-                &base,
-            ])
-            .args(["--crl-delay", "0.2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("serve", || curl(&[&format!("{base}/readyz")]).0 == 200);
+    let (_server, base) = common::serve(&data, &["--crl-delay", "0.2"]);
     let csr = card_csr(dir, "card.key");
     let token = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
     let auth = format!("Authorization: Bearer {token}");

@@ -444,6 +444,28 @@ pub fn certify(lab: &Lab, pubkey: &str, cert: &str, cn: &str) {
 
 /// Gives the lab's card what the PKCS#11 tests expect, generated on the card: a P-256 key
 /// with certificate in 9A, RSA-2048 keys with certificates in 9C and 9D.
+/// A lab with the reference card personalised (see [`personalise`]), if the programs the
+/// PKCS#11 tests drive (and `extra` ones) are there; a loud skip (a failure with
+/// `CI=true`) if not.
+pub fn personalised_lab(extra: &[&str]) -> Option<Lab> {
+    let mut programs = vec![
+        "unshare",
+        "nsenter",
+        "pcscd",
+        "opensc-tool",
+        "ip",
+        "yubico-piv-tool",
+        "openssl",
+    ];
+    programs.extend_from_slice(extra);
+    if !require(&programs, &[VPCD_DRIVER, OPENSC_PKCS11]) {
+        return None;
+    }
+    let lab = Lab::start(CardOptions::default());
+    personalise(&lab);
+    Some(lab)
+}
+
 pub fn personalise(lab: &Lab) {
     for (slot, alg, cn) in [
         ("9a", "ECCP256", "Alice Auth"),

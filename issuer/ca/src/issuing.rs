@@ -137,6 +137,8 @@ pub struct IssuingCa {
     alg: KeyAlg,
     cert: Certificate,
     cert_der: Vec<u8>,
+    /// The subject name, DER (OCSP hashes it for every CertID it checks).
+    subject_der: Vec<u8>,
     /// The key identifier end-entity AKIs carry: the issuing CA certificate's SKI.
     key_id: Vec<u8>,
     /// Replaced when `serve` renews it (same key, new certificate).
@@ -188,6 +190,7 @@ impl IssuingCa {
         Ok(Self {
             alg: signer.algorithm(),
             signer,
+            subject_der: cert.tbs_certificate.subject.to_der()?,
             cert,
             cert_der: issuing_der.to_vec(),
             key_id,
@@ -208,8 +211,8 @@ impl IssuingCa {
     }
 
     /// The DER of the issuing CA's subject name.
-    pub fn subject_der(&self) -> Result<Vec<u8>, CaError> {
-        self.cert.tbs_certificate.subject.to_der().map_err(signing)
+    pub fn subject_der(&self) -> &[u8] {
+        &self.subject_der
     }
 
     /// The issuing CA's subjectPublicKey bits (what OCSP key hashes cover).
@@ -277,7 +280,7 @@ impl IssuingCa {
     fn profile(&self, name: ProfileName) -> Result<&Profile, CaError> {
         self.profiles
             .iter()
-            .find(|p| p.name == name.as_str())
+            .find(|p| p.name == name)
             .ok_or(CaError::UnknownProfile(name))
     }
 

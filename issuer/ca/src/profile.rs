@@ -2,6 +2,7 @@
 //! table at start-up; the issuing code and the linter both read from it.
 
 use const_oid::ObjectIdentifier;
+use tessera_issuer_types::ProfileName;
 use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
 
 /// Microsoft smart-card logon EKU.
@@ -29,10 +30,8 @@ pub struct SanRules {
 /// One certificate profile.
 #[derive(Debug, Clone)]
 pub struct Profile {
-    /// The name the API uses.
-    pub name: &'static str,
-    /// The PIV slot the key lives in.
-    pub piv_slot: u8,
+    /// The name the API uses (and, through it, the PIV slot the key lives in).
+    pub name: ProfileName,
     /// Key usage for EC keys.
     pub ec_key_usage: KeyUsage,
     /// Key usage for RSA keys (encryption: keyEncipherment instead of keyAgreement).
@@ -49,8 +48,7 @@ pub fn profiles() -> Vec<Profile> {
     use const_oid::db::rfc5280::{ID_KP_CLIENT_AUTH, ID_KP_EMAIL_PROTECTION};
     vec![
         Profile {
-            name: "authentication",
-            piv_slot: 0x9A,
+            name: ProfileName::Authentication,
             ec_key_usage: KeyUsage(KeyUsages::DigitalSignature.into()),
             rsa_key_usage: KeyUsage(KeyUsages::DigitalSignature.into()),
             extended_key_usage: &[ID_KP_CLIENT_AUTH, EKU_SMARTCARD_LOGON, EKU_PKINIT_CLIENT],
@@ -63,8 +61,7 @@ pub fn profiles() -> Vec<Profile> {
             default_validity_days: 3 * 365,
         },
         Profile {
-            name: "signature",
-            piv_slot: 0x9C,
+            name: ProfileName::Signature,
             ec_key_usage: KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation),
             rsa_key_usage: KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation),
             extended_key_usage: &[ID_KP_EMAIL_PROTECTION, EKU_DOCUMENT_SIGNING],
@@ -77,8 +74,7 @@ pub fn profiles() -> Vec<Profile> {
             default_validity_days: 3 * 365,
         },
         Profile {
-            name: "encryption",
-            piv_slot: 0x9D,
+            name: ProfileName::Encryption,
             ec_key_usage: KeyUsage(KeyUsages::KeyAgreement.into()),
             rsa_key_usage: KeyUsage(KeyUsages::KeyEncipherment.into()),
             extended_key_usage: &[ID_KP_EMAIL_PROTECTION],
@@ -91,8 +87,7 @@ pub fn profiles() -> Vec<Profile> {
             default_validity_days: 3 * 365,
         },
         Profile {
-            name: "card-authentication",
-            piv_slot: 0x9E,
+            name: ProfileName::CardAuthentication,
             ec_key_usage: KeyUsage(KeyUsages::DigitalSignature.into()),
             rsa_key_usage: KeyUsage(KeyUsages::DigitalSignature.into()),
             extended_key_usage: &[EKU_PIV_CARD_AUTH],
@@ -107,15 +102,15 @@ pub fn profiles() -> Vec<Profile> {
     ]
 }
 
-/// Checks the profile table (run at start-up): unique names and slots, sane validity.
+/// Checks the profile table (run at start-up): one profile per name (so per slot), every
+/// name the API knows has one, sane validity.
 pub fn validate(profiles: &[Profile]) -> Result<(), String> {
-    for (i, p) in profiles.iter().enumerate() {
-        if profiles[..i]
-            .iter()
-            .any(|q| q.name == p.name || q.piv_slot == p.piv_slot)
-        {
-            return Err(format!("profile {:?}: duplicate name or slot", p.name));
+    for name in ProfileName::ALL {
+        if profiles.iter().filter(|p| p.name == name).count() != 1 {
+            return Err(format!("profile {name:?}: not exactly one in the table"));
         }
+    }
+    for p in profiles {
         // LoA3 K6.5: an eID is valid at most five years.
         if p.max_validity_days == 0 || p.max_validity_days > 5 * 365 {
             return Err(format!(
@@ -153,7 +148,7 @@ mod tests {
         p[0].max_validity_days = 6 * 365;
         assert!(validate(&p).is_err());
         let mut p = profiles();
-        p[1].piv_slot = 0x9A;
+        p[1].name = p[0].name;
         assert!(validate(&p).is_err());
     }
 }

@@ -242,6 +242,26 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
         .join(":")
 }
 
+/// The certificate in a file, as DER: DER, or PEM (the first block of a chain, as in a TLS
+/// certificate file). Anything else is an error that names the file.
+pub fn read_certificate(path: &std::path::Path) -> Result<Vec<u8>> {
+    use anyhow::Context;
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let first = raw
+        .windows(END.len())
+        .position(|w| w == END)
+        .map_or(&raw[..], |at| &raw[..at + END.len()]);
+    let der = match der::pem::decode_vec(first) {
+        Ok(("CERTIFICATE", der)) => der,
+        Ok((label, _)) => anyhow::bail!("{}: a PEM {label}, not a CERTIFICATE", path.display()),
+        Err(_) => raw,
+    };
+    Certificate::from_der(&der)
+        .with_context(|| format!("{}: not an X.509 certificate", path.display()))?;
+    Ok(der)
+}
+
 /// PEM of a DER certificate.
 pub fn to_pem(cert_der: &[u8]) -> Result<String> {
     der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, cert_der)

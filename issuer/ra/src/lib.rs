@@ -100,6 +100,24 @@ pub struct PopPolicy {
 /// invalidated at once; other processes learn it from the outbox).
 pub type OnChange = Arc<dyn Fn(&Serial) + Send + Sync>;
 
+/// Whether `actor` may change the status of `serial`: only an admin changes the issuer's
+/// own certificates (OCSP responder, audit signer, HTTPS).
+fn may_change(
+    tx: &mut tessera_issuer_store::Tx<'_>,
+    actor: &Actor,
+    serial: &Serial,
+) -> Result<(), RaError> {
+    let own = tx
+        .profile(serial)?
+        .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()));
+    if own && actor.1 != Role::Admin {
+        return Err(RaError::Forbidden(
+            "only an admin token changes the status of the issuer's own certificates".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The registration authority.
 pub struct Ra {
     ca: Arc<IssuingCa>,
@@ -254,16 +272,7 @@ impl Ra {
     ) -> Result<(), RaError> {
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<(), RaError> {
-            if actor.1 != Role::Admin
-                && tx
-                    .profile(serial)?
-                    .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()))
-            {
-                return Err(RaError::Forbidden(
-                    "only an admin token changes the status of the issuer's own certificates"
-                        .into(),
-                ));
-            }
+            may_change(tx, actor, serial)?;
             match tx.status(serial)? {
                 None => return Err(RaError::NotFound(serial.clone())),
                 Some(s @ CertificateStatus::Revoked { .. })
@@ -299,16 +308,7 @@ impl Ra {
     pub fn release_hold(&self, actor: &Actor, serial: &Serial) -> Result<(), RaError> {
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<(), RaError> {
-            if actor.1 != Role::Admin
-                && tx
-                    .profile(serial)?
-                    .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()))
-            {
-                return Err(RaError::Forbidden(
-                    "only an admin token changes the status of the issuer's own certificates"
-                        .into(),
-                ));
-            }
+            may_change(tx, actor, serial)?;
             match tx.status(serial)? {
                 None => return Err(RaError::NotFound(serial.clone())),
                 Some(s) if s.is_on_hold() => {}

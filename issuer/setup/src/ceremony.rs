@@ -172,7 +172,7 @@ pub fn run(config_path: &Path, clock: &dyn Clock) -> Result<String> {
                 (1..=15 * 365).contains(&validity_days),
                 "validity_days must be 1..=5475"
             );
-            let root_der = crate::files::read_certificate(&root_certificate)?;
+            let root_der = x509::read_certificate(&root_certificate)?;
             let root = Certificate::from_der(&root_der)?;
             let csr_text =
                 std::fs::read(&csr).with_context(|| format!("reading {}", csr.display()))?;

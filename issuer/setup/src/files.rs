@@ -1,12 +1,10 @@
-//! Files setup writes and reads: secrets private from the start, nothing overwritten,
-//! certificates in PEM or DER.
+//! Files setup writes: secrets private from the start, nothing overwritten.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use der::Decode;
+use anyhow::{Context, Result};
 
 /// Writes a secret file readable only by its owner (mode 0600, created new, synced).
 pub(crate) fn write_private(path: &Path, content: &[u8]) -> Result<()> {
@@ -28,17 +26,4 @@ fn write(path: &Path, content: &[u8], mode: u32) -> Result<()> {
     f.write_all(content)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// A certificate from a PEM or DER file, as DER.
-pub fn read_certificate(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let der = match der::pem::decode_vec(&raw) {
-        Ok(("CERTIFICATE", der)) => der,
-        Ok((label, _)) => bail!("{}: a PEM {label}, not a CERTIFICATE", path.display()),
-        Err(_) => raw,
-    };
-    x509_cert::Certificate::from_der(&der)
-        .with_context(|| format!("{}: not an X.509 certificate", path.display()))?;
-    Ok(der)
 }

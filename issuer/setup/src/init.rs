@@ -36,7 +36,8 @@ use x509_cert::name::Name;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
-use crate::files::{read_certificate, write_new, write_private};
+use crate::files::{write_new, write_private};
+use tessera_issuer_ca::x509::read_certificate;
 
 /// The token the CA keys go in.
 #[derive(Debug, Clone)]

@@ -9,4 +9,4 @@ pub mod ceremony;
 mod files;
 pub mod init;
 
-pub use files::read_certificate;
+pub use tessera_issuer_ca::x509::read_certificate;

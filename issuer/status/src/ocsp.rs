@@ -43,16 +43,16 @@ fn generalized(t: Duration) -> Option<OcspGeneralizedTime> {
 /// The hashes of our issuer in a CertID's algorithm, or None for an algorithm we do not
 /// answer in (SHA-1 and SHA-256 are answered).
 fn issuer_hashes(ca: &IssuingCa, alg: &const_oid::ObjectIdentifier) -> Option<(Vec<u8>, Vec<u8>)> {
-    let name = ca.subject_der().ok()?;
+    let name = ca.subject_der();
     let key = ca.subject_public_key_bits();
     if *alg == const_oid::db::rfc5912::ID_SHA_1 {
         Some((
-            sha1::Sha1::digest(&name).to_vec(),
+            sha1::Sha1::digest(name).to_vec(),
             sha1::Sha1::digest(key).to_vec(),
         ))
     } else if *alg == const_oid::db::rfc5912::ID_SHA_256 {
         Some((
-            sha2::Sha256::digest(&name).to_vec(),
+            sha2::Sha256::digest(name).to_vec(),
             sha2::Sha256::digest(key).to_vec(),
         ))
     } else {

@@ -174,31 +174,12 @@ impl Store {
     ) -> Result<T, E> {
         let _queued =
             (!self.postgres).then(|| self.writers.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut conn = self.conn()?;
-        let postgres = self.postgres;
-        let mut outcome = None;
-        let r = conn.transaction(|c| -> Result<(), diesel::result::Error> {
-            if postgres {
-                diesel::sql_query("SELECT pg_advisory_xact_lock(7302019)").execute(c)?;
-            } else {
-                diesel::sql_query("UPDATE write_lock SET n = n + 1 WHERE id = 1").execute(c)?;
-            }
-            let r = f(&mut Tx { conn: c });
-            let failed = r.is_err();
-            outcome = Some(r);
-            if failed {
-                // Roll back; the caller gets its own error below.
-                Err(diesel::result::Error::RollbackTransaction)
-            } else {
-                Ok(())
-            }
-        });
-        match (r, outcome) {
-            (_, Some(Err(e))) => Err(e),
-            (Ok(()), Some(Ok(v))) => Ok(v),
-            (Err(e), _) => Err(StoreError::Query(e).into()),
-            (Ok(()), None) => Err(StoreError::Corrupt("transaction ran nothing".into()).into()),
-        }
+        let first = if self.postgres {
+            "SELECT pg_advisory_xact_lock(7302019)"
+        } else {
+            "UPDATE write_lock SET n = n + 1 WHERE id = 1"
+        };
+        self.transaction(Some(first), f)
     }
 
     /// Runs `f` in a read-only transaction that sees one consistent state of the database
@@ -208,16 +189,33 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let first = self
+            .postgres
+            .then_some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+        self.transaction(first, f)
+    }
+
+    /// Runs `first` (if any), then `f`, in one transaction: committed if `f` returns `Ok`,
+    /// rolled back (and `f`'s own error returned) if not.
+    fn transaction<T, E: From<StoreError>>(
+        &self,
+        first: Option<&str>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.conn()?;
-        let postgres = self.postgres;
         let mut outcome = None;
         let r = conn.transaction(|c| -> Result<(), diesel::result::Error> {
-            if postgres {
-                diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(c)?;
+            if let Some(sql) = first {
+                diesel::sql_query(sql).execute(c)?;
             }
-            outcome = Some(f(&mut Tx { conn: c }));
-            Ok(())
+            let r = f(&mut Tx { conn: c });
+            let failed = r.is_err();
+            outcome = Some(r);
+            if failed {
+                Err(diesel::result::Error::RollbackTransaction)
+            } else {
+                Ok(())
+            }
         });
         match (r, outcome) {
             (_, Some(Err(e))) => Err(e),

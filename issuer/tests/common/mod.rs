@@ -1,4 +1,5 @@
-//! Helpers the issuer's test binaries share: running openssl and requiring test peers.
+//! Helpers the issuer's test binaries share: running openssl and curl, requiring test
+//! peers, and `serve` on a free loopback port.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -78,4 +79,76 @@ pub fn card_csr(dir: &Path, file: &str) -> String {
     );
     assert!(ok, "{text}");
     std::fs::read_to_string(dir.join(csr)).expect("request")
+}
+
+/// A child process killed (and reaped) when dropped: a server, before the directory it
+/// works in goes.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// curl with `args`: the HTTP status (0 if none) and the body.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits until `ready`, for at most 30 s.
+pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `tessera-issuer serve` for the deployment in `data`, on a free loopback port named as
+/// its public URL, with `extra` arguments, once `/readyz` answers; returns it and its base
+/// URL.
+pub fn serve(data: &Path, extra: &[&str]) -> (Kill, String) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Kill(
+        Command::new(env!("CARGO_BIN_EXE_tessera-issuer"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--public-url",
+                &base,
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tessera-issuer serve"),
+    );
+    wait_for("tessera-issuer serve", || {
+        curl(&[&format!("{base}/readyz")]).0 == 200
+    });
+    (server, base)
 }

@@ -216,15 +216,7 @@ async fn issue(
 }
 
 fn pem(label: &str, der: &[u8]) -> Result<String, ApiError> {
-    use base64ct::{Base64, Encoding};
-    let b64 = Base64::encode_string(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).map_err(ApiError::internal)?);
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    Ok(out)
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).map_err(ApiError::internal)
 }
 
 async fn revoke(
