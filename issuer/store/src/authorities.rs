@@ -124,7 +124,8 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// The name and role behind a token's SHA-256.
+    /// The name and role behind a token's SHA-256. The lookup is the database's index on a
+    /// digest, which tells nothing useful about the token itself.
     pub fn api_token(
         &mut self,
         token_sha256: &[u8],
@@ -132,16 +133,6 @@ impl Tx<'_> {
         Ok(api_tokens::table
             .filter(api_tokens::token_hash.eq(token_sha256))
             .select((api_tokens::name, api_tokens::role))
-            .first(self.conn)
-            .optional()?)
-    }
-
-    /// The name behind a token's SHA-256. The lookup is the database's index on a digest,
-    /// which tells nothing useful about the token itself.
-    pub fn api_token_name(&mut self, token_sha256: &[u8]) -> Result<Option<String>, StoreError> {
-        Ok(api_tokens::table
-            .filter(api_tokens::token_hash.eq(token_sha256))
-            .select(api_tokens::name)
             .first(self.conn)
             .optional()?)
     }

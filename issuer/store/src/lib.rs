@@ -152,10 +152,6 @@ impl Store {
         }
     }
 
-    pub fn is_postgres(&self) -> bool {
-        self.postgres
-    }
-
     fn conn(&self) -> Result<PooledConnection<ConnectionManager<Conn>>, StoreError> {
         Ok(self.pool.get()?)
     }
