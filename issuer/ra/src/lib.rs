@@ -1,9 +1,14 @@
-//! The registration authority: the only code that instructs the CA. Today it holds the
-//! issuer's operations on certificates — issuance (after checking the proof that the
-//! requester holds the key), revocation, holds and their release — each one database
-//! transaction together with its audit record and its entry in the status outbox. People,
-//! proofing, carriers and officers come here next.
+//! The registration authority: the only code that instructs the CA. It holds the issuer's
+//! operations on certificates — issuance (after checking the proof that the requester
+//! holds the key), revocation, holds and their release — and, in [`registration`], the
+//! service ID's life: officers and their roles, people and their identity proofing,
+//! carriers through the state machines of [`lifecycle`], four-eyes approvals, temporary
+//! cards, deadlines and reconciliation. Each change is one database transaction together
+//! with its audit records and its entries in the status outbox.
 #![forbid(unsafe_code)]
+
+pub mod lifecycle;
+pub mod registration;
 
 use std::sync::Arc;
 
@@ -14,6 +19,7 @@ use tessera_issuer_store::audit::AuditEvent;
 use tessera_issuer_store::outbox::Change;
 use tessera_issuer_store::{NewCertificate, Store, StoreError};
 use tessera_issuer_types::api::IssueRequest;
+use tessera_issuer_types::lifecycle::OfficerRole;
 use tessera_issuer_types::{
     CertificateStatus, Clock, ErrorCode, ProfileName, RevocationReason, Serial,
 };
@@ -25,6 +31,22 @@ use x509_cert::Certificate;
 pub enum RaError {
     #[error("a valid Bearer token is required")]
     Unauthorized,
+    #[error("{0}")]
+    TokenRefused(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    Missing(String),
+    #[error("{what} is {current}: cannot {verb} it")]
+    InvalidTransition {
+        what: String,
+        current: String,
+        verb: &'static str,
+    },
+    #[error("{0}")]
+    FourEyes(String),
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(transparent)]
@@ -49,7 +71,12 @@ impl RaError {
     /// The stable code API clients see.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::Unauthorized | Self::TokenRefused(_) => ErrorCode::Unauthorized,
+            Self::Invalid(_) => ErrorCode::InvalidField,
+            Self::Exists(_) => ErrorCode::AlreadyExists,
+            Self::Missing(_) => ErrorCode::NotFound,
+            Self::InvalidTransition { .. } => ErrorCode::InvalidTransition,
+            Self::FourEyes(_) => ErrorCode::FourEyesRequired,
             Self::Ca(e) => e.code(),
             Self::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             Self::Store(_) => ErrorCode::Internal,
@@ -64,17 +91,36 @@ impl RaError {
     }
 }
 
-/// Who asks: the name behind an API token, and whether its role is `admin`.
+/// Who asks: an officer behind a token (or the bootstrap token, until the first
+/// administrator exists).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String, pub Role);
+pub struct Actor {
+    /// The officer's id (`bootstrap-admin` for the bootstrap token), as the audit trail
+    /// names them.
+    pub name: String,
+    pub roles: Vec<OfficerRole>,
+    /// The officer's own person record: they never act on it (K3.4).
+    pub person_id: Option<String>,
+    /// The bootstrap token: creates the first administrator; until then it also does what
+    /// an administrator and a registration officer do (`init`'s tests and scripts).
+    pub bootstrap: bool,
+}
 
-/// What an API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Issue, revoke and hold end-entity certificates.
-    Officer,
-    /// Also revoke the issuer's own certificates (OCSP responder, audit signer, HTTPS).
-    Admin,
+impl Actor {
+    /// An officer with `roles`.
+    pub fn officer(name: &str, roles: &[OfficerRole]) -> Self {
+        Self {
+            name: name.to_owned(),
+            roles: roles.to_vec(),
+            person_id: None,
+            bootstrap: false,
+        }
+    }
+
+    /// Whether the actor holds `role` (the bootstrap token holds every role but auditor).
+    pub fn has(&self, role: OfficerRole) -> bool {
+        self.roles.contains(&role) || (self.bootstrap && role != OfficerRole::Auditor)
+    }
 }
 
 /// The profiles of the issuer's own certificates: only an admin revokes those.
@@ -110,7 +156,7 @@ fn may_change(
     let own = tx
         .profile(serial)?
         .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()));
-    if own && actor.1 != Role::Admin {
+    if own && !actor.has(OfficerRole::Administrator) {
         return Err(RaError::Forbidden(
             "only an admin token changes the status of the issuer's own certificates".into(),
         ));
@@ -125,6 +171,7 @@ pub struct Ra {
     clock: Arc<dyn Clock>,
     pop: PopPolicy,
     on_change: OnChange,
+    policy: registration::RaPolicy,
 }
 
 impl std::fmt::Debug for Ra {
@@ -151,24 +198,51 @@ impl Ra {
             clock,
             pop,
             on_change,
+            policy: registration::RaPolicy::default(),
         }
     }
 
-    /// The caller behind a Bearer token (only the token's SHA-256 is stored; the lookup is
-    /// by that digest, which tells nothing about the token).
+    /// The registration policy's limits, other than the defaults.
+    pub fn with_policy(mut self, policy: registration::RaPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The caller behind a Bearer token: an officer's live token (not expired, not
+    /// revoked), or the bootstrap token while no administrator exists. Only tokens'
+    /// SHA-256 digests are stored; the lookup is by digest, which tells nothing about the
+    /// token.
     pub fn authenticate(&self, token: &str) -> Result<Actor, RaError> {
         let hash = sha2::Sha256::digest(token.trim().as_bytes());
-        self.store
-            .read(|tx| tx.api_token(&hash))?
-            .map(|(name, role)| {
-                let role = if role == "admin" {
-                    Role::Admin
-                } else {
-                    Role::Officer
-                };
-                Actor(name, role)
-            })
-            .ok_or(RaError::Unauthorized)
+        let now = now_secs(self.clock.as_ref());
+        self.store.read(|tx| -> Result<Actor, RaError> {
+            if let Some(owner) = tx.token_owner(&hash)? {
+                if owner.revoked_at.is_some() {
+                    return Err(RaError::TokenRefused("this token was revoked"));
+                }
+                if owner.expires_at <= now {
+                    return Err(RaError::TokenRefused("this token has expired"));
+                }
+                return Ok(Actor {
+                    name: owner.officer.id,
+                    roles: owner.officer.roles,
+                    person_id: owner.officer.person_id,
+                    bootstrap: false,
+                });
+            }
+            match tx.api_token(&hash)? {
+                Some(_) if tx.administrator_exists()? => Err(RaError::TokenRefused(
+                    "the bootstrap token is spent: an administrator exists",
+                )),
+                Some((name, _)) => Ok(Actor {
+                    name,
+                    roles: Vec::new(),
+                    person_id: None,
+                    bootstrap: true,
+                }),
+                None => Err(RaError::Unauthorized),
+            }
+        })
     }
 
     /// The key a request asks to certify, with its proof.
@@ -207,7 +281,25 @@ impl Ra {
     /// committed, the token signs, the certificate and its audit record and outbox entry
     /// committed. If the last step fails, the intent stays: the serial is revocable.
     pub fn issue(&self, actor: &Actor, req: &IssueRequest) -> Result<Issued, RaError> {
-        let (key, proof) = self.key(req)?;
+        self.require(
+            actor,
+            "certificate.issue",
+            &[OfficerRole::RegistrationOfficer],
+        )?;
+        let proof = self.key(req)?;
+        self.issue_proven(actor, req, proof, None)
+    }
+
+    /// [`Self::issue`] after the proof is checked. With `carrier`, the certificate is
+    /// linked to that carrier and born on hold, in the intent's transaction: no moment
+    /// exists in which it is good but not yet the carrier's.
+    fn issue_proven(
+        &self,
+        actor: &Actor,
+        req: &IssueRequest,
+        (key, proof): (Vec<u8>, Proof),
+        carrier: Option<&str>,
+    ) -> Result<Issued, RaError> {
         let now = self.clock.now();
         let at = tessera_issuer_store::secs(now);
         let request = Request {
@@ -227,7 +319,7 @@ impl Ra {
                     created_at: at,
                 })?;
                 tx.audit(
-                    &actor.0,
+                    &actor.name,
                     &AuditEvent::CertificateIntent {
                         serial: intent.serial.to_string(),
                         profile: intent.profile.to_string(),
@@ -237,6 +329,19 @@ impl Ra {
                     },
                     at,
                 )?;
+                if let Some(carrier) = carrier {
+                    tx.link_certificate(&intent.serial, carrier)?;
+                    tx.set_revoked(&intent.serial, at, RevocationReason::CertificateHold)?;
+                    tx.audit(
+                        &actor.name,
+                        &AuditEvent::CertificateRevoked {
+                            serial: intent.serial.to_string(),
+                            reason: RevocationReason::CertificateHold.to_string(),
+                        },
+                        at,
+                    )?;
+                    tx.outbox(Change::Held, &intent.serial, at)?;
+                }
                 Ok(())
             })
         })?;
@@ -244,7 +349,7 @@ impl Ra {
         self.store.write(|tx| -> Result<(), RaError> {
             tx.mark_issued(&issued.serial, &issued.der)?;
             tx.audit(
-                &actor.0,
+                &actor.name,
                 &AuditEvent::CertificateIssued {
                     serial: issued.serial.to_string(),
                     subject: issued.subject.clone(),
@@ -255,7 +360,7 @@ impl Ra {
             tx.outbox(Change::Issued, &issued.serial, at)?;
             Ok(())
         })?;
-        tracing::info!(serial = %issued.serial, profile = %req.profile, proof = proof.as_str(), actor = %actor.0, "certificate issued");
+        tracing::info!(serial = %issued.serial, profile = %req.profile, proof = proof.as_str(), actor = %actor.name, "certificate issued");
         Ok(Issued {
             serial: issued.serial,
             der: issued.der,
@@ -270,6 +375,11 @@ impl Ra {
         serial: &Serial,
         reason: RevocationReason,
     ) -> Result<(), RaError> {
+        self.require(
+            actor,
+            "certificate.revoke",
+            &[OfficerRole::RegistrationOfficer],
+        )?;
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<(), RaError> {
             may_change(tx, actor, serial)?;
@@ -284,7 +394,7 @@ impl Ra {
             }
             tx.set_revoked(serial, at, reason)?;
             tx.audit(
-                &actor.0,
+                &actor.name,
                 &AuditEvent::CertificateRevoked {
                     serial: serial.to_string(),
                     reason: reason.to_string(),
@@ -300,12 +410,17 @@ impl Ra {
             Ok(())
         })?;
         (self.on_change)(serial);
-        tracing::info!(serial = %serial, reason = %reason, actor = %actor.0, "certificate revoked");
+        tracing::info!(serial = %serial, reason = %reason, actor = %actor.name, "certificate revoked");
         Ok(())
     }
 
     /// Releases a hold (RFC 5280 §5.3.1): the certificate is good again.
     pub fn release_hold(&self, actor: &Actor, serial: &Serial) -> Result<(), RaError> {
+        self.require(
+            actor,
+            "certificate.release_hold",
+            &[OfficerRole::RegistrationOfficer],
+        )?;
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<(), RaError> {
             may_change(tx, actor, serial)?;
@@ -316,7 +431,7 @@ impl Ra {
             }
             tx.clear_revocation(serial)?;
             tx.audit(
-                &actor.0,
+                &actor.name,
                 &AuditEvent::HoldReleased {
                     serial: serial.to_string(),
                 },
@@ -326,71 +441,22 @@ impl Ra {
             Ok(())
         })?;
         (self.on_change)(serial);
-        tracing::info!(serial = %serial, actor = %actor.0, "hold released");
+        tracing::info!(serial = %serial, actor = %actor.name, "hold released");
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod testing;
 
 /// The RA over a [`tessera_issuer_ca::signer::MemorySigner`] and a fresh SQLite database:
 /// each test runs in milliseconds, without a token.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tessera_issuer_ca::signer::MemorySigner;
-    use tessera_issuer_types::{Subject, SystemClock};
-
-    struct Fixture {
-        ra: Ra,
-        store: Store,
-        changes: Arc<AtomicUsize>,
-        _dir: tempfile::TempDir,
-    }
-
-    fn fixture(bare_key_profiles: Vec<ProfileName>) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(tessera_issuer_store::Location::Sqlite(
-            &dir.path().join("t.db"),
-        ))
-        .unwrap();
-        let signer = MemorySigner::new();
-        let clock = Arc::new(SystemClock);
-        let (issuing, ocsp) =
-            tessera_issuer_ca::authority::memory_certificates(&signer, clock.now()).unwrap();
-        let ca = IssuingCa::new(
-            Arc::new(signer),
-            &issuing,
-            &ocsp,
-            tessera_issuer_ca::Urls {
-                crl: "http://ca.example/crl".into(),
-                ocsp: "http://ca.example/ocsp".into(),
-                ca_issuers: "http://ca.example/ca.crt".into(),
-                policy: const_oid::ObjectIdentifier::new_unwrap("1.2.752.999.1.3"),
-            },
-            Vec::new(),
-        )
-        .unwrap();
-        let changes = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::clone(&changes);
-        let ra = Ra::new(
-            Arc::new(ca),
-            store.clone(),
-            clock,
-            PopPolicy {
-                attestation_roots: Vec::new(),
-                bare_key_profiles,
-            },
-            Arc::new(move |_| {
-                seen.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
-        Fixture {
-            ra,
-            store,
-            changes,
-            _dir: dir,
-        }
-    }
+    use crate::testing::fixture;
+    use std::sync::atomic::Ordering;
+    use tessera_issuer_types::Subject;
 
     fn bare(profile: ProfileName) -> IssueRequest {
         let key = p256::SecretKey::random(&mut rand_core());
@@ -425,7 +491,7 @@ mod tests {
     #[test]
     fn issue_and_revoke_commit_status_audit_and_outbox_together() {
         let f = fixture(vec![ProfileName::Authentication]);
-        let actor = Actor("officer".into(), Role::Officer);
+        let actor = Actor::officer("officer", &[OfficerRole::RegistrationOfficer]);
         let issued =
             f.ra.issue(&actor, &bare(ProfileName::Authentication))
                 .unwrap();
@@ -456,7 +522,7 @@ mod tests {
     #[test]
     fn a_bare_key_is_refused_where_the_profile_does_not_allow_it_and_nothing_is_written() {
         let f = fixture(Vec::new());
-        let actor = Actor("officer".into(), Role::Officer);
+        let actor = Actor::officer("officer", &[OfficerRole::RegistrationOfficer]);
         let err =
             f.ra.issue(&actor, &bare(ProfileName::Authentication))
                 .unwrap_err();

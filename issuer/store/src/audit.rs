@@ -75,6 +75,71 @@ pub enum AuditEvent {
     HoldReleased {
         serial: String,
     },
+    OfficerCreated {
+        officer: String,
+        roles: String,
+    },
+    OfficerTokenCreated {
+        officer: String,
+        token_id: String,
+        expires_at: i64,
+    },
+    OfficerTokenRevoked {
+        officer: String,
+        token_id: String,
+    },
+    /// The bootstrap token was used for the last time: an administrator exists.
+    BootstrapSpent {
+        administrator: String,
+    },
+    PersonRegistered {
+        person: String,
+        employee_number: String,
+    },
+    /// An in-person identity check (K5.10); the officer is the record's actor.
+    PersonProofed {
+        person: String,
+        proofing: String,
+        document_type: String,
+        issuing_country: String,
+        place: String,
+    },
+    PersonEnded {
+        person: String,
+    },
+    CarrierRegistered {
+        carrier: String,
+        kind: String,
+        serial_number: String,
+    },
+    /// A carrier's state changed; its certificates' changes are their own records in the
+    /// same transaction.
+    CarrierChanged {
+        carrier: String,
+        from: String,
+        to: String,
+        /// The suspension or revocation reason, the verification, or the receipt.
+        why: String,
+        /// The suspension's (or temporary card's) deadline, 0 if none.
+        deadline: i64,
+    },
+    /// A four-eyes request; `terms_version` is what the applicant accepted (K5.6).
+    ApprovalRequested {
+        approval: String,
+        kind: String,
+        carrier: String,
+        person: String,
+        terms_version: String,
+    },
+    ApprovalDecided {
+        approval: String,
+        decision: String,
+    },
+    /// An action the actor was not allowed (K2.9: refused attempts are evidence too).
+    Refused {
+        action: String,
+        reason: String,
+    },
 }
 
 impl AuditEvent {
@@ -90,6 +155,18 @@ impl AuditEvent {
             Self::OwnCertificateIssued { .. } => "own_certificate.issued",
             Self::AuditCheckpoint { .. } => "audit.checkpoint",
             Self::HoldReleased { .. } => "certificate.hold_released",
+            Self::OfficerCreated { .. } => "officer.created",
+            Self::OfficerTokenCreated { .. } => "officer.token_created",
+            Self::OfficerTokenRevoked { .. } => "officer.token_revoked",
+            Self::BootstrapSpent { .. } => "officer.bootstrap_spent",
+            Self::PersonRegistered { .. } => "person.registered",
+            Self::PersonProofed { .. } => "person.proofed",
+            Self::PersonEnded { .. } => "person.ended",
+            Self::CarrierRegistered { .. } => "carrier.registered",
+            Self::CarrierChanged { .. } => "carrier.changed",
+            Self::ApprovalRequested { .. } => "approval.requested",
+            Self::ApprovalDecided { .. } => "approval.decided",
+            Self::Refused { .. } => "refused",
         }
     }
 

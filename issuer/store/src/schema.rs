@@ -89,3 +89,101 @@ diesel::table! {
         signed -> Text,
     }
 }
+
+diesel::table! {
+    officers (id) {
+        id -> Text,
+        display_name -> Text,
+        roles -> Text,
+        person_id -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    officer_tokens (id) {
+        id -> Text,
+        token_hash -> Binary,
+        officer_id -> Text,
+        label -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    people (id) {
+        id -> Text,
+        employee_number -> Text,
+        given_name -> Text,
+        family_name -> Text,
+        email -> Nullable<Text>,
+        upn -> Nullable<Text>,
+        identity_number -> Nullable<Text>,
+        non_resident -> Nullable<Text>,
+        protected_identity -> Bool,
+        state -> Text,
+        proofed_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    proofings (id) {
+        id -> Text,
+        person_id -> Text,
+        document_type -> Text,
+        document_number -> Text,
+        issuing_country -> Text,
+        document_expiry -> Text,
+        officer_id -> Text,
+        at -> BigInt,
+        place -> Text,
+    }
+}
+
+diesel::table! {
+    carriers (id) {
+        id -> Text,
+        kind -> Text,
+        serial_number -> Text,
+        state -> Text,
+        person_id -> Nullable<Text>,
+        suspend_reason -> Nullable<Text>,
+        deadline -> Nullable<BigInt>,
+        revoke_reason -> Nullable<Text>,
+        original_id -> Nullable<Text>,
+        ends_at -> Nullable<BigInt>,
+        terms_version -> Nullable<Text>,
+        terms_accepted_at -> Nullable<BigInt>,
+        receipt -> Nullable<Text>,
+        approval_id -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    carrier_certificates (serial) {
+        serial -> Text,
+        carrier_id -> Text,
+    }
+}
+
+diesel::table! {
+    approvals (id) {
+        id -> Text,
+        kind -> Text,
+        carrier_id -> Text,
+        person_id -> Text,
+        requested_by -> Text,
+        requested_at -> BigInt,
+        state -> Text,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(carriers, carrier_certificates, certificates);

@@ -159,7 +159,10 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         },
         Arc::new(|_| {}),
     );
-    let officer = Actor("officer-1".into(), tessera_issuer_ra::Role::Officer);
+    let officer = Actor::officer(
+        "officer-1",
+        &[tessera_issuer_types::lifecycle::OfficerRole::RegistrationOfficer],
+    );
     let subject = Subject {
         common_name: "Alice Andersson".into(),
         upn: Some("alice@example.org".into()),

@@ -71,3 +71,281 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
 }
+
+// The registration authority's bodies (`/api/v1/officers`, `/people`, `/carriers`,
+// `/approvals`). Times are Unix seconds; dates (document expiry, birth date) YYYY-MM-DD.
+
+use crate::lifecycle::{
+    ApprovalKind, ApprovalState, CarrierKind, CarrierRevokeReason, CarrierState, OfficerRole,
+    PersonState, SuspendReason,
+};
+
+/// `POST /api/v1/officers`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOfficer {
+    /// A short handle (`anna.berg`): letters, digits, `.`, `-`, `_`.
+    pub id: String,
+    pub display_name: String,
+    pub roles: Vec<OfficerRole>,
+    /// The officer's own person record, if they have one: they never act on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<String>,
+}
+
+/// An officer as the API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Officer {
+    pub id: String,
+    pub display_name: String,
+    pub roles: Vec<OfficerRole>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// `POST /api/v1/officers/{id}/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub label: String,
+    /// Days until it expires (default 30, at most 365).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_days: Option<u32>,
+}
+
+/// A token just made: shown once, stored only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenIssued {
+    /// The token's id (for revoking it), not the token.
+    pub id: String,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// Name, birth date and nationality of a person without a Swedish number (K5.7).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonResident {
+    pub birth_date: String,
+    /// ISO 3166-1 alpha-2.
+    pub nationality: String,
+}
+
+/// `POST /api/v1/people`: a person from HR. Exactly one of `identity_number` and
+/// `non_resident`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPerson {
+    pub employee_number: String,
+    pub given_name: String,
+    pub family_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    /// Personal identity or coordination number, 12 digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_resident: Option<NonResident>,
+    /// A protected identity (K5.9): only registration officers and administrators read
+    /// the record.
+    #[serde(default)]
+    pub protected_identity: bool,
+}
+
+/// A person as the API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Person {
+    pub id: String,
+    pub employee_number: String,
+    pub given_name: String,
+    pub family_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_resident: Option<NonResident>,
+    pub protected_identity: bool,
+    pub state: PersonState,
+    /// When the last identity proofing was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proofed_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// `POST /api/v1/people/{id}/proofing`: an in-person identity check (K5.10). The officer
+/// and the time are the server's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProofing {
+    /// `passport`, `national_id_card`, `drivers_licence` or `service_id_card`.
+    pub document_type: String,
+    pub document_number: String,
+    /// ISO 3166-1 alpha-2.
+    pub issuing_country: String,
+    /// YYYY-MM-DD; the document must be valid on the day of the check.
+    pub document_expiry: String,
+    pub place: String,
+}
+
+/// `POST /api/v1/carriers`: a blank carrier into stock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCarrier {
+    pub kind: CarrierKind,
+    /// The card's serial number (printed or read from the chip).
+    pub serial_number: String,
+}
+
+/// A carrier as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carrier {
+    pub id: String,
+    pub kind: CarrierKind,
+    pub serial_number: String,
+    pub state: CarrierState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend_reason: Option<SuspendReason>,
+    /// When a suspension turns into a revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_reason: Option<CarrierRevokeReason>,
+    /// A temporary card's original carrier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<String>,
+    /// A temporary card's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<i64>,
+    pub certificates: Vec<Serial>,
+}
+
+/// `POST /api/v1/carriers/{id}/assignment`: bind a carrier to a proofed person and ask a
+/// second officer to approve its issuance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    pub person_id: String,
+    /// The version of the terms the applicant accepted (K5.6), recorded with the time.
+    pub terms_version: String,
+}
+
+/// `POST /api/v1/people/{id}/temporary-card`: a temporary card for a holder who forgot
+/// theirs; a second officer approves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemporaryRequest {
+    /// A temporary card in stock.
+    pub carrier_id: String,
+    /// Days (default 1, at most the policy's maximum, 14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+}
+
+/// A four-eyes approval.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub kind: ApprovalKind,
+    pub carrier_id: String,
+    pub person_id: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub state: ApprovalState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+}
+
+/// One key to certify on a carrier, with its proof of possession.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierKey {
+    pub profile: ProfileName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Attestation>,
+}
+
+/// `POST /api/v1/carriers/{id}/keys`: the carrier's keys, generated on it; certified from
+/// the person's record, on hold until activation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysRequest {
+    pub keys: Vec<CarrierKey>,
+}
+
+/// `POST /api/v1/carriers/{id}/activation`: the in-person hand-over (K6.7).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    /// The signed receipt's reference (scan id, or the receipt's SHA-256).
+    pub receipt: String,
+}
+
+/// `POST /api/v1/carriers/{id}/suspension`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendRequest {
+    pub reason: SuspendReason,
+    /// Days until the suspension becomes a revocation (1 to the policy's maximum, 30).
+    pub days: u32,
+}
+
+/// `DELETE /api/v1/carriers/{id}/suspension` body: how the holder was re-verified
+/// (eIDAS 2015/1502 §2.2.3: reactivation only if the original assurance still holds).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    /// `in_person` or `pin` (the holder presented the card and its PIN).
+    pub verification: String,
+}
+
+/// `POST /api/v1/carriers/{id}/revocation`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeCarrierRequest {
+    pub reason: CarrierRevokeReason,
+}
+
+/// `POST /api/v1/carriers/{id}/extension`: a temporary card's period, lengthened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// Days added; the whole period stays within the policy's maximum.
+    pub days: u32,
+}
+
+/// `POST /api/v1/carriers/{id}/return`: a temporary card handed back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnRequest {
+    /// `no_longer_needed` (the original is re-activated) or `lost` (the original is
+    /// revoked; the temporary card stays until a replacement is issued).
+    pub outcome: ReturnOutcome,
+}
+
+/// How a temporary card comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnOutcome {
+    NoLongerNeeded,
+    Lost,
+}
+
+/// A difference between a carrier's state and its certificates' statuses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Difference {
+    pub carrier_id: String,
+    pub carrier_state: CarrierState,
+    pub serial: Serial,
+    /// `good`, `on_hold`, `revoked:<reason>` or `missing`.
+    pub certificate_status: String,
+}

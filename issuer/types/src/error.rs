@@ -30,6 +30,17 @@ pub enum ErrorCode {
     Forbidden,
     /// A certificate failed its profile check before signing: a bug, never the client's.
     LintFailed,
+    /// A field's value is not acceptable (an identity number's checksum, a date, a role);
+    /// the message names the field.
+    InvalidField,
+    /// The record exists already (an employee number, an officer id, a card serial).
+    AlreadyExists,
+    /// The life cycle does not allow this from the record's current state, which the
+    /// message names (another officer may have acted first).
+    InvalidTransition,
+    /// A second officer must do this: not the one who asked, nor the person concerned
+    /// (LoA3 K3.4).
+    FourEyesRequired,
     /// The issuer cannot serve now (database or token down); retry later.
     Unavailable,
     /// Anything else; the issuer's log has the details.
@@ -38,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code (the OpenAPI document lists exactly these: `issuer/tests/tidy.rs`).
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 21] = [
         Self::Unauthorized,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -54,6 +65,10 @@ impl ErrorCode {
         Self::NotOnHold,
         Self::Forbidden,
         Self::LintFailed,
+        Self::InvalidField,
+        Self::AlreadyExists,
+        Self::InvalidTransition,
+        Self::FourEyesRequired,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -75,6 +90,10 @@ impl ErrorCode {
             Self::NotOnHold => "not_on_hold",
             Self::Forbidden => "forbidden",
             Self::LintFailed => "lint_failed",
+            Self::InvalidField => "invalid_field",
+            Self::AlreadyExists => "already_exists",
+            Self::InvalidTransition => "invalid_transition",
+            Self::FourEyesRequired => "four_eyes_required",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

@@ -9,6 +9,8 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod identity;
+pub mod lifecycle;
 pub mod profile;
 pub mod reason;
 pub mod serial;

@@ -21,11 +21,15 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::BadSubject
         | ErrorCode::ValidityTooLong
         | ErrorCode::BadSerial
-        | ErrorCode::BadReason => StatusCode::BAD_REQUEST,
+        | ErrorCode::BadReason
+        | ErrorCode::InvalidField => StatusCode::BAD_REQUEST,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::AlreadyRevoked | ErrorCode::NotOnHold => StatusCode::CONFLICT,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::AlreadyRevoked
+        | ErrorCode::NotOnHold
+        | ErrorCode::AlreadyExists
+        | ErrorCode::InvalidTransition => StatusCode::CONFLICT,
+        ErrorCode::Forbidden | ErrorCode::FourEyesRequired => StatusCode::FORBIDDEN,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::LintFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -1,0 +1,1772 @@
+//! The service ID's life in the RA: officers and their tokens, people and their identity
+//! proofing, carriers through [`crate::lifecycle`], four-eyes approvals, temporary cards,
+//! deadlines and reconciliation.
+//!
+//! Every change runs in one [`Store::write`](tessera_issuer_store::Store::write)
+//! transaction, which is one writer at a time across every process on the database: a
+//! change reads the record's current state inside it and checks the transition there, so
+//! of two officers acting on one carrier at once the second sees the first's result and
+//! gets [`RaError::InvalidTransition`] naming it. The carrier's new state, its
+//! certificates' holds or revocations, their outbox entries and the audit records commit
+//! together or not at all.
+
+use sha2::Digest;
+use tessera_issuer_store::audit::AuditEvent;
+use tessera_issuer_store::outbox::Change;
+use tessera_issuer_store::registration::{
+    ApprovalRow, CarrierRow, OfficerRow, PersonRow, ProofingRow,
+};
+use tessera_issuer_store::Tx;
+use tessera_issuer_types::api::{
+    ActivateRequest, Approval, AssignRequest, Carrier, CarrierKey, Difference, ExtendRequest,
+    IssueRequest, KeysRequest, NewCarrier, NewOfficer, NewPerson, NewProofing, NewToken,
+    NonResident, Officer, Person, ResumeRequest, ReturnOutcome, ReturnRequest,
+    RevokeCarrierRequest, SuspendRequest, TemporaryRequest, TokenIssued,
+};
+use tessera_issuer_types::identity::{self, IdentityNumber};
+use tessera_issuer_types::lifecycle::{
+    ApprovalKind, ApprovalState, CarrierKind, CarrierRevokeReason, CarrierState, OfficerRole,
+    PersonState, SuspendReason,
+};
+use tessera_issuer_types::{CertificateStatus, ProfileName, RevocationReason, Serial, Subject};
+
+use crate::lifecycle::{self, Certificates, PersonStep, Step};
+use crate::{now_secs, Actor, Ra, RaError};
+
+const DAY: i64 = 86_400;
+
+/// The registration policy's limits (LIFECYCLE.md; LoA3 K6.5, eIDAS 2015/1502 §2.2.3).
+#[derive(Debug, Clone)]
+pub struct RaPolicy {
+    /// A temporary card's period when none is asked for.
+    pub temporary_default_days: u32,
+    /// A temporary card's longest period, extensions included.
+    pub temporary_max_days: u32,
+    /// The longest suspension before it becomes a revocation.
+    pub suspension_max_days: u32,
+    /// How old an identity proofing may be when a carrier is assigned.
+    pub proofing_max_age_days: u32,
+    /// An officer token's validity when none is asked for, and the most it may have.
+    pub token_default_days: u32,
+    pub token_max_days: u32,
+}
+
+impl Default for RaPolicy {
+    fn default() -> Self {
+        Self {
+            temporary_default_days: 1,
+            temporary_max_days: 14,
+            suspension_max_days: 30,
+            proofing_max_age_days: 5 * 365,
+            token_default_days: 30,
+            token_max_days: 365,
+        }
+    }
+}
+
+/// What the deadline sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Carriers revoked because a suspension or a temporary card's period ended.
+    pub revoked: Vec<String>,
+}
+
+/// A random id: a UUID v4 (RFC 9562 §5.4) from the operating system's generator.
+fn new_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> RaError {
+    RaError::Invalid(format!("{field}: {why}"))
+}
+
+/// A short, printable text field: trimmed, non-empty, at most `max` characters, no control
+/// characters.
+fn text(field: &str, value: &str, max: usize) -> Result<String, RaError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if v.chars().count() > max {
+        return Err(invalid(field, format!("longer than {max} characters")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(v.to_owned())
+}
+
+fn country(field: &str, value: &str) -> Result<String, RaError> {
+    let v = value.trim();
+    if v.len() == 2 && v.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(v.to_owned())
+    } else {
+        Err(invalid(field, "an ISO 3166-1 alpha-2 code (SE, NO, …)"))
+    }
+}
+
+fn handle(field: &str, value: &str) -> Result<String, RaError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            field,
+            "1 to 64 of letters, digits, '.', '-' and '_'",
+        ))
+    }
+}
+
+fn person_view(p: PersonRow) -> Result<Person, RaError> {
+    let state = p.person_state()?;
+    let non_resident = p
+        .non_resident
+        .as_deref()
+        .map(serde_json::from_str::<NonResident>)
+        .transpose()
+        .map_err(|e| RaError::Store(tessera_issuer_store::StoreError::Corrupt(e.to_string())))?;
+    Ok(Person {
+        id: p.id,
+        employee_number: p.employee_number,
+        given_name: p.given_name,
+        family_name: p.family_name,
+        email: p.email,
+        upn: p.upn,
+        identity_number: p.identity_number,
+        non_resident,
+        protected_identity: p.protected_identity,
+        state,
+        proofed_at: p.proofed_at,
+        created_at: p.created_at,
+    })
+}
+
+fn officer_view(o: OfficerRow) -> Officer {
+    Officer {
+        id: o.id,
+        display_name: o.display_name,
+        roles: o.roles,
+        person_id: o.person_id,
+        created_at: o.created_at,
+    }
+}
+
+fn approval_view(a: ApprovalRow) -> Approval {
+    Approval {
+        id: a.id,
+        kind: a.kind,
+        carrier_id: a.carrier_id,
+        person_id: a.person_id,
+        requested_by: a.requested_by,
+        requested_at: a.requested_at,
+        state: a.state,
+        decided_by: a.decided_by,
+    }
+}
+
+/// Serials whose status changed in a transaction: this process's OCSP cache hears of them
+/// after the commit.
+type Changed = Vec<Serial>;
+
+impl Ra {
+    /// Refuses `actor` unless they hold one of `roles`; the refusal is itself audited
+    /// (K2.9), in its own transaction, since the refused change writes nothing.
+    pub(crate) fn require(
+        &self,
+        actor: &Actor,
+        action: &str,
+        roles: &[OfficerRole],
+    ) -> Result<(), RaError> {
+        if roles.iter().any(|r| actor.has(*r)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let reason = format!("{action} needs the role {}", names.join(" or "));
+        self.refused(actor, action, &reason);
+        Err(RaError::Forbidden(reason))
+    }
+
+    /// Audits a refused action (best effort: a failing database is reported by the
+    /// refusal's own error path, not hidden behind this one).
+    fn refused(&self, actor: &Actor, action: &str, reason: &str) {
+        let at = now_secs(self.clock.as_ref());
+        let r = self.store.write(|tx| {
+            tx.audit(
+                &actor.name,
+                &AuditEvent::Refused {
+                    action: action.to_owned(),
+                    reason: reason.to_owned(),
+                },
+                at,
+            )
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, action, "could not audit a refused action");
+        }
+    }
+
+    /// Refuses an officer acting on their own person record (K3.4), audited.
+    fn not_own(&self, actor: &Actor, action: &str, person_id: &str) -> Result<(), RaError> {
+        if actor.person_id.as_deref() == Some(person_id) {
+            let reason = "an officer cannot act on their own record".to_owned();
+            self.refused(actor, action, &reason);
+            return Err(RaError::FourEyes(reason));
+        }
+        Ok(())
+    }
+
+    fn after_commit(&self, changed: &Changed) {
+        for s in changed {
+            (self.on_change)(s);
+        }
+    }
+
+    // ---- officers ----------------------------------------------------------------------
+
+    /// Creates an officer. An administrator does this; the bootstrap token only for the
+    /// first administrator, after which it is spent.
+    pub fn create_officer(&self, actor: &Actor, req: &NewOfficer) -> Result<Officer, RaError> {
+        self.require(actor, "officer.create", &[OfficerRole::Administrator])?;
+        let id = handle("id", &req.id)?;
+        let display_name = text("display_name", &req.display_name, 200)?;
+        if req.roles.is_empty() {
+            return Err(invalid("roles", "at least one role"));
+        }
+        if actor.bootstrap && !req.roles.contains(&OfficerRole::Administrator) {
+            return Err(RaError::Forbidden(
+                "the bootstrap token creates the first administrator, nothing else".into(),
+            ));
+        }
+        let at = now_secs(self.clock.as_ref());
+        let row = OfficerRow {
+            id,
+            display_name,
+            roles: req.roles.clone(),
+            person_id: req.person_id.clone(),
+            created_at: at,
+        };
+        self.store.write(|tx| -> Result<(), RaError> {
+            if tx.officer(&row.id)?.is_some() {
+                return Err(RaError::Exists(format!("officer {} exists", row.id)));
+            }
+            if let Some(p) = &row.person_id {
+                if tx.person(p)?.is_none() {
+                    return Err(RaError::Missing(format!("no person {p}")));
+                }
+            }
+            if actor.bootstrap && tx.administrator_exists()? {
+                return Err(RaError::TokenRefused(
+                    "the bootstrap token is spent: an administrator exists",
+                ));
+            }
+            tx.insert_officer(&row)?;
+            let mut roles: Vec<&str> = row.roles.iter().map(|r| r.as_str()).collect();
+            roles.sort_unstable();
+            roles.dedup();
+            tx.audit(
+                &actor.name,
+                &AuditEvent::OfficerCreated {
+                    officer: row.id.clone(),
+                    roles: roles.join(","),
+                },
+                at,
+            )?;
+            if actor.bootstrap {
+                tx.audit(
+                    &actor.name,
+                    &AuditEvent::BootstrapSpent {
+                        administrator: row.id.clone(),
+                    },
+                    at,
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(officer_view(row))
+    }
+
+    pub fn officers(&self, actor: &Actor) -> Result<Vec<Officer>, RaError> {
+        self.require(actor, "officer.list", OfficerRole::ALL)?;
+        Ok(self
+            .store
+            .read(|tx| tx.officers())?
+            .into_iter()
+            .map(officer_view)
+            .collect())
+    }
+
+    /// Makes a token for an officer: shown once, stored as its SHA-256. An administrator
+    /// does this (the bootstrap token too, for the administrator it created).
+    pub fn create_token(
+        &self,
+        actor: &Actor,
+        officer_id: &str,
+        req: &NewToken,
+    ) -> Result<TokenIssued, RaError> {
+        self.require(actor, "officer.token_create", &[OfficerRole::Administrator])?;
+        let label = text("label", &req.label, 100)?;
+        let days = req.valid_days.unwrap_or(self.policy.token_default_days);
+        if days == 0 || days > self.policy.token_max_days {
+            return Err(invalid(
+                "valid_days",
+                format!("1 to {} days", self.policy.token_max_days),
+            ));
+        }
+        let at = now_secs(self.clock.as_ref());
+        let expires_at = at + i64::from(days) * DAY;
+        let secret: [u8; 32] = rand::random();
+        let token = zeroize::Zeroizing::new(format!("tso_{}", hex::encode(secret)));
+        let token_id = new_id();
+        self.store.write(|tx| -> Result<(), RaError> {
+            if tx.officer(officer_id)?.is_none() {
+                return Err(RaError::Missing(format!("no officer {officer_id}")));
+            }
+            tx.insert_officer_token(
+                &token_id,
+                &sha2::Sha256::digest(token.as_bytes()),
+                officer_id,
+                &label,
+                at,
+                expires_at,
+            )?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::OfficerTokenCreated {
+                    officer: officer_id.to_owned(),
+                    token_id: token_id.clone(),
+                    expires_at,
+                },
+                at,
+            )?;
+            Ok(())
+        })?;
+        Ok(TokenIssued {
+            id: token_id,
+            token: token.to_string(),
+            expires_at,
+        })
+    }
+
+    /// Revokes a token: an administrator any, an officer their own.
+    pub fn revoke_token(
+        &self,
+        actor: &Actor,
+        officer_id: &str,
+        token_id: &str,
+    ) -> Result<(), RaError> {
+        if actor.name != officer_id {
+            self.require(actor, "officer.token_revoke", &[OfficerRole::Administrator])?;
+        }
+        let at = now_secs(self.clock.as_ref());
+        self.store.write(|tx| -> Result<(), RaError> {
+            if !tx.revoke_officer_token(officer_id, token_id, at)? {
+                return Err(RaError::Missing(format!(
+                    "officer {officer_id} has no live token {token_id}"
+                )));
+            }
+            tx.audit(
+                &actor.name,
+                &AuditEvent::OfficerTokenRevoked {
+                    officer: officer_id.to_owned(),
+                    token_id: token_id.to_owned(),
+                },
+                at,
+            )?;
+            Ok(())
+        })
+    }
+
+    // ---- people ------------------------------------------------------------------------
+
+    /// Checks a person from HR and makes the row (not stored).
+    pub fn check_person(&self, req: &NewPerson, at: i64) -> Result<PersonRow, RaError> {
+        let employee_number = handle("employee_number", &req.employee_number)?;
+        let given_name = text("given_name", &req.given_name, 100)?;
+        let family_name = text("family_name", &req.family_name, 100)?;
+        let email = req
+            .email
+            .as_deref()
+            .map(|e| {
+                let e = text("email", e, 254)?;
+                match e.split_once('@') {
+                    Some((l, d)) if !l.is_empty() && d.contains('.') && !e.contains(' ') => Ok(e),
+                    _ => Err(invalid("email", "not an e-mail address")),
+                }
+            })
+            .transpose()?;
+        let upn = req
+            .upn
+            .as_deref()
+            .map(|u| {
+                let u = text("upn", u, 254)?;
+                if u.split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+                {
+                    Ok(u)
+                } else {
+                    Err(invalid("upn", "a logon name user@domain"))
+                }
+            })
+            .transpose()?;
+        let (identity_number, non_resident) = match (&req.identity_number, &req.non_resident) {
+            (Some(n), None) => (
+                Some(
+                    IdentityNumber::parse(n)
+                        .map_err(|e| invalid("identity_number", e))?
+                        .as_str()
+                        .to_owned(),
+                ),
+                None,
+            ),
+            (None, Some(nr)) => {
+                identity::check_date(&nr.birth_date).map_err(|e| invalid("birth_date", e))?;
+                let nr = NonResident {
+                    birth_date: nr.birth_date.clone(),
+                    nationality: country("nationality", &nr.nationality)?,
+                };
+                (
+                    None,
+                    Some(serde_json::to_string(&nr).map_err(|e| invalid("non_resident", e))?),
+                )
+            }
+            _ => {
+                return Err(invalid(
+                    "identity_number",
+                    "give exactly one of identity_number and non_resident (K5.7)",
+                ))
+            }
+        };
+        Ok(PersonRow {
+            id: new_id(),
+            employee_number,
+            given_name,
+            family_name,
+            email,
+            upn,
+            identity_number,
+            non_resident,
+            protected_identity: req.protected_identity,
+            state: PersonState::Registered.as_str().to_owned(),
+            proofed_at: None,
+            created_at: at,
+            updated_at: at,
+        })
+    }
+
+    /// Registers a person from HR.
+    pub fn create_person(&self, actor: &Actor, req: &NewPerson) -> Result<Person, RaError> {
+        self.require(
+            actor,
+            "person.create",
+            &[OfficerRole::HrAdmin, OfficerRole::RegistrationOfficer],
+        )?;
+        let at = now_secs(self.clock.as_ref());
+        let row = self.check_person(req, at)?;
+        self.store
+            .write(|tx| -> Result<(), RaError> { insert_person(tx, actor, &row, at) })?;
+        person_view(row)
+    }
+
+    /// A person's record. A protected identity (K5.9) is shown only to registration
+    /// officers and administrators; to anyone else it does not exist.
+    pub fn person(&self, actor: &Actor, id: &str) -> Result<Person, RaError> {
+        self.require(actor, "person.read", OfficerRole::ALL)?;
+        let row = self
+            .store
+            .read(|tx| tx.person(id))?
+            .filter(|p| !p.protected_identity || may_see_protected(actor))
+            .ok_or_else(|| RaError::Missing(format!("no person {id}")))?;
+        person_view(row)
+    }
+
+    /// People in employee-number order, a page at a time; protected identities only for
+    /// those who may see them.
+    pub fn people(&self, actor: &Actor, after: &str, limit: u32) -> Result<Vec<Person>, RaError> {
+        self.require(actor, "person.list", OfficerRole::ALL)?;
+        let limit = i64::from(limit.clamp(1, 1000));
+        self.store
+            .read(|tx| tx.people(after, limit))?
+            .into_iter()
+            .filter(|p| !p.protected_identity || may_see_protected(actor))
+            .map(person_view)
+            .collect()
+    }
+
+    /// Records an in-person identity check (K5.10): the document, the officer, the time,
+    /// the place. The document must be valid today.
+    pub fn proof(
+        &self,
+        actor: &Actor,
+        person_id: &str,
+        req: &NewProofing,
+    ) -> Result<Person, RaError> {
+        self.require(actor, "person.proof", &[OfficerRole::RegistrationOfficer])?;
+        self.not_own(actor, "person.proof", person_id)?;
+        let document_type = match req.document_type.as_str() {
+            t @ ("passport" | "national_id_card" | "drivers_licence" | "service_id_card") => {
+                t.to_owned()
+            }
+            _ => {
+                return Err(invalid(
+                    "document_type",
+                    "passport, national_id_card, drivers_licence or service_id_card",
+                ))
+            }
+        };
+        let document_number = text("document_number", &req.document_number, 40)?;
+        let issuing_country = country("issuing_country", &req.issuing_country)?;
+        let place = text("place", &req.place, 200)?;
+        let expiry =
+            identity::date_secs(&req.document_expiry).map_err(|e| invalid("document_expiry", e))?;
+        let at = now_secs(self.clock.as_ref());
+        if expiry + DAY <= at {
+            return Err(invalid("document_expiry", "the document has expired"));
+        }
+        let proofing = ProofingRow {
+            id: new_id(),
+            person_id: person_id.to_owned(),
+            document_type,
+            document_number,
+            issuing_country,
+            document_expiry: req.document_expiry.clone(),
+            officer_id: actor.name.clone(),
+            at,
+            place,
+        };
+        let row =
+            self.store.write(|tx| -> Result<PersonRow, RaError> {
+                let mut p = tx
+                    .person(person_id)?
+                    .ok_or_else(|| RaError::Missing(format!("no person {person_id}")))?;
+                let next = lifecycle::person_next(p.person_state()?, PersonStep::Proof)
+                    .ok_or_else(|| RaError::InvalidTransition {
+                        what: format!("person {person_id}"),
+                        current: p.state.clone(),
+                        verb: "proof",
+                    })?;
+                tx.insert_proofing(&proofing)?;
+                tx.set_person_state(person_id, next, Some(at), at)?;
+                tx.audit(
+                    &actor.name,
+                    &AuditEvent::PersonProofed {
+                        person: person_id.to_owned(),
+                        proofing: proofing.id.clone(),
+                        document_type: proofing.document_type.clone(),
+                        issuing_country: proofing.issuing_country.clone(),
+                        place: proofing.place.clone(),
+                    },
+                    at,
+                )?;
+                p.state = next.as_str().to_owned();
+                p.proofed_at = Some(at);
+                Ok(p)
+            })?;
+        person_view(row)
+    }
+
+    /// Employment ended (a leaver): every carrier that could still be used is revoked
+    /// (`employment_ended` → affiliationChanged), pending approvals refused, and the person
+    /// ENDED, in one transaction.
+    pub fn end_person(&self, actor: &Actor, person_id: &str) -> Result<Person, RaError> {
+        self.require(actor, "person.end", &[OfficerRole::HrAdmin])?;
+        self.not_own(actor, "person.end", person_id)?;
+        let at = now_secs(self.clock.as_ref());
+        let (row, changed) = self.store.write(|tx| -> Result<_, RaError> {
+            let mut p = tx
+                .person(person_id)?
+                .ok_or_else(|| RaError::Missing(format!("no person {person_id}")))?;
+            let next =
+                lifecycle::person_next(p.person_state()?, PersonStep::End).ok_or_else(|| {
+                    RaError::InvalidTransition {
+                        what: format!("person {person_id}"),
+                        current: p.state.clone(),
+                        verb: "end",
+                    }
+                })?;
+            let mut changed = Changed::new();
+            for mut c in tx.carriers_of(person_id)? {
+                match c.state {
+                    CarrierState::Personalised | CarrierState::Active | CarrierState::Suspended => {
+                        transition(
+                            tx,
+                            actor,
+                            &mut c,
+                            Step::Revoke,
+                            Revision::Revoke(CarrierRevokeReason::EmploymentEnded),
+                            at,
+                            &mut changed,
+                        )?;
+                    }
+                    CarrierState::Assigned => {
+                        refuse_pending(tx, actor, &c, at)?;
+                        transition(
+                            tx,
+                            actor,
+                            &mut c,
+                            Step::Unassign,
+                            Revision::None("employment ended"),
+                            at,
+                            &mut changed,
+                        )?;
+                    }
+                    _ => {}
+                }
+            }
+            tx.set_person_state(person_id, next, p.proofed_at, at)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::PersonEnded {
+                    person: person_id.to_owned(),
+                },
+                at,
+            )?;
+            p.state = next.as_str().to_owned();
+            Ok((p, changed))
+        })?;
+        self.after_commit(&changed);
+        person_view(row)
+    }
+
+    // ---- carriers ----------------------------------------------------------------------
+
+    /// Registers a blank carrier in stock.
+    pub fn create_carrier(&self, actor: &Actor, req: &NewCarrier) -> Result<Carrier, RaError> {
+        self.require(
+            actor,
+            "carrier.create",
+            &[OfficerRole::RegistrationOfficer, OfficerRole::Administrator],
+        )?;
+        let serial_number = text("serial_number", &req.serial_number, 64)?;
+        let at = now_secs(self.clock.as_ref());
+        let row = CarrierRow {
+            id: new_id(),
+            kind: req.kind,
+            serial_number,
+            state: CarrierState::Stock,
+            person_id: None,
+            suspend_reason: None,
+            deadline: None,
+            revoke_reason: None,
+            original_id: None,
+            ends_at: None,
+            terms_version: None,
+            terms_accepted_at: None,
+            receipt: None,
+            approval_id: None,
+            created_at: at,
+            updated_at: at,
+        };
+        self.store.write(|tx| -> Result<(), RaError> {
+            if tx
+                .carrier_by_serial(row.kind, &row.serial_number)?
+                .is_some()
+            {
+                return Err(RaError::Exists(format!(
+                    "a {} with serial number {} exists",
+                    row.kind, row.serial_number
+                )));
+            }
+            tx.insert_carrier(&row)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::CarrierRegistered {
+                    carrier: row.id.clone(),
+                    kind: row.kind.to_string(),
+                    serial_number: row.serial_number.clone(),
+                },
+                at,
+            )?;
+            Ok(())
+        })?;
+        Ok(carrier_view(row, Vec::new()))
+    }
+
+    pub fn carrier(&self, actor: &Actor, id: &str) -> Result<Carrier, RaError> {
+        self.require(actor, "carrier.read", OfficerRole::ALL)?;
+        self.store.read(|tx| -> Result<Carrier, RaError> {
+            let c = get_carrier(tx, id)?;
+            if let Some(p) = &c.person_id {
+                let hidden = tx
+                    .person(p)?
+                    .is_some_and(|p| p.protected_identity && !may_see_protected(actor));
+                if hidden {
+                    return Err(RaError::Missing(format!("no carrier {id}")));
+                }
+            }
+            let serials = tx.carrier_serials(id)?;
+            Ok(carrier_view(c, serials))
+        })
+    }
+
+    pub fn carriers_of(&self, actor: &Actor, person_id: &str) -> Result<Vec<Carrier>, RaError> {
+        self.person(actor, person_id)?;
+        self.store.read(|tx| -> Result<Vec<Carrier>, RaError> {
+            tx.carriers_of(person_id)?
+                .into_iter()
+                .map(|c| {
+                    let s = tx.carrier_serials(&c.id)?;
+                    Ok(carrier_view(c, s))
+                })
+                .collect()
+        })
+    }
+
+    /// Binds a carrier in stock to a proofed person and asks a second officer to approve
+    /// its issuance (K3.4); records the terms the applicant accepted (K5.6).
+    pub fn assign(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &AssignRequest,
+    ) -> Result<Approval, RaError> {
+        self.require(actor, "carrier.assign", &[OfficerRole::RegistrationOfficer])?;
+        self.not_own(actor, "carrier.assign", &req.person_id)?;
+        let terms = text("terms_version", &req.terms_version, 40)?;
+        let at = now_secs(self.clock.as_ref());
+        let max_age = i64::from(self.policy.proofing_max_age_days) * DAY;
+        self.store.write(|tx| -> Result<Approval, RaError> {
+            let person = proofed(tx, &req.person_id, at, max_age)?;
+            let mut c = get_carrier(tx, carrier_id)?;
+            if matches!(c.kind, CarrierKind::Temporary | CarrierKind::Substitute) {
+                return Err(invalid(
+                    "carrier",
+                    format!("a {} card is issued through its own flow", c.kind),
+                ));
+            }
+            let approval = ApprovalRow {
+                id: new_id(),
+                kind: ApprovalKind::Issuance,
+                carrier_id: c.id.clone(),
+                person_id: person.id.clone(),
+                requested_by: actor.name.clone(),
+                requested_at: at,
+                state: ApprovalState::Pending,
+                decided_by: None,
+                decided_at: None,
+            };
+            c.person_id = Some(person.id.clone());
+            c.terms_version = Some(terms.clone());
+            c.terms_accepted_at = Some(at);
+            c.approval_id = Some(approval.id.clone());
+            let mut changed = Changed::new();
+            transition(
+                tx,
+                actor,
+                &mut c,
+                Step::Assign,
+                Revision::None("assigned"),
+                at,
+                &mut changed,
+            )?;
+            tx.insert_approval(&approval)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::ApprovalRequested {
+                    approval: approval.id.clone(),
+                    kind: approval.kind.to_string(),
+                    carrier: c.id.clone(),
+                    person: person.id,
+                    terms_version: terms.clone(),
+                },
+                at,
+            )?;
+            Ok(approval_view(approval))
+        })
+    }
+
+    /// A temporary card for a holder who forgot theirs: only while they hold an ACTIVE
+    /// carrier (the original), which is suspended (FORGOTTEN) when a second officer
+    /// approves, with the temporary card's end as its deadline.
+    pub fn request_temporary(
+        &self,
+        actor: &Actor,
+        person_id: &str,
+        req: &TemporaryRequest,
+    ) -> Result<Approval, RaError> {
+        self.require(
+            actor,
+            "temporary.request",
+            &[OfficerRole::RegistrationOfficer],
+        )?;
+        self.not_own(actor, "temporary.request", person_id)?;
+        let days = req.days.unwrap_or(self.policy.temporary_default_days);
+        if days == 0 || days > self.policy.temporary_max_days {
+            return Err(invalid(
+                "days",
+                format!("1 to {} days", self.policy.temporary_max_days),
+            ));
+        }
+        let at = now_secs(self.clock.as_ref());
+        let max_age = i64::from(self.policy.proofing_max_age_days) * DAY;
+        self.store.write(|tx| -> Result<Approval, RaError> {
+            let person = proofed(tx, person_id, at, max_age)?;
+            let original = tx
+                .carriers_of(person_id)?
+                .into_iter()
+                .find(|c| c.state == CarrierState::Active && c.kind != CarrierKind::Temporary)
+                .ok_or_else(|| RaError::InvalidTransition {
+                    what: format!("person {person_id}"),
+                    current: "without an active card".into(),
+                    verb: "give a temporary card to",
+                })?;
+            let mut c = get_carrier(tx, &req.carrier_id)?;
+            if c.kind != CarrierKind::Temporary {
+                return Err(invalid(
+                    "carrier_id",
+                    format!("{} is a {}, not a temporary card", c.id, c.kind),
+                ));
+            }
+            let approval = ApprovalRow {
+                id: new_id(),
+                kind: ApprovalKind::Temporary,
+                carrier_id: c.id.clone(),
+                person_id: person.id.clone(),
+                requested_by: actor.name.clone(),
+                requested_at: at,
+                state: ApprovalState::Pending,
+                decided_by: None,
+                decided_at: None,
+            };
+            c.person_id = Some(person.id.clone());
+            c.original_id = Some(original.id.clone());
+            c.ends_at = Some(at + i64::from(days) * DAY);
+            c.approval_id = Some(approval.id.clone());
+            let mut changed = Changed::new();
+            transition(
+                tx,
+                actor,
+                &mut c,
+                Step::Assign,
+                Revision::None("temporary card"),
+                at,
+                &mut changed,
+            )?;
+            tx.insert_approval(&approval)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::ApprovalRequested {
+                    approval: approval.id.clone(),
+                    kind: approval.kind.to_string(),
+                    carrier: c.id.clone(),
+                    person: person.id,
+                    terms_version: original.terms_version.unwrap_or_default(),
+                },
+                at,
+            )?;
+            Ok(approval_view(approval))
+        })
+    }
+
+    pub fn approvals_pending(&self, actor: &Actor) -> Result<Vec<Approval>, RaError> {
+        self.require(actor, "approval.list", OfficerRole::ALL)?;
+        Ok(self
+            .store
+            .read(|tx| tx.approvals_pending())?
+            .into_iter()
+            .map(approval_view)
+            .collect())
+    }
+
+    /// A second officer decides: not the one who asked, nor the person concerned (K3.4;
+    /// both are recorded). Refusing puts the carrier back in stock; approving a temporary
+    /// card suspends the original.
+    pub fn decide(
+        &self,
+        actor: &Actor,
+        approval_id: &str,
+        approve: bool,
+    ) -> Result<Approval, RaError> {
+        self.require(
+            actor,
+            "approval.decide",
+            &[OfficerRole::RegistrationOfficer],
+        )?;
+        let at = now_secs(self.clock.as_ref());
+        let found = self.store.read(|tx| tx.approval(approval_id))?;
+        let a = found.ok_or_else(|| RaError::Missing(format!("no approval {approval_id}")))?;
+        if a.requested_by == actor.name {
+            let reason = format!(
+                "{} asked for this; a second officer must decide",
+                actor.name
+            );
+            self.refused(actor, "approval.decide", &reason);
+            return Err(RaError::FourEyes(reason));
+        }
+        self.not_own(actor, "approval.decide", &a.person_id)?;
+        let (view, changed) = self.store.write(|tx| -> Result<_, RaError> {
+            let mut a = tx
+                .approval(approval_id)?
+                .ok_or_else(|| RaError::Missing(format!("no approval {approval_id}")))?;
+            if a.state != ApprovalState::Pending {
+                return Err(RaError::InvalidTransition {
+                    what: format!("approval {approval_id}"),
+                    current: a.state.to_string(),
+                    verb: "decide",
+                });
+            }
+            let decision = if approve {
+                ApprovalState::Approved
+            } else {
+                ApprovalState::Refused
+            };
+            tx.decide_approval(approval_id, decision, &actor.name, at)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::ApprovalDecided {
+                    approval: approval_id.to_owned(),
+                    decision: decision.to_string(),
+                },
+                at,
+            )?;
+            let mut changed = Changed::new();
+            let mut c = get_carrier(tx, &a.carrier_id)?;
+            if !approve {
+                c.person_id = None;
+                c.original_id = None;
+                c.ends_at = None;
+                transition(
+                    tx,
+                    actor,
+                    &mut c,
+                    Step::Unassign,
+                    Revision::None("approval refused"),
+                    at,
+                    &mut changed,
+                )?;
+            } else if a.kind == ApprovalKind::Temporary {
+                let original_id = c.original_id.clone().unwrap_or_default();
+                let mut original = get_carrier(tx, &original_id)?;
+                let deadline = c.ends_at.unwrap_or(at);
+                transition(
+                    tx,
+                    actor,
+                    &mut original,
+                    Step::Suspend,
+                    Revision::Suspend(SuspendReason::Forgotten, deadline),
+                    at,
+                    &mut changed,
+                )?;
+            }
+            a.state = decision;
+            a.decided_by = Some(actor.name.clone());
+            a.decided_at = Some(at);
+            Ok((approval_view(a), changed))
+        })?;
+        self.after_commit(&changed);
+        Ok(view)
+    }
+
+    /// The carrier's keys, generated on it, certified from the person's record with proof
+    /// of possession (CSR or PIV attestation), born on hold; the carrier is then
+    /// PERSONALISED. Every proof is checked before anything is signed, so a bad key
+    /// changes nothing.
+    pub fn register_keys(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &KeysRequest,
+    ) -> Result<Carrier, RaError> {
+        self.require(actor, "carrier.keys", &[OfficerRole::RegistrationOfficer])?;
+        if req.keys.is_empty() || req.keys.len() > 4 {
+            return Err(invalid("keys", "one to four keys"));
+        }
+        let at = now_secs(self.clock.as_ref());
+        let (carrier, person) = self.store.read(|tx| -> Result<_, RaError> {
+            let c = get_carrier(tx, carrier_id)?;
+            let approved = match &c.approval_id {
+                Some(a) => tx
+                    .approval(a)?
+                    .is_some_and(|a| a.state == ApprovalState::Approved),
+                None => false,
+            };
+            if c.state != CarrierState::Assigned || !approved {
+                let current = if c.state == CarrierState::Assigned {
+                    "assigned, its approval pending".to_owned()
+                } else {
+                    c.state.to_string()
+                };
+                return Err(RaError::InvalidTransition {
+                    what: format!("carrier {carrier_id}"),
+                    current,
+                    verb: "personalise",
+                });
+            }
+            let p = tx
+                .person(c.person_id.as_deref().unwrap_or_default())?
+                .ok_or_else(|| RaError::Missing(format!("carrier {carrier_id} has no person")))?;
+            Ok((c, p))
+        })?;
+        self.not_own(actor, "carrier.keys", &person.id)?;
+        if matches!(
+            carrier.kind,
+            CarrierKind::Temporary | CarrierKind::Substitute
+        ) && req.keys.iter().any(|k| {
+            k.profile != ProfileName::Authentication && k.profile != ProfileName::CardAuthentication
+        }) {
+            return Err(invalid(
+                "keys",
+                format!("a {} card carries authentication keys only", carrier.kind),
+            ));
+        }
+        let mut requests = Vec::new();
+        for k in &req.keys {
+            let issue = self.carrier_request(&carrier, &person, k);
+            let proof = self.key(&issue)?;
+            requests.push((issue, proof));
+        }
+        let mut issued = Vec::new();
+        for (issue, proof) in requests {
+            issued.push(
+                self.issue_proven(actor, &issue, proof, Some(carrier_id))?
+                    .serial,
+            );
+        }
+        let (view, changed) = self.store.write(|tx| -> Result<_, RaError> {
+            let mut c = get_carrier(tx, carrier_id)?;
+            let mut changed = Changed::new();
+            // Certificates of an earlier, failed attempt are replaced by these.
+            for s in tx.carrier_serials(carrier_id)? {
+                if !issued.contains(&s) {
+                    revoke_serial(
+                        tx,
+                        actor,
+                        &s,
+                        RevocationReason::Superseded,
+                        at,
+                        &mut changed,
+                    )?;
+                }
+            }
+            transition(
+                tx,
+                actor,
+                &mut c,
+                Step::Personalise,
+                Revision::None("keys certified"),
+                at,
+                &mut changed,
+            )?;
+            let serials = tx.carrier_serials(carrier_id)?;
+            Ok((carrier_view(c, serials), changed))
+        })?;
+        self.after_commit(&changed);
+        Ok(view)
+    }
+
+    /// The issuance request for one of a carrier's keys: the subject from the person's
+    /// record; a temporary card's certificate lives at most the policy's maximum period
+    /// (its actual period is enforced by revocation, so it can be extended).
+    fn carrier_request(&self, c: &CarrierRow, p: &PersonRow, k: &CarrierKey) -> IssueRequest {
+        let subject = Subject {
+            common_name: format!("{} {}", p.given_name, p.family_name),
+            upn: p
+                .upn
+                .clone()
+                .filter(|_| k.profile == ProfileName::Authentication),
+            email: p
+                .email
+                .clone()
+                .filter(|_| k.profile != ProfileName::CardAuthentication),
+            card_uuid: (k.profile == ProfileName::CardAuthentication).then(|| c.id.clone()),
+        };
+        let validity_days =
+            (c.kind == CarrierKind::Temporary).then_some(self.policy.temporary_max_days);
+        IssueRequest {
+            profile: k.profile,
+            subject,
+            csr: k.csr.clone(),
+            attestation: k.attestation.clone(),
+            public_key: None,
+            validity_days,
+        }
+    }
+
+    /// The in-person hand-over against a signed receipt (K6.7): certificates good.
+    pub fn activate(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &ActivateRequest,
+    ) -> Result<Carrier, RaError> {
+        let receipt = text("receipt", &req.receipt, 200)?;
+        self.change(
+            actor,
+            "carrier.activate",
+            carrier_id,
+            move |tx, actor, c, at, changed| {
+                c.receipt = Some(receipt.clone());
+                transition(
+                    tx,
+                    actor,
+                    c,
+                    Step::Activate,
+                    Revision::None(&format!("receipt {receipt}")),
+                    at,
+                    changed,
+                )
+            },
+        )
+    }
+
+    /// Suspends an active carrier with a deadline, after which the sweep revokes it.
+    pub fn suspend(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &SuspendRequest,
+    ) -> Result<Carrier, RaError> {
+        if req.days == 0 || req.days > self.policy.suspension_max_days {
+            return Err(invalid(
+                "days",
+                format!("1 to {} days", self.policy.suspension_max_days),
+            ));
+        }
+        let days = i64::from(req.days);
+        let reason = req.reason;
+        self.change(
+            actor,
+            "carrier.suspend",
+            carrier_id,
+            move |tx, actor, c, at, changed| {
+                transition(
+                    tx,
+                    actor,
+                    c,
+                    Step::Suspend,
+                    Revision::Suspend(reason, at + days * DAY),
+                    at,
+                    changed,
+                )
+            },
+        )
+    }
+
+    /// Re-activates a suspended carrier after re-verification; a temporary card issued in
+    /// its place is revoked as superseded.
+    pub fn resume(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &ResumeRequest,
+    ) -> Result<Carrier, RaError> {
+        let how = match req.verification.as_str() {
+            v @ ("in_person" | "pin") => v.to_owned(),
+            _ => return Err(invalid("verification", "in_person or pin")),
+        };
+        self.change(
+            actor,
+            "carrier.resume",
+            carrier_id,
+            move |tx, actor, c, at, changed| resume(tx, actor, c, &how, at, changed),
+        )
+    }
+
+    pub fn revoke_carrier(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &RevokeCarrierRequest,
+    ) -> Result<Carrier, RaError> {
+        let reason = req.reason;
+        self.change(
+            actor,
+            "carrier.revoke",
+            carrier_id,
+            move |tx, actor, c, at, changed| {
+                transition(
+                    tx,
+                    actor,
+                    c,
+                    Step::Revoke,
+                    Revision::Revoke(reason),
+                    at,
+                    changed,
+                )
+            },
+        )
+    }
+
+    /// Lengthens a temporary card's period, never past the policy's maximum from its
+    /// assignment; the original's deadline follows.
+    pub fn extend(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &ExtendRequest,
+    ) -> Result<Carrier, RaError> {
+        let max = i64::from(self.policy.temporary_max_days) * DAY;
+        let days = i64::from(req.days);
+        if req.days == 0 {
+            return Err(invalid("days", "at least 1"));
+        }
+        self.change(
+            actor,
+            "temporary.extend",
+            carrier_id,
+            move |tx, actor, c, at, changed| {
+                let _ = changed;
+                if c.kind != CarrierKind::Temporary || c.state != CarrierState::Active {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("{} {}", c.kind, c.id),
+                        current: c.state.to_string(),
+                        verb: "extend",
+                    });
+                }
+                let start = tx
+                    .approval(c.approval_id.as_deref().unwrap_or_default())?
+                    .map_or(c.created_at, |a| a.requested_at);
+                let ends = c.ends_at.unwrap_or(at) + days * DAY;
+                if ends - start > max {
+                    return Err(invalid(
+                        "days",
+                        format!("a temporary card lasts at most {} days", max / DAY),
+                    ));
+                }
+                c.ends_at = Some(ends);
+                c.deadline = Some(ends);
+                if let Some(o) = c.original_id.clone() {
+                    let mut original = get_carrier(tx, &o)?;
+                    if original.state == CarrierState::Suspended {
+                        original.deadline = Some(ends);
+                        original.updated_at = at;
+                        tx.update_carrier(&original)?;
+                    }
+                }
+                c.updated_at = at;
+                tx.update_carrier(c)?;
+                tx.audit(
+                    &actor.name,
+                    &AuditEvent::CarrierChanged {
+                        carrier: c.id.clone(),
+                        from: c.state.to_string(),
+                        to: c.state.to_string(),
+                        why: format!("extended by {days} days"),
+                        deadline: ends,
+                    },
+                    at,
+                )?;
+                Ok(())
+            },
+        )
+    }
+
+    /// A temporary card comes back. "No longer needed": it is revoked (superseded) and the
+    /// original re-activated (the holder shows it: re-verification in person). "Lost": the
+    /// original is revoked (lost) and the temporary card stays until a replacement.
+    pub fn return_temporary(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &ReturnRequest,
+    ) -> Result<Carrier, RaError> {
+        let outcome = req.outcome;
+        self.change(
+            actor,
+            "temporary.return",
+            carrier_id,
+            move |tx, actor, c, at, changed| {
+                if c.kind != CarrierKind::Temporary || c.state != CarrierState::Active {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("{} {}", c.kind, c.id),
+                        current: c.state.to_string(),
+                        verb: "return",
+                    });
+                }
+                let original_id = c.original_id.clone().unwrap_or_default();
+                let mut original = get_carrier(tx, &original_id)?;
+                match outcome {
+                    ReturnOutcome::NoLongerNeeded => {
+                        // Resuming the original revokes this card as superseded.
+                        resume(tx, actor, &mut original, "in_person", at, changed)?;
+                        *c = get_carrier(tx, &c.id)?;
+                    }
+                    ReturnOutcome::Lost => {
+                        transition(
+                            tx,
+                            actor,
+                            &mut original,
+                            Step::Revoke,
+                            Revision::Revoke(CarrierRevokeReason::Lost),
+                            at,
+                            changed,
+                        )?;
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Runs one carrier change in a transaction: reads the carrier, refuses an officer's
+    /// own record, applies `f`, and tells this process's OCSP cache after the commit.
+    fn change(
+        &self,
+        actor: &Actor,
+        action: &str,
+        carrier_id: &str,
+        f: impl FnOnce(&mut Tx<'_>, &Actor, &mut CarrierRow, i64, &mut Changed) -> Result<(), RaError>,
+    ) -> Result<Carrier, RaError> {
+        self.require(actor, action, &[OfficerRole::RegistrationOfficer])?;
+        if let Some(p) = self.store.read(|tx| get_carrier(tx, carrier_id))?.person_id {
+            self.not_own(actor, action, &p)?;
+        }
+        let at = now_secs(self.clock.as_ref());
+        let (view, changed) = self.store.write(|tx| -> Result<_, RaError> {
+            let mut c = get_carrier(tx, carrier_id)?;
+            let mut changed = Changed::new();
+            f(tx, actor, &mut c, at, &mut changed)?;
+            let serials = tx.carrier_serials(carrier_id)?;
+            Ok((carrier_view(c, serials), changed))
+        })?;
+        self.after_commit(&changed);
+        Ok(view)
+    }
+
+    /// Revokes carriers whose suspension deadline or temporary period has passed
+    /// (`suspension_expired`, `period_ended`). Run by `serve` every minute; idempotent.
+    pub fn sweep_deadlines(&self) -> Result<Swept, RaError> {
+        let at = now_secs(self.clock.as_ref());
+        let actor = Actor {
+            name: "deadline-sweep".into(),
+            roles: Vec::new(),
+            person_id: None,
+            bootstrap: false,
+        };
+        let mut swept = Swept::default();
+        loop {
+            let (done, changed) = self.store.write(|tx| -> Result<_, RaError> {
+                let mut changed = Changed::new();
+                let mut done = Vec::new();
+                // A temporary card's end first: its original's deadline is the same moment.
+                for (state, reason) in [
+                    (CarrierState::Active, CarrierRevokeReason::PeriodEnded),
+                    (
+                        CarrierState::Suspended,
+                        CarrierRevokeReason::SuspensionExpired,
+                    ),
+                ] {
+                    for mut c in tx.carriers_due(state, at, 100)? {
+                        transition(
+                            tx,
+                            &actor,
+                            &mut c,
+                            Step::Revoke,
+                            Revision::Revoke(reason),
+                            at,
+                            &mut changed,
+                        )?;
+                        done.push(c.id);
+                    }
+                }
+                Ok((done, changed))
+            })?;
+            self.after_commit(&changed);
+            if done.is_empty() {
+                return Ok(swept);
+            }
+            swept.revoked.extend(done);
+        }
+    }
+
+    /// Every difference between carrier states and certificate statuses: SUSPENDED,
+    /// ASSIGNED and PERSONALISED ⇔ on hold; ACTIVE ⇔ good; REVOKED ⇔ revoked with the
+    /// carrier's reason. A certificate revoked as superseded (replaced) agrees with any
+    /// state.
+    pub fn reconcile(&self, actor: &Actor) -> Result<Vec<Difference>, RaError> {
+        self.require(actor, "reconcile", OfficerRole::ALL)?;
+        self.reconcile_all()
+    }
+
+    /// [`Self::reconcile`] without an actor (the background check).
+    pub fn reconcile_all(&self) -> Result<Vec<Difference>, RaError> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.read(|tx| -> Result<_, RaError> {
+                let page = tx.carriers_page(&after, 500)?;
+                let mut rows = Vec::new();
+                for c in page {
+                    let mut certs = Vec::new();
+                    for s in tx.carrier_serials(&c.id)? {
+                        let st = tx.status(&s)?;
+                        certs.push((s, st));
+                    }
+                    rows.push((c, certs));
+                }
+                Ok(rows)
+            })?;
+            let Some((last, _)) = page.last() else {
+                return Ok(out);
+            };
+            after = last.id.clone();
+            for (c, certs) in page {
+                for (serial, status) in certs {
+                    if !agrees(&c, status) {
+                        out.push(Difference {
+                            carrier_id: c.id.clone(),
+                            carrier_state: c.state,
+                            serial,
+                            certificate_status: describe(status),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn may_see_protected(actor: &Actor) -> bool {
+    actor.has(OfficerRole::RegistrationOfficer) || actor.has(OfficerRole::Administrator)
+}
+
+fn insert_person(tx: &mut Tx<'_>, actor: &Actor, row: &PersonRow, at: i64) -> Result<(), RaError> {
+    if tx
+        .person_by_employee_number(&row.employee_number)?
+        .is_some()
+    {
+        return Err(RaError::Exists(format!(
+            "employee number {} is registered",
+            row.employee_number
+        )));
+    }
+    if let Some(n) = &row.identity_number {
+        if tx.person_by_identity_number(n)?.is_some() {
+            return Err(RaError::Exists(
+                "a person with this identity number is registered".into(),
+            ));
+        }
+    }
+    tx.insert_person(row)?;
+    tx.audit(
+        &actor.name,
+        &AuditEvent::PersonRegistered {
+            person: row.id.clone(),
+            employee_number: row.employee_number.clone(),
+        },
+        at,
+    )?;
+    Ok(())
+}
+
+fn get_carrier(tx: &mut Tx<'_>, id: &str) -> Result<CarrierRow, RaError> {
+    tx.carrier(id)?
+        .ok_or_else(|| RaError::Missing(format!("no carrier {id}")))
+}
+
+/// The person, PROOFED within the policy's age.
+fn proofed(tx: &mut Tx<'_>, id: &str, at: i64, max_age: i64) -> Result<PersonRow, RaError> {
+    let p = tx
+        .person(id)?
+        .ok_or_else(|| RaError::Missing(format!("no person {id}")))?;
+    match (p.person_state()?, p.proofed_at) {
+        (PersonState::Proofed, Some(t)) if at - t <= max_age => Ok(p),
+        (PersonState::Proofed, _) => Err(RaError::InvalidTransition {
+            what: format!("person {id}"),
+            current: "proofed too long ago (re-proofing required)".into(),
+            verb: "issue to",
+        }),
+        (s, _) => Err(RaError::InvalidTransition {
+            what: format!("person {id}"),
+            current: s.to_string(),
+            verb: "issue to",
+        }),
+    }
+}
+
+fn carrier_view(c: CarrierRow, certificates: Vec<Serial>) -> Carrier {
+    Carrier {
+        id: c.id,
+        kind: c.kind,
+        serial_number: c.serial_number,
+        state: c.state,
+        person_id: c.person_id,
+        suspend_reason: c.suspend_reason,
+        deadline: c.deadline,
+        revoke_reason: c.revoke_reason,
+        original_id: c.original_id,
+        ends_at: c.ends_at,
+        certificates,
+    }
+}
+
+/// What a transition records besides the state.
+enum Revision<'a> {
+    None(&'a str),
+    Suspend(SuspendReason, i64),
+    Revoke(CarrierRevokeReason),
+}
+
+/// The one place a carrier changes state: checks the step against the table, writes the
+/// carrier, applies the step's certificate action to every certificate on it, and audits,
+/// all in the caller's transaction.
+fn transition(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    c: &mut CarrierRow,
+    step: Step,
+    revision: Revision<'_>,
+    at: i64,
+    changed: &mut Changed,
+) -> Result<(), RaError> {
+    let from = c.state;
+    let to = lifecycle::next(from, step).ok_or_else(|| RaError::InvalidTransition {
+        what: format!("carrier {}", c.id),
+        current: match (from, c.suspend_reason) {
+            (CarrierState::Suspended, Some(r)) => format!("suspended ({r})"),
+            _ => from.to_string(),
+        },
+        verb: step.verb(),
+    })?;
+    let why = match &revision {
+        Revision::None(w) => (*w).to_owned(),
+        Revision::Suspend(r, _) => r.to_string(),
+        Revision::Revoke(r) => r.to_string(),
+    };
+    c.state = to;
+    c.updated_at = at;
+    match revision {
+        Revision::Suspend(reason, deadline) => {
+            c.suspend_reason = Some(reason);
+            c.deadline = Some(deadline);
+        }
+        Revision::Revoke(reason) => {
+            c.revoke_reason = Some(reason);
+            c.suspend_reason = None;
+            c.deadline = None;
+        }
+        Revision::None(_) => {}
+    }
+    match to {
+        CarrierState::Active => {
+            c.suspend_reason = None;
+            // A temporary card's period is its deadline while active.
+            c.deadline = if c.kind == CarrierKind::Temporary {
+                c.ends_at
+            } else {
+                None
+            };
+        }
+        CarrierState::Stock => {
+            c.approval_id = None;
+            c.person_id = None;
+        }
+        _ => {}
+    }
+    tx.update_carrier(c)?;
+    tx.audit(
+        &actor.name,
+        &AuditEvent::CarrierChanged {
+            carrier: c.id.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            why,
+            deadline: c.deadline.unwrap_or(0),
+        },
+        at,
+    )?;
+    for serial in tx.carrier_serials(&c.id)? {
+        let status = tx.status(&serial)?;
+        let held = status.is_some_and(CertificateStatus::is_on_hold);
+        let good = matches!(
+            status,
+            Some(CertificateStatus::Issued | CertificateStatus::Intent)
+        );
+        match step.certificates() {
+            Certificates::Keep => {}
+            Certificates::Release if held => {
+                tx.clear_revocation(&serial)?;
+                tx.audit(
+                    &actor.name,
+                    &AuditEvent::HoldReleased {
+                        serial: serial.to_string(),
+                    },
+                    at,
+                )?;
+                tx.outbox(Change::Released, &serial, at)?;
+                changed.push(serial);
+            }
+            Certificates::Hold if good => {
+                revoke_serial(
+                    tx,
+                    actor,
+                    &serial,
+                    RevocationReason::CertificateHold,
+                    at,
+                    changed,
+                )?;
+            }
+            Certificates::Revoke if good || held => {
+                let reason = c.revoke_reason.map_or(
+                    RevocationReason::Unspecified,
+                    CarrierRevokeReason::certificate_reason,
+                );
+                revoke_serial(tx, actor, &serial, reason, at, changed)?;
+            }
+            Certificates::Release | Certificates::Hold | Certificates::Revoke => {}
+        }
+    }
+    Ok(())
+}
+
+fn revoke_serial(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    serial: &Serial,
+    reason: RevocationReason,
+    at: i64,
+    changed: &mut Changed,
+) -> Result<(), RaError> {
+    let status = tx.status(serial)?;
+    let final_ = matches!(status, Some(s @ CertificateStatus::Revoked { .. }) if !s.is_on_hold());
+    if final_ || status.is_none() {
+        return Ok(());
+    }
+    tx.set_revoked(serial, at, reason)?;
+    tx.audit(
+        &actor.name,
+        &AuditEvent::CertificateRevoked {
+            serial: serial.to_string(),
+            reason: reason.to_string(),
+        },
+        at,
+    )?;
+    let change = if reason == RevocationReason::CertificateHold {
+        Change::Held
+    } else {
+        Change::Revoked
+    };
+    tx.outbox(change, serial, at)?;
+    changed.push(serial.clone());
+    Ok(())
+}
+
+/// Resumes a suspended carrier and revokes (superseded) any live temporary card issued
+/// in its place.
+fn resume(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    c: &mut CarrierRow,
+    how: &str,
+    at: i64,
+    changed: &mut Changed,
+) -> Result<(), RaError> {
+    transition(
+        tx,
+        actor,
+        c,
+        Step::Resume,
+        Revision::None(&format!("re-verified ({how})")),
+        at,
+        changed,
+    )?;
+    for mut t in tx.temporaries_of(&c.id)? {
+        match t.state {
+            CarrierState::Personalised | CarrierState::Active | CarrierState::Suspended => {
+                transition(
+                    tx,
+                    actor,
+                    &mut t,
+                    Step::Revoke,
+                    Revision::Revoke(CarrierRevokeReason::Superseded),
+                    at,
+                    changed,
+                )?;
+            }
+            CarrierState::Assigned => {
+                refuse_pending(tx, actor, &t, at)?;
+                transition(
+                    tx,
+                    actor,
+                    &mut t,
+                    Step::Unassign,
+                    Revision::None("original resumed"),
+                    at,
+                    changed,
+                )?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuses the carrier's pending approval, if any (its reason went away).
+fn refuse_pending(tx: &mut Tx<'_>, actor: &Actor, c: &CarrierRow, at: i64) -> Result<(), RaError> {
+    if let Some(id) = &c.approval_id {
+        if tx
+            .approval(id)?
+            .is_some_and(|a| a.state == ApprovalState::Pending)
+        {
+            tx.decide_approval(id, ApprovalState::Refused, &actor.name, at)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::ApprovalDecided {
+                    approval: id.clone(),
+                    decision: ApprovalState::Refused.to_string(),
+                },
+                at,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn agrees(c: &CarrierRow, status: Option<CertificateStatus>) -> bool {
+    let Some(status) = status else {
+        return false;
+    };
+    let (held, good) = (
+        status.is_on_hold(),
+        matches!(
+            status,
+            CertificateStatus::Issued | CertificateStatus::Intent
+        ),
+    );
+    if let CertificateStatus::Revoked {
+        reason: RevocationReason::Superseded,
+        ..
+    } = status
+    {
+        return true;
+    }
+    match c.state {
+        CarrierState::Assigned | CarrierState::Personalised | CarrierState::Suspended => held,
+        CarrierState::Active => good,
+        CarrierState::Revoked => match status {
+            CertificateStatus::Revoked { reason, .. } => {
+                Some(reason) == c.revoke_reason.map(CarrierRevokeReason::certificate_reason)
+            }
+            _ => false,
+        },
+        CarrierState::Expired => true,
+        CarrierState::Retired | CarrierState::Stock => !good && !held,
+    }
+}
+
+fn describe(status: Option<CertificateStatus>) -> String {
+    match status {
+        None => "missing".into(),
+        Some(s) if s.is_on_hold() => "on_hold".into(),
+        Some(CertificateStatus::Revoked { reason, .. }) => format!("revoked:{reason}"),
+        Some(_) => "good".into(),
+    }
+}
+
+#[cfg(test)]
+#[path = "registration_tests.rs"]
+mod tests;

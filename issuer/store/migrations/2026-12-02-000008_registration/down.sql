@@ -1,0 +1,7 @@
+DROP TABLE approvals;
+DROP TABLE carrier_certificates;
+DROP TABLE carriers;
+DROP TABLE proofings;
+DROP TABLE people;
+DROP TABLE officer_tokens;
+DROP TABLE officers;

@@ -1,0 +1,616 @@
+//! The registration authority's records: officers and their tokens, people and their
+//! identity proofings, carriers and the certificates on them, four-eyes approvals. Rows
+//! come out typed (states are the lifecycle enums); the rules about which change is
+//! allowed live in the RA, which calls these inside one [`Store::write`](crate::Store).
+
+use diesel::prelude::*;
+use tessera_issuer_types::lifecycle::{
+    ApprovalKind, ApprovalState, CarrierKind, CarrierRevokeReason, CarrierState, OfficerRole,
+    PersonState, SuspendReason,
+};
+use tessera_issuer_types::Serial;
+
+use crate::schema::{
+    approvals, carrier_certificates, carriers, officer_tokens, officers, people, proofings,
+};
+use crate::{StoreError, Tx};
+
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} {s:?}")))
+}
+
+fn parse_opt<T: std::str::FromStr>(what: &str, s: Option<String>) -> Result<Option<T>, StoreError> {
+    s.map(|s| parse(what, &s)).transpose()
+}
+
+/// An officer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfficerRow {
+    pub id: String,
+    pub display_name: String,
+    pub roles: Vec<OfficerRole>,
+    pub person_id: Option<String>,
+    pub created_at: i64,
+}
+
+type OfficerTuple = (String, String, String, Option<String>, i64);
+
+fn officer(t: OfficerTuple) -> Result<OfficerRow, StoreError> {
+    let roles =
+        t.2.split(',')
+            .filter(|r| !r.is_empty())
+            .map(|r| parse("officer role", r))
+            .collect::<Result<_, _>>()?;
+    Ok(OfficerRow {
+        id: t.0,
+        display_name: t.1,
+        roles,
+        person_id: t.3,
+        created_at: t.4,
+    })
+}
+
+const OFFICER_COLUMNS: (
+    officers::id,
+    officers::display_name,
+    officers::roles,
+    officers::person_id,
+    officers::created_at,
+) = (
+    officers::id,
+    officers::display_name,
+    officers::roles,
+    officers::person_id,
+    officers::created_at,
+);
+
+/// A person.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = people)]
+pub struct PersonRow {
+    pub id: String,
+    pub employee_number: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub email: Option<String>,
+    pub upn: Option<String>,
+    pub identity_number: Option<String>,
+    /// The non-resident data set as JSON.
+    pub non_resident: Option<String>,
+    pub protected_identity: bool,
+    pub state: String,
+    pub proofed_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl PersonRow {
+    pub fn person_state(&self) -> Result<PersonState, StoreError> {
+        parse("person state", &self.state)
+    }
+}
+
+/// An identity proofing record (K5.10).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = proofings)]
+pub struct ProofingRow {
+    pub id: String,
+    pub person_id: String,
+    pub document_type: String,
+    pub document_number: String,
+    pub issuing_country: String,
+    pub document_expiry: String,
+    pub officer_id: String,
+    pub at: i64,
+    pub place: String,
+}
+
+/// A carrier, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierRow {
+    pub id: String,
+    pub kind: CarrierKind,
+    pub serial_number: String,
+    pub state: CarrierState,
+    pub person_id: Option<String>,
+    pub suspend_reason: Option<SuspendReason>,
+    pub deadline: Option<i64>,
+    pub revoke_reason: Option<CarrierRevokeReason>,
+    pub original_id: Option<String>,
+    pub ends_at: Option<i64>,
+    pub terms_version: Option<String>,
+    pub terms_accepted_at: Option<i64>,
+    pub receipt: Option<String>,
+    pub approval_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = carriers, treat_none_as_null = true)]
+struct CarrierDb {
+    id: String,
+    kind: String,
+    serial_number: String,
+    state: String,
+    person_id: Option<String>,
+    suspend_reason: Option<String>,
+    deadline: Option<i64>,
+    revoke_reason: Option<String>,
+    original_id: Option<String>,
+    ends_at: Option<i64>,
+    terms_version: Option<String>,
+    terms_accepted_at: Option<i64>,
+    receipt: Option<String>,
+    approval_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl CarrierDb {
+    fn typed(self) -> Result<CarrierRow, StoreError> {
+        Ok(CarrierRow {
+            kind: parse("carrier kind", &self.kind)?,
+            state: parse("carrier state", &self.state)?,
+            suspend_reason: parse_opt("suspension reason", self.suspend_reason)?,
+            revoke_reason: parse_opt("carrier revocation reason", self.revoke_reason)?,
+            id: self.id,
+            serial_number: self.serial_number,
+            person_id: self.person_id,
+            deadline: self.deadline,
+            original_id: self.original_id,
+            ends_at: self.ends_at,
+            terms_version: self.terms_version,
+            terms_accepted_at: self.terms_accepted_at,
+            receipt: self.receipt,
+            approval_id: self.approval_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+
+    fn from_row(r: &CarrierRow) -> Self {
+        Self {
+            id: r.id.clone(),
+            kind: r.kind.as_str().to_owned(),
+            serial_number: r.serial_number.clone(),
+            state: r.state.as_str().to_owned(),
+            person_id: r.person_id.clone(),
+            suspend_reason: r.suspend_reason.map(|s| s.as_str().to_owned()),
+            deadline: r.deadline,
+            revoke_reason: r.revoke_reason.map(|s| s.as_str().to_owned()),
+            original_id: r.original_id.clone(),
+            ends_at: r.ends_at,
+            terms_version: r.terms_version.clone(),
+            terms_accepted_at: r.terms_accepted_at,
+            receipt: r.receipt.clone(),
+            approval_id: r.approval_id.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A four-eyes approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub kind: ApprovalKind,
+    pub carrier_id: String,
+    pub person_id: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub state: ApprovalState,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = approvals)]
+struct ApprovalDb {
+    id: String,
+    kind: String,
+    carrier_id: String,
+    person_id: String,
+    requested_by: String,
+    requested_at: i64,
+    state: String,
+    decided_by: Option<String>,
+    decided_at: Option<i64>,
+}
+
+impl ApprovalDb {
+    fn typed(self) -> Result<ApprovalRow, StoreError> {
+        Ok(ApprovalRow {
+            kind: parse("approval kind", &self.kind)?,
+            state: parse("approval state", &self.state)?,
+            id: self.id,
+            carrier_id: self.carrier_id,
+            person_id: self.person_id,
+            requested_by: self.requested_by,
+            requested_at: self.requested_at,
+            decided_by: self.decided_by,
+            decided_at: self.decided_at,
+        })
+    }
+}
+
+/// A live token's officer, for authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub token_id: String,
+    pub officer: OfficerRow,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl Tx<'_> {
+    pub fn insert_officer(&mut self, o: &OfficerRow) -> Result<(), StoreError> {
+        let mut roles: Vec<&str> = o.roles.iter().map(|r| r.as_str()).collect();
+        roles.sort_unstable();
+        roles.dedup();
+        diesel::insert_into(officers::table)
+            .values((
+                officers::id.eq(&o.id),
+                officers::display_name.eq(&o.display_name),
+                officers::roles.eq(roles.join(",")),
+                officers::person_id.eq(&o.person_id),
+                officers::created_at.eq(o.created_at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn officer(&mut self, id: &str) -> Result<Option<OfficerRow>, StoreError> {
+        officers::table
+            .filter(officers::id.eq(id))
+            .select(OFFICER_COLUMNS)
+            .first::<OfficerTuple>(self.conn)
+            .optional()?
+            .map(officer)
+            .transpose()
+    }
+
+    pub fn officers(&mut self) -> Result<Vec<OfficerRow>, StoreError> {
+        officers::table
+            .order(officers::id)
+            .select(OFFICER_COLUMNS)
+            .load::<OfficerTuple>(self.conn)?
+            .into_iter()
+            .map(officer)
+            .collect()
+    }
+
+    /// Whether an officer with the administrator role exists (then the bootstrap token is
+    /// spent).
+    pub fn administrator_exists(&mut self) -> Result<bool, StoreError> {
+        Ok(self
+            .officers()?
+            .iter()
+            .any(|o| o.roles.contains(&OfficerRole::Administrator)))
+    }
+
+    pub fn insert_officer_token(
+        &mut self,
+        id: &str,
+        token_sha256: &[u8],
+        officer_id: &str,
+        label: &str,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        diesel::insert_into(officer_tokens::table)
+            .values((
+                officer_tokens::id.eq(id),
+                officer_tokens::token_hash.eq(token_sha256),
+                officer_tokens::officer_id.eq(officer_id),
+                officer_tokens::label.eq(label),
+                officer_tokens::created_at.eq(created_at),
+                officer_tokens::expires_at.eq(expires_at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// The officer behind a token's SHA-256, with the token's expiry and revocation.
+    pub fn token_owner(&mut self, token_sha256: &[u8]) -> Result<Option<TokenOwner>, StoreError> {
+        let found: Option<(String, String, i64, Option<i64>)> = officer_tokens::table
+            .filter(officer_tokens::token_hash.eq(token_sha256))
+            .select((
+                officer_tokens::id,
+                officer_tokens::officer_id,
+                officer_tokens::expires_at,
+                officer_tokens::revoked_at,
+            ))
+            .first(self.conn)
+            .optional()?;
+        let Some((token_id, officer_id, expires_at, revoked_at)) = found else {
+            return Ok(None);
+        };
+        let officer = self
+            .officer(&officer_id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("token of unknown officer {officer_id}")))?;
+        Ok(Some(TokenOwner {
+            token_id,
+            officer,
+            expires_at,
+            revoked_at,
+        }))
+    }
+
+    /// Revokes an officer's token; false if the officer has no such live token.
+    pub fn revoke_officer_token(
+        &mut self,
+        officer_id: &str,
+        token_id: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let n = diesel::update(
+            officer_tokens::table
+                .filter(officer_tokens::id.eq(token_id))
+                .filter(officer_tokens::officer_id.eq(officer_id))
+                .filter(officer_tokens::revoked_at.is_null()),
+        )
+        .set(officer_tokens::revoked_at.eq(at))
+        .execute(self.conn)?;
+        Ok(n == 1)
+    }
+
+    pub fn insert_person(&mut self, p: &PersonRow) -> Result<(), StoreError> {
+        diesel::insert_into(people::table)
+            .values(p)
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn person(&mut self, id: &str) -> Result<Option<PersonRow>, StoreError> {
+        Ok(people::table
+            .filter(people::id.eq(id))
+            .select(PersonRow::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
+    pub fn person_by_employee_number(
+        &mut self,
+        number: &str,
+    ) -> Result<Option<PersonRow>, StoreError> {
+        Ok(people::table
+            .filter(people::employee_number.eq(number))
+            .select(PersonRow::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
+    pub fn person_by_identity_number(
+        &mut self,
+        number: &str,
+    ) -> Result<Option<PersonRow>, StoreError> {
+        Ok(people::table
+            .filter(people::identity_number.eq(number))
+            .select(PersonRow::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// People in employee-number order, after `after`, at most `limit`.
+    pub fn people(&mut self, after: &str, limit: i64) -> Result<Vec<PersonRow>, StoreError> {
+        Ok(people::table
+            .filter(people::employee_number.gt(after))
+            .order(people::employee_number)
+            .limit(limit)
+            .select(PersonRow::as_select())
+            .load(self.conn)?)
+    }
+
+    pub fn set_person_state(
+        &mut self,
+        id: &str,
+        state: PersonState,
+        proofed_at: Option<i64>,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        diesel::update(people::table.filter(people::id.eq(id)))
+            .set((
+                people::state.eq(state.as_str()),
+                people::proofed_at.eq(proofed_at),
+                people::updated_at.eq(at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn insert_proofing(&mut self, p: &ProofingRow) -> Result<(), StoreError> {
+        diesel::insert_into(proofings::table)
+            .values(p)
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn proofings(&mut self, person_id: &str) -> Result<Vec<ProofingRow>, StoreError> {
+        Ok(proofings::table
+            .filter(proofings::person_id.eq(person_id))
+            .order(proofings::at)
+            .select(ProofingRow::as_select())
+            .load(self.conn)?)
+    }
+
+    pub fn insert_carrier(&mut self, c: &CarrierRow) -> Result<(), StoreError> {
+        diesel::insert_into(carriers::table)
+            .values(CarrierDb::from_row(c))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn carrier_by_serial(
+        &mut self,
+        kind: CarrierKind,
+        serial_number: &str,
+    ) -> Result<Option<CarrierRow>, StoreError> {
+        carriers::table
+            .filter(carriers::kind.eq(kind.as_str()))
+            .filter(carriers::serial_number.eq(serial_number))
+            .select(CarrierDb::as_select())
+            .first(self.conn)
+            .optional()?
+            .map(CarrierDb::typed)
+            .transpose()
+    }
+
+    /// Writes every field of the carrier (its state and what goes with it).
+    pub fn update_carrier(&mut self, c: &CarrierRow) -> Result<(), StoreError> {
+        diesel::update(carriers::table.filter(carriers::id.eq(&c.id)))
+            .set(CarrierDb::from_row(c))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn carrier(&mut self, id: &str) -> Result<Option<CarrierRow>, StoreError> {
+        carriers::table
+            .filter(carriers::id.eq(id))
+            .select(CarrierDb::as_select())
+            .first(self.conn)
+            .optional()?
+            .map(CarrierDb::typed)
+            .transpose()
+    }
+
+    pub fn carriers_of(&mut self, person_id: &str) -> Result<Vec<CarrierRow>, StoreError> {
+        carriers::table
+            .filter(carriers::person_id.eq(person_id))
+            .order(carriers::created_at)
+            .select(CarrierDb::as_select())
+            .load(self.conn)?
+            .into_iter()
+            .map(CarrierDb::typed)
+            .collect()
+    }
+
+    /// Every carrier, in id order, after `after`, at most `limit` (reconciliation).
+    pub fn carriers_page(
+        &mut self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<CarrierRow>, StoreError> {
+        carriers::table
+            .filter(carriers::id.gt(after))
+            .order(carriers::id)
+            .limit(limit)
+            .select(CarrierDb::as_select())
+            .load(self.conn)?
+            .into_iter()
+            .map(CarrierDb::typed)
+            .collect()
+    }
+
+    /// Carriers in `state` whose deadline is at or before `now`.
+    pub fn carriers_due(
+        &mut self,
+        state: CarrierState,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<CarrierRow>, StoreError> {
+        carriers::table
+            .filter(carriers::state.eq(state.as_str()))
+            .filter(carriers::deadline.le(now))
+            .order(carriers::deadline)
+            .limit(limit)
+            .select(CarrierDb::as_select())
+            .load(self.conn)?
+            .into_iter()
+            .map(CarrierDb::typed)
+            .collect()
+    }
+
+    /// Temporary cards linked to `original_id`.
+    pub fn temporaries_of(&mut self, original_id: &str) -> Result<Vec<CarrierRow>, StoreError> {
+        carriers::table
+            .filter(carriers::original_id.eq(original_id))
+            .select(CarrierDb::as_select())
+            .load(self.conn)?
+            .into_iter()
+            .map(CarrierDb::typed)
+            .collect()
+    }
+
+    pub fn link_certificate(
+        &mut self,
+        serial: &Serial,
+        carrier_id: &str,
+    ) -> Result<(), StoreError> {
+        diesel::insert_into(carrier_certificates::table)
+            .values((
+                carrier_certificates::serial.eq(serial.to_string()),
+                carrier_certificates::carrier_id.eq(carrier_id),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn carrier_serials(&mut self, carrier_id: &str) -> Result<Vec<Serial>, StoreError> {
+        carrier_certificates::table
+            .filter(carrier_certificates::carrier_id.eq(carrier_id))
+            .order(carrier_certificates::serial)
+            .select(carrier_certificates::serial)
+            .load::<String>(self.conn)?
+            .iter()
+            .map(|s| Serial::parse(s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
+            .collect()
+    }
+
+    pub fn insert_approval(&mut self, a: &ApprovalRow) -> Result<(), StoreError> {
+        diesel::insert_into(approvals::table)
+            .values(ApprovalDb {
+                id: a.id.clone(),
+                kind: a.kind.as_str().to_owned(),
+                carrier_id: a.carrier_id.clone(),
+                person_id: a.person_id.clone(),
+                requested_by: a.requested_by.clone(),
+                requested_at: a.requested_at,
+                state: a.state.as_str().to_owned(),
+                decided_by: a.decided_by.clone(),
+                decided_at: a.decided_at,
+            })
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn approval(&mut self, id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        approvals::table
+            .filter(approvals::id.eq(id))
+            .select(ApprovalDb::as_select())
+            .first(self.conn)
+            .optional()?
+            .map(ApprovalDb::typed)
+            .transpose()
+    }
+
+    pub fn approvals_pending(&mut self) -> Result<Vec<ApprovalRow>, StoreError> {
+        approvals::table
+            .filter(approvals::state.eq(ApprovalState::Pending.as_str()))
+            .order(approvals::requested_at)
+            .select(ApprovalDb::as_select())
+            .load(self.conn)?
+            .into_iter()
+            .map(ApprovalDb::typed)
+            .collect()
+    }
+
+    pub fn decide_approval(
+        &mut self,
+        id: &str,
+        state: ApprovalState,
+        by: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        diesel::update(approvals::table.filter(approvals::id.eq(id)))
+            .set((
+                approvals::state.eq(state.as_str()),
+                approvals::decided_by.eq(by),
+                approvals::decided_at.eq(at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+}
