@@ -60,6 +60,25 @@ pub(crate) struct ServeArgs {
     /// Seconds between signed checkpoints of the audit chain (when it grew).
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub checkpoint_interval: u64,
+    /// Testing only: a file holding seconds to add to the system clock, read at every
+    /// look at the time, so a test can let deadlines pass without waiting for them.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub clock_offset_file: Option<PathBuf>,
+}
+
+/// The system clock moved by the number of seconds in a file (tests of deadlines against
+/// a running server); a missing or unreadable file moves it by nothing.
+#[derive(Debug)]
+struct OffsetClock(PathBuf);
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Duration {
+        let offset = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        SystemClock.now() + Duration::from_secs(offset)
+    }
 }
 
 /// The HTTPS certificate, replaced in place when it is renewed.
@@ -128,7 +147,13 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         args.public_url.as_deref(),
         move |took| observer.observe_signature(took),
     )?);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = match &args.clock_offset_file {
+        Some(f) => {
+            tracing::warn!(file = %f.display(), "the clock is moved by a test's offset file");
+            Arc::new(OffsetClock(f.clone()))
+        }
+        None => Arc::new(SystemClock),
+    };
     for r in crate::renew::renew(&dep, clock.as_ref(), false)? {
         tracing::info!(what = r.what, until = r.until, "renewed at start-up");
     }
@@ -265,8 +290,9 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Renews the issuer's own certificates when due (hourly) and signs audit checkpoints
-/// (every `checkpoint_every`, when the chain grew), until `stop`.
+/// Renews the issuer's own certificates when due (hourly), signs audit checkpoints (every
+/// `checkpoint_every`, when the chain grew), revokes carriers whose deadline passed, and
+/// reconciles carriers with their certificates, until `stop`.
 fn maintain(
     dep: &Deployment,
     app: &App,
@@ -278,6 +304,13 @@ fn maintain(
     let renew_every = Duration::from_secs(3600);
     let mut next_renewal = Instant::now() + renew_every;
     let mut next_checkpoint = Instant::now() + checkpoint_every;
+    // Deadlines are swept every few seconds (a suspension that ran out is a revocation
+    // relying parties must see promptly); carrier states and certificate statuses are
+    // reconciled hourly and at start.
+    let sweep_every = Duration::from_secs(5);
+    let mut next_sweep = Instant::now();
+    let reconcile_every = Duration::from_secs(3600);
+    let mut next_reconcile = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         let now = Instant::now();
@@ -311,6 +344,34 @@ fn maintain(
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "renewal failed; retrying in an hour"),
+            }
+        }
+        if now >= next_sweep {
+            next_sweep = now + sweep_every;
+            match app.ra.sweep_deadlines() {
+                Ok(swept) => {
+                    for carrier in &swept.revoked {
+                        tracing::info!(carrier, "deadline passed: carrier revoked");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "sweeping deadlines"),
+            }
+        }
+        if now >= next_reconcile {
+            next_reconcile = now + reconcile_every;
+            match app.ra.reconcile_all() {
+                Ok(differences) => {
+                    for d in &differences {
+                        tracing::error!(
+                            carrier = d.carrier_id,
+                            state = %d.carrier_state,
+                            serial = %d.serial,
+                            certificate = d.certificate_status,
+                            "reconciliation: carrier state and certificate status disagree"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reconciling carriers and certificates"),
             }
         }
         if now >= next_checkpoint {

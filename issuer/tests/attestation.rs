@@ -9,49 +9,13 @@
 mod common;
 
 use std::process::Command;
-use std::time::SystemTime;
 
 use common::curl;
 
-use tessera_piv::card::{Applet, Interface, SoftKeyStore, DEFAULT_MANAGEMENT_KEY};
-use tessera_piv::host::PivClient;
-use tessera_piv::piv::{object, Algorithm, KeyRef, PinPolicy};
+use common::card::{attest, card};
+use tessera_piv::piv::{KeyRef, PinPolicy};
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
-
-fn pem(der: &[u8]) -> String {
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der).unwrap()
-}
-
-/// A blank reference card in memory and its manufacturer CA (PEM).
-fn card() -> (PivClient<Applet<SoftKeyStore>>, String) {
-    // The time through the injected clock, as the issuer reads it.
-    let now = tessera_issuer_types::Clock::now(&tessera_issuer_types::SystemClock);
-    let new =
-        tessera_firmware_tests::manufacture::blank_card(SystemTime::UNIX_EPOCH + now).unwrap();
-    let mut c = PivClient::new(Applet::new(new.card, new.keys, Interface::Contact));
-    c.authenticate_management(Algorithm::Tdes, &DEFAULT_MANAGEMENT_KEY)
-        .unwrap();
-    (c, new.manufacturer_ca_pem)
-}
-
-/// Generates a P-256 key in `slot` with `policy` and returns its attestation and the card's
-/// attestation certificate, PEM.
-fn attest(
-    c: &mut PivClient<Applet<SoftKeyStore>>,
-    slot: KeyRef,
-    policy: PinPolicy,
-) -> (String, String) {
-    c.generate(slot, Algorithm::EccP256, Some(policy)).unwrap();
-    let attestation = c.attest(slot).unwrap();
-    let f9 = c.get_data(object::YK_ATTESTATION_CERT).unwrap();
-    let f9 = tessera_piv::tlv::find(&f9, 0x70)
-        .ok()
-        .flatten()
-        .unwrap_or(&f9)
-        .to_vec();
-    (pem(&attestation), pem(&f9))
-}
 
 #[test]
 fn attested_keys_are_issued_only_from_a_trusted_card_for_the_right_slot_with_a_pin() {

@@ -322,6 +322,151 @@ fn the_openapi_document_is_what_the_code_serves() {
         keys(serde_json::to_value(request.attestation.as_ref().unwrap()).unwrap())
     );
 
+    // The registration authority's bodies, every field set.
+    {
+        use tessera_issuer_types::api::*;
+        use tessera_issuer_types::lifecycle::*;
+        let non_resident = NonResident {
+            birth_date: "1990-01-01".into(),
+            nationality: "NO".into(),
+        };
+        let key = CarrierKey {
+            profile: tessera_issuer_types::ProfileName::Authentication,
+            csr: Some(String::new()),
+            attestation: request.attestation.clone(),
+        };
+        let checks: Vec<(&str, serde_json::Value)> = vec![
+            (
+                "NewOfficer",
+                serde_json::to_value(NewOfficer {
+                    id: "a".into(),
+                    display_name: "A".into(),
+                    roles: vec![OfficerRole::Auditor],
+                    person_id: Some("p".into()),
+                })
+                .unwrap(),
+            ),
+            (
+                "NewToken",
+                serde_json::to_value(NewToken {
+                    label: "l".into(),
+                    valid_days: Some(1),
+                })
+                .unwrap(),
+            ),
+            ("NonResident", serde_json::to_value(&non_resident).unwrap()),
+            (
+                "NewPerson",
+                serde_json::to_value(NewPerson {
+                    employee_number: "1".into(),
+                    given_name: "g".into(),
+                    family_name: "f".into(),
+                    email: Some("e".into()),
+                    upn: Some("u".into()),
+                    identity_number: Some("n".into()),
+                    non_resident: Some(non_resident.clone()),
+                    protected_identity: true,
+                })
+                .unwrap(),
+            ),
+            (
+                "NewProofing",
+                serde_json::to_value(NewProofing {
+                    document_type: "passport".into(),
+                    document_number: "1".into(),
+                    issuing_country: "SE".into(),
+                    document_expiry: "2030-01-01".into(),
+                    place: "p".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "NewCarrier",
+                serde_json::to_value(NewCarrier {
+                    kind: CarrierKind::SmartCard,
+                    serial_number: "1".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "AssignRequest",
+                serde_json::to_value(AssignRequest {
+                    person_id: "p".into(),
+                    terms_version: "1".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "TemporaryRequest",
+                serde_json::to_value(TemporaryRequest {
+                    carrier_id: "c".into(),
+                    days: Some(1),
+                })
+                .unwrap(),
+            ),
+            ("CarrierKey", serde_json::to_value(&key).unwrap()),
+            (
+                "KeysRequest",
+                serde_json::to_value(KeysRequest { keys: vec![key] }).unwrap(),
+            ),
+            (
+                "ActivateRequest",
+                serde_json::to_value(ActivateRequest {
+                    receipt: "r".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "SuspendRequest",
+                serde_json::to_value(SuspendRequest {
+                    reason: SuspendReason::OnLeave,
+                    days: 1,
+                })
+                .unwrap(),
+            ),
+            (
+                "ResumeRequest",
+                serde_json::to_value(ResumeRequest {
+                    verification: "pin".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "RevokeCarrierRequest",
+                serde_json::to_value(RevokeCarrierRequest {
+                    reason: CarrierRevokeReason::Lost,
+                })
+                .unwrap(),
+            ),
+            (
+                "SubstituteRequest",
+                serde_json::to_value(SubstituteRequest {
+                    carrier_id: "c".into(),
+                    days: 1,
+                })
+                .unwrap(),
+            ),
+            (
+                "RetireRequest",
+                serde_json::to_value(RetireRequest { restock: true }).unwrap(),
+            ),
+            (
+                "ExtendRequest",
+                serde_json::to_value(ExtendRequest { days: 1 }).unwrap(),
+            ),
+            (
+                "ReturnRequest",
+                serde_json::to_value(ReturnRequest {
+                    outcome: ReturnOutcome::Lost,
+                })
+                .unwrap(),
+            ),
+        ];
+        for (schema, value) in checks {
+            assert_eq!(fields(schema), keys(value), "{schema}");
+        }
+    }
+
     // A running server answers every documented operation, and serves this document.
     if !common::require(&["curl"], &["/usr/lib/softhsm/libsofthsm2.so"]) {
         return;
@@ -355,6 +500,8 @@ fn the_openapi_document_is_what_the_code_serves() {
     for (method, path) in &routed {
         let concrete = path
             .replace("{serial}", "00ff")
+            .replace("{id}", "x")
+            .replace("{token}", "x")
             .replace("{request}", "MAMGAQ%3D%3D");
         let code = status(method, &concrete);
         assert!(

@@ -230,17 +230,22 @@ impl Ra {
                     bootstrap: false,
                 });
             }
+            // The table `init` writes the bootstrap token into (role `admin`); a row with
+            // role `officer` is an unnamed registration officer (tests, older scripts).
             match tx.api_token(&hash)? {
-                Some(_) if tx.administrator_exists()? => Err(RaError::TokenRefused(
-                    "the bootstrap token is spent: an administrator exists",
-                )),
-                Some((name, _)) => Ok(Actor {
+                Some((_, role)) if role == "admin" && tx.administrator_exists()? => Err(
+                    RaError::TokenRefused("the bootstrap token is spent: an administrator exists"),
+                ),
+                Some((name, role)) if role == "admin" => Ok(Actor {
                     name,
                     roles: Vec::new(),
                     person_id: None,
                     bootstrap: true,
                 }),
-                None => Err(RaError::Unauthorized),
+                Some((name, role)) if role == "officer" => {
+                    Ok(Actor::officer(&name, &[OfficerRole::RegistrationOfficer]))
+                }
+                _ => Err(RaError::Unauthorized),
             }
         })
     }

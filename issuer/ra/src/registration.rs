@@ -20,8 +20,8 @@ use tessera_issuer_store::Tx;
 use tessera_issuer_types::api::{
     ActivateRequest, Approval, AssignRequest, Carrier, CarrierKey, Difference, ExtendRequest,
     IssueRequest, KeysRequest, NewCarrier, NewOfficer, NewPerson, NewProofing, NewToken,
-    NonResident, Officer, Person, ResumeRequest, ReturnOutcome, ReturnRequest,
-    RevokeCarrierRequest, SuspendRequest, TemporaryRequest, TokenIssued,
+    NonResident, Officer, Person, ResumeRequest, RetireRequest, ReturnOutcome, ReturnRequest,
+    RevokeCarrierRequest, SubstituteRequest, SuspendRequest, TemporaryRequest, TokenIssued,
 };
 use tessera_issuer_types::identity::{self, IdentityNumber};
 use tessera_issuer_types::lifecycle::{
@@ -44,6 +44,8 @@ pub struct RaPolicy {
     pub temporary_max_days: u32,
     /// The longest suspension before it becomes a revocation.
     pub suspension_max_days: u32,
+    /// A substitute card's longest binding.
+    pub substitute_max_days: u32,
     /// How old an identity proofing may be when a carrier is assigned.
     pub proofing_max_age_days: u32,
     /// An officer token's validity when none is asked for, and the most it may have.
@@ -57,6 +59,7 @@ impl Default for RaPolicy {
             temporary_default_days: 1,
             temporary_max_days: 14,
             suspension_max_days: 30,
+            substitute_max_days: 90,
             proofing_max_age_days: 5 * 365,
             token_default_days: 30,
             token_max_days: 365,
@@ -163,6 +166,7 @@ fn officer_view(o: OfficerRow) -> Officer {
         roles: o.roles,
         person_id: o.person_id,
         created_at: o.created_at,
+        first_token: None,
     }
 }
 
@@ -260,33 +264,37 @@ impl Ra {
             person_id: req.person_id.clone(),
             created_at: at,
         };
-        self.store.write(|tx| -> Result<(), RaError> {
-            if tx.officer(&row.id)?.is_some() {
-                return Err(RaError::Exists(format!("officer {} exists", row.id)));
-            }
-            if let Some(p) = &row.person_id {
-                if tx.person(p)?.is_none() {
-                    return Err(RaError::Missing(format!("no person {p}")));
+        let first_token = self
+            .store
+            .write(|tx| -> Result<Option<TokenIssued>, RaError> {
+                if tx.officer(&row.id)?.is_some() {
+                    return Err(RaError::Exists(format!("officer {} exists", row.id)));
                 }
-            }
-            if actor.bootstrap && tx.administrator_exists()? {
-                return Err(RaError::TokenRefused(
-                    "the bootstrap token is spent: an administrator exists",
-                ));
-            }
-            tx.insert_officer(&row)?;
-            let mut roles: Vec<&str> = row.roles.iter().map(|r| r.as_str()).collect();
-            roles.sort_unstable();
-            roles.dedup();
-            tx.audit(
-                &actor.name,
-                &AuditEvent::OfficerCreated {
-                    officer: row.id.clone(),
-                    roles: roles.join(","),
-                },
-                at,
-            )?;
-            if actor.bootstrap {
+                if let Some(p) = &row.person_id {
+                    if tx.person(p)?.is_none() {
+                        return Err(RaError::Missing(format!("no person {p}")));
+                    }
+                }
+                if actor.bootstrap && tx.administrator_exists()? {
+                    return Err(RaError::TokenRefused(
+                        "the bootstrap token is spent: an administrator exists",
+                    ));
+                }
+                tx.insert_officer(&row)?;
+                let mut roles: Vec<&str> = row.roles.iter().map(|r| r.as_str()).collect();
+                roles.sort_unstable();
+                roles.dedup();
+                tx.audit(
+                    &actor.name,
+                    &AuditEvent::OfficerCreated {
+                        officer: row.id.clone(),
+                        roles: roles.join(","),
+                    },
+                    at,
+                )?;
+                if !actor.bootstrap {
+                    return Ok(None);
+                }
                 tx.audit(
                     &actor.name,
                     &AuditEvent::BootstrapSpent {
@@ -294,10 +302,12 @@ impl Ra {
                     },
                     at,
                 )?;
-            }
-            Ok(())
-        })?;
-        Ok(officer_view(row))
+                let days = self.policy.token_default_days;
+                Ok(Some(new_token(tx, actor, &row.id, "first", days, at)?))
+            })?;
+        let mut view = officer_view(row);
+        view.first_token = first_token;
+        Ok(view)
     }
 
     pub fn officers(&self, actor: &Actor) -> Result<Vec<Officer>, RaError> {
@@ -328,37 +338,11 @@ impl Ra {
             ));
         }
         let at = now_secs(self.clock.as_ref());
-        let expires_at = at + i64::from(days) * DAY;
-        let secret: [u8; 32] = rand::random();
-        let token = zeroize::Zeroizing::new(format!("tso_{}", hex::encode(secret)));
-        let token_id = new_id();
-        self.store.write(|tx| -> Result<(), RaError> {
+        self.store.write(|tx| -> Result<TokenIssued, RaError> {
             if tx.officer(officer_id)?.is_none() {
                 return Err(RaError::Missing(format!("no officer {officer_id}")));
             }
-            tx.insert_officer_token(
-                &token_id,
-                &sha2::Sha256::digest(token.as_bytes()),
-                officer_id,
-                &label,
-                at,
-                expires_at,
-            )?;
-            tx.audit(
-                &actor.name,
-                &AuditEvent::OfficerTokenCreated {
-                    officer: officer_id.to_owned(),
-                    token_id: token_id.clone(),
-                    expires_at,
-                },
-                at,
-            )?;
-            Ok(())
-        })?;
-        Ok(TokenIssued {
-            id: token_id,
-            token: token.to_string(),
-            expires_at,
+            new_token(tx, actor, officer_id, &label, days, at)
         })
     }
 
@@ -872,6 +856,132 @@ impl Ra {
         })
     }
 
+    /// Binds a substitute card from the pool to a proofed person for at most the policy's
+    /// 90 days; a second officer approves (two officers issue it). Authentication only; the
+    /// period is enforced by revocation at its end, after which the card is wiped and
+    /// restocked (`retire` with `restock`).
+    pub fn request_substitute(
+        &self,
+        actor: &Actor,
+        person_id: &str,
+        req: &SubstituteRequest,
+    ) -> Result<Approval, RaError> {
+        self.require(
+            actor,
+            "substitute.request",
+            &[OfficerRole::RegistrationOfficer],
+        )?;
+        self.not_own(actor, "substitute.request", person_id)?;
+        if req.days == 0 || req.days > self.policy.substitute_max_days {
+            return Err(invalid(
+                "days",
+                format!("1 to {} days", self.policy.substitute_max_days),
+            ));
+        }
+        let at = now_secs(self.clock.as_ref());
+        let max_age = i64::from(self.policy.proofing_max_age_days) * DAY;
+        self.store.write(|tx| -> Result<Approval, RaError> {
+            let person = proofed(tx, person_id, at, max_age)?;
+            let mut c = get_carrier(tx, &req.carrier_id)?;
+            if c.kind != CarrierKind::Substitute {
+                return Err(invalid(
+                    "carrier_id",
+                    format!("{} is a {}, not a substitute card", c.id, c.kind),
+                ));
+            }
+            let approval = ApprovalRow {
+                id: new_id(),
+                kind: ApprovalKind::Substitute,
+                carrier_id: c.id.clone(),
+                person_id: person.id.clone(),
+                requested_by: actor.name.clone(),
+                requested_at: at,
+                state: ApprovalState::Pending,
+                decided_by: None,
+                decided_at: None,
+            };
+            c.person_id = Some(person.id.clone());
+            c.ends_at = Some(at + i64::from(req.days) * DAY);
+            c.approval_id = Some(approval.id.clone());
+            let mut changed = Changed::new();
+            transition(
+                tx,
+                actor,
+                &mut c,
+                Step::Assign,
+                Revision::None("substitute card"),
+                at,
+                &mut changed,
+            )?;
+            tx.insert_approval(&approval)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::ApprovalRequested {
+                    approval: approval.id.clone(),
+                    kind: approval.kind.to_string(),
+                    carrier: c.id.clone(),
+                    person: person.id,
+                    terms_version: String::new(),
+                },
+                at,
+            )?;
+            Ok(approval_view(approval))
+        })
+    }
+
+    /// A revoked or expired carrier handed back: destroyed (RETIRED), or, for a pool card
+    /// (temporary, substitute), wiped and back in STOCK, unbound from its last holder.
+    pub fn retire(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &RetireRequest,
+    ) -> Result<Carrier, RaError> {
+        let restock = req.restock;
+        self.change(
+            actor,
+            "carrier.retire",
+            carrier_id,
+            move |tx, actor, c, at, changed| {
+                let pool = matches!(c.kind, CarrierKind::Temporary | CarrierKind::Substitute);
+                if restock && !pool {
+                    return Err(invalid(
+                        "restock",
+                        format!("a {} is personal: it is destroyed, not restocked", c.kind),
+                    ));
+                }
+                transition(
+                    tx,
+                    actor,
+                    c,
+                    Step::Retire,
+                    Revision::None(if restock { "wiped" } else { "destroyed" }),
+                    at,
+                    changed,
+                )?;
+                if restock {
+                    c.original_id = None;
+                    c.ends_at = None;
+                    c.revoke_reason = None;
+                    c.terms_version = None;
+                    c.terms_accepted_at = None;
+                    c.receipt = None;
+                    tx.release_certificates(&c.id, at)?;
+                    transition(
+                        tx,
+                        actor,
+                        c,
+                        Step::Restock,
+                        Revision::None("back in stock"),
+                        at,
+                        changed,
+                    )?;
+                }
+                Ok(())
+            },
+        )
+    }
+
     pub fn approvals_pending(&self, actor: &Actor) -> Result<Vec<Approval>, RaError> {
         self.require(actor, "approval.list", OfficerRole::ALL)?;
         Ok(self
@@ -1012,12 +1122,14 @@ impl Ra {
             Ok((c, p))
         })?;
         self.not_own(actor, "carrier.keys", &person.id)?;
-        if matches!(
-            carrier.kind,
-            CarrierKind::Temporary | CarrierKind::Substitute
-        ) && req.keys.iter().any(|k| {
-            k.profile != ProfileName::Authentication && k.profile != ProfileName::CardAuthentication
-        }) {
+        let allowed: &[ProfileName] = match carrier.kind {
+            CarrierKind::Temporary => {
+                &[ProfileName::Authentication, ProfileName::CardAuthentication]
+            }
+            CarrierKind::Substitute => &[ProfileName::Authentication],
+            CarrierKind::SmartCard | CarrierKind::TpmVirtualCard => &ProfileName::ALL,
+        };
+        if req.keys.iter().any(|k| !allowed.contains(&k.profile)) {
             return Err(invalid(
                 "keys",
                 format!("a {} card carries authentication keys only", carrier.kind),
@@ -1084,8 +1196,11 @@ impl Ra {
                 .filter(|_| k.profile != ProfileName::CardAuthentication),
             card_uuid: (k.profile == ProfileName::CardAuthentication).then(|| c.id.clone()),
         };
-        let validity_days =
-            (c.kind == CarrierKind::Temporary).then_some(self.policy.temporary_max_days);
+        let validity_days = match c.kind {
+            CarrierKind::Temporary => Some(self.policy.temporary_max_days),
+            CarrierKind::Substitute => Some(self.policy.substitute_max_days),
+            CarrierKind::SmartCard | CarrierKind::TpmVirtualCard => None,
+        };
         IssueRequest {
             profile: k.profile,
             subject,
@@ -1430,6 +1545,43 @@ impl Ra {
     }
 }
 
+/// Makes a token for an officer in `tx`: random, shown once, stored as its SHA-256.
+fn new_token(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    officer_id: &str,
+    label: &str,
+    days: u32,
+    at: i64,
+) -> Result<TokenIssued, RaError> {
+    let expires_at = at + i64::from(days) * DAY;
+    let secret: [u8; 32] = rand::random();
+    let token = zeroize::Zeroizing::new(format!("tso_{}", hex::encode(secret)));
+    let token_id = new_id();
+    tx.insert_officer_token(
+        &token_id,
+        &sha2::Sha256::digest(token.as_bytes()),
+        officer_id,
+        label,
+        at,
+        expires_at,
+    )?;
+    tx.audit(
+        &actor.name,
+        &AuditEvent::OfficerTokenCreated {
+            officer: officer_id.to_owned(),
+            token_id: token_id.clone(),
+            expires_at,
+        },
+        at,
+    )?;
+    Ok(TokenIssued {
+        id: token_id,
+        token: token.to_string(),
+        expires_at,
+    })
+}
+
 fn may_see_protected(actor: &Actor) -> bool {
     actor.has(OfficerRole::RegistrationOfficer) || actor.has(OfficerRole::Administrator)
 }
@@ -1554,8 +1706,8 @@ fn transition(
     match to {
         CarrierState::Active => {
             c.suspend_reason = None;
-            // A temporary card's period is its deadline while active.
-            c.deadline = if c.kind == CarrierKind::Temporary {
+            // A temporary or substitute card's period is its deadline while active.
+            c.deadline = if matches!(c.kind, CarrierKind::Temporary | CarrierKind::Substitute) {
                 c.ends_at
             } else {
                 None
@@ -1564,6 +1716,7 @@ fn transition(
         CarrierState::Stock => {
             c.approval_id = None;
             c.person_id = None;
+            c.deadline = None;
         }
         _ => {}
     }

@@ -61,7 +61,20 @@ fn desk() -> Desk {
             .unwrap();
         actor(&f, &t.token)
     };
-    let admin = token(&boot, "admin", &[OfficerRole::Administrator]);
+    let first =
+        f.ra.create_officer(
+            &boot,
+            &NewOfficer {
+                id: "admin".into(),
+                display_name: "Admin".into(),
+                roles: vec![OfficerRole::Administrator],
+                person_id: None,
+            },
+        )
+        .unwrap();
+    let admin = actor(&f, &first.first_token.unwrap().token);
+    // Spent: the bootstrap token makes nothing else.
+    assert!(f.ra.authenticate("tsr_boot").is_err());
     let anna = token(&admin, "anna", &[OfficerRole::RegistrationOfficer]);
     let bo = token(&admin, "bo", &[OfficerRole::RegistrationOfficer]);
     let hr = token(&admin, "hr", &[OfficerRole::HrAdmin]);
@@ -747,22 +760,28 @@ fn random_operation_sequences_keep_every_invariant() {
                 f.ra.sweep_deadlines().map(drop)
             }
             10 => f.ra.extend(who, c, &ExtendRequest { days: 1 }).map(drop),
+            _ if before.kind == CarrierKind::Temporary => {
+                // A pool card handed back: wiped and restocked (only once revoked).
+                f.ra.retire(who, c, &RetireRequest { restock: true })
+                    .map(drop)
+            }
             _ => {
-                // A revoked card comes back, is wiped and restocked (a new blank).
-                let fresh =
-                    f.ra.create_carrier(
-                        who,
-                        &NewCarrier {
-                            kind: CarrierKind::SmartCard,
-                            serial_number: format!("N{step}"),
-                        },
-                    )
-                    .unwrap();
-                if before.state == CarrierState::Revoked {
+                // A personal card that was revoked is destroyed; a new blank replaces it.
+                let r = f.ra.retire(who, c, &RetireRequest { restock: false });
+                if r.is_ok() {
+                    let fresh =
+                        f.ra.create_carrier(
+                            who,
+                            &NewCarrier {
+                                kind: CarrierKind::SmartCard,
+                                serial_number: format!("N{step}"),
+                            },
+                        )
+                        .unwrap();
                     let i = carriers.iter().position(|x| x == c).unwrap();
                     carriers[i] = fresh.id;
                 }
-                Ok(())
+                r.map(drop)
             }
         };
         let now = f.ra.carrier(&d.admin, c).unwrap().state;
@@ -820,5 +839,133 @@ fn random_operation_sequences_keep_every_invariant() {
     ] {
         assert!(seen.contains(&s), "never reached {s}: {seen:?}");
     }
+    assert!(f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+}
+
+#[test]
+fn a_substitute_card_is_bound_approved_ends_by_itself_and_goes_back_to_stock() {
+    let d = desk();
+    let f = &d.f;
+    // A substitute: proofed, without a card of their own.
+    let p =
+        f.ra.create_person(&d.hr, &new_person(7, "201701102384"))
+            .unwrap();
+    f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+    let pool =
+        f.ra.create_carrier(
+            &d.anna,
+            &NewCarrier {
+                kind: CarrierKind::Substitute,
+                serial_number: "V-01".into(),
+            },
+        )
+        .unwrap();
+    let too_long =
+        f.ra.request_substitute(
+            &d.anna,
+            &p.id,
+            &SubstituteRequest {
+                carrier_id: pool.id.clone(),
+                days: 91,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(too_long.code(), ErrorCode::InvalidField);
+    let a =
+        f.ra.request_substitute(
+            &d.anna,
+            &p.id,
+            &SubstituteRequest {
+                carrier_id: pool.id.clone(),
+                days: 30,
+            },
+        )
+        .unwrap();
+    assert_eq!(a.kind, ApprovalKind::Substitute);
+    // Two officers: not the requester.
+    assert_eq!(
+        code(f.ra.decide(&d.anna, &a.id, true).unwrap_err()),
+        ErrorCode::FourEyesRequired
+    );
+    f.ra.decide(&d.bo, &a.id, true).unwrap();
+    // Authentication only.
+    for profile in [ProfileName::Signature, ProfileName::CardAuthentication] {
+        assert_eq!(
+            code(
+                f.ra.register_keys(&d.anna, &pool.id, &keys(&[profile]))
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidField
+        );
+    }
+    f.ra.register_keys(&d.anna, &pool.id, &keys(&[ProfileName::Authentication]))
+        .unwrap();
+    let c =
+        f.ra.activate(
+            &d.anna,
+            &pool.id,
+            &ActivateRequest {
+                receipt: "R-V".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(c.deadline, c.ends_at);
+    let serial = c.certificates[0].clone();
+    // A personal card cannot be restocked; a pool card still in use cannot be retired.
+    assert_eq!(
+        code(
+            f.ra.retire(&d.anna, &pool.id, &RetireRequest { restock: true })
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidTransition
+    );
+    // The period ends: revoked by the sweep, with cessationOfOperation.
+    f.clock.advance(30 * DAY);
+    assert_eq!(
+        f.ra.sweep_deadlines().unwrap().revoked,
+        vec![pool.id.clone()]
+    );
+    assert!(matches!(
+        status(f, &serial),
+        CertificateStatus::Revoked {
+            reason: RevocationReason::CessationOfOperation,
+            ..
+        }
+    ));
+    // Wiped and back in stock, unbound; it can be bound to someone else.
+    let c =
+        f.ra.retire(&d.anna, &pool.id, &RetireRequest { restock: true })
+            .unwrap();
+    assert_eq!(c.state, CarrierState::Stock);
+    assert_eq!(c.person_id, None);
+    let (p2, sc) = active_card(&d, 8, "198112189876");
+    assert_eq!(
+        code(
+            f.ra.retire(&d.anna, &sc.id, &RetireRequest { restock: false })
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidTransition,
+        "an active card is not retired"
+    );
+    assert_eq!(
+        code(
+            f.ra.retire(&d.anna, &sc.id, &RetireRequest { restock: true })
+                .unwrap_err()
+        ),
+        ErrorCode::InvalidField,
+        "a personal card is never restocked"
+    );
+    let again =
+        f.ra.request_substitute(
+            &d.bo,
+            &p2.id,
+            &SubstituteRequest {
+                carrier_id: pool.id.clone(),
+                days: 5,
+            },
+        )
+        .unwrap();
+    assert_eq!(again.person_id, p2.id);
+    assert_eq!(f.ra.reconcile(&d.auditor).unwrap(), Vec::new());
     assert!(f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
 }

@@ -548,9 +548,25 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Releases a wiped pool card's certificates: they stay as its history, no longer as
+    /// what it carries.
+    pub fn release_certificates(&mut self, carrier_id: &str, at: i64) -> Result<(), StoreError> {
+        diesel::update(
+            carrier_certificates::table
+                .filter(carrier_certificates::carrier_id.eq(carrier_id))
+                .filter(carrier_certificates::released_at.is_null()),
+        )
+        .set(carrier_certificates::released_at.eq(at))
+        .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// The certificates the carrier carries now (not those of a pool card's earlier
+    /// holders).
     pub fn carrier_serials(&mut self, carrier_id: &str) -> Result<Vec<Serial>, StoreError> {
         carrier_certificates::table
             .filter(carrier_certificates::carrier_id.eq(carrier_id))
+            .filter(carrier_certificates::released_at.is_null())
             .order(carrier_certificates::serial)
             .select(carrier_certificates::serial)
             .load::<String>(self.conn)?

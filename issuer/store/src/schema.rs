@@ -169,6 +169,7 @@ diesel::table! {
     carrier_certificates (serial) {
         serial -> Text,
         carrier_id -> Text,
+        released_at -> Nullable<BigInt>,
     }
 }
 

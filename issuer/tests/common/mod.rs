@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod card;
+
 use std::path::Path;
 use std::process::Command;
 

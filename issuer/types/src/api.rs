@@ -102,6 +102,10 @@ pub struct Officer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person_id: Option<String>,
     pub created_at: i64,
+    /// The first administrator's first token, when the bootstrap token created them (the
+    /// bootstrap token is spent by that call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token: Option<TokenIssued>,
 }
 
 /// `POST /api/v1/officers/{id}/tokens`.
@@ -247,6 +251,27 @@ pub struct TemporaryRequest {
     /// Days (default 1, at most the policy's maximum, 14).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
+}
+
+/// `POST /api/v1/people/{id}/substitute-card`: a pool card bound to a substitute (a
+/// proofed person) for a bounded period; authentication only; a second officer approves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubstituteRequest {
+    /// A substitute card in stock.
+    pub carrier_id: String,
+    /// Days (at most the policy's maximum, 90).
+    pub days: u32,
+}
+
+/// `POST /api/v1/carriers/{id}/retirement`: a revoked or expired carrier handed back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireRequest {
+    /// The card was wiped and goes back to stock (pool cards: temporary and substitute);
+    /// otherwise it was destroyed.
+    #[serde(default)]
+    pub restock: bool,
 }
 
 /// A four-eyes approval.

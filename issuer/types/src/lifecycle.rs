@@ -155,6 +155,8 @@ named!(
         Issuance = "issuance",
         /// A temporary card for a holder who forgot theirs.
         Temporary = "temporary",
+        /// A pool card bound to a substitute for a bounded period.
+        Substitute = "substitute",
     }
 );
 

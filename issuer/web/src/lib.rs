@@ -4,6 +4,8 @@
 //!
 //! - [`routes`]: the routes, their handlers, and the one conversion of every failure to a
 //!   stable error code and HTTP status ([`error::ApiError`]);
+//! - `registration`: the registration authority's routes (officers, people, carriers,
+//!   approvals, reconciliation), each a thin call into the RA;
 //! - [`metrics`]: Prometheus metrics at `/metrics`;
 //! - [`serve`]: the listeners (plain HTTP, one single-threaded runtime per core; HTTPS with
 //!   rustls), with header and handshake timeouts and back-off on accept errors.
@@ -11,6 +13,7 @@
 
 pub mod error;
 pub mod metrics;
+mod registration;
 pub mod routes;
 pub mod serve;
 

@@ -34,6 +34,33 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/certificates/{serial}/revocation"),
     ("delete", "/api/v1/certificates/{serial}/revocation"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/officers"),
+    ("get", "/api/v1/officers"),
+    ("post", "/api/v1/officers/{id}/tokens"),
+    ("delete", "/api/v1/officers/{id}/tokens/{token}"),
+    ("post", "/api/v1/people"),
+    ("get", "/api/v1/people"),
+    ("get", "/api/v1/people/{id}"),
+    ("post", "/api/v1/people/{id}/proofing"),
+    ("post", "/api/v1/people/{id}/employment-end"),
+    ("get", "/api/v1/people/{id}/carriers"),
+    ("post", "/api/v1/people/{id}/temporary-card"),
+    ("post", "/api/v1/people/{id}/substitute-card"),
+    ("post", "/api/v1/carriers"),
+    ("get", "/api/v1/carriers/{id}"),
+    ("post", "/api/v1/carriers/{id}/assignment"),
+    ("post", "/api/v1/carriers/{id}/keys"),
+    ("post", "/api/v1/carriers/{id}/activation"),
+    ("post", "/api/v1/carriers/{id}/suspension"),
+    ("delete", "/api/v1/carriers/{id}/suspension"),
+    ("post", "/api/v1/carriers/{id}/revocation"),
+    ("post", "/api/v1/carriers/{id}/extension"),
+    ("post", "/api/v1/carriers/{id}/return"),
+    ("post", "/api/v1/carriers/{id}/retirement"),
+    ("get", "/api/v1/approvals"),
+    ("post", "/api/v1/approvals/{id}/approval"),
+    ("post", "/api/v1/approvals/{id}/refusal"),
+    ("get", "/api/v1/reconciliation"),
     ("post", "/ocsp"),
     ("get", "/ocsp/{request}"),
     ("get", "/crl/issuing-ca-1.crl"),
@@ -63,7 +90,7 @@ impl std::fmt::Debug for App {
     }
 }
 
-type Shared = Arc<App>;
+pub(crate) type Shared = Arc<App>;
 
 /// Request IDs (`x-request-id`: the caller's, or a new UUID, echoed on the answer) and a
 /// tracing span per request that carries it.
@@ -101,6 +128,7 @@ pub fn router(app: Shared) -> Router {
                 post(revoke).delete(release_hold),
             )
             .route("/api/v1/openapi.json", get(openapi))
+            .merge(crate::registration::routes())
             .merge(public_routes())
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(app),
@@ -131,7 +159,7 @@ fn public_routes() -> Router<Shared> {
 }
 
 /// Runs `f` off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -139,7 +167,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
-fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -148,7 +176,7 @@ fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "a valid Bearer token is required"))
 }
 
-fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -161,7 +189,7 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 /// Parses a request body. A well-formed body whose `profile` or `reason` is not one the
 /// issuer knows gets that field's own code (`unknown_profile`, `bad_reason`), not
 /// `malformed_json`: clients act on the code.
-fn json<T: for<'de> serde::Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn json<T: for<'de> serde::Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
         let field = |name: &str| {

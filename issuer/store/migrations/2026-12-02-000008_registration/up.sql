@@ -75,9 +75,12 @@ CREATE INDEX carriers_person ON carriers (person_id);
 -- The deadline sweep reads suspended and temporary carriers by time.
 CREATE INDEX carriers_deadline ON carriers (state, deadline);
 
+-- The certificates a carrier carries; a pool card's earlier holders' certificates stay
+-- as history, released (released_at) when the card was wiped and restocked.
 CREATE TABLE carrier_certificates (
     serial TEXT PRIMARY KEY NOT NULL REFERENCES certificates (serial),
-    carrier_id TEXT NOT NULL REFERENCES carriers (id)
+    carrier_id TEXT NOT NULL REFERENCES carriers (id),
+    released_at BIGINT
 );
 CREATE INDEX carrier_certificates_carrier ON carrier_certificates (carrier_id);
 

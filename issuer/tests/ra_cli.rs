@@ -1,0 +1,462 @@
+//! The registration authority through the `tessera` CLI against a running issuer, on
+//! SQLite and on a PostgreSQL the test starts: officers from the bootstrap token, a person
+//! imported by HR, proofed, issuance requested by one officer and approved by another,
+//! keys registered with a PIV attestation from the reference card, activation; a
+//! temporary card during which OCSP and the CRL say certificateHold for the original, its
+//! return (original good again, the temporary card's certificate revoked as superseded);
+//! a suspension whose deadline passes (the server's clock moved by the test); a leaver.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+mod pg;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::card::{attest, card};
+use tessera_piv::piv::{KeyRef, PinPolicy};
+
+const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
+
+/// The `tessera` binary (another package of the workspace): beside `tessera-issuer`, built
+/// here if a narrower `cargo test` did not build it.
+fn cli() -> PathBuf {
+    let path = Path::new(ISSUER).with_file_name("tessera");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "tessera-cli", "--bin", "tessera"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building the tessera CLI");
+    }
+    path
+}
+
+/// Runs `tessera --json ARGS` with `token`; returns the exit code and the parsed answer
+/// (or the error text).
+struct Cli {
+    base: String,
+    dir: PathBuf,
+}
+
+impl Cli {
+    fn run(&self, token: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let file = self.dir.join(format!("token-{}", rand_name()));
+        std::fs::write(&file, token).unwrap();
+        let out = Command::new(cli())
+            .args(["--url", &self.base, "--json", "--token-file"])
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let value = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code().unwrap_or(-1), value, stderr)
+    }
+
+    /// Runs and requires success.
+    fn ok(&self, token: &str, args: &[&str]) -> serde_json::Value {
+        let (code, v, err) = self.run(token, args);
+        assert_eq!(code, 0, "tessera {args:?}: {err}");
+        v
+    }
+}
+
+fn rand_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The OCSP status of `serial` as `openssl ocsp` reports it: `good`, or `revoked` with the
+/// reason.
+fn ocsp(dir: &Path, base: &str, serial: &str) -> String {
+    let (ok, text) = common::openssl(
+        dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "issuing.pem",
+            "-serial",
+            &format!("0x{serial}"),
+            "-url",
+            &format!("{base}/ocsp"),
+            "-noverify",
+            "-no_nonce",
+            // The deadline test moves the server's clock by two days.
+            "-validity_period",
+            "259200",
+        ],
+    );
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("0x"))
+        .unwrap_or_default()
+        .to_owned();
+    let reason = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Reason: "))
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    format!("{}{reason}", line.rsplit(": ").next().unwrap_or_default())
+}
+
+/// The CRL's entry for `serial`: its reason, or None if not listed.
+fn crl_entry(dir: &Path, base: &str, serial: &str) -> Option<String> {
+    let (status, _) = common::curl(&[
+        "-o",
+        dir.join("ca.crl").to_str().unwrap(),
+        &format!("{base}/crl/issuing-ca-1.crl"),
+    ]);
+    assert_eq!(status, 200);
+    let (ok, text) = common::openssl(
+        dir,
+        &["crl", "-inform", "DER", "-in", "ca.crl", "-noout", "-text"],
+    );
+    assert!(ok, "{text}");
+    let upper = serial.to_uppercase();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() == format!("Serial Number: {upper}") {
+            // The entry's reason comes a few lines further down.
+            for l in lines.by_ref().take(4) {
+                let t = l.trim();
+                if !t.is_empty()
+                    && !t.starts_with("Revocation Date")
+                    && !t.starts_with("CRL entry")
+                    && !t.starts_with("X509v3 CRL Reason")
+                {
+                    return Some(t.to_owned());
+                }
+            }
+            return Some(String::new());
+        }
+    }
+    None
+}
+
+fn scenario(database: Option<&str>) {
+    if !common::require(&["curl", "openssl"], &["/usr/lib/softhsm/libsofthsm2.so"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut init = vec!["init", "--data-dir", data.to_str().unwrap()];
+    if let Some(url) = database {
+        init.extend(["--database-url", url]);
+    }
+    let out = Command::new(ISSUER).args(&init).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut card, manufacturer) = card();
+    std::fs::create_dir(data.join("attestation-roots")).unwrap();
+    std::fs::write(
+        data.join("attestation-roots/manufacturer.pem"),
+        &manufacturer,
+    )
+    .unwrap();
+    // The UPN domain the people's logon names are in.
+    let config_path = data.join("issuer.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["upn_domains"] = serde_json::json!(["example.org"]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let offset = tmp.path().join("clock-offset");
+    let (_server, base) = common::serve(&data, &["--clock-offset-file", offset.to_str().unwrap()]);
+    let (status, _) = common::curl(&[
+        "-o",
+        tmp.path().join("issuing.der").to_str().unwrap(),
+        &format!("{base}/ca/issuing-ca-1.crt"),
+    ]);
+    assert_eq!(status, 200);
+    let (ok, text) = common::openssl(
+        tmp.path(),
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "issuing.der",
+            "-out",
+            "issuing.pem",
+        ],
+    );
+    assert!(ok, "{text}");
+
+    let t = Cli {
+        base: base.clone(),
+        dir: tmp.path().to_owned(),
+    };
+    let bootstrap = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+    // The bootstrap token creates the first administrator (and gets their first token),
+    // and is spent.
+    let first = t.ok(
+        &bootstrap,
+        &[
+            "officer",
+            "add",
+            "admin",
+            "--name",
+            "Ada Admin",
+            "--role",
+            "administrator",
+        ],
+    );
+    let admin = first["first_token"]["token"].as_str().unwrap().to_owned();
+    let (code, _, err) = t.run(&bootstrap, &["officer", "list"]);
+    assert_eq!(code, 4, "the spent bootstrap token: {err}");
+    assert!(err.contains("spent"), "{err}");
+    let officer = |id: &str, role: &str| -> String {
+        t.ok(
+            &admin,
+            &["officer", "add", id, "--name", id, "--role", role],
+        );
+        t.ok(&admin, &["officer", "token", id])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let anna = officer("anna", "registration_officer");
+    let bo = officer("bo", "registration_officer");
+    let hr = officer("hr", "hr_admin");
+    let auditor = officer("audit", "auditor");
+
+    // HR registers a person; a bad personnummer is refused with exit code 3 and the field.
+    let person_args = |n: &str, pnr: &str| -> Vec<String> {
+        [
+            "person",
+            "add",
+            "--employee-number",
+            n,
+            "--given-name",
+            "Eva",
+            "--family-name",
+            "Ek",
+            "--email",
+            "eva@example.org",
+            "--upn",
+            "eva@example.org",
+            "--identity-number",
+            pnr,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let args = person_args("E1", "19811218-9875");
+    let (code, _, err) = t.run(&hr, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("identity_number"), "{err}");
+    let args = person_args("E1", "19811218-9876");
+    let p = t.ok(&hr, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let person = p["id"].as_str().unwrap().to_owned();
+    // An auditor changes nothing (exit 4).
+    let (code, _, _) = t.run(&auditor, &["person", "end", &person]);
+    assert_eq!(code, 4);
+
+    t.ok(
+        &anna,
+        &[
+            "proof",
+            &person,
+            "--document-type",
+            "passport",
+            "--document-number",
+            "AA123",
+            "--issuing-country",
+            "SE",
+            "--document-expiry",
+            "2099-01-01",
+            "--place",
+            "Service desk",
+        ],
+    );
+    let c = t.ok(&anna, &["carrier", "add", "SC-0001"]);
+    let carrier = c["id"].as_str().unwrap().to_owned();
+    let a = t.ok(
+        &anna,
+        &[
+            "carrier", "assign", &carrier, "--person", &person, "--terms", "2026-1",
+        ],
+    );
+    let approval = a[0]["id"].as_str().unwrap().to_owned();
+    // The requester cannot approve (exit 4, four_eyes_required).
+    let (code, _, err) = t.run(&anna, &["approve", "yes", &approval]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("four_eyes_required"), "{err}");
+    t.ok(&bo, &["approve", "yes", &approval]);
+
+    // Keys generated on the reference card, attested, registered.
+    let (att, intermediate) = attest(&mut card, KeyRef::AUTHENTICATION, PinPolicy::Once);
+    std::fs::write(tmp.path().join("att.pem"), att).unwrap();
+    std::fs::write(tmp.path().join("f9.pem"), intermediate).unwrap();
+    let spec = format!(
+        "authentication={},{}",
+        tmp.path().join("att.pem").display(),
+        tmp.path().join("f9.pem").display()
+    );
+    let c = t.ok(
+        &anna,
+        &["carrier", "keys", &carrier, "--attestation", &spec],
+    );
+    assert_eq!(c["state"], "personalised");
+    let serial = c["certificates"][0].as_str().unwrap().to_owned();
+    assert_eq!(ocsp(tmp.path(), &base, &serial), "revoked certificateHold");
+    t.ok(
+        &anna,
+        &["carrier", "activate", &carrier, "--receipt", "R-0001"],
+    );
+    assert_eq!(ocsp(tmp.path(), &base, &serial), "good");
+
+    // A temporary card: the original on hold (OCSP and CRL) while it is out.
+    let tc = t.ok(&anna, &["carrier", "add", "--kind", "temporary", "T-01"]);
+    let temp = tc["id"].as_str().unwrap().to_owned();
+    let ta = t.ok(
+        &anna,
+        &["temporary", "request", &person, "--carrier", &temp],
+    );
+    t.ok(&bo, &["approve", "yes", ta[0]["id"].as_str().unwrap()]);
+    assert_eq!(ocsp(tmp.path(), &base, &serial), "revoked certificateHold");
+    common::wait_for("the CRL listing the hold", || {
+        crl_entry(tmp.path(), &base, &serial).is_some_and(|r| r.contains("Certificate Hold"))
+    });
+    // The temporary card's key comes with a CSR (a card without attestation).
+    let dir = tmp.path().join("tcsr");
+    std::fs::create_dir(&dir).unwrap();
+    let csr = common::card_csr(&dir, "temp.key");
+    std::fs::write(dir.join("temp.csr.pem"), csr).unwrap();
+    let spec = format!("authentication={}", dir.join("temp.csr.pem").display());
+    let tc = t.ok(&anna, &["carrier", "keys", &temp, "--csr", &spec]);
+    let temp_serial = tc["certificates"][0].as_str().unwrap().to_owned();
+    t.ok(&anna, &["carrier", "activate", &temp, "--receipt", "R-T01"]);
+    assert_eq!(ocsp(tmp.path(), &base, &temp_serial), "good");
+    t.ok(
+        &anna,
+        &[
+            "temporary",
+            "return",
+            &temp,
+            "--outcome",
+            "no_longer_needed",
+        ],
+    );
+    assert_eq!(ocsp(tmp.path(), &base, &serial), "good");
+    assert_eq!(ocsp(tmp.path(), &base, &temp_serial), "revoked superseded");
+    let c = t.ok(&anna, &["carrier", "show", &carrier]);
+    assert_eq!(c["state"], "active");
+    common::wait_for("the CRL without the hold", || {
+        crl_entry(tmp.path(), &base, &serial).is_none()
+    });
+
+    // Two officers suspend at once: one wins, the other is told the state (exit 6).
+    let both: Vec<_> = [anna.clone(), bo.clone()]
+        .into_iter()
+        .map(|tok| {
+            let (carrier, base, dir) = (carrier.clone(), base.clone(), tmp.path().to_owned());
+            std::thread::spawn(move || {
+                Cli { base, dir }.run(
+                    &tok,
+                    &[
+                        "carrier",
+                        "suspend",
+                        &carrier,
+                        "--reason",
+                        "temporarily_lost",
+                        "--days",
+                        "1",
+                    ],
+                )
+            })
+        })
+        .map(|h| h.join().unwrap())
+        .collect();
+    let codes: Vec<i32> = both.iter().map(|r| r.0).collect();
+    assert!(codes.contains(&0) && codes.contains(&6), "{both:?}");
+    let loser = both.iter().find(|r| r.0 == 6).unwrap();
+    assert!(
+        loser.2.contains("suspended (temporarily_lost)"),
+        "{}",
+        loser.2
+    );
+
+    // The deadline passes (the server's clock moved two days): revoked.
+    std::fs::write(&offset, (2 * 86_400).to_string()).unwrap();
+    common::wait_for("the deadline sweep", || {
+        t.ok(&anna, &["carrier", "show", &carrier])["state"] == "revoked"
+    });
+    assert_eq!(ocsp(tmp.path(), &base, &serial), "revoked keyCompromise");
+    std::fs::write(&offset, "0").unwrap();
+
+    // A leaver: every carrier revoked, affiliationChanged.
+    let args = person_args("E2", "19640823-3234");
+    let p2 = t.ok(&hr, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let p2 = p2["id"].as_str().unwrap().to_owned();
+    t.ok(
+        &bo,
+        &[
+            "proof",
+            &p2,
+            "--document-type",
+            "national_id_card",
+            "--document-number",
+            "X9",
+            "--issuing-country",
+            "SE",
+            "--document-expiry",
+            "2099-01-01",
+            "--place",
+            "HQ",
+        ],
+    );
+    let c2 = t.ok(&bo, &["carrier", "add", "SC-0002"]);
+    let c2 = c2["id"].as_str().unwrap().to_owned();
+    let a2 = t.ok(
+        &bo,
+        &[
+            "carrier", "assign", &c2, "--person", &p2, "--terms", "2026-1",
+        ],
+    );
+    t.ok(&anna, &["approve", "yes", a2[0]["id"].as_str().unwrap()]);
+    let (att, f9) = attest(&mut card, KeyRef::SIGNATURE, PinPolicy::Always);
+    std::fs::write(tmp.path().join("att2.pem"), att).unwrap();
+    std::fs::write(tmp.path().join("f92.pem"), f9).unwrap();
+    let spec = format!(
+        "signature={},{}",
+        tmp.path().join("att2.pem").display(),
+        tmp.path().join("f92.pem").display()
+    );
+    let k = t.ok(&bo, &["carrier", "keys", &c2, "--attestation", &spec]);
+    let s2 = k["certificates"][0].as_str().unwrap().to_owned();
+    t.ok(&bo, &["carrier", "activate", &c2, "--receipt", "R-2"]);
+    t.ok(&hr, &["person", "end", &p2]);
+    assert_eq!(ocsp(tmp.path(), &base, &s2), "revoked affiliationChanged");
+
+    // Everything agrees, and the auditor may look.
+    let d = t.ok(&auditor, &["reconcile"]);
+    assert_eq!(d, serde_json::json!([]));
+}
+
+#[test]
+fn the_life_cycle_through_the_cli_on_sqlite() {
+    scenario(None);
+}
+
+#[test]
+fn the_life_cycle_through_the_cli_on_postgresql() {
+    let Some(pg) = pg::Postgres::start() else {
+        return;
+    };
+    scenario(Some(&pg.url));
+}
