@@ -3,7 +3,9 @@
 //! on PostgreSQL; OCSP responses per second and latency, ours against `openssl ocsp -index`
 //! answering for the same certificate; OCSP over 100 000 distinct certificates (misses and
 //! hits); CRL generation against `openssl ca -gencrl`; revocation latency with a million
-//! revoked certificates (to OCSP "revoked" and to a CRL that lists it). Load comes from
+//! revoked certificates (to OCSP "revoked" and to a CRL that lists it); the registration
+//! authority on PostgreSQL: 100 000 people imported from CSV by the `tessera` CLI, and
+//! carrier transitions (suspend, resume) per second through the API. Load comes from
 //! `wrk` on loopback, and for OCSP from one closed-loop generator (this binary) used
 //! against both responders.
 
@@ -379,12 +381,13 @@ fn main() {
     // `cargo bench -p tessera-issuer -- ocsp` runs only the sections naming "ocsp".
     let only = args.iter().skip(1).find(|a| !a.starts_with('-'));
     println!("tessera-issuer on this machine (release build, load on loopback):");
-    let sections: [(&str, fn()); 5] = [
+    let sections: [(&str, fn()); 6] = [
         ("issuance", issuance),
         ("ocsp", ocsp),
         ("ocsp-many", ocsp_many),
         ("crl", crl),
         ("revocation", revocation),
+        ("ra", ra),
     ];
     for (name, section) in sections {
         if only.is_none_or(|o| name.contains(o.as_str())) {
@@ -989,5 +992,333 @@ fn revocation() {
         "    a CRL listing it published          {:>8.1} ms ({} bytes; 2 s publication delay included)",
         ms(crl),
         served.len()
+    );
+}
+
+/// The `tessera` CLI (another package), built like this binary if `cargo bench` did not.
+fn cli() -> std::path::PathBuf {
+    let path = Path::new(ISSUER).with_file_name("tessera");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "tessera-cli", "--bin", "tessera"]);
+        if ISSUER.contains("/release/") {
+            build.arg("--release");
+        }
+        assert!(build.status().expect("cargo").success(), "building tessera");
+    }
+    path
+}
+
+/// One HTTP/1.1 request on a kept-alive connection (setting up thousands of records
+/// without a process per call): (status, body).
+fn http(
+    conn: &mut std::io::BufReader<std::net::TcpStream>,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{BufRead, Read, Write};
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.get_mut()
+        .write_all(request.as_bytes())
+        .expect("request");
+    let mut status = String::new();
+    conn.read_line(&mut status).expect("status");
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).expect("header");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut answer = vec![0; length];
+    conn.read_exact(&mut answer).expect("body");
+    (code, String::from_utf8_lossy(&answer).into_owned())
+}
+
+fn ok_json(answer: (u16, String), what: &str) -> serde_json::Value {
+    assert!(
+        (200..300).contains(&answer.0),
+        "{what}: {} {}",
+        answer.0,
+        answer.1
+    );
+    serde_json::from_str(&answer.1).expect("json")
+}
+
+/// A valid personnummer (twelve digits) for person `i`: a date from 1950 on, a serial, and
+/// the Luhn digit.
+fn personnummer(i: usize) -> String {
+    let day = i % 28 + 1;
+    let month = (i / 28) % 12 + 1;
+    let year = 1950 + (i / 336) % 50;
+    let serial = (i / 16_800) % 1000;
+    let ten = format!("{:02}{month:02}{day:02}{serial:03}", year % 100);
+    let sum: u32 = ten
+        .bytes()
+        .enumerate()
+        .map(|(k, b)| {
+            let d = u32::from(b - b'0') * if k % 2 == 0 { 2 } else { 1 };
+            d / 10 + d % 10
+        })
+        .sum();
+    format!("{}{}", year / 100, ten) + &((10 - sum % 10) % 10).to_string()
+}
+
+/// Peak resident memory of a running process (VmHWM), MiB.
+fn peak_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The registration authority on PostgreSQL: 100 000 people from a CSV file through the
+/// `tessera` CLI (checked in dry runs, then imported in batches of 1 000), timed with GNU
+/// time; then 1 000 active carriers suspended and resumed under `wrk -t1 -c4` (each
+/// transition: the carrier, its certificate's hold or release, the outbox, three audit
+/// records, in one transaction).
+fn ra() {
+    let Some(pg) = pg::Postgres::start() else {
+        println!("ra: SKIPPED (no PostgreSQL server binaries)");
+        return;
+    };
+    let d = deploy(Some(&pg.url));
+    let server_pid = d._server.0.id();
+    let addr = d.base.trim_start_matches("http://").to_owned();
+    let mut conn = std::io::BufReader::new(std::net::TcpStream::connect(&addr).expect("connect"));
+    let first = ok_json(
+        http(
+            &mut conn,
+            "POST",
+            "/api/v1/officers",
+            d.token.trim(),
+            r#"{"id":"admin","display_name":"Admin","roles":["administrator"]}"#,
+        ),
+        "first administrator",
+    );
+    let admin = first["first_token"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mut officer = |id: &str, role: &str| -> String {
+        ok_json(
+            http(
+                &mut conn,
+                "POST",
+                "/api/v1/officers",
+                &admin,
+                &format!(r#"{{"id":"{id}","display_name":"{id}","roles":["{role}"]}}"#),
+            ),
+            "officer",
+        );
+        ok_json(
+            http(
+                &mut conn,
+                "POST",
+                &format!("/api/v1/officers/{id}/tokens"),
+                &admin,
+                r#"{"label":"bench"}"#,
+            ),
+            "token",
+        )["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let hr = officer("hr", "hr_admin");
+    let anna = officer("anna", "registration_officer");
+    let bo = officer("bo", "registration_officer");
+
+    // 100 000 people from CSV.
+    const PEOPLE: usize = 100_000;
+    let csv = d.dir.path().join("hr.csv");
+    let mut text =
+        String::from("employee_number,given_name,family_name,email,upn,identity_number\n");
+    for i in 0..PEOPLE {
+        text.push_str(&format!(
+            "P{i:06},Given{i},Family{i},p{i}@example.org,p{i}@example.org,{}\n",
+            personnummer(i)
+        ));
+    }
+    std::fs::write(&csv, text).expect("csv");
+    let token_file = d.dir.path().join("hr.token");
+    std::fs::write(&token_file, &hr).expect("token file");
+    let (secs, cli_kib, out) = timed(
+        Command::new(cli()).args([
+            "--url",
+            &d.base,
+            "--token-file",
+            token_file.to_str().expect("path"),
+            "import",
+            csv.to_str().expect("path"),
+        ]),
+        d.dir.path(),
+    );
+    assert!(out.contains("imported 100000 new"), "{out}");
+    println!(
+        "ra: import of {PEOPLE} people from CSV on PostgreSQL: {secs:.1} s ({:.0} people/s, \
+         dry-run check included); peak memory: CLI {:.0} MiB, server {:.0} MiB",
+        PEOPLE as f64 / secs,
+        cli_kib as f64 / 1024.0,
+        peak_mib(server_pid)
+    );
+
+    // 1 000 active carriers (one authentication certificate each; one CSR for all: the
+    // benchmark measures transitions, not key generation).
+    const CARRIERS: usize = 1_000;
+    let csr_file = issuance_body(d.dir.path());
+    let body: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&csr_file).expect("body")).expect("json");
+    let csr = body["csr"].as_str().expect("csr").to_owned();
+    let keys = serde_json::json!({"keys": [{"profile": "authentication", "csr": csr}]}).to_string();
+    let people = ok_json(
+        http(&mut conn, "GET", "/api/v1/people?limit=1000", &anna, ""),
+        "people",
+    );
+    let mut ids = Vec::new();
+    let setup = Instant::now();
+    for (n, p) in people
+        .as_array()
+        .expect("list")
+        .iter()
+        .take(CARRIERS)
+        .enumerate()
+    {
+        let person = p["id"].as_str().expect("id");
+        ok_json(
+            http(
+                &mut conn,
+                "POST",
+                &format!("/api/v1/people/{person}/proofing"),
+                &anna,
+                r#"{"document_type":"passport","document_number":"X1","issuing_country":"SE","document_expiry":"2099-01-01","place":"bench"}"#,
+            ),
+            "proof",
+        );
+        let c = ok_json(
+            http(
+                &mut conn,
+                "POST",
+                "/api/v1/carriers",
+                &anna,
+                &format!(r#"{{"kind":"smart_card","serial_number":"B{n}"}}"#),
+            ),
+            "carrier",
+        );
+        let id = c["id"].as_str().expect("id").to_owned();
+        let a = ok_json(
+            http(
+                &mut conn,
+                "POST",
+                &format!("/api/v1/carriers/{id}/assignment"),
+                &anna,
+                &format!(r#"{{"person_id":"{person}","terms_version":"1"}}"#),
+            ),
+            "assign",
+        );
+        let approval = a["id"].as_str().expect("id").to_owned();
+        ok_json(
+            http(
+                &mut conn,
+                "POST",
+                &format!("/api/v1/approvals/{approval}/approval"),
+                &bo,
+                "",
+            ),
+            "approve",
+        );
+        ok_json(
+            http(
+                &mut conn,
+                "POST",
+                &format!("/api/v1/carriers/{id}/keys"),
+                &anna,
+                &keys,
+            ),
+            "keys",
+        );
+        ok_json(
+            http(
+                &mut conn,
+                "POST",
+                &format!("/api/v1/carriers/{id}/activation"),
+                &anna,
+                r#"{"receipt":"bench"}"#,
+            ),
+            "activate",
+        );
+        ids.push(id);
+    }
+    let setup = setup.elapsed();
+
+    // Suspend all, resume all, …: with 4 requests in flight over 1 000 carriers, a
+    // carrier's next step comes long after its last one finished (no conflicts).
+    let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
+    let script = d.dir.path().join("transitions.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "local ids = {{{}}}\nlocal n = #ids\nlocal k = 0\n\
+             local headers = {{[\"Authorization\"] = \"Bearer {anna}\", [\"Content-Type\"] = \"application/json\"}}\n\
+             request = function()\n  local i = k % n\n  local round = math.floor(k / n)\n  k = k + 1\n\
+               local path = \"/api/v1/carriers/\" .. ids[i + 1] .. \"/suspension\"\n\
+               if round % 2 == 0 then\n    return wrk.format(\"POST\", path, headers, '{{\"reason\":\"admin_hold\",\"days\":5}}')\n\
+               else\n    return wrk.format(\"DELETE\", path, headers, '{{\"verification\":\"in_person\"}}')\n  end\nend\n",
+            list.join(",")
+        ),
+    )
+    .expect("script");
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c4",
+            "-d",
+            &format!("{SECONDS}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(&d.base)
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !text.contains("Non-2xx"),
+        "conflicts or errors under load: {text}"
+    );
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .map_or_else(|| format!("? ({text})"), |v| v.trim().to_owned());
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map_or_else(|| "?".into(), |v| v.trim().to_owned());
+    println!(
+        "ra: carrier transitions (suspend/resume, one certificate each) on PostgreSQL: \
+         {rps} /s, p99 {p99} (wrk -t1 -c4 over {CARRIERS} carriers; setting them up took \
+         {:.1} s, 7 API calls each)",
+        setup.as_secs_f64()
     );
 }

@@ -443,6 +443,74 @@ fn scenario(database: Option<&str>) {
     t.ok(&hr, &["person", "end", &p2]);
     assert_eq!(ocsp(tmp.path(), &base, &s2), "revoked affiliationChanged");
 
+    // HR imports a file: malformed rows are each named by line and nothing is imported;
+    // fixed, it is imported; imported again, nothing changes.
+    let csv = tmp.path().join("hr.csv");
+    std::fs::write(
+        &csv,
+        b"employee_number,given_name,family_name,email,identity_number,birth_date,nationality\n\
+          H1,Anna,Ahl,anna@example.org,197505051230,,\n\
+          H2,Bo,Berg,,19811218-9875,,\n\
+          H3,Cai,Chen,,,1990-02-30,CN\n\
+          H1,Anna,Again,,201701102384,,\n\
+          H4,D\xe5vid,Dahl,,,1985-05-05,NO\n",
+    )
+    .unwrap();
+    let (code, report, err) = t.run(&hr, &["import", csv.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    let lines: Vec<u64> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![3, 4, 5, 6], "{report}");
+    assert!(report["errors"][3]["message"]
+        .as_str()
+        .unwrap()
+        .contains("UTF-8"));
+    assert_eq!(report["applied"], false);
+    let listed = t.ok(&hr, &["person", "list", "--after", "H", "--limit", "10"]);
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["employee_number"] == "H1"),
+        "a bad file imported something: {listed}"
+    );
+    let (code, _, err) = t.run(
+        &hr,
+        &["import", tmp.path().join("missing.csv").to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    std::fs::write(
+        &csv,
+        "employee_number,given_name,family_name,shoe_size\nH9,A,B,42\n",
+    )
+    .unwrap();
+    let (code, _, err) = t.run(&hr, &["import", csv.to_str().unwrap()]);
+    assert!(code == 3 && err.contains("shoe_size"), "{err}");
+    std::fs::write(
+        &csv,
+        "employee_number,given_name,family_name,identity_number,birth_date,nationality\n\
+         H1,Anna,Ahl,197010632391,,\n\
+         H3,Cai,Chen,,1990-02-28,CN\n",
+    )
+    .unwrap();
+    let done = t.ok(&hr, &["import", csv.to_str().unwrap()]);
+    assert_eq!(
+        (done["created"].as_u64(), done["applied"].as_bool()),
+        (Some(2), Some(true)),
+        "{done}"
+    );
+    let again = t.ok(&hr, &["import", csv.to_str().unwrap()]);
+    assert_eq!(
+        (again["created"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(2)),
+        "{again}"
+    );
+
     // Everything agrees, and the auditor may look.
     let d = t.ok(&auditor, &["reconcile"]);
     assert_eq!(d, serde_json::json!([]));

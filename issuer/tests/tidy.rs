@@ -370,6 +370,14 @@ fn the_openapi_document_is_what_the_code_serves() {
                 .unwrap(),
             ),
             (
+                "ImportRequest",
+                serde_json::to_value(ImportRequest {
+                    people: Vec::new(),
+                    dry_run: true,
+                })
+                .unwrap(),
+            ),
+            (
                 "NewProofing",
                 serde_json::to_value(NewProofing {
                     document_type: "passport".into(),

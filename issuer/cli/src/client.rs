@@ -17,6 +17,8 @@ pub(crate) enum Failure {
     Usage(String),
     /// The issuer answered with an error code.
     Refused { code: ErrorCode, message: String },
+    /// The input is not acceptable (exit 3): a file's rows or columns.
+    Invalid(String),
     /// Reconciliation found differences (exit 6).
     Differences(usize),
     /// The issuer could not be reached, or answered what no issuer answers (exit 7).
@@ -26,7 +28,7 @@ pub(crate) enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Usage(m) | Self::Server(m) => f.write_str(m),
+            Self::Usage(m) | Self::Server(m) | Self::Invalid(m) => f.write_str(m),
             Self::Refused { code, message } => write!(f, "{message} ({code})"),
             Self::Differences(n) => write!(f, "{n} differences"),
         }
@@ -37,6 +39,7 @@ impl Failure {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::Usage(_) => 2,
+            Self::Invalid(_) => 3,
             Self::Refused { code, .. } => match code {
                 ErrorCode::MalformedJson
                 | ErrorCode::PayloadTooLarge

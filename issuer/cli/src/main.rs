@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod import;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,20 @@ enum Command {
     /// Four-eyes approvals: list, approve, refuse.
     #[command(subcommand)]
     Approve(ApproveCmd),
+    /// Import people from an HR export: CSV, UTF-8, a header row with the columns
+    /// employee_number, given_name, family_name (required), email, upn, identity_number,
+    /// birth_date, nationality, protected_identity. The whole file is checked first and
+    /// imported only if every row is right; the report names each bad row by its line.
+    /// Importing the same file again changes nothing.
+    Import {
+        file: PathBuf,
+        /// Check and report only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
     /// Differences between carrier states and certificate statuses (none: exit 0).
     Reconcile,
 }
@@ -365,6 +380,46 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             out.approvals(&[a])
         }
         Command::Approve(cmd) => approve(&c, &out, cmd),
+        Command::Import {
+            file,
+            dry_run,
+            batch,
+        } => {
+            let o = import::run(&c, file, *dry_run, *batch)?;
+            if out.json {
+                out.print_json(&o)?;
+            } else {
+                for e in &o.errors {
+                    eprintln!("line {} ({}): {}", e.line, e.employee_number, e.message);
+                }
+                let verb = if o.applied {
+                    "imported"
+                } else {
+                    "would import"
+                };
+                println!(
+                    "{} rows: {verb} {} new, {} updated, {} unchanged; {} bad rows",
+                    o.rows,
+                    o.created,
+                    o.updated,
+                    o.unchanged,
+                    o.errors.len()
+                );
+            }
+            if o.errors.is_empty() {
+                Ok(())
+            } else if o.partial {
+                Err(Failure::Invalid(format!(
+                    "{} bad rows found while importing (the register changed meanwhile); the rows before them were imported: fix them and import the file again",
+                    o.errors.len()
+                )))
+            } else {
+                Err(Failure::Invalid(format!(
+                    "{} bad rows: nothing was imported; fix them and import again",
+                    o.errors.len()
+                )))
+            }
+        }
         Command::Reconcile => {
             let d: Vec<Difference> = c.get("/reconciliation")?;
             if out.json {

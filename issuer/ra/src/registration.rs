@@ -19,9 +19,10 @@ use tessera_issuer_store::registration::{
 use tessera_issuer_store::Tx;
 use tessera_issuer_types::api::{
     ActivateRequest, Approval, AssignRequest, Carrier, CarrierKey, Difference, ExtendRequest,
-    IssueRequest, KeysRequest, NewCarrier, NewOfficer, NewPerson, NewProofing, NewToken,
-    NonResident, Officer, Person, ResumeRequest, RetireRequest, ReturnOutcome, ReturnRequest,
-    RevokeCarrierRequest, SubstituteRequest, SuspendRequest, TemporaryRequest, TokenIssued,
+    ImportReport, ImportRequest, IssueRequest, KeysRequest, NewCarrier, NewOfficer, NewPerson,
+    NewProofing, NewToken, NonResident, Officer, Person, ResumeRequest, RetireRequest,
+    ReturnOutcome, ReturnRequest, RevokeCarrierRequest, RowError, SubstituteRequest,
+    SuspendRequest, TemporaryRequest, TokenIssued,
 };
 use tessera_issuer_types::identity::{self, IdentityNumber};
 use tessera_issuer_types::lifecycle::{
@@ -34,6 +35,9 @@ use crate::lifecycle::{self, Certificates, PersonStep, Step};
 use crate::{now_secs, Actor, Ra, RaError};
 
 const DAY: i64 = 86_400;
+
+/// The most people one import call takes (the CLI sends a file in batches of these).
+pub const MAX_IMPORT: usize = 5_000;
 
 /// The registration policy's limits (LIFECYCLE.md; LoA3 K6.5, eIDAS 2015/1502 §2.2.3).
 #[derive(Debug, Clone)]
@@ -464,6 +468,154 @@ impl Ra {
         self.store
             .write(|tx| -> Result<(), RaError> { insert_person(tx, actor, &row, at) })?;
         person_view(row)
+    }
+
+    /// Imports a batch of people from HR: every row checked (fields, duplicates in the
+    /// batch, conflicts with the register) before anything is written; with any error, or
+    /// a dry run, nothing is. A registered employee number is updated or left unchanged,
+    /// never duplicated; its identity number never changes silently.
+    pub fn import_people(
+        &self,
+        actor: &Actor,
+        req: &ImportRequest,
+    ) -> Result<ImportReport, RaError> {
+        self.require(actor, "person.import", &[OfficerRole::HrAdmin])?;
+        if req.people.len() > MAX_IMPORT {
+            return Err(invalid(
+                "people",
+                format!("at most {MAX_IMPORT} people per call"),
+            ));
+        }
+        let at = now_secs(self.clock.as_ref());
+        let mut report = ImportReport {
+            dry_run: req.dry_run,
+            ..ImportReport::default()
+        };
+        let mut rows = Vec::with_capacity(req.people.len());
+        let mut seen_employee = std::collections::HashSet::new();
+        let mut seen_identity = std::collections::HashSet::new();
+        for (i, p) in req.people.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let error = |message: String| RowError {
+                index,
+                employee_number: p.employee_number.clone(),
+                message,
+            };
+            match self.check_person(p, at) {
+                Err(e) => report.errors.push(error(e.to_string())),
+                Ok(row) => {
+                    if !seen_employee.insert(row.employee_number.clone()) {
+                        report.errors.push(error(format!(
+                            "employee number {} appears twice",
+                            row.employee_number
+                        )));
+                    } else if row
+                        .identity_number
+                        .as_ref()
+                        .is_some_and(|n| !seen_identity.insert(n.clone()))
+                    {
+                        report.errors.push(error(
+                            "the identity number appears twice in the batch".into(),
+                        ));
+                    } else {
+                        rows.push((index, row));
+                    }
+                }
+            }
+        }
+        let apply = |tx: &mut Tx<'_>, report: &mut ImportReport| -> Result<(), RaError> {
+            // First every check against the register, then (only if all pass) the writes.
+            let mut plan = Vec::with_capacity(rows.len());
+            for (index, row) in &rows {
+                let error = |message: &str| RowError {
+                    index: *index,
+                    employee_number: row.employee_number.clone(),
+                    message: message.to_owned(),
+                };
+                match tx.person_by_employee_number(&row.employee_number)? {
+                    Some(old) => {
+                        if old.identity_number != row.identity_number
+                            || old.non_resident != row.non_resident
+                        {
+                            report.errors.push(error(
+                                "the identity number (or non-resident data) differs from the registered person's; correct it by hand",
+                            ));
+                            continue;
+                        }
+                        let changed = changed_fields(&old, row);
+                        if changed.is_empty() {
+                            report.unchanged += 1;
+                        } else {
+                            report.updated += 1;
+                            plan.push((Some(old), row, changed));
+                        }
+                    }
+                    None => {
+                        if let Some(n) = &row.identity_number {
+                            if tx.person_by_identity_number(n)?.is_some() {
+                                report.errors.push(error(
+                                    "a person with this identity number is registered under another employee number",
+                                ));
+                                continue;
+                            }
+                        }
+                        report.created += 1;
+                        plan.push((None, row, Vec::new()));
+                    }
+                }
+            }
+            if !report.errors.is_empty() || report.dry_run {
+                return Ok(());
+            }
+            for (old, row, changed) in plan {
+                match old {
+                    None => {
+                        tx.insert_person(row)?;
+                        tx.audit(
+                            &actor.name,
+                            &AuditEvent::PersonRegistered {
+                                person: row.id.clone(),
+                                employee_number: row.employee_number.clone(),
+                            },
+                            at,
+                        )?;
+                    }
+                    Some(old) => {
+                        let updated = PersonRow {
+                            given_name: row.given_name.clone(),
+                            family_name: row.family_name.clone(),
+                            email: row.email.clone(),
+                            upn: row.upn.clone(),
+                            protected_identity: row.protected_identity,
+                            updated_at: at,
+                            ..old
+                        };
+                        tx.update_person_details(&updated)?;
+                        tx.audit(
+                            &actor.name,
+                            &AuditEvent::PersonUpdated {
+                                person: updated.id.clone(),
+                                fields: changed.join(","),
+                            },
+                            at,
+                        )?;
+                    }
+                }
+            }
+            report.applied = true;
+            Ok(())
+        };
+        if req.dry_run || !report.errors.is_empty() {
+            // Nothing is written: the register is only read (the counts say what would be).
+            self.store.read(|tx| apply(tx, &mut report))?;
+            report.applied = false;
+        } else {
+            let mut attempt = report.clone();
+            self.store.write(|tx| apply(tx, &mut attempt))?;
+            report = attempt;
+        }
+        report.errors.sort_by_key(|e| e.index);
+        Ok(report)
     }
 
     /// A person's record. A protected identity (K5.9) is shown only to registration
@@ -1580,6 +1732,27 @@ fn new_token(
         token: token.to_string(),
         expires_at,
     })
+}
+
+/// The HR fields of `new` that differ from `old`, by name.
+fn changed_fields(old: &PersonRow, new: &PersonRow) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.given_name != new.given_name {
+        out.push("given_name");
+    }
+    if old.family_name != new.family_name {
+        out.push("family_name");
+    }
+    if old.email != new.email {
+        out.push("email");
+    }
+    if old.upn != new.upn {
+        out.push("upn");
+    }
+    if old.protected_identity != new.protected_identity {
+        out.push("protected_identity");
+    }
+    out
 }
 
 fn may_see_protected(actor: &Actor) -> bool {

@@ -969,3 +969,93 @@ fn a_substitute_card_is_bound_approved_ends_by_itself_and_goes_back_to_stock() {
     assert_eq!(f.ra.reconcile(&d.auditor).unwrap(), Vec::new());
     assert!(f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
 }
+
+#[test]
+fn an_import_with_any_bad_row_imports_nothing_and_a_second_import_changes_nothing() {
+    let d = desk();
+    let f = &d.f;
+    let good = |n: u32, pnr: &str| new_person(n, pnr);
+    let mut bad_date = good(3, "201701102384");
+    bad_date.identity_number = None;
+    bad_date.non_resident = Some(NonResident {
+        birth_date: "1990-02-30".into(),
+        nationality: "NO".into(),
+    });
+    let batch = vec![
+        good(1, "198112189876"),
+        good(2, "19811218-9875"), // bad check digit
+        bad_date,
+        good(1, "196408233234"), // employee number twice
+    ];
+    let report =
+        f.ra.import_people(
+            &d.hr,
+            &ImportRequest {
+                people: batch,
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    assert!(!report.applied);
+    let rows: Vec<u32> = report.errors.iter().map(|e| e.index).collect();
+    assert_eq!(rows, vec![1, 2, 3], "{report:?}");
+    assert!(report.errors[0].message.contains("identity_number"));
+    assert!(report.errors[1].message.contains("birth_date"));
+    assert!(report.errors[2].message.contains("twice"));
+    assert!(f.ra.people(&d.admin, "", 100).unwrap().is_empty());
+
+    // Fixed: a dry run says what would happen and changes nothing; then it is applied.
+    let fixed = ImportRequest {
+        people: vec![good(1, "198112189876"), good(2, "196408233234")],
+        dry_run: true,
+    };
+    let dry = f.ra.import_people(&d.hr, &fixed).unwrap();
+    assert_eq!((dry.created, dry.applied), (2, false));
+    assert!(f.ra.people(&d.admin, "", 100).unwrap().is_empty());
+    let real = ImportRequest {
+        dry_run: false,
+        ..fixed.clone()
+    };
+    let done = f.ra.import_people(&d.hr, &real).unwrap();
+    assert_eq!((done.created, done.applied), (2, true));
+    let audit = f.store.read(|tx| tx.audit_records()).unwrap().len();
+    // Again: nothing changes, not even the audit trail.
+    let again = f.ra.import_people(&d.hr, &real).unwrap();
+    assert_eq!((again.created, again.updated, again.unchanged), (0, 0, 2));
+    assert_eq!(f.store.read(|tx| tx.audit_records()).unwrap().len(), audit);
+    // A changed name is an update; a changed identity number is refused, naming the row.
+    let mut renamed = good(1, "198112189876");
+    renamed.family_name = "Married".into();
+    let mut moved = good(2, "201701102384");
+    moved.given_name = "Other".into();
+    let r =
+        f.ra.import_people(
+            &d.hr,
+            &ImportRequest {
+                people: vec![renamed.clone(), moved],
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert_eq!(r.errors[0].index, 1);
+    assert!(!r.applied);
+    let r =
+        f.ra.import_people(
+            &d.hr,
+            &ImportRequest {
+                people: vec![renamed],
+                dry_run: false,
+            },
+        )
+        .unwrap();
+    assert_eq!((r.updated, r.applied), (1, true));
+    let people = f.ra.people(&d.admin, "", 100).unwrap();
+    assert_eq!(people[0].family_name, "Married");
+    // Only HR imports.
+    assert_eq!(
+        code(f.ra.import_people(&d.anna, &real).unwrap_err()),
+        ErrorCode::Forbidden
+    );
+    assert!(f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+}

@@ -107,6 +107,11 @@ pub enum AuditEvent {
     PersonEnded {
         person: String,
     },
+    /// HR changed a registered person's names, e-mail, UPN or protection (`fields`).
+    PersonUpdated {
+        person: String,
+        fields: String,
+    },
     CarrierRegistered {
         carrier: String,
         kind: String,
@@ -162,6 +167,7 @@ impl AuditEvent {
             Self::PersonRegistered { .. } => "person.registered",
             Self::PersonProofed { .. } => "person.proofed",
             Self::PersonEnded { .. } => "person.ended",
+            Self::PersonUpdated { .. } => "person.updated",
             Self::CarrierRegistered { .. } => "carrier.registered",
             Self::CarrierChanged { .. } => "carrier.changed",
             Self::ApprovalRequested { .. } => "approval.requested",

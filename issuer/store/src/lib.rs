@@ -97,7 +97,7 @@ impl Store {
                 false,
                 4,
             ),
-            Location::Postgres(url) => (url.to_owned(), true, 8),
+            Location::Postgres(url) => (without_gssapi(url), true, 8),
         };
         // The schema first, on one connection, with a clear error if the database is not
         // there at all.
@@ -245,6 +245,18 @@ impl Store {
     }
 }
 
+/// The URL with GSSAPI encryption off unless it asks for it: libpq otherwise asks
+/// Kerberos for credentials on every connection, and a process that exits while a pool
+/// thread is connecting aborts in Kerberos's mutexes (`k5_mutex_lock: Received error 22`,
+/// seen under `audit verify`). Deployments that use Kerberos say `gssencmode=` themselves.
+fn without_gssapi(url: &str) -> String {
+    if url.contains("gssencmode=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}gssencmode=disable")
+}
+
 /// `postgres://user@host/db` with the password put in as `user:password@`, percent-encoded
 /// (RFC 3986 §3.2.1).
 fn with_password(url: &str, password: &str) -> Result<zeroize::Zeroizing<String>, StoreError> {
@@ -287,4 +299,25 @@ impl std::fmt::Debug for Tx<'_> {
 /// Unix seconds as the database stores times.
 pub fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgresql_urls_turn_gssapi_off_unless_they_choose() {
+        assert_eq!(
+            without_gssapi("postgres://u@h/db"),
+            "postgres://u@h/db?gssencmode=disable"
+        );
+        assert_eq!(
+            without_gssapi("postgres://u@h/db?sslmode=require"),
+            "postgres://u@h/db?sslmode=require&gssencmode=disable"
+        );
+        assert_eq!(
+            without_gssapi("postgres://u@h/db?gssencmode=require"),
+            "postgres://u@h/db?gssencmode=require"
+        );
+    }
 }

@@ -404,6 +404,21 @@ impl Tx<'_> {
             .load(self.conn)?)
     }
 
+    /// Writes a person's HR fields (names, e-mail, UPN, protection).
+    pub fn update_person_details(&mut self, p: &PersonRow) -> Result<(), StoreError> {
+        diesel::update(people::table.filter(people::id.eq(&p.id)))
+            .set((
+                people::given_name.eq(&p.given_name),
+                people::family_name.eq(&p.family_name),
+                people::email.eq(&p.email),
+                people::upn.eq(&p.upn),
+                people::protected_identity.eq(p.protected_identity),
+                people::updated_at.eq(p.updated_at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
     pub fn set_person_state(
         &mut self,
         id: &str,

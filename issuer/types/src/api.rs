@@ -159,6 +159,41 @@ pub struct NewPerson {
     pub protected_identity: bool,
 }
 
+/// `POST /api/v1/people/import`: a batch of people from HR (at most 5,000), all applied
+/// or none. A person already registered under the employee number is updated (names,
+/// e-mail, UPN, protected identity) or left as it is: importing a file twice changes
+/// nothing the second time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    pub people: Vec<NewPerson>,
+    /// Check and report only; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What an import did (or, with errors or a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportReport {
+    pub dry_run: bool,
+    /// Whether the batch was applied (no errors, not a dry run).
+    pub applied: bool,
+    pub created: u32,
+    pub updated: u32,
+    pub unchanged: u32,
+    /// Every row that is not acceptable; a batch with any is applied not at all.
+    pub errors: Vec<RowError>,
+}
+
+/// One unacceptable row of an import.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowError {
+    /// The row's index in the batch, from 0.
+    pub index: u32,
+    pub employee_number: String,
+    pub message: String,
+}
+
 /// A person as the API shows them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Person {

@@ -16,6 +16,9 @@ use tessera_issuer_ra::{Actor, Ra, RaError};
 use crate::error::ApiError;
 use crate::routes::{bearer, blocking, body, json, Shared};
 
+/// Largest import body (a batch of at most 5,000 people).
+pub(crate) const IMPORT_BODY: usize = 8 << 20;
+
 /// The RA's routes, as [`crate::ROUTES`] lists them.
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -26,6 +29,11 @@ pub(crate) fn routes() -> Router<Shared> {
             axum::routing::delete(revoke_token),
         )
         .route("/api/v1/people", post(create_person).get(people))
+        .route(
+            "/api/v1/people/import",
+            // A batch of up to 5,000 people is a few megabytes.
+            post(import).layer(axum::extract::DefaultBodyLimit::max(IMPORT_BODY)),
+        )
         .route("/api/v1/people/{id}", get(person))
         .route("/api/v1/people/{id}/proofing", post(proof))
         .route("/api/v1/people/{id}/employment-end", post(end_person))
@@ -153,6 +161,13 @@ fn default_limit() -> u32 {
 
 async fn people(State(app): State<Shared>, Query(page): Query<Page>, h: HeaderMap) -> Answer {
     without_body(app, h, move |ra, a| ra.people(a, &page.after, page.limit)).await
+}
+
+async fn import(State(app): State<Shared>, h: HeaderMap, raw: Body) -> Answer {
+    with_body(app, h, raw, StatusCode::OK, |ra, a, b| {
+        ra.import_people(a, &b)
+    })
+    .await
 }
 
 async fn person(State(app): State<Shared>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Answer {

@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/officers/{id}/tokens/{token}"),
     ("post", "/api/v1/people"),
     ("get", "/api/v1/people"),
+    ("post", "/api/v1/people/import"),
     ("get", "/api/v1/people/{id}"),
     ("post", "/api/v1/people/{id}/proofing"),
     ("post", "/api/v1/people/{id}/employment-end"),
