@@ -234,7 +234,9 @@ fn scenario(database: Option<&str>) {
     let auditor = officer("audit", "auditor");
 
     // HR registers a person; a bad personnummer is refused with exit code 3 and the field.
+    // Each person's own logon name (a UPN names one person).
     let person_args = |n: &str, pnr: &str| -> Vec<String> {
+        let upn = format!("{}@example.org", n.to_lowercase());
         [
             "person",
             "add",
@@ -245,9 +247,9 @@ fn scenario(database: Option<&str>) {
             "--family-name",
             "Ek",
             "--email",
-            "eva@example.org",
+            &upn,
             "--upn",
-            "eva@example.org",
+            &upn,
             "--identity-number",
             pnr,
         ]
@@ -491,6 +493,22 @@ fn scenario(database: Option<&str>) {
     .unwrap();
     let (code, _, err) = t.run(&hr, &["import", csv.to_str().unwrap()]);
     assert!(code == 3 && err.contains("shoe_size"), "{err}");
+    // One identity number in two spellings, far apart (different batches): refused.
+    std::fs::write(
+        &csv,
+        "employee_number,given_name,family_name,identity_number\nH7,A,B,198812123340\nH8,C,D,19881212-3340\n",
+    )
+    .unwrap();
+    let (code, report, err) = t.run(&hr, &["import", "--batch", "1", csv.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(report["errors"][0]["line"], 3, "{report}");
+    assert!(
+        report["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2"),
+        "{report}"
+    );
     std::fs::write(
         &csv,
         "employee_number,given_name,family_name,identity_number,birth_date,nationality\n\

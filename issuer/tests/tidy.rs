@@ -297,6 +297,7 @@ fn the_openapi_document_is_what_the_code_serves() {
         upn: Some("x@example.org".into()),
         email: Some("x@example.org".into()),
         card_uuid: Some("8f5c1f3a-1b2c-4d5e-8f90-1234567890ab".into()),
+        sid: Some("S-1-5-21-1-2-3-1001".into()),
     };
     let request = tessera_issuer_types::api::IssueRequest {
         profile: tessera_issuer_types::ProfileName::Authentication,
@@ -366,6 +367,7 @@ fn the_openapi_document_is_what_the_code_serves() {
                     identity_number: Some("n".into()),
                     non_resident: Some(non_resident.clone()),
                     protected_identity: true,
+                    directory_sid: Some("S-1-5-21-1-2-3-1001".into()),
                 })
                 .unwrap(),
             ),
@@ -408,6 +410,7 @@ fn the_openapi_document_is_what_the_code_serves() {
                 "TemporaryRequest",
                 serde_json::to_value(TemporaryRequest {
                     carrier_id: "c".into(),
+                    original_id: Some("o".into()),
                     days: Some(1),
                 })
                 .unwrap(),

@@ -481,6 +481,28 @@ impl IssuingCa {
             )));
         }
 
+        // The SID goes with the Windows logon name: only where the profile carries a UPN.
+        let sid = match &subject.sid {
+            Some(_) if !san_rules.upn => {
+                return Err(CaError::BadSubject(format!(
+                    "profile {} carries no SID",
+                    profile.name
+                )))
+            }
+            Some(sid) => {
+                tessera_issuer_types::identity::check_sid(sid).map_err(CaError::BadSubject)?;
+                let value = der::Any::encode_from(
+                    &OctetString::new(sid.as_bytes().to_vec()).map_err(internal)?,
+                )
+                .map_err(internal)?;
+                Some(SubjectAltName(vec![GeneralName::OtherName(OtherName {
+                    type_id: profile::OTHER_NAME_NTDS_OBJECTSID,
+                    value,
+                })]))
+            }
+            None => None,
+        };
+
         let ku = match kind {
             KeyKind::Rsa => profile.rsa_key_usage,
             KeyKind::Ec => profile.ec_key_usage,
@@ -558,6 +580,9 @@ impl IssuingCa {
             exts.push(
                 ext(oid::ID_CE_SUBJECT_ALT_NAME, false, &SubjectAltName(san)).map_err(internal)?,
             );
+        }
+        if let Some(sid) = sid {
+            exts.push(ext(profile::EXT_NTDS_CA_SECURITY, false, &sid).map_err(internal)?);
         }
         Ok(TbsCertificate {
             version: Version::V3,

@@ -18,6 +18,13 @@ pub const EKU_PIV_CARD_AUTH: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("2.16.840.1.101.3.6.8");
 /// Microsoft UPN otherName.
 pub const OTHER_NAME_UPN: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.20.2.3");
+/// szOID_NTDS_CA_SECURITY_EXT: the holder's SID, for Windows strong certificate mapping
+/// (KB5014754), as a GeneralNames with one otherName of type
+/// [`OTHER_NAME_NTDS_OBJECTSID`] holding the SID's string form in an OCTET STRING.
+pub const EXT_NTDS_CA_SECURITY: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.25.2");
+pub const OTHER_NAME_NTDS_OBJECTSID: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.25.2.1");
 
 /// Which subject alternative names a profile carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use tessera_issuer_types::api::{ImportReport, ImportRequest, NewPerson, NonResid
 use crate::client::{Client, Failure};
 
 /// The columns an HR file may have; the first three are required.
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 10] = [
     "employee_number",
     "given_name",
     "family_name",
@@ -22,6 +22,7 @@ const COLUMNS: [&str; 9] = [
     "birth_date",
     "nationality",
     "protected_identity",
+    "directory_sid",
 ];
 
 /// One bad row, by its line in the file.
@@ -172,6 +173,7 @@ fn person(
         identity_number: fields.get("identity_number").cloned(),
         non_resident,
         protected_identity,
+        directory_sid: fields.get("directory_sid").cloned(),
     })
 }
 
@@ -245,8 +247,10 @@ pub(crate) fn run(
         errors: bad,
         ..Outcome::default()
     };
-    // Duplicates across batches (the issuer sees one batch at a time).
+    // Duplicates across batches (the issuer sees one batch at a time): employee numbers,
+    // and identity numbers in either spelling (YYYYMMDD-NNNC and YYYYMMDDNNNC are one).
     let mut seen = std::collections::HashMap::new();
+    let mut numbers = std::collections::HashMap::new();
     for (line, p) in &people {
         if let Some(first) = seen.insert(p.employee_number.clone(), *line) {
             out.errors.push(BadRow {
@@ -254,6 +258,19 @@ pub(crate) fn run(
                 employee_number: p.employee_number.clone(),
                 message: format!("employee number also on line {first}"),
             });
+        }
+        let number = p
+            .identity_number
+            .as_deref()
+            .and_then(|n| tessera_issuer_types::identity::IdentityNumber::parse(n).ok());
+        if let Some(n) = number {
+            if let Some(first) = numbers.insert(n, *line) {
+                out.errors.push(BadRow {
+                    line: *line,
+                    employee_number: p.employee_number.clone(),
+                    message: format!("identity number also on line {first}"),
+                });
+            }
         }
     }
     let mut check = Outcome::default();

@@ -78,7 +78,7 @@ enum Command {
     Approve(ApproveCmd),
     /// Import people from an HR export: CSV, UTF-8, a header row with the columns
     /// employee_number, given_name, family_name (required), email, upn, identity_number,
-    /// birth_date, nationality, protected_identity. The whole file is checked first and
+    /// birth_date, nationality, protected_identity, directory_sid. The whole file is checked first and
     /// imported only if every row is right; the report names each bad row by its line.
     /// Importing the same file again changes nothing.
     Import {
@@ -167,6 +167,10 @@ struct PersonArgs {
     /// A protected identity: only registration officers and administrators see it.
     #[arg(long)]
     protected: bool,
+    /// The person's Active Directory SID (S-1-5-21-…), put in the authentication
+    /// certificate for Windows strong certificate mapping.
+    #[arg(long)]
+    sid: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -266,7 +270,10 @@ enum TemporaryCmd {
         /// A temporary card in stock.
         #[arg(long)]
         carrier: String,
-        /// Days (default 1, at most 14).
+        /// The card left at home (needed when the holder has several active cards).
+        #[arg(long)]
+        original: Option<String>,
+        /// Days from the approval (default 1, at most 14).
         #[arg(long)]
         days: Option<u32>,
     },
@@ -519,6 +526,7 @@ fn person(c: &Client, out: &Output, cmd: &PersonCmd) -> Result<(), Failure> {
                         nationality: a.nationality.clone().unwrap_or_default(),
                     }),
                     protected_identity: a.protected,
+                    directory_sid: a.sid.clone(),
                 },
             )?;
             out.person(&p)
@@ -648,12 +656,14 @@ fn temporary(c: &Client, out: &Output, cmd: &TemporaryCmd) -> Result<(), Failure
         TemporaryCmd::Request {
             person,
             carrier,
+            original,
             days,
         } => {
             let a: Approval = c.post(
                 &format!("/people/{person}/temporary-card"),
                 &TemporaryRequest {
                     carrier_id: carrier.clone(),
+                    original_id: original.clone(),
                     days: *days,
                 },
             )?;
@@ -729,6 +739,9 @@ impl Output {
         if p.protected_identity {
             println!("  protected identity");
         }
+        if let Some(sid) = &p.directory_sid {
+            println!("  directory SID    {sid}");
+        }
         println!("  state            {}", p.state);
         Ok(())
     }
@@ -779,6 +792,17 @@ impl Output {
                     .map(|d| format!(" by {d}"))
                     .unwrap_or_default()
             );
+            // What the approver approves: the names the certificates will carry.
+            println!("  subject  {}", a.subject.common_name);
+            for (what, v) in [
+                ("upn", &a.subject.upn),
+                ("email", &a.subject.email),
+                ("sid", &a.subject.sid),
+            ] {
+                if let Some(v) = v {
+                    println!("  {what:8} {v}");
+                }
+            }
         }
         Ok(())
     }

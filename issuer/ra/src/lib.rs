@@ -153,6 +153,15 @@ fn may_change(
     actor: &Actor,
     serial: &Serial,
 ) -> Result<(), RaError> {
+    if let Some(carrier) = tx.carrier_of_serial(serial)? {
+        // A carrier's certificates change with the carrier (one transition, one place):
+        // changed here, they would disagree with it.
+        return Err(RaError::InvalidTransition {
+            what: format!("certificate {serial}"),
+            current: format!("on carrier {carrier}"),
+            verb: "change the status of (change the carrier instead)",
+        });
+    }
     let own = tx
         .profile(serial)?
         .is_some_and(|p| OWN_PROFILES.contains(&p.as_str()));
@@ -285,12 +294,18 @@ impl Ra {
     /// Issues a certificate: proof of possession checked, intent and its audit record
     /// committed, the token signs, the certificate and its audit record and outbox entry
     /// committed. If the last step fails, the intent stays: the serial is revocable.
+    ///
+    /// This is issuance outside the registration flow — no person, no approval, no carrier
+    /// — so only the bootstrap token does it, before the first administrator exists
+    /// (setting up, scripts and tests); afterwards every certificate for a person comes
+    /// from a carrier (`registration`), so no single officer issues an eID in someone
+    /// else's name (K3.4).
     pub fn issue(&self, actor: &Actor, req: &IssueRequest) -> Result<Issued, RaError> {
-        self.require(
-            actor,
-            "certificate.issue",
-            &[OfficerRole::RegistrationOfficer],
-        )?;
+        if !actor.bootstrap {
+            let reason = "certificates are issued through carriers (assignment, a second officer's approval, keys); direct issuance is for the bootstrap token while setting up";
+            self.refused(actor, "certificate.issue", reason);
+            return Err(RaError::Forbidden(reason.into()));
+        }
         let proof = self.key(req)?;
         self.issue_proven(actor, req, proof, None)
     }
@@ -383,7 +398,7 @@ impl Ra {
         self.require(
             actor,
             "certificate.revoke",
-            &[OfficerRole::RegistrationOfficer],
+            &[OfficerRole::RegistrationOfficer, OfficerRole::Administrator],
         )?;
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<(), RaError> {
@@ -424,7 +439,7 @@ impl Ra {
         self.require(
             actor,
             "certificate.release_hold",
-            &[OfficerRole::RegistrationOfficer],
+            &[OfficerRole::RegistrationOfficer, OfficerRole::Administrator],
         )?;
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<(), RaError> {
@@ -496,7 +511,12 @@ mod tests {
     #[test]
     fn issue_and_revoke_commit_status_audit_and_outbox_together() {
         let f = fixture(vec![ProfileName::Authentication]);
-        let actor = Actor::officer("officer", &[OfficerRole::RegistrationOfficer]);
+        let actor = Actor {
+            name: "bootstrap-admin".into(),
+            roles: Vec::new(),
+            person_id: None,
+            bootstrap: true,
+        };
         let issued =
             f.ra.issue(&actor, &bare(ProfileName::Authentication))
                 .unwrap();
@@ -527,7 +547,12 @@ mod tests {
     #[test]
     fn a_bare_key_is_refused_where_the_profile_does_not_allow_it_and_nothing_is_written() {
         let f = fixture(Vec::new());
-        let actor = Actor::officer("officer", &[OfficerRole::RegistrationOfficer]);
+        let actor = Actor {
+            name: "bootstrap-admin".into(),
+            roles: Vec::new(),
+            person_id: None,
+            bootstrap: true,
+        };
         let err =
             f.ra.issue(&actor, &bare(ProfileName::Authentication))
                 .unwrap_err();

@@ -108,8 +108,11 @@ fn text(field: &str, value: &str, max: usize) -> Result<String, RaError> {
     if v.chars().count() > max {
         return Err(invalid(field, format!("longer than {max} characters")));
     }
-    if v.chars().any(char::is_control) {
-        return Err(invalid(field, "contains control characters"));
+    // Control characters, and the format characters that make text read other than it is
+    // (bidirectional overrides, zero-width joiners: a name that displays as another's).
+    let format = |c: char| matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+    if v.chars().any(|c| c.is_control() || format(c)) {
+        return Err(invalid(field, "contains control or format characters"));
     }
     Ok(v.to_owned())
 }
@@ -157,6 +160,7 @@ fn person_view(p: PersonRow) -> Result<Person, RaError> {
         identity_number: p.identity_number,
         non_resident,
         protected_identity: p.protected_identity,
+        directory_sid: p.directory_sid,
         state,
         proofed_at: p.proofed_at,
         created_at: p.created_at,
@@ -176,6 +180,7 @@ fn officer_view(o: OfficerRow) -> Officer {
 
 fn approval_view(a: ApprovalRow) -> Approval {
     Approval {
+        subject: serde_json::from_str(&a.subject).unwrap_or_default(),
         id: a.id,
         kind: a.kind,
         carrier_id: a.carrier_id,
@@ -185,6 +190,22 @@ fn approval_view(a: ApprovalRow) -> Approval {
         state: a.state,
         decided_by: a.decided_by,
     }
+}
+
+/// The certificate subject a person's record gives (the card-specific parts — which
+/// names go in which profile, the card UUID — are added per key at issuance).
+fn subject_of(p: &PersonRow) -> Subject {
+    Subject {
+        common_name: format!("{} {}", p.given_name, p.family_name),
+        upn: p.upn.clone(),
+        email: p.email.clone(),
+        card_uuid: None,
+        sid: p.directory_sid.clone(),
+    }
+}
+
+fn subject_json(p: &PersonRow) -> String {
+    serde_json::to_string(&subject_of(p)).unwrap_or_default()
 }
 
 /// Serials whose status changed in a transaction: this process's OCSP cache hears of them
@@ -211,7 +232,7 @@ impl Ra {
 
     /// Audits a refused action (best effort: a failing database is reported by the
     /// refusal's own error path, not hidden behind this one).
-    fn refused(&self, actor: &Actor, action: &str, reason: &str) {
+    pub(crate) fn refused(&self, actor: &Actor, action: &str, reason: &str) {
         let at = now_secs(self.clock.as_ref());
         let r = self.store.write(|tx| {
             tx.audit(
@@ -439,6 +460,16 @@ impl Ra {
                 ))
             }
         };
+        let directory_sid = req
+            .directory_sid
+            .as_deref()
+            .map(|s| {
+                let s = s.trim();
+                identity::check_sid(s)
+                    .map(|()| s.to_owned())
+                    .map_err(|e| invalid("directory_sid", e))
+            })
+            .transpose()?;
         Ok(PersonRow {
             id: new_id(),
             employee_number,
@@ -449,6 +480,7 @@ impl Ra {
             identity_number,
             non_resident,
             protected_identity: req.protected_identity,
+            directory_sid,
             state: PersonState::Registered.as_str().to_owned(),
             proofed_at: None,
             created_at: at,
@@ -458,11 +490,9 @@ impl Ra {
 
     /// Registers a person from HR.
     pub fn create_person(&self, actor: &Actor, req: &NewPerson) -> Result<Person, RaError> {
-        self.require(
-            actor,
-            "person.create",
-            &[OfficerRole::HrAdmin, OfficerRole::RegistrationOfficer],
-        )?;
+        // People come from HR: a registration officer proofs and issues, never invents the
+        // person they issue to (K3.4).
+        self.require(actor, "person.create", &[OfficerRole::HrAdmin])?;
         let at = now_secs(self.clock.as_ref());
         let row = self.check_person(req, at)?;
         self.store
@@ -534,12 +564,22 @@ impl Ra {
                 };
                 match tx.person_by_employee_number(&row.employee_number)? {
                     Some(old) => {
+                        if actor.person_id.as_deref() == Some(old.id.as_str()) {
+                            report
+                                .errors
+                                .push(error("an officer cannot change their own record"));
+                            continue;
+                        }
                         if old.identity_number != row.identity_number
                             || old.non_resident != row.non_resident
                         {
                             report.errors.push(error(
-                                "the identity number (or non-resident data) differs from the registered person's; correct it by hand",
+                                "the identity data does not match the registered person's; correct it by hand",
                             ));
+                            continue;
+                        }
+                        if let Some(why) = conflict(tx, row, Some(&old.id))? {
+                            report.errors.push(error(why));
                             continue;
                         }
                         let changed = changed_fields(&old, row);
@@ -551,13 +591,9 @@ impl Ra {
                         }
                     }
                     None => {
-                        if let Some(n) = &row.identity_number {
-                            if tx.person_by_identity_number(n)?.is_some() {
-                                report.errors.push(error(
-                                    "a person with this identity number is registered under another employee number",
-                                ));
-                                continue;
-                            }
+                        if let Some(why) = conflict(tx, row, None)? {
+                            report.errors.push(error(why));
+                            continue;
                         }
                         report.created += 1;
                         plan.push((None, row, Vec::new()));
@@ -586,7 +622,10 @@ impl Ra {
                             family_name: row.family_name.clone(),
                             email: row.email.clone(),
                             upn: row.upn.clone(),
-                            protected_identity: row.protected_identity,
+                            // A feed never lifts protection (a file without the column
+                            // would unprotect everyone); a registration officer does.
+                            protected_identity: old.protected_identity || row.protected_identity,
+                            directory_sid: row.directory_sid.clone(),
                             updated_at: at,
                             ..old
                         };
@@ -595,7 +634,7 @@ impl Ra {
                             &actor.name,
                             &AuditEvent::PersonUpdated {
                                 person: updated.id.clone(),
-                                fields: changed.join(","),
+                                fields: changed.join("; "),
                             },
                             at,
                         )?;
@@ -606,9 +645,21 @@ impl Ra {
             Ok(())
         };
         if req.dry_run || !report.errors.is_empty() {
-            // Nothing is written: the register is only read (the counts say what would be).
+            // Nothing is written but the record that the register was consulted (K2.9: an
+            // import's answers say who is registered).
             self.store.read(|tx| apply(tx, &mut report))?;
             report.applied = false;
+            let (rows, errors) = (req.people.len(), report.errors.len());
+            self.store.write(|tx| {
+                tx.audit(
+                    &actor.name,
+                    &AuditEvent::PeopleImportChecked {
+                        rows: rows as u64,
+                        errors: errors as u64,
+                    },
+                    at,
+                )
+            })?;
         } else {
             let mut attempt = report.clone();
             self.store.write(|tx| apply(tx, &mut attempt))?;
@@ -775,7 +826,12 @@ impl Ra {
             Ok((p, changed))
         })?;
         self.after_commit(&changed);
-        person_view(row)
+        let view = person_view(row)?;
+        Ok(if view.protected_identity && !may_see_protected(actor) {
+            redacted(view)
+        } else {
+            view
+        })
     }
 
     // ---- carriers ----------------------------------------------------------------------
@@ -891,6 +947,7 @@ impl Ra {
                 person_id: person.id.clone(),
                 requested_by: actor.name.clone(),
                 requested_at: at,
+                subject: subject_json(&person),
                 state: ApprovalState::Pending,
                 decided_by: None,
                 decided_at: None,
@@ -951,15 +1008,37 @@ impl Ra {
         let max_age = i64::from(self.policy.proofing_max_age_days) * DAY;
         self.store.write(|tx| -> Result<Approval, RaError> {
             let person = proofed(tx, person_id, at, max_age)?;
-            let original = tx
+            // The card it stands in for: a personal card of theirs, active.
+            let personal: Vec<CarrierRow> = tx
                 .carriers_of(person_id)?
                 .into_iter()
-                .find(|c| c.state == CarrierState::Active && c.kind != CarrierKind::Temporary)
-                .ok_or_else(|| RaError::InvalidTransition {
-                    what: format!("person {person_id}"),
-                    current: "without an active card".into(),
-                    verb: "give a temporary card to",
-                })?;
+                .filter(|c| {
+                    c.state == CarrierState::Active
+                        && matches!(c.kind, CarrierKind::SmartCard | CarrierKind::TpmVirtualCard)
+                })
+                .collect();
+            let original = match &req.original_id {
+                Some(id) => personal.into_iter().find(|c| &c.id == id).ok_or_else(|| {
+                    invalid(
+                        "original_id",
+                        format!("{id} is not an active personal card of this person"),
+                    )
+                })?,
+                None if personal.len() > 1 => {
+                    return Err(invalid(
+                        "original_id",
+                        "the person has several active cards: name the one left at home",
+                    ))
+                }
+                None => personal
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| RaError::InvalidTransition {
+                        what: format!("person {person_id}"),
+                        current: "without an active card".into(),
+                        verb: "give a temporary card to",
+                    })?,
+            };
             let mut c = get_carrier(tx, &req.carrier_id)?;
             if c.kind != CarrierKind::Temporary {
                 return Err(invalid(
@@ -974,6 +1053,7 @@ impl Ra {
                 person_id: person.id.clone(),
                 requested_by: actor.name.clone(),
                 requested_at: at,
+                subject: subject_json(&person),
                 state: ApprovalState::Pending,
                 decided_by: None,
                 decided_at: None,
@@ -1048,6 +1128,7 @@ impl Ra {
                 person_id: person.id.clone(),
                 requested_by: actor.name.clone(),
                 requested_at: at,
+                subject: subject_json(&person),
                 state: ApprovalState::Pending,
                 decided_by: None,
                 decided_at: None,
@@ -1134,14 +1215,22 @@ impl Ra {
         )
     }
 
+    /// Pending approvals; those for a protected identity only to those who may see it.
     pub fn approvals_pending(&self, actor: &Actor) -> Result<Vec<Approval>, RaError> {
         self.require(actor, "approval.list", OfficerRole::ALL)?;
-        Ok(self
-            .store
-            .read(|tx| tx.approvals_pending())?
-            .into_iter()
-            .map(approval_view)
-            .collect())
+        self.store.read(|tx| -> Result<Vec<Approval>, RaError> {
+            let mut out = Vec::new();
+            for a in tx.approvals_pending()? {
+                let hidden = !may_see_protected(actor)
+                    && tx
+                        .person(&a.person_id)?
+                        .is_some_and(|p| p.protected_identity);
+                if !hidden {
+                    out.push(approval_view(a));
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// A second officer decides: not the one who asked, nor the person concerned (K3.4;
@@ -1170,6 +1259,21 @@ impl Ra {
             return Err(RaError::FourEyes(reason));
         }
         self.not_own(actor, "approval.decide", &a.person_id)?;
+        // The officer who checked the person's identity does not also approve (K3.4: the
+        // identity check and the approval are two people's).
+        let proofed_by = self
+            .store
+            .read(|tx| tx.proofings(&a.person_id))?
+            .pop()
+            .map(|p| p.officer_id);
+        if approve && proofed_by.as_deref() == Some(actor.name.as_str()) {
+            let reason = format!(
+                "{} checked this person's identity; another officer must approve",
+                actor.name
+            );
+            self.refused(actor, "approval.decide", &reason);
+            return Err(RaError::FourEyes(reason));
+        }
         let (view, changed) = self.store.write(|tx| -> Result<_, RaError> {
             let mut a = tx
                 .approval(approval_id)?
@@ -1180,6 +1284,21 @@ impl Ra {
                     current: a.state.to_string(),
                     verb: "decide",
                 });
+            }
+            if approve {
+                // What the approver saw is what will be issued: a record changed since the
+                // request (a new name, logon name, SID) needs a new request.
+                let person = tx
+                    .person(&a.person_id)?
+                    .ok_or_else(|| RaError::Missing(format!("no person {}", a.person_id)))?;
+                if subject_json(&person) != a.subject {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("approval {approval_id}"),
+                        current: "out of date (the person's record changed since the request)"
+                            .into(),
+                        verb: "approve",
+                    });
+                }
             }
             let decision = if approve {
                 ApprovalState::Approved
@@ -1192,6 +1311,9 @@ impl Ra {
                 &AuditEvent::ApprovalDecided {
                     approval: approval_id.to_owned(),
                     decision: decision.to_string(),
+                    kind: a.kind.to_string(),
+                    carrier: a.carrier_id.clone(),
+                    person: a.person_id.clone(),
                 },
                 at,
             )?;
@@ -1210,7 +1332,15 @@ impl Ra {
                     at,
                     &mut changed,
                 )?;
-            } else if a.kind == ApprovalKind::Temporary {
+            } else if matches!(a.kind, ApprovalKind::Temporary | ApprovalKind::Substitute) {
+                // The period runs from the approval, not from the request: a late approval
+                // must not start a card (and its original's suspension) already ended.
+                let length = c.ends_at.unwrap_or(a.requested_at) - a.requested_at;
+                c.ends_at = Some(at + length.max(DAY));
+                c.updated_at = at;
+                tx.update_carrier(&c)?;
+            }
+            if approve && a.kind == ApprovalKind::Temporary {
                 let original_id = c.original_id.clone().unwrap_or_default();
                 let mut original = get_carrier(tx, &original_id)?;
                 let deadline = c.ends_at.unwrap_or(at);
@@ -1248,15 +1378,15 @@ impl Ra {
             return Err(invalid("keys", "one to four keys"));
         }
         let at = now_secs(self.clock.as_ref());
-        let (carrier, person) = self.store.read(|tx| -> Result<_, RaError> {
+        let (carrier, person, approval) = self.store.read(|tx| -> Result<_, RaError> {
             let c = get_carrier(tx, carrier_id)?;
-            let approved = match &c.approval_id {
+            let approval = match &c.approval_id {
                 Some(a) => tx
                     .approval(a)?
-                    .is_some_and(|a| a.state == ApprovalState::Approved),
-                None => false,
+                    .filter(|a| a.state == ApprovalState::Approved),
+                None => None,
             };
-            if c.state != CarrierState::Assigned || !approved {
+            if c.state != CarrierState::Assigned || approval.is_none() {
                 let current = if c.state == CarrierState::Assigned {
                     "assigned, its approval pending".to_owned()
                 } else {
@@ -1271,7 +1401,16 @@ impl Ra {
             let p = tx
                 .person(c.person_id.as_deref().unwrap_or_default())?
                 .ok_or_else(|| RaError::Missing(format!("carrier {carrier_id} has no person")))?;
-            Ok((c, p))
+            let approval = approval
+                .ok_or_else(|| RaError::Missing(format!("carrier {carrier_id} has no approval")))?;
+            Ok((c, p, approval))
+        })?;
+        // The subject the approver approved, not whatever the record says now.
+        let approved: Subject = serde_json::from_str(&approval.subject).map_err(|e| {
+            RaError::Store(tessera_issuer_store::StoreError::Corrupt(format!(
+                "approval {}: {e}",
+                approval.id
+            )))
         })?;
         self.not_own(actor, "carrier.keys", &person.id)?;
         let allowed: &[ProfileName] = match carrier.kind {
@@ -1289,64 +1428,117 @@ impl Ra {
         }
         let mut requests = Vec::new();
         for k in &req.keys {
-            let issue = self.carrier_request(&carrier, &person, k);
+            let issue = self.carrier_request(&carrier, &approved, k);
             let proof = self.key(&issue)?;
             requests.push((issue, proof));
         }
         let mut issued = Vec::new();
+        let mut failed = None;
         for (issue, proof) in requests {
-            issued.push(
-                self.issue_proven(actor, &issue, proof, Some(carrier_id))?
-                    .serial,
-            );
-        }
-        let (view, changed) = self.store.write(|tx| -> Result<_, RaError> {
-            let mut c = get_carrier(tx, carrier_id)?;
-            let mut changed = Changed::new();
-            // Certificates of an earlier, failed attempt are replaced by these.
-            for s in tx.carrier_serials(carrier_id)? {
-                if !issued.contains(&s) {
-                    revoke_serial(
-                        tx,
-                        actor,
-                        &s,
-                        RevocationReason::Superseded,
-                        at,
-                        &mut changed,
-                    )?;
+            match self.issue_proven(actor, &issue, proof, Some(carrier_id)) {
+                Ok(i) => issued.push(i.serial),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
-            transition(
-                tx,
-                actor,
-                &mut c,
-                Step::Personalise,
-                Revision::None("keys certified"),
-                at,
-                &mut changed,
-            )?;
-            let serials = tx.carrier_serials(carrier_id)?;
-            Ok((carrier_view(c, serials), changed))
-        })?;
-        self.after_commit(&changed);
-        Ok(view)
+        }
+        let outcome = match failed {
+            Some(e) => Err(e),
+            None => self.store.write(|tx| -> Result<_, RaError> {
+                let mut c = get_carrier(tx, carrier_id)?;
+                // Still the carrier, the person and the approval this call began with: another
+                // officer may have re-assigned it, or personalised it first, meanwhile.
+                if c.approval_id.as_deref() != Some(approval.id.as_str())
+                    || c.person_id.as_deref() != Some(person.id.as_str())
+                    || c.state != CarrierState::Assigned
+                {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("carrier {carrier_id}"),
+                        current: format!("{} (changed by another officer meanwhile)", c.state),
+                        verb: "personalise",
+                    });
+                }
+                let mut changed = Changed::new();
+                // Certificates of an earlier, failed attempt are replaced by these.
+                for s in tx.carrier_serials(carrier_id)? {
+                    if !issued.contains(&s) {
+                        revoke_serial(
+                            tx,
+                            actor,
+                            &s,
+                            RevocationReason::Superseded,
+                            at,
+                            &mut changed,
+                        )?;
+                    }
+                }
+                transition(
+                    tx,
+                    actor,
+                    &mut c,
+                    Step::Personalise,
+                    Revision::None("keys certified"),
+                    at,
+                    &mut changed,
+                )?;
+                let serials = tx.carrier_serials(carrier_id)?;
+                Ok((carrier_view(c, serials), changed))
+            }),
+        };
+        match outcome {
+            Ok((view, changed)) => {
+                self.after_commit(&changed);
+                Ok(view)
+            }
+            Err(e) => {
+                // Whatever this call certified is withdrawn (it was on hold, never good).
+                if !issued.is_empty() {
+                    let withdrawn = self.store.write(|tx| -> Result<Changed, RaError> {
+                        let mut changed = Changed::new();
+                        for s in &issued {
+                            revoke_serial(
+                                tx,
+                                actor,
+                                s,
+                                RevocationReason::Superseded,
+                                at,
+                                &mut changed,
+                            )?;
+                        }
+                        Ok(changed)
+                    });
+                    match withdrawn {
+                        Ok(changed) => self.after_commit(&changed),
+                        Err(w) => {
+                            tracing::error!(error = %w, carrier = carrier_id, "withdrawing the certificates of a failed personalisation (they stay on hold)")
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The issuance request for one of a carrier's keys: the subject from the person's
     /// record; a temporary card's certificate lives at most the policy's maximum period
     /// (its actual period is enforced by revocation, so it can be extended).
-    fn carrier_request(&self, c: &CarrierRow, p: &PersonRow, k: &CarrierKey) -> IssueRequest {
+    fn carrier_request(&self, c: &CarrierRow, approved: &Subject, k: &CarrierKey) -> IssueRequest {
         let subject = Subject {
-            common_name: format!("{} {}", p.given_name, p.family_name),
-            upn: p
+            common_name: approved.common_name.clone(),
+            upn: approved
                 .upn
                 .clone()
                 .filter(|_| k.profile == ProfileName::Authentication),
-            email: p
+            email: approved
                 .email
                 .clone()
                 .filter(|_| k.profile != ProfileName::CardAuthentication),
             card_uuid: (k.profile == ProfileName::CardAuthentication).then(|| c.id.clone()),
+            sid: approved
+                .sid
+                .clone()
+                .filter(|_| k.profile == ProfileName::Authentication),
         };
         let validity_days = match c.kind {
             CarrierKind::Temporary => Some(self.policy.temporary_max_days),
@@ -1450,6 +1642,12 @@ impl Ra {
         req: &RevokeCarrierRequest,
     ) -> Result<Carrier, RaError> {
         let reason = req.reason;
+        if !reason.by_officer() {
+            return Err(invalid(
+                "reason",
+                format!("{reason} is given by the issuer itself; an officer gives lost, stolen, compromised or damaged"),
+            ));
+        }
         self.change(
             actor,
             "carrier.revoke",
@@ -1616,6 +1814,15 @@ impl Ra {
         };
         let mut swept = Swept::default();
         loop {
+            // Most sweeps find nothing: look first, without the write lock every server
+            // would otherwise take every few seconds.
+            let due = self.store.read(|tx| -> Result<bool, RaError> {
+                Ok(!tx.carriers_due(CarrierState::Active, at, 1)?.is_empty()
+                    || !tx.carriers_due(CarrierState::Suspended, at, 1)?.is_empty())
+            })?;
+            if !due {
+                return Ok(swept);
+            }
             let (done, changed) = self.store.write(|tx| -> Result<_, RaError> {
                 let mut changed = Changed::new();
                 let mut done = Vec::new();
@@ -1628,6 +1835,11 @@ impl Ra {
                     ),
                 ] {
                     for mut c in tx.carriers_due(state, at, 100)? {
+                        // A card reported temporarily lost and never found is lost.
+                        let reason = match c.suspend_reason {
+                            Some(SuspendReason::TemporarilyLost) => CarrierRevokeReason::Lost,
+                            _ => reason,
+                        };
                         transition(
                             tx,
                             &actor,
@@ -1734,25 +1946,70 @@ fn new_token(
     })
 }
 
-/// The HR fields of `new` that differ from `old`, by name.
-fn changed_fields(old: &PersonRow, new: &PersonRow) -> Vec<&'static str> {
+/// The HR fields of `new` that differ from `old`, each as `name: "old" → "new"` (the
+/// audit record says what changed, not only that something did).
+fn changed_fields(old: &PersonRow, new: &PersonRow) -> Vec<String> {
     let mut out = Vec::new();
-    if old.given_name != new.given_name {
-        out.push("given_name");
-    }
-    if old.family_name != new.family_name {
-        out.push("family_name");
-    }
-    if old.email != new.email {
-        out.push("email");
-    }
-    if old.upn != new.upn {
-        out.push("upn");
-    }
-    if old.protected_identity != new.protected_identity {
-        out.push("protected_identity");
+    let mut field = |name: &str, a: Option<&str>, b: Option<&str>| {
+        if a != b {
+            out.push(format!("{name}: {a:?} → {b:?}"));
+        }
+    };
+    field("given_name", Some(&old.given_name), Some(&new.given_name));
+    field(
+        "family_name",
+        Some(&old.family_name),
+        Some(&new.family_name),
+    );
+    field("email", old.email.as_deref(), new.email.as_deref());
+    field("upn", old.upn.as_deref(), new.upn.as_deref());
+    field(
+        "directory_sid",
+        old.directory_sid.as_deref(),
+        new.directory_sid.as_deref(),
+    );
+    if !old.protected_identity && new.protected_identity {
+        out.push("protected_identity: false → true".into());
     }
     out
+}
+
+/// Whether `row` would share an identity number, a logon name or a SID with a person
+/// other than `except` (one message for all three: the register is not an oracle for
+/// who has which number).
+fn conflict(
+    tx: &mut Tx<'_>,
+    row: &PersonRow,
+    except: Option<&str>,
+) -> Result<Option<&'static str>, RaError> {
+    let other = |p: Option<PersonRow>| p.is_some_and(|p| Some(p.id.as_str()) != except);
+    let mut clash = false;
+    if let Some(n) = &row.identity_number {
+        clash |= other(tx.person_by_identity_number(n)?);
+    }
+    if let Some(u) = &row.upn {
+        clash |= other(tx.person_by_upn(u)?);
+    }
+    if let Some(s) = &row.directory_sid {
+        clash |= other(tx.person_by_sid(s)?);
+    }
+    Ok(clash
+        .then_some("the identity number, logon name (UPN) or SID is registered to another person"))
+}
+
+/// A protected person's record as those who may not see it get it back from a change
+/// they made (HR ending employment): who, not what.
+fn redacted(p: Person) -> Person {
+    Person {
+        given_name: String::new(),
+        family_name: String::new(),
+        email: None,
+        upn: None,
+        identity_number: None,
+        non_resident: None,
+        directory_sid: None,
+        ..p
+    }
 }
 
 fn may_see_protected(actor: &Actor) -> bool {
@@ -1769,12 +2026,8 @@ fn insert_person(tx: &mut Tx<'_>, actor: &Actor, row: &PersonRow, at: i64) -> Re
             row.employee_number
         )));
     }
-    if let Some(n) = &row.identity_number {
-        if tx.person_by_identity_number(n)?.is_some() {
-            return Err(RaError::Exists(
-                "a person with this identity number is registered".into(),
-            ));
-        }
+    if let Some(why) = conflict(tx, row, None)? {
+        return Err(RaError::Exists(why.into()));
     }
     tx.insert_person(row)?;
     tx.audit(
@@ -2044,6 +2297,9 @@ fn refuse_pending(tx: &mut Tx<'_>, actor: &Actor, c: &CarrierRow, at: i64) -> Re
                 &AuditEvent::ApprovalDecided {
                     approval: id.clone(),
                     decision: ApprovalState::Refused.to_string(),
+                    kind: String::new(),
+                    carrier: c.id.clone(),
+                    person: c.person_id.clone().unwrap_or_default(),
                 },
                 at,
             )?;

@@ -104,6 +104,7 @@ fn new_person(n: u32, pnr: &str) -> NewPerson {
         identity_number: Some(pnr.into()),
         non_resident: None,
         protected_identity: false,
+        directory_sid: None,
     }
 }
 
@@ -290,6 +291,7 @@ fn the_whole_life_of_a_service_id() {
             &d.anna,
             &p.id,
             &TemporaryRequest {
+                original_id: None,
                 carrier_id: t.id.clone(),
                 days: None,
             },
@@ -372,10 +374,8 @@ fn the_whole_life_of_a_service_id() {
     assert_eq!(f.ra.sweep_deadlines().unwrap().revoked, vec![c.id.clone()]);
     let c = f.ra.carrier(&d.anna, &c.id).unwrap();
     assert_eq!(c.state, CarrierState::Revoked);
-    assert_eq!(
-        c.revoke_reason,
-        Some(CarrierRevokeReason::SuspensionExpired)
-    );
+    // Temporarily lost and never found: lost (keyCompromise).
+    assert_eq!(c.revoke_reason, Some(CarrierRevokeReason::Lost));
     for s in &c.certificates {
         assert!(matches!(
             status(f, s),
@@ -425,6 +425,7 @@ fn a_returned_temporary_card_reported_lost_revokes_the_original_and_stays() {
             &d.anna,
             &p.id,
             &TemporaryRequest {
+                original_id: None,
                 carrier_id: t.id.clone(),
                 days: Some(3),
             },
@@ -559,7 +560,7 @@ fn guards_roles_own_records_and_tokens() {
     // A protected identity is invisible to HR and auditors.
     let mut secret = new_person(4, "196408233234");
     secret.protected_identity = true;
-    let s = f.ra.create_person(&d.anna, &secret).unwrap();
+    let s = f.ra.create_person(&d.hr, &secret).unwrap();
     assert_eq!(
         code(f.ra.person(&d.auditor, &s.id).unwrap_err()),
         ErrorCode::NotFound
@@ -735,6 +736,7 @@ fn random_operation_sequences_keep_every_invariant() {
                     who,
                     &p.id,
                     &TemporaryRequest {
+                        original_id: None,
                         carrier_id: c.clone(),
                         days: Some(rng.gen_range(1..4)),
                     },
@@ -1058,4 +1060,348 @@ fn an_import_with_any_bad_row_imports_nothing_and_a_second_import_changes_nothin
         ErrorCode::Forbidden
     );
     assert!(f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+}
+
+/// The first review's findings, each as a test.
+mod review {
+    use super::*;
+
+    #[test]
+    fn a_carriers_certificates_change_only_with_the_carrier_and_officers_do_not_issue_directly() {
+        let d = desk();
+        let f = &d.f;
+        let (_, c) = active_card(&d, 1, "198112189876");
+        f.ra.suspend(
+            &d.anna,
+            &c.id,
+            &SuspendRequest {
+                reason: SuspendReason::AdminHold,
+                days: 5,
+            },
+        )
+        .unwrap();
+        let serial = &c.certificates[0];
+        let e = f.ra.release_hold(&d.bo, serial).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidTransition, "{e}");
+        assert!(status(f, serial).is_on_hold());
+        let e =
+            f.ra.revoke(&d.admin, serial, RevocationReason::KeyCompromise)
+                .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidTransition, "{e}");
+        // Direct issuance (no person, no approval) is not an officer's.
+        let req = IssueRequest {
+            profile: ProfileName::Authentication,
+            subject: tessera_issuer_types::Subject {
+                common_name: "Someone Else".into(),
+                ..Default::default()
+            },
+            csr: Some(csr()),
+            attestation: None,
+            public_key: None,
+            validity_days: None,
+        };
+        for officer in [&d.anna, &d.admin] {
+            assert_eq!(
+                code(f.ra.issue(officer, &req).unwrap_err()),
+                ErrorCode::Forbidden
+            );
+        }
+        assert_eq!(f.ra.reconcile(&d.auditor).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn what_the_approver_approved_is_what_is_issued() {
+        let d = desk();
+        let f = &d.f;
+        let p =
+            f.ra.create_person(&d.hr, &new_person(1, "198112189876"))
+                .unwrap();
+        f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+        let c =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::SmartCard,
+                    serial_number: "SC1".into(),
+                },
+            )
+            .unwrap();
+        let assign = || {
+            f.ra.assign(
+                &d.anna,
+                &c.id,
+                &AssignRequest {
+                    person_id: p.id.clone(),
+                    terms_version: "1".into(),
+                },
+            )
+            .unwrap()
+        };
+        let a = assign();
+        assert_eq!(a.subject.upn.as_deref(), Some("eva1@example.org"));
+        // HR changes the logon name between the request and the approval: the approval
+        // is out of date.
+        let mut changed = new_person(1, "198112189876");
+        changed.upn = Some("ceo@example.org".into());
+        let imported =
+            f.ra.import_people(
+                &d.hr,
+                &ImportRequest {
+                    people: vec![changed.clone()],
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        assert!(imported.applied, "{imported:?}");
+        let e = f.ra.decide(&d.bo, &a.id, true).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidTransition, "{e}");
+        f.ra.decide(&d.bo, &a.id, false).unwrap();
+        // Asked again and approved; a change after the approval does not reach the
+        // certificate.
+        let a = assign();
+        assert_eq!(a.subject.upn.as_deref(), Some("ceo@example.org"));
+        f.ra.decide(&d.bo, &a.id, true).unwrap();
+        changed.upn = Some("someone@example.org".into());
+        f.ra.import_people(
+            &d.hr,
+            &ImportRequest {
+                people: vec![changed],
+                dry_run: false,
+            },
+        )
+        .unwrap();
+        let k =
+            f.ra.register_keys(&d.anna, &c.id, &keys(&[ProfileName::Authentication]))
+                .unwrap();
+        let der = f
+            .store
+            .read(|tx| tx.certificate(&k.certificates[0]))
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&der);
+        assert!(text.contains("ceo@example.org") && !text.contains("someone@"));
+        // A logon name names one person.
+        let mut thief = new_person(2, "196408233234");
+        thief.upn = Some("someone@example.org".into());
+        assert_eq!(
+            code(f.ra.create_person(&d.hr, &thief).unwrap_err()),
+            ErrorCode::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn protected_identities_stay_protected() {
+        let d = desk();
+        let f = &d.f;
+        let mut secret = new_person(1, "198112189876");
+        secret.protected_identity = true;
+        let s = f.ra.create_person(&d.hr, &secret).unwrap();
+        // A routine HR file without the protection column does not lift it.
+        let mut routine = new_person(1, "198112189876");
+        routine.family_name = "Renamed".into();
+        let r =
+            f.ra.import_people(
+                &d.hr,
+                &ImportRequest {
+                    people: vec![routine],
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        assert!(r.applied);
+        assert!(f.ra.person(&d.anna, &s.id).unwrap().protected_identity);
+        // Approvals for the protected person are not listed to HR or auditors.
+        f.ra.proof(&d.anna, &s.id, &proofing()).unwrap();
+        let c =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::SmartCard,
+                    serial_number: "SC9".into(),
+                },
+            )
+            .unwrap();
+        f.ra.assign(
+            &d.anna,
+            &c.id,
+            &AssignRequest {
+                person_id: s.id.clone(),
+                terms_version: "1".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(f.ra.approvals_pending(&d.bo).unwrap().len(), 1);
+        assert!(f.ra.approvals_pending(&d.auditor).unwrap().is_empty());
+        assert!(f.ra.approvals_pending(&d.hr).unwrap().is_empty());
+        // HR ends the employment and gets back who, not what.
+        let ended = f.ra.end_person(&d.hr, &s.id).unwrap();
+        assert_eq!(ended.state, PersonState::Ended);
+        assert_eq!(ended.identity_number, None);
+        assert!(ended.family_name.is_empty());
+        // Dry runs are on the record (K2.9).
+        f.ra.import_people(
+            &d.hr,
+            &ImportRequest {
+                people: vec![new_person(5, "196408233234")],
+                dry_run: true,
+            },
+        )
+        .unwrap();
+        let last = f.store.read(|tx| tx.audit_records()).unwrap();
+        assert_eq!(last.last().unwrap().action, "person.import_checked");
+    }
+
+    #[test]
+    fn racing_personalisations_leave_one_set_of_certificates() {
+        let d = desk();
+        let p =
+            d.f.ra
+                .create_person(&d.hr, &new_person(1, "198112189876"))
+                .unwrap();
+        d.f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+        let c =
+            d.f.ra
+                .create_carrier(
+                    &d.anna,
+                    &NewCarrier {
+                        kind: CarrierKind::SmartCard,
+                        serial_number: "SC1".into(),
+                    },
+                )
+                .unwrap();
+        let a =
+            d.f.ra
+                .assign(
+                    &d.anna,
+                    &c.id,
+                    &AssignRequest {
+                        person_id: p.id.clone(),
+                        terms_version: "1".into(),
+                    },
+                )
+                .unwrap();
+        d.f.ra.decide(&d.bo, &a.id, true).unwrap();
+        let ra = Arc::new(d.f.ra);
+        let results: Vec<_> = (0..2)
+            .map(|_| {
+                let (ra, id, who) = (Arc::clone(&ra), c.id.clone(), d.anna.clone());
+                std::thread::spawn(move || {
+                    ra.register_keys(&who, &id, &keys(&[ProfileName::Authentication]))
+                })
+            })
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        let c = ra
+            .activate(
+                &d.anna,
+                &c.id,
+                &ActivateRequest {
+                    receipt: "R".into(),
+                },
+            )
+            .unwrap();
+        let good = c
+            .certificates
+            .iter()
+            .filter(|s| {
+                d.f.store.read(|tx| tx.status(s)).unwrap() == Some(CertificateStatus::Issued)
+            })
+            .count();
+        assert_eq!(good, 1, "one key set is good, the loser's is withdrawn");
+        assert_eq!(ra.reconcile(&d.auditor).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_late_approval_starts_the_temporary_period_then_and_officers_give_only_their_reasons() {
+        let d = desk();
+        let f = &d.f;
+        let (p, c) = active_card(&d, 1, "198112189876");
+        let t =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::Temporary,
+                    serial_number: "T1".into(),
+                },
+            )
+            .unwrap();
+        let a =
+            f.ra.request_temporary(
+                &d.anna,
+                &p.id,
+                &TemporaryRequest {
+                    carrier_id: t.id.clone(),
+                    original_id: None,
+                    days: Some(1),
+                },
+            )
+            .unwrap();
+        f.clock.advance(3 * DAY);
+        f.ra.decide(&d.bo, &a.id, true).unwrap();
+        assert!(f.ra.sweep_deadlines().unwrap().revoked.is_empty());
+        let original = f.ra.carrier(&d.anna, &c.id).unwrap();
+        assert_eq!(original.state, CarrierState::Suspended);
+        let now = tessera_issuer_types::Clock::now(f.clock.as_ref()).as_secs() as i64;
+        assert!(original.deadline.unwrap() > now);
+        for reason in [
+            CarrierRevokeReason::Superseded,
+            CarrierRevokeReason::PeriodEnded,
+            CarrierRevokeReason::SuspensionExpired,
+            CarrierRevokeReason::EmploymentEnded,
+        ] {
+            assert_eq!(
+                code(
+                    f.ra.revoke_carrier(&d.anna, &c.id, &RevokeCarrierRequest { reason })
+                        .unwrap_err()
+                ),
+                ErrorCode::InvalidField
+            );
+        }
+    }
+
+    #[test]
+    fn people_come_from_hr_and_the_identity_checker_does_not_approve() {
+        let d = desk();
+        let f = &d.f;
+        assert_eq!(
+            code(
+                f.ra.create_person(&d.anna, &new_person(1, "198112189876"))
+                    .unwrap_err()
+            ),
+            ErrorCode::Forbidden
+        );
+        let p =
+            f.ra.create_person(&d.hr, &new_person(1, "198112189876"))
+                .unwrap();
+        // bo checks the identity and asks; anna may approve, bo may not (he asked), and
+        // anna asking with bo approving is refused too (bo checked the identity).
+        f.ra.proof(&d.bo, &p.id, &proofing()).unwrap();
+        let c =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::SmartCard,
+                    serial_number: "SC1".into(),
+                },
+            )
+            .unwrap();
+        let a =
+            f.ra.assign(
+                &d.anna,
+                &c.id,
+                &AssignRequest {
+                    person_id: p.id.clone(),
+                    terms_version: "1".into(),
+                },
+            )
+            .unwrap();
+        let e = f.ra.decide(&d.bo, &a.id, true).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::FourEyesRequired, "{e}");
+        assert!(e.to_string().contains("identity"), "{e}");
+    }
 }

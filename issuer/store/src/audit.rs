@@ -107,6 +107,12 @@ pub enum AuditEvent {
     PersonEnded {
         person: String,
     },
+    /// An import checked against the register without applying it (a dry run, or a
+    /// batch with bad rows).
+    PeopleImportChecked {
+        rows: u64,
+        errors: u64,
+    },
     /// HR changed a registered person's names, e-mail, UPN or protection (`fields`).
     PersonUpdated {
         person: String,
@@ -139,6 +145,9 @@ pub enum AuditEvent {
     ApprovalDecided {
         approval: String,
         decision: String,
+        kind: String,
+        carrier: String,
+        person: String,
     },
     /// An action the actor was not allowed (K2.9: refused attempts are evidence too).
     Refused {
@@ -168,6 +177,7 @@ impl AuditEvent {
             Self::PersonProofed { .. } => "person.proofed",
             Self::PersonEnded { .. } => "person.ended",
             Self::PersonUpdated { .. } => "person.updated",
+            Self::PeopleImportChecked { .. } => "person.import_checked",
             Self::CarrierRegistered { .. } => "carrier.registered",
             Self::CarrierChanged { .. } => "carrier.changed",
             Self::ApprovalRequested { .. } => "approval.requested",

@@ -79,6 +79,7 @@ pub struct PersonRow {
     /// The non-resident data set as JSON.
     pub non_resident: Option<String>,
     pub protected_identity: bool,
+    pub directory_sid: Option<String>,
     pub state: String,
     pub proofed_at: Option<i64>,
     pub created_at: i64,
@@ -201,6 +202,8 @@ pub struct ApprovalRow {
     pub person_id: String,
     pub requested_by: String,
     pub requested_at: i64,
+    /// The certificate subject as JSON, fixed at the request.
+    pub subject: String,
     pub state: ApprovalState,
     pub decided_by: Option<String>,
     pub decided_at: Option<i64>,
@@ -215,6 +218,7 @@ struct ApprovalDb {
     person_id: String,
     requested_by: String,
     requested_at: i64,
+    subject: String,
     state: String,
     decided_by: Option<String>,
     decided_at: Option<i64>,
@@ -230,6 +234,7 @@ impl ApprovalDb {
             person_id: self.person_id,
             requested_by: self.requested_by,
             requested_at: self.requested_at,
+            subject: self.subject,
             decided_by: self.decided_by,
             decided_at: self.decided_at,
         })
@@ -383,6 +388,22 @@ impl Tx<'_> {
             .optional()?)
     }
 
+    pub fn person_by_upn(&mut self, upn: &str) -> Result<Option<PersonRow>, StoreError> {
+        Ok(people::table
+            .filter(people::upn.eq(upn))
+            .select(PersonRow::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
+    pub fn person_by_sid(&mut self, sid: &str) -> Result<Option<PersonRow>, StoreError> {
+        Ok(people::table
+            .filter(people::directory_sid.eq(sid))
+            .select(PersonRow::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
     pub fn person_by_identity_number(
         &mut self,
         number: &str,
@@ -404,7 +425,7 @@ impl Tx<'_> {
             .load(self.conn)?)
     }
 
-    /// Writes a person's HR fields (names, e-mail, UPN, protection).
+    /// Writes a person's HR fields (names, e-mail, UPN, protection, directory SID).
     pub fn update_person_details(&mut self, p: &PersonRow) -> Result<(), StoreError> {
         diesel::update(people::table.filter(people::id.eq(&p.id)))
             .set((
@@ -413,6 +434,7 @@ impl Tx<'_> {
                 people::email.eq(&p.email),
                 people::upn.eq(&p.upn),
                 people::protected_identity.eq(p.protected_identity),
+                people::directory_sid.eq(&p.directory_sid),
                 people::updated_at.eq(p.updated_at),
             ))
             .execute(self.conn)?;
@@ -549,6 +571,15 @@ impl Tx<'_> {
             .collect()
     }
 
+    /// The carrier a certificate is on (now or as history), if any.
+    pub fn carrier_of_serial(&mut self, serial: &Serial) -> Result<Option<String>, StoreError> {
+        Ok(carrier_certificates::table
+            .filter(carrier_certificates::serial.eq(serial.to_string()))
+            .select(carrier_certificates::carrier_id)
+            .first(self.conn)
+            .optional()?)
+    }
+
     pub fn link_certificate(
         &mut self,
         serial: &Serial,
@@ -599,6 +630,7 @@ impl Tx<'_> {
                 person_id: a.person_id.clone(),
                 requested_by: a.requested_by.clone(),
                 requested_at: a.requested_at,
+                subject: a.subject.clone(),
                 state: a.state.as_str().to_owned(),
                 decided_by: a.decided_by.clone(),
                 decided_at: a.decided_at,

@@ -159,15 +159,19 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         },
         Arc::new(|_| {}),
     );
-    let officer = Actor::officer(
-        "officer-1",
-        &[tessera_issuer_types::lifecycle::OfficerRole::RegistrationOfficer],
-    );
+    // Direct issuance (no carrier) is the bootstrap token's, while setting up.
+    let officer = Actor {
+        name: "bootstrap-admin".into(),
+        roles: Vec::new(),
+        person_id: None,
+        bootstrap: true,
+    };
     let subject = Subject {
         common_name: "Alice Andersson".into(),
         upn: Some("alice@example.org".into()),
         email: Some("alice@example.org".into()),
         card_uuid: None,
+        sid: Some("S-1-5-21-3623811015-3361044348-30300820-1013".into()),
     };
 
     // A fresh certificate verifies with our CRL.
@@ -194,9 +198,27 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         "OCSP - URI:http://127.0.0.1:8080/ocsp",
         "1.3.6.1.4.1.64000.1.3",
         "Digital Signature",
+        // The SID extension (openssl names it by OID), with the SID inside.
+        "1.3.6.1.4.1.311.25.2:",
     ] {
         assert!(shown.contains(expected), "{expected} missing in\n{shown}");
     }
+    let (_, parsed) = openssl(
+        dir,
+        &[
+            "asn1parse",
+            "-in",
+            "leaf.pem",
+            "-i",
+            "-strparse",
+            &sid_offset(dir),
+        ],
+    );
+    assert!(
+        parsed.contains("1.3.6.1.4.1.311.25.2.1")
+            && parsed.contains("S-1-5-21-3623811015-3361044348-30300820-1013"),
+        "the SID extension's content:\n{parsed}"
+    );
 
     // Revoked: openssl refuses it.
     ra.revoke(&officer, &issued.serial, RevocationReason::KeyCompromise)
@@ -348,4 +370,21 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
     // Every step is in the audit chain, which verifies.
     let verified = store.read(|tx| tx.verify_audit()).unwrap().unwrap();
     assert!(verified.records >= 10, "{verified:?}");
+}
+
+/// The offset (for `openssl asn1parse -strparse`) of the SID extension's OCTET STRING in
+/// leaf.pem: the value right after the extension's OID.
+fn sid_offset(dir: &std::path::Path) -> String {
+    let (_, parsed) = openssl(dir, &["asn1parse", "-in", "leaf.pem"]);
+    let lines: Vec<&str> = parsed.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(":1.3.6.1.4.1.311.25.2"))
+        .expect("the SID extension");
+    lines[at + 1..]
+        .iter()
+        .find(|l| l.contains("OCTET STRING"))
+        .and_then(|l| l.split(':').next())
+        .map(|o| o.trim().to_owned())
+        .expect("its value")
 }

@@ -157,6 +157,10 @@ pub struct NewPerson {
     /// the record.
     #[serde(default)]
     pub protected_identity: bool,
+    /// The person's Active Directory SID (`S-1-5-21-…`), which the authentication
+    /// certificate carries for Windows strong certificate mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_sid: Option<String>,
 }
 
 /// `POST /api/v1/people/import`: a batch of people from HR (at most 5,000), all applied
@@ -210,6 +214,8 @@ pub struct Person {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub non_resident: Option<NonResident>,
     pub protected_identity: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_sid: Option<String>,
     pub state: PersonState,
     /// When the last identity proofing was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,7 +289,10 @@ pub struct AssignRequest {
 pub struct TemporaryRequest {
     /// A temporary card in stock.
     pub carrier_id: String,
-    /// Days (default 1, at most the policy's maximum, 14).
+    /// The card it stands in for (needed when the holder has more than one active card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<String>,
+    /// Days from the approval (default 1, at most the policy's maximum, 14).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
 }
@@ -318,6 +327,8 @@ pub struct Approval {
     pub person_id: String,
     pub requested_by: String,
     pub requested_at: i64,
+    /// What the certificates will say, fixed at the request: what the approver approves.
+    pub subject: Subject,
     pub state: ApprovalState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,

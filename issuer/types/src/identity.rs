@@ -88,11 +88,44 @@ fn luhn(ten: &[u8]) -> bool {
     sum % 10 == 0
 }
 
+/// Checks a Windows security identifier in its string form (`S-1-5-21-…`, MS-DTYP
+/// §2.4.2.1): revision 1, an identifier authority below 2^48, 1 to 15 sub-authorities of
+/// 32 bits. The authentication certificate carries it for strong certificate mapping
+/// (KB5014754).
+pub fn check_sid(sid: &str) -> Result<(), String> {
+    let bad = |why: &str| format!("{sid:?} is not a SID (S-1-<authority>-<sub>…): {why}");
+    let rest = sid
+        .strip_prefix("S-1-")
+        .ok_or_else(|| bad("it starts with S-1-"))?;
+    let mut parts = rest.split('-');
+    let authority = parts.next().unwrap_or_default();
+    let decimal = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+    if !decimal(authority) || authority.parse::<u64>().map_or(true, |a| a >= 1 << 48) {
+        return Err(bad("the identifier authority"));
+    }
+    let subs: Vec<&str> = parts.collect();
+    if subs.is_empty() || subs.len() > 15 {
+        return Err(bad("1 to 15 sub-authorities"));
+    }
+    if subs
+        .iter()
+        .any(|p| !decimal(p) || p.parse::<u32>().is_err())
+    {
+        return Err(bad("a sub-authority is not a 32-bit number"));
+    }
+    Ok(())
+}
+
 /// A calendar date as `YYYY-MM-DD`, checked (document expiry, birth dates).
 pub fn check_date(text: &str) -> Result<(), String> {
     let bad = || format!("{text:?} is not a date (YYYY-MM-DD)");
     let b = text.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(digits(0..4) && digits(5..7) && digits(8..10))
+    {
         return Err(bad());
     }
     let n = |r: std::ops::Range<usize>| text[r].parse::<u32>().map_err(|_| bad());
@@ -164,11 +197,29 @@ mod tests {
     }
 
     #[test]
+    fn sids_are_checked() {
+        assert!(check_sid("S-1-5-21-3623811015-3361044348-30300820-1013").is_ok());
+        assert!(check_sid("S-1-5-32-544").is_ok());
+        for bad in [
+            "S-1-5",
+            "S-2-5-21-1",
+            "S-1-5-21-4294967296",
+            "S-1-281474976710656-1",
+            "S-1-5-21-x",
+            "S-1-5-1-2-3-4-5-6-7-8-9-10-11-12-13-14-15-16",
+            "s-1-5-21-1",
+        ] {
+            assert!(check_sid(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn dates_are_checked_and_converted() {
         assert_eq!(date_secs("1970-01-01"), Ok(0));
         assert_eq!(date_secs("2000-03-01"), Ok(951_868_800));
         assert!(check_date("2023-02-29").is_err());
         assert!(check_date("2024-02-29").is_ok());
         assert!(check_date("24-02-29").is_err());
+        assert!(check_date("2030-+1-+1").is_err());
     }
 }

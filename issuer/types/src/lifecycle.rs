@@ -170,16 +170,25 @@ named!(
 );
 
 impl CarrierRevokeReason {
+    /// Whether an officer may give this reason (the others are the system's: the deadline
+    /// sweep, a returned temporary card, employment ended).
+    pub fn by_officer(self) -> bool {
+        matches!(
+            self,
+            Self::Lost | Self::Stolen | Self::Compromised | Self::Damaged
+        )
+    }
+
     /// The RFC 5280 reason its certificates are revoked with. A lost, stolen or compromised
-    /// card may be in someone else's hands (keyCompromise); a suspension nobody came back
-    /// for is treated as a loss of the card, not as a quiet end.
+    /// card may be in someone else's hands (keyCompromise, which makes relying parties
+    /// doubt signatures made before it); a suspension that ran out (a forgotten card, leave,
+    /// an administrative hold) is a quiet end — except a temporarily lost card's, which
+    /// the sweep revokes as lost.
     pub fn certificate_reason(self) -> crate::RevocationReason {
         use crate::RevocationReason as R;
         match self {
-            Self::Lost | Self::Stolen | Self::Compromised | Self::SuspensionExpired => {
-                R::KeyCompromise
-            }
-            Self::Damaged | Self::PeriodEnded => R::CessationOfOperation,
+            Self::Lost | Self::Stolen | Self::Compromised => R::KeyCompromise,
+            Self::Damaged | Self::PeriodEnded | Self::SuspensionExpired => R::CessationOfOperation,
             Self::EmploymentEnded => R::AffiliationChanged,
             Self::Superseded => R::Superseded,
         }

@@ -13,4 +13,8 @@ pub struct Subject {
     /// The card's UUID, in the card-authentication profile (`urn:uuid:` SAN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card_uuid: Option<String>,
+    /// The holder's Active Directory SID (`S-1-5-21-…`), in the authentication profile's
+    /// SID extension (1.3.6.1.4.1.311.25.2) for Windows strong certificate mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }

@@ -33,11 +33,17 @@ CREATE TABLE people (
     -- The non-resident data set (birth date, nationality) as JSON.
     non_resident TEXT,
     protected_identity BOOLEAN NOT NULL,
+    -- The person's Active Directory SID (S-1-5-21-…), for strong certificate mapping.
+    directory_sid TEXT,
     state TEXT NOT NULL,
     proofed_at BIGINT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
+
+-- A logon name and a directory SID name one person: the certificate carries them.
+CREATE UNIQUE INDEX people_upn ON people (upn);
+CREATE UNIQUE INDEX people_directory_sid ON people (directory_sid);
 
 CREATE TABLE proofings (
     id TEXT PRIMARY KEY NOT NULL,
@@ -91,6 +97,9 @@ CREATE TABLE approvals (
     person_id TEXT NOT NULL REFERENCES people (id),
     requested_by TEXT NOT NULL,
     requested_at BIGINT NOT NULL,
+    -- The certificate subject (JSON) as it stood when asked for: what the approver sees
+    -- and what is issued, whatever HR changes afterwards.
+    subject TEXT NOT NULL,
     state TEXT NOT NULL,
     decided_by TEXT,
     decided_at BIGINT
