@@ -122,6 +122,10 @@ enum OfficerCmd {
     },
     /// Revoke one of an officer's tokens (by the token's id).
     RevokeToken { id: String, token_id: String },
+    /// An officer's tokens: ids, labels, expiry (never the tokens).
+    Tokens { id: String },
+    /// Disable an officer: every token of theirs revoked at once.
+    Disable { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -499,6 +503,31 @@ fn officer(c: &Client, out: &Output, cmd: &OfficerCmd) -> Result<(), Failure> {
                 t.id, t.expires_at
             );
             println!("{}", t.token);
+            Ok(())
+        }
+        OfficerCmd::Tokens { id } => {
+            let list: Vec<TokenInfo> = c.get(&format!("/officers/{id}/tokens"))?;
+            if out.json {
+                return out.print_json(&list);
+            }
+            for t in &list {
+                let state = match t.revoked_at {
+                    Some(at) => format!("revoked at {at}"),
+                    None => format!("expires at {}", t.expires_at),
+                };
+                println!("{}  {}  {state}", t.id, t.label);
+            }
+            Ok(())
+        }
+        OfficerCmd::Disable { id } => {
+            let o: Officer = c.delete(&format!("/officers/{id}"), None::<&()>)?;
+            if out.json {
+                return out.print_json(&o);
+            }
+            println!(
+                "officer {} disabled; every token of theirs is revoked",
+                o.id
+            );
             Ok(())
         }
         OfficerCmd::RevokeToken { id, token_id } => {

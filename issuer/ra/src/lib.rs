@@ -226,7 +226,7 @@ impl Ra {
         let now = now_secs(self.clock.as_ref());
         self.store.read(|tx| -> Result<Actor, RaError> {
             if let Some(owner) = tx.token_owner(&hash)? {
-                if owner.revoked_at.is_some() {
+                if owner.revoked_at.is_some() || owner.officer.disabled_at.is_some() {
                     return Err(RaError::TokenRefused("this token was revoked"));
                 }
                 if owner.expires_at <= now {

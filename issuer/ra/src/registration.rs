@@ -22,7 +22,7 @@ use tessera_issuer_types::api::{
     ImportReport, ImportRequest, IssueRequest, KeysRequest, NewCarrier, NewOfficer, NewPerson,
     NewProofing, NewToken, NonResident, Officer, Person, ResumeRequest, RetireRequest,
     ReturnOutcome, ReturnRequest, RevokeCarrierRequest, RowError, SubstituteRequest,
-    SuspendRequest, TemporaryRequest, TokenIssued,
+    SuspendRequest, TemporaryRequest, TokenInfo, TokenIssued,
 };
 use tessera_issuer_types::identity::{self, IdentityNumber};
 use tessera_issuer_types::lifecycle::{
@@ -174,6 +174,7 @@ fn officer_view(o: OfficerRow) -> Officer {
         roles: o.roles,
         person_id: o.person_id,
         created_at: o.created_at,
+        disabled_at: o.disabled_at,
         first_token: None,
     }
 }
@@ -276,6 +277,22 @@ impl Ra {
         if req.roles.is_empty() {
             return Err(invalid("roles", "at least one role"));
         }
+        // Separation of duties (K2.4): an administrator manages officers and credentials
+        // and an auditor reads; neither also runs the registration (an administrator who
+        // could also ask or approve would be both the second officer's keeper and an
+        // officer).
+        let operational = req
+            .roles
+            .iter()
+            .any(|r| matches!(r, OfficerRole::HrAdmin | OfficerRole::RegistrationOfficer));
+        for exclusive in [OfficerRole::Administrator, OfficerRole::Auditor] {
+            if req.roles.contains(&exclusive) && (operational || req.roles.len() > 1) {
+                return Err(invalid(
+                    "roles",
+                    format!("{exclusive} is held alone (separation of duties, K2.4)"),
+                ));
+            }
+        }
         if actor.bootstrap && !req.roles.contains(&OfficerRole::Administrator) {
             return Err(RaError::Forbidden(
                 "the bootstrap token creates the first administrator, nothing else".into(),
@@ -288,6 +305,7 @@ impl Ra {
             roles: req.roles.clone(),
             person_id: req.person_id.clone(),
             created_at: at,
+            disabled_at: None,
         };
         let first_token = self
             .store
@@ -368,6 +386,65 @@ impl Ra {
                 return Err(RaError::Missing(format!("no officer {officer_id}")));
             }
             new_token(tx, actor, officer_id, &label, days, at)
+        })
+    }
+
+    /// An officer's tokens (ids, labels, times; never the tokens): an administrator's or
+    /// the officer's own view.
+    pub fn tokens(&self, actor: &Actor, officer_id: &str) -> Result<Vec<TokenInfo>, RaError> {
+        if actor.name != officer_id {
+            self.require(actor, "officer.tokens", &[OfficerRole::Administrator])?;
+        }
+        Ok(self
+            .store
+            .read(|tx| tx.officer_tokens(officer_id))?
+            .into_iter()
+            .map(
+                |(id, label, created_at, expires_at, revoked_at)| TokenInfo {
+                    id,
+                    label,
+                    created_at,
+                    expires_at,
+                    revoked_at,
+                },
+            )
+            .collect())
+    }
+
+    /// Disables an officer: every token of theirs revoked at once. An administrator does
+    /// this (and ending the officer's own person record does it too).
+    pub fn disable_officer(&self, actor: &Actor, officer_id: &str) -> Result<Officer, RaError> {
+        self.require(actor, "officer.disable", &[OfficerRole::Administrator])?;
+        if actor.name == officer_id {
+            return Err(invalid(
+                "id",
+                "an administrator does not disable themselves",
+            ));
+        }
+        let at = now_secs(self.clock.as_ref());
+        self.store.write(|tx| -> Result<Officer, RaError> {
+            let o = tx
+                .officer(officer_id)?
+                .ok_or_else(|| RaError::Missing(format!("no officer {officer_id}")))?;
+            if o.disabled_at.is_some() {
+                return Err(RaError::InvalidTransition {
+                    what: format!("officer {officer_id}"),
+                    current: "disabled".into(),
+                    verb: "disable",
+                });
+            }
+            tx.disable_officer(officer_id, at)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::OfficerDisabled {
+                    officer: officer_id.to_owned(),
+                },
+                at,
+            )?;
+            Ok(officer_view(OfficerRow {
+                disabled_at: Some(at),
+                ..o
+            }))
         })
     }
 
@@ -815,6 +892,17 @@ impl Ra {
                 }
             }
             tx.set_person_state(person_id, next, p.proofed_at, at)?;
+            // An officer whose employment ended is an officer no more.
+            for o in tx.officers_of_person(person_id)? {
+                if o.disabled_at.is_none() {
+                    tx.disable_officer(&o.id, at)?;
+                    tx.audit(
+                        &actor.name,
+                        &AuditEvent::OfficerDisabled { officer: o.id },
+                        at,
+                    )?;
+                }
+            }
             tx.audit(
                 &actor.name,
                 &AuditEvent::PersonEnded {

@@ -1404,4 +1404,79 @@ mod review {
         assert_eq!(e.code(), ErrorCode::FourEyesRequired, "{e}");
         assert!(e.to_string().contains("identity"), "{e}");
     }
+
+    #[test]
+    fn administrators_and_auditors_hold_their_role_alone_and_officers_can_be_disabled() {
+        let d = desk();
+        let f = &d.f;
+        for roles in [
+            vec![OfficerRole::Administrator, OfficerRole::RegistrationOfficer],
+            vec![OfficerRole::Auditor, OfficerRole::HrAdmin],
+        ] {
+            let e =
+                f.ra.create_officer(
+                    &d.admin,
+                    &NewOfficer {
+                        id: "both".into(),
+                        display_name: "Both".into(),
+                        roles,
+                        person_id: None,
+                    },
+                )
+                .unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidField, "{e}");
+        }
+        // Disabled: every token refused at once; listed tokens say so.
+        let anna_token =
+            f.ra.create_token(
+                &d.admin,
+                "anna",
+                &NewToken {
+                    label: "second".into(),
+                    valid_days: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(f.ra.tokens(&d.admin, "anna").unwrap().len(), 2);
+        f.ra.disable_officer(&d.admin, "anna").unwrap();
+        assert!(f
+            .ra
+            .tokens(&d.admin, "anna")
+            .unwrap()
+            .iter()
+            .all(|t| t.revoked_at.is_some()));
+        assert!(f.ra.authenticate(&anna_token.token).is_err());
+        // An officer whose employment ends is disabled with it.
+        let me =
+            f.ra.create_person(&d.hr, &new_person(2, "196408233234"))
+                .unwrap();
+        f.ra.create_officer(
+            &d.admin,
+            &NewOfficer {
+                id: "carl".into(),
+                display_name: "Carl".into(),
+                roles: vec![OfficerRole::RegistrationOfficer],
+                person_id: Some(me.id.clone()),
+            },
+        )
+        .unwrap();
+        let t =
+            f.ra.create_token(
+                &d.admin,
+                "carl",
+                &NewToken {
+                    label: "l".into(),
+                    valid_days: None,
+                },
+            )
+            .unwrap();
+        assert!(f.ra.authenticate(&t.token).is_ok());
+        f.ra.end_person(&d.hr, &me.id).unwrap();
+        assert!(f.ra.authenticate(&t.token).is_err());
+        // Only administrators list others' tokens.
+        assert_eq!(
+            code(f.ra.tokens(&d.bo, "carl").unwrap_err()),
+            ErrorCode::Forbidden
+        );
+    }
 }

@@ -88,6 +88,10 @@ pub enum AuditEvent {
         officer: String,
         token_id: String,
     },
+    /// An officer removed (or their person record ended): every token revoked.
+    OfficerDisabled {
+        officer: String,
+    },
     /// The bootstrap token was used for the last time: an administrator exists.
     BootstrapSpent {
         administrator: String,
@@ -172,6 +176,7 @@ impl AuditEvent {
             Self::OfficerCreated { .. } => "officer.created",
             Self::OfficerTokenCreated { .. } => "officer.token_created",
             Self::OfficerTokenRevoked { .. } => "officer.token_revoked",
+            Self::OfficerDisabled { .. } => "officer.disabled",
             Self::BootstrapSpent { .. } => "officer.bootstrap_spent",
             Self::PersonRegistered { .. } => "person.registered",
             Self::PersonProofed { .. } => "person.proofed",

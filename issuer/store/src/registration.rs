@@ -32,9 +32,10 @@ pub struct OfficerRow {
     pub roles: Vec<OfficerRole>,
     pub person_id: Option<String>,
     pub created_at: i64,
+    pub disabled_at: Option<i64>,
 }
 
-type OfficerTuple = (String, String, String, Option<String>, i64);
+type OfficerTuple = (String, String, String, Option<String>, i64, Option<i64>);
 
 fn officer(t: OfficerTuple) -> Result<OfficerRow, StoreError> {
     let roles =
@@ -48,6 +49,7 @@ fn officer(t: OfficerTuple) -> Result<OfficerRow, StoreError> {
         roles,
         person_id: t.3,
         created_at: t.4,
+        disabled_at: t.5,
     })
 }
 
@@ -57,12 +59,14 @@ const OFFICER_COLUMNS: (
     officers::roles,
     officers::person_id,
     officers::created_at,
+    officers::disabled_at,
 ) = (
     officers::id,
     officers::display_name,
     officers::roles,
     officers::person_id,
     officers::created_at,
+    officers::disabled_at,
 );
 
 /// A person.
@@ -241,6 +245,9 @@ impl ApprovalDb {
     }
 }
 
+/// An officer's token as listed: (id, label, created, expires, revoked).
+pub type TokenRow = (String, String, i64, i64, Option<i64>);
+
 /// A live token's officer, for authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenOwner {
@@ -342,6 +349,47 @@ impl Tx<'_> {
             expires_at,
             revoked_at,
         }))
+    }
+
+    /// Disables an officer and revokes every live token of theirs.
+    pub fn disable_officer(&mut self, id: &str, at: i64) -> Result<(), StoreError> {
+        diesel::update(officers::table.filter(officers::id.eq(id)))
+            .set(officers::disabled_at.eq(at))
+            .execute(self.conn)?;
+        diesel::update(
+            officer_tokens::table
+                .filter(officer_tokens::officer_id.eq(id))
+                .filter(officer_tokens::revoked_at.is_null()),
+        )
+        .set(officer_tokens::revoked_at.eq(at))
+        .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Officers linked to a person record.
+    pub fn officers_of_person(&mut self, person_id: &str) -> Result<Vec<OfficerRow>, StoreError> {
+        officers::table
+            .filter(officers::person_id.eq(person_id))
+            .select(OFFICER_COLUMNS)
+            .load::<OfficerTuple>(self.conn)?
+            .into_iter()
+            .map(officer)
+            .collect()
+    }
+
+    /// An officer's tokens, never the tokens themselves.
+    pub fn officer_tokens(&mut self, officer_id: &str) -> Result<Vec<TokenRow>, StoreError> {
+        Ok(officer_tokens::table
+            .filter(officer_tokens::officer_id.eq(officer_id))
+            .order(officer_tokens::created_at)
+            .select((
+                officer_tokens::id,
+                officer_tokens::label,
+                officer_tokens::created_at,
+                officer_tokens::expires_at,
+                officer_tokens::revoked_at,
+            ))
+            .load(self.conn)?)
     }
 
     /// Revokes an officer's token; false if the officer has no such live token.

@@ -97,6 +97,7 @@ diesel::table! {
         roles -> Text,
         person_id -> Nullable<Text>,
         created_at -> BigInt,
+        disabled_at -> Nullable<BigInt>,
     }
 }
 

@@ -102,6 +102,9 @@ pub struct Officer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person_id: Option<String>,
     pub created_at: i64,
+    /// When the officer was disabled (their tokens revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<i64>,
     /// The first administrator's first token, when the bootstrap token created them (the
     /// bootstrap token is spent by that call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +119,17 @@ pub struct NewToken {
     /// Days until it expires (default 30, at most 365).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_days: Option<u32>,
+}
+
+/// A token as listed (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
 }
 
 /// A token just made: shown once, stored only as a hash.

@@ -23,7 +23,14 @@ pub(crate) const IMPORT_BODY: usize = 8 << 20;
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/officers", post(create_officer).get(officers))
-        .route("/api/v1/officers/{id}/tokens", post(create_token))
+        .route(
+            "/api/v1/officers/{id}",
+            axum::routing::delete(disable_officer),
+        )
+        .route(
+            "/api/v1/officers/{id}/tokens",
+            post(create_token).get(tokens),
+        )
         .route(
             "/api/v1/officers/{id}/tokens/{token}",
             axum::routing::delete(revoke_token),
@@ -125,6 +132,18 @@ async fn create_token(
         ra.create_token(a, &id, &b)
     })
     .await
+}
+
+async fn tokens(State(app): State<Shared>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Answer {
+    without_body(app, h, move |ra, a| ra.tokens(a, &id)).await
+}
+
+async fn disable_officer(
+    State(app): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+) -> Answer {
+    without_body(app, h, move |ra, a| ra.disable_officer(a, &id)).await
 }
 
 async fn revoke_token(

@@ -8,7 +8,9 @@ CREATE TABLE officers (
     -- Comma-separated role names, sorted.
     roles TEXT NOT NULL,
     person_id TEXT,
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    -- Set when the officer leaves or is removed: their tokens stop working.
+    disabled_at BIGINT
 );
 
 -- Officer tokens: only a SHA-256 of the token is stored.
