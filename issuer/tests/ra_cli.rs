@@ -441,7 +441,19 @@ fn scenario(database: Option<&str>) {
     );
     let k = t.ok(&bo, &["carrier", "keys", &c2, "--attestation", &spec]);
     let s2 = k["certificates"][0].as_str().unwrap().to_owned();
-    t.ok(&bo, &["carrier", "activate", &c2, "--receipt", "R-2"]);
+    let activated = t.ok(&bo, &["carrier", "activate", &c2, "--receipt", "R-2"]);
+    // The holder reports the card lost at night with the code from the receipt: no
+    // officer, no token; OCSP says certificateHold at once.
+    let code = activated["loss_report_code"].as_str().unwrap().to_owned();
+    let (status, answer) = common::curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &serde_json::json!({ "code": code }).to_string(),
+        &format!("{base}/api/v1/loss-report"),
+    ]);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(ocsp(tmp.path(), &base, &s2), "revoked certificateHold");
     t.ok(&hr, &["person", "end", &p2]);
     assert_eq!(ocsp(tmp.path(), &base, &s2), "revoked affiliationChanged");
 

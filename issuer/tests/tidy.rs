@@ -462,6 +462,10 @@ fn the_openapi_document_is_what_the_code_serves() {
                 serde_json::to_value(RetireRequest { restock: true }).unwrap(),
             ),
             (
+                "LossReport",
+                serde_json::to_value(LossReport { code: "c".into() }).unwrap(),
+            ),
+            (
                 "ExtendRequest",
                 serde_json::to_value(ExtendRequest { days: 1 }).unwrap(),
             ),

@@ -800,6 +800,9 @@ impl Output {
         for s in &k.certificates {
             println!("  certificate   {s}");
         }
+        if let Some(code) = &k.loss_report_code {
+            println!("  loss-report code (print it on the holder's receipt; shown once): {code}");
+        }
         Ok(())
     }
 

@@ -1479,4 +1479,82 @@ mod review {
             ErrorCode::Forbidden
         );
     }
+
+    #[test]
+    fn the_holder_reports_the_card_lost_with_the_code_from_the_receipt() {
+        let d = desk();
+        let f = &d.f;
+        let p =
+            f.ra.create_person(&d.hr, &new_person(1, "198112189876"))
+                .unwrap();
+        f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+        let c =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::SmartCard,
+                    serial_number: "SC1".into(),
+                },
+            )
+            .unwrap();
+        let a =
+            f.ra.assign(
+                &d.anna,
+                &c.id,
+                &AssignRequest {
+                    person_id: p.id.clone(),
+                    terms_version: "1".into(),
+                },
+            )
+            .unwrap();
+        f.ra.decide(&d.bo, &a.id, true).unwrap();
+        f.ra.register_keys(&d.anna, &c.id, &keys(&[ProfileName::Authentication]))
+            .unwrap();
+        let active =
+            f.ra.activate(
+                &d.anna,
+                &c.id,
+                &ActivateRequest {
+                    receipt: "R".into(),
+                },
+            )
+            .unwrap();
+        let code = active.loss_report_code.clone().unwrap();
+        assert_eq!(code.len(), 29, "{code}");
+        // Shown once: reading the carrier again does not show it.
+        assert_eq!(f.ra.carrier(&d.anna, &c.id).unwrap().loss_report_code, None);
+        let wrong = LossReport {
+            code: "0000-0000-0000-0000-0000-0000".into(),
+        };
+        assert_eq!(
+            code_of(f.ra.report_loss(&wrong).unwrap_err()),
+            ErrorCode::NotFound
+        );
+        let report = LossReport {
+            code: code.to_lowercase(),
+        };
+        let r = f.ra.report_loss(&report).unwrap();
+        assert_eq!(r.serial_number, "SC1");
+        let held = f.ra.carrier(&d.anna, &c.id).unwrap();
+        assert_eq!(held.suspend_reason, Some(SuspendReason::TemporarilyLost));
+        assert!(status(f, &held.certificates[0]).is_on_hold());
+        // Again: nothing changes.
+        assert_eq!(f.ra.report_loss(&report).unwrap(), r);
+        // Never found: revoked as lost at the deadline.
+        f.clock.advance(31 * DAY);
+        assert_eq!(f.ra.sweep_deadlines().unwrap().revoked, vec![c.id.clone()]);
+        assert_eq!(
+            f.ra.carrier(&d.anna, &c.id).unwrap().revoke_reason,
+            Some(CarrierRevokeReason::Lost)
+        );
+        assert_eq!(
+            code_of(f.ra.report_loss(&report).unwrap_err()),
+            ErrorCode::NotFound
+        );
+        assert!(f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+    }
+
+    fn code_of(e: RaError) -> ErrorCode {
+        e.code()
+    }
 }

@@ -11,7 +11,8 @@ use tessera_issuer_types::lifecycle::{
 use tessera_issuer_types::Serial;
 
 use crate::schema::{
-    approvals, carrier_certificates, carriers, officer_tokens, officers, people, proofings,
+    approvals, carrier_certificates, carriers, loss_codes, officer_tokens, officers, people,
+    proofings,
 };
 use crate::{StoreError, Tx};
 
@@ -526,6 +527,37 @@ impl Tx<'_> {
             .values(CarrierDb::from_row(c))
             .execute(self.conn)?;
         Ok(())
+    }
+
+    /// Gives a carrier its holder's loss-report code (the SHA-256), replacing any earlier.
+    pub fn set_loss_code(&mut self, carrier_id: &str, hash: &[u8]) -> Result<(), StoreError> {
+        self.clear_loss_code(carrier_id)?;
+        diesel::insert_into(loss_codes::table)
+            .values((
+                loss_codes::code_hash.eq(hash),
+                loss_codes::carrier_id.eq(carrier_id),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn clear_loss_code(&mut self, carrier_id: &str) -> Result<(), StoreError> {
+        diesel::delete(loss_codes::table.filter(loss_codes::carrier_id.eq(carrier_id)))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// The carrier whose loss-report code has this SHA-256.
+    pub fn carrier_by_loss_code(&mut self, hash: &[u8]) -> Result<Option<CarrierRow>, StoreError> {
+        let id: Option<String> = loss_codes::table
+            .filter(loss_codes::code_hash.eq(hash))
+            .select(loss_codes::carrier_id)
+            .first(self.conn)
+            .optional()?;
+        match id {
+            Some(id) => self.carrier(&id),
+            None => Ok(None),
+        }
     }
 
     pub fn carrier_by_serial(

@@ -168,6 +168,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    loss_codes (code_hash) {
+        code_hash -> Binary,
+        carrier_id -> Text,
+    }
+}
+
+diesel::table! {
     carrier_certificates (serial) {
         serial -> Text,
         carrier_id -> Text,

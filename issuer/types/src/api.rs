@@ -284,6 +284,26 @@ pub struct Carrier {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<i64>,
     pub certificates: Vec<Serial>,
+    /// Only in the activation's answer: the holder's code for reporting the card lost
+    /// (`POST /api/v1/loss-report`), printed on the hand-over receipt; stored as a hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_report_code: Option<String>,
+}
+
+/// `POST /api/v1/loss-report`: the holder reports their card lost, any time, with the
+/// code from the hand-over receipt (LoA3 K6.8); no officer token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossReport {
+    pub code: String,
+}
+
+/// The answer to a loss report: the card is suspended until the deadline, when it is
+/// revoked unless the holder finds it and an officer re-activates it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LossReported {
+    pub serial_number: String,
+    pub suspended_until: i64,
 }
 
 /// `POST /api/v1/carriers/{id}/assignment`: bind a carrier to a proofed person and ask a

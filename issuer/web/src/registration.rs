@@ -64,6 +64,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/v1/approvals/{id}/approval", post(approve))
         .route("/api/v1/approvals/{id}/refusal", post(refuse))
         .route("/api/v1/reconciliation", get(reconciliation))
+        .route("/api/v1/loss-report", post(loss_report))
 }
 
 /// Authenticates, parses the body as `B`, and runs `f` off the async threads; answers
@@ -374,6 +375,17 @@ async fn approve(State(app): State<Shared>, UrlPath(id): UrlPath<String>, h: Hea
 
 async fn refuse(State(app): State<Shared>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Answer {
     without_body(app, h, move |ra, a| ra.decide(a, &id, false)).await
+}
+
+/// The holder's loss report: no officer token, the code is the credential.
+async fn loss_report(State(app): State<Shared>, raw: Body) -> Answer {
+    let raw = body(raw)?;
+    let answer = blocking(move || {
+        let report: tessera_issuer_types::api::LossReport = json(&raw)?;
+        Ok(app.ra.report_loss(&report)?)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
 }
 
 async fn reconciliation(State(app): State<Shared>, h: HeaderMap) -> Answer {

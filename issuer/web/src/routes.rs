@@ -64,6 +64,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/approvals/{id}/approval"),
     ("post", "/api/v1/approvals/{id}/refusal"),
     ("get", "/api/v1/reconciliation"),
+    ("post", "/api/v1/loss-report"),
     ("post", "/ocsp"),
     ("get", "/ocsp/{request}"),
     ("get", "/crl/issuing-ca-1.crl"),

@@ -1,5 +1,6 @@
 DROP TABLE approvals;
 DROP TABLE carrier_certificates;
+DROP TABLE loss_codes;
 DROP TABLE carriers;
 DROP TABLE proofings;
 DROP TABLE people;

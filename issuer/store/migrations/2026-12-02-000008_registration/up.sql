@@ -85,6 +85,12 @@ CREATE INDEX carriers_deadline ON carriers (state, deadline);
 
 -- The certificates a carrier carries; a pool card's earlier holders' certificates stay
 -- as history, released (released_at) when the card was wiped and restocked.
+-- The holder's loss-report code for their card (given once, at hand-over), as SHA-256.
+CREATE TABLE loss_codes (
+    code_hash BYTEA PRIMARY KEY NOT NULL,
+    carrier_id TEXT NOT NULL UNIQUE REFERENCES carriers (id)
+);
+
 CREATE TABLE carrier_certificates (
     serial TEXT PRIMARY KEY NOT NULL REFERENCES certificates (serial),
     carrier_id TEXT NOT NULL REFERENCES carriers (id),
