@@ -1187,6 +1187,9 @@ fn ra() {
     // 1 000 active carriers (one authentication certificate each; one CSR for all: the
     // benchmark measures transitions, not key generation).
     const CARRIERS: usize = 1_000;
+    // A fresh connection: the server closed the idle one during the import (its header
+    // timeout covers idle keep-alive connections too).
+    let mut conn = std::io::BufReader::new(std::net::TcpStream::connect(&addr).expect("connect"));
     let csr_file = issuance_body(d.dir.path());
     let body: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&csr_file).expect("body")).expect("json");

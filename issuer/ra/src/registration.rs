@@ -601,6 +601,7 @@ impl Ra {
         let mut rows = Vec::with_capacity(req.people.len());
         let mut seen_employee = std::collections::HashSet::new();
         let mut seen_identity = std::collections::HashSet::new();
+        let mut seen_names = std::collections::HashSet::new();
         for (i, p) in req.people.iter().enumerate() {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             let error = |message: String| RowError {
@@ -624,6 +625,14 @@ impl Ra {
                         report.errors.push(error(
                             "the identity number appears twice in the batch".into(),
                         ));
+                    } else if [row.upn.as_ref(), row.directory_sid.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|k| !seen_names.insert(k.clone()))
+                    {
+                        report.errors.push(error(
+                            "the logon name (UPN) or SID appears twice in the batch".into(),
+                        ));
                     } else {
                         rows.push((index, row));
                     }
@@ -631,6 +640,45 @@ impl Ra {
             }
         }
         let apply = |tx: &mut Tx<'_>, report: &mut ImportReport| -> Result<(), RaError> {
+            // The register as it touches this batch, in four queries: the people under its
+            // employee numbers, and whoever holds its identity numbers, UPNs and SIDs.
+            let keys = |f: fn(&PersonRow) -> Option<&str>| -> Vec<&str> {
+                rows.iter().filter_map(|(_, r)| f(r)).collect()
+            };
+            let employees = keys(|r| Some(r.employee_number.as_str()));
+            let numbers = keys(|r| r.identity_number.as_deref());
+            let upns = keys(|r| r.upn.as_deref());
+            let sids = keys(|r| r.directory_sid.as_deref());
+            let known = tx.people_matching(&employees, &numbers, &upns, &sids)?;
+            let mut by_employee = std::collections::HashMap::new();
+            let mut holder = std::collections::HashMap::new();
+            for p in known {
+                for key in [
+                    p.identity_number.as_ref().map(|n| format!("n:{n}")),
+                    p.upn.as_ref().map(|u| format!("u:{u}")),
+                    p.directory_sid.as_ref().map(|s| format!("s:{s}")),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    holder.insert(key, p.id.clone());
+                }
+                by_employee.insert(p.employee_number.clone(), p);
+            }
+            // Whether a key of `row` is held by someone other than `except` (one message for
+            // all three: the register is not an oracle for who has which number).
+            let clash = |row: &PersonRow, except: Option<&str>| {
+                [
+                    row.identity_number.as_ref().map(|n| format!("n:{n}")),
+                    row.upn.as_ref().map(|u| format!("u:{u}")),
+                    row.directory_sid.as_ref().map(|s| format!("s:{s}")),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|k| holder.get(&k).is_some_and(|id| Some(id.as_str()) != except))
+            };
+            const CLASH: &str =
+                "the identity number, logon name (UPN) or SID is registered to another person";
             // First every check against the register, then (only if all pass) the writes.
             let mut plan = Vec::with_capacity(rows.len());
             for (index, row) in &rows {
@@ -639,7 +687,7 @@ impl Ra {
                     employee_number: row.employee_number.clone(),
                     message: message.to_owned(),
                 };
-                match tx.person_by_employee_number(&row.employee_number)? {
+                match by_employee.get(&row.employee_number) {
                     Some(old) => {
                         if actor.person_id.as_deref() == Some(old.id.as_str()) {
                             report
@@ -655,21 +703,21 @@ impl Ra {
                             ));
                             continue;
                         }
-                        if let Some(why) = conflict(tx, row, Some(&old.id))? {
-                            report.errors.push(error(why));
+                        if clash(row, Some(&old.id)) {
+                            report.errors.push(error(CLASH));
                             continue;
                         }
-                        let changed = changed_fields(&old, row);
+                        let changed = changed_fields(old, row);
                         if changed.is_empty() {
                             report.unchanged += 1;
                         } else {
                             report.updated += 1;
-                            plan.push((Some(old), row, changed));
+                            plan.push((Some(old.clone()), row, changed));
                         }
                     }
                     None => {
-                        if let Some(why) = conflict(tx, row, None)? {
-                            report.errors.push(error(why));
+                        if clash(row, None) {
+                            report.errors.push(error(CLASH));
                             continue;
                         }
                         report.created += 1;
@@ -680,18 +728,16 @@ impl Ra {
             if !report.errors.is_empty() || report.dry_run {
                 return Ok(());
             }
+            let mut created = Vec::new();
+            let mut events = Vec::with_capacity(plan.len());
             for (old, row, changed) in plan {
                 match old {
                     None => {
-                        tx.insert_person(row)?;
-                        tx.audit(
-                            &actor.name,
-                            &AuditEvent::PersonRegistered {
-                                person: row.id.clone(),
-                                employee_number: row.employee_number.clone(),
-                            },
-                            at,
-                        )?;
+                        created.push(row.clone());
+                        events.push(AuditEvent::PersonRegistered {
+                            person: row.id.clone(),
+                            employee_number: row.employee_number.clone(),
+                        });
                     }
                     Some(old) => {
                         let updated = PersonRow {
@@ -707,17 +753,15 @@ impl Ra {
                             ..old
                         };
                         tx.update_person_details(&updated)?;
-                        tx.audit(
-                            &actor.name,
-                            &AuditEvent::PersonUpdated {
-                                person: updated.id.clone(),
-                                fields: changed.join("; "),
-                            },
-                            at,
-                        )?;
+                        events.push(AuditEvent::PersonUpdated {
+                            person: updated.id.clone(),
+                            fields: changed.join("; "),
+                        });
                     }
                 }
             }
+            tx.insert_people(&created)?;
+            tx.audit_many(&actor.name, &events, at)?;
             report.applied = true;
             Ok(())
         };

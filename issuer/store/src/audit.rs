@@ -303,6 +303,52 @@ impl Tx<'_> {
         Ok(record)
     }
 
+    /// Appends several records in order (one look at the chain's head, then the inserts):
+    /// for batches such as an HR import, where each person still gets a record of their
+    /// own.
+    pub fn audit_many(
+        &mut self,
+        actor: &str,
+        events: &[AuditEvent],
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let last: Option<(i64, Vec<u8>)> = audit_log::table
+            .select((audit_log::seq, audit_log::hash))
+            .order(audit_log::seq.desc())
+            .first(self.conn)
+            .optional()?;
+        let (mut seq, mut prev) = match last {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS.to_vec()),
+        };
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            let (action, details) = (event.action(), event.details());
+            let hash = record_hash(&prev, seq, at, actor, action, &details);
+            records.push(Record {
+                seq,
+                at,
+                actor: actor.to_owned(),
+                action: action.to_owned(),
+                hash: hash.clone(),
+                details,
+                prev_hash: std::mem::replace(&mut prev, hash),
+            });
+            seq += 1;
+        }
+        // One multi-row INSERT per slice (a statement's bind parameters are bounded: SQLite
+        // 32 766), on the backend's own connection: the two-backend connection does not
+        // batch.
+        for chunk in records.chunks(1000) {
+            let insert = diesel::insert_into(audit_log::table).values(chunk);
+            match &mut *self.conn {
+                crate::Conn::Postgresql(c) => insert.execute(c)?,
+                crate::Conn::Sqlite(c) => insert.execute(c)?,
+            };
+        }
+        Ok(())
+    }
+
     /// Every record, in order.
     pub fn audit_records(&mut self) -> Result<Vec<Record>, StoreError> {
         Ok(audit_log::table

@@ -437,6 +437,66 @@ impl Tx<'_> {
             .optional()?)
     }
 
+    /// Inserts several people (an import's batch), in slices the database's bind limit
+    /// allows.
+    pub fn insert_people(&mut self, rows: &[PersonRow]) -> Result<(), StoreError> {
+        // One multi-row INSERT per slice, on the backend's own connection (the two-backend
+        // connection does not batch).
+        for chunk in rows.chunks(500) {
+            let insert = diesel::insert_into(people::table).values(chunk);
+            match &mut *self.conn {
+                crate::Conn::Postgresql(c) => insert.execute(c)?,
+                crate::Conn::Sqlite(c) => insert.execute(c)?,
+            };
+        }
+        Ok(())
+    }
+
+    /// The people with any of these employee numbers, identity numbers, UPNs or SIDs (an
+    /// import's batch checked in four queries, not four per row).
+    pub fn people_matching(
+        &mut self,
+        employee_numbers: &[&str],
+        identity_numbers: &[&str],
+        upns: &[&str],
+        sids: &[&str],
+    ) -> Result<Vec<PersonRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in employee_numbers.chunks(1000) {
+            out.extend(
+                people::table
+                    .filter(people::employee_number.eq_any(chunk))
+                    .select(PersonRow::as_select())
+                    .load(self.conn)?,
+            );
+        }
+        for chunk in identity_numbers.chunks(1000) {
+            out.extend(
+                people::table
+                    .filter(people::identity_number.eq_any(chunk))
+                    .select(PersonRow::as_select())
+                    .load(self.conn)?,
+            );
+        }
+        for chunk in upns.chunks(1000) {
+            out.extend(
+                people::table
+                    .filter(people::upn.eq_any(chunk))
+                    .select(PersonRow::as_select())
+                    .load(self.conn)?,
+            );
+        }
+        for chunk in sids.chunks(1000) {
+            out.extend(
+                people::table
+                    .filter(people::directory_sid.eq_any(chunk))
+                    .select(PersonRow::as_select())
+                    .load(self.conn)?,
+            );
+        }
+        Ok(out)
+    }
+
     pub fn person_by_upn(&mut self, upn: &str) -> Result<Option<PersonRow>, StoreError> {
         Ok(people::table
             .filter(people::upn.eq(upn))
