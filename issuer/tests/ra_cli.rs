@@ -362,11 +362,15 @@ fn scenario(database: Option<&str>) {
         crl_entry(tmp.path(), &base, &serial).is_none()
     });
 
-    // Two officers suspend at once: one wins, the other is told the state (exit 6).
-    let both: Vec<_> = [anna.clone(), bo.clone()]
+    // Two officers suspend at once: one wins, the other is told the state (exit 6). On
+    // PostgreSQL each talks to a server of its own on the one database.
+    let second =
+        database.map(|_| common::serve(&data, &["--clock-offset-file", offset.to_str().unwrap()]));
+    let other_base = second.as_ref().map_or(base.clone(), |(_, b)| b.clone());
+    let both: Vec<_> = [(anna.clone(), base.clone()), (bo.clone(), other_base)]
         .into_iter()
-        .map(|tok| {
-            let (carrier, base, dir) = (carrier.clone(), base.clone(), tmp.path().to_owned());
+        .map(|(tok, base)| {
+            let (carrier, dir) = (carrier.clone(), tmp.path().to_owned());
             std::thread::spawn(move || {
                 Cli { base, dir }.run(
                     &tok,
@@ -392,6 +396,20 @@ fn scenario(database: Option<&str>) {
         "{}",
         loser.2
     );
+    // Applied once: one such suspension in the audit trail, whichever server took it.
+    drop(second);
+    let config = tessera_issuer_types::config::Config::load(&data).unwrap();
+    let store = tessera_issuer_store::Store::open_configured(&config.database, &data).unwrap();
+    let records = store.read(|tx| tx.audit_records()).unwrap();
+    let suspensions = records
+        .iter()
+        .filter(|r| {
+            r.action == "carrier.changed"
+                && r.details.contains(&carrier)
+                && r.details.contains("temporarily_lost")
+        })
+        .count();
+    assert_eq!(suspensions, 1);
 
     // The deadline passes (the server's clock moved two days): revoked.
     std::fs::write(&offset, (2 * 86_400).to_string()).unwrap();

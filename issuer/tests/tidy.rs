@@ -466,6 +466,14 @@ fn the_openapi_document_is_what_the_code_serves() {
                 serde_json::to_value(LossReport { code: "c".into() }).unwrap(),
             ),
             (
+                "BulkRevocationRequest",
+                serde_json::to_value(BulkRevocationRequest {
+                    carrier_ids: vec!["c".into()],
+                    reason: CarrierRevokeReason::Lost,
+                })
+                .unwrap(),
+            ),
+            (
                 "ExtendRequest",
                 serde_json::to_value(ExtendRequest { days: 1 }).unwrap(),
             ),

@@ -255,6 +255,15 @@ enum CarrierCmd {
         #[arg(long, value_parser = parse::<CarrierRevokeReason>)]
         reason: CarrierRevokeReason,
     },
+    /// Ask for many carriers to be revoked at once (a lost batch, a closed office); a
+    /// second officer approves with `approve bulk-yes`.
+    RevokeMany {
+        /// Carrier ids (up to 10 000).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long, value_parser = parse::<CarrierRevokeReason>)]
+        reason: CarrierRevokeReason,
+    },
     /// A revoked or expired carrier handed back: destroyed, or (pool cards) wiped and
     /// restocked.
     Retire {
@@ -313,12 +322,16 @@ enum SubstituteCmd {
 
 #[derive(Debug, Subcommand)]
 enum ApproveCmd {
-    /// Pending approvals.
+    /// Pending approvals (issuance, temporary and substitute cards, bulk revocations).
     List,
     /// Approve (as a second officer: not the requester, not the subject).
     Yes { id: String },
     /// Refuse: the carrier goes back to stock.
     No { id: String },
+    /// Approve a bulk revocation: every carrier still revocable is revoked.
+    BulkYes { id: String },
+    /// Refuse a bulk revocation: nothing is revoked.
+    BulkNo { id: String },
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T, String>
@@ -672,6 +685,16 @@ fn carrier(c: &Client, out: &Output, cmd: &CarrierCmd) -> Result<(), Failure> {
             &format!("/carriers/{id}/revocation"),
             &RevokeCarrierRequest { reason: *reason },
         )?,
+        CarrierCmd::RevokeMany { ids, reason } => {
+            let b: BulkRevocation = c.post(
+                "/bulk-revocations",
+                &BulkRevocationRequest {
+                    carrier_ids: ids.clone(),
+                    reason: *reason,
+                },
+            )?;
+            return out.bulks(&[b]);
+        }
         CarrierCmd::Retire { id, restock } => c.post(
             &format!("/carriers/{id}/retirement"),
             &RetireRequest { restock: *restock },
@@ -722,7 +745,25 @@ fn temporary(c: &Client, out: &Output, cmd: &TemporaryCmd) -> Result<(), Failure
 
 fn approve(c: &Client, out: &Output, cmd: &ApproveCmd) -> Result<(), Failure> {
     let a: Approval = match cmd {
-        ApproveCmd::List => return out.approvals(&c.get::<Vec<Approval>>("/approvals")?),
+        ApproveCmd::List => {
+            let list = c.get::<Vec<Approval>>("/approvals")?;
+            let bulks = c.get::<Vec<BulkRevocation>>("/bulk-revocations")?;
+            if out.json {
+                return out.print_json(
+                    &serde_json::json!({ "approvals": list, "bulk_revocations": bulks }),
+                );
+            }
+            out.approvals(&list)?;
+            return out.bulks(&bulks);
+        }
+        ApproveCmd::BulkYes { id } => {
+            let b: BulkRevocation = c.post(&format!("/bulk-revocations/{id}/approval"), &())?;
+            return out.bulks(&[b]);
+        }
+        ApproveCmd::BulkNo { id } => {
+            let b: BulkRevocation = c.post(&format!("/bulk-revocations/{id}/refusal"), &())?;
+            return out.bulks(&[b]);
+        }
         ApproveCmd::Yes { id } => c.post(&format!("/approvals/{id}/approval"), &())?,
         ApproveCmd::No { id } => c.post(&format!("/approvals/{id}/refusal"), &())?,
     };
@@ -835,6 +876,26 @@ impl Output {
                     println!("  {what:8} {v}");
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn bulks(&self, list: &[BulkRevocation]) -> Result<(), Failure> {
+        if self.json {
+            return self.print_json(&list);
+        }
+        for b in list {
+            println!(
+                "bulk revocation {}: {} carriers, {}, asked by {}: {}{}",
+                b.id,
+                b.carrier_ids.len(),
+                b.reason,
+                b.requested_by,
+                b.state,
+                b.revoked
+                    .map(|n| format!(" ({n} revoked)"))
+                    .unwrap_or_default()
+            );
         }
         Ok(())
     }

@@ -18,11 +18,11 @@ use tessera_issuer_store::registration::{
 };
 use tessera_issuer_store::Tx;
 use tessera_issuer_types::api::{
-    ActivateRequest, Approval, AssignRequest, Carrier, CarrierKey, Difference, ExtendRequest,
-    ImportReport, ImportRequest, IssueRequest, KeysRequest, NewCarrier, NewOfficer, NewPerson,
-    NewProofing, NewToken, NonResident, Officer, Person, ResumeRequest, RetireRequest,
-    ReturnOutcome, ReturnRequest, RevokeCarrierRequest, RowError, SubstituteRequest,
-    SuspendRequest, TemporaryRequest, TokenInfo, TokenIssued,
+    ActivateRequest, Approval, AssignRequest, BulkRevocation, BulkRevocationRequest, Carrier,
+    CarrierKey, Difference, ExtendRequest, ImportReport, ImportRequest, IssueRequest, KeysRequest,
+    NewCarrier, NewOfficer, NewPerson, NewProofing, NewToken, NonResident, Officer, Person,
+    ResumeRequest, RetireRequest, ReturnOutcome, ReturnRequest, RevokeCarrierRequest, RowError,
+    SubstituteRequest, SuspendRequest, TemporaryRequest, TokenInfo, TokenIssued,
 };
 use tessera_issuer_types::identity::{self, IdentityNumber};
 use tessera_issuer_types::lifecycle::{
@@ -38,6 +38,9 @@ const DAY: i64 = 86_400;
 
 /// The most people one import call takes (the CLI sends a file in batches of these).
 pub const MAX_IMPORT: usize = 5_000;
+
+/// The most carriers one bulk revocation names.
+pub const MAX_BULK: usize = 10_000;
 
 /// The registration policy's limits (LIFECYCLE.md; LoA3 K6.5, eIDAS 2015/1502 §2.2.3).
 #[derive(Debug, Clone)]
@@ -2004,6 +2007,157 @@ impl Ra {
         Ok(view)
     }
 
+    /// Asks for many carriers to be revoked at once (a lost batch of cards, a closed office);
+    /// nothing happens until a second officer approves (K6.9). Every carrier must exist
+    /// and be revocable now, and the reason must be an officer's.
+    pub fn request_bulk_revocation(
+        &self,
+        actor: &Actor,
+        req: &BulkRevocationRequest,
+    ) -> Result<BulkRevocation, RaError> {
+        self.require(
+            actor,
+            "bulk_revocation.request",
+            &[OfficerRole::RegistrationOfficer],
+        )?;
+        if req.carrier_ids.is_empty() || req.carrier_ids.len() > MAX_BULK {
+            return Err(invalid("carrier_ids", format!("1 to {MAX_BULK} carriers")));
+        }
+        if !req.reason.by_officer() {
+            return Err(invalid("reason", "lost, stolen, compromised or damaged"));
+        }
+        let mut ids = req.carrier_ids.clone();
+        ids.sort();
+        ids.dedup();
+        let at = now_secs(self.clock.as_ref());
+        let row = tessera_issuer_store::registration::BulkRow {
+            id: new_id(),
+            reason: req.reason.as_str().to_owned(),
+            carriers: serde_json::to_string(&ids).map_err(|e| invalid("carrier_ids", e))?,
+            requested_by: actor.name.clone(),
+            requested_at: at,
+            state: ApprovalState::Pending.as_str().to_owned(),
+            decided_by: None,
+            decided_at: None,
+        };
+        self.store.write(|tx| -> Result<(), RaError> {
+            for id in &ids {
+                let c = get_carrier(tx, id)?;
+                if lifecycle::next(c.state, Step::Revoke).is_none() {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("carrier {id}"),
+                        current: c.state.to_string(),
+                        verb: "revoke",
+                    });
+                }
+            }
+            tx.insert_bulk(&row)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::BulkRevocationRequested {
+                    bulk: row.id.clone(),
+                    reason: row.reason.clone(),
+                    carriers: ids.len() as u64,
+                },
+                at,
+            )?;
+            Ok(())
+        })?;
+        bulk_view(row, None)
+    }
+
+    pub fn bulk_revocations_pending(&self, actor: &Actor) -> Result<Vec<BulkRevocation>, RaError> {
+        self.require(actor, "bulk_revocation.list", OfficerRole::ALL)?;
+        self.store
+            .read(|tx| tx.bulks_pending())?
+            .into_iter()
+            .map(|b| bulk_view(b, None))
+            .collect()
+    }
+
+    /// A second officer (not the one who asked) approves or refuses a bulk revocation;
+    /// approved, every carrier still revocable is revoked in one transaction.
+    pub fn decide_bulk_revocation(
+        &self,
+        actor: &Actor,
+        id: &str,
+        approve: bool,
+    ) -> Result<BulkRevocation, RaError> {
+        self.require(
+            actor,
+            "bulk_revocation.decide",
+            &[OfficerRole::RegistrationOfficer],
+        )?;
+        let found = self.store.read(|tx| tx.bulk(id))?;
+        let b = found.ok_or_else(|| RaError::Missing(format!("no bulk revocation {id}")))?;
+        if b.requested_by == actor.name {
+            let reason = format!(
+                "{} asked for this; a second officer must decide",
+                actor.name
+            );
+            self.refused(actor, "bulk_revocation.decide", &reason);
+            return Err(RaError::FourEyes(reason));
+        }
+        let at = now_secs(self.clock.as_ref());
+        let (view, changed) = self.store.write(|tx| -> Result<_, RaError> {
+            let mut b = tx
+                .bulk(id)?
+                .ok_or_else(|| RaError::Missing(format!("no bulk revocation {id}")))?;
+            if b.state != ApprovalState::Pending.as_str() {
+                return Err(RaError::InvalidTransition {
+                    what: format!("bulk revocation {id}"),
+                    current: b.state.clone(),
+                    verb: "decide",
+                });
+            }
+            let reason: CarrierRevokeReason =
+                b.reason.parse().map_err(|_| invalid("reason", &b.reason))?;
+            let ids: Vec<String> =
+                serde_json::from_str(&b.carriers).map_err(|e| invalid("carriers", e))?;
+            let decision = if approve {
+                ApprovalState::Approved
+            } else {
+                ApprovalState::Refused
+            };
+            let mut changed = Changed::new();
+            let mut revoked = 0u64;
+            if approve {
+                for cid in &ids {
+                    let mut c = get_carrier(tx, cid)?;
+                    // Revoked meanwhile (or otherwise out of reach): left as it is.
+                    if lifecycle::next(c.state, Step::Revoke).is_some() {
+                        transition(
+                            tx,
+                            actor,
+                            &mut c,
+                            Step::Revoke,
+                            Revision::Revoke(reason),
+                            at,
+                            &mut changed,
+                        )?;
+                        revoked += 1;
+                    }
+                }
+            }
+            tx.decide_bulk(id, decision, &actor.name, at)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::BulkRevocationDecided {
+                    bulk: id.to_owned(),
+                    decision: decision.to_string(),
+                    revoked,
+                },
+                at,
+            )?;
+            b.state = decision.as_str().to_owned();
+            b.decided_by = Some(actor.name.clone());
+            b.decided_at = Some(at);
+            Ok((bulk_view(b, approve.then_some(revoked))?, changed))
+        })?;
+        self.after_commit(&changed);
+        Ok(view)
+    }
+
     /// Revokes carriers whose suspension deadline or temporary period has passed
     /// (`suspension_expired`, `period_ended`). Run by `serve` every minute; idempotent.
     pub fn sweep_deadlines(&self) -> Result<Swept, RaError> {
@@ -2272,6 +2426,29 @@ fn proofed(tx: &mut Tx<'_>, id: &str, at: i64, max_age: i64) -> Result<PersonRow
             verb: "issue to",
         }),
     }
+}
+
+fn bulk_view(
+    b: tessera_issuer_store::registration::BulkRow,
+    revoked: Option<u64>,
+) -> Result<BulkRevocation, RaError> {
+    let corrupt = |e: String| RaError::Store(tessera_issuer_store::StoreError::Corrupt(e));
+    Ok(BulkRevocation {
+        reason: b
+            .reason
+            .parse()
+            .map_err(|_| corrupt(format!("reason {}", b.reason)))?,
+        carrier_ids: serde_json::from_str(&b.carriers).map_err(|e| corrupt(e.to_string()))?,
+        state: b
+            .state
+            .parse()
+            .map_err(|_| corrupt(format!("state {}", b.state)))?,
+        id: b.id,
+        requested_by: b.requested_by,
+        requested_at: b.requested_at,
+        decided_by: b.decided_by,
+        revoked,
+    })
 }
 
 fn carrier_view(c: CarrierRow, certificates: Vec<Serial>) -> Carrier {

@@ -1557,4 +1557,81 @@ mod review {
     fn code_of(e: RaError) -> ErrorCode {
         e.code()
     }
+
+    #[test]
+    fn a_bulk_revocation_waits_for_a_second_officer() {
+        let d = desk();
+        let f = &d.f;
+        let (_, a) = active_card(&d, 1, "198112189876");
+        let (_, b) = active_card(&d, 2, "196408233234");
+        let stock =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::SmartCard,
+                    serial_number: "S".into(),
+                },
+            )
+            .unwrap();
+        let ask = |ids: Vec<String>| {
+            f.ra.request_bulk_revocation(
+                &d.anna,
+                &BulkRevocationRequest {
+                    carrier_ids: ids,
+                    reason: CarrierRevokeReason::Lost,
+                },
+            )
+        };
+        // A carrier that cannot be revoked spoils the request, naming it.
+        let e = ask(vec![a.id.clone(), stock.id.clone()]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidTransition);
+        assert!(e.to_string().contains(&stock.id), "{e}");
+        let bulk = ask(vec![a.id.clone(), b.id.clone()]).unwrap();
+        assert_eq!(bulk.state, ApprovalState::Pending);
+        // Nothing happens until a second officer approves.
+        assert_eq!(
+            f.ra.carrier(&d.anna, &a.id).unwrap().state,
+            CarrierState::Active
+        );
+        assert_eq!(
+            code(
+                f.ra.decide_bulk_revocation(&d.anna, &bulk.id, true)
+                    .unwrap_err()
+            ),
+            ErrorCode::FourEyesRequired
+        );
+        assert_eq!(
+            code(
+                f.ra.decide_bulk_revocation(&d.auditor, &bulk.id, true)
+                    .unwrap_err()
+            ),
+            ErrorCode::Forbidden
+        );
+        let done = f.ra.decide_bulk_revocation(&d.bo, &bulk.id, true).unwrap();
+        assert_eq!(done.revoked, Some(2));
+        for c in [&a, &b] {
+            let c = f.ra.carrier(&d.anna, &c.id).unwrap();
+            assert_eq!(c.revoke_reason, Some(CarrierRevokeReason::Lost));
+            assert!(matches!(
+                status(f, &c.certificates[0]),
+                CertificateStatus::Revoked {
+                    reason: RevocationReason::KeyCompromise,
+                    ..
+                }
+            ));
+        }
+        assert_eq!(
+            code(
+                f.ra.decide_bulk_revocation(&d.bo, &bulk.id, true)
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidTransition
+        );
+        assert_eq!(f.ra.reconcile(&d.auditor).unwrap(), Vec::new());
+        assert!(f
+            .ra
+            .bulk_revocations_pending(&d.auditor)
+            .unwrap()
+            .is_empty());
+    }
 }

@@ -153,6 +153,19 @@ pub enum AuditEvent {
         carrier: String,
         person: String,
     },
+    /// A bulk revocation asked for (it waits for a second officer).
+    BulkRevocationRequested {
+        bulk: String,
+        reason: String,
+        carriers: u64,
+    },
+    /// A bulk revocation decided; with approval, each carrier's revocation is its own
+    /// record in the same transaction.
+    BulkRevocationDecided {
+        bulk: String,
+        decision: String,
+        revoked: u64,
+    },
     /// An action the actor was not allowed (K2.9: refused attempts are evidence too).
     Refused {
         action: String,
@@ -188,6 +201,8 @@ impl AuditEvent {
             Self::ApprovalRequested { .. } => "approval.requested",
             Self::ApprovalDecided { .. } => "approval.decided",
             Self::Refused { .. } => "refused",
+            Self::BulkRevocationRequested { .. } => "bulk_revocation.requested",
+            Self::BulkRevocationDecided { .. } => "bulk_revocation.decided",
         }
     }
 

@@ -11,8 +11,8 @@ use tessera_issuer_types::lifecycle::{
 use tessera_issuer_types::Serial;
 
 use crate::schema::{
-    approvals, carrier_certificates, carriers, loss_codes, officer_tokens, officers, people,
-    proofings,
+    approvals, bulk_revocations, carrier_certificates, carriers, loss_codes, officer_tokens,
+    officers, people, proofings,
 };
 use crate::{StoreError, Tx};
 
@@ -248,6 +248,20 @@ impl ApprovalDb {
 
 /// An officer's token as listed: (id, label, created, expires, revoked).
 pub type TokenRow = (String, String, i64, i64, Option<i64>);
+
+/// A bulk revocation as stored (the carriers as a JSON array).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = bulk_revocations)]
+pub struct BulkRow {
+    pub id: String,
+    pub reason: String,
+    pub carriers: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub state: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+}
 
 /// A live token's officer, for authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -837,6 +851,46 @@ impl Tx<'_> {
                 approvals::state.eq(state.as_str()),
                 approvals::decided_by.eq(by),
                 approvals::decided_at.eq(at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn insert_bulk(&mut self, b: &BulkRow) -> Result<(), StoreError> {
+        diesel::insert_into(bulk_revocations::table)
+            .values(b)
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn bulk(&mut self, id: &str) -> Result<Option<BulkRow>, StoreError> {
+        Ok(bulk_revocations::table
+            .filter(bulk_revocations::id.eq(id))
+            .select(BulkRow::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
+    pub fn bulks_pending(&mut self) -> Result<Vec<BulkRow>, StoreError> {
+        Ok(bulk_revocations::table
+            .filter(bulk_revocations::state.eq(ApprovalState::Pending.as_str()))
+            .order(bulk_revocations::requested_at)
+            .select(BulkRow::as_select())
+            .load(self.conn)?)
+    }
+
+    pub fn decide_bulk(
+        &mut self,
+        id: &str,
+        state: ApprovalState,
+        by: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        diesel::update(bulk_revocations::table.filter(bulk_revocations::id.eq(id)))
+            .set((
+                bulk_revocations::state.eq(state.as_str()),
+                bulk_revocations::decided_by.eq(by),
+                bulk_revocations::decided_at.eq(at),
             ))
             .execute(self.conn)?;
         Ok(())

@@ -197,4 +197,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    bulk_revocations (id) {
+        id -> Text,
+        reason -> Text,
+        carriers -> Text,
+        requested_by -> Text,
+        requested_at -> BigInt,
+        state -> Text,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(carriers, carrier_certificates, certificates);

@@ -454,3 +454,30 @@ pub struct Difference {
     /// `good`, `on_hold`, `revoked:<reason>` or `missing`.
     pub certificate_status: String,
 }
+
+/// `POST /api/v1/bulk-revocations`: many carriers revoked at once (a lost batch of cards, a
+/// closed office), carried out only when a second officer approves (LoA3 K6.9).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevocationRequest {
+    /// At most 10 000 carriers.
+    pub carrier_ids: Vec<String>,
+    pub reason: CarrierRevokeReason,
+}
+
+/// A bulk revocation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BulkRevocation {
+    pub id: String,
+    pub reason: CarrierRevokeReason,
+    pub carrier_ids: Vec<String>,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub state: ApprovalState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// After approval: the carriers revoked (those no longer revocable are left as they
+    /// are and not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<u64>,
+}

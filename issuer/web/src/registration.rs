@@ -65,6 +65,15 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/v1/approvals/{id}/refusal", post(refuse))
         .route("/api/v1/reconciliation", get(reconciliation))
         .route("/api/v1/loss-report", post(loss_report))
+        .route(
+            "/api/v1/bulk-revocations",
+            // Up to 10 000 carrier ids.
+            post(request_bulk)
+                .get(bulks)
+                .layer(axum::extract::DefaultBodyLimit::max(IMPORT_BODY)),
+        )
+        .route("/api/v1/bulk-revocations/{id}/approval", post(approve_bulk))
+        .route("/api/v1/bulk-revocations/{id}/refusal", post(refuse_bulk))
 }
 
 /// Authenticates, parses the body as `B`, and runs `f` off the async threads; answers
@@ -386,6 +395,36 @@ async fn loss_report(State(app): State<Shared>, raw: Body) -> Answer {
     })
     .await?;
     Ok(Json(answer).into_response())
+}
+
+async fn request_bulk(State(app): State<Shared>, h: HeaderMap, raw: Body) -> Answer {
+    with_body(app, h, raw, StatusCode::CREATED, |ra, a, b| {
+        ra.request_bulk_revocation(a, &b)
+    })
+    .await
+}
+
+async fn bulks(State(app): State<Shared>, h: HeaderMap) -> Answer {
+    without_body(app, h, |ra, a| ra.bulk_revocations_pending(a)).await
+}
+
+async fn approve_bulk(
+    State(app): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+) -> Answer {
+    without_body(app, h, move |ra, a| ra.decide_bulk_revocation(a, &id, true)).await
+}
+
+async fn refuse_bulk(
+    State(app): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+) -> Answer {
+    without_body(app, h, move |ra, a| {
+        ra.decide_bulk_revocation(a, &id, false)
+    })
+    .await
 }
 
 async fn reconciliation(State(app): State<Shared>, h: HeaderMap) -> Answer {

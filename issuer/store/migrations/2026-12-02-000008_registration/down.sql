@@ -1,3 +1,4 @@
+DROP TABLE bulk_revocations;
 DROP TABLE approvals;
 DROP TABLE carrier_certificates;
 DROP TABLE loss_codes;

@@ -113,3 +113,16 @@ CREATE TABLE approvals (
     decided_at BIGINT
 );
 CREATE INDEX approvals_carrier ON approvals (carrier_id);
+
+-- Bulk revocations (K6.9): asked for by one officer, carried out when a second approves.
+CREATE TABLE bulk_revocations (
+    id TEXT PRIMARY KEY NOT NULL,
+    reason TEXT NOT NULL,
+    -- The carriers' ids, as a JSON array.
+    carriers TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at BIGINT
+);
