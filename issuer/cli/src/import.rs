@@ -262,13 +262,23 @@ pub(crate) fn run(
         let number = p
             .identity_number
             .as_deref()
-            .and_then(|n| tessera_issuer_types::identity::IdentityNumber::parse(n).ok());
-        if let Some(n) = number {
-            if let Some(first) = numbers.insert(n, *line) {
+            .and_then(|n| tessera_issuer_types::identity::IdentityNumber::parse(n).ok())
+            .map(|n| ("identity number", n.as_str().to_owned()));
+        // A logon name and a SID name one person too.
+        let upn = p
+            .upn
+            .as_ref()
+            .map(|u| ("logon name (UPN)", u.trim().to_owned()));
+        let sid = p
+            .directory_sid
+            .as_ref()
+            .map(|s| ("SID", s.trim().to_owned()));
+        for (what, key) in [number, upn, sid].into_iter().flatten() {
+            if let Some(first) = numbers.insert((what, key), *line) {
                 out.errors.push(BadRow {
                     line: *line,
                     employee_number: p.employee_number.clone(),
-                    message: format!("identity number also on line {first}"),
+                    message: format!("{what} also on line {first}"),
                 });
             }
         }

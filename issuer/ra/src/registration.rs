@@ -288,13 +288,17 @@ impl Ra {
             .roles
             .iter()
             .any(|r| matches!(r, OfficerRole::HrAdmin | OfficerRole::RegistrationOfficer));
-        for exclusive in [OfficerRole::Administrator, OfficerRole::Auditor] {
-            if req.roles.contains(&exclusive) && (operational || req.roles.len() > 1) {
-                return Err(invalid(
-                    "roles",
-                    format!("{exclusive} is held alone (separation of duties, K2.4)"),
-                ));
-            }
+        let _ = operational;
+        let mut roles = req.roles.clone();
+        roles.sort();
+        roles.dedup();
+        // Every role alone: HR registers the people a registration officer proofs and
+        // issues to, so one person holding both could invent someone and issue to them.
+        if roles.len() > 1 {
+            return Err(invalid(
+                "roles",
+                "one role per officer (separation of duties, K2.4)",
+            ));
         }
         if actor.bootstrap && !req.roles.contains(&OfficerRole::Administrator) {
             return Err(RaError::Forbidden(
@@ -319,6 +323,16 @@ impl Ra {
                 if let Some(p) = &row.person_id {
                     if tx.person(p)?.is_none() {
                         return Err(RaError::Missing(format!("no person {p}")));
+                    }
+                    // One officer per person: two accounts of one person are not four eyes.
+                    if tx
+                        .officers_of_person(p)?
+                        .iter()
+                        .any(|o| o.disabled_at.is_none())
+                    {
+                        return Err(RaError::Exists(format!(
+                            "person {p} already has an officer account"
+                        )));
                     }
                 }
                 if actor.bootstrap && tx.administrator_exists()? {
@@ -385,8 +399,16 @@ impl Ra {
         }
         let at = now_secs(self.clock.as_ref());
         self.store.write(|tx| -> Result<TokenIssued, RaError> {
-            if tx.officer(officer_id)?.is_none() {
-                return Err(RaError::Missing(format!("no officer {officer_id}")));
+            match tx.officer(officer_id)? {
+                None => return Err(RaError::Missing(format!("no officer {officer_id}"))),
+                Some(o) if o.disabled_at.is_some() => {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("officer {officer_id}"),
+                        current: "disabled".into(),
+                        verb: "make a token for",
+                    })
+                }
+                Some(_) => {}
             }
             new_token(tx, actor, officer_id, &label, days, at)
         })
@@ -398,9 +420,13 @@ impl Ra {
         if actor.name != officer_id {
             self.require(actor, "officer.tokens", &[OfficerRole::Administrator])?;
         }
-        Ok(self
-            .store
-            .read(|tx| tx.officer_tokens(officer_id))?
+        let rows = self.store.read(|tx| -> Result<_, RaError> {
+            if tx.officer(officer_id)?.is_none() {
+                return Err(RaError::Missing(format!("no officer {officer_id}")));
+            }
+            Ok(tx.officer_tokens(officer_id)?)
+        })?;
+        Ok(rows
             .into_iter()
             .map(
                 |(id, label, created_at, expires_at, revoked_at)| TokenInfo {
@@ -433,6 +459,13 @@ impl Ra {
                 return Err(RaError::InvalidTransition {
                     what: format!("officer {officer_id}"),
                     current: "disabled".into(),
+                    verb: "disable",
+                });
+            }
+            if o.roles.contains(&OfficerRole::Administrator) && tx.enabled_administrators()? <= 1 {
+                return Err(RaError::InvalidTransition {
+                    what: format!("officer {officer_id}"),
+                    current: "the last administrator".into(),
                     verb: "disable",
                 });
             }
@@ -771,7 +804,8 @@ impl Ra {
         if req.dry_run || !report.errors.is_empty() {
             // Nothing is written but the record that the register was consulted (K2.9: an
             // import's answers say who is registered).
-            self.store.read(|tx| apply(tx, &mut report))?;
+            // A read-only transaction (the lookups' planner setting lives and dies in it).
+            self.store.snapshot(|tx| apply(tx, &mut report))?;
             report.applied = false;
             let (rows, errors) = (req.people.len(), report.errors.len());
             self.store.write(|tx| {
@@ -939,8 +973,19 @@ impl Ra {
                 }
             }
             tx.set_person_state(person_id, next, p.proofed_at, at)?;
-            // An officer whose employment ended is an officer no more.
+            // An officer whose employment ended is an officer no more — but the last
+            // administrator is replaced first, or nobody could manage officers again.
             for o in tx.officers_of_person(person_id)? {
+                if o.disabled_at.is_none()
+                    && o.roles.contains(&OfficerRole::Administrator)
+                    && tx.enabled_administrators()? <= 1
+                {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("person {person_id}"),
+                        current: format!("the last administrator's ({})", o.id),
+                        verb: "end the employment of (appoint another administrator first)",
+                    });
+                }
                 if o.disabled_at.is_none() {
                     tx.disable_officer(&o.id, at)?;
                     tx.audit(
@@ -1420,6 +1465,17 @@ impl Ra {
                     verb: "decide",
                 });
             }
+            if approve
+                && tx
+                    .officer(&a.requested_by)?
+                    .is_some_and(|o| o.disabled_at.is_some())
+            {
+                return Err(RaError::InvalidTransition {
+                    what: format!("approval {approval_id}"),
+                    current: format!("asked for by {}, who is disabled", a.requested_by),
+                    verb: "approve",
+                });
+            }
             if approve {
                 // What the approver saw is what will be issued: a record changed since the
                 // request (a new name, logon name, SID) needs a new request.
@@ -1701,15 +1757,7 @@ impl Ra {
         // The holder's loss-report code (96 random bits, in groups of four for reading
         // off a receipt), handed over with the card; kept only as its SHA-256.
         let secret: [u8; 12] = rand::random();
-        let hexed = hex::encode_upper(secret);
-        let code = zeroize::Zeroizing::new(
-            hexed
-                .as_bytes()
-                .chunks(4)
-                .map(|c| String::from_utf8_lossy(c).into_owned())
-                .collect::<Vec<_>>()
-                .join("-"),
-        );
+        let code = zeroize::Zeroizing::new(canonical_code(&hex::encode_upper(secret)));
         let hash = loss_code_hash(&code);
         let mut view = self.change(
             actor,
@@ -1743,11 +1791,14 @@ impl Ra {
         report: &tessera_issuer_types::api::LossReport,
     ) -> Result<tessera_issuer_types::api::LossReported, RaError> {
         let unknown = || RaError::Missing("no card has this loss-report code".into());
-        let code = report.code.trim().to_ascii_uppercase();
-        if code.len() > 64 {
-            return Err(unknown());
-        }
-        let hash = loss_code_hash(&code);
+        // However it was typed: dashes, spaces and case do not matter.
+        let digits: String = report
+            .code
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(64)
+            .collect();
+        let hash = loss_code_hash(&canonical_code(&digits));
         let at = now_secs(self.clock.as_ref());
         let days = i64::from(self.policy.suspension_max_days);
         let holder = Actor {
@@ -1756,21 +1807,59 @@ impl Ra {
             person_id: None,
             bootstrap: false,
         };
+        // An unknown code costs a read, never the write lock every officer shares.
+        if self
+            .store
+            .read(|tx| tx.carrier_by_loss_code(&hash))?
+            .is_none()
+        {
+            tracing::debug!("loss report with an unknown code");
+            return Err(unknown());
+        }
         let (answer, changed) = self.store.write(|tx| -> Result<_, RaError> {
             let mut c = tx.carrier_by_loss_code(&hash)?.ok_or_else(unknown)?;
             let mut changed = Changed::new();
+            // Never past a temporary or substitute card's own end.
+            let mut deadline = at + days * DAY;
+            if let Some(end) = c.ends_at {
+                deadline = deadline.min(end.max(at));
+            }
             match c.state {
                 CarrierState::Active => transition(
                     tx,
                     &holder,
                     &mut c,
                     Step::Suspend,
-                    Revision::Suspend(SuspendReason::TemporarilyLost, at + days * DAY),
+                    Revision::Suspend(SuspendReason::TemporarilyLost, deadline),
                     at,
                     &mut changed,
                 )?,
-                // Reported again, or already suspended for another reason: the card is
-                // unusable already; an earlier deadline stands.
+                // Already suspended (left at home while a temporary card is out, on leave):
+                // now it is reported lost — recorded, revoked as lost at the deadline, and
+                // never re-activated by a temporary card's return.
+                CarrierState::Suspended
+                    if c.suspend_reason != Some(SuspendReason::TemporarilyLost) =>
+                {
+                    let from = c.suspend_reason;
+                    c.suspend_reason = Some(SuspendReason::TemporarilyLost);
+                    c.deadline = Some(c.deadline.map_or(deadline, |d| d.min(deadline)));
+                    c.updated_at = at;
+                    tx.update_carrier(&c)?;
+                    tx.audit(
+                        &holder.name,
+                        &AuditEvent::CarrierChanged {
+                            carrier: c.id.clone(),
+                            from: format!(
+                                "suspended ({})",
+                                from.map(SuspendReason::as_str).unwrap_or_default()
+                            ),
+                            to: "suspended (temporarily_lost)".into(),
+                            why: "reported lost by the holder".into(),
+                            deadline: c.deadline.unwrap_or(0),
+                        },
+                        at,
+                    )?;
+                }
                 CarrierState::Suspended => {}
                 _ => return Err(unknown()),
             }
@@ -1960,6 +2049,15 @@ impl Ra {
                 let original_id = c.original_id.clone().unwrap_or_default();
                 let mut original = get_carrier(tx, &original_id)?;
                 match outcome {
+                    ReturnOutcome::NoLongerNeeded
+                        if original.suspend_reason == Some(SuspendReason::TemporarilyLost) =>
+                    {
+                        return Err(RaError::InvalidTransition {
+                            what: format!("carrier {}", original.id),
+                            current: "reported lost by its holder".into(),
+                            verb: "re-activate with the temporary card's return (re-verify and resume it, or return the temporary card as lost)",
+                        });
+                    }
                     ReturnOutcome::NoLongerNeeded => {
                         // Resuming the original revokes this card as superseded.
                         resume(tx, actor, &mut original, "in_person", at, changed)?;
@@ -2030,17 +2128,10 @@ impl Ra {
         ids.sort();
         ids.dedup();
         let at = now_secs(self.clock.as_ref());
-        let row = tessera_issuer_store::registration::BulkRow {
-            id: new_id(),
-            reason: req.reason.as_str().to_owned(),
-            carriers: serde_json::to_string(&ids).map_err(|e| invalid("carrier_ids", e))?,
-            requested_by: actor.name.clone(),
-            requested_at: at,
-            state: ApprovalState::Pending.as_str().to_owned(),
-            decided_by: None,
-            decided_at: None,
-        };
-        self.store.write(|tx| -> Result<(), RaError> {
+        let row = self.store.write(|tx| -> Result<_, RaError> {
+            // Each carrier with its holder now: an approval revokes a card only while it
+            // is still that holder's (a pool card re-issued meanwhile is left alone).
+            let mut bound = Vec::with_capacity(ids.len());
             for id in &ids {
                 let c = get_carrier(tx, id)?;
                 if lifecycle::next(c.state, Step::Revoke).is_none() {
@@ -2050,7 +2141,28 @@ impl Ra {
                         verb: "revoke",
                     });
                 }
+                if c.person_id.is_some() && c.person_id == actor.person_id {
+                    return Err(RaError::FourEyes(
+                        "an officer does not revoke their own card in bulk".into(),
+                    ));
+                }
+                bound.push(BulkCarrier {
+                    id: c.id,
+                    person: c.person_id,
+                });
             }
+            let carriers = serde_json::to_string(&bound).map_err(|e| invalid("carrier_ids", e))?;
+            let row = tessera_issuer_store::registration::BulkRow {
+                id: new_id(),
+                reason: req.reason.as_str().to_owned(),
+                carriers_sha256: hex::encode(sha2::Sha256::digest(carriers.as_bytes())),
+                carriers,
+                requested_by: actor.name.clone(),
+                requested_at: at,
+                state: ApprovalState::Pending.as_str().to_owned(),
+                decided_by: None,
+                decided_at: None,
+            };
             tx.insert_bulk(&row)?;
             tx.audit(
                 &actor.name,
@@ -2058,10 +2170,11 @@ impl Ra {
                     bulk: row.id.clone(),
                     reason: row.reason.clone(),
                     carriers: ids.len() as u64,
+                    carriers_sha256: row.carriers_sha256.clone(),
                 },
                 at,
             )?;
-            Ok(())
+            Ok(row)
         })?;
         bulk_view(row, None)
     }
@@ -2112,8 +2225,18 @@ impl Ra {
             }
             let reason: CarrierRevokeReason =
                 b.reason.parse().map_err(|_| invalid("reason", &b.reason))?;
-            let ids: Vec<String> =
+            let bound: Vec<BulkCarrier> =
                 serde_json::from_str(&b.carriers).map_err(|e| invalid("carriers", e))?;
+            if tx
+                .officer(&b.requested_by)?
+                .is_some_and(|o| o.disabled_at.is_some())
+            {
+                return Err(RaError::InvalidTransition {
+                    what: format!("bulk revocation {id}"),
+                    current: format!("asked for by {}, who is disabled", b.requested_by),
+                    verb: "approve",
+                });
+            }
             let decision = if approve {
                 ApprovalState::Approved
             } else {
@@ -2122,10 +2245,17 @@ impl Ra {
             let mut changed = Changed::new();
             let mut revoked = 0u64;
             if approve {
-                for cid in &ids {
-                    let mut c = get_carrier(tx, cid)?;
-                    // Revoked meanwhile (or otherwise out of reach): left as it is.
-                    if lifecycle::next(c.state, Step::Revoke).is_some() {
+                for wanted in &bound {
+                    let mut c = get_carrier(tx, &wanted.id)?;
+                    if c.person_id.is_some() && c.person_id == actor.person_id {
+                        return Err(RaError::FourEyes(
+                            "an officer does not approve the revocation of their own card".into(),
+                        ));
+                    }
+                    // Revoked meanwhile, or now another holder's: left as it is.
+                    if lifecycle::next(c.state, Step::Revoke).is_some()
+                        && c.person_id == wanted.person
+                    {
                         transition(
                             tx,
                             actor,
@@ -2368,8 +2498,19 @@ fn redacted(p: Person) -> Person {
     }
 }
 
-/// The stored form of a loss-report code: SHA-256 of its canonical text (upper case, with
-/// the dashes), so the lookup is by a digest that tells nothing about the code.
+/// A loss-report code's canonical text: its hex digits upper case, in groups of four.
+fn canonical_code(hex_digits: &str) -> String {
+    hex_digits
+        .to_ascii_uppercase()
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The stored form of a loss-report code: SHA-256 of its canonical text, so the lookup is
+/// by a digest that tells nothing about the code.
 fn loss_code_hash(code: &str) -> Vec<u8> {
     sha2::Sha256::digest(code.trim().to_ascii_uppercase().as_bytes()).to_vec()
 }
@@ -2428,17 +2569,26 @@ fn proofed(tx: &mut Tx<'_>, id: &str, at: i64, max_age: i64) -> Result<PersonRow
     }
 }
 
+/// A carrier named by a bulk revocation, with its holder when it was named.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BulkCarrier {
+    id: String,
+    person: Option<String>,
+}
+
 fn bulk_view(
     b: tessera_issuer_store::registration::BulkRow,
     revoked: Option<u64>,
 ) -> Result<BulkRevocation, RaError> {
     let corrupt = |e: String| RaError::Store(tessera_issuer_store::StoreError::Corrupt(e));
+    let bound: Vec<BulkCarrier> =
+        serde_json::from_str(&b.carriers).map_err(|e| corrupt(e.to_string()))?;
     Ok(BulkRevocation {
         reason: b
             .reason
             .parse()
             .map_err(|_| corrupt(format!("reason {}", b.reason)))?,
-        carrier_ids: serde_json::from_str(&b.carriers).map_err(|e| corrupt(e.to_string()))?,
+        carrier_ids: bound.into_iter().map(|c| c.id).collect(),
         state: b
             .state
             .parse()

@@ -1634,4 +1634,250 @@ mod review {
             .unwrap()
             .is_empty());
     }
+
+    #[test]
+    fn second_review_findings() {
+        let d = desk();
+        let f = &d.f;
+        // HR and registration are two people's.
+        let e =
+            f.ra.create_officer(
+                &d.admin,
+                &NewOfficer {
+                    id: "both".into(),
+                    display_name: "Both".into(),
+                    roles: vec![OfficerRole::HrAdmin, OfficerRole::RegistrationOfficer],
+                    person_id: None,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidField);
+        // The last administrator's employment is not ended (nobody could manage officers
+        // again): a second administrator, linked to a person, takes over; the first is
+        // disabled; then HR cannot end the second's person.
+        let x =
+            f.ra.create_person(&d.hr, &new_person(9, "201701102384"))
+                .unwrap();
+        f.ra.create_officer(
+            &d.admin,
+            &NewOfficer {
+                id: "admin2".into(),
+                display_name: "Admin Two".into(),
+                roles: vec![OfficerRole::Administrator],
+                person_id: Some(x.id.clone()),
+            },
+        )
+        .unwrap();
+        let t2 =
+            f.ra.create_token(
+                &d.admin,
+                "admin2",
+                &NewToken {
+                    label: "l".into(),
+                    valid_days: None,
+                },
+            )
+            .unwrap();
+        let admin2 = f.ra.authenticate(&t2.token).unwrap();
+        assert_eq!(
+            code(f.ra.disable_officer(&admin2, "admin2").unwrap_err()),
+            ErrorCode::InvalidField,
+            "not oneself"
+        );
+        f.ra.disable_officer(&admin2, "admin").unwrap();
+        let e = f.ra.end_person(&d.hr, &x.id).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidTransition, "{e}");
+        assert!(e.to_string().contains("last administrator"), "{e}");
+        let admin = admin2;
+        // A card left at home while a temporary card is out, then reported lost by its
+        // holder: recorded as lost, and the temporary card's return does not revive it.
+        let p =
+            f.ra.create_person(&d.hr, &new_person(1, "198112189876"))
+                .unwrap();
+        f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+        let c =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::SmartCard,
+                    serial_number: "SC1".into(),
+                },
+            )
+            .unwrap();
+        let a =
+            f.ra.assign(
+                &d.anna,
+                &c.id,
+                &AssignRequest {
+                    person_id: p.id.clone(),
+                    terms_version: "1".into(),
+                },
+            )
+            .unwrap();
+        f.ra.decide(&d.bo, &a.id, true).unwrap();
+        f.ra.register_keys(&d.anna, &c.id, &keys(&[ProfileName::Authentication]))
+            .unwrap();
+        let code =
+            f.ra.activate(
+                &d.anna,
+                &c.id,
+                &ActivateRequest {
+                    receipt: "R".into(),
+                },
+            )
+            .unwrap()
+            .loss_report_code
+            .unwrap();
+        let t =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::Temporary,
+                    serial_number: "T1".into(),
+                },
+            )
+            .unwrap();
+        let ta =
+            f.ra.request_temporary(
+                &d.anna,
+                &p.id,
+                &TemporaryRequest {
+                    carrier_id: t.id.clone(),
+                    original_id: None,
+                    days: Some(2),
+                },
+            )
+            .unwrap();
+        f.ra.decide(&d.bo, &ta.id, true).unwrap();
+        f.ra.register_keys(&d.anna, &t.id, &keys(&[ProfileName::Authentication]))
+            .unwrap();
+        f.ra.activate(
+            &d.anna,
+            &t.id,
+            &ActivateRequest {
+                receipt: "RT".into(),
+            },
+        )
+        .unwrap();
+        // Typed without dashes, in lower case.
+        let typed = LossReport {
+            code: code.replace('-', " ").to_lowercase(),
+        };
+        f.ra.report_loss(&typed).unwrap();
+        let original = f.ra.carrier(&d.anna, &c.id).unwrap();
+        assert_eq!(
+            original.suspend_reason,
+            Some(SuspendReason::TemporarilyLost)
+        );
+        let e =
+            f.ra.return_temporary(
+                &d.anna,
+                &t.id,
+                &ReturnRequest {
+                    outcome: ReturnOutcome::NoLongerNeeded,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidTransition, "{e}");
+        let audit = f.store.read(|tx| tx.audit_records()).unwrap();
+        assert!(audit
+            .iter()
+            .any(|r| r.details.contains("reported lost by the holder")));
+        // One officer account per person.
+        let e =
+            f.ra.create_officer(
+                &d.admin,
+                &NewOfficer {
+                    id: "second".into(),
+                    display_name: "Second".into(),
+                    roles: vec![OfficerRole::RegistrationOfficer],
+                    person_id: Some(p.id.clone()),
+                },
+            )
+            .and_then(|_| {
+                f.ra.create_officer(
+                    &admin,
+                    &NewOfficer {
+                        id: "third".into(),
+                        display_name: "Third".into(),
+                        roles: vec![OfficerRole::Auditor],
+                        person_id: Some(p.id.clone()),
+                    },
+                )
+            })
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AlreadyExists);
+    }
+
+    #[test]
+    fn a_bulk_revocation_leaves_a_card_that_changed_holder_alone() {
+        let d = desk();
+        let f = &d.f;
+        let proofed = |n: u32, pnr: &str| {
+            let p = f.ra.create_person(&d.hr, &new_person(n, pnr)).unwrap();
+            f.ra.proof(&d.anna, &p.id, &proofing()).unwrap()
+        };
+        let (p1, p2) = (proofed(1, "198112189876"), proofed(2, "196408233234"));
+        let v =
+            f.ra.create_carrier(
+                &d.anna,
+                &NewCarrier {
+                    kind: CarrierKind::Substitute,
+                    serial_number: "V1".into(),
+                },
+            )
+            .unwrap();
+        let bind = |p: &Person| {
+            let a =
+                f.ra.request_substitute(
+                    &d.anna,
+                    &p.id,
+                    &SubstituteRequest {
+                        carrier_id: v.id.clone(),
+                        days: 30,
+                    },
+                )
+                .unwrap();
+            f.ra.decide(&d.bo, &a.id, true).unwrap();
+            f.ra.register_keys(&d.anna, &v.id, &keys(&[ProfileName::Authentication]))
+                .unwrap();
+            f.ra.activate(
+                &d.anna,
+                &v.id,
+                &ActivateRequest {
+                    receipt: "R".into(),
+                },
+            )
+            .unwrap();
+        };
+        bind(&p1);
+        let bulk =
+            f.ra.request_bulk_revocation(
+                &d.anna,
+                &BulkRevocationRequest {
+                    carrier_ids: vec![v.id.clone()],
+                    reason: CarrierRevokeReason::Lost,
+                },
+            )
+            .unwrap();
+        // Meanwhile the card is revoked, wiped, restocked and given to someone else.
+        f.ra.revoke_carrier(
+            &d.anna,
+            &v.id,
+            &RevokeCarrierRequest {
+                reason: CarrierRevokeReason::Lost,
+            },
+        )
+        .unwrap();
+        f.ra.retire(&d.anna, &v.id, &RetireRequest { restock: true })
+            .unwrap();
+        bind(&p2);
+        let done = f.ra.decide_bulk_revocation(&d.bo, &bulk.id, true).unwrap();
+        assert_eq!(done.revoked, Some(0));
+        let now = f.ra.carrier(&d.anna, &v.id).unwrap();
+        assert_eq!(
+            (now.state, now.person_id.as_deref()),
+            (CarrierState::Active, Some(p2.id.as_str()))
+        );
+    }
 }

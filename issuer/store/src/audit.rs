@@ -158,6 +158,8 @@ pub enum AuditEvent {
         bulk: String,
         reason: String,
         carriers: u64,
+        /// SHA-256 of the stored list of carriers and holders.
+        carriers_sha256: String,
     },
     /// A bulk revocation decided; with approval, each carrier's revocation is its own
     /// record in the same transaction.

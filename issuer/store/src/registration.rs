@@ -256,6 +256,9 @@ pub struct BulkRow {
     pub id: String,
     pub reason: String,
     pub carriers: String,
+    /// SHA-256 (hex) of `carriers`, also in the chained audit record: the list cannot be
+    /// changed unseen between request and approval.
+    pub carriers_sha256: String,
     pub requested_by: String,
     pub requested_at: i64,
     pub state: String,
@@ -311,6 +314,15 @@ impl Tx<'_> {
 
     /// Whether an officer with the administrator role exists (then the bootstrap token is
     /// spent).
+    /// Administrators not disabled.
+    pub fn enabled_administrators(&mut self) -> Result<i64, StoreError> {
+        Ok(officers::table
+            .filter(officers::roles.like(format!("%{}%", OfficerRole::Administrator.as_str())))
+            .filter(officers::disabled_at.is_null())
+            .count()
+            .get_result(self.conn)?)
+    }
+
     pub fn administrator_exists(&mut self) -> Result<bool, StoreError> {
         // Roles are stored comma-separated; "administrator" is no other role's substring.
         let found: Option<String> = officers::table
@@ -480,17 +492,15 @@ impl Tx<'_> {
     ) -> Result<Vec<PersonRow>, StoreError> {
         // PostgreSQL plans these for their values: a generic plan cached while the register
         // was small (empty, before the first import) scanned the table whole as it grew
-        // (350 ms per 1 000-value lookup at 20 000 people). Only here: every other
-        // statement keeps its cached plan and saves the planning.
-        let postgres = matches!(self.conn, crate::Conn::Postgresql(_));
-        if postgres {
-            diesel::sql_query("SET plan_cache_mode = force_custom_plan").execute(self.conn)?;
+        // (350 ms per 1 000-value lookup at 20 000 people). Only for this transaction
+        // (`SET LOCAL`, so nothing outlives it on a pooled connection, whatever fails):
+        // every other statement keeps its cached plan. Callers run this inside
+        // `Store::write` or `Store::snapshot`.
+        if matches!(self.conn, crate::Conn::Postgresql(_)) {
+            diesel::sql_query("SET LOCAL plan_cache_mode = force_custom_plan")
+                .execute(self.conn)?;
         }
-        let found = self.people_matching_planned(employee_numbers, identity_numbers, upns, sids);
-        if postgres {
-            diesel::sql_query("RESET plan_cache_mode").execute(self.conn)?;
-        }
-        found
+        self.people_matching_planned(employee_numbers, identity_numbers, upns, sids)
     }
 
     fn people_matching_planned(

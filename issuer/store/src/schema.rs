@@ -202,6 +202,7 @@ diesel::table! {
         id -> Text,
         reason -> Text,
         carriers -> Text,
+        carriers_sha256 -> Text,
         requested_by -> Text,
         requested_at -> BigInt,
         state -> Text,

@@ -83,14 +83,14 @@ CREATE INDEX carriers_person ON carriers (person_id);
 -- The deadline sweep reads suspended and temporary carriers by time.
 CREATE INDEX carriers_deadline ON carriers (state, deadline);
 
--- The certificates a carrier carries; a pool card's earlier holders' certificates stay
--- as history, released (released_at) when the card was wiped and restocked.
 -- The holder's loss-report code for their card (given once, at hand-over), as SHA-256.
 CREATE TABLE loss_codes (
     code_hash BYTEA PRIMARY KEY NOT NULL,
     carrier_id TEXT NOT NULL UNIQUE REFERENCES carriers (id)
 );
 
+-- The certificates a carrier carries; a pool card's earlier holders' certificates stay
+-- as history, released (released_at) when the card was wiped and restocked.
 CREATE TABLE carrier_certificates (
     serial TEXT PRIMARY KEY NOT NULL REFERENCES certificates (serial),
     carrier_id TEXT NOT NULL REFERENCES carriers (id),
@@ -118,8 +118,10 @@ CREATE INDEX approvals_carrier ON approvals (carrier_id);
 CREATE TABLE bulk_revocations (
     id TEXT PRIMARY KEY NOT NULL,
     reason TEXT NOT NULL,
-    -- The carriers' ids, as a JSON array.
+    -- The carriers and their holders when named, as a JSON array, and its SHA-256 (hex),
+    -- which the chained audit record repeats.
     carriers TEXT NOT NULL,
+    carriers_sha256 TEXT NOT NULL,
     requested_by TEXT NOT NULL,
     requested_at BIGINT NOT NULL,
     state TEXT NOT NULL,
