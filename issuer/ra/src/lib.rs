@@ -173,6 +173,53 @@ fn may_change(
     Ok(())
 }
 
+/// Revokes (or holds) a certificate in `tx`: the status, its audit record and its outbox
+/// entry — the one place a certificate's status is written, for direct revocation,
+/// a carrier's transitions and a carrier certificate born on hold.
+pub(crate) fn record_revocation(
+    tx: &mut tessera_issuer_store::Tx<'_>,
+    actor: &Actor,
+    serial: &Serial,
+    reason: RevocationReason,
+    at: i64,
+) -> Result<(), RaError> {
+    tx.set_revoked(serial, at, reason)?;
+    tx.audit(
+        &actor.name,
+        &AuditEvent::CertificateRevoked {
+            serial: serial.to_string(),
+            reason: reason.to_string(),
+        },
+        at,
+    )?;
+    let change = if reason == RevocationReason::CertificateHold {
+        Change::Held
+    } else {
+        Change::Revoked
+    };
+    tx.outbox(change, serial, at)?;
+    Ok(())
+}
+
+/// Releases a hold in `tx`, with its audit record and outbox entry.
+pub(crate) fn record_release(
+    tx: &mut tessera_issuer_store::Tx<'_>,
+    actor: &Actor,
+    serial: &Serial,
+    at: i64,
+) -> Result<(), RaError> {
+    tx.clear_revocation(serial)?;
+    tx.audit(
+        &actor.name,
+        &AuditEvent::HoldReleased {
+            serial: serial.to_string(),
+        },
+        at,
+    )?;
+    tx.outbox(Change::Released, serial, at)?;
+    Ok(())
+}
+
 /// The registration authority.
 pub struct Ra {
     ca: Arc<IssuingCa>,
@@ -351,16 +398,13 @@ impl Ra {
                 )?;
                 if let Some(carrier) = carrier {
                     tx.link_certificate(&intent.serial, carrier)?;
-                    tx.set_revoked(&intent.serial, at, RevocationReason::CertificateHold)?;
-                    tx.audit(
-                        &actor.name,
-                        &AuditEvent::CertificateRevoked {
-                            serial: intent.serial.to_string(),
-                            reason: RevocationReason::CertificateHold.to_string(),
-                        },
+                    record_revocation(
+                        tx,
+                        actor,
+                        &intent.serial,
+                        RevocationReason::CertificateHold,
                         at,
                     )?;
-                    tx.outbox(Change::Held, &intent.serial, at)?;
                 }
                 Ok(())
             })
@@ -412,22 +456,7 @@ impl Ra {
                 }
                 Some(_) => {}
             }
-            tx.set_revoked(serial, at, reason)?;
-            tx.audit(
-                &actor.name,
-                &AuditEvent::CertificateRevoked {
-                    serial: serial.to_string(),
-                    reason: reason.to_string(),
-                },
-                at,
-            )?;
-            let change = if reason == RevocationReason::CertificateHold {
-                Change::Held
-            } else {
-                Change::Revoked
-            };
-            tx.outbox(change, serial, at)?;
-            Ok(())
+            record_revocation(tx, actor, serial, reason, at)
         })?;
         (self.on_change)(serial);
         tracing::info!(serial = %serial, reason = %reason, actor = %actor.name, "certificate revoked");
@@ -449,16 +478,7 @@ impl Ra {
                 Some(s) if s.is_on_hold() => {}
                 Some(_) => return Err(RaError::NotOnHold(serial.clone())),
             }
-            tx.clear_revocation(serial)?;
-            tx.audit(
-                &actor.name,
-                &AuditEvent::HoldReleased {
-                    serial: serial.to_string(),
-                },
-                at,
-            )?;
-            tx.outbox(Change::Released, serial, at)?;
-            Ok(())
+            record_release(tx, actor, serial, at)
         })?;
         (self.on_change)(serial);
         tracing::info!(serial = %serial, actor = %actor.name, "hold released");

@@ -12,7 +12,6 @@
 
 use sha2::Digest;
 use tessera_issuer_store::audit::AuditEvent;
-use tessera_issuer_store::outbox::Change;
 use tessera_issuer_store::registration::{
     ApprovalRow, CarrierRow, OfficerRow, PersonRow, ProofingRow,
 };
@@ -32,7 +31,7 @@ use tessera_issuer_types::lifecycle::{
 use tessera_issuer_types::{CertificateStatus, ProfileName, RevocationReason, Serial, Subject};
 
 use crate::lifecycle::{self, Certificates, PersonStep, Step};
-use crate::{now_secs, Actor, Ra, RaError};
+use crate::{now_secs, record_release, record_revocation, Actor, Ra, RaError};
 
 const DAY: i64 = 86_400;
 
@@ -686,35 +685,12 @@ impl Ra {
             let upns = keys(|r| r.upn.as_deref());
             let sids = keys(|r| r.directory_sid.as_deref());
             let known = tx.people_matching(&employees, &numbers, &upns, &sids)?;
-            let mut by_employee = std::collections::HashMap::new();
-            let mut holder = std::collections::HashMap::new();
-            for p in known {
-                for key in [
-                    p.identity_number.as_ref().map(|n| format!("n:{n}")),
-                    p.upn.as_ref().map(|u| format!("u:{u}")),
-                    p.directory_sid.as_ref().map(|s| format!("s:{s}")),
-                ]
+            let holders = Holders::of(&known);
+            let clash = |row: &PersonRow, except: Option<&str>| holders.clash(row, except);
+            let by_employee: std::collections::HashMap<String, PersonRow> = known
                 .into_iter()
-                .flatten()
-                {
-                    holder.insert(key, p.id.clone());
-                }
-                by_employee.insert(p.employee_number.clone(), p);
-            }
-            // Whether a key of `row` is held by someone other than `except` (one message for
-            // all three: the register is not an oracle for who has which number).
-            let clash = |row: &PersonRow, except: Option<&str>| {
-                [
-                    row.identity_number.as_ref().map(|n| format!("n:{n}")),
-                    row.upn.as_ref().map(|u| format!("u:{u}")),
-                    row.directory_sid.as_ref().map(|s| format!("s:{s}")),
-                ]
-                .into_iter()
-                .flatten()
-                .any(|k| holder.get(&k).is_some_and(|id| Some(id.as_str()) != except))
-            };
-            const CLASH: &str =
-                "the identity number, logon name (UPN) or SID is registered to another person";
+                .map(|p| (p.employee_number.clone(), p))
+                .collect();
             // First every check against the register, then (only if all pass) the writes.
             let mut plan = Vec::with_capacity(rows.len());
             for (index, row) in &rows {
@@ -1120,18 +1096,7 @@ impl Ra {
                     format!("a {} card is issued through its own flow", c.kind),
                 ));
             }
-            let approval = ApprovalRow {
-                id: new_id(),
-                kind: ApprovalKind::Issuance,
-                carrier_id: c.id.clone(),
-                person_id: person.id.clone(),
-                requested_by: actor.name.clone(),
-                requested_at: at,
-                subject: subject_json(&person),
-                state: ApprovalState::Pending,
-                decided_by: None,
-                decided_at: None,
-            };
+            let approval = new_approval(ApprovalKind::Issuance, &c, &person, actor, at);
             c.person_id = Some(person.id.clone());
             c.terms_version = Some(terms.clone());
             c.terms_accepted_at = Some(at);
@@ -1146,18 +1111,7 @@ impl Ra {
                 at,
                 &mut changed,
             )?;
-            tx.insert_approval(&approval)?;
-            tx.audit(
-                &actor.name,
-                &AuditEvent::ApprovalRequested {
-                    approval: approval.id.clone(),
-                    kind: approval.kind.to_string(),
-                    carrier: c.id.clone(),
-                    person: person.id,
-                    terms_version: terms.clone(),
-                },
-                at,
-            )?;
+            file_approval(tx, actor, &approval, terms.clone(), at)?;
             Ok(approval_view(approval))
         })
     }
@@ -1226,18 +1180,7 @@ impl Ra {
                     format!("{} is a {}, not a temporary card", c.id, c.kind),
                 ));
             }
-            let approval = ApprovalRow {
-                id: new_id(),
-                kind: ApprovalKind::Temporary,
-                carrier_id: c.id.clone(),
-                person_id: person.id.clone(),
-                requested_by: actor.name.clone(),
-                requested_at: at,
-                subject: subject_json(&person),
-                state: ApprovalState::Pending,
-                decided_by: None,
-                decided_at: None,
-            };
+            let approval = new_approval(ApprovalKind::Temporary, &c, &person, actor, at);
             c.person_id = Some(person.id.clone());
             c.original_id = Some(original.id.clone());
             c.ends_at = Some(at + i64::from(days) * DAY);
@@ -1252,16 +1195,11 @@ impl Ra {
                 at,
                 &mut changed,
             )?;
-            tx.insert_approval(&approval)?;
-            tx.audit(
-                &actor.name,
-                &AuditEvent::ApprovalRequested {
-                    approval: approval.id.clone(),
-                    kind: approval.kind.to_string(),
-                    carrier: c.id.clone(),
-                    person: person.id,
-                    terms_version: original.terms_version.unwrap_or_default(),
-                },
+            file_approval(
+                tx,
+                actor,
+                &approval,
+                original.terms_version.unwrap_or_default(),
                 at,
             )?;
             Ok(approval_view(approval))
@@ -1301,18 +1239,7 @@ impl Ra {
                     format!("{} is a {}, not a substitute card", c.id, c.kind),
                 ));
             }
-            let approval = ApprovalRow {
-                id: new_id(),
-                kind: ApprovalKind::Substitute,
-                carrier_id: c.id.clone(),
-                person_id: person.id.clone(),
-                requested_by: actor.name.clone(),
-                requested_at: at,
-                subject: subject_json(&person),
-                state: ApprovalState::Pending,
-                decided_by: None,
-                decided_at: None,
-            };
+            let approval = new_approval(ApprovalKind::Substitute, &c, &person, actor, at);
             c.person_id = Some(person.id.clone());
             c.ends_at = Some(at + i64::from(req.days) * DAY);
             c.approval_id = Some(approval.id.clone());
@@ -1326,18 +1253,7 @@ impl Ra {
                 at,
                 &mut changed,
             )?;
-            tx.insert_approval(&approval)?;
-            tx.audit(
-                &actor.name,
-                &AuditEvent::ApprovalRequested {
-                    approval: approval.id.clone(),
-                    kind: approval.kind.to_string(),
-                    carrier: c.id.clone(),
-                    person: person.id,
-                    terms_version: String::new(),
-                },
-                at,
-            )?;
+            file_approval(tx, actor, &approval, String::new(), at)?;
             Ok(approval_view(approval))
         })
     }
@@ -2468,19 +2384,51 @@ fn conflict(
     row: &PersonRow,
     except: Option<&str>,
 ) -> Result<Option<&'static str>, RaError> {
-    let other = |p: Option<PersonRow>| p.is_some_and(|p| Some(p.id.as_str()) != except);
-    let mut clash = false;
-    if let Some(n) = &row.identity_number {
-        clash |= other(tx.person_by_identity_number(n)?);
+    fn one(v: &Option<String>) -> Vec<&str> {
+        v.as_deref().into_iter().collect()
     }
-    if let Some(u) = &row.upn {
-        clash |= other(tx.person_by_upn(u)?);
+    let known = tx.people_matching(
+        &[],
+        &one(&row.identity_number),
+        &one(&row.upn),
+        &one(&row.directory_sid),
+    )?;
+    Ok(Holders::of(&known).clash(row, except).then_some(CLASH))
+}
+
+/// One message for an identity number, UPN or SID held by another person: the register is
+/// not an oracle for who has which.
+const CLASH: &str = "the identity number, logon name (UPN) or SID is registered to another person";
+
+/// Who holds each identity number, UPN and SID among some people (one lookup table for a
+/// single registration and for an import's batch).
+struct Holders(std::collections::HashMap<(u8, String), String>);
+
+impl Holders {
+    /// The keys that name one person: identity number, UPN, SID.
+    fn keys(p: &PersonRow) -> impl Iterator<Item = (u8, String)> + '_ {
+        [
+            p.identity_number.as_ref().map(|n| (0, n.clone())),
+            p.upn.as_ref().map(|u| (1, u.clone())),
+            p.directory_sid.as_ref().map(|s| (2, s.clone())),
+        ]
+        .into_iter()
+        .flatten()
     }
-    if let Some(s) = &row.directory_sid {
-        clash |= other(tx.person_by_sid(s)?);
+
+    fn of(people: &[PersonRow]) -> Self {
+        Self(
+            people
+                .iter()
+                .flat_map(|p| Self::keys(p).map(move |k| (k, p.id.clone())))
+                .collect(),
+        )
     }
-    Ok(clash
-        .then_some("the identity number, logon name (UPN) or SID is registered to another person"))
+
+    /// Whether a key of `row` is held by someone other than `except`.
+    fn clash(&self, row: &PersonRow, except: Option<&str>) -> bool {
+        Self::keys(row).any(|k| self.0.get(&k).is_some_and(|id| Some(id.as_str()) != except))
+    }
 }
 
 /// A protected person's record as those who may not see it get it back from a change
@@ -2567,6 +2515,52 @@ fn proofed(tx: &mut Tx<'_>, id: &str, at: i64, max_age: i64) -> Result<PersonRow
             verb: "issue to",
         }),
     }
+}
+
+/// A pending four-eyes request for `carrier` and `person`, its subject fixed now.
+fn new_approval(
+    kind: ApprovalKind,
+    carrier: &CarrierRow,
+    person: &PersonRow,
+    actor: &Actor,
+    at: i64,
+) -> ApprovalRow {
+    ApprovalRow {
+        id: new_id(),
+        kind,
+        carrier_id: carrier.id.clone(),
+        person_id: person.id.clone(),
+        requested_by: actor.name.clone(),
+        requested_at: at,
+        subject: subject_json(person),
+        state: ApprovalState::Pending,
+        decided_by: None,
+        decided_at: None,
+    }
+}
+
+/// Stores a request made by [`new_approval`], with its audit record (`terms_version`:
+/// what the applicant accepted, K5.6).
+fn file_approval(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    approval: &ApprovalRow,
+    terms_version: String,
+    at: i64,
+) -> Result<(), RaError> {
+    tx.insert_approval(approval)?;
+    tx.audit(
+        &actor.name,
+        &AuditEvent::ApprovalRequested {
+            approval: approval.id.clone(),
+            kind: approval.kind.to_string(),
+            carrier: approval.carrier_id.clone(),
+            person: approval.person_id.clone(),
+            terms_version,
+        },
+        at,
+    )?;
+    Ok(())
 }
 
 /// A carrier named by a bulk revocation, with its holder when it was named.
@@ -2708,15 +2702,7 @@ fn transition(
         match step.certificates() {
             Certificates::Keep => {}
             Certificates::Release if held => {
-                tx.clear_revocation(&serial)?;
-                tx.audit(
-                    &actor.name,
-                    &AuditEvent::HoldReleased {
-                        serial: serial.to_string(),
-                    },
-                    at,
-                )?;
-                tx.outbox(Change::Released, &serial, at)?;
+                record_release(tx, actor, &serial, at)?;
                 changed.push(serial);
             }
             Certificates::Hold if good => {
@@ -2755,21 +2741,7 @@ fn revoke_serial(
     if final_ || status.is_none() {
         return Ok(());
     }
-    tx.set_revoked(serial, at, reason)?;
-    tx.audit(
-        &actor.name,
-        &AuditEvent::CertificateRevoked {
-            serial: serial.to_string(),
-            reason: reason.to_string(),
-        },
-        at,
-    )?;
-    let change = if reason == RevocationReason::CertificateHold {
-        Change::Held
-    } else {
-        Change::Revoked
-    };
-    tx.outbox(change, serial, at)?;
+    record_revocation(tx, actor, serial, reason, at)?;
     changed.push(serial.clone());
     Ok(())
 }

@@ -511,66 +511,25 @@ impl Tx<'_> {
         sids: &[&str],
     ) -> Result<Vec<PersonRow>, StoreError> {
         let mut out = Vec::new();
-        for chunk in employee_numbers.chunks(1000) {
-            out.extend(
-                people::table
-                    .filter(people::employee_number.eq_any(chunk))
-                    .select(PersonRow::as_select())
-                    .load(self.conn)?,
-            );
+        // One `= ANY` query per column and slice of 1 000 values (a diesel column is its
+        // own type, hence a macro rather than a loop over columns).
+        macro_rules! matching {
+            ($column:expr, $values:expr) => {
+                for chunk in $values.chunks(1000) {
+                    out.extend(
+                        people::table
+                            .filter($column.eq_any(chunk))
+                            .select(PersonRow::as_select())
+                            .load(self.conn)?,
+                    );
+                }
+            };
         }
-        for chunk in identity_numbers.chunks(1000) {
-            out.extend(
-                people::table
-                    .filter(people::identity_number.eq_any(chunk))
-                    .select(PersonRow::as_select())
-                    .load(self.conn)?,
-            );
-        }
-        for chunk in upns.chunks(1000) {
-            out.extend(
-                people::table
-                    .filter(people::upn.eq_any(chunk))
-                    .select(PersonRow::as_select())
-                    .load(self.conn)?,
-            );
-        }
-        for chunk in sids.chunks(1000) {
-            out.extend(
-                people::table
-                    .filter(people::directory_sid.eq_any(chunk))
-                    .select(PersonRow::as_select())
-                    .load(self.conn)?,
-            );
-        }
+        matching!(people::employee_number, employee_numbers);
+        matching!(people::identity_number, identity_numbers);
+        matching!(people::upn, upns);
+        matching!(people::directory_sid, sids);
         Ok(out)
-    }
-
-    pub fn person_by_upn(&mut self, upn: &str) -> Result<Option<PersonRow>, StoreError> {
-        Ok(people::table
-            .filter(people::upn.eq(upn))
-            .select(PersonRow::as_select())
-            .first(self.conn)
-            .optional()?)
-    }
-
-    pub fn person_by_sid(&mut self, sid: &str) -> Result<Option<PersonRow>, StoreError> {
-        Ok(people::table
-            .filter(people::directory_sid.eq(sid))
-            .select(PersonRow::as_select())
-            .first(self.conn)
-            .optional()?)
-    }
-
-    pub fn person_by_identity_number(
-        &mut self,
-        number: &str,
-    ) -> Result<Option<PersonRow>, StoreError> {
-        Ok(people::table
-            .filter(people::identity_number.eq(number))
-            .select(PersonRow::as_select())
-            .first(self.conn)
-            .optional()?)
     }
 
     /// People in employee-number order, after `after`, at most `limit`.
