@@ -21,6 +21,17 @@ if [ ! -x "$pkilint_venv/bin/lint_pkix_cert" ]; then
 fi
 export TESSERA_PKILINT_BIN="$pkilint_venv/bin"
 
+# scim2-tester (PyPI, python-scim) is the SCIM 2.0 client the /scim/v2 endpoint is checked
+# against; its versions are pinned so a release of theirs cannot change our result.
+scim_venv="${XDG_CACHE_HOME:-$HOME/.cache}/tessera/scim2-tester-0.5.2"
+if [ ! -x "$scim_venv/bin/python" ] || ! "$scim_venv/bin/python" -c "import scim2_tester, httpx2" 2>/dev/null; then
+  echo "==> installing scim2-tester into $scim_venv"
+  python3 -m venv "$scim_venv"
+  "$scim_venv/bin/pip" install -q "scim2-tester==0.5.2" "scim2-client==0.13.2" \
+    "scim2-models==0.12.3" "httpx2==2.16.2"
+fi
+export TESSERA_SCIM_PYTHON="$scim_venv/bin/python"
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"

@@ -4,7 +4,8 @@
 //! keys registered with a PIV attestation from the reference card, activation; a
 //! temporary card during which OCSP and the CRL say certificateHold for the original, its
 //! return (original good again, the temporary card's certificate revoked as superseded);
-//! a suspension whose deadline passes (the server's clock moved by the test); a leaver.
+//! a suspension whose deadline passes (the server's clock moved by the test); a leaver from
+//! the SCIM feed; scim2-tester's SCIM 2.0 compliance checks.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -142,6 +143,29 @@ fn crl_entry(dir: &Path, base: &str, serial: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Runs scim2-tester (python-scim, from PyPI; `deploy/dev/test.sh` installs it and names
+/// its interpreter in `TESSERA_SCIM_PYTHON`) against `url` with an HR officer's token.
+fn scim_compliance(url: &str, token: &str) {
+    let Ok(python) = std::env::var("TESSERA_SCIM_PYTHON") else {
+        let msg = "TESSERA_SCIM_PYTHON is not set (deploy/dev/test.sh installs scim2-tester)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scim/check.py");
+    let out = Command::new(python)
+        .args([script, url, token])
+        .output()
+        .expect("scim2-tester");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "scim2-tester failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn scenario(database: Option<&str>) {
@@ -472,8 +496,72 @@ fn scenario(database: Option<&str>) {
     ]);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(ocsp(tmp.path(), &base, &s2), "revoked certificateHold");
-    t.ok(&hr, &["person", "end", &p2]);
+    // The leaver comes from HR's SCIM feed, as Microsoft Entra sends it (no path, a
+    // capitalised op, the boolean as a string): every carrier revoked, affiliationChanged.
+    let scim = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        let url = format!("{base}/scim/v2{path}");
+        let auth = format!("Authorization: Bearer {hr}");
+        let mut args = vec![
+            "-X",
+            method,
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/scim+json",
+        ];
+        let body = body.map(|b| b.to_string());
+        if let Some(b) = &body {
+            args.extend(["--data-binary", b.as_str()]);
+        }
+        args.push(&url);
+        let (status, text) = common::curl(&args);
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
+        )
+    };
+    let (status, found) = scim("GET", "/Users?filter=userName%20eq%20%22E2%22", None);
+    assert_eq!(
+        (status, &found["totalResults"]),
+        (200, &serde_json::json!(1)),
+        "{found}"
+    );
+    assert_eq!(found["Resources"][0]["id"], serde_json::json!(p2));
+    let (status, user) = scim(
+        "PATCH",
+        &format!("/Users/{p2}"),
+        Some(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{ "op": "Replace", "value": { "active": "False" } }],
+        })),
+    );
+    assert_eq!(
+        (status, &user["active"]),
+        (200, &serde_json::json!(false)),
+        "{user}"
+    );
     assert_eq!(ocsp(tmp.path(), &base, &s2), "revoked affiliationChanged");
+    let shown = t.ok(&hr, &["person", "show", &p2]);
+    assert_eq!(shown["person"]["state"], "ended", "{shown}");
+    assert_eq!(shown["carriers"][0]["state"], "revoked", "{shown}");
+    // A hostile PATCH changes nothing and says why in SCIM's words (RFC 7644 §3.12).
+    let (status, error) = scim(
+        "PATCH",
+        &format!("/Users/{p2}"),
+        Some(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{ "op": "replace", "path": "userName", "value": "E1" }],
+        })),
+    );
+    assert_eq!(
+        (status, &error["scimType"]),
+        (400, &serde_json::json!("mutability")),
+        "{error}"
+    );
+    assert_eq!(error["status"], "400");
+
+    // A SCIM 2.0 client we did not write: scim2-tester's compliance checks.
+    scim_compliance(&format!("{base}/scim/v2"), &hr);
 
     // HR imports a file: malformed rows are each named by line and nothing is imported;
     // fixed, it is imported; imported again, nothing changes.

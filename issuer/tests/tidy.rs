@@ -387,6 +387,8 @@ fn the_openapi_document_is_what_the_code_serves() {
                     issuing_country: "SE".into(),
                     document_expiry: "2030-01-01".into(),
                     place: "p".into(),
+                    identity_number: Some("1".into()),
+                    non_resident: Some(non_resident.clone()),
                 })
                 .unwrap(),
             ),

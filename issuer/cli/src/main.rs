@@ -195,6 +195,16 @@ struct ProofArgs {
     /// Where the check took place.
     #[arg(long)]
     place: String,
+    /// The personal identity or coordination number on the document (12 digits): needed
+    /// when HR sent none, then recorded; otherwise checked against the register.
+    #[arg(long, conflicts_with_all = ["birth_date", "nationality"])]
+    identity_number: Option<String>,
+    /// A non-resident's birth date on the document (YYYY-MM-DD), with --nationality.
+    #[arg(long, requires = "nationality")]
+    birth_date: Option<String>,
+    /// A non-resident's nationality (ISO 3166-1 alpha-2), with --birth-date.
+    #[arg(long, requires = "birth_date")]
+    nationality: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,6 +393,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     issuing_country: a.issuing_country.clone(),
                     document_expiry: a.document_expiry.clone(),
                     place: a.place.clone(),
+                    identity_number: a.identity_number.clone(),
+                    non_resident: match (&a.birth_date, &a.nationality) {
+                        (Some(b), Some(n)) => Some(NonResident {
+                            birth_date: b.clone(),
+                            nationality: n.clone(),
+                        }),
+                        _ => None,
+                    },
                 },
             )?;
             out.person(&p)

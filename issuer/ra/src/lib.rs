@@ -17,7 +17,8 @@ use tessera_issuer_ca::pop::{self, Proof};
 use tessera_issuer_ca::{CaError, IssuingCa, Request};
 use tessera_issuer_store::audit::AuditEvent;
 use tessera_issuer_store::outbox::Change;
-use tessera_issuer_store::{NewCertificate, Store, StoreError};
+pub use tessera_issuer_store::StoreError;
+use tessera_issuer_store::{NewCertificate, Store};
 use tessera_issuer_types::api::IssueRequest;
 use tessera_issuer_types::lifecycle::OfficerRole;
 use tessera_issuer_types::{

@@ -98,6 +98,8 @@ pub enum PersonStep {
     Proof,
     /// Employment ended.
     End,
+    /// Employed again after an end: to be proofed again.
+    Rehire,
 }
 
 /// The person's state after `step`, if allowed.
@@ -106,6 +108,7 @@ pub fn person_next(from: PersonState, step: PersonStep) -> Option<PersonState> {
     Some(match (from, step) {
         (S::Registered | S::Proofed, PersonStep::Proof) => S::Proofed,
         (S::Registered | S::Proofed, PersonStep::End) => S::Ended,
+        (S::Ended, PersonStep::Rehire) => S::Registered,
         _ => return None,
     })
 }

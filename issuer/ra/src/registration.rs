@@ -33,6 +33,10 @@ use tessera_issuer_types::{CertificateStatus, ProfileName, RevocationReason, Ser
 use crate::lifecycle::{self, Certificates, PersonStep, Step};
 use crate::{now_secs, record_release, record_revocation, Actor, Ra, RaError};
 
+mod feed;
+pub use feed::{FeedPage, FeedPerson, FeedRecord, MAX_FEED_PAGE};
+pub use tessera_issuer_store::registration::FeedKey;
+
 const DAY: i64 = 86_400;
 
 /// The most people one import call takes (the CLI sends a file in batches of these).
@@ -544,34 +548,8 @@ impl Ra {
                 }
             })
             .transpose()?;
-        let (identity_number, non_resident) = match (&req.identity_number, &req.non_resident) {
-            (Some(n), None) => (
-                Some(
-                    IdentityNumber::parse(n)
-                        .map_err(|e| invalid("identity_number", e))?
-                        .as_str()
-                        .to_owned(),
-                ),
-                None,
-            ),
-            (None, Some(nr)) => {
-                identity::check_date(&nr.birth_date).map_err(|e| invalid("birth_date", e))?;
-                let nr = NonResident {
-                    birth_date: nr.birth_date.clone(),
-                    nationality: country("nationality", &nr.nationality)?,
-                };
-                (
-                    None,
-                    Some(serde_json::to_string(&nr).map_err(|e| invalid("non_resident", e))?),
-                )
-            }
-            _ => {
-                return Err(invalid(
-                    "identity_number",
-                    "give exactly one of identity_number and non_resident (K5.7)",
-                ))
-            }
-        };
+        let (identity_number, non_resident) =
+            identity_data(req.identity_number.as_deref(), req.non_resident.as_ref())?;
         let directory_sid = req
             .directory_sid
             .as_deref()
@@ -597,6 +575,8 @@ impl Ra {
             proofed_at: None,
             created_at: at,
             updated_at: at,
+            external_id: None,
+            removed_at: None,
         })
     }
 
@@ -707,8 +687,14 @@ impl Ra {
                                 .push(error("an officer cannot change their own record"));
                             continue;
                         }
-                        if old.identity_number != row.identity_number
-                            || old.non_resident != row.non_resident
+                        // A row without identity data keeps what is registered; a row
+                        // with it fills in what is missing, never changes what is there.
+                        let given = row.identity_number.is_some() || row.non_resident.is_some();
+                        let known = old.identity_number.is_some() || old.non_resident.is_some();
+                        if given
+                            && known
+                            && (old.identity_number != row.identity_number
+                                || old.non_resident != row.non_resident)
                         {
                             report.errors.push(error(
                                 "the identity data does not match the registered person's; correct it by hand",
@@ -761,10 +747,24 @@ impl Ra {
                             // would unprotect everyone); a registration officer does.
                             protected_identity: old.protected_identity || row.protected_identity,
                             directory_sid: row.directory_sid.clone(),
+                            identity_number: old
+                                .identity_number
+                                .clone()
+                                .or_else(|| row.identity_number.clone()),
+                            non_resident: old
+                                .non_resident
+                                .clone()
+                                .or_else(|| row.non_resident.clone()),
                             updated_at: at,
                             ..old
                         };
                         tx.update_person_details(&updated)?;
+                        tx.set_person_identity(
+                            &updated.id,
+                            updated.identity_number.as_deref(),
+                            updated.non_resident.as_deref(),
+                            at,
+                        )?;
                         events.push(AuditEvent::PersonUpdated {
                             person: updated.id.clone(),
                             fields: changed.join("; "),
@@ -854,6 +854,8 @@ impl Ra {
         let place = text("place", &req.place, 200)?;
         let expiry =
             identity::date_secs(&req.document_expiry).map_err(|e| invalid("document_expiry", e))?;
+        let (shown_number, shown_non_resident) =
+            identity_data(req.identity_number.as_deref(), req.non_resident.as_ref())?;
         let at = now_secs(self.clock.as_ref());
         if expiry + DAY <= at {
             return Err(invalid("document_expiry", "the document has expired"));
@@ -880,6 +882,55 @@ impl Ra {
                         current: p.state.clone(),
                         verb: "proof",
                     })?;
+                // The document's identity data: recorded when the register has none (HR
+                // did not send it), else it must be the register's (K5.7).
+                let registered = p.identity_number.is_some() || p.non_resident.is_some();
+                let shown = shown_number.is_some() || shown_non_resident.is_some();
+                if registered {
+                    if shown
+                        && (shown_number != p.identity_number
+                            || shown_non_resident.as_deref().map(non_resident_of)
+                                != p.non_resident.as_deref().map(non_resident_of))
+                    {
+                        return Err(invalid(
+                            "identity_number",
+                            "the document's identity data differs from the register's; correct the record first",
+                        ));
+                    }
+                } else {
+                    if !shown {
+                        return Err(invalid(
+                            "identity_number",
+                            "the register has no identity number for this person: give the document's identity_number or non_resident",
+                        ));
+                    }
+                    let candidate = PersonRow {
+                        identity_number: shown_number.clone(),
+                        non_resident: shown_non_resident.clone(),
+                        upn: None,
+                        directory_sid: None,
+                        ..p.clone()
+                    };
+                    if let Some(why) = conflict(tx, &candidate, Some(person_id))? {
+                        return Err(RaError::Exists(why.into()));
+                    }
+                    tx.set_person_identity(
+                        person_id,
+                        shown_number.as_deref(),
+                        shown_non_resident.as_deref(),
+                        at,
+                    )?;
+                    tx.audit(
+                        &actor.name,
+                        &AuditEvent::PersonUpdated {
+                            person: person_id.to_owned(),
+                            fields: "identity data recorded from the document".into(),
+                        },
+                        at,
+                    )?;
+                    p.identity_number = shown_number.clone();
+                    p.non_resident = shown_non_resident.clone();
+                }
                 tx.insert_proofing(&proofing)?;
                 tx.set_person_state(person_id, next, Some(at), at)?;
                 tx.audit(
@@ -911,74 +962,8 @@ impl Ra {
             let mut p = tx
                 .person(person_id)?
                 .ok_or_else(|| RaError::Missing(format!("no person {person_id}")))?;
-            let next =
-                lifecycle::person_next(p.person_state()?, PersonStep::End).ok_or_else(|| {
-                    RaError::InvalidTransition {
-                        what: format!("person {person_id}"),
-                        current: p.state.clone(),
-                        verb: "end",
-                    }
-                })?;
             let mut changed = Changed::new();
-            for mut c in tx.carriers_of(person_id)? {
-                match c.state {
-                    CarrierState::Personalised | CarrierState::Active | CarrierState::Suspended => {
-                        transition(
-                            tx,
-                            actor,
-                            &mut c,
-                            Step::Revoke,
-                            Revision::Revoke(CarrierRevokeReason::EmploymentEnded),
-                            at,
-                            &mut changed,
-                        )?;
-                    }
-                    CarrierState::Assigned => {
-                        refuse_pending(tx, actor, &c, at)?;
-                        transition(
-                            tx,
-                            actor,
-                            &mut c,
-                            Step::Unassign,
-                            Revision::None("employment ended"),
-                            at,
-                            &mut changed,
-                        )?;
-                    }
-                    _ => {}
-                }
-            }
-            tx.set_person_state(person_id, next, p.proofed_at, at)?;
-            // An officer whose employment ended is an officer no more — but the last
-            // administrator is replaced first, or nobody could manage officers again.
-            for o in tx.officers_of_person(person_id)? {
-                if o.disabled_at.is_none()
-                    && o.roles.contains(&OfficerRole::Administrator)
-                    && tx.enabled_administrators()? <= 1
-                {
-                    return Err(RaError::InvalidTransition {
-                        what: format!("person {person_id}"),
-                        current: format!("the last administrator's ({})", o.id),
-                        verb: "end the employment of (appoint another administrator first)",
-                    });
-                }
-                if o.disabled_at.is_none() {
-                    tx.disable_officer(&o.id, at)?;
-                    tx.audit(
-                        &actor.name,
-                        &AuditEvent::OfficerDisabled { officer: o.id },
-                        at,
-                    )?;
-                }
-            }
-            tx.audit(
-                &actor.name,
-                &AuditEvent::PersonEnded {
-                    person: person_id.to_owned(),
-                },
-                at,
-            )?;
-            p.state = next.as_str().to_owned();
+            end_in(tx, actor, &mut p, at, &mut changed)?;
             Ok((p, changed))
         })?;
         self.after_commit(&changed);
@@ -2370,6 +2355,13 @@ fn changed_fields(old: &PersonRow, new: &PersonRow) -> Vec<String> {
         old.directory_sid.as_deref(),
         new.directory_sid.as_deref(),
     );
+    // Identity data only fills in (the import refuses a change); never named in the record.
+    if old.identity_number.is_none()
+        && old.non_resident.is_none()
+        && (new.identity_number.is_some() || new.non_resident.is_some())
+    {
+        out.push("identity data recorded".into());
+    }
     if !old.protected_identity && new.protected_identity {
         out.push("protected_identity: false → true".into());
     }
@@ -2394,6 +2386,47 @@ fn conflict(
         &one(&row.directory_sid),
     )?;
     Ok(Holders::of(&known).clash(row, except).then_some(CLASH))
+}
+
+/// A person's identity data (K5.7), checked: the personal identity or coordination
+/// number, or the non-resident data set (as stored, JSON), or neither (HR may not send it;
+/// the registration officer then records it off the document at proofing). Never both.
+fn identity_data(
+    number: Option<&str>,
+    non_resident: Option<&NonResident>,
+) -> Result<(Option<String>, Option<String>), RaError> {
+    match (number, non_resident) {
+        (None, None) => Ok((None, None)),
+        (Some(n), None) => Ok((
+            Some(
+                IdentityNumber::parse(n)
+                    .map_err(|e| invalid("identity_number", e))?
+                    .as_str()
+                    .to_owned(),
+            ),
+            None,
+        )),
+        (None, Some(nr)) => {
+            identity::check_date(&nr.birth_date).map_err(|e| invalid("birth_date", e))?;
+            let nr = NonResident {
+                birth_date: nr.birth_date.clone(),
+                nationality: country("nationality", &nr.nationality)?,
+            };
+            Ok((
+                None,
+                Some(serde_json::to_string(&nr).map_err(|e| invalid("non_resident", e))?),
+            ))
+        }
+        (Some(_), Some(_)) => Err(invalid(
+            "identity_number",
+            "give one of identity_number and non_resident, not both (K5.7)",
+        )),
+    }
+}
+
+/// A stored non-resident data set, parsed (for comparing two regardless of spelling).
+fn non_resident_of(json: &str) -> Option<NonResident> {
+    serde_json::from_str(json).ok()
 }
 
 /// One message for an identity number, UPN or SID held by another person: the register is
@@ -2489,6 +2522,85 @@ fn insert_person(tx: &mut Tx<'_>, actor: &Actor, row: &PersonRow, at: i64) -> Re
         },
         at,
     )?;
+    Ok(())
+}
+
+/// Ends a person's employment inside `tx`: every carrier that could still be used revoked
+/// (`employment_ended` → affiliationChanged), pending approvals refused, their officer
+/// accounts disabled, the person ENDED and `p` updated.
+fn end_in(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    p: &mut PersonRow,
+    at: i64,
+    changed: &mut Changed,
+) -> Result<(), RaError> {
+    let next = lifecycle::person_next(p.person_state()?, PersonStep::End).ok_or_else(|| {
+        RaError::InvalidTransition {
+            what: format!("person {}", p.id),
+            current: p.state.clone(),
+            verb: "end",
+        }
+    })?;
+    for mut c in tx.carriers_of(&p.id)? {
+        match c.state {
+            CarrierState::Personalised | CarrierState::Active | CarrierState::Suspended => {
+                transition(
+                    tx,
+                    actor,
+                    &mut c,
+                    Step::Revoke,
+                    Revision::Revoke(CarrierRevokeReason::EmploymentEnded),
+                    at,
+                    changed,
+                )?;
+            }
+            CarrierState::Assigned => {
+                refuse_pending(tx, actor, &c, at)?;
+                transition(
+                    tx,
+                    actor,
+                    &mut c,
+                    Step::Unassign,
+                    Revision::None("employment ended"),
+                    at,
+                    changed,
+                )?;
+            }
+            _ => {}
+        }
+    }
+    tx.set_person_state(&p.id, next, p.proofed_at, at)?;
+    // An officer whose employment ended is an officer no more — but the last
+    // administrator is replaced first, or nobody could manage officers again.
+    for o in tx.officers_of_person(&p.id)? {
+        if o.disabled_at.is_none()
+            && o.roles.contains(&OfficerRole::Administrator)
+            && tx.enabled_administrators()? <= 1
+        {
+            return Err(RaError::InvalidTransition {
+                what: format!("person {}", p.id),
+                current: format!("the last administrator's ({})", o.id),
+                verb: "end the employment of (appoint another administrator first)",
+            });
+        }
+        if o.disabled_at.is_none() {
+            tx.disable_officer(&o.id, at)?;
+            tx.audit(
+                &actor.name,
+                &AuditEvent::OfficerDisabled { officer: o.id },
+                at,
+            )?;
+        }
+    }
+    tx.audit(
+        &actor.name,
+        &AuditEvent::PersonEnded {
+            person: p.id.clone(),
+        },
+        at,
+    )?;
+    p.state = next.as_str().to_owned();
     Ok(())
 }
 

@@ -115,6 +115,8 @@ fn proofing() -> NewProofing {
         issuing_country: "SE".into(),
         document_expiry: "2099-12-31".into(),
         place: "Service desk, Sundsvall".into(),
+        identity_number: None,
+        non_resident: None,
     }
 }
 
@@ -1902,5 +1904,294 @@ mod review {
             (now.state, now.person_id.as_deref()),
             (CarrierState::Active, Some(p2.id.as_str()))
         );
+    }
+}
+
+/// The HR feed (what SCIM drives): people without identity data until proofing, leavers,
+/// re-hires, removal, protected identities, and who may write it.
+mod hr_feed {
+    use super::*;
+    use crate::registration::{FeedKey, FeedRecord};
+
+    fn record(n: &str) -> FeedRecord {
+        FeedRecord {
+            employee_number: n.into(),
+            external_id: Some(format!("ext-{n}")),
+            given_name: "Fia".into(),
+            family_name: "Feed".into(),
+            email: Some(format!("{}@example.org", n.to_lowercase())),
+            active: true,
+        }
+    }
+
+    #[test]
+    fn identity_data_comes_from_the_document_when_hr_sends_none() {
+        let d = desk();
+        let p = d.f.ra.feed_create(&d.hr, &record("F1")).unwrap();
+        assert_eq!(p.state, PersonState::Registered);
+        // Proofing without the document's number is refused and changes nothing.
+        let e = d.f.ra.proof(&d.anna, &p.id, &proofing()).unwrap_err();
+        assert_eq!(code(e), ErrorCode::InvalidField);
+        assert_eq!(
+            d.f.ra.person(&d.anna, &p.id).unwrap().state,
+            PersonState::Registered
+        );
+        let with = |n: &str| NewProofing {
+            identity_number: Some(n.into()),
+            ..proofing()
+        };
+        // A bad checksum is refused; a number another person holds is refused.
+        assert_eq!(
+            code(
+                d.f.ra
+                    .proof(&d.anna, &p.id, &with("19811218-9875"))
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidField
+        );
+        d.f.ra
+            .create_person(&d.hr, &new_person(1, "19640823-3234"))
+            .unwrap();
+        assert_eq!(
+            code(
+                d.f.ra
+                    .proof(&d.anna, &p.id, &with("19640823-3234"))
+                    .unwrap_err()
+            ),
+            ErrorCode::AlreadyExists
+        );
+        let proofed =
+            d.f.ra
+                .proof(&d.anna, &p.id, &with("19811218-9876"))
+                .unwrap();
+        assert_eq!(proofed.state, PersonState::Proofed);
+        assert_eq!(proofed.identity_number.as_deref(), Some("198112189876"));
+        // From then on the document must show the registered number.
+        assert_eq!(
+            code(
+                d.f.ra
+                    .proof(&d.bo, &p.id, &with("197505051230"))
+                    .unwrap_err()
+            ),
+            ErrorCode::InvalidField
+        );
+        d.f.ra.proof(&d.bo, &p.id, &with("198112189876")).unwrap();
+        d.f.ra.proof(&d.bo, &p.id, &proofing()).unwrap();
+        // An import row without identity data leaves it; one with another number is refused.
+        let row = NewPerson {
+            employee_number: "F1".into(),
+            identity_number: None,
+            upn: None,
+            ..new_person(9, "197505051230")
+        };
+        let r =
+            d.f.ra
+                .import_people(
+                    &d.hr,
+                    &ImportRequest {
+                        people: vec![row.clone()],
+                        dry_run: false,
+                    },
+                )
+                .unwrap();
+        assert!(r.applied && r.errors.is_empty(), "{r:?}");
+        let other = NewPerson {
+            identity_number: Some("197505051230".into()),
+            ..row
+        };
+        let r =
+            d.f.ra
+                .import_people(
+                    &d.hr,
+                    &ImportRequest {
+                        people: vec![other],
+                        dry_run: false,
+                    },
+                )
+                .unwrap();
+        assert!(!r.applied && r.errors.len() == 1, "{r:?}");
+        assert!(d.f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+    }
+
+    #[test]
+    fn inactive_ends_active_rehires_and_removal_hides() {
+        let d = desk();
+        let (p, c) = active_card(&d, 2, "19811218-9876");
+        let serial = c.certificates[0].clone();
+        let leaver =
+            d.f.ra
+                .feed_update(&d.hr, &p.id, |mut r| -> Result<_, RaError> {
+                    r.active = false;
+                    Ok(r)
+                })
+                .unwrap();
+        assert_eq!(
+            (leaver.state, leaver.record.active),
+            (PersonState::Ended, false)
+        );
+        let now = d.f.ra.carrier(&d.anna, &c.id).unwrap();
+        assert_eq!(now.state, CarrierState::Revoked);
+        assert_eq!(
+            now.revoke_reason,
+            Some(CarrierRevokeReason::EmploymentEnded)
+        );
+        assert!(matches!(
+            status(&d.f, &serial),
+            CertificateStatus::Revoked {
+                reason: RevocationReason::AffiliationChanged,
+                ..
+            }
+        ));
+        // Re-hired: REGISTERED, to be proofed again; the old card stays revoked.
+        let back =
+            d.f.ra
+                .feed_update(&d.hr, &p.id, |mut r| -> Result<_, RaError> {
+                    r.active = true;
+                    r.given_name = "Evelina".into();
+                    Ok(r)
+                })
+                .unwrap();
+        assert_eq!(back.state, PersonState::Registered);
+        assert_eq!(back.record.given_name, "Evelina");
+        assert_eq!(d.f.ra.person(&d.anna, &p.id).unwrap().proofed_at, None);
+        assert_eq!(
+            d.f.ra.carrier(&d.anna, &c.id).unwrap().state,
+            CarrierState::Revoked
+        );
+        // The key never changes; a failed change changes nothing.
+        let e =
+            d.f.ra
+                .feed_update(&d.hr, &p.id, |mut r| -> Result<_, RaError> {
+                    r.employee_number = "OTHER".into();
+                    r.given_name = "Changed".into();
+                    Ok(r)
+                })
+                .unwrap_err();
+        assert_eq!(code(e), ErrorCode::InvalidField);
+        assert_eq!(
+            d.f.ra.feed_person(&d.hr, &p.id).unwrap().record.given_name,
+            "Evelina"
+        );
+        // Removed: ended, gone from the feed, still in the register; sent again, back.
+        d.f.ra.feed_remove(&d.hr, &p.id).unwrap();
+        assert_eq!(
+            code(d.f.ra.feed_person(&d.hr, &p.id).unwrap_err()),
+            ErrorCode::NotFound
+        );
+        let key = FeedKey::EmployeeNumber(p.employee_number.clone());
+        assert_eq!(d.f.ra.feed_list(&d.hr, Some(&key), 1, 10).unwrap().total, 0);
+        assert_eq!(
+            d.f.ra.person(&d.anna, &p.id).unwrap().state,
+            PersonState::Ended
+        );
+        assert_eq!(
+            code(d.f.ra.feed_remove(&d.hr, &p.id).unwrap_err()),
+            ErrorCode::NotFound
+        );
+        let again =
+            d.f.ra
+                .feed_create(
+                    &d.hr,
+                    &FeedRecord {
+                        employee_number: p.employee_number.clone(),
+                        ..record("x")
+                    },
+                )
+                .unwrap();
+        assert_eq!(
+            (again.id.as_str(), again.state),
+            (p.id.as_str(), PersonState::Registered)
+        );
+        assert_eq!(
+            code(
+                d.f.ra
+                    .feed_create(
+                        &d.hr,
+                        &FeedRecord {
+                            employee_number: p.employee_number.clone(),
+                            ..record("x")
+                        }
+                    )
+                    .unwrap_err()
+            ),
+            ErrorCode::AlreadyExists
+        );
+        // Created inactive: registered and ended at once.
+        let gone =
+            d.f.ra
+                .feed_create(
+                    &d.hr,
+                    &FeedRecord {
+                        active: false,
+                        ..record("F9")
+                    },
+                )
+                .unwrap();
+        assert_eq!(gone.state, PersonState::Ended);
+        assert!(d.f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+    }
+
+    #[test]
+    fn only_hr_writes_the_feed_and_protected_identities_are_withheld() {
+        let d = desk();
+        let p = d.f.ra.feed_create(&d.hr, &record("F3")).unwrap();
+        for who in [&d.auditor, &d.anna, &d.admin] {
+            let e =
+                d.f.ra
+                    .feed_update(who, &p.id, |mut r| -> Result<_, RaError> {
+                        r.active = false;
+                        Ok(r)
+                    })
+                    .unwrap_err();
+            assert_eq!(code(e), ErrorCode::Forbidden);
+            assert_eq!(
+                code(d.f.ra.feed_remove(who, &p.id).unwrap_err()),
+                ErrorCode::Forbidden
+            );
+        }
+        assert_eq!(
+            code(d.f.ra.feed_person(&d.auditor, &p.id).unwrap_err()),
+            ErrorCode::Forbidden
+        );
+        // A protected identity: HR still ends the employment, but reads no names.
+        let prot = NewPerson {
+            protected_identity: true,
+            ..new_person(4, "197505051230")
+        };
+        let q = d.f.ra.create_person(&d.hr, &prot).unwrap();
+        let shown = d.f.ra.feed_person(&d.hr, &q.id).unwrap();
+        assert!(shown.withheld);
+        assert_eq!(
+            (
+                shown.record.given_name.as_str(),
+                shown.record.email.as_deref()
+            ),
+            ("", None)
+        );
+        let page = d.f.ra.feed_list(&d.hr, None, 1, 200).unwrap();
+        assert_eq!(page.total, 2);
+        assert!(page.people.iter().all(|x| x.id != q.id || x.withheld));
+        let ended =
+            d.f.ra
+                .feed_update(&d.hr, &q.id, |mut r| -> Result<_, RaError> {
+                    // HR's client echoes what it read: the blanks must not erase the names…
+                    assert_eq!(r.given_name, "Eva");
+                    r.active = false;
+                    Ok(r)
+                })
+                .unwrap();
+        assert_eq!(ended.state, PersonState::Ended);
+        assert_eq!(d.f.ra.person(&d.anna, &q.id).unwrap().given_name, "Eva");
+        // Paging: startIndex from 1, count bounded.
+        let second = d.f.ra.feed_list(&d.hr, None, 2, 1).unwrap();
+        assert_eq!(
+            (second.total, second.start_index, second.people.len()),
+            (2, 2, 1)
+        );
+        assert_eq!(
+            d.f.ra.feed_list(&d.hr, None, 3, 10).unwrap().people.len(),
+            0
+        );
+        assert_eq!(d.f.ra.feed_list(&d.hr, None, 1, 0).unwrap().people.len(), 0);
     }
 }

@@ -111,6 +111,16 @@ pub enum AuditEvent {
     PersonEnded {
         person: String,
     },
+    /// An ENDED person employed again (the HR feed set them active): REGISTERED, to be
+    /// proofed again; their old carriers stay revoked.
+    PersonRehired {
+        person: String,
+    },
+    /// The HR feed removed the person (SCIM DELETE): ended if they were not, and hidden
+    /// from the feed; the record stays.
+    PersonRemovedFromFeed {
+        person: String,
+    },
     /// An import checked against the register without applying it (a dry run, or a
     /// batch with bad rows).
     PeopleImportChecked {
@@ -196,6 +206,8 @@ impl AuditEvent {
             Self::PersonRegistered { .. } => "person.registered",
             Self::PersonProofed { .. } => "person.proofed",
             Self::PersonEnded { .. } => "person.ended",
+            Self::PersonRehired { .. } => "person.rehired",
+            Self::PersonRemovedFromFeed { .. } => "person.removed_from_feed",
             Self::PersonUpdated { .. } => "person.updated",
             Self::PeopleImportChecked { .. } => "person.import_checked",
             Self::CarrierRegistered { .. } => "carrier.registered",

@@ -89,12 +89,24 @@ pub struct PersonRow {
     pub proofed_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The HR feed's (SCIM client's) own identifier for the person.
+    pub external_id: Option<String>,
+    /// When the HR feed removed the person (SCIM DELETE); the record stays.
+    pub removed_at: Option<i64>,
 }
 
 impl PersonRow {
     pub fn person_state(&self) -> Result<PersonState, StoreError> {
         parse("person state", &self.state)
     }
+}
+
+/// What the HR feed looks people up by (a SCIM filter's `id`, `userName`, `externalId`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedKey {
+    Id(String),
+    EmployeeNumber(String),
+    ExternalId(String),
 }
 
 /// An identity proofing record (K5.10).
@@ -542,7 +554,8 @@ impl Tx<'_> {
             .load(self.conn)?)
     }
 
-    /// Writes a person's HR fields (names, e-mail, UPN, protection, directory SID).
+    /// Writes a person's HR fields (names, e-mail, UPN, protection, directory SID, the
+    /// feed's identifier and removal).
     pub fn update_person_details(&mut self, p: &PersonRow) -> Result<(), StoreError> {
         diesel::update(people::table.filter(people::id.eq(&p.id)))
             .set((
@@ -553,6 +566,8 @@ impl Tx<'_> {
                 people::protected_identity.eq(p.protected_identity),
                 people::directory_sid.eq(&p.directory_sid),
                 people::updated_at.eq(p.updated_at),
+                people::external_id.eq(&p.external_id),
+                people::removed_at.eq(p.removed_at),
             ))
             .execute(self.conn)?;
         Ok(())
@@ -573,6 +588,61 @@ impl Tx<'_> {
             ))
             .execute(self.conn)?;
         Ok(())
+    }
+
+    /// Records a person's identity number or non-resident data set (read off the document
+    /// at proofing, when HR did not send it).
+    pub fn set_person_identity(
+        &mut self,
+        id: &str,
+        identity_number: Option<&str>,
+        non_resident: Option<&str>,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        diesel::update(people::table.filter(people::id.eq(id)))
+            .set((
+                people::identity_number.eq(identity_number),
+                people::non_resident.eq(non_resident),
+                people::updated_at.eq(at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// The people the HR feed shows (not removed), in employee-number order: all of them,
+    /// or those with one id, employee number or feed identifier; `offset` and `limit` page
+    /// them. Returns the number that match and the page.
+    pub fn feed_people(
+        &mut self,
+        key: Option<&FeedKey>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<PersonRow>), StoreError> {
+        let shown = people::removed_at.is_null();
+        macro_rules! page {
+            ($filter:expr) => {{
+                let total: i64 = people::table
+                    .filter(shown)
+                    .filter($filter)
+                    .count()
+                    .get_result(self.conn)?;
+                let rows = people::table
+                    .filter(shown)
+                    .filter($filter)
+                    .order(people::employee_number)
+                    .offset(offset)
+                    .limit(limit)
+                    .select(PersonRow::as_select())
+                    .load(self.conn)?;
+                Ok((total, rows))
+            }};
+        }
+        match key {
+            None => page!(people::id.is_not_null()),
+            Some(FeedKey::Id(v)) => page!(people::id.eq(v)),
+            Some(FeedKey::EmployeeNumber(v)) => page!(people::employee_number.eq(v)),
+            Some(FeedKey::ExternalId(v)) => page!(people::external_id.eq(v)),
+        }
     }
 
     pub fn insert_proofing(&mut self, p: &ProofingRow) -> Result<(), StoreError> {

@@ -129,6 +129,8 @@ diesel::table! {
         proofed_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        external_id -> Nullable<Text>,
+        removed_at -> Nullable<BigInt>,
     }
 }
 

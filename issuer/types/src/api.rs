@@ -250,6 +250,14 @@ pub struct NewProofing {
     /// YYYY-MM-DD; the document must be valid on the day of the check.
     pub document_expiry: String,
     pub place: String,
+    /// The personal identity or coordination number the document shows: required when
+    /// the register has no identity data for the person (HR did not send it), and then
+    /// recorded; otherwise it must match the register's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_number: Option<String>,
+    /// The non-resident data set the document shows (K5.7), as for `identity_number`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_resident: Option<NonResident>,
 }
 
 /// `POST /api/v1/carriers`: a blank carrier into stock.

@@ -62,6 +62,10 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<ErrorCode> for ApiError {

@@ -69,6 +69,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/bulk-revocations"),
     ("post", "/api/v1/bulk-revocations/{id}/approval"),
     ("post", "/api/v1/bulk-revocations/{id}/refusal"),
+    ("get", "/scim/v2/ServiceProviderConfig"),
+    ("get", "/scim/v2/ResourceTypes"),
+    ("get", "/scim/v2/ResourceTypes/{id}"),
+    ("get", "/scim/v2/Schemas"),
+    ("get", "/scim/v2/Schemas/{id}"),
+    ("get", "/scim/v2/Users"),
+    ("post", "/scim/v2/Users"),
+    ("post", "/scim/v2/Users/.search"),
+    ("get", "/scim/v2/Users/{id}"),
+    ("put", "/scim/v2/Users/{id}"),
+    ("patch", "/scim/v2/Users/{id}"),
+    ("delete", "/scim/v2/Users/{id}"),
+    ("post", "/scim/v2/.search"),
     ("post", "/ocsp"),
     ("get", "/ocsp/{request}"),
     ("get", "/crl/issuing-ca-1.crl"),
@@ -137,6 +150,7 @@ pub fn router(app: Shared) -> Router {
             )
             .route("/api/v1/openapi.json", get(openapi))
             .merge(crate::registration::routes())
+            .merge(crate::scim::routes())
             .merge(public_routes())
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(app),

@@ -160,5 +160,6 @@ pub async fn tls(
     stopped: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let router = router.layer(axum::Extension(crate::scim::Https));
     accept_loop(listener, router, Some(acceptor), stopped).await;
 }
