@@ -324,8 +324,17 @@ impl Ra {
                     return Err(RaError::Exists(format!("officer {} exists", row.id)));
                 }
                 if let Some(p) = &row.person_id {
-                    if tx.person(p)?.is_none() {
-                        return Err(RaError::Missing(format!("no person {p}")));
+                    let person = tx
+                        .person(p)?
+                        .ok_or_else(|| RaError::Missing(format!("no person {p}")))?;
+                    // A leaver is no officer (ending the employment disables the account;
+                    // an account made afterwards would outlive it).
+                    if person.person_state()? == PersonState::Ended || person.removed_at.is_some() {
+                        return Err(RaError::InvalidTransition {
+                            what: format!("person {p}"),
+                            current: person.state.clone(),
+                            verb: "make an officer of",
+                        });
                     }
                     // One officer per person: two accounts of one person are not four eyes.
                     if tx

@@ -2116,6 +2116,44 @@ mod hr_feed {
             ),
             ErrorCode::AlreadyExists
         );
+        // Back after removal: the logon name and SID come again from the directory.
+        let back = d.f.ra.person(&d.anna, &p.id).unwrap();
+        assert_eq!((back.upn, back.directory_sid), (None, None));
+        // A leaver is made no officer.
+        let leaver_id =
+            d.f.ra
+                .feed_create(
+                    &d.hr,
+                    &FeedRecord {
+                        active: false,
+                        ..record("F5")
+                    },
+                )
+                .unwrap()
+                .id;
+        let e =
+            d.f.ra
+                .create_officer(
+                    &d.admin,
+                    &NewOfficer {
+                        id: "late".into(),
+                        display_name: "Late".into(),
+                        roles: vec![OfficerRole::HrAdmin],
+                        person_id: Some(leaver_id.clone()),
+                    },
+                )
+                .unwrap_err();
+        assert_eq!(code(e), ErrorCode::InvalidTransition);
+        // One externalId names one person.
+        d.f.ra.feed_create(&d.hr, &record("F7")).unwrap();
+        let dup = d.f.ra.feed_create(
+            &d.hr,
+            &FeedRecord {
+                external_id: Some("ext-F7".into()),
+                ..record("F6")
+            },
+        );
+        assert_eq!(code(dup.unwrap_err()), ErrorCode::AlreadyExists);
         // Created inactive: registered and ended at once.
         let gone =
             d.f.ra
@@ -2174,16 +2212,48 @@ mod hr_feed {
         let ended =
             d.f.ra
                 .feed_update(&d.hr, &q.id, |mut r| -> Result<_, RaError> {
-                    // HR's client echoes what it read: the blanks must not erase the names…
-                    assert_eq!(r.given_name, "Eva");
+                    // HR's client sees and echoes the withheld view: the blanks must not
+                    // erase the names…
+                    assert_eq!(r.given_name, "");
                     r.active = false;
                     Ok(r)
                 })
                 .unwrap();
         assert_eq!(ended.state, PersonState::Ended);
         assert_eq!(d.f.ra.person(&d.anna, &q.id).unwrap().given_name, "Eva");
+        // HR's change to a protected identity edits the withheld view: a guessed e-mail
+        // or name is neither confirmed nor written; employment still follows.
+        let q2 =
+            d.f.ra
+                .create_person(
+                    &d.hr,
+                    &NewPerson {
+                        protected_identity: true,
+                        ..new_person(5, "196408233234")
+                    },
+                )
+                .unwrap();
+        for guess in ["eva5@example.org", "wrong@example.org"] {
+            let r =
+                d.f.ra
+                    .feed_update(&d.hr, &q2.id, |mut r| -> Result<_, RaError> {
+                        assert_eq!((r.given_name.as_str(), r.email.as_deref()), ("", None));
+                        r.email = Some(guess.into());
+                        r.given_name = "Guess".into();
+                        Ok(r)
+                    })
+                    .unwrap();
+            assert!(r.withheld && r.record.email.is_none());
+        }
+        let kept = d.f.ra.person(&d.anna, &q2.id).unwrap();
+        assert_eq!(
+            (kept.given_name.as_str(), kept.email.as_deref()),
+            ("Eva", Some("eva5@example.org"))
+        );
+        d.f.ra.feed_remove(&d.hr, &q2.id).unwrap();
         // Paging: startIndex from 1, count bounded.
         let second = d.f.ra.feed_list(&d.hr, None, 2, 1).unwrap();
+        // (q2 was removed: two people in the feed.)
         assert_eq!(
             (second.total, second.start_index, second.people.len()),
             (2, 2, 1)

@@ -150,8 +150,9 @@ pub struct NonResident {
     pub nationality: String,
 }
 
-/// `POST /api/v1/people`: a person from HR. Exactly one of `identity_number` and
-/// `non_resident`.
+/// `POST /api/v1/people`: a person from HR. At most one of `identity_number` and
+/// `non_resident`; with neither, the registration officer records the document's at
+/// proofing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewPerson {

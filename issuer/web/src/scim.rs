@@ -105,10 +105,6 @@ impl ScimError {
     fn mutability(detail: impl Into<String>) -> Self {
         Self::bad("mutability", detail)
     }
-
-    fn path(detail: impl Into<String>) -> Self {
-        Self::bad("invalidPath", detail)
-    }
 }
 
 impl From<ApiError> for ScimError {
@@ -579,10 +575,12 @@ fn record_from(
     let external_id = attr(obj, "externalId")
         .map(|v| string("externalId", v))
         .transpose()?;
+    // Left out: as it is (a PUT that forgets `active` must not re-hire a leaver), or
+    // employed for a new person.
     let active = attr(obj, "active")
         .map(boolean)
         .transpose()?
-        .unwrap_or(true);
+        .unwrap_or(current.is_none_or(|c| c.active));
     Ok(FeedRecord {
         employee_number: user_name,
         external_id,
@@ -648,7 +646,9 @@ fn emails(v: &Value) -> Result<Option<String>, ScimError> {
             };
             attr(e, "value")
                 .map(|v| string("emails.value", v))
-                .transpose()
+                .transpose()?
+                .map(Some)
+                .ok_or_else(|| ScimError::value("an e-mail needs a value"))
         }
         _ => Err(ScimError::value(
             "a person has one work e-mail address: send one, or mark one primary",
@@ -707,15 +707,17 @@ enum Target {
     Emails,
     /// `emails.value`, `emails[type eq "work"].value`
     EmailValue,
+    /// Read-only attributes: ignored, as RFC 7643 §7 has servers ignore them in PUT.
     ReadOnly(String),
+    /// Attributes Tessera does not keep.
+    Ignored(String),
 }
 
 fn target(path: &str) -> Result<Target, ScimError> {
     let p = path.trim();
-    let p = if p.len() > USER.len() && p[..USER.len()].eq_ignore_ascii_case(USER) {
-        p[USER.len()..].trim_start_matches(':')
-    } else {
-        p
+    let p = match (p.get(..USER.len()), p.get(USER.len()..)) {
+        (Some(head), Some(rest)) if head.eq_ignore_ascii_case(USER) => rest.trim_start_matches(':'),
+        _ => p,
     };
     let lower = p.to_ascii_lowercase();
     let compact: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
@@ -730,12 +732,13 @@ fn target(path: &str) -> Result<Target, ScimError> {
         "emails.value" | "emails[typeeq\"work\"].value" | "emails[primaryeqtrue].value" => {
             Target::EmailValue
         }
-        "id" | "meta" | "displayname" | "groups" | "schemas" => Target::ReadOnly(path.to_owned()),
-        _ => {
-            return Err(ScimError::path(format!(
-                "{path:?} is not an attribute Tessera keeps"
-            )))
+        "id" | "meta" | "displayname" | "name.formatted" | "groups" | "schemas" => {
+            Target::ReadOnly(path.to_owned())
         }
+        // What Tessera does not keep (title, phoneNumbers, addresses, the enterprise
+        // extension, …): ignored, as in a POST or PUT, so that one of them in a PATCH
+        // never holds back the rest of it (a leaver's `active: false` above all).
+        _ => Target::Ignored(path.to_owned()),
     })
 }
 
@@ -744,7 +747,10 @@ fn set(rec: &mut FeedRecord, op: &str, t: &Target, v: Option<&Value>) -> Result<
     let required =
         |what: &str| ScimError::mutability(format!("{what} is required: it cannot be removed"));
     match t {
-        Target::ReadOnly(p) => Err(ScimError::mutability(format!("{p} is read-only"))),
+        Target::ReadOnly(p) | Target::Ignored(p) => {
+            tracing::debug!(path = %p, "SCIM PATCH: an attribute Tessera does not keep or lets no client write; ignored");
+            Ok(())
+        }
         Target::UserName => {
             let same = v.and_then(Value::as_str) == Some(rec.employee_number.as_str());
             if same && !remove {
@@ -774,8 +780,9 @@ fn set(rec: &mut FeedRecord, op: &str, t: &Target, v: Option<&Value>) -> Result<
             if remove {
                 return Err(required("name"));
             }
-            let merge =
-                (op == "add").then_some((rec.given_name.as_str(), rec.family_name.as_str()));
+            // Sub-attributes left out stay as they are, for add and replace alike
+            // (RFC 7644 §3.5.2.1, §3.5.2.3).
+            let merge = Some((rec.given_name.as_str(), rec.family_name.as_str()));
             let (g, f) = names(v.unwrap_or(&Value::Null), merge)?;
             rec.given_name = g;
             rec.family_name = f;
@@ -1071,12 +1078,41 @@ mod tests {
             (r.given_name.as_str(), r.family_name.as_str()),
             ("Ann", "Berg")
         );
-        // Replacing name whole needs both parts.
-        assert!(apply_op(
+        // Replacing name with one part keeps the other.
+        apply_op(
             &mut r,
-            &json!({"op": "replace", "path": "name", "value": {"givenName": "X"}})
+            &json!({"op": "replace", "path": "name", "value": {"givenName": "X"}}),
         )
-        .is_err());
+        .unwrap();
+        assert_eq!(
+            (r.given_name.as_str(), r.family_name.as_str()),
+            ("X", "Berg")
+        );
+        // What Tessera does not keep never holds back the rest (Entra's default mappings).
+        let mut leaver = rec();
+        for op in [
+            json!({"op": "Replace", "path": "active", "value": "False"}),
+            json!({"op": "Replace", "path": "displayName", "value": "x"}),
+            json!({"op": "Add", "path": "title", "value": "x"}),
+            json!({"op": "Replace", "value": {
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "x",
+                "name.givenName": "Y",
+            }}),
+        ] {
+            apply_op(&mut leaver, &op).unwrap();
+        }
+        assert!(!leaver.active);
+        assert_eq!(leaver.given_name, "Y");
+        // A path cut inside a character is no panic.
+        let hostile = format!("{}é", &USER[..USER.len() - 1]);
+        apply_op(
+            &mut rec(),
+            &json!({"op": "replace", "path": hostile, "value": 1}),
+        )
+        .unwrap();
+        let mut value = Map::new();
+        value.insert(hostile, json!(1));
+        apply_op(&mut rec(), &json!({"op": "replace", "value": value})).unwrap();
         apply_op(&mut r, &json!({"op": "remove", "path": "emails"})).unwrap();
         assert_eq!(r.email, None);
         for (op, why) in [
@@ -1084,14 +1120,6 @@ mod tests {
             (
                 json!({"op": "replace", "path": "userName", "value": "E2"}),
                 "mutability",
-            ),
-            (
-                json!({"op": "replace", "path": "displayName", "value": "x"}),
-                "mutability",
-            ),
-            (
-                json!({"op": "replace", "path": "nickName", "value": "x"}),
-                "invalidPath",
             ),
             (
                 json!({"op": "move", "path": "active", "value": true}),
@@ -1115,9 +1143,15 @@ mod tests {
             unreachable!()
         };
         let r = record_from(&obj, Some(&rec())).unwrap();
-        // Left out: cleared.
+        // Left out: cleared; but `active` left out stays (a PUT does not re-hire a leaver).
         assert_eq!(r.email, None);
         assert!(r.active);
+        let ended = FeedRecord {
+            active: false,
+            ..rec()
+        };
+        assert!(!record_from(&obj, Some(&ended)).unwrap().active);
+        assert!(emails(&json!([{"type": "work"}])).is_err());
         let body = json!({"schemas": [USER], "userName": "E2", "name": {"givenName": "A", "familyName": "B"}});
         let Value::Object(obj) = body else {
             unreachable!()

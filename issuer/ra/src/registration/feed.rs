@@ -109,8 +109,17 @@ impl Ra {
         let at = now_secs(self.clock.as_ref());
         let mut row = self.check_person(&new_person(rec), at)?;
         row.external_id = external_id(rec.external_id.as_deref())?;
+        // An officer never brings back their own record. Checked (and a refusal audited)
+        // before the write: an audited refusal is a write of its own.
+        if let Some(old) = self
+            .store
+            .read(|tx| tx.person_by_employee_number(&row.employee_number))?
+        {
+            self.not_own(actor, "feed.create", &old.id)?;
+        }
         let (row, changed) = self.store.write(|tx| -> Result<_, RaError> {
             let mut changed = Changed::new();
+            unique_external_id(tx, row.external_id.as_deref(), None)?;
             let row = match tx.person_by_employee_number(&row.employee_number)? {
                 Some(old) if old.removed_at.is_none() => {
                     return Err(RaError::Exists(format!(
@@ -119,9 +128,19 @@ impl Ra {
                     )))
                 }
                 Some(old) => {
-                    self.not_own(actor, "feed.create", &old.id)?;
+                    if actor.person_id.as_deref() == Some(old.id.as_str()) {
+                        return Err(RaError::FourEyes(
+                            "an officer cannot act on their own record".into(),
+                        ));
+                    }
+                    // Back in the feed after removal: the logon name and SID come again
+                    // from the directory (an employee number HR re-used must not hand a
+                    // new person the old holder's names in a certificate), and the person
+                    // is proofed again before any carrier.
                     let mut p = PersonRow {
                         removed_at: None,
+                        upn: None,
+                        directory_sid: None,
                         ..old.clone()
                     };
                     apply(tx, actor, &mut p, &old, &row, rec.active, at, &mut changed)?;
@@ -160,8 +179,21 @@ impl Ra {
                 .map_err(RaError::from)?
                 .filter(|p| p.removed_at.is_none())
                 .ok_or_else(|| missing(id))?;
-            let current = record_of(&old)?;
-            let wanted = f(current)?;
+            // A protected identity HR may not read: the client sees (and edits) the
+            // withheld view, and only employment follows its answer — the names and
+            // e-mail stay as registered, so a change cannot test a guess at them.
+            let withheld = old.protected_identity && !may_see_protected(actor);
+            let registered = record_of(&old)?;
+            let wanted = if withheld {
+                let answer = f(withheld_view(registered.clone()))?;
+                FeedRecord {
+                    active: answer.active,
+                    employee_number: answer.employee_number,
+                    ..registered
+                }
+            } else {
+                f(registered)?
+            };
             if wanted.employee_number != old.employee_number {
                 return Err(invalid(
                     "userName",
@@ -171,6 +203,7 @@ impl Ra {
             }
             let mut checked = self.check_person(&new_person(&wanted), at)?;
             checked.external_id = external_id(wanted.external_id.as_deref())?;
+            unique_external_id(tx, checked.external_id.as_deref(), Some(&old.id))?;
             let mut p = old.clone();
             let mut changed = Changed::new();
             apply(
@@ -329,13 +362,38 @@ fn record_of(p: &PersonRow) -> Result<FeedRecord, RaError> {
     })
 }
 
+/// The record with what a protected identity withholds blanked.
+fn withheld_view(mut record: FeedRecord) -> FeedRecord {
+    record.given_name.clear();
+    record.family_name.clear();
+    record.email = None;
+    record
+}
+
+/// The client's identifier names one person the feed shows (its `externalId eq` lookups
+/// must find one).
+fn unique_external_id(
+    tx: &mut Tx<'_>,
+    id: Option<&str>,
+    except: Option<&str>,
+) -> Result<(), RaError> {
+    let Some(id) = id else {
+        return Ok(());
+    };
+    let (_, holders) = tx.feed_people(Some(&FeedKey::ExternalId(id.to_owned())), 0, 2)?;
+    if holders.iter().any(|h| Some(h.id.as_str()) != except) {
+        return Err(RaError::Exists(format!(
+            "externalId {id:?} is another person's"
+        )));
+    }
+    Ok(())
+}
+
 fn feed_view(actor: &Actor, p: &PersonRow) -> Result<FeedPerson, RaError> {
     let withheld = p.protected_identity && !may_see_protected(actor);
     let mut record = record_of(p)?;
     if withheld {
-        record.given_name.clear();
-        record.family_name.clear();
-        record.email = None;
+        record = withheld_view(record);
     }
     Ok(FeedPerson {
         id: p.id.clone(),
