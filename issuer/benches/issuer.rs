@@ -1209,13 +1209,26 @@ fn ra() {
         .enumerate()
     {
         let person = p["id"].as_str().expect("id");
+        // The document shows the registered identity data.
+        let mut proofing = serde_json::json!({
+            "document_type": "passport",
+            "document_number": "X1",
+            "issuing_country": "SE",
+            "document_expiry": "2099-01-01",
+            "place": "bench",
+        });
+        for k in ["identity_number", "non_resident"] {
+            if !p[k].is_null() {
+                proofing[k] = p[k].clone();
+            }
+        }
         ok_json(
             http(
                 &mut conn,
                 "POST",
                 &format!("/api/v1/people/{person}/proofing"),
                 &anna,
-                r#"{"document_type":"passport","document_number":"X1","issuing_country":"SE","document_expiry":"2099-01-01","place":"bench"}"#,
+                &proofing.to_string(),
             ),
             "proof",
         );

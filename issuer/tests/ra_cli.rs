@@ -307,6 +307,8 @@ fn scenario(database: Option<&str>) {
             "2099-01-01",
             "--place",
             "Service desk",
+            "--identity-number",
+            "198112189876",
         ],
     );
     let c = t.ok(&anna, &["carrier", "add", "SC-0001"]);
@@ -462,6 +464,8 @@ fn scenario(database: Option<&str>) {
             "2099-01-01",
             "--place",
             "HQ",
+            "--identity-number",
+            "196408233234",
         ],
     );
     let c2 = t.ok(&bo, &["carrier", "add", "SC-0002"]);

@@ -195,9 +195,10 @@ struct ProofArgs {
     /// Where the check took place.
     #[arg(long)]
     place: String,
-    /// The personal identity or coordination number on the document (12 digits): needed
-    /// when HR sent none, then recorded; otherwise checked against the register.
-    #[arg(long, conflicts_with_all = ["birth_date", "nationality"])]
+    /// The personal identity or coordination number the document shows (12 digits), read
+    /// at every check: recorded when HR sent none, else it must match the register's.
+    /// A non-resident's document: --birth-date and --nationality instead.
+    #[arg(long, conflicts_with_all = ["birth_date", "nationality"], required_unless_present = "birth_date")]
     identity_number: Option<String>,
     /// A non-resident's birth date on the document (YYYY-MM-DD), with --nationality.
     #[arg(long, requires = "nationality")]

@@ -891,15 +891,21 @@ impl Ra {
                         current: p.state.clone(),
                         verb: "proof",
                     })?;
-                // The document's identity data: recorded when the register has none (HR
-                // did not send it), else it must be the register's (K5.7).
+                // The document's identity data, read off it at every check (K5.7): recorded
+                // when the register has none (HR did not send it), else it must be the
+                // register's — what HR sent is never taken unverified.
                 let registered = p.identity_number.is_some() || p.non_resident.is_some();
                 let shown = shown_number.is_some() || shown_non_resident.is_some();
+                if !shown {
+                    return Err(invalid(
+                        "identity_number",
+                        "give the identity_number (or non_resident data) the document shows",
+                    ));
+                }
                 if registered {
-                    if shown
-                        && (shown_number != p.identity_number
-                            || shown_non_resident.as_deref().map(non_resident_of)
-                                != p.non_resident.as_deref().map(non_resident_of))
+                    if shown_number != p.identity_number
+                        || shown_non_resident.as_deref().map(non_resident_of)
+                            != p.non_resident.as_deref().map(non_resident_of)
                     {
                         return Err(invalid(
                             "identity_number",
@@ -907,12 +913,6 @@ impl Ra {
                         ));
                     }
                 } else {
-                    if !shown {
-                        return Err(invalid(
-                            "identity_number",
-                            "the register has no identity number for this person: give the document's identity_number or non_resident",
-                        ));
-                    }
                     let candidate = PersonRow {
                         identity_number: shown_number.clone(),
                         non_resident: shown_non_resident.clone(),

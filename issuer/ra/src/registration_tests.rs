@@ -108,6 +108,15 @@ fn new_person(n: u32, pnr: &str) -> NewPerson {
     }
 }
 
+/// An identity check of `p` with the document showing the registered identity data.
+fn proofing_of(p: &Person) -> NewProofing {
+    NewProofing {
+        identity_number: p.identity_number.clone(),
+        non_resident: p.non_resident.clone(),
+        ..proofing()
+    }
+}
+
 fn proofing() -> NewProofing {
     NewProofing {
         document_type: "passport".into(),
@@ -144,7 +153,7 @@ fn code(e: RaError) -> ErrorCode {
 /// A proofed person with an ACTIVE smart card, issued by anna and approved by bo.
 fn active_card(d: &Desk, n: u32, pnr: &str) -> (Person, Carrier) {
     let p = d.f.ra.create_person(&d.hr, &new_person(n, pnr)).unwrap();
-    d.f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+    d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
     let c =
         d.f.ra
             .create_carrier(
@@ -224,7 +233,7 @@ fn the_whole_life_of_a_service_id() {
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidTransition);
     assert!(e.to_string().contains("registered"), "{e}");
-    let p = f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+    let p = f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
     assert_eq!(p.state, PersonState::Proofed);
     let a =
         f.ra.assign(
@@ -510,7 +519,7 @@ fn guards_roles_own_records_and_tokens() {
         ErrorCode::FourEyesRequired
     );
     // Nor approves an issuance to themselves.
-    f.ra.proof(&d.anna, &me.id, &proofing()).unwrap();
+    f.ra.proof(&d.anna, &me.id, &proofing_of(&me)).unwrap();
     let c =
         f.ra.create_carrier(
             &d.anna,
@@ -663,7 +672,7 @@ fn random_operation_sequences_keep_every_invariant() {
         .enumerate()
         .map(|(i, n)| {
             let p = f.ra.create_person(&d.hr, &new_person(i as u32, n)).unwrap();
-            f.ra.proof(&cara, &p.id, &proofing()).unwrap()
+            f.ra.proof(&cara, &p.id, &proofing_of(&p)).unwrap()
         })
         .collect();
     let mut carriers = Vec::new();
@@ -877,7 +886,7 @@ fn a_substitute_card_is_bound_approved_ends_by_itself_and_goes_back_to_stock() {
     let p =
         f.ra.create_person(&d.hr, &new_person(7, "201701102384"))
             .unwrap();
-    f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+    f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
     let pool =
         f.ra.create_carrier(
             &d.anna,
@@ -1141,7 +1150,7 @@ mod review {
         let p =
             f.ra.create_person(&d.hr, &new_person(1, "198112189876"))
                 .unwrap();
-        f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+        f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
         let c =
             f.ra.create_carrier(
                 &d.anna,
@@ -1236,7 +1245,7 @@ mod review {
         assert!(r.applied);
         assert!(f.ra.person(&d.anna, &s.id).unwrap().protected_identity);
         // Approvals for the protected person are not listed to HR or auditors.
-        f.ra.proof(&d.anna, &s.id, &proofing()).unwrap();
+        f.ra.proof(&d.anna, &s.id, &proofing_of(&s)).unwrap();
         let c =
             f.ra.create_carrier(
                 &d.anna,
@@ -1283,7 +1292,7 @@ mod review {
             d.f.ra
                 .create_person(&d.hr, &new_person(1, "198112189876"))
                 .unwrap();
-        d.f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+        d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
         let c =
             d.f.ra
                 .create_carrier(
@@ -1405,7 +1414,7 @@ mod review {
                 .unwrap();
         // bo checks the identity and asks; anna may approve, bo may not (he asked), and
         // anna asking with bo approving is refused too (bo checked the identity).
-        f.ra.proof(&d.bo, &p.id, &proofing()).unwrap();
+        f.ra.proof(&d.bo, &p.id, &proofing_of(&p)).unwrap();
         let c =
             f.ra.create_carrier(
                 &d.anna,
@@ -1512,7 +1521,7 @@ mod review {
         let p =
             f.ra.create_person(&d.hr, &new_person(1, "198112189876"))
                 .unwrap();
-        f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+        f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
         let c =
             f.ra.create_carrier(
                 &d.anna,
@@ -1719,7 +1728,7 @@ mod review {
         let p =
             f.ra.create_person(&d.hr, &new_person(1, "198112189876"))
                 .unwrap();
-        f.ra.proof(&d.anna, &p.id, &proofing()).unwrap();
+        f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
         let c =
             f.ra.create_carrier(
                 &d.anna,
@@ -1840,7 +1849,7 @@ mod review {
         let f = &d.f;
         let proofed = |n: u32, pnr: &str| {
             let p = f.ra.create_person(&d.hr, &new_person(n, pnr)).unwrap();
-            f.ra.proof(&d.anna, &p.id, &proofing()).unwrap()
+            f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap()
         };
         let (p1, p2) = (proofed(1, "198112189876"), proofed(2, "196408233234"));
         let v =
@@ -1976,7 +1985,11 @@ mod hr_feed {
             ErrorCode::InvalidField
         );
         d.f.ra.proof(&d.bo, &p.id, &with("198112189876")).unwrap();
-        d.f.ra.proof(&d.bo, &p.id, &proofing()).unwrap();
+        // The document's number is read at every check: none given is refused even now.
+        assert_eq!(
+            code(d.f.ra.proof(&d.bo, &p.id, &proofing()).unwrap_err()),
+            ErrorCode::InvalidField
+        );
         // An import row without identity data leaves it; one with another number is refused.
         let row = NewPerson {
             employee_number: "F1".into(),

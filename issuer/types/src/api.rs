@@ -251,9 +251,10 @@ pub struct NewProofing {
     /// YYYY-MM-DD; the document must be valid on the day of the check.
     pub document_expiry: String,
     pub place: String,
-    /// The personal identity or coordination number the document shows: required when
-    /// the register has no identity data for the person (HR did not send it), and then
-    /// recorded; otherwise it must match the register's.
+    /// The personal identity or coordination number the document shows, read at every
+    /// check (this or `non_resident` is required): recorded when the register has no
+    /// identity data for the person (HR did not send it), else it must match the
+    /// register's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_number: Option<String>,
     /// The non-resident data set the document shows (K5.7), as for `identity_number`.
