@@ -126,6 +126,7 @@ impl Deployment {
         let store = Store::open_configured(&config.database, dir)?;
         let secret = tessera_issuer_ca::custody::activation_secret(dir, config.custody, shares)?;
         let token = token::open_configured(&config.token, &secret)?;
+        ensure_escrow_key(&token);
         let signer: Arc<dyn Signer> =
             Arc::new(Timed::new(TokenSigner::new(token, config.key_alg), observe));
         let (issuing, ocsp) = store.read(|tx| -> Result<_> {
@@ -156,5 +157,18 @@ impl Deployment {
             signer,
             ca: Arc::new(ca),
         })
+    }
+}
+
+/// The token's AES key that seals card PUKs (made by `init`; made here for a data directory
+/// from before PUK escrow). A token that cannot hold one (tpm2-pkcs11 has no AES-GCM) still
+/// serves everything else; registering a card's PUK then fails with the token's reason.
+fn ensure_escrow_key(token: &token::Token) {
+    match token.ensure_secret_key(tessera_issuer_ca::signer::labels::ESCROW) {
+        Ok(true) => tracing::info!("made the token's PUK escrow key"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the token holds no PUK escrow key: PUKs cannot be escrowed")
+        }
     }
 }

@@ -335,18 +335,106 @@ fn scenario(database: Option<&str>) {
         tmp.path().join("att.pem").display(),
         tmp.path().join("f9.pem").display()
     );
+    // The card-authentication key (9E, no PIN: physical access, and the card's proof in
+    // a PIN unblock), and the PUK the personalisation sets, escrowed.
+    let (att9e, f9e) = attest(&mut card, KeyRef::CARD_AUTHENTICATION, PinPolicy::Never);
+    std::fs::write(tmp.path().join("att9e.pem"), att9e).unwrap();
+    std::fs::write(tmp.path().join("f99e.pem"), f9e).unwrap();
+    let spec9e = format!(
+        "card-authentication={},{}",
+        tmp.path().join("att9e.pem").display(),
+        tmp.path().join("f99e.pem").display()
+    );
+    // A PUK of the test's own (random, as a personalisation station makes one).
+    let puk = {
+        use sha2::Digest;
+        let seed = sha2::Sha256::digest(format!("{}{:?}", rand_name(), tmp.path()).as_bytes());
+        format!(
+            "{:08}",
+            u32::from_be_bytes([seed[0], seed[1], seed[2], seed[3]]) % 100_000_000
+        )
+    };
+    card.change_reference(KeyRef::PUK, b"12345678", puk.as_bytes())
+        .unwrap();
+    std::fs::write(tmp.path().join("puk"), &puk).unwrap();
+    let puk_file = tmp.path().join("puk");
     let c = t.ok(
         &anna,
-        &["carrier", "keys", &carrier, "--attestation", &spec],
+        &[
+            "carrier",
+            "keys",
+            &carrier,
+            "--attestation",
+            &spec,
+            "--attestation",
+            &spec9e,
+            "--puk-file",
+            puk_file.to_str().unwrap(),
+        ],
     );
     assert_eq!(c["state"], "personalised");
+    assert!(!c.to_string().contains(&puk), "the PUK is never shown: {c}");
     let serial = c["certificates"][0].as_str().unwrap().to_owned();
+    let card_auth_serial = c["certificates"][1].as_str().unwrap().to_owned();
     assert_eq!(ocsp(tmp.path(), &base, &serial), "revoked certificateHold");
     t.ok(
         &anna,
         &["carrier", "activate", &carrier, "--receipt", "R-0001"],
     );
     assert_eq!(ocsp(tmp.path(), &base, &serial), "good");
+    assert_eq!(ocsp(tmp.path(), &base, &card_auth_serial), "good");
+
+    // The holder blocks the PIN; the service desk asks for the unblock, a second officer
+    // approves, and the card's channel (here the test, as the agent will) proves the card
+    // with its 9E key and the release code, takes the PUK and resets the PIN on the card.
+    for _ in 0..3 {
+        assert!(card.verify_pin(b"999999").is_err());
+    }
+    assert!(card.verify_pin(b"123456").is_err(), "blocked");
+    let u = t.ok(&anna, &["unblock", &carrier, "--verification", "in_person"]);
+    let unblock = u["approval"]["id"].as_str().unwrap().to_owned();
+    let release_code = u["release_code"].as_str().unwrap().to_owned();
+    let (code, _, err) = t.run(&anna, &["approve", "yes", &unblock]);
+    assert_eq!(code, 4, "the requester does not approve: {err}");
+    t.ok(&bo, &["approve", "yes", &unblock]);
+    let message = tessera_issuer_types::api::puk_release_message(&unblock, &carrier);
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&message)
+    };
+    let signature = card
+        .sign(
+            KeyRef::CARD_AUTHENTICATION,
+            tessera_piv::piv::Algorithm::EccP256,
+            &digest,
+        )
+        .unwrap();
+    let release = |code: &str| {
+        use base64ct::Encoding;
+        common::curl(&[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &serde_json::json!({
+                "approval_id": unblock,
+                "release_code": code,
+                "algorithm": "ecdsa-with-SHA256",
+                "signature": base64ct::Base64::encode_string(&signature),
+            })
+            .to_string(),
+            &format!("{base}/api/v1/carriers/{carrier}/puk-release"),
+        ])
+    };
+    let (status, _) = release("0000-0000-0000-0000-0000-0000");
+    assert_eq!(status, 403, "a wrong release code");
+    let (status, answer) = release(&release_code);
+    assert_eq!(status, 200, "{answer}");
+    let released: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let released = released["puk"].as_str().unwrap().to_owned();
+    assert_eq!(released, puk);
+    card.unblock_pin(released.as_bytes(), b"246810").unwrap();
+    card.verify_pin(b"246810").unwrap();
+    assert_eq!(release(&release_code).0, 403, "taken once");
 
     // A temporary card: the original on hold (OCSP and CRL) while it is out.
     let tc = t.ok(&anna, &["carrier", "add", "--kind", "temporary", "T-01"]);

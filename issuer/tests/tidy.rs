@@ -420,7 +420,28 @@ fn the_openapi_document_is_what_the_code_serves() {
             ("CarrierKey", serde_json::to_value(&key).unwrap()),
             (
                 "KeysRequest",
-                serde_json::to_value(KeysRequest { keys: vec![key] }).unwrap(),
+                serde_json::to_value(KeysRequest {
+                    keys: vec![key],
+                    puk: Some("12345678".into()),
+                })
+                .unwrap(),
+            ),
+            (
+                "UnblockRequest",
+                serde_json::to_value(UnblockRequest {
+                    verification: HolderVerification::InPerson,
+                })
+                .unwrap(),
+            ),
+            (
+                "PukReleaseRequest",
+                serde_json::to_value(PukReleaseRequest {
+                    approval_id: "a".into(),
+                    release_code: "c".into(),
+                    algorithm: "ecdsa-with-SHA256".into(),
+                    signature: "s".into(),
+                })
+                .unwrap(),
             ),
             (
                 "ActivateRequest",

@@ -323,6 +323,20 @@ impl IssuingCa {
         Ok(IssuanceToken { intent, tbs })
     }
 
+    /// Seals a card secret (a PUK) bound to `aad` under the token's escrow key.
+    pub fn seal_secret(&self, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>, CaError> {
+        self.signer.seal(aad, secret).map_err(CaError::Signing)
+    }
+
+    /// Opens a sealed card secret.
+    pub fn open_secret(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, CaError> {
+        self.signer.unseal(aad, sealed).map_err(CaError::Signing)
+    }
+
     /// Signs a prepared certificate.
     pub fn issue(&self, token: IssuanceToken) -> Result<Issued, CaError> {
         let IssuanceToken { intent, tbs } = token;

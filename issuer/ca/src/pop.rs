@@ -102,7 +102,10 @@ pub fn attested_key(
         ));
     }
     // The key's PIN policy (Yubico extension 1.3.6.1.4.1.41482.3.8: PIN policy, touch
-    // policy): a key the card uses without its PIN is not an LoA3 authenticator.
+    // policy): a key the card uses without its PIN is not an LoA3 authenticator — but for
+    // the card-authentication key (9E), which SP 800-73-4 §3.1.1 defines as usable without
+    // the PIN (a tap at a door, the card's own proof in a PIN unblock), and whose
+    // certificates say so (no LoA3 policy).
     let policy = leaf
         .tbs_certificate
         .extensions
@@ -114,6 +117,7 @@ pub fn attested_key(
         .ok_or("the attestation does not state the key's PIN policy")?;
     match policy.first().copied() {
         Some(PIN_ONCE | PIN_ALWAYS) => {}
+        Some(PIN_NEVER) if slot == CARD_AUTHENTICATION_SLOT => {}
         Some(PIN_NEVER) => {
             return Err("the attested key is used without a PIN (PIN policy never)".into())
         }
@@ -129,6 +133,7 @@ pub fn attested_key(
 const YUBICO_POLICY: const_oid::ObjectIdentifier =
     const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.8");
 const PIN_NEVER: u8 = 1;
+const CARD_AUTHENTICATION_SLOT: u8 = 0x9E;
 const PIN_ONCE: u8 = 2;
 const PIN_ALWAYS: u8 = 3;
 

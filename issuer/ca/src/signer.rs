@@ -38,7 +38,8 @@ impl<'a> Tbs<'a> {
     }
 }
 
-/// Makes the CA's signatures.
+/// Makes the CA's signatures, and seals the secrets the issuer keeps for cards (PUKs) under
+/// a key that never leaves the same token.
 pub trait Signer: Send + Sync {
     /// The algorithm of both keys.
     fn algorithm(&self) -> KeyAlg;
@@ -51,6 +52,12 @@ pub trait Signer: Send + Sync {
 
     /// Whether the signer can sign now (for `/readyz`): the token answers.
     fn ping(&self) -> anyhow::Result<()>;
+
+    /// Seals `secret`, bound to `aad` (AES-256-GCM under the token's escrow key).
+    fn seal(&self, aad: &[u8], secret: &[u8]) -> anyhow::Result<Vec<u8>>;
+
+    /// Opens a sealed secret; fails if it or `aad` differs from what was sealed.
+    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>>;
 }
 
 /// The key labels in the CA token.
@@ -63,6 +70,8 @@ pub mod labels {
     pub const AUDIT: &str = "audit-1";
     /// The CA of the issuer's own HTTPS certificates, apart from the workforce CA.
     pub const TLS_CA: &str = "tls-ca-1";
+    /// The AES key that seals escrowed card PUKs.
+    pub const ESCROW: &str = "puk-escrow-1";
 }
 
 /// The token, logged in. One session, used one signature at a time.
@@ -119,6 +128,14 @@ impl Signer for TokenSigner {
     fn ping(&self) -> anyhow::Result<()> {
         self.token().ping()
     }
+
+    fn seal(&self, aad: &[u8], secret: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.token().seal(labels::ESCROW, aad, secret)
+    }
+
+    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+        self.token().unseal(labels::ESCROW, aad, sealed)
+    }
 }
 
 #[cfg(feature = "memory-signer")]
@@ -134,6 +151,7 @@ mod memory {
     /// Software P-256 keys made at construction, for unit tests of the layers above. Never
     /// in a deployment: the binary does not enable the feature.
     pub struct MemorySigner {
+        escrow: ring::aead::LessSafeKey,
         issuing: p256::ecdsa::SigningKey,
         ocsp: p256::ecdsa::SigningKey,
         audit: p256::ecdsa::SigningKey,
@@ -156,7 +174,13 @@ mod memory {
     impl MemorySigner {
         pub fn new() -> Self {
             let key = || p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+            let mut aes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut aes);
             Self {
+                escrow: ring::aead::LessSafeKey::new(
+                    ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &aes)
+                        .expect("a 256-bit key"),
+                ),
                 issuing: key(),
                 ocsp: key(),
                 audit: key(),
@@ -200,6 +224,40 @@ mod memory {
         fn ping(&self) -> anyhow::Result<()> {
             Ok(())
         }
+
+        fn seal(&self, aad: &[u8], secret: &[u8]) -> anyhow::Result<Vec<u8>> {
+            let mut iv = [0u8; 12];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
+            let mut body = secret.to_vec();
+            self.escrow
+                .seal_in_place_append_tag(
+                    ring::aead::Nonce::assume_unique_for_key(iv),
+                    ring::aead::Aad::from(aad),
+                    &mut body,
+                )
+                .map_err(|_| anyhow::anyhow!("sealing failed"))?;
+            Ok([&[1u8][..], &iv, &body].concat())
+        }
+
+        fn unseal(&self, aad: &[u8], sealed: &[u8]) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+            let (Some(&1), Some(iv), Some(body)) =
+                (sealed.first(), sealed.get(1..13), sealed.get(13..))
+            else {
+                anyhow::bail!("not a sealed secret of this issuer");
+            };
+            let iv: [u8; 12] = iv.try_into()?;
+            let mut body = zeroize::Zeroizing::new(body.to_vec());
+            let plain = self
+                .escrow
+                .open_in_place(
+                    ring::aead::Nonce::assume_unique_for_key(iv),
+                    ring::aead::Aad::from(aad),
+                    &mut body,
+                )
+                .map_err(|_| anyhow::anyhow!("the sealed secret or its binding was changed"))?
+                .to_vec();
+            Ok(zeroize::Zeroizing::new(plain))
+        }
     }
 }
 
@@ -242,5 +300,13 @@ impl<S: Signer> Signer for Timed<S> {
 
     fn ping(&self) -> anyhow::Result<()> {
         self.inner.ping()
+    }
+
+    fn seal(&self, aad: &[u8], secret: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.inner.seal(aad, secret)
+    }
+
+    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+        self.inner.unseal(aad, sealed)
     }
 }

@@ -343,6 +343,79 @@ impl Token {
         }
     }
 
+    /// Makes the AES-256 key `label` that seals escrowed secrets (card PUKs), unless the
+    /// token holds it: sensitive, never extractable, for encryption and decryption only.
+    pub fn ensure_secret_key(&self, label: &str) -> Result<bool> {
+        if !self.find(label, ObjectClass::SECRET_KEY)?.is_empty() {
+            return Ok(false);
+        }
+        let id = sha2::Sha256::digest(label.as_bytes())[..8].to_vec();
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id),
+        ];
+        self.session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .with_context(|| format!("generating {label} in the token"))?;
+        Ok(true)
+    }
+
+    /// Seals `secret` with the AES key `label` (AES-256-GCM, a fresh 96-bit IV, `aad`
+    /// bound): `1 || IV || ciphertext || tag`. Crate-private, as signing is.
+    pub(crate) fn seal(&self, label: &str, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
+        let key = self.one(label, ObjectClass::SECRET_KEY)?;
+        let mut iv = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
+        let mut params_iv = iv;
+        let params = cryptoki::mechanism::aead::GcmParams::new(&mut params_iv, aad, 128.into())
+            .context("GCM parameters")?;
+        let sealed = self
+            .session
+            .encrypt(&Mechanism::AesGcm(params), key, secret)
+            .context("C_Encrypt (AES-GCM)")?;
+        let mut out = Vec::with_capacity(1 + iv.len() + sealed.len());
+        out.push(1);
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`Token::seal`] sealed under the same `aad`; fails if anything was
+    /// changed.
+    pub(crate) fn unseal(
+        &self,
+        label: &str,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let key = self.one(label, ObjectClass::SECRET_KEY)?;
+        let (Some(&1), Some(iv), Some(body)) =
+            (sealed.first(), sealed.get(1..13), sealed.get(13..))
+        else {
+            bail!("not a sealed secret of this issuer");
+        };
+        if body.len() < 16 {
+            bail!("a sealed secret shorter than its tag");
+        }
+        let mut iv: [u8; 12] = iv.try_into().context("IV")?;
+        let params = cryptoki::mechanism::aead::GcmParams::new(&mut iv, aad, 128.into())
+            .context("GCM parameters")?;
+        let plain = self
+            .session
+            .decrypt(&Mechanism::AesGcm(params), key, body)
+            .context("C_Decrypt (AES-GCM): the sealed secret or its binding was changed")?;
+        Ok(Zeroizing::new(plain))
+    }
+
     /// Signs `tbs` with the key `label`, returning the signature as X.509 carries it (DER
     /// ECDSA-Sig-Value for EC keys, PKCS#1 v1.5 for RSA). Crate-private: the rest of the
     /// issuer has the token sign only through [`crate::issuing::IssuingCa`] and

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tessera_issuer_types::api::*;
 use tessera_issuer_types::lifecycle::{
-    CarrierKind, CarrierRevokeReason, OfficerRole, SuspendReason,
+    CarrierKind, CarrierRevokeReason, HolderVerification, OfficerRole, SuspendReason,
 };
 use tessera_issuer_types::ProfileName;
 
@@ -92,6 +92,17 @@ enum Command {
     },
     /// Differences between carrier states and certificate statuses (none: exit 0).
     Reconcile,
+    /// PIN unblock: ask, for the holder, to release their card's escrowed PUK. A second
+    /// officer approves (`approve yes`); the PUK then goes only to the card's own channel
+    /// (the holder's agent, with the release code printed here and the card itself) —
+    /// never to an officer.
+    Unblock {
+        /// The carrier (an ACTIVE card with an escrowed PUK and a card-authentication key).
+        carrier: String,
+        /// How the holder was verified: in_person, video_call or second_factor.
+        #[arg(long, value_parser = parse::<HolderVerification>)]
+        verification: HolderVerification,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +248,10 @@ enum CarrierCmd {
         /// PROFILE=CERT,INTERMEDIATE: a PIV attestation (PEM files); repeatable.
         #[arg(long = "attestation", value_parser = profile_attestation)]
         attestations: Vec<(ProfileName, PathBuf, PathBuf)>,
+        /// A file holding the PUK the personalisation set on the card: escrowed, sealed by
+        /// the issuer's token, for PIN unblock. Never printed.
+        #[arg(long, value_name = "FILE")]
+        puk_file: Option<PathBuf>,
     },
     /// Hand-over in person against a signed receipt: certificates good.
     Activate {
@@ -423,6 +438,26 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             out.approvals(&[a])
         }
         Command::Approve(cmd) => approve(&c, &out, cmd),
+        Command::Unblock {
+            carrier,
+            verification,
+        } => {
+            let r: UnblockRequested = c.post(
+                &format!("/carriers/{carrier}/unblock"),
+                &UnblockRequest {
+                    verification: *verification,
+                },
+            )?;
+            if out.json {
+                return out.print_json(&r);
+            }
+            out.approvals(std::slice::from_ref(&r.approval))?;
+            println!(
+                "release code for the holder's agent (shown once): {}",
+                r.release_code
+            );
+            Ok(())
+        }
         Command::Import {
             file,
             dry_run,
@@ -654,6 +689,7 @@ fn carrier(c: &Client, out: &Output, cmd: &CarrierCmd) -> Result<(), Failure> {
             id,
             csrs,
             attestations,
+            puk_file,
         } => {
             let mut keys = Vec::new();
             for (profile, file) in csrs {
@@ -679,7 +715,11 @@ fn carrier(c: &Client, out: &Output, cmd: &CarrierCmd) -> Result<(), Failure> {
                         .into(),
                 ));
             }
-            c.post(&format!("/carriers/{id}/keys"), &KeysRequest { keys })?
+            let puk = puk_file
+                .as_ref()
+                .map(|f| read(f).map(|s| s.trim().to_owned()))
+                .transpose()?;
+            c.post(&format!("/carriers/{id}/keys"), &KeysRequest { keys, puk })?
         }
         CarrierCmd::Activate { id, receipt } => c.post(
             &format!("/carriers/{id}/activation"),

@@ -34,6 +34,7 @@ use crate::lifecycle::{self, Certificates, PersonStep, Step};
 use crate::{now_secs, record_release, record_revocation, Actor, Ra, RaError};
 
 mod feed;
+mod unblock;
 pub use feed::{FeedPage, FeedPerson, FeedRecord, MAX_FEED_PAGE};
 pub use tessera_issuer_store::registration::FeedKey;
 
@@ -1282,6 +1283,8 @@ impl Ra {
                     at,
                     changed,
                 )?;
+                // A wiped or destroyed card's PUK opens nothing any more.
+                tx.clear_carrier_puk(&c.id)?;
                 if restock {
                     c.original_id = None;
                     c.ends_at = None;
@@ -1420,7 +1423,9 @@ impl Ra {
             )?;
             let mut changed = Changed::new();
             let mut c = get_carrier(tx, &a.carrier_id)?;
-            if !approve {
+            if a.kind == ApprovalKind::PukRelease {
+                // A PUK release changes no carrier: the card's channel takes it (or not).
+            } else if !approve {
                 c.person_id = None;
                 c.original_id = None;
                 c.ends_at = None;
@@ -1478,6 +1483,18 @@ impl Ra {
         if req.keys.is_empty() || req.keys.len() > 4 {
             return Err(invalid("keys", "one to four keys"));
         }
+        // The card's PUK, sealed before anything is certified: a token that cannot seal
+        // it changes nothing.
+        let sealed_puk = req
+            .puk
+            .as_deref()
+            .map(|puk| -> Result<Vec<u8>, RaError> {
+                unblock::check_puk(puk)?;
+                Ok(self
+                    .ca
+                    .seal_secret(&unblock::puk_aad(carrier_id), puk.as_bytes())?)
+            })
+            .transpose()?;
         let at = now_secs(self.clock.as_ref());
         let (carrier, person, approval) = self.store.read(|tx| -> Result<_, RaError> {
             let c = get_carrier(tx, carrier_id)?;
@@ -1583,6 +1600,16 @@ impl Ra {
                     at,
                     &mut changed,
                 )?;
+                if let Some(sealed) = &sealed_puk {
+                    tx.set_carrier_puk(carrier_id, sealed, at)?;
+                    tx.audit(
+                        &actor.name,
+                        &AuditEvent::PukEscrowed {
+                            carrier: carrier_id.to_owned(),
+                        },
+                        at,
+                    )?;
+                }
                 let serials = tx.carrier_serials(carrier_id)?;
                 Ok((carrier_view(c, serials), changed))
             }),

@@ -139,6 +139,7 @@ fn keys(profiles: &[ProfileName]) -> KeysRequest {
                 attestation: None,
             })
             .collect(),
+        puk: None,
     }
 }
 
@@ -2276,5 +2277,238 @@ mod hr_feed {
             0
         );
         assert_eq!(d.f.ra.feed_list(&d.hr, None, 1, 0).unwrap().people.len(), 0);
+    }
+}
+
+/// PIN unblock: the PUK sealed at personalisation, released once to the card itself after
+/// a second officer's approval.
+mod pin_unblock {
+    use super::*;
+    use crate::testing::csr_for;
+    use p256::ecdsa::signature::Signer as _;
+
+    const PUK: &str = "87654321";
+
+    /// A proofed person's ACTIVE card with an authentication and a card-authentication
+    /// key, its PUK escrowed; the card-authentication key is returned (the card's 9E).
+    fn card(d: &Desk, n: u32, pnr: &str) -> (Carrier, p256::ecdsa::SigningKey) {
+        let p = d.f.ra.create_person(&d.hr, &new_person(n, pnr)).unwrap();
+        d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
+        let c =
+            d.f.ra
+                .create_carrier(
+                    &d.anna,
+                    &NewCarrier {
+                        kind: CarrierKind::SmartCard,
+                        serial_number: format!("SC{n}"),
+                    },
+                )
+                .unwrap();
+        let a =
+            d.f.ra
+                .assign(
+                    &d.anna,
+                    &c.id,
+                    &AssignRequest {
+                        person_id: p.id.clone(),
+                        terms_version: "2026-1".into(),
+                    },
+                )
+                .unwrap();
+        d.f.ra.decide(&d.bo, &a.id, true).unwrap();
+        let cak = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let mut req = keys(&[ProfileName::Authentication]);
+        req.keys.push(CarrierKey {
+            profile: ProfileName::CardAuthentication,
+            csr: Some(csr_for(&cak)),
+            attestation: None,
+        });
+        req.puk = Some(PUK.into());
+        d.f.ra.register_keys(&d.anna, &c.id, &req).unwrap();
+        let c =
+            d.f.ra
+                .activate(
+                    &d.anna,
+                    &c.id,
+                    &ActivateRequest {
+                        receipt: "R".into(),
+                    },
+                )
+                .unwrap();
+        (c, cak)
+    }
+
+    fn release(
+        d: &Desk,
+        c: &Carrier,
+        key: &p256::ecdsa::SigningKey,
+        approval: &str,
+        code: &str,
+    ) -> Result<PukReleased, RaError> {
+        use base64ct::Encoding;
+        let sig: p256::ecdsa::DerSignature = key.sign(&puk_release_message(approval, &c.id));
+        d.f.ra.release_puk(
+            &c.id,
+            &PukReleaseRequest {
+                approval_id: approval.into(),
+                release_code: code.into(),
+                algorithm: "ecdsa-with-SHA256".into(),
+                signature: base64ct::Base64::encode_string(sig.as_bytes()),
+            },
+        )
+    }
+
+    fn ask(d: &Desk, who: &Actor, c: &Carrier) -> Result<UnblockRequested, RaError> {
+        d.f.ra.request_unblock(
+            who,
+            &c.id,
+            &UnblockRequest {
+                verification: HolderVerification::InPerson,
+            },
+        )
+    }
+
+    #[test]
+    fn the_puk_is_sealed_and_released_once_to_the_card_after_a_second_officer() {
+        let d = desk();
+        let (c, cak) = card(&d, 1, "198112189876");
+        // Sealed: the database holds no PUK in the clear.
+        let sealed = d.f.store.read(|tx| tx.carrier_puk(&c.id)).unwrap().unwrap();
+        assert!(!sealed.windows(PUK.len()).any(|w| w == PUK.as_bytes()));
+        // Only a registration officer asks; the holder's code is for the agent.
+        for who in [&d.hr, &d.auditor, &d.admin] {
+            assert_eq!(code(ask(&d, who, &c).unwrap_err()), ErrorCode::Forbidden);
+        }
+        let r = ask(&d, &d.anna, &c).unwrap();
+        assert_eq!(r.approval.kind, ApprovalKind::PukRelease);
+        assert_eq!(
+            code(ask(&d, &d.bo, &c).unwrap_err()),
+            ErrorCode::AlreadyExists
+        );
+        // Not before the approval; the requester does not approve.
+        let refused = ErrorCode::Forbidden;
+        assert_eq!(
+            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
+            refused
+        );
+        assert_eq!(
+            code(d.f.ra.decide(&d.anna, &r.approval.id, true).unwrap_err()),
+            ErrorCode::FourEyesRequired
+        );
+        d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap();
+        // Wrong code, another key, another approval's message: refused, nothing taken.
+        let other = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        assert_eq!(
+            code(
+                release(
+                    &d,
+                    &c,
+                    &cak,
+                    &r.approval.id,
+                    "0000-0000-0000-0000-0000-0000"
+                )
+                .unwrap_err()
+            ),
+            refused
+        );
+        assert_eq!(
+            code(release(&d, &c, &other, &r.approval.id, &r.release_code).unwrap_err()),
+            refused
+        );
+        let mut wrong = PukReleaseRequest {
+            approval_id: r.approval.id.clone(),
+            release_code: r.release_code.clone(),
+            algorithm: "ecdsa-with-SHA256".into(),
+            signature: {
+                use base64ct::Encoding;
+                let sig: p256::ecdsa::DerSignature = cak.sign(&puk_release_message("x", &c.id));
+                base64ct::Base64::encode_string(sig.as_bytes())
+            },
+        };
+        assert_eq!(
+            code(d.f.ra.release_puk(&c.id, &wrong).unwrap_err()),
+            refused
+        );
+        wrong.signature = "not base64!".into();
+        assert_eq!(
+            code(d.f.ra.release_puk(&c.id, &wrong).unwrap_err()),
+            refused
+        );
+        wrong.algorithm = "md5".into();
+        assert_eq!(
+            code(d.f.ra.release_puk(&c.id, &wrong).unwrap_err()),
+            refused
+        );
+        // The card, the code, the approval: the PUK, once.
+        let got = release(&d, &c, &cak, &r.approval.id, &r.release_code.to_lowercase()).unwrap();
+        assert_eq!(got.puk, PUK);
+        assert_eq!(
+            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
+            refused
+        );
+        // A new unblock can be asked for once this one is taken.
+        ask(&d, &d.bo, &c).unwrap();
+        assert!(d.f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_refused_expired_or_suspended_release_gives_nothing() {
+        let d = desk();
+        let (c, cak) = card(&d, 2, "196408233234");
+        // A refusal changes no carrier (it is no issuance refused).
+        let r = ask(&d, &d.anna, &c).unwrap();
+        d.f.ra.decide(&d.bo, &r.approval.id, false).unwrap();
+        assert_eq!(
+            d.f.ra.carrier(&d.anna, &c.id).unwrap().state,
+            CarrierState::Active
+        );
+        assert_eq!(
+            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
+            ErrorCode::Forbidden
+        );
+        // Approved, but not taken within a day.
+        let r = ask(&d, &d.anna, &c).unwrap();
+        d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap();
+        d.f.clock.advance(DAY + 1);
+        assert_eq!(
+            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
+            ErrorCode::Forbidden
+        );
+        // Approved, then the card suspended: nothing for a suspended card.
+        let r = ask(&d, &d.anna, &c).unwrap();
+        d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap();
+        d.f.ra
+            .suspend(
+                &d.anna,
+                &c.id,
+                &SuspendRequest {
+                    reason: SuspendReason::OnLeave,
+                    days: 5,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(ask(&d, &d.anna, &c).unwrap_err()),
+            ErrorCode::InvalidTransition
+        );
+        // A card without an escrowed PUK cannot be unblocked remotely.
+        let (_, plain) = active_card(&d, 3, "197505051230");
+        assert_eq!(
+            code(ask(&d, &d.anna, &plain).unwrap_err()),
+            ErrorCode::InvalidTransition
+        );
+        // A PUK that is no PUK changes nothing.
+        let bad = KeysRequest {
+            puk: Some("12 34".into()),
+            ..keys(&[ProfileName::Authentication])
+        };
+        assert_eq!(
+            code(d.f.ra.register_keys(&d.anna, &c.id, &bad).unwrap_err()),
+            ErrorCode::InvalidField
+        );
     }
 }

@@ -89,8 +89,14 @@ pub(crate) fn fixture(bare_key_profiles: Vec<ProfileName>) -> Fixture {
 
 /// A PKCS#10 request (PEM) for a fresh P-256 key, signed by it.
 pub(crate) fn csr() -> String {
+    csr_for(&p256::ecdsa::SigningKey::random(
+        &mut p256::elliptic_curve::rand_core::OsRng,
+    ))
+}
+
+/// A PKCS#10 request (PEM) for `key`, signed by it.
+pub(crate) fn csr_for(key: &p256::ecdsa::SigningKey) -> String {
     use x509_cert::request::{CertReq, CertReqInfo, Version};
-    let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let spki_der = pkcs8::EncodePublicKey::to_public_key_der(key.verifying_key()).unwrap();
     let info = CertReqInfo {
         version: Version::V1,

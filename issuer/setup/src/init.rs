@@ -485,6 +485,13 @@ fn complete(store: &Store, token: Token, clock: &dyn Clock, c: &Completion<'_>) 
         period(now, TLS_CA_YEARS * 365, None),
     )?;
     let tls_ca_cert = Certificate::from_der(&tls_ca)?;
+    // The key that seals card PUKs (LIFECYCLE.md): a token without AES-GCM (tpm2-pkcs11)
+    // serves without escrow.
+    if let Err(e) = token.ensure_secret_key(labels::ESCROW) {
+        eprintln!(
+            "warning: the token cannot hold a PUK escrow key, PUKs will not be escrowed: {e:#}"
+        );
+    }
     let signer = TokenSigner::new(token, alg);
     if c.root_key_label == labels::ROOT {
         let root_cert = Certificate::from_der(c.root)?;

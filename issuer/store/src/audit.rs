@@ -156,6 +156,23 @@ pub enum AuditEvent {
         person: String,
         terms_version: String,
     },
+    /// A card's PUK sealed under the token's escrow key at personalisation.
+    PukEscrowed {
+        carrier: String,
+    },
+    /// The service desk asked, for the holder, to release a card's PUK.
+    PukReleaseRequested {
+        approval: String,
+        carrier: String,
+        verification: String,
+    },
+    /// A card's PUK released to the card's own channel (proved by the card's
+    /// card-authentication key, certificate `certificate`).
+    PukReleased {
+        approval: String,
+        carrier: String,
+        certificate: String,
+    },
     ApprovalDecided {
         approval: String,
         decision: String,
@@ -214,6 +231,9 @@ impl AuditEvent {
             Self::CarrierChanged { .. } => "carrier.changed",
             Self::ApprovalRequested { .. } => "approval.requested",
             Self::ApprovalDecided { .. } => "approval.decided",
+            Self::PukEscrowed { .. } => "carrier.puk_escrowed",
+            Self::PukReleaseRequested { .. } => "carrier.puk_release_requested",
+            Self::PukReleased { .. } => "carrier.puk_released",
             Self::Refused { .. } => "refused",
             Self::BulkRevocationRequested { .. } => "bulk_revocation.requested",
             Self::BulkRevocationDecided { .. } => "bulk_revocation.decided",

@@ -11,8 +11,8 @@ use tessera_issuer_types::lifecycle::{
 use tessera_issuer_types::Serial;
 
 use crate::schema::{
-    approvals, bulk_revocations, carrier_certificates, carriers, loss_codes, officer_tokens,
-    officers, people, proofings,
+    approvals, bulk_revocations, carrier_certificates, carrier_puks, carriers, loss_codes,
+    officer_tokens, officers, people, proofings, puk_releases,
 };
 use crate::{StoreError, Tx};
 
@@ -99,6 +99,17 @@ impl PersonRow {
     pub fn person_state(&self) -> Result<PersonState, StoreError> {
         parse("person state", &self.state)
     }
+}
+
+/// A PIN-unblock release (its approval is the second officer's).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = puk_releases)]
+pub struct PukReleaseRow {
+    pub approval_id: String,
+    pub carrier_id: String,
+    pub code_sha256: Vec<u8>,
+    pub verification: String,
+    pub released_at: Option<i64>,
 }
 
 /// What the HR feed looks people up by (a SCIM filter's `id`, `userName`, `externalId`).
@@ -668,6 +679,78 @@ impl Tx<'_> {
     }
 
     /// Gives a carrier its holder's loss-report code (the SHA-256), replacing any earlier.
+    /// Keeps a card's sealed PUK (replacing an earlier one: a re-personalisation).
+    pub fn set_carrier_puk(
+        &mut self,
+        carrier_id: &str,
+        sealed: &[u8],
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.clear_carrier_puk(carrier_id)?;
+        diesel::insert_into(carrier_puks::table)
+            .values((
+                carrier_puks::carrier_id.eq(carrier_id),
+                carrier_puks::sealed.eq(sealed),
+                carrier_puks::created_at.eq(at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Forgets a card's PUK (a wiped card has another).
+    pub fn clear_carrier_puk(&mut self, carrier_id: &str) -> Result<(), StoreError> {
+        diesel::delete(carrier_puks::table.filter(carrier_puks::carrier_id.eq(carrier_id)))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn carrier_puk(&mut self, carrier_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(carrier_puks::table
+            .filter(carrier_puks::carrier_id.eq(carrier_id))
+            .select(carrier_puks::sealed)
+            .first(self.conn)
+            .optional()?)
+    }
+
+    pub fn insert_puk_release(&mut self, r: &PukReleaseRow) -> Result<(), StoreError> {
+        diesel::insert_into(puk_releases::table)
+            .values(r)
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn puk_release(&mut self, approval_id: &str) -> Result<Option<PukReleaseRow>, StoreError> {
+        Ok(puk_releases::table
+            .filter(puk_releases::approval_id.eq(approval_id))
+            .select(PukReleaseRow::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// A carrier's releases not yet taken.
+    pub fn open_puk_releases(
+        &mut self,
+        carrier_id: &str,
+    ) -> Result<Vec<PukReleaseRow>, StoreError> {
+        Ok(puk_releases::table
+            .filter(puk_releases::carrier_id.eq(carrier_id))
+            .filter(puk_releases::released_at.is_null())
+            .select(PukReleaseRow::as_select())
+            .load(self.conn)?)
+    }
+
+    /// Marks a release taken; false if it already was.
+    pub fn take_puk_release(&mut self, approval_id: &str, at: i64) -> Result<bool, StoreError> {
+        let n = diesel::update(
+            puk_releases::table
+                .filter(puk_releases::approval_id.eq(approval_id))
+                .filter(puk_releases::released_at.is_null()),
+        )
+        .set(puk_releases::released_at.eq(Some(at)))
+        .execute(self.conn)?;
+        Ok(n == 1)
+    }
+
     pub fn set_loss_code(&mut self, carrier_id: &str, hash: &[u8]) -> Result<(), StoreError> {
         self.clear_loss_code(carrier_id)?;
         diesel::insert_into(loss_codes::table)

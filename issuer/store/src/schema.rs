@@ -213,4 +213,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    carrier_puks (carrier_id) {
+        carrier_id -> Text,
+        sealed -> Binary,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    puk_releases (approval_id) {
+        approval_id -> Text,
+        carrier_id -> Text,
+        code_sha256 -> Binary,
+        verification -> Text,
+        released_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(carriers, carrier_certificates, certificates);

@@ -395,6 +395,54 @@ pub struct CarrierKey {
 #[serde(deny_unknown_fields)]
 pub struct KeysRequest {
     pub keys: Vec<CarrierKey>,
+    /// The PUK the personalisation set on the card (6 to 8 printable ASCII characters):
+    /// sealed at once under the issuer's token key, never shown again, released only to
+    /// the card's own channel for a PIN unblock (LIFECYCLE.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub puk: Option<String>,
+}
+
+/// `POST /api/v1/carriers/{id}/unblock`: the holder asks the service desk to unblock
+/// their PIN; a second officer approves the release of the card's PUK.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnblockRequest {
+    /// How the desk verified the holder.
+    pub verification: crate::lifecycle::HolderVerification,
+}
+
+/// An unblock request: the approval it waits for, and the release code for the holder's
+/// agent (shown once; with an approval and the card itself it releases the PUK).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnblockRequested {
+    pub approval: Approval,
+    pub release_code: String,
+}
+
+/// `POST /api/v1/carriers/{id}/puk-release`: the card's channel (the agent) asks for the
+/// PUK, proving the card is present with its card-authentication key (9E, no PIN needed):
+/// `signature` is over [`puk_release_message`], base64.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PukReleaseRequest {
+    pub approval_id: String,
+    pub release_code: String,
+    /// `ecdsa-with-SHA256` (P-256), `ecdsa-with-SHA384` (P-384) or
+    /// `sha256WithRSAEncryption`.
+    pub algorithm: String,
+    pub signature: String,
+}
+
+/// The released PUK, for the channel that writes it to the card (RESET RETRY COUNTER).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PukReleased {
+    pub puk: String,
+}
+
+/// What the card's card-authentication key signs to have its PUK released: a domain
+/// label, the approval and the carrier, so a signature serves one release only.
+pub fn puk_release_message(approval_id: &str, carrier_id: &str) -> Vec<u8> {
+    format!("tessera puk release v1\n{approval_id}\n{carrier_id}\n").into_bytes()
 }
 
 /// `POST /api/v1/carriers/{id}/activation`: the in-person hand-over (K6.7).

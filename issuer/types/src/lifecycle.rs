@@ -157,6 +157,8 @@ named!(
         Temporary = "temporary",
         /// A pool card bound to a substitute for a bounded period.
         Substitute = "substitute",
+        /// Releasing a card's escrowed PUK to the card's own channel (PIN unblock).
+        PukRelease = "puk_release",
     }
 );
 
@@ -213,3 +215,15 @@ mod tests {
         assert_eq!(e.to_string(), "unknown carrier state \"frozen\"");
     }
 }
+
+named!(
+    /// How the service desk verified the holder who asks for a PIN unblock.
+    HolderVerification, "holder verification" {
+        /// At the desk, with an identity document.
+        InPerson = "in_person",
+        /// On a video call, against the document and the proofing record.
+        VideoCall = "video_call",
+        /// A second factor the person already holds (another service ID, a passkey).
+        SecondFactor = "second_factor",
+    }
+);

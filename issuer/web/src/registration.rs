@@ -60,6 +60,8 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/v1/carriers/{id}/extension", post(extend))
         .route("/api/v1/carriers/{id}/return", post(give_back))
         .route("/api/v1/carriers/{id}/retirement", post(retire))
+        .route("/api/v1/carriers/{id}/unblock", post(unblock))
+        .route("/api/v1/carriers/{id}/puk-release", post(puk_release))
         .route("/api/v1/approvals", get(approvals))
         .route("/api/v1/approvals/{id}/approval", post(approve))
         .route("/api/v1/approvals/{id}/refusal", post(refuse))
@@ -395,6 +397,35 @@ async fn loss_report(State(app): State<Shared>, raw: Body) -> Answer {
     })
     .await?;
     Ok(Json(answer).into_response())
+}
+
+async fn unblock(
+    State(app): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    raw: Body,
+) -> Answer {
+    with_body(app, h, raw, StatusCode::CREATED, move |ra, a, b| {
+        ra.request_unblock(a, &id, &b)
+    })
+    .await
+}
+
+/// The card's channel takes the PUK: no officer, the card proves itself.
+async fn puk_release(State(app): State<Shared>, UrlPath(id): UrlPath<String>, raw: Body) -> Answer {
+    let raw = body(raw)?;
+    let answer = blocking(move || {
+        let req: tessera_issuer_types::api::PukReleaseRequest = json(&raw)?;
+        Ok(app.ra.release_puk(&id, &req)?)
+    })
+    .await?;
+    let mut r = Json(answer).into_response();
+    // A secret: never kept by a cache on the way.
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
 }
 
 async fn request_bulk(State(app): State<Shared>, h: HeaderMap, raw: Body) -> Answer {

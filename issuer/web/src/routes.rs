@@ -60,6 +60,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/carriers/{id}/extension"),
     ("post", "/api/v1/carriers/{id}/return"),
     ("post", "/api/v1/carriers/{id}/retirement"),
+    ("post", "/api/v1/carriers/{id}/unblock"),
+    ("post", "/api/v1/carriers/{id}/puk-release"),
     ("get", "/api/v1/approvals"),
     ("post", "/api/v1/approvals/{id}/approval"),
     ("post", "/api/v1/approvals/{id}/refusal"),

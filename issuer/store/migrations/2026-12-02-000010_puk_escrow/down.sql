@@ -1,0 +1,2 @@
+DROP TABLE puk_releases;
+DROP TABLE carrier_puks;
