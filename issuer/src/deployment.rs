@@ -160,15 +160,11 @@ impl Deployment {
     }
 }
 
-/// The token's AES key that seals card PUKs (made by `init`; made here for a data directory
-/// from before PUK escrow). A token that cannot hold one (tpm2-pkcs11 has no AES-GCM) still
-/// serves everything else; registering a card's PUK then fails with the token's reason.
+/// Whether the token's AES key that seals card PUKs works (`init` makes it). A token
+/// without one, or without AES-GCM (tpm2-pkcs11), still serves everything else; escrowing
+/// a card's PUK then fails with the token's reason.
 fn ensure_escrow_key(token: &token::Token) {
-    match token.ensure_secret_key(tessera_issuer_ca::signer::labels::ESCROW) {
-        Ok(true) => tracing::info!("made the token's PUK escrow key"),
-        Ok(false) => {}
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "the token holds no PUK escrow key: PUKs cannot be escrowed")
-        }
+    if let Err(e) = token.check_secret_key(tessera_issuer_ca::signer::labels::ESCROW) {
+        tracing::warn!(error = %format!("{e:#}"), "the token cannot seal PUKs: PIN unblock by escrowed PUK is unavailable");
     }
 }

@@ -396,7 +396,8 @@ fn scenario(database: Option<&str>) {
     let release_code = u["release_code"].as_str().unwrap().to_owned();
     let (code, _, err) = t.run(&anna, &["approve", "yes", &unblock]);
     assert_eq!(code, 4, "the requester does not approve: {err}");
-    t.ok(&bo, &["approve", "yes", &unblock]);
+    let approved = t.ok(&bo, &["approve", "yes", &unblock]);
+    let approval_code = approved[0]["release_code"].as_str().unwrap().to_owned();
     let message = tessera_issuer_types::api::puk_release_message(&unblock, &carrier);
     let digest = {
         use sha2::Digest;
@@ -409,21 +410,27 @@ fn scenario(database: Option<&str>) {
             &digest,
         )
         .unwrap();
-    let release = |code: &str| {
-        use base64ct::Encoding;
+    let post = |path: &str, body: serde_json::Value| {
         common::curl(&[
             "-H",
             "Content-Type: application/json",
             "--data-binary",
-            &serde_json::json!({
+            &body.to_string(),
+            &format!("{base}/api/v1/carriers/{carrier}/{path}"),
+        ])
+    };
+    let release = |code: &str| {
+        use base64ct::Encoding;
+        post(
+            "puk-release",
+            serde_json::json!({
                 "approval_id": unblock,
                 "release_code": code,
+                "approval_code": approval_code,
                 "algorithm": "ecdsa-with-SHA256",
                 "signature": base64ct::Base64::encode_string(&signature),
-            })
-            .to_string(),
-            &format!("{base}/api/v1/carriers/{carrier}/puk-release"),
-        ])
+            }),
+        )
     };
     let (status, _) = release("0000-0000-0000-0000-0000-0000");
     assert_eq!(status, 403, "a wrong release code");
@@ -435,6 +442,37 @@ fn scenario(database: Option<&str>) {
     card.unblock_pin(released.as_bytes(), b"246810").unwrap();
     card.verify_pin(b"246810").unwrap();
     assert_eq!(release(&release_code).0, 403, "taken once");
+    // The channel sets a new PUK on the card and escrows it: the released one is spent.
+    let new_puk = format!("{:08}", (puk.parse::<u32>().unwrap() + 1) % 100_000_000);
+    card.change_reference(KeyRef::PUK, released.as_bytes(), new_puk.as_bytes())
+        .unwrap();
+    let rotation = tessera_issuer_types::api::puk_rotation_message(&unblock, &carrier, &new_puk);
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&rotation)
+    };
+    let signature = card
+        .sign(
+            KeyRef::CARD_AUTHENTICATION,
+            tessera_piv::piv::Algorithm::EccP256,
+            &digest,
+        )
+        .unwrap();
+    let (status, answer) = {
+        use base64ct::Encoding;
+        post(
+            "puk-rotation",
+            serde_json::json!({
+                "approval_id": unblock,
+                "release_code": release_code,
+                "approval_code": approval_code,
+                "new_puk": new_puk,
+                "algorithm": "ecdsa-with-SHA256",
+                "signature": base64ct::Base64::encode_string(&signature),
+            }),
+        )
+    };
+    assert_eq!(status, 204, "{answer}");
 
     // A temporary card: the original on hold (OCSP and CRL) while it is out.
     let tc = t.ok(&anna, &["carrier", "add", "--kind", "temporary", "T-01"]);

@@ -438,6 +438,19 @@ fn the_openapi_document_is_what_the_code_serves() {
                 serde_json::to_value(PukReleaseRequest {
                     approval_id: "a".into(),
                     release_code: "c".into(),
+                    approval_code: "c".into(),
+                    algorithm: "ecdsa-with-SHA256".into(),
+                    signature: "s".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "PukRotation",
+                serde_json::to_value(PukRotation {
+                    approval_id: "a".into(),
+                    release_code: "c".into(),
+                    approval_code: "c".into(),
+                    new_puk: "87654321".into(),
                     algorithm: "ecdsa-with-SHA256".into(),
                     signature: "s".into(),
                 })

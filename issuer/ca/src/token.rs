@@ -345,7 +345,21 @@ impl Token {
 
     /// Makes the AES-256 key `label` that seals escrowed secrets (card PUKs), unless the
     /// token holds it: sensitive, never extractable, for encryption and decryption only.
+    /// Then checks that the token seals and opens with it (AES-GCM). `init` calls this,
+    /// once: two processes making the key at once would leave two under one label.
     pub fn ensure_secret_key(&self, label: &str) -> Result<bool> {
+        let made = self.make_secret_key(label)?;
+        self.check_secret_key(label)?;
+        Ok(made)
+    }
+
+    /// Whether the token holds a working escrow key `label` (a seal that opens again).
+    pub fn check_secret_key(&self, label: &str) -> Result<()> {
+        self.seal(label, b"tessera escrow self-test", b"probe")
+            .map(|_| ())
+    }
+
+    fn make_secret_key(&self, label: &str) -> Result<bool> {
         if !self.find(label, ObjectClass::SECRET_KEY)?.is_empty() {
             return Ok(false);
         }
@@ -360,6 +374,8 @@ impl Token {
             Attribute::Extractable(false),
             Attribute::Encrypt(true),
             Attribute::Decrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id),
         ];
@@ -375,17 +391,22 @@ impl Token {
         let key = self.one(label, ObjectClass::SECRET_KEY)?;
         let mut iv = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
-        let mut params_iv = iv;
-        let params = cryptoki::mechanism::aead::GcmParams::new(&mut params_iv, aad, 128.into())
-            .context("GCM parameters")?;
-        let sealed = self
-            .session
-            .encrypt(&Mechanism::AesGcm(params), key, secret)
-            .context("C_Encrypt (AES-GCM)")?;
+        let sealed = {
+            let params = cryptoki::mechanism::aead::GcmParams::new(&mut iv, aad, 128.into())
+                .context("GCM parameters")?;
+            self.session
+                .encrypt(&Mechanism::AesGcm(params), key, secret)
+                .context("C_Encrypt (AES-GCM)")?
+        };
+        // The IV as the token left it: some HSMs write their own into the buffer.
         let mut out = Vec::with_capacity(1 + iv.len() + sealed.len());
         out.push(1);
         out.extend_from_slice(&iv);
         out.extend_from_slice(&sealed);
+        // Nothing is kept that does not open again.
+        if self.unseal(label, aad, &out)?.as_slice() != secret {
+            bail!("the token's AES-GCM does not give back what it sealed");
+        }
         Ok(out)
     }
 

@@ -924,6 +924,12 @@ impl Output {
                     .map(|d| format!(" by {d}"))
                     .unwrap_or_default()
             );
+            if let Some(n) = &a.note {
+                println!("  note     {n}");
+            }
+            if let Some(code) = &a.release_code {
+                println!("  release code for the holder's agent (shown once): {code}");
+            }
             // What the approver approves: the names the certificates will carry.
             println!("  subject  {}", a.subject.common_name);
             for (what, v) in [

@@ -197,6 +197,8 @@ fn approval_view(a: ApprovalRow) -> Approval {
         requested_at: a.requested_at,
         state: a.state,
         decided_by: a.decided_by,
+        note: None,
+        release_code: None,
     }
 }
 
@@ -1319,7 +1321,10 @@ impl Ra {
                         .person(&a.person_id)?
                         .is_some_and(|p| p.protected_identity);
                 if !hidden {
-                    out.push(approval_view(a));
+                    let note = unblock::note(tx, &a)?;
+                    let mut view = approval_view(a);
+                    view.note = note;
+                    out.push(view);
                 }
             }
             Ok(out)
@@ -1328,7 +1333,8 @@ impl Ra {
 
     /// A second officer decides: not the one who asked, nor the person concerned (K3.4;
     /// both are recorded). Refusing puts the carrier back in stock; approving a temporary
-    /// card suspends the original.
+    /// card suspends the original; approving a PUK release answers the approver's release
+    /// code (once).
     pub fn decide(
         &self,
         actor: &Actor,
@@ -1409,6 +1415,11 @@ impl Ra {
             } else {
                 ApprovalState::Refused
             };
+            let release_code = if a.kind == ApprovalKind::PukRelease {
+                Ra::decide_unblock(tx, &a, approve, at)?
+            } else {
+                None
+            };
             tx.decide_approval(approval_id, decision, &actor.name, at)?;
             tx.audit(
                 &actor.name,
@@ -1463,7 +1474,11 @@ impl Ra {
             a.state = decision;
             a.decided_by = Some(actor.name.clone());
             a.decided_at = Some(at);
-            Ok((approval_view(a), changed))
+            let note = unblock::note(tx, &a)?;
+            let mut view = approval_view(a);
+            view.note = note;
+            view.release_code = release_code.map(|c| c.to_string());
+            Ok((view, changed))
         })?;
         self.after_commit(&changed);
         Ok(view)
@@ -1490,6 +1505,16 @@ impl Ra {
             .as_deref()
             .map(|puk| -> Result<Vec<u8>, RaError> {
                 unblock::check_puk(puk)?;
+                // The release's proof of the card is its card-authentication key: one
+                // generated on the card, shown by the card's attestation, not a CSR.
+                if !req.keys.iter().any(|k| {
+                    k.profile == ProfileName::CardAuthentication && k.attestation.is_some()
+                }) {
+                    return Err(invalid(
+                        "puk",
+                        "a PUK is escrowed only with an attested card-authentication key (the unblock's proof of the card)",
+                    ));
+                }
                 Ok(self
                     .ca
                     .seal_secret(&unblock::puk_aad(carrier_id), puk.as_bytes())?)
@@ -1545,9 +1570,17 @@ impl Ra {
             ));
         }
         let mut requests = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for k in &req.keys {
             let issue = self.carrier_request(&carrier, &approved, k);
             let proof = self.key(&issue)?;
+            // One key per slot: a PIN-less card-authentication key must not also be
+            // certified as a key that needs the PIN.
+            if !seen.insert(proof.0.clone()) {
+                return Err(RaError::BadProof(
+                    "the same key is given for two profiles".into(),
+                ));
+            }
             requests.push((issue, proof));
         }
         let mut issued = Vec::new();
@@ -2827,6 +2860,11 @@ fn transition(
     if to == CarrierState::Stock {
         // A wiped pool card's next holder gets a code of their own.
         tx.clear_loss_code(&c.id)?;
+    }
+    if to != CarrierState::Active {
+        // A PIN unblock is for an ACTIVE card and its holder: one that leaves ACTIVE closes
+        // every release not yet taken (pending approvals refused).
+        unblock::close_releases(tx, actor, &c.id, at)?;
     }
     tx.update_carrier(c)?;
     tx.audit(

@@ -32,7 +32,10 @@ fn actor(f: &Fixture, token: &str) -> Actor {
 /// The bootstrap token creates the first administrator, who creates the others; each
 /// officer then works with their own token.
 fn desk() -> Desk {
-    let f = fixture(Vec::new());
+    desk_on(fixture(Vec::new()))
+}
+
+fn desk_on(f: Fixture) -> Desk {
     f.store
         .write(|tx| tx.insert_api_token(&sha2_of("tsr_boot"), "bootstrap-admin", "admin", 0))
         .unwrap();
@@ -2281,17 +2284,65 @@ mod hr_feed {
 }
 
 /// PIN unblock: the PUK sealed at personalisation, released once to the card itself after
-/// a second officer's approval.
+/// two officers, then replaced.
 mod pin_unblock {
     use super::*;
-    use crate::testing::csr_for;
-    use p256::ecdsa::signature::Signer as _;
+    use tessera_piv::card::{Applet, Interface, SoftKeyStore, DEFAULT_MANAGEMENT_KEY};
+    use tessera_piv::host::PivClient;
+    use tessera_piv::piv::{object, Algorithm, KeyRef, PinPolicy};
+
+    type Card = PivClient<Applet<SoftKeyStore>>;
 
     const PUK: &str = "87654321";
 
-    /// A proofed person's ACTIVE card with an authentication and a card-authentication
-    /// key, its PUK escrowed; the card-authentication key is returned (the card's 9E).
-    fn card(d: &Desk, n: u32, pnr: &str) -> (Carrier, p256::ecdsa::SigningKey) {
+    /// A desk whose RA trusts the reference card's manufacturer, and such a card.
+    fn desk_and_card() -> (Desk, Card) {
+        let now = std::time::SystemTime::UNIX_EPOCH
+            + tessera_issuer_types::Clock::now(&tessera_issuer_types::SystemClock);
+        let new = tessera_firmware_tests::manufacture::blank_card(now).unwrap();
+        let root = der::pem::decode_vec(new.manufacturer_ca_pem.as_bytes())
+            .unwrap()
+            .1;
+        let root = <x509_cert::Certificate as der::Decode>::from_der(&root).unwrap();
+        let mut card = PivClient::new(Applet::new(new.card, new.keys, Interface::Contact));
+        card.authenticate_management(Algorithm::Tdes, &DEFAULT_MANAGEMENT_KEY)
+            .unwrap();
+        let f = crate::testing::fixture_trusting(Vec::new(), vec![root]);
+        (desk_on(f), card)
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()
+    }
+
+    /// The card's 9E key, generated and attested on the card.
+    fn attested_card_authentication(card: &mut Card) -> CarrierKey {
+        card.generate(
+            KeyRef::CARD_AUTHENTICATION,
+            Algorithm::EccP256,
+            Some(PinPolicy::Never),
+        )
+        .unwrap();
+        let attestation = card.attest(KeyRef::CARD_AUTHENTICATION).unwrap();
+        let f9 = card.get_data(object::YK_ATTESTATION_CERT).unwrap();
+        let f9 = tessera_piv::tlv::find(&f9, 0x70)
+            .ok()
+            .flatten()
+            .unwrap_or(&f9)
+            .to_vec();
+        CarrierKey {
+            profile: ProfileName::CardAuthentication,
+            csr: None,
+            attestation: Some(Attestation {
+                certificate: pem("CERTIFICATE", &attestation),
+                intermediate: pem("CERTIFICATE", &f9),
+            }),
+        }
+    }
+
+    /// A proofed person's ACTIVE card with an authentication key (CSR) and the card's
+    /// attested card-authentication key, its PUK escrowed.
+    fn personalise(d: &Desk, card: &mut Card, n: u32, pnr: &str) -> Carrier {
         let p = d.f.ra.create_person(&d.hr, &new_person(n, pnr)).unwrap();
         d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
         let c =
@@ -2316,44 +2367,47 @@ mod pin_unblock {
                 )
                 .unwrap();
         d.f.ra.decide(&d.bo, &a.id, true).unwrap();
-        let cak = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
         let mut req = keys(&[ProfileName::Authentication]);
-        req.keys.push(CarrierKey {
-            profile: ProfileName::CardAuthentication,
-            csr: Some(csr_for(&cak)),
-            attestation: None,
-        });
+        req.keys.push(attested_card_authentication(card));
         req.puk = Some(PUK.into());
         d.f.ra.register_keys(&d.anna, &c.id, &req).unwrap();
-        let c =
-            d.f.ra
-                .activate(
-                    &d.anna,
-                    &c.id,
-                    &ActivateRequest {
-                        receipt: "R".into(),
-                    },
-                )
-                .unwrap();
-        (c, cak)
+        d.f.ra
+            .activate(
+                &d.anna,
+                &c.id,
+                &ActivateRequest {
+                    receipt: "R".into(),
+                },
+            )
+            .unwrap()
     }
 
-    fn release(
-        d: &Desk,
-        c: &Carrier,
-        key: &p256::ecdsa::SigningKey,
-        approval: &str,
-        code: &str,
-    ) -> Result<PukReleased, RaError> {
+    fn signed(card: &mut Card, message: &[u8]) -> String {
         use base64ct::Encoding;
-        let sig: p256::ecdsa::DerSignature = key.sign(&puk_release_message(approval, &c.id));
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(message);
+        let sig = card
+            .sign(KeyRef::CARD_AUTHENTICATION, Algorithm::EccP256, &digest)
+            .unwrap();
+        base64ct::Base64::encode_string(&sig)
+    }
+
+    struct Codes {
+        approval: String,
+        requester: String,
+        approver: String,
+    }
+
+    fn release(d: &Desk, c: &Carrier, card: &mut Card, k: &Codes) -> Result<PukReleased, RaError> {
+        let signature = signed(card, &puk_release_message(&k.approval, &c.id));
         d.f.ra.release_puk(
             &c.id,
             &PukReleaseRequest {
-                approval_id: approval.into(),
-                release_code: code.into(),
+                approval_id: k.approval.clone(),
+                release_code: k.requester.clone(),
+                approval_code: k.approver.clone(),
                 algorithm: "ecdsa-with-SHA256".into(),
-                signature: base64ct::Base64::encode_string(sig.as_bytes()),
+                signature,
             },
         )
     }
@@ -2363,120 +2417,163 @@ mod pin_unblock {
             who,
             &c.id,
             &UnblockRequest {
-                verification: HolderVerification::InPerson,
+                verification: HolderVerification::VideoCall,
             },
         )
     }
 
+    /// Asked by anna, approved by bo: the two codes.
+    fn approved(d: &Desk, c: &Carrier) -> Codes {
+        let r = ask(d, &d.anna, c).unwrap();
+        let a = d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap();
+        assert_eq!(a.note.as_deref(), Some("holder verified: video_call"));
+        Codes {
+            approval: r.approval.id,
+            requester: r.release_code,
+            approver: a.release_code.unwrap(),
+        }
+    }
+
     #[test]
-    fn the_puk_is_sealed_and_released_once_to_the_card_after_a_second_officer() {
-        let d = desk();
-        let (c, cak) = card(&d, 1, "198112189876");
+    fn the_puk_goes_once_to_the_card_with_both_officers_codes_and_is_then_replaced() {
+        let (d, mut card) = desk_and_card();
+        let c = personalise(&d, &mut card, 1, "198112189876");
         // Sealed: the database holds no PUK in the clear.
         let sealed = d.f.store.read(|tx| tx.carrier_puk(&c.id)).unwrap().unwrap();
         assert!(!sealed.windows(PUK.len()).any(|w| w == PUK.as_bytes()));
-        // Only a registration officer asks; the holder's code is for the agent.
+        // Only a registration officer asks; the approver sees how the holder was verified.
         for who in [&d.hr, &d.auditor, &d.admin] {
             assert_eq!(code(ask(&d, who, &c).unwrap_err()), ErrorCode::Forbidden);
         }
         let r = ask(&d, &d.anna, &c).unwrap();
         assert_eq!(r.approval.kind, ApprovalKind::PukRelease);
+        let listed = d.f.ra.approvals_pending(&d.bo).unwrap();
+        assert_eq!(
+            listed[0].note.as_deref(),
+            Some("holder verified: video_call")
+        );
         assert_eq!(
             code(ask(&d, &d.bo, &c).unwrap_err()),
             ErrorCode::AlreadyExists
-        );
-        // Not before the approval; the requester does not approve.
-        let refused = ErrorCode::Forbidden;
-        assert_eq!(
-            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
-            refused
         );
         assert_eq!(
             code(d.f.ra.decide(&d.anna, &r.approval.id, true).unwrap_err()),
             ErrorCode::FourEyesRequired
         );
-        d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap();
-        // Wrong code, another key, another approval's message: refused, nothing taken.
+        // Not before the approval, and never with the requester's code alone.
+        let mut k = Codes {
+            approval: r.approval.id.clone(),
+            requester: r.release_code.clone(),
+            approver: r.release_code.clone(),
+        };
+        let refused = ErrorCode::Forbidden;
+        assert_eq!(code(release(&d, &c, &mut card, &k).unwrap_err()), refused);
+        let a = d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap();
+        assert_eq!(code(release(&d, &c, &mut card, &k).unwrap_err()), refused);
+        k.approver = a.release_code.clone().unwrap();
+        // Another key's signature, another approval's message, garbage: refused.
         let other = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-        assert_eq!(
-            code(
-                release(
-                    &d,
-                    &c,
-                    &cak,
-                    &r.approval.id,
-                    "0000-0000-0000-0000-0000-0000"
-                )
-                .unwrap_err()
+        let forged = {
+            use base64ct::Encoding;
+            use p256::ecdsa::signature::Signer as _;
+            let sig: p256::ecdsa::DerSignature =
+                other.sign(&puk_release_message(&k.approval, &c.id));
+            base64ct::Base64::encode_string(sig.as_bytes())
+        };
+        for (algorithm, signature) in [
+            ("ecdsa-with-SHA256", forged),
+            (
+                "ecdsa-with-SHA256",
+                signed(&mut card, &puk_release_message("x", &c.id)),
             ),
-            refused
-        );
-        assert_eq!(
-            code(release(&d, &c, &other, &r.approval.id, &r.release_code).unwrap_err()),
-            refused
-        );
-        let mut wrong = PukReleaseRequest {
-            approval_id: r.approval.id.clone(),
-            release_code: r.release_code.clone(),
-            algorithm: "ecdsa-with-SHA256".into(),
-            signature: {
-                use base64ct::Encoding;
-                let sig: p256::ecdsa::DerSignature = cak.sign(&puk_release_message("x", &c.id));
-                base64ct::Base64::encode_string(sig.as_bytes())
-            },
+            ("ecdsa-with-SHA256", "not base64!".to_owned()),
+            (
+                "md5",
+                signed(&mut card, &puk_release_message(&k.approval, &c.id)),
+            ),
+        ] {
+            let e =
+                d.f.ra
+                    .release_puk(
+                        &c.id,
+                        &PukReleaseRequest {
+                            approval_id: k.approval.clone(),
+                            release_code: k.requester.clone(),
+                            approval_code: k.approver.clone(),
+                            algorithm: algorithm.into(),
+                            signature,
+                        },
+                    )
+                    .unwrap_err();
+            assert_eq!(code(e), refused);
+        }
+        // Both codes and the card: the PUK, once.
+        let got = release(&d, &c, &mut card, &k).unwrap();
+        assert_eq!(got.puk, PUK);
+        assert_eq!(code(release(&d, &c, &mut card, &k).unwrap_err()), refused);
+        // The channel sets a new PUK on the card and escrows it; a signature over another
+        // PUK does not escrow this one.
+        let rotate = |new_puk: &str, signed_for: &str, card: &mut Card| {
+            let signature = signed(card, &puk_rotation_message(&k.approval, &c.id, signed_for));
+            d.f.ra.rotate_puk(
+                &c.id,
+                &PukRotation {
+                    approval_id: k.approval.clone(),
+                    release_code: k.requester.clone(),
+                    approval_code: k.approver.clone(),
+                    new_puk: new_puk.into(),
+                    algorithm: "ecdsa-with-SHA256".into(),
+                    signature,
+                },
+            )
         };
         assert_eq!(
-            code(d.f.ra.release_puk(&c.id, &wrong).unwrap_err()),
+            code(rotate("11223344", "55667788", &mut card).unwrap_err()),
             refused
         );
-        wrong.signature = "not base64!".into();
         assert_eq!(
-            code(d.f.ra.release_puk(&c.id, &wrong).unwrap_err()),
-            refused
+            code(rotate("12345678", "12345678", &mut card).unwrap_err()),
+            ErrorCode::InvalidField
         );
-        wrong.algorithm = "md5".into();
+        rotate("11223344", "11223344", &mut card).unwrap();
         assert_eq!(
-            code(d.f.ra.release_puk(&c.id, &wrong).unwrap_err()),
+            code(rotate("99887766", "99887766", &mut card).unwrap_err()),
             refused
         );
-        // The card, the code, the approval: the PUK, once.
-        let got = release(&d, &c, &cak, &r.approval.id, &r.release_code.to_lowercase()).unwrap();
-        assert_eq!(got.puk, PUK);
-        assert_eq!(
-            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
-            refused
-        );
-        // A new unblock can be asked for once this one is taken.
-        ask(&d, &d.bo, &c).unwrap();
+        // The next unblock releases the new PUK.
+        let k2 = approved(&d, &c);
+        assert_eq!(release(&d, &c, &mut card, &k2).unwrap().puk, "11223344");
         assert!(d.f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
     }
 
     #[test]
-    fn a_refused_expired_or_suspended_release_gives_nothing() {
-        let d = desk();
-        let (c, cak) = card(&d, 2, "196408233234");
-        // A refusal changes no carrier (it is no issuance refused).
+    fn a_release_is_the_holders_active_card_within_its_windows_or_nothing() {
+        let (d, mut card) = desk_and_card();
+        let c = personalise(&d, &mut card, 2, "196408233234");
+        // A refusal changes no carrier (it is no issuance refused) and closes the release.
         let r = ask(&d, &d.anna, &c).unwrap();
         d.f.ra.decide(&d.bo, &r.approval.id, false).unwrap();
         assert_eq!(
             d.f.ra.carrier(&d.anna, &c.id).unwrap().state,
             CarrierState::Active
         );
+        // A request waits four hours for its approval.
+        let r = ask(&d, &d.anna, &c).unwrap();
+        d.f.clock.advance(5 * 3600);
         assert_eq!(
-            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
-            ErrorCode::Forbidden
+            code(d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap_err()),
+            ErrorCode::InvalidTransition
         );
         // Approved, but not taken within a day.
-        let r = ask(&d, &d.anna, &c).unwrap();
-        d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap();
+        let k = approved(&d, &c);
         d.f.clock.advance(DAY + 1);
         assert_eq!(
-            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
+            code(release(&d, &c, &mut card, &k).unwrap_err()),
             ErrorCode::Forbidden
         );
-        // Approved, then the card suspended: nothing for a suspended card.
+        // A pending request dies with the card's activity: suspended, it is refused by the
+        // issuer and a later approval finds nothing.
         let r = ask(&d, &d.anna, &c).unwrap();
-        d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap();
         d.f.ra
             .suspend(
                 &d.anna,
@@ -2488,12 +2585,29 @@ mod pin_unblock {
             )
             .unwrap();
         assert_eq!(
-            code(release(&d, &c, &cak, &r.approval.id, &r.release_code).unwrap_err()),
-            ErrorCode::Forbidden
+            code(d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap_err()),
+            ErrorCode::InvalidTransition
         );
         assert_eq!(
             code(ask(&d, &d.anna, &c).unwrap_err()),
             ErrorCode::InvalidTransition
+        );
+        // Resumed: an approved release, then the holder's employment ends: nothing.
+        d.f.ra
+            .resume(
+                &d.anna,
+                &c.id,
+                &ResumeRequest {
+                    verification: "in_person".into(),
+                },
+            )
+            .unwrap();
+        let k = approved(&d, &c);
+        let holder = d.f.ra.carrier(&d.anna, &c.id).unwrap().person_id.unwrap();
+        d.f.ra.end_person(&d.hr, &holder).unwrap();
+        assert_eq!(
+            code(release(&d, &c, &mut card, &k).unwrap_err()),
+            ErrorCode::Forbidden
         );
         // A card without an escrowed PUK cannot be unblocked remotely.
         let (_, plain) = active_card(&d, 3, "197505051230");
@@ -2501,14 +2615,68 @@ mod pin_unblock {
             code(ask(&d, &d.anna, &plain).unwrap_err()),
             ErrorCode::InvalidTransition
         );
-        // A PUK that is no PUK changes nothing.
-        let bad = KeysRequest {
-            puk: Some("12 34".into()),
-            ..keys(&[ProfileName::Authentication])
+    }
+
+    #[test]
+    fn a_puk_is_escrowed_only_with_the_cards_own_attested_key() {
+        let (d, mut card) = desk_and_card();
+        let p =
+            d.f.ra
+                .create_person(&d.hr, &new_person(4, "198112189876"))
+                .unwrap();
+        d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
+        let c =
+            d.f.ra
+                .create_carrier(
+                    &d.anna,
+                    &NewCarrier {
+                        kind: CarrierKind::SmartCard,
+                        serial_number: "SC4".into(),
+                    },
+                )
+                .unwrap();
+        let a =
+            d.f.ra
+                .assign(
+                    &d.anna,
+                    &c.id,
+                    &AssignRequest {
+                        person_id: p.id.clone(),
+                        terms_version: "2026-1".into(),
+                    },
+                )
+                .unwrap();
+        d.f.ra.decide(&d.bo, &a.id, true).unwrap();
+        let attempt = |req: &KeysRequest| d.f.ra.register_keys(&d.anna, &c.id, req).map(|_| ());
+        // A 9E key from a CSR is no proof of the card; the default PUK and a non-PUK are
+        // refused; each changes nothing.
+        let mut req = keys(&[ProfileName::Authentication, ProfileName::CardAuthentication]);
+        req.puk = Some(PUK.into());
+        assert_eq!(code(attempt(&req).unwrap_err()), ErrorCode::InvalidField);
+        let attested = attested_card_authentication(&mut card);
+        for bad in ["12345678", "12 34", "123"] {
+            let mut req = keys(&[ProfileName::Authentication]);
+            req.keys.push(attested.clone());
+            req.puk = Some(bad.into());
+            assert_eq!(code(attempt(&req).unwrap_err()), ErrorCode::InvalidField);
+        }
+        // One key for two profiles is refused.
+        let mut same = attested.clone();
+        same.profile = ProfileName::Authentication;
+        let req = KeysRequest {
+            keys: vec![attested.clone(), same],
+            puk: None,
         };
+        assert!(attempt(&req).is_err());
         assert_eq!(
-            code(d.f.ra.register_keys(&d.anna, &c.id, &bad).unwrap_err()),
-            ErrorCode::InvalidField
+            d.f.ra.carrier(&d.anna, &c.id).unwrap().state,
+            CarrierState::Assigned
         );
+        assert!(d
+            .f
+            .store
+            .read(|tx| tx.carrier_puk(&c.id))
+            .unwrap()
+            .is_none());
     }
 }

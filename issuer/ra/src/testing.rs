@@ -40,6 +40,14 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) fn fixture(bare_key_profiles: Vec<ProfileName>) -> Fixture {
+    fixture_trusting(bare_key_profiles, Vec::new())
+}
+
+/// A fixture whose RA trusts `attestation_roots` (card manufacturers' CAs).
+pub(crate) fn fixture_trusting(
+    bare_key_profiles: Vec<ProfileName>,
+    attestation_roots: Vec<x509_cert::Certificate>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(tessera_issuer_store::Location::Sqlite(
         &dir.path().join("t.db"),
@@ -71,7 +79,7 @@ pub(crate) fn fixture(bare_key_profiles: Vec<ProfileName>) -> Fixture {
         store.clone(),
         Arc::clone(&clock) as Arc<dyn Clock>,
         PopPolicy {
-            attestation_roots: Vec::new(),
+            attestation_roots,
             bare_key_profiles,
         },
         Arc::new(move |_| {

@@ -107,9 +107,20 @@ impl PersonRow {
 pub struct PukReleaseRow {
     pub approval_id: String,
     pub carrier_id: String,
+    /// The holder at the request.
+    pub person_id: String,
+    /// The serial of the card-authentication certificate at the request.
+    pub certificate: String,
+    /// The requester's release code (SHA-256).
     pub code_sha256: Vec<u8>,
+    /// The approver's release code (SHA-256), set at the approval.
+    pub approver_code_sha256: Option<Vec<u8>>,
     pub verification: String,
     pub released_at: Option<i64>,
+    /// When the channel escrowed the new PUK it set on the card.
+    pub rotated_at: Option<i64>,
+    /// Closed unused: refused, lapsed, or the card left ACTIVE.
+    pub closed_at: Option<i64>,
 }
 
 /// What the HR feed looks people up by (a SCIM filter's `id`, `userName`, `externalId`).
@@ -678,7 +689,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Gives a carrier its holder's loss-report code (the SHA-256), replacing any earlier.
     /// Keeps a card's sealed PUK (replacing an earlier one: a re-personalisation).
     pub fn set_carrier_puk(
         &mut self,
@@ -727,7 +737,7 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// A carrier's releases not yet taken.
+    /// A carrier's releases neither taken nor closed.
     pub fn open_puk_releases(
         &mut self,
         carrier_id: &str,
@@ -735,22 +745,69 @@ impl Tx<'_> {
         Ok(puk_releases::table
             .filter(puk_releases::carrier_id.eq(carrier_id))
             .filter(puk_releases::released_at.is_null())
+            .filter(puk_releases::closed_at.is_null())
             .select(PukReleaseRow::as_select())
             .load(self.conn)?)
     }
 
-    /// Marks a release taken; false if it already was.
+    /// Closes a carrier's open releases unused; returns their approval ids.
+    pub fn close_puk_releases(
+        &mut self,
+        carrier_id: &str,
+        at: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let open: Vec<String> = self
+            .open_puk_releases(carrier_id)?
+            .into_iter()
+            .map(|r| r.approval_id)
+            .collect();
+        if !open.is_empty() {
+            diesel::update(puk_releases::table.filter(puk_releases::approval_id.eq_any(&open)))
+                .set(puk_releases::closed_at.eq(Some(at)))
+                .execute(self.conn)?;
+        }
+        Ok(open)
+    }
+
+    /// Records the approver's release code.
+    pub fn set_puk_approver_code(
+        &mut self,
+        approval_id: &str,
+        hash: &[u8],
+    ) -> Result<(), StoreError> {
+        diesel::update(puk_releases::table.filter(puk_releases::approval_id.eq(approval_id)))
+            .set(puk_releases::approver_code_sha256.eq(Some(hash)))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Marks a release taken; false if it already was, or was closed.
     pub fn take_puk_release(&mut self, approval_id: &str, at: i64) -> Result<bool, StoreError> {
         let n = diesel::update(
             puk_releases::table
                 .filter(puk_releases::approval_id.eq(approval_id))
-                .filter(puk_releases::released_at.is_null()),
+                .filter(puk_releases::released_at.is_null())
+                .filter(puk_releases::closed_at.is_null()),
         )
         .set(puk_releases::released_at.eq(Some(at)))
         .execute(self.conn)?;
         Ok(n == 1)
     }
 
+    /// Marks a taken release's PUK replaced; false if it already was.
+    pub fn rotate_puk_release(&mut self, approval_id: &str, at: i64) -> Result<bool, StoreError> {
+        let n = diesel::update(
+            puk_releases::table
+                .filter(puk_releases::approval_id.eq(approval_id))
+                .filter(puk_releases::released_at.is_not_null())
+                .filter(puk_releases::rotated_at.is_null()),
+        )
+        .set(puk_releases::rotated_at.eq(Some(at)))
+        .execute(self.conn)?;
+        Ok(n == 1)
+    }
+
+    /// Gives a carrier its holder's loss-report code (the SHA-256), replacing any earlier.
     pub fn set_loss_code(&mut self, carrier_id: &str, hash: &[u8]) -> Result<(), StoreError> {
         self.clear_loss_code(carrier_id)?;
         diesel::insert_into(loss_codes::table)

@@ -225,9 +225,14 @@ diesel::table! {
     puk_releases (approval_id) {
         approval_id -> Text,
         carrier_id -> Text,
+        person_id -> Text,
+        certificate -> Text,
         code_sha256 -> Binary,
+        approver_code_sha256 -> Nullable<Binary>,
         verification -> Text,
         released_at -> Nullable<BigInt>,
+        rotated_at -> Nullable<BigInt>,
+        closed_at -> Nullable<BigInt>,
     }
 }
 

@@ -376,6 +376,13 @@ pub struct Approval {
     pub state: ApprovalState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
+    /// What else the approver must know (a PUK release: how the holder was verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// In the answer to approving a PUK release only, once: the approver's release code,
+    /// for the holder (the requester got the other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_code: Option<String>,
 }
 
 /// One key to certify on a carrier, with its proof of possession.
@@ -426,7 +433,10 @@ pub struct UnblockRequested {
 #[serde(deny_unknown_fields)]
 pub struct PukReleaseRequest {
     pub approval_id: String,
+    /// The requester's release code.
     pub release_code: String,
+    /// The approver's release code.
+    pub approval_code: String,
     /// `ecdsa-with-SHA256` (P-256), `ecdsa-with-SHA384` (P-384) or
     /// `sha256WithRSAEncryption`.
     pub algorithm: String,
@@ -443,6 +453,29 @@ pub struct PukReleased {
 /// label, the approval and the carrier, so a signature serves one release only.
 pub fn puk_release_message(approval_id: &str, carrier_id: &str) -> Vec<u8> {
     format!("tessera puk release v1\n{approval_id}\n{carrier_id}\n").into_bytes()
+}
+
+/// `POST /api/v1/carriers/{id}/puk-rotation`: after the reset, the card's channel sets a new
+/// PUK on the card and escrows it, so the released one opens nothing any more. The same
+/// codes as the release; the card signs [`puk_rotation_message`], which binds the new
+/// PUK's digest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PukRotation {
+    pub approval_id: String,
+    pub release_code: String,
+    pub approval_code: String,
+    pub new_puk: String,
+    pub algorithm: String,
+    pub signature: String,
+}
+
+/// What the card's card-authentication key signs to escrow a new PUK: the approval, the
+/// carrier and the new PUK's SHA-256 (hex).
+pub fn puk_rotation_message(approval_id: &str, carrier_id: &str, new_puk: &str) -> Vec<u8> {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(new_puk.as_bytes()));
+    format!("tessera puk rotation v1\n{approval_id}\n{carrier_id}\n{digest}\n").into_bytes()
 }
 
 /// `POST /api/v1/carriers/{id}/activation`: the in-person hand-over (K6.7).

@@ -62,6 +62,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/v1/carriers/{id}/retirement", post(retire))
         .route("/api/v1/carriers/{id}/unblock", post(unblock))
         .route("/api/v1/carriers/{id}/puk-release", post(puk_release))
+        .route("/api/v1/carriers/{id}/puk-rotation", post(puk_rotation))
         .route("/api/v1/approvals", get(approvals))
         .route("/api/v1/approvals/{id}/approval", post(approve))
         .route("/api/v1/approvals/{id}/refusal", post(refuse))
@@ -426,6 +427,22 @@ async fn puk_release(State(app): State<Shared>, UrlPath(id): UrlPath<String>, ra
         axum::http::HeaderValue::from_static("no-store"),
     );
     Ok(r)
+}
+
+/// The card's channel escrows the new PUK it set on the card: no officer, the card
+/// proves itself.
+async fn puk_rotation(
+    State(app): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    raw: Body,
+) -> Answer {
+    let raw = body(raw)?;
+    blocking(move || {
+        let req: tessera_issuer_types::api::PukRotation = json(&raw)?;
+        Ok(app.ra.rotate_puk(&id, &req)?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn request_bulk(State(app): State<Shared>, h: HeaderMap, raw: Body) -> Answer {

@@ -62,6 +62,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/carriers/{id}/retirement"),
     ("post", "/api/v1/carriers/{id}/unblock"),
     ("post", "/api/v1/carriers/{id}/puk-release"),
+    ("post", "/api/v1/carriers/{id}/puk-rotation"),
     ("get", "/api/v1/approvals"),
     ("post", "/api/v1/approvals/{id}/approval"),
     ("post", "/api/v1/approvals/{id}/refusal"),
