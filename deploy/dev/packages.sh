@@ -6,8 +6,8 @@
 set -euo pipefail
 
 build=(build-essential pkg-config libpcsclite-dev libsqlite3-dev)
-run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux softhsm2)
-test=(yubico-piv-tool pcsc-tools curl postgresql python3-venv gnutls-bin openssh-client libnss3-tools pamtester libpam-p11 p11-kit p11-kit-modules
+run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux softhsm2 yubico-piv-tool curl jq)
+test=(pcsc-tools postgresql python3-venv gnutls-bin openssh-client libnss3-tools pamtester libpam-p11 p11-kit p11-kit-modules
       libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus swtpm swtpm-tools)
 
 case "${1:-}" in

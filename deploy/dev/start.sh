@@ -3,11 +3,16 @@
 # default ./data):
 #   - the issuer's embedded deployment in DATA_DIR/issuer (SQLite database, SoftHSM2 token
 #     with the CA keys), created on the first run with `tessera-issuer init`;
+#   - the reference PIV card's state (DATA_DIR/card.json) and its simulated manufacturer
+#     CA, which the issuer trusts for the card's key attestations;
 #   - in a private mount, network and PID namespace (the host's pcscd and network are
 #     untouched): the issuer (`serve` on the namespace's 127.0.0.1:8080), a pcscd and the
-#     reference PIV card (tessera-card-sim, state in DATA_DIR/card.json), and a shell where
+#     reference card (tessera-card-sim), and a shell in DATA_DIR where the `tessera` CLI,
 #     OpenSC, yubico-piv-tool, the Tessera PKCS#11 module and every PC/SC program see the
-#     card. Leave the shell to stop it all.
+#     card and the issuer. Leave the shell to stop it all.
+# With TESSERA_START_SCRIPT=FILE the shell runs FILE (bash -e) instead and ends with it
+# (the README walk-through is checked that way); TESSERA_BUILD_PROFILE=dev builds without
+# optimisation (the test suite's build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -18,9 +23,17 @@ mkdir -p "$data"
 data=$(cd "$data" && pwd)
 
 echo "==> building Tessera"
-cargo build --locked --release -p tessera-firmware-tests -p tessera-issuer -p tessera-pkcs11-ffi
-target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
+profile="${TESSERA_BUILD_PROFILE:-release}"
+case "$profile" in
+  release) cargo build --locked --release -p tessera-firmware-tests -p tessera-issuer -p tessera-cli -p tessera-pkcs11-ffi ;;
+  dev) cargo build --locked -p tessera-firmware-tests -p tessera-issuer -p tessera-cli -p tessera-pkcs11-ffi ;;
+  *) echo "TESSERA_BUILD_PROFILE is release or dev, not $profile" >&2; exit 2 ;;
+esac
+target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+target="$target/$([ "$profile" = release ] && echo release || echo debug)"
 bin="$target/tessera-card-sim"
+script="${TESSERA_START_SCRIPT:-}"
+[ -z "$script" ] || script=$(cd "$(dirname "$script")" && pwd)/$(basename "$script")
 
 if [ ! -e "$data/issuer/tessera.db" ]; then
   echo "==> creating the issuer's embedded deployment in $data/issuer"
@@ -29,6 +42,12 @@ else
   echo "==> issuer deployment in $data/issuer:"
   "$target/tessera-issuer" audit verify --data-dir "$data/issuer"
 fi
+
+# The reference card's state, and its manufacturer's CA among those the issuer trusts for
+# key attestations (the reference card stands in for a vendor's card).
+[ -e "$data/card.json" ] || "$bin" --state "$data/card.json" --init-only
+mkdir -p "$data/issuer/attestation-roots"
+cp "$data/card.manufacturer-ca.pem" "$data/issuer/attestation-roots/tessera-card-sim.pem"
 
 mkdir -p "$data/reader.conf.d"
 cat > "$data/reader.conf.d/tessera-vpcd" <<CONF
@@ -52,16 +71,26 @@ exec unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- b
   "$3/tessera-issuer" serve --data-dir "$1/issuer" --listen 127.0.0.1:8080 >>"$1/issuer.log" 2>&1 &
   pcscd -f -c "$1/reader.conf.d" >"$1/pcscd.log" 2>&1 &
   "$2" --state "$1/card.json" 2>>"$1/card.log" &
-  for _ in $(seq 100); do opensc-tool -l 2>/dev/null | grep -q "Tessera vpcd 00 00" && break; sleep 0.1; done
+  # The card is in when the reader says so (the simulator connects to vpcd once pcscd listens).
+  for _ in $(seq 300); do opensc-tool -l 2>/dev/null | grep -q "Yes .*Tessera vpcd 00 00" && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8080/readyz && break; sleep 0.1; done
+  export PATH="$3:$PATH" TESSERA_URL=http://127.0.0.1:8080 DATA="$1"
+  cd "$1"
+  if [ -n "$4" ]; then
+    bash -eo pipefail "$4"
+    exit
+  fi
   cat "$1/card.log"
   echo
-  echo "The reference card is in reader \"Tessera vpcd 00 00\". Try:"
+  echo "The reference card is in reader \"Tessera vpcd 00 00\", the issuer at $TESSERA_URL"
+  echo "(token: $1/issuer/bootstrap-admin.token). This shell is in $1. Try:"
   echo "  opensc-tool -n"
   echo "  yubico-piv-tool -r Tessera -a status"
   echo "  pkcs11-tool --module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --list-objects"
   echo "  pkcs11-tool --module $3/libtessera_pkcs11.so --list-objects"
-  echo "  $3/tessera-piv-conformance --reader \"Tessera vpcd 00 00\""
-  echo "  curl -s http://127.0.0.1:8080/api/v1/openapi.json   (the issuer; token in $1/issuer/bootstrap-admin.token)"
+  echo "  tessera-piv-conformance --reader \"Tessera vpcd 00 00\""
+  echo "  tessera --help"
+  echo "and the README'"'"'s walk-through to a first service ID on this card."
   echo "Leave this shell (exit) to stop the issuer, the card and pcscd."
   if [ -t 0 ]; then bash -i; else sleep infinity & wait; fi
-' tessera "$data" "$bin" "$target"
+' tessera "$data" "$bin" "$target" "$script"

@@ -40,6 +40,8 @@ echo "==> cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+echo "==> the README's walk-through to a first service ID"
+deploy/dev/walkthrough.sh
 echo "==> fuzzing"
 deploy/dev/fuzz.sh "${FUZZ_SECONDS:-60}"
 # One closing line for the whole run (the per-binary lines above end with doc-tests).

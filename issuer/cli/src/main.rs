@@ -170,8 +170,10 @@ struct PersonArgs {
     /// Windows logon name (user@domain), put in the authentication certificate.
     #[arg(long)]
     upn: Option<String>,
-    /// Personnummer or samordningsnummer, 12 digits (YYYYMMDD-NNNC).
-    #[arg(long, required_unless_present = "birth_date")]
+    /// Personnummer or samordningsnummer, 12 digits (YYYYMMDD-NNNC). Without it (or
+    /// --birth-date/--nationality), the registration officer records the document's at
+    /// proofing.
+    #[arg(long)]
     identity_number: Option<String>,
     /// For a person without a Swedish number: birth date (YYYY-MM-DD) ...
     #[arg(long, requires = "nationality", conflicts_with = "identity_number")]
@@ -252,6 +254,9 @@ enum CarrierCmd {
         /// the issuer's token, for PIN unblock. Never printed.
         #[arg(long, value_name = "FILE")]
         puk_file: Option<PathBuf>,
+        /// Write the certificates made (PEM) to DIR/<profile>.pem, for the card.
+        #[arg(long, value_name = "DIR")]
+        certificates_out: Option<PathBuf>,
     },
     /// Hand-over in person against a signed receipt: certificates good.
     Activate {
@@ -537,11 +542,10 @@ fn officer(c: &Client, out: &Output, cmd: &OfficerCmd) -> Result<(), Failure> {
                 },
             )?;
             if let (false, Some(t)) = (out.json, &o.first_token) {
-                // The bootstrap token made the first administrator: their token alone on
-                // stdout (for `> admin.token`), once.
+                // The new officer's first token alone on stdout (for `> anna.token`), once.
                 eprintln!("officer {} created ({})", o.id, o.display_name);
                 eprintln!(
-                    "the bootstrap token is now spent; {id}'s first token (id {}, expires at {} Unix time), shown once:",
+                    "{id}'s first token (id {}, expires at {} Unix time), shown once:",
                     t.id, t.expires_at
                 );
                 println!("{}", t.token);
@@ -690,6 +694,7 @@ fn carrier(c: &Client, out: &Output, cmd: &CarrierCmd) -> Result<(), Failure> {
             csrs,
             attestations,
             puk_file,
+            certificates_out,
         } => {
             let mut keys = Vec::new();
             for (profile, file) in csrs {
@@ -719,7 +724,22 @@ fn carrier(c: &Client, out: &Output, cmd: &CarrierCmd) -> Result<(), Failure> {
                 .as_ref()
                 .map(|f| read(f).map(|s| s.trim().to_owned()))
                 .transpose()?;
-            c.post(&format!("/carriers/{id}/keys"), &KeysRequest { keys, puk })?
+            let carrier: Carrier =
+                c.post(&format!("/carriers/{id}/keys"), &KeysRequest { keys, puk })?;
+            if let Some(dir) = certificates_out {
+                for serial in &carrier.certificates {
+                    let cert: CertificateInfo = c.get(&format!("/certificates/{serial}"))?;
+                    let path = dir.join(format!("{}.pem", cert.profile));
+                    std::fs::write(&path, &cert.pem)
+                        .map_err(|e| Failure::Usage(format!("writing {}: {e}", path.display())))?;
+                    eprintln!(
+                        "certificate {serial} ({}) written to {}",
+                        cert.profile,
+                        path.display()
+                    );
+                }
+            }
+            carrier
         }
         CarrierCmd::Activate { id, receipt } => c.post(
             &format!("/carriers/{id}/activation"),

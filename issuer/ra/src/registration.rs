@@ -367,22 +367,48 @@ impl Ra {
                     },
                     at,
                 )?;
-                if !actor.bootstrap {
-                    return Ok(None);
+                if actor.bootstrap {
+                    tx.audit(
+                        &actor.name,
+                        &AuditEvent::BootstrapSpent {
+                            administrator: row.id.clone(),
+                        },
+                        at,
+                    )?;
                 }
-                tx.audit(
-                    &actor.name,
-                    &AuditEvent::BootstrapSpent {
-                        administrator: row.id.clone(),
-                    },
-                    at,
-                )?;
+                // Every new officer's first token, in the answer only (shown once), as
+                // `create_token` would make it.
                 let days = self.policy.token_default_days;
                 Ok(Some(new_token(tx, actor, &row.id, "first", days, at)?))
             })?;
         let mut view = officer_view(row);
         view.first_token = first_token;
         Ok(view)
+    }
+
+    /// A certificate the issuer made (any officer: a personalisation writes it to the
+    /// card; certificates are public).
+    pub fn certificate(
+        &self,
+        actor: &Actor,
+        serial: &str,
+    ) -> Result<tessera_issuer_types::api::CertificateInfo, RaError> {
+        self.require(actor, "certificate.read", OfficerRole::ALL)?;
+        let serial: Serial = serial
+            .parse()
+            .map_err(|_| invalid("serial", "a hexadecimal serial number"))?;
+        let (der, profile) = self.store.read(|tx| -> Result<_, RaError> {
+            Ok((tx.certificate(&serial)?, tx.profile(&serial)?))
+        })?;
+        let (Some(der), Some(profile)) = (der, profile) else {
+            return Err(RaError::NotFound(serial));
+        };
+        Ok(tessera_issuer_types::api::CertificateInfo {
+            serial: serial.to_string(),
+            profile,
+            pem: der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &der)
+                .map_err(|e| RaError::Invalid(format!("encoding the certificate: {e}")))?,
+        })
     }
 
     pub fn officers(&self, actor: &Actor) -> Result<Vec<Officer>, RaError> {

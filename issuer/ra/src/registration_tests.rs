@@ -1475,7 +1475,8 @@ mod review {
                 },
             )
             .unwrap();
-        assert_eq!(f.ra.tokens(&d.admin, "anna").unwrap().len(), 2);
+        // Her first token (from her creation), the desk's, and this one.
+        assert_eq!(f.ra.tokens(&d.admin, "anna").unwrap().len(), 3);
         f.ra.disable_officer(&d.admin, "anna").unwrap();
         assert!(f
             .ra

@@ -105,10 +105,20 @@ pub struct Officer {
     /// When the officer was disabled (their tokens revoked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<i64>,
-    /// The first administrator's first token, when the bootstrap token created them (the
-    /// bootstrap token is spent by that call).
+    /// In the answer to creating the officer only, once: the officer's first token (the
+    /// bootstrap token is spent by creating the first administrator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_token: Option<TokenIssued>,
+}
+
+/// `GET /api/v1/certificates/{serial}`: a certificate the issuer made, for the station that
+/// writes it to the card and for anyone who must check it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertificateInfo {
+    pub serial: String,
+    pub profile: String,
+    /// The certificate, PEM.
+    pub pem: String,
 }
 
 /// `POST /api/v1/officers/{id}/tokens`.

@@ -35,6 +35,7 @@ pub(crate) fn routes() -> Router<Shared> {
             "/api/v1/officers/{id}/tokens/{token}",
             axum::routing::delete(revoke_token),
         )
+        .route("/api/v1/certificates/{serial}", get(certificate))
         .route("/api/v1/people", post(create_person).get(people))
         .route(
             "/api/v1/people/import",
@@ -443,6 +444,14 @@ async fn puk_rotation(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn certificate(
+    State(app): State<Shared>,
+    UrlPath(serial): UrlPath<String>,
+    h: HeaderMap,
+) -> Answer {
+    without_body(app, h, move |ra, a| ra.certificate(a, &serial)).await
 }
 
 async fn request_bulk(State(app): State<Shared>, h: HeaderMap, raw: Body) -> Answer {

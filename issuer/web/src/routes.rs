@@ -31,6 +31,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// against this one list (`issuer/tests/tidy.rs`).
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/certificates"),
+    ("get", "/api/v1/certificates/{serial}"),
     ("post", "/api/v1/certificates/{serial}/revocation"),
     ("delete", "/api/v1/certificates/{serial}/revocation"),
     ("get", "/api/v1/openapi.json"),
