@@ -690,6 +690,24 @@ fn scenario(database: Option<&str>) {
     );
     assert_eq!(error["status"], "400");
 
+    // An auditor reads and exports the audit trail, its chain checked record by record;
+    // HR reads none of it.
+    let (code, _, _) = t.run(&hr, &["audit", "list"]);
+    assert_eq!(code, 4);
+    let page = t.ok(&auditor, &["audit", "list", "--limit", "5"]);
+    assert_eq!(page.as_array().unwrap().len(), 5, "{page}");
+    assert_eq!(page[0]["seq"], 1);
+    let export = tmp.path().join("audit.jsonl");
+    let e = t.ok(&auditor, &["audit", "export", export.to_str().unwrap()]);
+    let lines = std::fs::read_to_string(&export).unwrap();
+    assert_eq!(lines.lines().count() as u64, e["records"].as_u64().unwrap());
+    assert!(e["records"].as_u64().unwrap() > 50, "{e}");
+    assert!(
+        lines.contains("carrier.puk_released"),
+        "the unblock is in the trail"
+    );
+    assert!(!lines.contains(&puk), "no PUK in the audit trail");
+
     // A SCIM 2.0 client we did not write: scim2-tester's compliance checks.
     scim_compliance(&format!("{base}/scim/v2"), &hr);
 

@@ -21,6 +21,8 @@ pub(crate) enum Failure {
     Invalid(String),
     /// Reconciliation found differences (exit 6).
     Differences(usize),
+    /// An exported audit chain does not hold (exit 6).
+    ChainBroken(String),
     /// The issuer could not be reached, or answered what no issuer answers (exit 7).
     Server(String),
 }
@@ -28,7 +30,9 @@ pub(crate) enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Usage(m) | Self::Server(m) | Self::Invalid(m) => f.write_str(m),
+            Self::Usage(m) | Self::Server(m) | Self::Invalid(m) | Self::ChainBroken(m) => {
+                f.write_str(m)
+            }
             Self::Refused { code, message } => write!(f, "{message} ({code})"),
             Self::Differences(n) => write!(f, "{n} differences"),
         }
@@ -60,7 +64,7 @@ impl Failure {
                 | ErrorCode::InvalidTransition => 6,
                 ErrorCode::Unavailable | ErrorCode::Internal => 7,
             },
-            Self::Differences(_) => 6,
+            Self::Differences(_) | Self::ChainBroken(_) => 6,
             Self::Server(_) => 7,
         }
     }

@@ -3,6 +3,7 @@
 //! can do is exactly what the API lets the officer behind the token do.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod client;
 mod import;
 
@@ -90,6 +91,10 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// The audit trail (auditors and administrators): read a page, or export all of it with
+    /// its hash chain checked.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Differences between carrier states and certificate statuses (none: exit 0).
     Reconcile,
     /// PIN unblock: ask, for the holder, to release their card's escrowed PUK. A second
@@ -102,6 +107,26 @@ enum Command {
         /// How the holder was verified: in_person, video_call or second_factor.
         #[arg(long, value_parser = parse::<HolderVerification>)]
         verification: HolderVerification,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Records after sequence number AFTER, at most LIMIT.
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Every record after AFTER into FILE (JSON lines), each record's hash and the chain
+    /// checked as it is written; prints how many and the head hash to compare with a
+    /// signed checkpoint (`tessera-issuer audit checkpoint`). Exit 6 if the chain does not
+    /// hold.
+    Export {
+        file: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        after: i64,
     },
 }
 
@@ -502,6 +527,33 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     o.errors.len()
                 )))
             }
+        }
+        Command::Audit(AuditCmd::List { after, limit }) => {
+            let records = audit::page(&c, *after, *limit)?;
+            if out.json {
+                return out.print_json(&records);
+            }
+            for r in &records {
+                println!(
+                    "{:>8} {} {:<24} {:<32} {}",
+                    r.seq, r.at, r.actor, r.action, r.details
+                );
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCmd::Export { file, after }) => {
+            let e = audit::export(&c, file, *after)?;
+            if out.json {
+                return out.print_json(&e);
+            }
+            println!(
+                "{} records written to {}; the chain holds; head (record {}): {}",
+                e.records,
+                file.display(),
+                e.last_seq,
+                e.head
+            );
+            Ok(())
         }
         Command::Reconcile => {
             let d: Vec<Difference> = c.get("/reconciliation")?;

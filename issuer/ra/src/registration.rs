@@ -411,6 +411,36 @@ impl Ra {
         })
     }
 
+    /// The audit trail, `limit` (at most 1,000) records after `after`, for auditors and
+    /// administrators to read and export (K2.8, K2.9); reading changes nothing.
+    pub fn audit_page(
+        &self,
+        actor: &Actor,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<tessera_issuer_types::audit::AuditRecord>, RaError> {
+        self.require(
+            actor,
+            "audit.read",
+            &[OfficerRole::Auditor, OfficerRole::Administrator],
+        )?;
+        let limit = i64::from(limit.clamp(1, 1000));
+        Ok(self
+            .store
+            .read(|tx| tx.audit_page(after, limit))?
+            .into_iter()
+            .map(|r| tessera_issuer_types::audit::AuditRecord {
+                seq: r.seq,
+                at: r.at,
+                actor: r.actor,
+                action: r.action,
+                details: r.details,
+                prev_hash: hex::encode(r.prev_hash),
+                hash: hex::encode(r.hash),
+            })
+            .collect())
+    }
+
     pub fn officers(&self, actor: &Actor) -> Result<Vec<Officer>, RaError> {
         self.require(actor, "officer.list", OfficerRole::ALL)?;
         Ok(self

@@ -11,7 +11,7 @@ use crate::schema::{audit_checkpoints, audit_log};
 use crate::{StoreError, Tx};
 
 /// The hash before the first record.
-pub const GENESIS: [u8; 32] = [0; 32];
+pub use tessera_issuer_types::audit::GENESIS;
 
 /// What can happen in the issuer, as the audit trail records it. The details are the
 /// variant's fields as JSON, in this order.
@@ -259,31 +259,7 @@ pub struct Record {
     pub hash: Vec<u8>,
 }
 
-/// The hash of a record's contents after `prev`: a domain tag, then every field
-/// length-prefixed, so no two different records encode alike.
-pub fn record_hash(
-    prev: &[u8],
-    seq: i64,
-    at: i64,
-    actor: &str,
-    action: &str,
-    details: &str,
-) -> Vec<u8> {
-    let mut h = sha2::Sha256::new();
-    h.update(b"tessera-audit-v1\0");
-    for field in [
-        prev,
-        &seq.to_be_bytes(),
-        &at.to_be_bytes(),
-        actor.as_bytes(),
-        action.as_bytes(),
-        details.as_bytes(),
-    ] {
-        h.update((field.len() as u64).to_be_bytes());
-        h.update(field);
-    }
-    h.finalize().to_vec()
-}
+pub use tessera_issuer_types::audit::record_hash;
 
 /// What [`Tx::verify_audit`] found wrong first.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -396,6 +372,16 @@ impl Tx<'_> {
             };
         }
         Ok(())
+    }
+
+    /// Up to `limit` records after `after`, in order.
+    pub fn audit_page(&mut self, after: i64, limit: i64) -> Result<Vec<Record>, StoreError> {
+        Ok(audit_log::table
+            .filter(audit_log::seq.gt(after))
+            .select(Record::as_select())
+            .order(audit_log::seq.asc())
+            .limit(limit)
+            .load(self.conn)?)
     }
 
     /// Every record, in order.

@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<Shared> {
             axum::routing::delete(revoke_token),
         )
         .route("/api/v1/certificates/{serial}", get(certificate))
+        .route("/api/v1/audit", get(audit))
         .route("/api/v1/people", post(create_person).get(people))
         .route(
             "/api/v1/people/import",
@@ -444,6 +445,26 @@ async fn puk_rotation(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `?after=SEQ&limit=N`.
+#[derive(Debug, serde::Deserialize)]
+struct AuditPage {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "thousand")]
+    limit: u32,
+}
+
+fn thousand() -> u32 {
+    1000
+}
+
+async fn audit(State(app): State<Shared>, Query(page): Query<AuditPage>, h: HeaderMap) -> Answer {
+    without_body(app, h, move |ra, a| {
+        ra.audit_page(a, page.after, page.limit)
+    })
+    .await
 }
 
 async fn certificate(

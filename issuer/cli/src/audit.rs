@@ -1,0 +1,79 @@
+//! `tessera audit`: the audit trail for auditors — a page of it, or an export of all of it
+//! (JSON lines) with every record's hash and the chain between them checked as it is
+//! written, ending with the head hash to compare with a signed checkpoint.
+
+use std::io::Write;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_issuer_types::audit::{AuditRecord, GENESIS};
+
+use crate::client::{Client, Failure};
+
+/// Records per request (the API's maximum).
+const PAGE: u32 = 1000;
+
+pub(crate) fn page(c: &Client, after: i64, limit: u32) -> Result<Vec<AuditRecord>, Failure> {
+    c.get(&format!("/audit?after={after}&limit={limit}"))
+}
+
+/// What an export wrote.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Exported {
+    pub records: u64,
+    /// The last record's sequence number and hash (hex): the head to anchor.
+    pub last_seq: i64,
+    pub head: String,
+}
+
+/// Writes every record after `after` to `file`, checking each and the chain; a record that
+/// does not hold stops the export (the file keeps what came before it).
+pub(crate) fn export(c: &Client, file: &Path, after: i64) -> Result<Exported, Failure> {
+    let out = std::fs::File::create(file)
+        .map_err(|e| Failure::Usage(format!("creating {}: {e}", file.display())))?;
+    let mut out = std::io::BufWriter::new(out);
+    let spinner = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} records exported") {
+        spinner.set_style(style);
+    }
+    // From the start the chain begins at the genesis hash; from later, at the first
+    // record's own predecessor (anchor that with a checkpoint).
+    let mut prev = (after == 0).then(|| hex::encode(GENESIS));
+    let (mut next, mut count, mut last_seq) = (after, 0u64, after);
+    loop {
+        let records = page(c, next, PAGE)?;
+        let Some(last) = records.last() else { break };
+        next = last.seq;
+        for r in &records {
+            if !r.hash_matches() {
+                return Err(Failure::ChainBroken(format!(
+                    "audit record {} does not match its hash (edited?)",
+                    r.seq
+                )));
+            }
+            if prev.as_ref().is_some_and(|p| *p != r.prev_hash)
+                || r.seq != last_seq + 1 && count > 0
+            {
+                return Err(Failure::ChainBroken(format!(
+                    "audit record {} does not follow record {last_seq} (deleted, reordered or rewritten?)",
+                    r.seq
+                )));
+            }
+            let line = serde_json::to_string(r).map_err(|e| Failure::Server(e.to_string()))?;
+            writeln!(out, "{line}")
+                .map_err(|e| Failure::Usage(format!("writing {}: {e}", file.display())))?;
+            prev = Some(r.hash.clone());
+            last_seq = r.seq;
+            count += 1;
+        }
+        spinner.set_position(count);
+    }
+    out.flush()
+        .map_err(|e| Failure::Usage(format!("writing {}: {e}", file.display())))?;
+    spinner.finish_and_clear();
+    Ok(Exported {
+        records: count,
+        last_seq,
+        head: prev.unwrap_or_default(),
+    })
+}
