@@ -45,9 +45,12 @@ fi
 
 # The reference card's state, and its manufacturer's CA among those the issuer trusts for
 # key attestations (the reference card stands in for a vendor's card).
-[ -e "$data/card.json" ] || "$bin" --state "$data/card.json" --init-only
-mkdir -p "$data/issuer/attestation-roots"
-cp "$data/card.manufacturer-ca.pem" "$data/issuer/attestation-roots/tessera-card-sim.pem"
+# Only when this script makes the card: an operator's own roots are never added to.
+if [ ! -e "$data/card.json" ]; then
+  "$bin" --state "$data/card.json" --init-only
+  mkdir -p "$data/issuer/attestation-roots"
+  cp "$data/card.manufacturer-ca.pem" "$data/issuer/attestation-roots/tessera-card-sim.pem"
+fi
 
 mkdir -p "$data/reader.conf.d"
 cat > "$data/reader.conf.d/tessera-vpcd" <<CONF
@@ -72,9 +75,14 @@ exec unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- b
   pcscd -f -c "$1/reader.conf.d" >"$1/pcscd.log" 2>&1 &
   "$2" --state "$1/card.json" 2>>"$1/card.log" &
   # The card is in when the reader says so (the simulator connects to vpcd once pcscd listens).
-  for _ in $(seq 300); do opensc-tool -l 2>/dev/null | grep -q "Yes .*Tessera vpcd 00 00" && break; sleep 0.1; done
-  for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8080/readyz && break; sleep 0.1; done
+  ready() { for _ in $(seq 300); do "$@" && return 0; sleep 0.1; done; return 1; }
+  ready sh -c "opensc-tool -l 2>/dev/null | grep -q \"Yes .*Tessera vpcd 00 00\"" \
+    || { echo "the reference card did not come up: see $1/card.log and $1/pcscd.log" >&2; exit 1; }
+  ready curl -sf -o /dev/null http://127.0.0.1:8080/readyz \
+    || { echo "the issuer did not come up: see $1/issuer.log" >&2; exit 1; }
   export PATH="$3:$PATH" TESSERA_URL=http://127.0.0.1:8080 DATA="$1"
+  # Officer tokens and exports written here are the officer'"'"'s alone.
+  umask 077
   cd "$1"
   if [ -n "$4" ]; then
     bash -eo pipefail "$4"

@@ -8,11 +8,18 @@ cd "$(dirname "$0")/../.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 sed -n '/<!-- walkthrough:begin -->/,/<!-- walkthrough:end -->/p' README.md \
-  | sed '1,2d;$d' | sed '$d' > "$work/walkthrough.sh"
-if [ "$(grep -cv '^#' "$work/walkthrough.sh")" -gt 10 ]; then
+  | sed '1,2d;$d' | sed '$d' > "$work/commands"
+if [ "$(grep -cv '^#' "$work/commands")" -gt 10 ]; then
   echo "the README's walk-through has more than ten commands" >&2
   exit 1
 fi
+# Each command as written, in one shell (their variables carry over); the first that fails
+# (any part of an && chain) stops the walk-through and is named.
+while IFS= read -r line; do
+  case "$line" in '#'*|'') printf '%s\n' "$line" ;; *)
+    printf 'eval %q || { echo "walk-through: this step failed: %s" >&2; exit 1; }\n' "$line" "${line//\"/}" ;;
+  esac
+done < "$work/commands" > "$work/walkthrough.sh"
 echo "==> the README's walk-through, in a fresh start.sh (data: $work/data)"
 DATA_DIR="$work/data" TESSERA_START_SCRIPT="$work/walkthrough.sh" \
   TESSERA_BUILD_PROFILE="${TESSERA_BUILD_PROFILE:-dev}" deploy/dev/start.sh </dev/null 2>&1 \

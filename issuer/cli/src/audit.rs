@@ -1,6 +1,8 @@
 //! `tessera audit`: the audit trail for auditors — a page of it, or an export of all of it
 //! (JSON lines) with every record's hash and the chain between them checked as it is
-//! written, ending with the head hash to compare with a signed checkpoint.
+//! written, ending with the head hash to compare with a signed checkpoint. The check proves
+//! the export consistent in itself; that it is the issuer's whole trail is what the
+//! checkpoint comparison proves (a server could cut the tail, or rebuild a chain).
 
 use std::io::Write;
 use std::path::Path;
@@ -29,7 +31,13 @@ pub(crate) struct Exported {
 /// Writes every record after `after` to `file`, checking each and the chain; a record that
 /// does not hold stops the export (the file keeps what came before it).
 pub(crate) fn export(c: &Client, file: &Path, after: i64) -> Result<Exported, Failure> {
-    let out = std::fs::File::create(file)
+    // The trail holds personal data: the file is the exporting officer's alone.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let out = options
+        .open(file)
         .map_err(|e| Failure::Usage(format!("creating {}: {e}", file.display())))?;
     let mut out = std::io::BufWriter::new(out);
     let spinner = ProgressBar::new_spinner();
@@ -51,9 +59,9 @@ pub(crate) fn export(c: &Client, file: &Path, after: i64) -> Result<Exported, Fa
                     r.seq
                 )));
             }
-            if prev.as_ref().is_some_and(|p| *p != r.prev_hash)
-                || r.seq != last_seq + 1 && count > 0
-            {
+            // Sequence numbers are contiguous from 1: the first record is the one after
+            // `after`, every next one follows, and each links to the one before.
+            if r.seq != last_seq + 1 || prev.as_ref().is_some_and(|p| *p != r.prev_hash) {
                 return Err(Failure::ChainBroken(format!(
                     "audit record {} does not follow record {last_seq} (deleted, reordered or rewritten?)",
                     r.seq

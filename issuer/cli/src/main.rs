@@ -547,7 +547,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 return out.print_json(&e);
             }
             println!(
-                "{} records written to {}; the chain holds; head (record {}): {}",
+                "{} records written to {}; every hash and link checks; head (record {}): {} (compare it with a signed checkpoint)",
                 e.records,
                 file.display(),
                 e.last_seq,
@@ -781,7 +781,11 @@ fn carrier(c: &Client, out: &Output, cmd: &CarrierCmd) -> Result<(), Failure> {
             if let Some(dir) = certificates_out {
                 for serial in &carrier.certificates {
                     let cert: CertificateInfo = c.get(&format!("/certificates/{serial}"))?;
-                    let path = dir.join(format!("{}.pem", cert.profile));
+                    // A profile name, never a path from the answer.
+                    let profile: ProfileName = cert.profile.parse().map_err(|_| {
+                        Failure::Server(format!("certificate {serial} has no known profile"))
+                    })?;
+                    let path = dir.join(format!("{}.pem", profile.as_str()));
                     std::fs::write(&path, &cert.pem)
                         .map_err(|e| Failure::Usage(format!("writing {}: {e}", path.display())))?;
                     eprintln!(

@@ -397,10 +397,19 @@ impl Ra {
         let serial: Serial = serial
             .parse()
             .map_err(|_| invalid("serial", "a hexadecimal serial number"))?;
-        let (der, profile) = self.store.read(|tx| -> Result<_, RaError> {
-            Ok((tx.certificate(&serial)?, tx.profile(&serial)?))
+        let (der, profile, hidden) = self.store.read(|tx| -> Result<_, RaError> {
+            // A protected identity's certificates (names, e-mail, UPN, SID) are for those
+            // who may see the person (K5.9): to others they do not exist.
+            let mut hidden = false;
+            if let Some(carrier) = tx.carrier_of_certificate(&serial)? {
+                if let Some(person) = tx.carrier(&carrier)?.and_then(|c| c.person_id) {
+                    hidden = tx.person(&person)?.is_some_and(|p| p.protected_identity)
+                        && !may_see_protected(actor);
+                }
+            }
+            Ok((tx.certificate(&serial)?, tx.profile(&serial)?, hidden))
         })?;
-        let (Some(der), Some(profile)) = (der, profile) else {
+        let (Some(der), Some(profile), false) = (der, profile, hidden) else {
             return Err(RaError::NotFound(serial));
         };
         Ok(tessera_issuer_types::api::CertificateInfo {
@@ -2325,6 +2334,10 @@ impl Ra {
             bootstrap: false,
         };
         let mut swept = Swept::default();
+        if self.store.read(|tx| unblock::requests_lapsed(tx, at))? {
+            self.store
+                .write(|tx| unblock::lapse_requests(tx, &actor, at))?;
+        }
         loop {
             // Most sweeps find nothing: look first, without the write lock every server
             // would otherwise take every few seconds.
@@ -2462,8 +2475,13 @@ fn new_token(
 /// audit record says what changed, not only that something did).
 fn changed_fields(old: &PersonRow, new: &PersonRow) -> Vec<String> {
     let mut out = Vec::new();
+    // A protected identity's values stay out of the trail auditors read (K5.9): which
+    // fields changed, not to what.
+    let protected = old.protected_identity || new.protected_identity;
     let mut field = |name: &str, a: Option<&str>, b: Option<&str>| {
-        if a != b {
+        if a != b && protected {
+            out.push(name.to_owned());
+        } else if a != b {
             out.push(format!("{name}: {a:?} → {b:?}"));
         }
     };

@@ -2541,9 +2541,15 @@ mod pin_unblock {
             code(rotate("99887766", "99887766", &mut card).unwrap_err()),
             refused
         );
-        // The next unblock releases the new PUK.
+        // The next unblock releases the new PUK; if the channel never replaces that one,
+        // no further unblock is possible until the card is personalised again.
         let k2 = approved(&d, &c);
         assert_eq!(release(&d, &c, &mut card, &k2).unwrap().puk, "11223344");
+        d.f.clock.advance(2 * 3600);
+        assert_eq!(
+            code(ask(&d, &d.anna, &c).unwrap_err()),
+            ErrorCode::InvalidTransition
+        );
         assert!(d.f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
     }
 
@@ -2558,13 +2564,25 @@ mod pin_unblock {
             d.f.ra.carrier(&d.anna, &c.id).unwrap().state,
             CarrierState::Active
         );
-        // A request waits four hours for its approval.
+        // A request waits four hours for its approval; then the sweep refuses it (and
+        // an officer can still refuse one the sweep has not reached).
         let r = ask(&d, &d.anna, &c).unwrap();
         d.f.clock.advance(5 * 3600);
         assert_eq!(
             code(d.f.ra.decide(&d.bo, &r.approval.id, true).unwrap_err()),
             ErrorCode::InvalidTransition
         );
+        d.f.ra.sweep_deadlines().unwrap();
+        assert!(d
+            .f
+            .ra
+            .approvals_pending(&d.bo)
+            .unwrap()
+            .iter()
+            .all(|a| a.id != r.approval.id));
+        let r = ask(&d, &d.anna, &c).unwrap();
+        d.f.clock.advance(5 * 3600);
+        d.f.ra.decide(&d.bo, &r.approval.id, false).unwrap();
         // Approved, but not taken within a day.
         let k = approved(&d, &c);
         d.f.clock.advance(DAY + 1);
@@ -2615,6 +2633,102 @@ mod pin_unblock {
         assert_eq!(
             code(ask(&d, &d.anna, &plain).unwrap_err()),
             ErrorCode::InvalidTransition
+        );
+    }
+
+    #[test]
+    fn a_protected_identitys_certificates_and_changes_stay_with_those_who_may_see_them() {
+        let d = desk();
+        let p =
+            d.f.ra
+                .create_person(
+                    &d.hr,
+                    &NewPerson {
+                        protected_identity: true,
+                        ..new_person(7, "198112189876")
+                    },
+                )
+                .unwrap();
+        let (_, c) = active_card(&d, 8, "196408233234");
+        let open =
+            d.f.ra
+                .certificate(&d.auditor, &c.certificates[0].to_string())
+                .unwrap();
+        assert!(open.pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        // A protected person's card: HR and auditors find no certificate.
+        d.f.ra
+            .proof(
+                &d.anna,
+                &p.id,
+                &proofing_of(&d.f.ra.person(&d.anna, &p.id).unwrap()),
+            )
+            .unwrap();
+        let k =
+            d.f.ra
+                .create_carrier(
+                    &d.anna,
+                    &NewCarrier {
+                        kind: CarrierKind::SmartCard,
+                        serial_number: "SC-P".into(),
+                    },
+                )
+                .unwrap();
+        let a =
+            d.f.ra
+                .assign(
+                    &d.anna,
+                    &k.id,
+                    &AssignRequest {
+                        person_id: p.id.clone(),
+                        terms_version: "2026-1".into(),
+                    },
+                )
+                .unwrap();
+        d.f.ra.decide(&d.bo, &a.id, true).unwrap();
+        let k =
+            d.f.ra
+                .register_keys(&d.anna, &k.id, &keys(&[ProfileName::Authentication]))
+                .unwrap();
+        let serial = k.certificates[0].to_string();
+        for who in [&d.hr, &d.auditor] {
+            assert_eq!(
+                code(d.f.ra.certificate(who, &serial).unwrap_err()),
+                ErrorCode::NotFound
+            );
+        }
+        assert!(d.f.ra.certificate(&d.anna, &serial).is_ok());
+        assert_eq!(
+            code(d.f.ra.certificate(&d.anna, "zz").unwrap_err()),
+            ErrorCode::InvalidField
+        );
+        // HR renames the protected person: the trail says which field, not to what.
+        let renamed = NewPerson {
+            given_name: "Secret".into(),
+            protected_identity: true,
+            ..new_person(7, "198112189876")
+        };
+        d.f.ra
+            .import_people(
+                &d.hr,
+                &ImportRequest {
+                    people: vec![renamed],
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        let trail = d.f.ra.audit_page(&d.auditor, 0, 1000).unwrap();
+        let update = trail
+            .iter()
+            .rfind(|r| r.action == "person.updated")
+            .unwrap();
+        assert!(
+            update.details.contains("given_name") && !update.details.contains("Secret"),
+            "{update:?}"
+        );
+        assert!(trail.iter().all(|r| r.hash_matches()));
+        assert_eq!(
+            code(d.f.ra.audit_page(&d.hr, 0, 10).unwrap_err()),
+            ErrorCode::Forbidden
         );
     }
 

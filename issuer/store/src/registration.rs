@@ -781,6 +781,42 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// A carrier's releases whose PUK was taken and never replaced by the channel, since
+    /// `since` (the current PUK's escrow).
+    pub fn unrotated_puk_releases(
+        &mut self,
+        carrier_id: &str,
+        since: i64,
+    ) -> Result<Vec<PukReleaseRow>, StoreError> {
+        Ok(puk_releases::table
+            .filter(puk_releases::carrier_id.eq(carrier_id))
+            .filter(puk_releases::released_at.ge(since))
+            .filter(puk_releases::rotated_at.is_null())
+            .select(PukReleaseRow::as_select())
+            .load(self.conn)?)
+    }
+
+    /// When the carrier's current PUK was escrowed.
+    pub fn carrier_puk_since(&mut self, carrier_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(carrier_puks::table
+            .filter(carrier_puks::carrier_id.eq(carrier_id))
+            .select(carrier_puks::created_at)
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// The carrier a certificate belongs to, if any.
+    pub fn carrier_of_certificate(
+        &mut self,
+        serial: &Serial,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(carrier_certificates::table
+            .filter(carrier_certificates::serial.eq(serial.to_string()))
+            .select(carrier_certificates::carrier_id)
+            .first(self.conn)
+            .optional()?)
+    }
+
     /// Marks a release taken; false if it already was, or was closed.
     pub fn take_puk_release(&mut self, approval_id: &str, at: i64) -> Result<bool, StoreError> {
         let n = diesel::update(
@@ -1011,6 +1047,25 @@ impl Tx<'_> {
         approvals::table
             .filter(approvals::state.eq(ApprovalState::Pending.as_str()))
             .order(approvals::requested_at)
+            .select(ApprovalDb::as_select())
+            .load(self.conn)?
+            .into_iter()
+            .map(ApprovalDb::typed)
+            .collect()
+    }
+
+    /// Pending approvals of `kind` asked for at or before `before` (at most 100).
+    pub fn pending_approvals_before(
+        &mut self,
+        kind: ApprovalKind,
+        before: i64,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        approvals::table
+            .filter(approvals::state.eq(ApprovalState::Pending.as_str()))
+            .filter(approvals::kind.eq(kind.as_str()))
+            .filter(approvals::requested_at.le(before))
+            .order(approvals::requested_at)
+            .limit(100)
             .select(ApprovalDb::as_select())
             .load(self.conn)?
             .into_iter()

@@ -79,6 +79,12 @@ pub(crate) fn routes() -> Router<Shared> {
         )
         .route("/api/v1/bulk-revocations/{id}/approval", post(approve_bulk))
         .route("/api/v1/bulk-revocations/{id}/refusal", post(refuse_bulk))
+        // Tokens, release codes, PUKs and personal data: no answer is kept by a cache on
+        // the way.
+        .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        ))
 }
 
 /// Authenticates, parses the body as `B`, and runs `f` off the async threads; answers
@@ -422,13 +428,7 @@ async fn puk_release(State(app): State<Shared>, UrlPath(id): UrlPath<String>, ra
         Ok(app.ra.release_puk(&id, &req)?)
     })
     .await?;
-    let mut r = Json(answer).into_response();
-    // A secret: never kept by a cache on the way.
-    r.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(r)
+    Ok(Json(answer).into_response())
 }
 
 /// The card's channel escrows the new PUK it set on the card: no officer, the card

@@ -181,6 +181,14 @@ impl Ra {
                     "without a good card-authentication certificate".into(),
                 ));
             };
+            // A PUK released and never replaced is known outside the card: no second
+            // release of it; the card is personalised again first.
+            let since = tx.carrier_puk_since(carrier_id)?.unwrap_or(0);
+            if !tx.unrotated_puk_releases(carrier_id, since)?.is_empty() {
+                return Err(refuse(
+                    "with a released PUK the channel never replaced (personalise it again)".into(),
+                ));
+            }
             for open in tx.open_puk_releases(carrier_id)? {
                 if let Some(a) = tx.approval(&open.approval_id)? {
                     if still_valid(tx, &open, &a, at)?.is_ok() {
@@ -397,6 +405,11 @@ impl Ra {
         let r = tx
             .puk_release(&a.id)?
             .ok_or_else(|| RaError::Missing(format!("no PUK release {}", a.id)))?;
+        // Refusing is always possible (a lapsed request must leave the list).
+        if !approve {
+            tx.close_puk_releases(&r.carrier_id, at)?;
+            return Ok(None);
+        }
         if let Err(why) = still_valid(tx, &r, a, at)? {
             return Err(RaError::InvalidTransition {
                 what: format!("PUK release {}", a.id),
@@ -404,14 +417,39 @@ impl Ra {
                 verb: "decide",
             });
         }
-        if !approve {
-            tx.close_puk_releases(&r.carrier_id, at)?;
-            return Ok(None);
-        }
         let (code, hash) = new_code();
         tx.set_puk_approver_code(&a.id, &hash)?;
         Ok(Some(code))
     }
+}
+
+/// Refuses the PUK releases that waited for an approval longer than they may (the
+/// deadline sweep): they leave every officer's list, audited. Returns how many.
+pub(super) fn lapse_requests(tx: &mut Tx<'_>, actor: &Actor, at: i64) -> Result<usize, RaError> {
+    let lapsed = tx.pending_approvals_before(ApprovalKind::PukRelease, at - REQUEST_WINDOW)?;
+    for a in &lapsed {
+        tx.decide_approval(&a.id, ApprovalState::Refused, &actor.name, at)?;
+        tx.close_puk_releases(&a.carrier_id, at)?;
+        tx.audit(
+            &actor.name,
+            &AuditEvent::ApprovalDecided {
+                approval: a.id.clone(),
+                decision: "refused (lapsed: no approval within four hours)".into(),
+                kind: a.kind.to_string(),
+                carrier: a.carrier_id.clone(),
+                person: a.person_id.clone(),
+            },
+            at,
+        )?;
+    }
+    Ok(lapsed.len())
+}
+
+/// Whether PUK releases wait past their time (a read, before the sweep's write).
+pub(super) fn requests_lapsed(tx: &mut Tx<'_>, at: i64) -> Result<bool, RaError> {
+    Ok(!tx
+        .pending_approvals_before(ApprovalKind::PukRelease, at - REQUEST_WINDOW)?
+        .is_empty())
 }
 
 /// Who the audit trail names for the card's channel.

@@ -8,21 +8,13 @@ CREATE TABLE carrier_puks (
 );
 
 -- A release asked for by the service desk for the holder (its approval is a second
--- officer's), bound to the holder and to the card's card-authentication certificate at the
--- request: the requester's and the approver's release codes as SHA-256, how the holder was
--- verified, when the card's channel took the PUK (once), when it escrowed the new PUK it
--- set on the card, and when the release was closed unused (the card left ACTIVE, the
--- request was refused or lapsed).
+-- officer's): the holder's release code as its SHA-256, how the holder was verified, and
+-- when the card's channel took the PUK (once).
 CREATE TABLE puk_releases (
     approval_id TEXT PRIMARY KEY NOT NULL REFERENCES approvals (id),
     carrier_id TEXT NOT NULL REFERENCES carriers (id),
-    person_id TEXT NOT NULL REFERENCES people (id),
-    certificate TEXT NOT NULL,
     code_sha256 BYTEA NOT NULL,
-    approver_code_sha256 BYTEA,
     verification TEXT NOT NULL,
-    released_at BIGINT,
-    rotated_at BIGINT,
-    closed_at BIGINT
+    released_at BIGINT
 );
 CREATE INDEX puk_releases_carrier ON puk_releases (carrier_id);
