@@ -650,6 +650,15 @@ fn scenario(database: Option<&str>) {
             serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
         )
     };
+    // The scheme is case-insensitive (RFC 9110): clients that send "bearer" get in.
+    let (status, _) = common::curl(&[
+        "-H",
+        &format!("authorization: bearer {hr}"),
+        &format!("{base}/scim/v2/ServiceProviderConfig"),
+    ]);
+    assert_eq!(status, 200);
+    let (status, _) = common::curl(&[&format!("{base}/scim/v2/Users?count=x")]);
+    assert_eq!(status, 401);
     let (status, found) = scim("GET", "/Users?filter=userName%20eq%20%22E2%22", None);
     assert_eq!(
         (status, &found["totalResults"]),

@@ -113,6 +113,14 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (status_of(self.code), Json(body)).into_response()
+        let mut r = (status_of(self.code), Json(body)).into_response();
+        if self.code == ErrorCode::Unauthorized {
+            // RFC 6750 §3: which scheme the client should use.
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
     }
 }

@@ -198,8 +198,10 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
+        // The scheme is case-insensitive (RFC 9110 §11.1); SCIM clients send "bearer" too.
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "a valid Bearer token is required"))
 }
 

@@ -17,6 +17,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -142,7 +143,12 @@ impl IntoResponse for ScimError {
         if let Some(t) = self.scim_type {
             body["scimType"] = json!(t);
         }
-        scim_json(self.status, &body)
+        let mut r = scim_json(self.status, &body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
     }
 }
 
@@ -248,9 +254,11 @@ async fn get_user(
     https: Option<Extension<Https>>,
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
 ) -> Result<Response, ScimError> {
     let base = base(&headers, https);
+    bearer(&headers)?;
+    let params = query(params)?;
     let p = run(app, &headers, move |ra, actor| {
         Ok(ra.feed_person(actor, &id)?)
     })
@@ -263,9 +271,12 @@ async fn list_users(
     State(app): State<Shared>,
     https: Option<Extension<Https>>,
     headers: HeaderMap,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
 ) -> Result<Response, ScimError> {
     let base = base(&headers, https);
+    // No token, no opinion on the query: 401 before any 400.
+    bearer(&headers)?;
+    let params = query(params)?;
     let start = number("startIndex", params.start_index.as_deref(), 1)?;
     let count = number("count", params.count.as_deref(), DEFAULT_COUNT)?;
     list(app, headers, base, params, start, count).await
@@ -278,6 +289,7 @@ async fn search_users(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
     let base = base(&headers, https);
+    bearer(&headers)?;
     let obj = body_object(raw, SEARCH)?;
     let text = |name: &str| -> Result<Option<String>, ScimError> {
         match attr(&obj, name) {
@@ -344,6 +356,12 @@ async fn list(
     Ok(scim_json(StatusCode::OK, &body))
 }
 
+/// The query string, or a SCIM error saying what is wrong with it.
+fn query(q: Result<Query<Params>, QueryRejection>) -> Result<Params, ScimError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ScimError::bad("invalidValue", e.body_text()))
+}
+
 /// A non-negative integer query parameter (negative counts as 0, as RFC 7644 §3.4.2.4
 /// says for `count`; `startIndex` below 1 is 1).
 fn number(name: &str, v: Option<&str>, default: u64) -> Result<u64, ScimError> {
@@ -395,6 +413,7 @@ async fn create_user(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
     let base = base(&headers, https);
+    bearer(&headers)?;
     let obj = body_object(raw, USER)?;
     let rec = record_from(&obj, None)?;
     let p = run(app, &headers, move |ra, actor| {
@@ -413,6 +432,7 @@ async fn replace_user(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
     let base = base(&headers, https);
+    bearer(&headers)?;
     let obj = body_object(raw, USER)?;
     let p = run(app, &headers, move |ra, actor| {
         ra.feed_update(actor, &id, |current| record_from(&obj, Some(&current)))
@@ -430,6 +450,7 @@ async fn patch_user(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ScimError> {
     let base = base(&headers, https);
+    bearer(&headers)?;
     let obj = body_object(raw, PATCH_OP)?;
     let ops = attr(&obj, "Operations")
         .and_then(Value::as_array)
