@@ -1071,16 +1071,9 @@ fn personnummer(i: usize) -> String {
     let month = (i / 28) % 12 + 1;
     let year = 1950 + (i / 336) % 50;
     let serial = (i / 16_800) % 1000;
-    let ten = format!("{:02}{month:02}{day:02}{serial:03}", year % 100);
-    let sum: u32 = ten
-        .bytes()
-        .enumerate()
-        .map(|(k, b)| {
-            let d = u32::from(b - b'0') * if k % 2 == 0 { 2 } else { 1 };
-            d / 10 + d % 10
-        })
-        .sum();
-    format!("{}{}", year / 100, ten) + &((10 - sum % 10) % 10).to_string()
+    let nine = format!("{:02}{month:02}{day:02}{serial:03}", year % 100);
+    let check = tessera_issuer_types::identity::check_digit(nine.as_bytes()) as char;
+    format!("{}{nine}{check}", year / 100)
 }
 
 /// Peak resident memory of a running process (VmHWM), MiB.

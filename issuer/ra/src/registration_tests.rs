@@ -154,17 +154,15 @@ fn code(e: RaError) -> ErrorCode {
     e.code()
 }
 
-/// A proofed person with an ACTIVE smart card, issued by anna and approved by bo.
-fn active_card(d: &Desk, n: u32, pnr: &str) -> (Person, Carrier) {
-    let p = d.f.ra.create_person(&d.hr, &new_person(n, pnr)).unwrap();
-    d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
+/// A smart card `serial` bound to `person` by anna and approved by bo (ASSIGNED).
+fn assigned_card(d: &Desk, person: &Person, serial: &str) -> Carrier {
     let c =
         d.f.ra
             .create_carrier(
                 &d.anna,
                 &NewCarrier {
                     kind: CarrierKind::SmartCard,
-                    serial_number: format!("SC{n}"),
+                    serial_number: serial.into(),
                 },
             )
             .unwrap();
@@ -174,19 +172,22 @@ fn active_card(d: &Desk, n: u32, pnr: &str) -> (Person, Carrier) {
                 &d.anna,
                 &c.id,
                 &AssignRequest {
-                    person_id: p.id.clone(),
+                    person_id: person.id.clone(),
                     terms_version: "2026-1".into(),
                 },
             )
             .unwrap();
     d.f.ra.decide(&d.bo, &a.id, true).unwrap();
-    d.f.ra
-        .register_keys(
-            &d.anna,
-            &c.id,
-            &keys(&[ProfileName::Authentication, ProfileName::Signature]),
-        )
-        .unwrap();
+    c
+}
+
+/// A proofed person `n` with an ACTIVE smart card personalised with `req`, issued by anna
+/// and approved by bo.
+fn active_card_with(d: &Desk, n: u32, pnr: &str, req: &KeysRequest) -> (Person, Carrier) {
+    let p = d.f.ra.create_person(&d.hr, &new_person(n, pnr)).unwrap();
+    d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
+    let c = assigned_card(d, &p, &format!("SC{n}"));
+    d.f.ra.register_keys(&d.anna, &c.id, req).unwrap();
     let c =
         d.f.ra
             .activate(
@@ -198,6 +199,17 @@ fn active_card(d: &Desk, n: u32, pnr: &str) -> (Person, Carrier) {
             )
             .unwrap();
     (p, c)
+}
+
+/// A proofed person with an ACTIVE smart card (authentication and signature keys), issued
+/// by anna and approved by bo.
+fn active_card(d: &Desk, n: u32, pnr: &str) -> (Person, Carrier) {
+    active_card_with(
+        d,
+        n,
+        pnr,
+        &keys(&[ProfileName::Authentication, ProfileName::Signature]),
+    )
 }
 
 #[test]
@@ -2344,43 +2356,10 @@ mod pin_unblock {
     /// A proofed person's ACTIVE card with an authentication key (CSR) and the card's
     /// attested card-authentication key, its PUK escrowed.
     fn personalise(d: &Desk, card: &mut Card, n: u32, pnr: &str) -> Carrier {
-        let p = d.f.ra.create_person(&d.hr, &new_person(n, pnr)).unwrap();
-        d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
-        let c =
-            d.f.ra
-                .create_carrier(
-                    &d.anna,
-                    &NewCarrier {
-                        kind: CarrierKind::SmartCard,
-                        serial_number: format!("SC{n}"),
-                    },
-                )
-                .unwrap();
-        let a =
-            d.f.ra
-                .assign(
-                    &d.anna,
-                    &c.id,
-                    &AssignRequest {
-                        person_id: p.id.clone(),
-                        terms_version: "2026-1".into(),
-                    },
-                )
-                .unwrap();
-        d.f.ra.decide(&d.bo, &a.id, true).unwrap();
         let mut req = keys(&[ProfileName::Authentication]);
         req.keys.push(attested_card_authentication(card));
         req.puk = Some(PUK.into());
-        d.f.ra.register_keys(&d.anna, &c.id, &req).unwrap();
-        d.f.ra
-            .activate(
-                &d.anna,
-                &c.id,
-                &ActivateRequest {
-                    receipt: "R".into(),
-                },
-            )
-            .unwrap()
+        active_card_with(d, n, pnr, &req).1
     }
 
     fn signed(card: &mut Card, message: &[u8]) -> String {
@@ -2663,28 +2642,7 @@ mod pin_unblock {
                 &proofing_of(&d.f.ra.person(&d.anna, &p.id).unwrap()),
             )
             .unwrap();
-        let k =
-            d.f.ra
-                .create_carrier(
-                    &d.anna,
-                    &NewCarrier {
-                        kind: CarrierKind::SmartCard,
-                        serial_number: "SC-P".into(),
-                    },
-                )
-                .unwrap();
-        let a =
-            d.f.ra
-                .assign(
-                    &d.anna,
-                    &k.id,
-                    &AssignRequest {
-                        person_id: p.id.clone(),
-                        terms_version: "2026-1".into(),
-                    },
-                )
-                .unwrap();
-        d.f.ra.decide(&d.bo, &a.id, true).unwrap();
+        let k = assigned_card(&d, &d.f.ra.person(&d.anna, &p.id).unwrap(), "SC-P");
         let k =
             d.f.ra
                 .register_keys(&d.anna, &k.id, &keys(&[ProfileName::Authentication]))
@@ -2740,28 +2698,7 @@ mod pin_unblock {
                 .create_person(&d.hr, &new_person(4, "198112189876"))
                 .unwrap();
         d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
-        let c =
-            d.f.ra
-                .create_carrier(
-                    &d.anna,
-                    &NewCarrier {
-                        kind: CarrierKind::SmartCard,
-                        serial_number: "SC4".into(),
-                    },
-                )
-                .unwrap();
-        let a =
-            d.f.ra
-                .assign(
-                    &d.anna,
-                    &c.id,
-                    &AssignRequest {
-                        person_id: p.id.clone(),
-                        terms_version: "2026-1".into(),
-                    },
-                )
-                .unwrap();
-        d.f.ra.decide(&d.bo, &a.id, true).unwrap();
+        let c = assigned_card(&d, &p, "SC4");
         let attempt = |req: &KeysRequest| d.f.ra.register_keys(&d.anna, &c.id, req).map(|_| ());
         // A 9E key from a CSR is no proof of the card; the default PUK and a non-PUK are
         // refused; each changes nothing.

@@ -851,16 +851,29 @@ fn set(rec: &mut FeedRecord, op: &str, t: &Target, v: Option<&Value>) -> Result<
 
 // ---- discovery -------------------------------------------------------------------------
 
+/// A discovery answer: the caller authenticated, then `document` for the request's base
+/// URL (`None`: there is no `what`, 404).
+async fn discovery(
+    app: Shared,
+    headers: &HeaderMap,
+    https: Option<Extension<Https>>,
+    what: &str,
+    document: impl FnOnce(&str) -> Option<Value>,
+) -> Result<Response, ScimError> {
+    let base = base(headers, https);
+    run(app, headers, |_, _| Ok(())).await?;
+    document(&base)
+        .map(|d| scim_json(StatusCode::OK, &d))
+        .ok_or_else(|| ScimError::new(StatusCode::NOT_FOUND, None, format!("no {what}")))
+}
+
 async fn service_provider_config(
     State(app): State<Shared>,
     https: Option<Extension<Https>>,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
-    let base = base(&headers, https);
-    run(app, &headers, |_, _| Ok(())).await?;
-    Ok(scim_json(
-        StatusCode::OK,
-        &json!({
+    discovery(app, &headers, https, "service provider configuration", |base| {
+        Some(json!({
             "schemas": [CONFIG],
             "patch": { "supported": true },
             "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
@@ -878,8 +891,9 @@ async fn service_provider_config(
                 "resourceType": "ServiceProviderConfig",
                 "location": format!("{base}/ServiceProviderConfig"),
             },
-        }),
-    ))
+        }))
+    })
+    .await
 }
 
 fn user_resource_type(base: &str) -> Value {
@@ -899,12 +913,10 @@ async fn resource_types(
     https: Option<Extension<Https>>,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
-    let base = base(&headers, https);
-    run(app, &headers, |_, _| Ok(())).await?;
-    Ok(scim_json(
-        StatusCode::OK,
-        &list_of(vec![user_resource_type(&base)]),
-    ))
+    discovery(app, &headers, https, "resource types", |base| {
+        Some(list_of(vec![user_resource_type(base)]))
+    })
+    .await
 }
 
 async fn resource_type(
@@ -913,16 +925,14 @@ async fn resource_type(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ScimError> {
-    let base = base(&headers, https);
-    run(app, &headers, |_, _| Ok(())).await?;
-    if id != "User" {
-        return Err(ScimError::new(
-            StatusCode::NOT_FOUND,
-            None,
-            format!("no resource type {id}"),
-        ));
-    }
-    Ok(scim_json(StatusCode::OK, &user_resource_type(&base)))
+    discovery(
+        app,
+        &headers,
+        https,
+        &format!("resource type {id}"),
+        |base| (id == "User").then(|| user_resource_type(base)),
+    )
+    .await
 }
 
 fn list_of(resources: Vec<Value>) -> Value {
@@ -1006,12 +1016,10 @@ async fn schemas(
     https: Option<Extension<Https>>,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
-    let base = base(&headers, https);
-    run(app, &headers, |_, _| Ok(())).await?;
-    Ok(scim_json(
-        StatusCode::OK,
-        &list_of(vec![user_schema(&base)]),
-    ))
+    discovery(app, &headers, https, "schemas", |base| {
+        Some(list_of(vec![user_schema(base)]))
+    })
+    .await
 }
 
 async fn schema(
@@ -1020,16 +1028,10 @@ async fn schema(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ScimError> {
-    let base = base(&headers, https);
-    run(app, &headers, |_, _| Ok(())).await?;
-    match id.as_str() {
-        USER => Ok(scim_json(StatusCode::OK, &user_schema(&base))),
-        _ => Err(ScimError::new(
-            StatusCode::NOT_FOUND,
-            None,
-            format!("no schema {id}"),
-        )),
-    }
+    discovery(app, &headers, https, &format!("schema {id}"), |base| {
+        (id == USER).then(|| user_schema(base))
+    })
+    .await
 }
 
 #[cfg(test)]

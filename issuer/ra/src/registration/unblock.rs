@@ -173,9 +173,10 @@ impl Ra {
             if c.state != CarrierState::Active {
                 return Err(refuse(c.state.to_string()));
             }
-            if tx.carrier_puk(carrier_id)?.is_none() {
+            // One look at the escrow: whether there is a PUK, and since when.
+            let Some(since) = tx.carrier_puk_since(carrier_id)? else {
                 return Err(refuse("without an escrowed PUK".into()));
-            }
+            };
             let Some((serial, _)) = card_authentication(tx, &c)? else {
                 return Err(refuse(
                     "without a good card-authentication certificate".into(),
@@ -183,7 +184,6 @@ impl Ra {
             };
             // A PUK released and never replaced is known outside the card: no second
             // release of it; the card is personalised again first.
-            let since = tx.carrier_puk_since(carrier_id)?.unwrap_or(0);
             if !tx.unrotated_puk_releases(carrier_id, since)?.is_empty() {
                 return Err(refuse(
                     "with a released PUK the channel never replaced (personalise it again)".into(),
