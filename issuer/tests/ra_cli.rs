@@ -647,6 +647,33 @@ fn scenario(database: Option<&str>) {
     assert_eq!(status, 200);
     let (status, _) = common::curl(&[&format!("{base}/scim/v2/Users?count=x")]);
     assert_eq!(status, 401);
+    // A 401 names the scheme (RFC 6750); no API answer is kept by a cache on the way.
+    let (_, head) = common::curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("{base}/api/v1/people"),
+    ]);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let (_, head) = common::curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        &format!("Authorization: Bearer {hr}"),
+        &format!("{base}/api/v1/people"),
+    ]);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{head}"
+    );
     let (status, found) = scim("GET", "/Users?filter=userName%20eq%20%22E2%22", None);
     assert_eq!(
         (status, &found["totalResults"]),
