@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use tessera_piv::apdu::{Command, StatusWord};
 use tessera_piv::card::{
-    Applet, CardState, Interface, KeyError, KeyInfo, KeyStore, Persist, SoftKeyStore,
-    DEFAULT_MANAGEMENT_KEY,
+    Applet, CardState, Checked, Interface, KeyError, KeyInfo, KeyStore, Persist, Reference,
+    References, SoftKeyStore, DEFAULT_MANAGEMENT_KEY,
 };
 use tessera_piv::host::{Error, PinStatus, PivClient};
 use tessera_piv::piv::{Algorithm, KeyRef, PinPolicy};
@@ -212,4 +212,143 @@ fn counters_are_written_at_a_fixed_width() {
     assert!(c.verify_pin(b"000000").is_err());
     // 10 tries left → 9: one digit fewer, yet the same size.
     assert_eq!(size(c.into_transport().state()), full);
+}
+
+/// A key store whose PIN and PUK live with a holder that counts tries itself (as the TPM
+/// virtual card's PIN indices do): the shared cell is the holder, outliving any applet.
+#[derive(Debug, Default)]
+struct Holder {
+    values: [Vec<u8>; 2],
+    left: [u8; 2],
+    total: [u8; 2],
+    forgotten: u32,
+}
+
+#[derive(Debug)]
+struct HeldStore {
+    keys: SoftKeyStore,
+    holder: Rc<RefCell<Holder>>,
+    written: Rc<RefCell<Vec<String>>>,
+}
+
+fn index(which: Reference) -> usize {
+    match which {
+        Reference::Pin => 0,
+        Reference::Puk => 1,
+    }
+}
+
+impl References for HeldStore {
+    fn counter(&mut self, which: Reference) -> Result<(u8, u8), KeyError> {
+        let h = self.holder.borrow();
+        Ok((h.left[index(which)], h.total[index(which)]))
+    }
+    fn check(&mut self, which: Reference, offered: &[u8]) -> Result<Checked, KeyError> {
+        let mut h = self.holder.borrow_mut();
+        let i = index(which);
+        if h.left[i] == 0 {
+            return Ok(Checked::Wrong { left: 0 });
+        }
+        if h.values[i] == offered {
+            h.left[i] = h.total[i];
+            Ok(Checked::Right)
+        } else {
+            h.left[i] -= 1;
+            Ok(Checked::Wrong { left: h.left[i] })
+        }
+    }
+    fn set(&mut self, which: Reference, value: &[u8], tries: u8) -> Result<(), KeyError> {
+        let mut h = self.holder.borrow_mut();
+        let i = index(which);
+        h.values[i] = value.to_vec();
+        (h.left[i], h.total[i]) = (tries, tries);
+        Ok(())
+    }
+    fn forget_pin(&mut self) {
+        self.holder.borrow_mut().forgotten += 1;
+    }
+}
+
+impl KeyStore for HeldStore {
+    fn generate(
+        &mut self,
+        slot: KeyRef,
+        alg: Algorithm,
+        pin_policy: PinPolicy,
+        touch: u8,
+    ) -> Result<KeyInfo, KeyError> {
+        self.keys.generate(slot, alg, pin_policy, touch)
+    }
+    fn info(&self, slot: KeyRef) -> Option<&KeyInfo> {
+        self.keys.info(slot)
+    }
+    fn sign(&mut self, slot: KeyRef, input: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.keys.sign(slot, input)
+    }
+    fn ecdh(&mut self, slot: KeyRef, peer: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.keys.ecdh(slot, peer)
+    }
+    fn delete(&mut self, slot: KeyRef) {
+        self.keys.delete(slot);
+    }
+    fn persist(&mut self, state: &CardState, _why: Persist) -> Result<(), KeyError> {
+        let json = serde_json::to_string(state).map_err(|e| KeyError::Backend(e.to_string()))?;
+        self.written.borrow_mut().push(json);
+        Ok(())
+    }
+    fn rollback(&mut self) {}
+    fn references(&mut self) -> Option<&mut dyn References> {
+        Some(self)
+    }
+}
+
+#[test]
+fn a_store_that_holds_the_pin_counts_it_and_the_state_keeps_no_value() {
+    let holder = Rc::new(RefCell::new(Holder::default()));
+    let written = Rc::new(RefCell::new(Vec::new()));
+    let factory = CardState::factory(&mut rand::rngs::OsRng, 7);
+    let applet_over = |state: CardState| {
+        PivClient::new(Applet::new(
+            state,
+            HeldStore {
+                keys: SoftKeyStore::new(),
+                holder: Rc::clone(&holder),
+                written: Rc::clone(&written),
+            },
+            Interface::Contact,
+        ))
+    };
+    {
+        let mut h = holder.borrow_mut();
+        h.values = [b"123456\xFF\xFF".to_vec(), b"12345678".to_vec()];
+        h.left = [3, 3];
+        h.total = [3, 3];
+    }
+    let mut c = applet_over(factory.clone());
+    c.verify_pin(b"123456").unwrap();
+    c.change_reference(KeyRef::PIN, b"123456", b"24682468")
+        .unwrap();
+    assert_eq!(holder.borrow().values[0], b"24682468");
+    // Neither the old nor the new PIN is in any state the card wrote.
+    for json in written.borrow().iter() {
+        assert!(!json.contains(&hex::encode(b"123456\xFF\xFF")), "{json}");
+        assert!(!json.contains(&hex::encode(b"24682468")), "{json}");
+    }
+    let before_wrong = written.borrow().last().cloned().unwrap();
+    assert!(c.verify_pin(b"000000").is_err());
+    assert!(c.verify_pin(b"000000").is_err());
+    // A card started again from the state written before the wrong tries gets none back.
+    let old: CardState = serde_json::from_str(&before_wrong).unwrap();
+    let mut c = applet_over(old);
+    assert_eq!(c.pin_status().unwrap(), PinStatus::TriesLeft(1));
+    // Ending the PIN's status is passed on to the holder.
+    let forgotten = holder.borrow().forgotten;
+    c.send(&Command::new(0, 0x20, 0xFF, 0x80)).unwrap();
+    assert!(holder.borrow().forgotten > forgotten);
+    // The PUK unblocks through the holder.
+    assert!(c.verify_pin(b"000000").is_err());
+    assert_eq!(c.pin_status().unwrap(), PinStatus::Blocked);
+    c.unblock_pin(b"12345678", b"13571357").unwrap();
+    c.verify_pin(b"13571357").unwrap();
+    assert_eq!(holder.borrow().left, [3, 3]);
 }

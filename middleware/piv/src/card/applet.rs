@@ -12,7 +12,7 @@ use x509_cert::name::Name;
 use zeroize::Zeroizing;
 
 use super::cert::{self, CertTemplate};
-use super::keystore::{KeyError, KeyStore, Origin, Persist};
+use super::keystore::{Checked, KeyError, KeyStore, Origin, Persist, Reference};
 use super::state::{
     pad8, CardState, RetryCounted, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK,
 };
@@ -79,19 +79,12 @@ pub struct Applet<K> {
     dirty: bool,
 }
 
-/// The two reference data the applet counts tries of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reference {
-    Pin,
-    Puk,
-}
-
 type Result<T> = std::result::Result<T, Sw>;
 
 impl<K: KeyStore> Applet<K> {
     /// An applet over saved state; the PIV application is selected by default.
     pub fn new(state: CardState, keys: K, interface: Interface) -> Self {
-        Self {
+        let mut applet = Self {
             saved: state.clone(),
             state,
             keys,
@@ -99,6 +92,37 @@ impl<K: KeyStore> Applet<K> {
             session: Session::default(),
             selected: true,
             dirty: false,
+        };
+        applet.mirror_references();
+        applet.saved.clone_from(&applet.state);
+        applet
+    }
+
+    /// When the key store holds the PIN and PUK ([`super::References`]), the state keeps
+    /// no value of them and mirrors the holder's counters: a state file restored from an
+    /// older copy gets no tries back. A holder that cannot be read leaves the mirror as it
+    /// was; the next check then fails as the holder does.
+    fn mirror_references(&mut self) {
+        let Some(holder) = self.keys.references() else {
+            return;
+        };
+        let pin = holder.counter(Reference::Pin);
+        let puk = holder.counter(Reference::Puk);
+        for (counter, read) in [(&mut self.state.pin, pin), (&mut self.state.puk, puk)] {
+            counter.value = Zeroizing::new(Vec::new());
+            if let Ok((left, total)) = read {
+                counter.left = left;
+                counter.total = total;
+            }
+        }
+    }
+
+    /// Ends the PIN's security status, here and in a key store that holds the PIN.
+    fn end_pin_session(&mut self) {
+        self.session.pin_verified = false;
+        self.session.pin_fresh = false;
+        if let Some(holder) = self.keys.references() {
+            holder.forget_pin();
         }
     }
 
@@ -116,6 +140,7 @@ impl<K: KeyStore> Applet<K> {
 
     /// Power cycle or warm reset: security status and buffers are cleared.
     pub fn reset(&mut self) {
+        self.end_pin_session();
         self.session = Session::default();
         self.selected = true;
     }
@@ -177,8 +202,7 @@ impl<K: KeyStore> Applet<K> {
             Err(_) => {
                 self.state.clone_from(&self.saved);
                 self.keys.rollback();
-                self.session.pin_verified = false;
-                self.session.pin_fresh = false;
+                self.end_pin_session();
                 Err(Sw::MEMORY_FAILURE)
             }
         }
@@ -202,9 +226,25 @@ impl<K: KeyStore> Applet<K> {
         }
         self.counter(which).left -= 1;
         self.persist(Persist::Try)?;
-        let counter = self.counter(which);
-        let right = bool::from(counter.value.as_slice().ct_eq(offered));
+        let right = match self.keys.references().map(|h| h.check(which, offered)) {
+            None => {
+                let counter = self.counter(which);
+                bool::from(counter.value.as_slice().ct_eq(offered))
+            }
+            Some(Ok(Checked::Right)) => true,
+            Some(Ok(Checked::Wrong { left })) => {
+                self.counter(which).left = left;
+                false
+            }
+            // The holder could not count or compare: the try as written stands, and the
+            // card answers as for any storage failure.
+            Some(Err(_)) => {
+                self.end_pin_session();
+                return Err(Sw::MEMORY_FAILURE);
+            }
+        };
         if right {
+            let counter = self.counter(which);
             counter.left = counter.total;
         }
         self.persist(Persist::Settle)?;
@@ -349,6 +389,7 @@ impl<K: KeyStore> Applet<K> {
             return Err(Sw::NOT_FOUND);
         }
         if !self.selected {
+            self.end_pin_session();
             self.session = Session::default();
             self.selected = true;
         }
@@ -425,8 +466,7 @@ impl<K: KeyStore> Applet<K> {
             0x00 => {}
             // P1 = FF: reset the security status of the PIN.
             0xFF if cmd.data.is_empty() => {
-                self.session.pin_verified = false;
-                self.session.pin_fresh = false;
+                self.end_pin_session();
                 return Ok(());
             }
             _ => return Err(Sw::INCORRECT_P1P2),
@@ -442,8 +482,7 @@ impl<K: KeyStore> Applet<K> {
             };
         }
         check_pin_format(&cmd.data)?;
-        self.session.pin_verified = false;
-        self.session.pin_fresh = false;
+        self.end_pin_session();
         self.check_reference(Reference::Pin, &cmd.data)?;
         self.session.pin_verified = true;
         self.session.pin_fresh = true;
@@ -467,17 +506,13 @@ impl<K: KeyStore> Applet<K> {
         let which = if is_pin {
             check_pin_format(old)?;
             check_pin_format(new)?;
-            self.session.pin_verified = false;
-            self.session.pin_fresh = false;
+            self.end_pin_session();
             Reference::Pin
         } else {
             Reference::Puk
         };
         self.check_reference(which, old)?;
-        let default = if is_pin { DEFAULT_PIN } else { DEFAULT_PUK };
-        let counter = self.counter(which);
-        counter.is_default = new == pad8(default).as_slice();
-        counter.value = Zeroizing::new(new.to_vec());
+        self.set_reference(which, new)?;
         if is_pin {
             self.session.pin_verified = true;
         }
@@ -498,12 +533,52 @@ impl<K: KeyStore> Applet<K> {
         let (puk, new_pin) = cmd.data.split_at(8);
         check_pin_format(new_pin)?;
         self.check_reference(Reference::Puk, puk)?;
-        self.state.pin.value = Zeroizing::new(new_pin.to_vec());
-        self.state.pin.left = self.state.pin.total;
-        self.state.pin.is_default = new_pin == pad8(DEFAULT_PIN).as_slice();
-        self.session.pin_verified = false;
-        self.session.pin_fresh = false;
+        self.end_pin_session();
+        self.set_reference(Reference::Pin, new_pin)?;
         self.dirty = true;
+        Ok(())
+    }
+
+    /// Gives the PIN or PUK a new value and all its tries, in the state or in the key
+    /// store that holds it. A holder that fails changes nothing the applet keeps.
+    fn set_reference(&mut self, which: Reference, value: &[u8]) -> Result<()> {
+        let total = self.counter(which).total;
+        if let Some(holder) = self.keys.references() {
+            if holder.set(which, value, total).is_err() {
+                // Nothing of this command is kept: the state returns to what was saved.
+                self.state.clone_from(&self.saved);
+                self.keys.rollback();
+                self.dirty = false;
+                self.mirror_references();
+                return Err(Sw::MEMORY_FAILURE);
+            }
+        }
+        let default = match which {
+            Reference::Pin => DEFAULT_PIN,
+            Reference::Puk => DEFAULT_PUK,
+        };
+        let kept_here = self.keys.references().is_none();
+        let counter = self.counter(which);
+        counter.is_default = value == pad8(default).as_slice();
+        counter.value = Zeroizing::new(if kept_here {
+            value.to_vec()
+        } else {
+            Vec::new()
+        });
+        counter.left = total;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// After SET PIN RETRIES and RESET have put the factory PIN and PUK in the state: the
+    /// same in a key store that holds them.
+    fn reset_held_references(&mut self) -> Result<()> {
+        if self.keys.references().is_none() {
+            return Ok(());
+        }
+        for (which, default) in [(Reference::Pin, DEFAULT_PIN), (Reference::Puk, DEFAULT_PUK)] {
+            self.set_reference(which, &pad8(default))?;
+        }
         Ok(())
     }
 
@@ -736,10 +811,9 @@ impl<K: KeyStore> Applet<K> {
             return Err(Sw::INCORRECT_P1P2);
         }
         self.state.set_retries(cmd.p1, cmd.p2);
-        self.session.pin_verified = false;
-        self.session.pin_fresh = false;
+        self.end_pin_session();
         self.dirty = true;
-        Ok(())
+        self.reset_held_references()
     }
 
     /// Yubico RESET: allowed only when both PIN and PUK are blocked.
@@ -754,9 +828,10 @@ impl<K: KeyStore> Applet<K> {
             self.keys.delete(KeyRef(slot));
         }
         self.state.reset(&mut rand::rngs::OsRng);
+        self.end_pin_session();
         self.session = Session::default();
         self.dirty = true;
-        Ok(())
+        self.reset_held_references()
     }
 
     /// Yubico SET MANAGEMENT KEY: `alg 9B len key`.

@@ -132,6 +132,41 @@ pub enum Persist {
     Change,
 }
 
+/// The two reference data the applet counts tries of.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Reference {
+    Pin,
+    Puk,
+}
+
+/// What the holder of a reference answered to an offered value.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Checked {
+    /// The value was right; the counter is back to its total.
+    Right,
+    /// The value was wrong, or the reference is blocked; `left` tries remain (0: blocked).
+    Wrong { left: u8 },
+}
+
+/// PIN and PUK kept outside the card state by a holder that counts their tries itself: the
+/// TPM virtual card keeps them in TPM PIN indices, so that neither the value nor the count
+/// is in a file a copy or a restore could use. The applet still mirrors the counters in its
+/// state (for status queries and metadata) and writes them as it does for its own.
+pub trait References {
+    /// Tries left and the total of `which`, as the holder counts them.
+    fn counter(&mut self, which: Reference) -> Result<(u8, u8), KeyError>;
+
+    /// Compares `offered` (8 bytes, `FF`-padded as it travels) with the reference. The
+    /// holder makes the try durable before it compares; a right value resets the count.
+    fn check(&mut self, which: Reference, offered: &[u8]) -> Result<Checked, KeyError>;
+
+    /// Replaces the reference value and gives it `tries` tries.
+    fn set(&mut self, which: Reference, value: &[u8], tries: u8) -> Result<(), KeyError>;
+
+    /// The PIN's security status ended: forget whatever a verified PIN unlocked.
+    fn forget_pin(&mut self);
+}
+
 /// The card's asymmetric keys, one per key reference, and the carrier's stable storage.
 pub trait KeyStore {
     /// Generates a key in `slot`, replacing any key there.
@@ -173,6 +208,12 @@ pub trait KeyStore {
     /// generated in a command answered `6581` must not be written by the next one).
     /// Required: a store whose `persist` can fail must say how it undoes.
     fn rollback(&mut self);
+
+    /// The holder of the PIN and PUK when it is not the card state (see [`References`]).
+    /// The default, `None`, keeps them in the state, compared by the applet.
+    fn references(&mut self) -> Option<&mut dyn References> {
+        None
+    }
 }
 
 /// Software private keys, serialised as PKCS#8 in the card's state.

@@ -34,7 +34,10 @@ mod secret_hex {
 }
 
 pub use applet::{Applet, Interface, HISTORICAL_BYTES};
-pub use keystore::{KeyError, KeyInfo, KeyStore, Origin, Persist, PublicKey, SoftKeyStore};
+pub use keystore::{
+    Checked, KeyError, KeyInfo, KeyStore, Origin, Persist, PublicKey, Reference, References,
+    SoftKeyStore,
+};
 pub use state::{
     pad8, CardState, ManagementKey, RetryCounted, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK,
     DEFAULT_RETRIES, VERSION,
