@@ -5,10 +5,9 @@
 //! beside the state file so that attestations can be checked against it.
 
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use der::asn1::{GeneralizedTime, UtcTime};
 use der::{Encode, EncodePem};
 use ecdsa::signature::hazmat::PrehashSigner;
 use pkcs8::EncodePublicKey;
@@ -19,7 +18,7 @@ use tessera_piv::card::{CardState, KeyStore, SoftKeyStore};
 use tessera_piv::piv::{object, Algorithm, KeyRef, PinPolicy};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 use x509_cert::name::Name;
-use x509_cert::time::{Time, Validity};
+use x509_cert::time::Validity;
 
 /// A blank card and the PEM certificate of the CA that certified its attestation key.
 #[derive(Debug)]
@@ -121,22 +120,5 @@ fn random_serial() -> [u8; 16] {
 }
 
 fn validity(now: SystemTime, days: u64) -> Result<Validity> {
-    let start = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .context("clock before 1970")?;
-    // Whole seconds: DER times carry no fractions.
-    let start = Duration::from_secs(start.as_secs());
-    let end = start + Duration::from_secs(days * 86_400);
-    Ok(Validity {
-        not_before: time(start)?,
-        not_after: time(end)?,
-    })
-}
-
-/// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
-fn time(since_epoch: Duration) -> Result<Time> {
-    Ok(match UtcTime::from_unix_duration(since_epoch) {
-        Ok(t) => Time::UtcTime(t),
-        Err(_) => Time::GeneralTime(GeneralizedTime::from_unix_duration(since_epoch)?),
-    })
+    cert::validity(now, days).context("certificate validity")
 }

@@ -5,11 +5,14 @@
 use der::asn1::{BitString, OctetString};
 use der::{Decode, Encode};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use std::time::{Duration, SystemTime};
 use x509_cert::certificate::{Certificate, TbsCertificate, Version};
 use x509_cert::ext::Extension;
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::time::Validity;
+
+use der::asn1::{GeneralizedTime, UtcTime};
+use x509_cert::time::{Time, Validity};
 
 /// ecdsa-with-SHA256 (RFC 5758 §3.2), without parameters.
 pub fn ecdsa_with_sha256() -> AlgorithmIdentifierOwned {
@@ -80,5 +83,26 @@ pub fn extension(
         extn_id: oid,
         critical,
         extn_value: OctetString::new(value)?,
+    })
+}
+
+/// `days` from `now`, in whole seconds (DER times carry no fractions).
+pub fn validity(now: SystemTime, days: u64) -> Result<Validity, der::Error> {
+    let start = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|_| der::Error::from(der::ErrorKind::DateTime))?;
+    let start = Duration::from_secs(start.as_secs());
+    let end = start + Duration::from_secs(days * 86_400);
+    Ok(Validity {
+        not_before: time(start)?,
+        not_after: time(end)?,
+    })
+}
+
+/// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
+fn time(since_epoch: Duration) -> Result<Time, der::Error> {
+    Ok(match UtcTime::from_unix_duration(since_epoch) {
+        Ok(t) => Time::UtcTime(t),
+        Err(_) => Time::GeneralTime(GeneralizedTime::from_unix_duration(since_epoch)?),
     })
 }

@@ -1,0 +1,5 @@
+//! The Tessera workstation agent: TPM 2.0 virtual smart cards (see docs/agent.md).
+
+pub mod tpm;
+pub mod vsc;
+pub mod worker;
