@@ -414,6 +414,29 @@ impl DataDir {
         &self.root
     }
 
+    /// Takes the data directory for this process alone: `serve` holds it while it runs, and
+    /// `vsc create` and `delete` while they change cards, so that no card file is written
+    /// by two processes and no card is deleted under a serving agent.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        let path = self.root.join("agent.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "another tessera-agent is using {} (the service serving the cards?): stop it first",
+                self.root.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+
     fn card_path(&self, name: &str) -> PathBuf {
         self.root.join("cards").join(format!("{name}.json"))
     }

@@ -91,15 +91,30 @@ pub struct Lab {
     pcscd: Option<Child>,
     card: Option<Child>,
     second_card: Option<Child>,
+    /// Other programs started in the lab ([`Lab::spawn`]), stopped with it.
+    children: Vec<Child>,
     pub state: PathBuf,
+}
+
+/// The reference card's binary (this crate's own; other crates that use the lab start
+/// their own card servers with [`Lab::spawn`]).
+fn card_sim() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_tessera-card-sim") {
+        Some(path) => path,
+        None => panic!("tessera-card-sim is built by the firmware-tests crate only"),
+    }
+}
+
+fn hostile_card() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_tessera-hostile-card") {
+        Some(path) => path,
+        None => panic!("tessera-hostile-card is built by the firmware-tests crate only"),
+    }
 }
 
 impl Lab {
     /// Starts pcscd and a card; waits until the card is present in the reader.
     pub fn start(opts: CardOptions) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let readers = dir.path().join("reader.conf.d");
-        std::fs::create_dir(&readers).expect("reader.conf.d");
         // vpcd listens on 35963 (and 35964 for its second slot) inside the namespace; the
         // card connects (TESTBED.md: DEVICENAME /dev/null:PORT).
         // In reversed mode vpcd connects to the cards on 127.0.0.1.
@@ -108,13 +123,31 @@ impl Lab {
         } else {
             "/dev/null"
         };
-        std::fs::write(
-            readers.join("tessera-vpcd"),
-            format!(
-                "FRIENDLYNAME \"Tessera vpcd\"\nDEVICENAME {device}:35963\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"
-            ),
-        )
-        .expect("reader conf");
+        let mut lab = Self::empty(opts.state.clone());
+        lab.write_reader_conf(&format!(
+            "FRIENDLYNAME \"Tessera vpcd\"\nDEVICENAME {device}:35963\nLIBPATH {VPCD_DRIVER}\nCHANNELID 0x8C7B\n"
+        ));
+        if opts.listen {
+            lab.start_listening_cards(opts.hostile.as_deref());
+        }
+        lab.start_pcscd();
+        if opts.listen {
+            if opts.hostile.is_none() {
+                lab.wait_for_card(true);
+            }
+        } else {
+            lab.start_card(&opts);
+        }
+        lab
+    }
+
+    /// The private namespaces and directory alone: no reader configuration, no pcscd, no
+    /// card. A test then writes its reader configuration, starts its card servers with
+    /// [`Lab::spawn`] and pcscd with [`Lab::start_pcscd`].
+    pub fn empty(state: Option<PathBuf>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let readers = dir.path().join("reader.conf.d");
+        std::fs::create_dir(&readers).expect("reader.conf.d");
         let user_ns = !is_root();
         let mut unshare = Command::new("unshare");
         if user_ns {
@@ -143,11 +176,8 @@ impl Lab {
             .expect("namespace holder pid");
         let ns_pid = line.trim().to_owned();
         assert!(!ns_pid.is_empty(), "namespace set-up failed");
-        let state = opts
-            .state
-            .clone()
-            .unwrap_or_else(|| dir.path().join("card.json"));
-        let mut lab = Self {
+        let state = state.unwrap_or_else(|| dir.path().join("card.json"));
+        Self {
             dir,
             holder,
             ns_pid,
@@ -156,20 +186,51 @@ impl Lab {
             pcscd: None,
             card: None,
             second_card: None,
+            children: Vec::new(),
             state,
-        };
-        if opts.listen {
-            lab.start_listening_cards(opts.hostile.as_deref());
         }
-        lab.start_pcscd();
-        if opts.listen {
-            if opts.hostile.is_none() {
-                lab.wait_for_card(true);
-            }
-        } else {
-            lab.start_card(&opts);
+    }
+
+    /// pcscd's reader configuration in the lab.
+    pub fn write_reader_conf(&self, content: &str) {
+        std::fs::write(self.readers.join("tessera-vpcd"), content).expect("reader conf");
+    }
+
+    /// Starts a program in the lab in the background, its output in the log `log`; it is
+    /// stopped when the lab is. Returns its index for [`Lab::stop`].
+    pub fn spawn(&mut self, program: &str, args: &[&str], log: &str) -> usize {
+        let out = self.log_file(log);
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Stops (kills) a program started with [`Lab::spawn`].
+    pub fn stop(&mut self, index: usize) {
+        if let Some(c) = self.children.get_mut(index) {
+            let _ = c.kill();
+            let _ = c.wait();
         }
-        lab
+    }
+
+    /// Waits until `text` shows in the log `log`.
+    pub fn wait_for_log(&self, log: &str, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.read_log(log).contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} never showed in {log}: {}",
+                self.read_log(log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts pcscd in the lab (again, after [`Lab::stop_pcscd`]).
@@ -208,13 +269,13 @@ impl Lab {
             let vpcd = format!("127.0.0.1:{port}");
             let child = match hostile {
                 Some(mode) => self
-                    .command(env!("CARGO_BIN_EXE_tessera-hostile-card"))
+                    .command(hostile_card())
                     .args(["--mode", mode, "--vpcd", &vpcd])
                     .stderr(self.log_file(log))
                     .spawn()
                     .expect("tessera-hostile-card"),
                 None => self
-                    .command(env!("CARGO_BIN_EXE_tessera-card-sim"))
+                    .command(card_sim())
                     .args(["--mode", "listen", "--vpcd", &vpcd])
                     .arg("--state")
                     .arg(&state)
@@ -247,7 +308,7 @@ impl Lab {
     pub fn start_card(&mut self, opts: &CardOptions) {
         self.stop_card();
         let log = self.log_file("card.log");
-        let mut cmd = self.command(env!("CARGO_BIN_EXE_tessera-card-sim"));
+        let mut cmd = self.command(card_sim());
         cmd.arg("--state").arg(&self.state);
         if opts.contactless {
             cmd.arg("--contactless");
@@ -271,6 +332,11 @@ impl Lab {
 
     /// Waits until pcscd reports the card present (or gone) in the first reader.
     pub fn wait_for_card(&self, present: bool) {
+        self.wait_for_card_in(READER, present);
+    }
+
+    /// Waits until pcscd reports a card present (or none) in `reader`.
+    pub fn wait_for_card_in(&self, reader: &str, present: bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = self.command("opensc-tool").arg("-l").output();
@@ -280,7 +346,7 @@ impl Lab {
                 .unwrap_or_default();
             let has_card = listed
                 .lines()
-                .any(|l| l.contains(READER) && l.split_whitespace().nth(1) == Some("Yes"));
+                .any(|l| l.contains(reader) && l.split_whitespace().nth(1) == Some("Yes"));
             if has_card == present {
                 return;
             }
@@ -353,6 +419,7 @@ impl Drop for Lab {
         for c in [self.card.take(), self.second_card.take()]
             .into_iter()
             .flatten()
+            .chain(self.children.drain(..))
         {
             let mut c = c;
             let _ = c.kill();
