@@ -18,7 +18,10 @@ fn systemd_accepts_the_unit() {
     assert!(unit.contains("Restart=always"));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("tessera-agent.service");
-    let built = unit.replace("/usr/local/bin/tessera-agent", env!("CARGO_BIN_EXE_tessera-agent"));
+    let built = unit.replace(
+        "/usr/local/bin/tessera-agent",
+        env!("CARGO_BIN_EXE_tessera-agent"),
+    );
     std::fs::write(&path, built).expect("unit copy");
     let out = std::process::Command::new(analyze)
         .arg("verify")
