@@ -18,8 +18,9 @@ use zeroize::Zeroizing;
 /// Each virtual card is the Tessera PIV applet with its keys in this machine's TPM, its PIN
 /// and PUK in TPM PIN indices that count their own tries, served to pcscd through the
 /// vsmartcard vpcd driver on a loopback port. OpenSC, yubico-piv-tool, browsers, ssh and
-/// PAM see an ordinary PIV card. The agent's files are useless on another TPM, and without
-/// the PIN on this one.
+/// PAM see an ordinary PIV card. The agent's files are useless on another TPM, and on this
+/// one without the PIN to whoever cannot use the TPM's owner hierarchy (set an owner
+/// password: see --owner-auth-file).
 #[derive(Debug, Parser)]
 #[command(name = "tessera-agent", version, about, long_about)]
 struct Args {
@@ -88,7 +89,8 @@ enum Vsc {
     Create {
         /// The card's name (1 to 32 letters, digits, '-' or '_'); usually the user's login.
         name: String,
-        /// The loopback port of the card's reader slot (default: the next free one).
+        /// The loopback port of the card's reader slot, below 1024 (default: the next free
+        /// one from 921).
         #[arg(long)]
         port: Option<u16>,
     },

@@ -152,15 +152,15 @@ pub fn run(data: &DataDir, tpm: &TpmClient, lock: File) -> Result<()> {
             let failed = failed_tx.clone();
             match slot {
                 Some(card) => {
-                    let store = TpmKeyStore::new(
-                        tpm.clone(),
-                        data.state_file(&card.meta.name),
-                        card.meta.clone(),
-                        card.keys.clone(),
-                    );
                     let name = card.meta.name.clone();
+                    let (store, state, warnings) =
+                        TpmKeyStore::open(tpm, data.state_file(&name), (*card).clone())
+                            .with_context(|| format!("opening card {name}"))?;
+                    for w in warnings {
+                        eprintln!("tessera-agent: {w}");
+                    }
                     let mut vc = VirtualCard {
-                        applet: Applet::new(card.card.clone(), store, Interface::Contact),
+                        applet: Applet::new(state, store, Interface::Contact),
                     };
                     std::thread::Builder::new()
                         .name(format!("card {name}"))

@@ -14,6 +14,7 @@
 //! The PIN-fail index protocol and the policy digest are written here by hand: tss-esapi
 //! offers the commands, not this use of them.
 
+use std::collections::HashMap;
 use std::convert::TryFrom;
 use std::str::FromStr;
 
@@ -117,6 +118,10 @@ pub struct Tpm {
     ctx: Context,
     primary: KeyHandle,
     owner_auth: Option<Zeroizing<Vec<u8>>>,
+    /// ESYS objects of the NV indices in use, one per index: each `TR_FromTPMPublic` makes
+    /// an object that lives until closed, so looking an index up for every PIN check would
+    /// grow the agent's memory (and keep authValues in it) without bound.
+    nv: HashMap<u32, NvIndexHandle>,
 }
 
 impl std::fmt::Debug for Tpm {
@@ -148,6 +153,7 @@ impl Tpm {
             ctx,
             primary: KeyHandle::Null,
             owner_auth,
+            nv: HashMap::new(),
         };
         if let Some(auth) = &tpm.owner_auth {
             let auth = Auth::try_from(auth.to_vec())?;
@@ -184,34 +190,39 @@ impl Tpm {
             .build()?)
     }
 
+    /// The storage primary at [`PRIMARY_HANDLE`]. A primary key is derived from the owner
+    /// hierarchy's seed and the template, so the agent makes it afresh on every start and
+    /// accepts the persistent key only if its name is the fresh one's: a key someone else
+    /// put at that handle (one whose private part they know, to unwrap the cards' keys)
+    /// is refused. On first use the fresh key is made persistent.
     fn storage_primary(&mut self) -> Result<KeyHandle> {
         let handle = PersistentTpmHandle::new(PRIMARY_HANDLE)?;
-        let expected = Self::primary_template()?;
+        let template = Self::primary_template()?;
+        let fresh = self
+            .with_password(|ctx| {
+                ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
+            })?
+            .key_handle;
+        let (_, fresh_name, _) = self.ctx.read_public(fresh)?;
         if let Ok(obj) = self.ctx.tr_from_tpm_public(TpmHandle::Persistent(handle)) {
             let key = KeyHandle::from(obj);
-            let (public, _, _) = self.ctx.read_public(key)?;
-            if public.object_attributes() != expected.object_attributes()
-                || public.name_hashing_algorithm() != HashingAlgorithm::Sha256
-                || !matches!(public, Public::Ecc { .. })
-            {
+            let (_, name, _) = self.ctx.read_public(key)?;
+            self.ctx.flush_context(fresh.into())?;
+            if name.value() != fresh_name.value() {
                 return Err(other(format!(
-                    "persistent handle {PRIMARY_HANDLE:#010x} holds a key that is not the agent's storage primary"
+                    "persistent handle {PRIMARY_HANDLE:#010x} holds a key that is not the agent's storage primary (another application's, or planted): refusing to use it"
                 )));
             }
             return Ok(key);
         }
-        let created = self.with_password(|ctx| {
-            ctx.create_primary(Hierarchy::Owner, expected, None, None, None, None)
-        })?;
-        let transient = created.key_handle;
         let persisted = self.with_password(|ctx| {
             ctx.evict_control(
                 Provision::Owner,
-                transient.into(),
+                fresh.into(),
                 Persistent::Persistent(handle),
             )
         });
-        self.ctx.flush_context(transient.into())?;
+        self.ctx.flush_context(fresh.into())?;
         Ok(KeyHandle::from(persisted?))
     }
 
@@ -302,7 +313,7 @@ impl Tpm {
     fn with_key<T>(
         &mut self,
         blob: &KeyBlob,
-        pin: Option<(NvIndexTpmHandle, &[u8])>,
+        pin: Option<(u32, &[u8])>,
         f: impl FnOnce(&mut Context, KeyHandle) -> tss_esapi::Result<T>,
     ) -> Result<T> {
         let key = self.load(blob)?;
@@ -322,7 +333,7 @@ impl Tpm {
     /// hands the session to `f`; flushes the session afterwards.
     fn with_policy_secret<T>(
         &mut self,
-        index: NvIndexTpmHandle,
+        index: u32,
         auth: &[u8],
         f: impl FnOnce(&mut Context, AuthSession) -> tss_esapi::Result<T>,
     ) -> Result<T> {
@@ -346,7 +357,7 @@ impl Tpm {
             self.ctx
                 .tr_set_auth(nv.into(), Auth::try_from(auth.to_vec())?)?;
             let policy = PolicySession::try_from(session)?;
-            self.with_password(|ctx| {
+            let secret = self.with_password(|ctx| {
                 ctx.policy_secret(
                     policy,
                     NvAuth::NvIndex(nv).into(),
@@ -355,7 +366,10 @@ impl Tpm {
                     Nonce::default(),
                     None,
                 )
-            })?;
+            });
+            // ESYS keeps a copy of the authValue with the object: not beyond this use.
+            self.ctx.tr_set_auth(nv.into(), Auth::default())?;
+            secret?;
             Ok(f(&mut self.ctx, session)?)
         })();
         let flushed = self.ctx.flush_context(SessionHandleOf(session).into());
@@ -364,10 +378,41 @@ impl Tpm {
         Ok(value)
     }
 
-    fn nv_handle(&mut self, index: NvIndexTpmHandle) -> Result<NvIndexHandle> {
-        Ok(NvIndexHandle::from(
-            self.ctx.tr_from_tpm_public(TpmHandle::NvIndex(index))?,
-        ))
+    /// The ESYS object of the index at `handle`, made once and kept.
+    fn nv_handle(&mut self, handle: u32) -> Result<NvIndexHandle> {
+        if let Some(nv) = self.nv.get(&handle) {
+            return Ok(*nv);
+        }
+        let index = NvIndexTpmHandle::new(handle)?;
+        let nv = NvIndexHandle::from(self.ctx.tr_from_tpm_public(TpmHandle::NvIndex(index))?);
+        self.nv.insert(handle, nv);
+        Ok(nv)
+    }
+
+    /// Whether an index is defined at `handle` (without keeping an object for it).
+    fn nv_defined(&mut self, handle: u32) -> Result<bool> {
+        if self.nv.contains_key(&handle) {
+            return Ok(true);
+        }
+        let index = NvIndexTpmHandle::new(handle)?;
+        match self.ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)) {
+            Ok(mut obj) => {
+                self.ctx.tr_close(&mut obj)?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Undefines the index at `handle` if there is one; its ESYS object goes with it.
+    fn undefine_if_defined(&mut self, handle: u32) -> Result<()> {
+        if !self.nv_defined(handle)? {
+            return Ok(());
+        }
+        let nv = self.nv_handle(handle)?;
+        self.with_password(|ctx| ctx.nv_undefine_space(Provision::Owner, nv))?;
+        self.nv.remove(&handle);
+        Ok(())
     }
 
     /// Signs a digest already fitted to the curve (ECDSA, DER signature) or performs the raw
@@ -379,9 +424,6 @@ impl Tpm {
         input: &[u8],
         pin: Option<(u32, &[u8])>,
     ) -> Result<Vec<u8>> {
-        let pin = pin
-            .map(|(i, a)| NvIndexTpmHandle::new(i).map(|h| (h, a)))
-            .transpose()?;
         match alg {
             Algorithm::EccP256 | Algorithm::EccP384 => {
                 let hash = if alg == Algorithm::EccP256 {
@@ -442,9 +484,6 @@ impl Tpm {
             tss_esapi::structures::EccParameter::try_from(x.to_vec())?,
             tss_esapi::structures::EccParameter::try_from(y.to_vec())?,
         );
-        let pin = pin
-            .map(|(i, a)| NvIndexTpmHandle::new(i).map(|h| (h, a)))
-            .transpose()?;
         let shared = self.with_key(blob, pin, |ctx, key| ctx.ecdh_z_gen(key, point))?;
         Ok(left_pad(shared.x().value(), size))
     }
@@ -454,18 +493,10 @@ impl Tpm {
         Ok(Public::unmarshall(&blob.public)?)
     }
 
-    /// The first NV index from `start` on that is not defined.
+    /// The first NV index from `start` on that is not defined and not in `taken`.
     pub fn free_nv_index(&mut self, start: u32, taken: &[u32]) -> Result<u32> {
         for handle in start..FIRST_NV_INDEX + NV_INDEX_RANGE {
-            if taken.contains(&handle) {
-                continue;
-            }
-            let index = NvIndexTpmHandle::new(handle)?;
-            if self
-                .ctx
-                .tr_from_tpm_public(TpmHandle::NvIndex(index))
-                .is_err()
-            {
+            if !taken.contains(&handle) && !self.nv_defined(handle)? {
                 return Ok(handle);
             }
         }
@@ -473,14 +504,20 @@ impl Tpm {
     }
 
     /// (Re)defines a PIN-fail index at `handle` with `auth` and `limit` tries, none used.
-    /// An index already there is replaced; its name stays the same (the name covers the
-    /// public area, not the authValue), so keys bound to it keep working.
-    pub fn define_pin_index(&mut self, handle: u32, auth: &[u8], limit: u8) -> Result<Vec<u8>> {
+    /// An index already there is replaced. The index's name covers its public area, not its
+    /// authValue: redefined with the same `tag` (its authPolicy, which no access attribute
+    /// uses; it only makes the name unique), it keeps its name and the keys bound to it keep
+    /// working; with a new tag it gets a new name and every key bound to the old one is dead
+    /// for good, whatever authValue the index gets later.
+    pub fn define_pin_index(
+        &mut self,
+        handle: u32,
+        auth: &[u8],
+        limit: u8,
+        tag: &[u8],
+    ) -> Result<Vec<u8>> {
         let index = NvIndexTpmHandle::new(handle)?;
-        if let Ok(existing) = self.ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)) {
-            let nv = NvIndexHandle::from(existing);
-            self.with_password(|ctx| ctx.nv_undefine_space(Provision::Owner, nv))?;
-        }
+        self.undefine_if_defined(handle)?;
         let attributes = NvIndexAttributesBuilder::new()
             .with_nv_index_type(NvIndexType::PinFail)
             .with_owner_write(true)
@@ -492,11 +529,15 @@ impl Tpm {
             .with_nv_index(index)
             .with_index_name_algorithm(HashingAlgorithm::Sha256)
             .with_index_attributes(attributes)
+            .with_index_auth_policy(Digest::try_from(tag.to_vec())?)
             .with_data_area_size(8)
             .build()?;
         let auth = Auth::try_from(auth.to_vec())?;
         let nv =
             self.with_password(|ctx| ctx.nv_define_space(Provision::Owner, Some(auth), public))?;
+        self.nv.insert(handle, nv);
+        // ESYS keeps the authValue it was given with the new object: not beyond this.
+        self.ctx.tr_set_auth(nv.into(), Auth::default())?;
         let mut counter = [0u8; 8];
         counter[4..].copy_from_slice(&u32::from(limit).to_be_bytes());
         let data = MaxNvBuffer::try_from(counter.to_vec())?;
@@ -506,24 +547,32 @@ impl Tpm {
 
     /// The name of the PIN index at `handle` (what key policies are bound to).
     pub fn pin_index_name(&mut self, handle: u32) -> Result<Vec<u8>> {
-        let nv = self.nv_handle(NvIndexTpmHandle::new(handle)?)?;
+        let nv = self.nv_handle(handle)?;
         let (_, name) = self.ctx.nv_read_public(nv)?;
         Ok(name.value().to_vec())
     }
 
+    /// The name and authPolicy (the agent's tag) of the index at `handle`, if there is one.
+    pub fn index_public(&mut self, handle: u32) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if !self.nv_defined(handle)? {
+            return Ok(None);
+        }
+        let nv = self.nv_handle(handle)?;
+        let (public, name) = self.ctx.nv_read_public(nv)?;
+        Ok(Some((
+            name.value().to_vec(),
+            public.authorization_policy().value().to_vec(),
+        )))
+    }
+
     /// Removes the index (a deleted card).
     pub fn undefine(&mut self, handle: u32) -> Result<()> {
-        let index = NvIndexTpmHandle::new(handle)?;
-        if let Ok(existing) = self.ctx.tr_from_tpm_public(TpmHandle::NvIndex(index)) {
-            let nv = NvIndexHandle::from(existing);
-            self.with_password(|ctx| ctx.nv_undefine_space(Provision::Owner, nv))?;
-        }
-        Ok(())
+        self.undefine_if_defined(handle)
     }
 
     /// The index's counter, read with the owner's authorisation (no try used).
     pub fn pin_counter(&mut self, handle: u32) -> Result<PinCounter> {
-        let nv = self.nv_handle(NvIndexTpmHandle::new(handle)?)?;
+        let nv = self.nv_handle(handle)?;
         let data = self.with_password(|ctx| ctx.nv_read(NvAuth::Owner, nv, 8, 0))?;
         parse_counter(data.value())
     }
@@ -531,7 +580,7 @@ impl Tpm {
     /// Offers `auth` to the PIN index by reading it with that authValue: the TPM counts a
     /// failure in the index before it answers, and a success resets the count.
     pub fn check_pin(&mut self, handle: u32, auth: &[u8]) -> Result<PinCheck> {
-        let nv = self.nv_handle(NvIndexTpmHandle::new(handle)?)?;
+        let nv = self.nv_handle(handle)?;
         self.ctx
             .tr_set_auth(nv.into(), Auth::try_from(auth.to_vec())?)?;
         let read = self.with_password(|ctx| ctx.nv_read(NvAuth::NvIndex(nv), nv, 8, 0));
@@ -573,18 +622,26 @@ fn response_kind(e: tss_esapi::Error) -> Option<ResponseKind> {
     let tss_esapi::Error::Tss2Error(rc) = e else {
         return None;
     };
-    match rc {
-        Tss2ResponseCode::FormatOne(FormatOneResponseCode(code)) => {
-            // Format-one codes carry the parameter/session number in bits 8..11; the error
-            // is the low 6 bits plus RC_FMT1 (0x080): TPM_RC_AUTH_FAIL (0x08E) for a
-            // DA-protected entity, TPM_RC_BAD_AUTH (0x0A2) for one with TPMA_NV_NO_DA.
-            matches!(code & 0xBF, 0x8E | 0xA2).then_some(ResponseKind::AuthFail)
-        }
-        Tss2ResponseCode::FormatZero(FormatZeroResponseCode(code)) => {
-            // TPM_RC_NV_AUTHORIZATION = RC_VER1 (0x100) + 0x049.
-            ((code & 0xFFF) == 0x149).then_some(ResponseKind::NvAuthorization)
-        }
-        _ => None,
+    // Only answers of the TPM itself (layer 0): a code of another TSS layer that happens
+    // to have the same low bits means something else.
+    let (code, format_one) = match rc {
+        Tss2ResponseCode::FormatOne(FormatOneResponseCode(code)) => (code, true),
+        Tss2ResponseCode::FormatZero(FormatZeroResponseCode(code)) => (code, false),
+        Tss2ResponseCode::Success => return None,
+    };
+    if code & 0xFFFF_0000 != 0 {
+        return None;
+    }
+    if format_one {
+        // Format-one codes carry the parameter/session number in bits 8..11; the error
+        // is the low 6 bits plus RC_FMT1 (0x080): TPM_RC_AUTH_FAIL (0x08E) for a
+        // DA-protected entity, TPM_RC_BAD_AUTH (0x0A2) for one with TPMA_NV_NO_DA. NV_Read
+        // has one session, so the failure is the index's authorisation.
+        matches!(code & 0xBF, 0x8E | 0xA2).then_some(ResponseKind::AuthFail)
+    } else {
+        // A PIN-fail index at its limit: TPM_RC_AUTH_UNAVAILABLE (RC_VER1 + 0x02F, what
+        // libtpms answers) or TPM_RC_NV_AUTHORIZATION (RC_VER1 + 0x049).
+        matches!(code & 0xFFF, 0x12F | 0x149).then_some(ResponseKind::NvAuthorization)
     }
 }
 

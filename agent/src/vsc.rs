@@ -67,10 +67,22 @@ pub struct CardMeta {
     pub port: u16,
     pub pin_index: u32,
     pub puk_index: u32,
-    /// The PIN index's name when the card was made: every PIN-protected key's policy is
-    /// bound to it.
+    /// The PIN index's name: every PIN-protected key's policy is bound to it.
     #[serde(with = "hex::serde")]
     pub pin_index_name: Vec<u8>,
+    /// Random authPolicy values of the two indices, which make their names unique: a new
+    /// PIN tag (at RESET) kills every key bound to the old name.
+    #[serde(with = "hex::serde")]
+    pub pin_index_tag: Vec<u8>,
+    #[serde(with = "hex::serde")]
+    pub puk_index_tag: Vec<u8>,
+}
+
+/// A fresh random index tag.
+fn new_tag() -> Vec<u8> {
+    let mut tag = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut tag);
+    tag
 }
 
 /// The card file.
@@ -121,7 +133,7 @@ fn backend(e: impl std::fmt::Display) -> KeyError {
 }
 
 impl TpmKeyStore {
-    pub fn new(
+    fn new(
         tpm: TpmClient,
         file: StateFile,
         meta: CardMeta,
@@ -135,6 +147,86 @@ impl TpmKeyStore {
             meta,
             pin_auth: None,
         }
+    }
+
+    /// Opens a card for the applet: its key store and the state to start the applet with,
+    /// after [`TpmKeyStore::reconcile`]; what reconciling found is in the warnings.
+    pub fn open(
+        tpm: &TpmClient,
+        file: StateFile,
+        card: CardFile,
+    ) -> anyhow::Result<(Self, CardState, Vec<String>)> {
+        let mut store = Self::new(tpm.clone(), file, card.meta, card.keys);
+        let warnings = store.reconcile()?;
+        if !warnings.is_empty() {
+            store.persist(&card.card, Persist::Change)?;
+        }
+        Ok((store, card.card, warnings))
+    }
+
+    /// Brings the card file's view of the PIN and PUK indices in line with the TPM's after
+    /// a cut between two of their changes (a redefinition is an undefine and a define):
+    /// - the PIN index has another name than the keys are bound to (a RESET whose file
+    ///   write was lost): without PIN-protected keys the TPM's name and tag are taken;
+    /// - the PIN index is missing: the keys bound to it can never be used again; they are
+    ///   dropped and a new index with the factory PIN and a new tag is made (the card must
+    ///   be personalised again);
+    /// - the PUK index is missing: a new one with a random PUK nobody knows, so that a cut
+    ///   never leaves a known PUK beside live keys; the card then cannot be unblocked.
+    pub fn reconcile(&mut self) -> anyhow::Result<Vec<String>> {
+        let (pin, puk) = (self.meta.pin_index, self.meta.puk_index);
+        let (pin_public, puk_public) = self.tpm.call(move |tpm| -> crate::tpm::Result<_> {
+            Ok((tpm.index_public(pin)?, tpm.index_public(puk)?))
+        })??;
+        let mut warnings = Vec::new();
+        let name = &self.meta.name;
+        let pin_bound = |keys: &BTreeMap<KeyRef, StoredKey>| {
+            keys.values().any(|k| k.info.pin_policy != PinPolicy::Never)
+        };
+        match pin_public {
+            Some((tpm_name, tag)) if tpm_name == self.meta.pin_index_name => {
+                self.meta.pin_index_tag = tag;
+            }
+            Some((tpm_name, tag)) if !pin_bound(&self.keys) => {
+                self.meta.pin_index_name = tpm_name;
+                self.meta.pin_index_tag = tag;
+                warnings.push(format!(
+                    "card {name}: took the TPM's PIN index as it is (the card file missed its last change)"
+                ));
+            }
+            Some(_) => warnings.push(format!(
+                "card {name}: the PIN index is not the one the card's keys are bound to; those keys cannot be used: reset the card and issue it again"
+            )),
+            None => {
+                self.keys.retain(|_, k| k.info.pin_policy == PinPolicy::Never);
+                self.meta.pin_index_tag = new_tag();
+                let auth = reference_auth(&self.meta.id, Reference::Pin, &pad8(DEFAULT_PIN));
+                let tag = self.meta.pin_index_tag.clone();
+                self.meta.pin_index_name = self.tpm.call(move |tpm| {
+                    tpm.define_pin_index(pin, &auth, DEFAULT_RETRIES, &tag)
+                })??;
+                warnings.push(format!(
+                    "card {name}: its PIN index was missing (a change cut short); the keys that needed the PIN are gone and the PIN is the factory one: personalise the card again"
+                ));
+            }
+        }
+        match puk_public {
+            Some((_, tag)) => self.meta.puk_index_tag = tag,
+            None => {
+                let mut unknown = [0u8; 8];
+                rand::rngs::OsRng.fill_bytes(&mut unknown);
+                let auth = reference_auth(&self.meta.id, Reference::Puk, &unknown);
+                self.meta.puk_index_tag = new_tag();
+                let tag = self.meta.puk_index_tag.clone();
+                self.tpm
+                    .call(move |tpm| tpm.define_pin_index(puk, &auth, DEFAULT_RETRIES, &tag))??;
+                warnings.push(format!(
+                    "card {name}: its PUK index was missing (a change cut short); it has a random PUK now, so the PIN cannot be unblocked: personalise the card again"
+                ));
+            }
+        }
+        self.saved.clone_from(&self.keys);
+        Ok(warnings)
     }
 
     pub fn meta(&self) -> &CardMeta {
@@ -231,8 +323,14 @@ impl KeyStore for TpmKeyStore {
 
     fn ecdh(&mut self, slot: KeyRef, peer_point: &[u8]) -> Result<Vec<u8>, KeyError> {
         let key = self.keys.get(&slot).ok_or(KeyError::NoKey(slot))?;
-        if !matches!(key.info.alg, Algorithm::EccP256 | Algorithm::EccP384) {
-            return Err(KeyError::InvalidInput("ECDH needs an EC key"));
+        // The point is checked here, so that a TPM error below is a TPM error.
+        let on_curve = match key.info.alg {
+            Algorithm::EccP256 => p256::PublicKey::from_sec1_bytes(peer_point).is_ok(),
+            Algorithm::EccP384 => p384::PublicKey::from_sec1_bytes(peer_point).is_ok(),
+            _ => return Err(KeyError::InvalidInput("ECDH needs an EC key")),
+        };
+        if !on_curve || peer_point.first() != Some(&0x04) {
+            return Err(KeyError::InvalidInput("peer point not on the curve"));
         }
         let auth = self.authorisation(key)?;
         let (blob, alg, peer) = (key.blob(), key.info.alg, peer_point.to_vec());
@@ -242,7 +340,7 @@ impl KeyStore for TpmKeyStore {
                 tpm.ecdh(&blob, alg, &peer, pin)
             })
             .map_err(backend)?
-            .map_err(|_| KeyError::InvalidInput("peer point not on the curve"))
+            .map_err(backend)
     }
 
     fn delete(&mut self, slot: KeyRef) {
@@ -312,19 +410,51 @@ impl References for TpmKeyStore {
     fn set(&mut self, which: Reference, value: &[u8], tries: u8) -> Result<(), KeyError> {
         let index = self.index(which);
         let auth = reference_auth(&self.meta.id, which, value);
+        let tag = match which {
+            Reference::Pin => self.meta.pin_index_tag.clone(),
+            Reference::Puk => self.meta.puk_index_tag.clone(),
+        };
+        let new_auth = auth.clone();
+        if which == Reference::Pin {
+            self.pin_auth = None;
+        }
         let name = self
             .tpm
-            .call(move |tpm| tpm.define_pin_index(index, &auth, tries))
+            .call(move |tpm| tpm.define_pin_index(index, &new_auth, tries, &tag))
             .map_err(backend)?
             .map_err(backend)?;
         if which == Reference::Pin {
-            self.pin_auth = None;
             if name != self.meta.pin_index_name {
                 return Err(KeyError::Backend(
                     "the PIN index came back with another name: the card's keys are bound to the old one".into(),
                 ));
             }
+            self.pin_auth = Some(auth);
         }
+        Ok(())
+    }
+
+    fn reset(&mut self, pin: &[u8], puk: &[u8], tries: u8) -> Result<(), KeyError> {
+        self.pin_auth = None;
+        let (pin_index, puk_index) = (self.meta.pin_index, self.meta.puk_index);
+        let (pin_tag, puk_tag) = (new_tag(), new_tag());
+        let pin_auth = reference_auth(&self.meta.id, Reference::Pin, pin);
+        let puk_auth = reference_auth(&self.meta.id, Reference::Puk, puk);
+        let (tags, tags_for_tpm) = ((pin_tag.clone(), puk_tag.clone()), (pin_tag, puk_tag));
+        let name = self
+            .tpm
+            .call(move |tpm| -> crate::tpm::Result<Vec<u8>> {
+                let name = tpm.define_pin_index(pin_index, &pin_auth, tries, &tags_for_tpm.0)?;
+                tpm.define_pin_index(puk_index, &puk_auth, tries, &tags_for_tpm.1)?;
+                Ok(name)
+            })
+            .map_err(backend)?
+            .map_err(backend)?;
+        // Written with the card file at the applet's next write; until then, and should
+        // that write be lost, `TpmKeyStore::reconcile` adopts the TPM's name on start (the
+        // card has no PIN-protected key left to mismatch).
+        self.meta.pin_index_name = name;
+        (self.meta.pin_index_tag, self.meta.puk_index_tag) = tags;
         Ok(())
     }
 
@@ -385,9 +515,24 @@ pub struct DataDir {
     root: PathBuf,
 }
 
-/// The first loopback port the agent gives a card (vpcd's own default is 35963; the agent
-/// keeps clear of it so that a stock vpcd configuration and the agent do not collide).
-pub const FIRST_PORT: u16 = 35_971;
+/// The loopback ports the agent gives cards: below 1024, so that only root (and the agent,
+/// with `CAP_NET_BIND_SERVICE`) can listen there. Were they unprivileged, any local user
+/// could bind a card's port while the agent is down (a restart) and have pcscd's vpcd
+/// connect to their own fake card, which would then receive the PIN of whoever uses it.
+/// 921–952 are free in IANA's registry and in Debian's /etc/services (953 is BIND's rndc).
+pub const FIRST_PORT: u16 = 921;
+pub const LAST_PORT: u16 = 952;
+
+/// A card's port must be privileged (see [`FIRST_PORT`]) and leave room for its reader
+/// entry's second slot.
+pub fn check_port(port: u16) -> Result<()> {
+    if port == 0 || port >= 1023 {
+        bail!(
+            "card ports are 1 to 1022 (privileged, so that no other user can listen in a card's place; the agent needs CAP_NET_BIND_SERVICE), got {port}"
+        );
+    }
+    Ok(())
+}
 
 impl DataDir {
     /// Opens (creating it, private to the agent's user) the data directory.
@@ -452,7 +597,33 @@ impl DataDir {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            out.push(load_card(&path)?);
+            let card = load_card(&path)?;
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            check_name(&card.meta.name)?;
+            if card.meta.name != stem {
+                bail!(
+                    "card file {} names card {:?}: a card file is named after its card",
+                    path.display(),
+                    card.meta.name
+                );
+            }
+            check_port(card.meta.port).with_context(|| format!("card file {}", path.display()))?;
+            if let Some(other) = out.iter().find(|o: &&CardFile| {
+                o.meta.port == card.meta.port
+                    || [o.meta.pin_index, o.meta.puk_index]
+                        .iter()
+                        .any(|i| *i == card.meta.pin_index || *i == card.meta.puk_index)
+            }) {
+                bail!(
+                    "cards {:?} and {:?} share a port or a TPM index (a copied card file?)",
+                    other.meta.name,
+                    card.meta.name
+                );
+            }
+            out.push(card);
         }
         out.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
         Ok(out)
@@ -491,14 +662,17 @@ impl DataDir {
         let existing = self.cards()?;
         let port = match port {
             Some(p) => {
+                check_port(p)?;
                 if let Some(other) = existing.iter().find(|c| c.meta.port == p) {
                     bail!("port {p} belongs to card {:?}", other.meta.name);
                 }
                 p
             }
-            None => (FIRST_PORT..u16::MAX)
+            None => (FIRST_PORT..=LAST_PORT)
                 .find(|p| existing.iter().all(|c| c.meta.port != *p))
-                .context("no free port")?,
+                .with_context(|| {
+                    format!("every port from {FIRST_PORT} to {LAST_PORT} has a card")
+                })?,
         };
         let mut rng = rand::rngs::OsRng;
         let mut id = vec![0u8; 16];
@@ -510,14 +684,16 @@ impl DataDir {
             .collect();
         let pin_auth = reference_auth(&id, Reference::Pin, &pad8(DEFAULT_PIN));
         let puk_auth = reference_auth(&id, Reference::Puk, &pad8(DEFAULT_PUK));
+        let (pin_index_tag, puk_index_tag) = (new_tag(), new_tag());
+        let tags = (pin_index_tag.clone(), puk_index_tag.clone());
         let (pin_index, puk_index, pin_index_name) = tpm
             .call(move |tpm| -> crate::tpm::Result<_> {
                 let pin_index = tpm.free_nv_index(FIRST_NV_INDEX, &taken)?;
-                let name = tpm.define_pin_index(pin_index, &pin_auth, DEFAULT_RETRIES)?;
+                let name = tpm.define_pin_index(pin_index, &pin_auth, DEFAULT_RETRIES, &tags.0)?;
                 let mut taken = taken;
                 taken.push(pin_index);
                 let puk_index = tpm.free_nv_index(FIRST_NV_INDEX, &taken)?;
-                tpm.define_pin_index(puk_index, &puk_auth, DEFAULT_RETRIES)?;
+                tpm.define_pin_index(puk_index, &puk_auth, DEFAULT_RETRIES, &tags.1)?;
                 Ok((pin_index, puk_index, name))
             })?
             .context("defining the card's PIN and PUK indices in the TPM")?;
@@ -528,14 +704,11 @@ impl DataDir {
             pin_index,
             puk_index,
             pin_index_name,
+            pin_index_tag,
+            puk_index_tag,
         };
         let mut card = CardState::factory(&mut rng, serial);
-        let mut store = TpmKeyStore::new(
-            tpm.clone(),
-            self.state_file(name),
-            meta.clone(),
-            BTreeMap::new(),
-        );
+        let mut store = TpmKeyStore::new(tpm.clone(), self.state_file(name), meta, BTreeMap::new());
         let made = (|| -> Result<()> {
             attestation(&mut store, &mut card, serial, now)?;
             store.persist(&card, Persist::Change)?;

@@ -1,23 +1,28 @@
 //! The TPM virtual cards as programs we did not write see them: swtpm, pcscd with vpcd and
 //! the agent in private namespaces (the firmware tests' lab), three cards on one TPM (two
 //! slots of one reader entry and one beside an empty slot), driven by OpenSC, yubico-piv-tool,
-//! pkcs11-tool through OpenSC's module and ours, with signatures checked by openssl.
+//! pkcs11-tool through OpenSC's module and ours (signatures checked by openssl), ssh-keygen,
+//! gnutls-cli (TLS 1.3 client authentication) and pam_p11 with pamtester.
 
 #[path = "../../firmware-tests/tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{certify, require, tessera_module, Lab, OPENSC_PKCS11, VPCD_DRIVER};
+use support::{
+    certify, pam_login, pam_p11_user, require, tessera_module, tls_client_auth, Lab, OPENSC_PKCS11,
+    VPCD_DRIVER,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_tessera-agent");
+const PAM_P11: &str = "/usr/lib/x86_64-linux-gnu/security/pam_p11.so";
 const TCTI: &str = "swtpm:host=127.0.0.1,port=2321";
 
-/// The reader slot of each card: the first entry (35971) holds alice and bob, the second
-/// (35973) carol and an empty slot.
-const ALICE: &str = "Tessera VSC 35971 00 00";
-const BOB: &str = "Tessera VSC 35971 00 01";
-const CAROL: &str = "Tessera VSC 35973";
+/// The reader slot of each card: the first entry (921) holds alice and bob, the second
+/// (923) carol and an empty slot.
+const ALICE: &str = "Tessera VSC 921 00 00";
+const BOB: &str = "Tessera VSC 921 00 01";
+const CAROL: &str = "Tessera VSC 923";
 
 fn agent(lab: &Lab, args: &[&str]) -> String {
     let mut all = vec!["--data-dir", "agent", "--tcti", TCTI];
@@ -52,7 +57,7 @@ fn start_agent(lab: &mut Lab) -> usize {
         &["--data-dir", "agent", "--tcti", TCTI, "serve"],
         "agent.log",
     );
-    for port in [35971, 35972, 35973, 35974] {
+    for port in [921, 922, 923, 924] {
         lab.wait_for_log("agent.log", &format!("127.0.0.1:{port}"));
     }
     i
@@ -129,6 +134,22 @@ fn sign_and_verify(lab: &Lab, module: &str, slot: &str, pin: &str, tag: &str) {
     assert!(verified.contains("Verified OK"), "{verified}");
 }
 
+/// The serial number of the token in `reader` as a PKCS#11 module lists it.
+fn token_serial(lab: &Lab, module: &str, reader: &str) -> String {
+    let list = lab.run_ok("pkcs11-tool", &["--module", module, "-L"]);
+    let mut in_slot = false;
+    for line in list.lines() {
+        if line.starts_with("Slot ") {
+            in_slot = line.ends_with(reader);
+        } else if in_slot {
+            if let Some(serial) = line.trim().strip_prefix("serial num") {
+                return serial.trim_start_matches([' ', ':']).trim().to_owned();
+            }
+        }
+    }
+    panic!("no token serial for {reader} in {list}");
+}
+
 #[test]
 fn programs_we_did_not_write_use_the_tpm_cards() {
     if !require(
@@ -142,8 +163,12 @@ fn programs_we_did_not_write_use_the_tpm_cards() {
             "yubico-piv-tool",
             "pkcs11-tool",
             "openssl",
+            "ssh-keygen",
+            "gnutls-cli",
+            "pamtester",
+            "mount",
         ],
-        &[VPCD_DRIVER, OPENSC_PKCS11],
+        &[VPCD_DRIVER, OPENSC_PKCS11, PAM_P11],
     ) {
         return;
     }
@@ -179,7 +204,7 @@ fn programs_we_did_not_write_use_the_tpm_cards() {
     let drivers = lab.path("drivers");
     let conf = agent(&lab, &["reader-conf", "--driver-dir", &drivers]);
     assert!(
-        conf.contains("DEVICENAME 127.0.0.1:35971") && conf.contains("slot 1: no card"),
+        conf.contains("DEVICENAME 127.0.0.1:921") && conf.contains("slot 1: no card"),
         "{conf}"
     );
     lab.write_reader_conf(&conf);
@@ -235,6 +260,38 @@ fn programs_we_did_not_write_use_the_tpm_cards() {
         sign_and_verify(&lab, module, "0", "123456", "alice");
         sign_and_verify(&lab, module, "1", "123456", "bob");
     }
+
+    // ssh-keygen lists both cards' keys through our module, as through OpenSC's.
+    let ours_ssh = lab.run_ok("ssh-keygen", &["-D", &ours]);
+    let opensc_ssh = lab.run_ok("ssh-keygen", &["-D", OPENSC_PKCS11]);
+    for tag in ["alice", "bob"] {
+        let pem = format!("pub-{tag}.pem");
+        let key = lab.run_ok("ssh-keygen", &["-i", "-m", "PKCS8", "-f", &pem]);
+        let key: Vec<&str> = key.split_whitespace().take(2).collect();
+        let key = key.join(" ");
+        assert!(key.starts_with("ecdsa-sha2-nistp256 "), "{key}");
+        assert!(ours_ssh.contains(&key), "{tag}: {key} not in {ours_ssh}");
+        assert!(
+            opensc_ssh.contains(&key),
+            "{tag}: {key} not in {opensc_ssh}"
+        );
+    }
+    // TLS 1.3 client authentication with alice's TPM key: gnutls-cli through our module.
+    let serial = token_serial(&lab, &ours, ALICE);
+    let tls = tls_client_auth(&lab, &format!("serial={serial};id=%01"), 4433);
+    assert!(
+        tls.contains("CN=alice auth") || tls.contains("CN = alice auth"),
+        "{tls}"
+    );
+    assert!(tls.contains("ECDSA"), "{tls}");
+    // pam_p11 logs alice in with the right PIN, refuses a wrong one, and the TPM counted it.
+    pam_p11_user(&lab, &lab.path("9a-alice.crt"));
+    let (ok, text) = pam_login(&lab, "123456");
+    assert!(ok, "right PIN refused: {text}");
+    let (ok, text) = pam_login(&lab, "654321");
+    assert!(!ok, "wrong PIN accepted: {text}");
+    let status = yk(&lab, ALICE, &["-a", "status"]);
+    assert!(status.contains("PIN tries left:\t2"), "{status}");
 
     // Three wrong PINs block alice's card, and only hers.
     for _ in 0..3 {

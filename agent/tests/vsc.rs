@@ -1,6 +1,7 @@
 //! The TPM virtual card against a real (software) TPM: the PIV conformance catalogue, PIN
 //! counting per card in TPM PIN indices, and what a copy of the agent's files is worth.
 #![allow(clippy::disallowed_methods)] // tests make cards at the real time
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod support;
 
@@ -10,18 +11,47 @@ use support::{have_swtpm, Swtpm};
 use tessera_agent::vsc::{CardFile, DataDir, TpmKeyStore};
 use tessera_agent::worker::TpmClient;
 use tessera_firmware_tests::conformance::{self, Config, Verdict};
-use tessera_piv::card::{Applet, Interface};
+use tessera_piv::apdu::{Command, StatusWord};
+use tessera_piv::card::{Applet, Interface, DEFAULT_MANAGEMENT_KEY};
 use tessera_piv::host::{PinStatus, PivClient};
 use tessera_piv::piv::{Algorithm, KeyRef};
 
 fn open(data: &DataDir, tpm: &TpmClient, card: CardFile) -> PivClient<Applet<TpmKeyStore>> {
-    let store = TpmKeyStore::new(
-        tpm.clone(),
-        data.state_file(&card.meta.name),
-        card.meta,
-        card.keys,
-    );
-    PivClient::new(Applet::new(card.card, store, Interface::Contact))
+    open_with_warnings(data, tpm, card).0
+}
+
+fn open_with_warnings(
+    data: &DataDir,
+    tpm: &TpmClient,
+    card: CardFile,
+) -> (PivClient<Applet<TpmKeyStore>>, Vec<String>) {
+    let (store, state, warnings) =
+        TpmKeyStore::open(tpm, data.state_file(&card.meta.name), card).unwrap();
+    (
+        PivClient::new(Applet::new(state, store, Interface::Contact)),
+        warnings,
+    )
+}
+
+fn personalised(data: &DataDir, tpm: &TpmClient, name: &str) -> PivClient<Applet<TpmKeyStore>> {
+    let mut c = open(data, tpm, data.card(name).unwrap());
+    c.authenticate_management(Algorithm::Tdes, &DEFAULT_MANAGEMENT_KEY)
+        .unwrap();
+    c.generate(KeyRef::AUTHENTICATION, Algorithm::EccP256, None)
+        .unwrap();
+    c
+}
+
+fn block_pin_and_puk(c: &mut PivClient<Applet<TpmKeyStore>>) {
+    for _ in 0..3 {
+        assert!(c.verify_pin(b"999999").is_err());
+        assert!(c.unblock_pin(b"99999999", b"999999").is_err());
+    }
+    assert_eq!(c.pin_status().unwrap(), PinStatus::Blocked);
+}
+
+fn reset(c: &mut PivClient<Applet<TpmKeyStore>>) -> StatusWord {
+    c.send(&Command::new(0, 0xFB, 0, 0)).unwrap().sw
 }
 
 #[test]
@@ -176,4 +206,96 @@ fn the_card_file_holds_no_pin_and_its_keys_are_useless_elsewhere() {
     assert!(c
         .sign(KeyRef::AUTHENTICATION, Algorithm::EccP256, &[1; 32])
         .is_err());
+}
+
+#[test]
+fn a_reset_card_gives_no_old_key_back_with_the_factory_pin() {
+    if !have_swtpm() {
+        return;
+    }
+    let tpm = Swtpm::start();
+    let client = tpm.client();
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    data.create(&client, "alice", None, SystemTime::now())
+        .unwrap();
+    let mut c = personalised(&data, &client, "alice");
+    c.change_reference(KeyRef::PIN, b"123456", b"86428642")
+        .unwrap();
+    // The new PIN counts as verified after the change, as on a YubiKey: it signs.
+    c.sign(KeyRef::AUTHENTICATION, Algorithm::EccP256, &[5; 32])
+        .unwrap();
+    drop(c);
+    let with_key = std::fs::read(data.root().join("cards/alice.json")).unwrap();
+    // Anyone on the machine can block a card's PIN and PUK and reset it.
+    let mut c = open(&data, &client, data.card("alice").unwrap());
+    block_pin_and_puk(&mut c);
+    assert_eq!(reset(&mut c), StatusWord::SUCCESS);
+    c.verify_pin(b"123456").unwrap();
+    drop(c);
+    // The card file from before the reset, with its key, put back: the key is dead.
+    std::fs::write(data.root().join("cards/alice.json"), &with_key).unwrap();
+    let (mut c, warnings) = open_with_warnings(&data, &client, data.card("alice").unwrap());
+    assert!(
+        warnings.iter().any(|w| w.contains("cannot be used")),
+        "{warnings:?}"
+    );
+    c.verify_pin(b"123456").unwrap();
+    assert!(c
+        .sign(KeyRef::AUTHENTICATION, Algorithm::EccP256, &[5; 32])
+        .is_err());
+}
+
+#[test]
+fn a_stale_counter_mirror_still_answers_as_the_tpm_counts() {
+    if !have_swtpm() {
+        return;
+    }
+    let tpm = Swtpm::start();
+    let client = tpm.client();
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    data.create(&client, "alice", None, SystemTime::now())
+        .unwrap();
+    // Two applets over one card: the second's mirror is from before the first blocked it.
+    let mut first = open(&data, &client, data.card("alice").unwrap());
+    let mut second = open(&data, &client, data.card("alice").unwrap());
+    for _ in 0..3 {
+        assert!(first.verify_pin(b"999999").is_err());
+    }
+    let sw = second
+        .send(&Command::new(0, 0x20, 0, 0x80).with_data(b"123456\xff\xff".to_vec()))
+        .unwrap()
+        .sw;
+    assert!(
+        sw == StatusWord::AUTH_METHOD_BLOCKED || sw == StatusWord::tries_left(0),
+        "a blocked PIN answered {sw:?}"
+    );
+    // RESET needs the TPM's counters at zero, not the mirror's.
+    let mut third = open(&data, &client, data.card("alice").unwrap());
+    assert_eq!(reset(&mut third), StatusWord::CONDITIONS_NOT_SATISFIED);
+}
+
+#[test]
+fn a_lost_puk_index_never_comes_back_as_the_factory_puk() {
+    if !have_swtpm() {
+        return;
+    }
+    let tpm = Swtpm::start();
+    let client = tpm.client();
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    data.create(&client, "alice", None, SystemTime::now())
+        .unwrap();
+    drop(personalised(&data, &client, "alice"));
+    // A cut between the undefine and the define of the PUK index.
+    let puk = data.card("alice").unwrap().meta.puk_index;
+    client.call(move |t| t.undefine(puk)).unwrap().unwrap();
+    let (mut c, warnings) = open_with_warnings(&data, &client, data.card("alice").unwrap());
+    assert!(warnings.iter().any(|w| w.contains("PUK")), "{warnings:?}");
+    for _ in 0..3 {
+        assert!(c.verify_pin(b"999999").is_err());
+    }
+    assert!(c.unblock_pin(b"12345678", b"24682468").is_err());
+    assert!(c.verify_pin(b"24682468").is_err());
 }

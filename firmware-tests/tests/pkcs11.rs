@@ -217,86 +217,13 @@ fn pkcs11_tool_test_finds_no_failure_in_ours() {
     }
 }
 
-/// TLS 1.3 client authentication with a card key through our module: gnutls-cli
-/// (`--provider`) against `openssl s_server -Verify 1` on the lab's loopback.
-fn tls_client_auth(lab: &Lab, id: &str, port: u16) -> String {
-    if !std::path::Path::new(&lab.path("srv.crt")).exists() {
-        lab.run_ok(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "srv.key",
-                "-out",
-                "srv.crt",
-                "-subj",
-                "/CN=localhost",
-                "-days",
-                "1",
-            ],
-        );
-    }
-    let mut server = lab
-        .command("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-            "-naccept",
-            "1",
-            "-tls1_3",
-            "-cert",
-            "srv.crt",
-            "-key",
-            "srv.key",
-            "-Verify",
-            "1",
-            "-CAfile",
-            "ca.crt",
-            "-www",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("s_server");
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let url =
-        |kind: &str| format!("pkcs11:manufacturer=Tessera;id=%{id};type={kind};pin-value=123456");
-    let client = lab
-        .command("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | gnutls-cli --provider '{}' \
-             --no-ca-verification --x509certfile '{}' --x509keyfile '{}' -p {port} 127.0.0.1",
-            tessera_module(),
-            url("cert"),
-            url("private")
-        ))
-        .output()
-        .expect("gnutls-cli");
-    let _ = server.kill();
-    let server_out = server.wait_with_output().expect("s_server output");
-    format!(
-        "{}{}{}",
-        String::from_utf8_lossy(&client.stdout),
-        String::from_utf8_lossy(&client.stderr),
-        String::from_utf8_lossy(&server_out.stderr)
-    )
-}
-
 #[test]
 fn tls13_client_auth_with_gnutls_ecdsa_and_rsa_pss() {
     let Some(lab) = lab(&["gnutls-cli", "p11tool"]) else {
         return;
     };
     // The RSA key in 9D does the RSA-PSS handshake (9C would need a PIN per signature).
-    let ecdsa = tls_client_auth(&lab, "01", 4433);
+    let ecdsa = support::tls_client_auth(&lab, "manufacturer=Tessera;id=%01", 4433);
     assert!(ecdsa.contains("Client certificate"), "{ecdsa}");
     assert!(
         ecdsa.contains("CN=Alice Auth") || ecdsa.contains("CN = Alice Auth"),
@@ -305,7 +232,7 @@ fn tls13_client_auth_with_gnutls_ecdsa_and_rsa_pss() {
     assert!(ecdsa.contains("ECDSA"), "{ecdsa}");
 
     println!("{ecdsa}");
-    let pss = tls_client_auth(&lab, "03", 4434);
+    let pss = support::tls_client_auth(&lab, "manufacturer=Tessera;id=%03", 4434);
     assert!(pss.contains("Subject: CN=Alice TLS RSA"), "{pss}");
     assert!(pss.contains("Peer signature type: RSA-PSS"), "{pss}");
 }
@@ -381,54 +308,8 @@ fn pam_p11_logs_in_with_the_right_pin_and_counts_a_wrong_one() {
     if !require(&[], &["/usr/lib/x86_64-linux-gnu/security/pam_p11.so"]) {
         return;
     }
-    // A private /etc/pam.d and a test user whose home is in the lab, visible only inside
-    // the lab's mount namespace (binding over /root would hide the build directory when it
-    // lives there).
-    let pamd = lab.path("pam.d");
-    std::fs::create_dir(&pamd).unwrap();
-    std::fs::write(format!("{pamd}/other"), "auth required pam_deny.so\n").unwrap();
-    std::fs::write(
-        format!("{pamd}/tessera-login"),
-        format!(
-            "auth required pam_p11.so {}\naccount required pam_permit.so\n",
-            tessera_module()
-        ),
-    )
-    .unwrap();
-    let home = lab.path("alice");
-    std::fs::create_dir_all(format!("{home}/.eid")).unwrap();
-    std::fs::copy(
-        lab.path("9a.crt"),
-        format!("{home}/.eid/authorized_certificates"),
-    )
-    .unwrap();
-    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    passwd.push_str(&format!("tessera-alice:x:0:0:Alice:{home}:/bin/false\n"));
-    std::fs::write(lab.path("passwd"), passwd).unwrap();
-    lab.run_ok("mount", &["--bind", &pamd, "/etc/pam.d"]);
-    lab.run_ok("mount", &["--bind", &lab.path("passwd"), "/etc/passwd"]);
-
-    let pam = |pin: &str| {
-        let mut child = lab
-            .command("pamtester")
-            .args(["tessera-login", "tessera-alice", "authenticate"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("pamtester");
-        use std::io::Write;
-        writeln!(child.stdin.take().expect("stdin"), "{pin}").unwrap();
-        let out = child.wait_with_output().expect("pamtester output");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
+    support::pam_p11_user(&lab, &lab.path("9a.crt"));
+    let pam = |pin: &str| support::pam_login(&lab, pin);
     let (ok, text) = pam("123456");
     assert!(ok, "right PIN refused: {text}");
     lab.run_ok("opensc-tool", &["-s", "00 20 FF 80"]);

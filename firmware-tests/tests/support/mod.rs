@@ -564,3 +564,128 @@ pub fn tessera_module() -> String {
     assert!(module.exists(), "{} not built", module.display());
     module.to_string_lossy().into_owned()
 }
+
+/// TLS 1.3 client authentication with a card key through our module: gnutls-cli
+/// (`--provider`) against `openssl s_server -Verify 1` on the lab's loopback. `object`
+/// picks the certificate and key in a PKCS#11 URL (`manufacturer=Tessera;id=%01`); the
+/// server trusts `ca.crt` (made by [`certify`]).
+pub fn tls_client_auth(lab: &Lab, object: &str, port: u16) -> String {
+    if !Path::new(&lab.path("srv.crt")).exists() {
+        lab.run_ok(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.crt",
+                "-subj",
+                "/CN=localhost",
+                "-days",
+                "1",
+            ],
+        );
+    }
+    let mut server = lab
+        .command("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-naccept",
+            "1",
+            "-tls1_3",
+            "-cert",
+            "srv.crt",
+            "-key",
+            "srv.key",
+            "-Verify",
+            "1",
+            "-CAfile",
+            "ca.crt",
+            "-www",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("s_server");
+    std::thread::sleep(Duration::from_millis(500));
+    let url = |kind: &str| format!("pkcs11:{object};type={kind};pin-value=123456");
+    let client = lab
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | gnutls-cli --provider '{}' \
+             --no-ca-verification --x509certfile '{}' --x509keyfile '{}' -p {port} 127.0.0.1",
+            tessera_module(),
+            url("cert"),
+            url("private")
+        ))
+        .output()
+        .expect("gnutls-cli");
+    let _ = server.kill();
+    let server_out = server.wait_with_output().expect("s_server output");
+    format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&client.stdout),
+        String::from_utf8_lossy(&client.stderr),
+        String::from_utf8_lossy(&server_out.stderr)
+    )
+}
+
+/// Sets up pam_p11 with our module in the lab: a private /etc/pam.d with a
+/// `tessera-login` service, and a user `tessera-alice` whose `~/.eid/authorized_certificates`
+/// is `cert` (PEM), both visible only inside the lab's mount namespace (binding over /root
+/// would hide the build directory when it lives there).
+pub fn pam_p11_user(lab: &Lab, cert: &str) {
+    let pamd = lab.path("pam.d");
+    std::fs::create_dir(&pamd).expect("pam.d");
+    std::fs::write(format!("{pamd}/other"), "auth required pam_deny.so\n").expect("pam other");
+    std::fs::write(
+        format!("{pamd}/tessera-login"),
+        format!(
+            "auth required pam_p11.so {}\naccount required pam_permit.so\n",
+            tessera_module()
+        ),
+    )
+    .expect("pam service");
+    let home = lab.path("alice");
+    std::fs::create_dir_all(format!("{home}/.eid")).expect("~/.eid");
+    std::fs::copy(cert, format!("{home}/.eid/authorized_certificates"))
+        .expect("authorized_certificates");
+    let mut passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    passwd.push_str(&format!("tessera-alice:x:0:0:Alice:{home}:/bin/false\n"));
+    std::fs::write(lab.path("passwd"), passwd).expect("lab passwd");
+    lab.run_ok("mount", &["--bind", &pamd, "/etc/pam.d"]);
+    lab.run_ok("mount", &["--bind", &lab.path("passwd"), "/etc/passwd"]);
+}
+
+/// `pamtester tessera-login tessera-alice authenticate` with `pin` typed: whether PAM
+/// accepted, and what it printed.
+pub fn pam_login(lab: &Lab, pin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = lab
+        .command("pamtester")
+        .args(["tessera-login", "tessera-alice", "authenticate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pamtester");
+    writeln!(child.stdin.take().expect("stdin"), "{pin}").expect("typing the PIN");
+    let out = child.wait_with_output().expect("pamtester output");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

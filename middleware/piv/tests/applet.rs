@@ -264,6 +264,10 @@ impl References for HeldStore {
         (h.left[i], h.total[i]) = (tries, tries);
         Ok(())
     }
+    fn reset(&mut self, pin: &[u8], puk: &[u8], tries: u8) -> Result<(), KeyError> {
+        self.set(Reference::Pin, pin, tries)?;
+        self.set(Reference::Puk, puk, tries)
+    }
     fn forget_pin(&mut self) {
         self.holder.borrow_mut().forgotten += 1;
     }

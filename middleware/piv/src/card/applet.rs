@@ -15,6 +15,7 @@ use super::cert::{self, CertTemplate};
 use super::keystore::{Checked, KeyError, KeyStore, Origin, Persist, Reference};
 use super::state::{
     pad8, CardState, RetryCounted, DEFAULT_MANAGEMENT_KEY, DEFAULT_PIN, DEFAULT_PUK,
+    DEFAULT_RETRIES,
 };
 use crate::apdu::{Command, Response, StatusWord as Sw};
 use crate::mgmt;
@@ -236,10 +237,12 @@ impl<K: KeyStore> Applet<K> {
                 self.counter(which).left = left;
                 false
             }
-            // The holder could not count or compare: the try as written stands, and the
-            // card answers as for any storage failure.
+            // The holder could not count or compare: its counters stay the truth (the
+            // mirror is read back from it), and the card answers as for any storage
+            // failure.
             Some(Err(_)) => {
                 self.end_pin_session();
+                self.mirror_references();
                 return Err(Sw::MEMORY_FAILURE);
             }
         };
@@ -534,21 +537,29 @@ impl<K: KeyStore> Applet<K> {
         check_pin_format(new_pin)?;
         self.check_reference(Reference::Puk, puk)?;
         self.end_pin_session();
-        self.set_reference(Reference::Pin, new_pin)?;
-        self.dirty = true;
-        Ok(())
+        let set = self.set_reference(Reference::Pin, new_pin);
+        // The new PIN is not verified by its setting (SP 800-73-4 Part 2 §3.2.3).
+        self.end_pin_session();
+        set
     }
 
     /// Gives the PIN or PUK a new value and all its tries, in the state or in the key
     /// store that holds it. A holder that fails changes nothing the applet keeps.
+    ///
+    /// With a holder, the holder's change is the change: the state only mirrors it, so it
+    /// is written at once and a failed write does not make the command fail (the card
+    /// would answer 6581 for a PIN that did change, and its holder would go on offering
+    /// the old one, using up tries).
     fn set_reference(&mut self, which: Reference, value: &[u8]) -> Result<()> {
         let total = self.counter(which).total;
+        let held = self.keys.references().is_some();
         if let Some(holder) = self.keys.references() {
             if holder.set(which, value, total).is_err() {
                 // Nothing of this command is kept: the state returns to what was saved.
                 self.state.clone_from(&self.saved);
                 self.keys.rollback();
                 self.dirty = false;
+                self.end_pin_session();
                 self.mirror_references();
                 return Err(Sw::MEMORY_FAILURE);
             }
@@ -566,12 +577,18 @@ impl<K: KeyStore> Applet<K> {
             Vec::new()
         });
         counter.left = total;
-        self.dirty = true;
+        if held {
+            if self.keys.persist(&self.state, Persist::Change).is_ok() {
+                self.saved.clone_from(&self.state);
+            }
+        } else {
+            self.dirty = true;
+        }
         Ok(())
     }
 
-    /// After SET PIN RETRIES and RESET have put the factory PIN and PUK in the state: the
-    /// same in a key store that holds them.
+    /// After SET PIN RETRIES has put the factory PIN and PUK in the state: the same in a
+    /// key store that holds them.
     fn reset_held_references(&mut self) -> Result<()> {
         if self.keys.references().is_none() {
             return Ok(());
@@ -813,7 +830,9 @@ impl<K: KeyStore> Applet<K> {
         self.state.set_retries(cmd.p1, cmd.p2);
         self.end_pin_session();
         self.dirty = true;
-        self.reset_held_references()
+        let set = self.reset_held_references();
+        self.end_pin_session();
+        set
     }
 
     /// Yubico RESET: allowed only when both PIN and PUK are blocked.
@@ -821,7 +840,19 @@ impl<K: KeyStore> Applet<K> {
         if cmd.p1 != 0 || cmd.p2 != 0 {
             return Err(Sw::INCORRECT_P1P2);
         }
-        if !(self.state.pin.is_blocked() && self.state.puk.is_blocked()) {
+        // Both blocked, as their holder counts them: a mirror that a failed check left
+        // low must not open the reset.
+        let blocked = match self.keys.references() {
+            Some(holder) => matches!(
+                (
+                    holder.counter(Reference::Pin),
+                    holder.counter(Reference::Puk)
+                ),
+                (Ok((0, _)), Ok((0, _)))
+            ),
+            None => self.state.pin.is_blocked() && self.state.puk.is_blocked(),
+        };
+        if !blocked {
             return Err(Sw::CONDITIONS_NOT_SATISFIED);
         }
         for slot in (0x82..=0x95).chain([0x9A, 0x9C, 0x9D, 0x9E]) {
@@ -830,8 +861,22 @@ impl<K: KeyStore> Applet<K> {
         self.state.reset(&mut rand::rngs::OsRng);
         self.end_pin_session();
         self.session = Session::default();
+        if self.keys.references().is_some() {
+            // The keys' deletion is durable before the factory PIN opens anything: a cut
+            // (or a full disk) after the holder's reset must not leave the old keys beside
+            // a PIN everybody knows.
+            self.persist(Persist::Change)?;
+            let reset = self
+                .keys
+                .references()
+                .map(|h| h.reset(&pad8(DEFAULT_PIN), &pad8(DEFAULT_PUK), DEFAULT_RETRIES));
+            self.mirror_references();
+            if let Some(Err(_)) = reset {
+                return Err(Sw::MEMORY_FAILURE);
+            }
+        }
         self.dirty = true;
-        self.reset_held_references()
+        Ok(())
     }
 
     /// Yubico SET MANAGEMENT KEY: `alg 9B len key`.

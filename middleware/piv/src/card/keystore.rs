@@ -160,8 +160,15 @@ pub trait References {
     /// holder makes the try durable before it compares; a right value resets the count.
     fn check(&mut self, which: Reference, offered: &[u8]) -> Result<Checked, KeyError>;
 
-    /// Replaces the reference value and gives it `tries` tries.
+    /// Replaces the reference value and gives it `tries` tries. For the PIN, the new value
+    /// counts as verified for what it unlocks (CHANGE REFERENCE DATA leaves the PIN
+    /// verified); the applet ends that with [`References::forget_pin`] where it must.
     fn set(&mut self, which: Reference, value: &[u8], tries: u8) -> Result<(), KeyError>;
+
+    /// The card was reset (Yubico RESET, its keys already deleted and the deletion made
+    /// durable): the PIN and PUK get `pin` and `puk` with `tries` tries, bound to nothing
+    /// the card had before, so that no copy of a deleted key works with the factory PIN.
+    fn reset(&mut self, pin: &[u8], puk: &[u8], tries: u8) -> Result<(), KeyError>;
 
     /// The PIN's security status ended: forget whatever a verified PIN unlocked.
     fn forget_pin(&mut self);
