@@ -122,7 +122,17 @@ pub struct Tpm {
     /// an object that lives until closed, so looking an index up for every PIN check would
     /// grow the agent's memory (and keep authValues in it) without bound.
     nv: HashMap<u32, NvIndexHandle>,
+    /// Keys kept loaded, most recently used first, by their wrapped private part.
+    loaded: Vec<(Vec<u8>, KeyHandle)>,
+    /// The policy session for PIN-bound keys, kept between uses.
+    policy: Option<AuthSession>,
 }
+
+/// How many slot keys stay loaded at once. swtpm (and many TPMs) hold three transient
+/// objects, and a command under the persistent primary needs two of them (the primary, and
+/// the object it creates or loads): one key kept leaves exactly that. The one kept is the
+/// last used, which is what a run of signatures with one key needs.
+pub const MAX_LOADED: usize = 1;
 
 impl std::fmt::Debug for Tpm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,13 +164,43 @@ impl Tpm {
             primary: KeyHandle::Null,
             owner_auth,
             nv: HashMap::new(),
+            loaded: Vec::new(),
+            policy: None,
         };
         if let Some(auth) = &tpm.owner_auth {
             let auth = Auth::try_from(auth.to_vec())?;
             tpm.ctx.tr_set_auth(Hierarchy::Owner.into(), auth)?;
         }
+        tpm.flush_leftovers()?;
         tpm.primary = tpm.storage_primary()?;
         Ok(tpm)
+    }
+
+    /// Flushes the transient objects and sessions a previous agent left in the TPM. With a
+    /// resource manager (`/dev/tpmrm0`, tabrmd) this connection sees none of anyone
+    /// else's; without one (a bare device, swtpm) the agent is the TPM's only user, and a
+    /// killed agent's keys would otherwise fill the TPM's few slots for good.
+    fn flush_leftovers(&mut self) -> Result<()> {
+        use tss_esapi::constants::tss::{TPM2_LOADED_SESSION_FIRST, TPM2_TRANSIENT_FIRST};
+        use tss_esapi::constants::CapabilityType;
+        use tss_esapi::structures::CapabilityData;
+        for first in [TPM2_TRANSIENT_FIRST, TPM2_LOADED_SESSION_FIRST] {
+            let (data, _) = self
+                .ctx
+                .get_capability(CapabilityType::Handles, first, 64)?;
+            let CapabilityData::Handles(handles) = data else {
+                continue;
+            };
+            for handle in handles.as_ref() {
+                // Best effort: what cannot be flushed (a handle ESYS will not take) is left.
+                if let Ok(mut obj) = self.ctx.tr_from_tpm_public(*handle) {
+                    if self.ctx.flush_context(obj).is_err() {
+                        let _ = self.ctx.tr_close(&mut obj);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The storage primary's template: an ECC P-256 restricted decryption key with
@@ -291,6 +331,8 @@ impl Tpm {
             other_alg => return Err(other(format!("{other_alg:?} keys are not made in the TPM"))),
         };
         let primary = self.primary;
+        // Room for the primary and the new object.
+        self.unload_all();
         let created =
             self.with_password(|ctx| ctx.create(primary, template, None, None, None, None))?;
         Ok(KeyBlob {
@@ -306,76 +348,111 @@ impl Tpm {
         self.with_password(|ctx| ctx.load(primary, private, public))
     }
 
-    /// Runs `f` on the loaded key, authorised by a policy session that has passed
-    /// `PolicySecret` on the PIN index (when `pin` is given) or by the key's empty
-    /// authValue; the key and the session are flushed afterwards, whatever happened
-    /// (without a resource manager the TPM's object slots are few).
+    /// The key of `blob`, loaded: kept loaded between uses (a signature then costs the TPM
+    /// two commands, `PolicySecret` and the operation, as any use of a PIN-bound key must),
+    /// at most [`MAX_LOADED`] at a time, the least recently used flushed first (without a
+    /// resource manager the TPM's object slots are few).
+    fn loaded(&mut self, blob: &KeyBlob) -> Result<KeyHandle> {
+        if let Some(i) = self.loaded.iter().position(|(b, _)| b == &blob.private) {
+            let entry = self.loaded.remove(i);
+            let key = entry.1;
+            self.loaded.insert(0, entry);
+            return Ok(key);
+        }
+        while self.loaded.len() >= MAX_LOADED {
+            if let Some((_, old)) = self.loaded.pop() {
+                self.ctx.flush_context(old.into())?;
+            }
+        }
+        let key = self.load(blob)?;
+        self.loaded.insert(0, (blob.private.clone(), key));
+        Ok(key)
+    }
+
+    /// Flushes every loaded key and the policy session (after an error, so that nothing
+    /// half-done is used again).
+    fn unload_all(&mut self) {
+        for (_, key) in std::mem::take(&mut self.loaded) {
+            let _ = self.ctx.flush_context(key.into());
+        }
+        if let Some(session) = self.policy.take() {
+            let _ = self.ctx.flush_context(SessionHandleOf(session).into());
+        }
+    }
+
+    /// Runs `f` on the loaded key, authorised by the policy session after `PolicySecret`
+    /// on the PIN index (when `pin` is given) or by the key's empty authValue. On any
+    /// error the keys and the session are flushed.
     fn with_key<T>(
         &mut self,
         blob: &KeyBlob,
         pin: Option<(u32, &[u8])>,
         f: impl FnOnce(&mut Context, KeyHandle) -> tss_esapi::Result<T>,
     ) -> Result<T> {
-        let key = self.load(blob)?;
-        let result = match pin {
-            None => self.with_password(|ctx| f(ctx, key)),
-            Some((index, auth)) => self.with_policy_secret(index, auth, |ctx, session| {
-                ctx.execute_with_session(Some(session), |ctx| f(ctx, key))
-            }),
-        };
-        let flushed = self.ctx.flush_context(key.into());
-        let value = result?;
-        flushed?;
-        Ok(value)
+        let result = (|| -> Result<T> {
+            let key = self.loaded(blob)?;
+            match pin {
+                None => self.with_password(|ctx| f(ctx, key)),
+                Some((index, auth)) => self.with_policy_secret(index, auth, |ctx, session| {
+                    ctx.execute_with_session(Some(session), |ctx| f(ctx, key))
+                }),
+            }
+        })();
+        if result.is_err() {
+            self.unload_all();
+        }
+        result
     }
 
-    /// Starts a policy session, satisfies `PolicySecret` on the PIN index with `auth`, and
-    /// hands the session to `f`; flushes the session afterwards.
+    /// Satisfies `PolicySecret` on the PIN index with `auth` in the agent's policy session
+    /// (started once, with continueSession: the TPM resets its policy after each command it
+    /// authorises) and hands the session to `f`.
     fn with_policy_secret<T>(
         &mut self,
         index: u32,
         auth: &[u8],
         f: impl FnOnce(&mut Context, AuthSession) -> tss_esapi::Result<T>,
     ) -> Result<T> {
-        let session = self
-            .ctx
-            .start_auth_session(
+        let session = match self.policy {
+            Some(s) => s,
+            None => {
+                let session = self
+                    .ctx
+                    .start_auth_session(
+                        None,
+                        None,
+                        None,
+                        SessionType::Policy,
+                        SymmetricDefinition::AES_128_CFB,
+                        HashingAlgorithm::Sha256,
+                    )?
+                    .ok_or_else(|| other("the TPM started no policy session"))?;
+                let (attributes, mask) = SessionAttributesBuilder::new()
+                    .with_continue_session(true)
+                    .build();
+                self.ctx.tr_sess_set_attributes(session, attributes, mask)?;
+                self.policy = Some(session);
+                session
+            }
+        };
+        let nv = self.nv_handle(index)?;
+        self.ctx
+            .tr_set_auth(nv.into(), Auth::try_from(auth.to_vec())?)?;
+        let policy = PolicySession::try_from(session)?;
+        let secret = self.with_password(|ctx| {
+            ctx.policy_secret(
+                policy,
+                NvAuth::NvIndex(nv).into(),
+                Nonce::default(),
+                Digest::default(),
+                Nonce::default(),
                 None,
-                None,
-                None,
-                SessionType::Policy,
-                SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
-            )?
-            .ok_or_else(|| other("the TPM started no policy session"))?;
-        let (attributes, mask) = SessionAttributesBuilder::new()
-            .with_continue_session(true)
-            .build();
-        let result = (|| -> Result<T> {
-            self.ctx.tr_sess_set_attributes(session, attributes, mask)?;
-            let nv = self.nv_handle(index)?;
-            self.ctx
-                .tr_set_auth(nv.into(), Auth::try_from(auth.to_vec())?)?;
-            let policy = PolicySession::try_from(session)?;
-            let secret = self.with_password(|ctx| {
-                ctx.policy_secret(
-                    policy,
-                    NvAuth::NvIndex(nv).into(),
-                    Nonce::default(),
-                    Digest::default(),
-                    Nonce::default(),
-                    None,
-                )
-            });
-            // ESYS keeps a copy of the authValue with the object: not beyond this use.
-            self.ctx.tr_set_auth(nv.into(), Auth::default())?;
-            secret?;
-            Ok(f(&mut self.ctx, session)?)
-        })();
-        let flushed = self.ctx.flush_context(SessionHandleOf(session).into());
-        let value = result?;
-        flushed?;
-        Ok(value)
+            )
+        });
+        // ESYS keeps a copy of the authValue with the object: not beyond this use.
+        self.ctx.tr_set_auth(nv.into(), Auth::default())?;
+        secret?;
+        Ok(f(&mut self.ctx, session)?)
     }
 
     /// The ESYS object of the index at `handle`, made once and kept.
@@ -600,6 +677,12 @@ impl Tpm {
     /// Access to the context for what this module does not wrap (tests, attestation).
     pub fn context(&mut self) -> &mut Context {
         &mut self.ctx
+    }
+}
+
+impl Drop for Tpm {
+    fn drop(&mut self) {
+        self.unload_all();
     }
 }
 
