@@ -7,9 +7,11 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use tessera_agent::enrol::Issuer;
 use tessera_agent::serve;
 use tessera_agent::vsc::{CardFile, DataDir};
 use tessera_agent::worker::TpmClient;
+use tessera_issuer_types::ProfileName;
 use tessera_piv::piv::KeyRef;
 use zeroize::Zeroizing;
 
@@ -98,6 +100,29 @@ enum Vsc {
     List,
     /// Show one card: PIN and PUK tries left (read from the TPM), keys and their policies.
     Status { name: String },
+    /// Enrol a card with the issuer (a registration officer, for a carrier assigned to the
+    /// card's holder and approved): new P-256 keys in the TPM, proven to be there by TPM
+    /// attestation (EK certificate, credential activation, TPM2_Certify), certified, and
+    /// the certificates written to the card. Stop the agent first.
+    Enrol {
+        name: String,
+        /// The issuer's base URL (https://…, or http:// on loopback).
+        #[arg(long, env = "TESSERA_URL")]
+        issuer: String,
+        /// The carrier (the RA's record of this card) the keys are for.
+        #[arg(long)]
+        carrier: String,
+        /// The officer's API token, in a file.
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        /// The CA of the issuer's TLS certificate (the deployment's tls-ca.pem).
+        #[arg(long, value_name = "FILE")]
+        issuer_ca: Option<PathBuf>,
+        /// The keys to make: authentication (9A), signature (9C), encryption (9D),
+        /// card-authentication (9E).
+        #[arg(long = "profile", value_name = "PROFILE", default_values = ["authentication", "card-authentication"])]
+        profiles: Vec<ProfileName>,
+    },
     /// Delete a card: its PIN indices leave the TPM, so no copy of its keys can ever be used
     /// again, and its file is removed. Stop the agent first.
     Delete {
@@ -210,6 +235,26 @@ fn main() -> Result<()> {
                     slot, key.info.alg, key.info.pin_policy
                 )?;
             }
+        }
+        Cmd::Vsc(Vsc::Enrol {
+            name,
+            issuer,
+            carrier,
+            token_file,
+            issuer_ca,
+            profiles,
+        }) => {
+            let _lock = data.lock()?;
+            let issuer = Issuer::new(issuer, token_file, issuer_ca.as_deref())?;
+            let tpm = tpm(&args)?;
+            let carrier =
+                tessera_agent::enrol::enrol(&data, &tpm, &issuer, name, carrier, profiles)?;
+            println!(
+                "enrolled card {name:?} as carrier {}: {} certificates, the carrier is {} (activate it at hand-over)",
+                carrier.id,
+                carrier.certificates.len(),
+                carrier.state
+            );
         }
         Cmd::Vsc(Vsc::Delete { name, yes }) => {
             if !yes {

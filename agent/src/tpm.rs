@@ -126,6 +126,8 @@ pub struct Tpm {
     loaded: Vec<(Vec<u8>, KeyHandle)>,
     /// The policy session for PIN-bound keys, kept between uses.
     policy: Option<AuthSession>,
+    /// An attestation under way: the EK (until the credential is activated) and the AK.
+    attestation: Option<(Option<KeyHandle>, KeyHandle)>,
 }
 
 /// How many slot keys stay loaded at once. swtpm (and many TPMs) hold three transient
@@ -166,6 +168,7 @@ impl Tpm {
             nv: HashMap::new(),
             loaded: Vec::new(),
             policy: None,
+            attestation: None,
         };
         if let Some(auth) = &tpm.owner_auth {
             let auth = Auth::try_from(auth.to_vec())?;
@@ -674,14 +677,141 @@ impl Tpm {
         }
     }
 
-    /// Access to the context for what this module does not wrap (tests, attestation).
+    /// Access to the context for what this module does not wrap (tests).
     pub fn context(&mut self) -> &mut Context {
         &mut self.ctx
+    }
+
+    /// The endorsement key certificate (RSA 2048, TCG NV index `0x01C00002`), DER, as the
+    /// TPM's manufacturer (swtpm_setup, in tests) stored it.
+    pub fn ek_certificate(&mut self) -> Result<Vec<u8>> {
+        use tss_esapi::abstraction::AsymmetricAlgorithmSelection;
+        Ok(tss_esapi::abstraction::ek::retrieve_ek_pubcert(
+            &mut self.ctx,
+            AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+        )?)
+    }
+
+    /// Starts an attestation: the endorsement key (the TCG default RSA template, the key of
+    /// the EK certificate) and a fresh attestation key under it (restricted, RSASSA-SHA256,
+    /// fixedTPM), both loaded. Returns the AK's `TPMT_PUBLIC`.
+    pub fn start_attestation(&mut self) -> Result<Vec<u8>> {
+        use tss_esapi::abstraction::{ak, ek};
+        use tss_esapi::interface_types::algorithm::AsymmetricAlgorithm;
+        use tss_esapi::interface_types::algorithm::SignatureSchemeAlgorithm;
+        self.end_attestation();
+        // Room for the EK, the AK and, later, the key to certify.
+        self.unload_all();
+        let ek = ek::create_ek_object(&mut self.ctx, AsymmetricAlgorithm::Rsa, None)?;
+        let made = (|| -> Result<(KeyHandle, Vec<u8>)> {
+            let created = ak::create_ak(
+                &mut self.ctx,
+                ek,
+                HashingAlgorithm::Sha256,
+                SignatureSchemeAlgorithm::RsaSsa,
+                None,
+                None,
+            )?;
+            let public = created.out_public.marshall()?;
+            let ak = ak::load_ak(
+                &mut self.ctx,
+                ek,
+                None,
+                created.out_private,
+                created.out_public,
+            )?;
+            Ok((ak, public))
+        })();
+        match made {
+            Ok((ak, public)) => {
+                self.attestation = Some((Some(ek), ak));
+                Ok(public)
+            }
+            Err(e) => {
+                let _ = self.ctx.flush_context(ek.into());
+                Err(e)
+            }
+        }
+    }
+
+    /// `TPM2_ActivateCredential` with the attestation's AK and EK: the secret the issuer
+    /// encrypted to this TPM's EK for that AK. The EK is flushed afterwards.
+    pub fn activate(&mut self, id_object: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>> {
+        use tss_esapi::interface_types::session_handles::PolicySession as Ps;
+        use tss_esapi::structures::{EncryptedSecret, IdObject};
+        let Some((Some(ek), ak)) = self.attestation else {
+            return Err(other("no attestation started, or its EK is gone"));
+        };
+        let blob = IdObject::try_from(id_object.to_vec())?;
+        let secret = EncryptedSecret::try_from(encrypted_secret.to_vec())?;
+        let session = self
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )?
+            .ok_or_else(|| other("the TPM started no policy session"))?;
+        let result = (|| -> Result<Vec<u8>> {
+            // The EK's policy: PolicySecret on the endorsement hierarchy (empty auth).
+            self.with_password(|ctx| {
+                ctx.policy_secret(
+                    Ps::try_from(session)?,
+                    tss_esapi::handles::AuthHandle::Endorsement,
+                    Nonce::default(),
+                    Digest::default(),
+                    Nonce::default(),
+                    None,
+                )
+            })?;
+            let digest = self.ctx.execute_with_sessions(
+                (Some(AuthSession::Password), Some(session), None),
+                |ctx| ctx.activate_credential(ak, ek, blob, secret),
+            )?;
+            Ok(digest.value().to_vec())
+        })();
+        let _ = self.ctx.flush_context(SessionHandleOf(session).into());
+        let _ = self.ctx.flush_context(ek.into());
+        self.attestation = Some((None, ak));
+        result
+    }
+
+    /// `TPM2_Certify` of the key in `blob` by the attestation's AK over `nonce`: the
+    /// marshalled `TPMS_ATTEST` and `TPMT_SIGNATURE`.
+    pub fn certify(&mut self, blob: &KeyBlob, nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let Some((_, ak)) = self.attestation else {
+            return Err(other("no attestation started"));
+        };
+        let key = self.loaded(blob)?;
+        let data = Data::try_from(nonce.to_vec())?;
+        let (attest, signature) = self.ctx.execute_with_sessions(
+            (
+                Some(AuthSession::Password),
+                Some(AuthSession::Password),
+                None,
+            ),
+            |ctx| ctx.certify(key.into(), ak, data, SignatureScheme::Null),
+        )?;
+        Ok((attest.marshall()?, signature.marshall()?))
+    }
+
+    /// Flushes the attestation's keys.
+    pub fn end_attestation(&mut self) {
+        if let Some((ek, ak)) = self.attestation.take() {
+            if let Some(ek) = ek {
+                let _ = self.ctx.flush_context(ek.into());
+            }
+            let _ = self.ctx.flush_context(ak.into());
+        }
     }
 }
 
 impl Drop for Tpm {
     fn drop(&mut self) {
+        self.end_attestation();
         self.unload_all();
     }
 }

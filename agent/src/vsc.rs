@@ -233,6 +233,11 @@ impl TpmKeyStore {
         &self.meta
     }
 
+    /// The wrapped key in `slot` (what the TPM loads; useless elsewhere).
+    pub fn blob(&self, slot: KeyRef) -> Option<KeyBlob> {
+        self.keys.get(&slot).map(StoredKey::blob)
+    }
+
     fn index(&self, which: Reference) -> u32 {
         match which {
             Reference::Pin => self.meta.pin_index,

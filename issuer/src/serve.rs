@@ -110,12 +110,13 @@ fn certified_key(dir: &std::path::Path) -> Result<rustls::sign::CertifiedKey> {
     Ok(rustls::sign::CertifiedKey::new(certs, key))
 }
 
-/// Manufacturer CA certificates trusted for PIV attestations: DIR/attestation-roots/*.pem.
-fn attestation_roots(dir: &std::path::Path) -> Result<Vec<x509_cert::Certificate>> {
+/// The CA certificates in `roots_dir/*.pem` (none if it does not exist): card
+/// manufacturers' CAs for PIV attestations (DIR/attestation-roots), TPM manufacturers' EK
+/// CAs for TPM enrolment (DIR/tpm-roots).
+fn trusted_cas(roots_dir: &std::path::Path) -> Result<Vec<x509_cert::Certificate>> {
     use der::Decode;
-    let roots_dir = dir.join(files::ATTESTATION_ROOTS);
     let mut roots = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&roots_dir) else {
+    let Ok(entries) = std::fs::read_dir(roots_dir) else {
         return Ok(roots);
     };
     for entry in entries.flatten() {
@@ -180,8 +181,9 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         dep.store.clone(),
         Arc::clone(&clock),
         PopPolicy {
-            attestation_roots: attestation_roots(&dep.dir)?,
+            attestation_roots: trusted_cas(&dep.dir.join(files::ATTESTATION_ROOTS))?,
             bare_key_profiles: dep.config.bare_key_profiles.clone(),
+            tpm_roots: trusted_cas(&dep.dir.join(files::TPM_ROOTS))?,
         },
         Arc::new(move |serial| changed.changed(serial)),
     ));

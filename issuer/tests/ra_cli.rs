@@ -11,96 +11,17 @@
 mod common;
 mod pg;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::card::{attest, card};
+use common::cli::Cli;
 use tessera_piv::piv::{KeyRef, PinPolicy};
 
 const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 
 /// The `tessera` binary (another package of the workspace): beside `tessera-issuer`, built
 /// here if a narrower `cargo test` did not build it.
-fn cli() -> PathBuf {
-    let path = Path::new(ISSUER).with_file_name("tessera");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "tessera-cli", "--bin", "tessera"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building the tessera CLI");
-    }
-    path
-}
-
-/// Runs `tessera --json ARGS` with `token`; returns the exit code and the parsed answer
-/// (or the error text).
-struct Cli {
-    base: String,
-    dir: PathBuf,
-}
-
-impl Cli {
-    fn run(&self, token: &str, args: &[&str]) -> (i32, serde_json::Value, String) {
-        let file = self.dir.join(format!("token-{}", rand_name()));
-        std::fs::write(&file, token).unwrap();
-        let out = Command::new(cli())
-            .args(["--url", &self.base, "--json", "--token-file"])
-            .arg(&file)
-            .args(args)
-            .output()
-            .unwrap();
-        std::fs::remove_file(&file).unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let value = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-        (out.status.code().unwrap_or(-1), value, stderr)
-    }
-
-    /// Runs and requires success.
-    fn ok(&self, token: &str, args: &[&str]) -> serde_json::Value {
-        let (code, v, err) = self.run(token, args);
-        assert_eq!(code, 0, "tessera {args:?}: {err}");
-        v
-    }
-
-    /// An in-person identity check of `person` by the officer behind `token`: a Swedish
-    /// document, valid for long, showing identity number `pnr`.
-    fn proof(&self, token: &str, person: &str, document: &str, place: &str, pnr: &str) {
-        self.ok(
-            token,
-            &[
-                "proof",
-                person,
-                "--document-type",
-                document,
-                "--document-number",
-                "AA123",
-                "--issuing-country",
-                "SE",
-                "--document-expiry",
-                "2099-01-01",
-                "--place",
-                place,
-                "--identity-number",
-                pnr,
-            ],
-        );
-    }
-}
-
-fn rand_name() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
 /// The OCSP status of `serial` as `openssl ocsp` reports it: `good`, or `revoked` with the
 /// reason.
 fn ocsp(dir: &Path, base: &str, serial: &str) -> String {
@@ -354,7 +275,9 @@ fn scenario(database: Option<&str>) {
     // A PUK of the test's own (random, as a personalisation station makes one).
     let puk = {
         use sha2::Digest;
-        let seed = sha2::Sha256::digest(format!("{}{:?}", rand_name(), tmp.path()).as_bytes());
+        let seed = sha2::Sha256::digest(
+            format!("{}{:?}", common::cli::rand_name(), tmp.path()).as_bytes(),
+        );
         format!(
             "{:08}",
             u32::from_be_bytes([seed[0], seed[1], seed[2], seed[3]]) % 100_000_000

@@ -335,6 +335,13 @@ fn the_openapi_document_is_what_the_code_serves() {
             profile: tessera_issuer_types::ProfileName::Authentication,
             csr: Some(String::new()),
             attestation: request.attestation.clone(),
+            tpm: Some(tessera_issuer_types::api::TpmKeyProof {
+                challenge: "c".into(),
+                secret: "00".into(),
+                public: "00".into(),
+                attest: "00".into(),
+                signature: "00".into(),
+            }),
         };
         let checks: Vec<(&str, serde_json::Value)> = vec![
             (
@@ -418,6 +425,28 @@ fn the_openapi_document_is_what_the_code_serves() {
                 .unwrap(),
             ),
             ("CarrierKey", serde_json::to_value(&key).unwrap()),
+            (
+                "TpmKeyProof",
+                serde_json::to_value(key.tpm.as_ref().unwrap()).unwrap(),
+            ),
+            (
+                "TpmChallengeRequest",
+                serde_json::to_value(tessera_issuer_types::api::TpmChallengeRequest {
+                    ek_certificate: "e".into(),
+                    ak_public: "00".into(),
+                })
+                .unwrap(),
+            ),
+            (
+                "TpmChallenge",
+                serde_json::to_value(tessera_issuer_types::api::TpmChallenge {
+                    challenge: "c".into(),
+                    credential: "00".into(),
+                    encrypted_secret: "00".into(),
+                    nonce: "00".into(),
+                })
+                .unwrap(),
+            ),
             (
                 "KeysRequest",
                 serde_json::to_value(KeysRequest {

@@ -23,6 +23,7 @@ pub mod pop;
 pub mod profile;
 pub mod signer;
 pub mod token;
+pub mod tpm;
 pub mod x509;
 
 pub use issuing::{CaError, Intent, IssuanceToken, Issued, IssuingCa, Request, Urls};

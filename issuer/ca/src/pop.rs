@@ -18,6 +18,8 @@ use x509_cert::Certificate;
 pub enum Proof {
     Csr,
     Attestation,
+    /// A TPM attestation: credential activation and `TPM2_Certify` (`crate::tpm`).
+    TpmAttestation,
     /// None: a bare public key, accepted only where the profile allows it.
     None,
 }
@@ -28,6 +30,7 @@ impl Proof {
         match self {
             Self::Csr => "csr",
             Self::Attestation => "attestation",
+            Self::TpmAttestation => "tpm-attestation",
             Self::None => "none",
         }
     }

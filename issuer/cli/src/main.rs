@@ -754,6 +754,7 @@ fn carrier(c: &Client, out: &Output, cmd: &CarrierCmd) -> Result<(), Failure> {
                     profile: *profile,
                     csr: Some(read(file)?),
                     attestation: None,
+                    tpm: None,
                 });
             }
             for (profile, cert, intermediate) in attestations {
@@ -764,6 +765,7 @@ fn carrier(c: &Client, out: &Output, cmd: &CarrierCmd) -> Result<(), Failure> {
                         certificate: read(cert)?,
                         intermediate: read(intermediate)?,
                     }),
+                    tpm: None,
                 });
             }
             if keys.is_empty() {

@@ -141,6 +141,9 @@ pub struct PopPolicy {
     pub attestation_roots: Vec<Certificate>,
     /// Profiles that take a bare public key (no proof), audited as such.
     pub bare_key_profiles: Vec<ProfileName>,
+    /// TPM manufacturer CAs trusted to sign endorsement-key certificates (TPM virtual
+    /// cards' enrolment).
+    pub tpm_roots: Vec<Certificate>,
 }
 
 /// Called after each committed status change made here (the OCSP cache of this process is

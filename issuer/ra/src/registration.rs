@@ -32,8 +32,10 @@ use tessera_issuer_types::{CertificateStatus, ProfileName, RevocationReason, Ser
 
 use crate::lifecycle::{self, Certificates, PersonStep, Step};
 use crate::{now_secs, record_release, record_revocation, Actor, Ra, RaError};
+use tessera_issuer_ca::pop::Proof;
 
 mod feed;
+mod tpm;
 mod unblock;
 pub use feed::{FeedPage, FeedPerson, FeedRecord, MAX_FEED_PAGE};
 pub use tessera_issuer_store::registration::FeedKey;
@@ -1573,7 +1575,8 @@ impl Ra {
                 // The release's proof of the card is its card-authentication key: one
                 // generated on the card, shown by the card's attestation, not a CSR.
                 if !req.keys.iter().any(|k| {
-                    k.profile == ProfileName::CardAuthentication && k.attestation.is_some()
+                    k.profile == ProfileName::CardAuthentication
+                        && (k.attestation.is_some() || k.tpm.is_some())
                 }) {
                     return Err(invalid(
                         "puk",
@@ -1638,7 +1641,32 @@ impl Ra {
         let mut seen = std::collections::HashSet::new();
         for k in &req.keys {
             let issue = self.carrier_request(&carrier, &approved, k);
-            let proof = self.key(&issue)?;
+            let proof = match (&k.tpm, carrier.kind) {
+                (Some(tpm), CarrierKind::TpmVirtualCard) => {
+                    if k.csr.is_some() || k.attestation.is_some() {
+                        return Err(RaError::BadRequest(
+                            "give exactly one of csr, attestation and tpm".into(),
+                        ));
+                    }
+                    (
+                        self.tpm_key(carrier_id, k.profile, tpm)?,
+                        Proof::TpmAttestation,
+                    )
+                }
+                (Some(_), kind) => {
+                    return Err(invalid(
+                        "keys",
+                        format!("a {kind} card's keys are not in a TPM"),
+                    ))
+                }
+                (None, CarrierKind::TpmVirtualCard) => {
+                    return Err(invalid(
+                        "keys",
+                        "a TPM virtual card's keys are proven by TPM attestation (tpm)",
+                    ))
+                }
+                (None, _) => self.key(&issue)?,
+            };
             // One key per slot: a PIN-less card-authentication key must not also be
             // certified as a key that needs the PIN.
             if !seen.insert(proof.0.clone()) {

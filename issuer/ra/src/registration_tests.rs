@@ -140,6 +140,7 @@ fn keys(profiles: &[ProfileName]) -> KeysRequest {
                 profile: *p,
                 csr: Some(csr()),
                 attestation: None,
+                tpm: None,
             })
             .collect(),
         puk: None,
@@ -2350,6 +2351,7 @@ mod pin_unblock {
                 certificate: pem("CERTIFICATE", &attestation),
                 intermediate: pem("CERTIFICATE", &f9),
             }),
+            tpm: None,
         }
     }
 

@@ -81,6 +81,7 @@ pub(crate) fn fixture_trusting(
         PopPolicy {
             attestation_roots,
             bare_key_profiles,
+            tpm_roots: Vec::new(),
         },
         Arc::new(move |_| {
             seen.fetch_add(1, Ordering::SeqCst);

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod card;
+pub mod cli;
 
 use std::path::Path;
 use std::process::Command;

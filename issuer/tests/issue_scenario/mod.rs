@@ -156,6 +156,7 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
         PopPolicy {
             attestation_roots: Vec::new(),
             bare_key_profiles: ProfileName::ALL.to_vec(),
+            tpm_roots: Vec::new(),
         },
         Arc::new(|_| {}),
     );

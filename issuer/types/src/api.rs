@@ -404,6 +404,47 @@ pub struct CarrierKey {
     pub csr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<Attestation>,
+    /// A TPM attestation (TPM virtual cards: the only proof their keys take).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmKeyProof>,
+}
+
+/// `POST /api/v1/carriers/{id}/tpm-challenge`: the TPM virtual card's agent asks for a
+/// credential for its attestation key, encrypted to the TPM's endorsement key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmChallengeRequest {
+    /// The endorsement key's certificate (PEM), as the TPM's manufacturer wrote it in NV.
+    pub ek_certificate: String,
+    /// The attestation key's `TPMT_PUBLIC`, hex.
+    pub ak_public: String,
+}
+
+/// The answer: what `TPM2_ActivateCredential` takes, the nonce to certify keys over, and
+/// the challenge to send back with the keys (opaque, sealed by the issuer, valid 10
+/// minutes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TpmChallenge {
+    pub challenge: String,
+    /// `TPM2B_ID_OBJECT` content, hex.
+    pub credential: String,
+    /// `TPM2B_ENCRYPTED_SECRET` content, hex.
+    pub encrypted_secret: String,
+    /// The qualifying data for `TPM2_Certify`, hex.
+    pub nonce: String,
+}
+
+/// A key's TPM attestation: the challenge it answers, the secret the TPM recovered from
+/// the credential, the key's `TPMT_PUBLIC`, and the attestation key's `TPM2_Certify` of it
+/// (`TPMS_ATTEST` and `TPMT_SIGNATURE`), all hex but the challenge.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmKeyProof {
+    pub challenge: String,
+    pub secret: String,
+    pub public: String,
+    pub attest: String,
+    pub signature: String,
 }
 
 /// `POST /api/v1/carriers/{id}/keys`: the carrier's keys, generated on it; certified from

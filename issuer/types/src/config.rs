@@ -32,6 +32,9 @@ pub mod files {
     pub const SOFTHSM_TOKENS: &str = "tokens";
     /// Manufacturer CA certificates trusted for PIV attestations (PEM files).
     pub const ATTESTATION_ROOTS: &str = "attestation-roots";
+    /// TPM manufacturer CAs trusted to sign endorsement-key certificates (PEM files): the
+    /// CA that signs the EK certificates (for swtpm, swtpm-localca's `issuercert.pem`).
+    pub const TPM_ROOTS: &str = "tpm-roots";
     /// Between `init --external-root` and `install-ca-cert`.
     pub const PENDING: &str = "pending-ca.json";
     pub const PENDING_ROOT: &str = "pending-root-ca.pem";

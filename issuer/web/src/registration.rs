@@ -53,6 +53,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/v1/carriers/{id}", get(carrier))
         .route("/api/v1/carriers/{id}/assignment", post(assign))
         .route("/api/v1/carriers/{id}/keys", post(keys))
+        .route("/api/v1/carriers/{id}/tpm-challenge", post(tpm_challenge))
         .route("/api/v1/carriers/{id}/activation", post(activate))
         .route(
             "/api/v1/carriers/{id}/suspension",
@@ -309,6 +310,18 @@ async fn keys(
 ) -> Answer {
     with_body(app, h, raw, StatusCode::OK, move |ra, a, b| {
         ra.register_keys(a, &id, &b)
+    })
+    .await
+}
+
+async fn tpm_challenge(
+    State(app): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    raw: Body,
+) -> Answer {
+    with_body(app, h, raw, StatusCode::OK, move |ra, a, b| {
+        ra.tpm_challenge(a, &id, &b)
     })
     .await
 }

@@ -55,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/carriers/{id}"),
     ("post", "/api/v1/carriers/{id}/assignment"),
     ("post", "/api/v1/carriers/{id}/keys"),
+    ("post", "/api/v1/carriers/{id}/tpm-challenge"),
     ("post", "/api/v1/carriers/{id}/activation"),
     ("post", "/api/v1/carriers/{id}/suspension"),
     ("delete", "/api/v1/carriers/{id}/suspension"),

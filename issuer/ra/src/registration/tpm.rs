@@ -1,0 +1,173 @@
+//! Enrolment of a TPM virtual card: proof that each key lives in the TPM whose endorsement
+//! key a trusted manufacturer certified (`tessera_issuer_ca::tpm` has the protocol).
+//!
+//! 1. `tpm_challenge`: the agent shows the EK certificate and a fresh attestation key
+//!    (AK); the issuer makes a credential for the AK's name encrypted to the EK, and a
+//!    nonce, and seals what it needs to check the answer (AK, nonce, secret, deadline) with
+//!    the token's escrow key into an opaque challenge — nothing is stored;
+//! 2. `register_keys` with a `TpmKeyProof` per key: the sealed challenge opens only for
+//!    this carrier, within 10 minutes; the secret the TPM recovered must be the issuer's
+//!    (so the AK is in the EK's TPM); the AK's signature over `TPM2_Certify` must verify,
+//!    over the issuer's nonce and the key's name; the key must be fixedTPM, fixedParent,
+//!    generated in the TPM, unrestricted and signing, and — but for the
+//!    card-authentication key — usable only through a policy (the agent's PIN).
+
+use base64ct::Encoding;
+use subtle::ConstantTimeEq;
+use tessera_issuer_ca::tpm::{self as proof, attr, TpmPublic};
+use tessera_issuer_types::api::{TpmChallenge, TpmChallengeRequest, TpmKeyProof};
+use tessera_issuer_types::lifecycle::{CarrierKind, CarrierState, OfficerRole};
+use tessera_issuer_types::ProfileName;
+
+use super::{get_carrier, invalid};
+use crate::{now_secs, Actor, Ra, RaError};
+
+/// How long a challenge can be answered.
+const CHALLENGE_SECONDS: i64 = 600;
+
+/// What the sealed challenge holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sealed {
+    ak_public: String,
+    nonce: String,
+    secret: String,
+    expires_at: i64,
+}
+
+fn aad(carrier_id: &str) -> Vec<u8> {
+    format!("tessera tpm-challenge v1\n{carrier_id}").into_bytes()
+}
+
+fn bad(e: impl std::fmt::Display) -> RaError {
+    RaError::BadProof(e.to_string())
+}
+
+fn unhex(field: &str, text: &str) -> Result<Vec<u8>, RaError> {
+    hex::decode(text).map_err(|_| invalid(field, "not hex"))
+}
+
+impl Ra {
+    /// Step 1 of a TPM virtual card's enrolment (see the module comment).
+    pub fn tpm_challenge(
+        &self,
+        actor: &Actor,
+        carrier_id: &str,
+        req: &TpmChallengeRequest,
+    ) -> Result<TpmChallenge, RaError> {
+        self.require(actor, "carrier.keys", &[OfficerRole::RegistrationOfficer])?;
+        let carrier = self.store.read(|tx| get_carrier(tx, carrier_id))?;
+        if carrier.kind != CarrierKind::TpmVirtualCard {
+            return Err(invalid(
+                "carrier",
+                format!(
+                    "a {} card proves its keys otherwise than by a TPM",
+                    carrier.kind
+                ),
+            ));
+        }
+        if carrier.state != CarrierState::Assigned {
+            return Err(RaError::InvalidTransition {
+                what: format!("carrier {carrier_id}"),
+                current: carrier.state.to_string(),
+                verb: "personalise",
+            });
+        }
+        let (label, der) = der::pem::decode_vec(req.ek_certificate.as_bytes())
+            .map_err(|_| invalid("ek_certificate", "not PEM"))?;
+        if label != "CERTIFICATE" {
+            return Err(invalid("ek_certificate", "not a PEM certificate"));
+        }
+        let cert = <x509_cert::Certificate as der::Decode>::from_der(&der)
+            .map_err(|e| invalid("ek_certificate", e))?;
+        let ek =
+            proof::endorsement_key(&cert, &self.pop.tpm_roots, self.clock.now()).map_err(bad)?;
+        let ak_bytes = unhex("ak_public", &req.ak_public)?;
+        let ak = TpmPublic::parse(&ak_bytes).map_err(|e| invalid("ak_public", e))?;
+        let wanted = attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::RESTRICTED
+            | attr::SIGN;
+        if !ak.has(wanted) || ak.has(attr::DECRYPT) {
+            return Err(bad(
+                "the attestation key is not a TPM-bound, TPM-made, restricted signing key",
+            ));
+        }
+        let secret: [u8; 32] = rand::random();
+        let nonce: [u8; 32] = rand::random();
+        let (credential, encrypted_secret) =
+            proof::make_credential(&ek, &ak.name(), &secret).map_err(bad)?;
+        let sealed = Sealed {
+            ak_public: req.ak_public.to_ascii_lowercase(),
+            nonce: hex::encode(nonce),
+            secret: hex::encode(secret),
+            expires_at: now_secs(self.clock.as_ref()) + CHALLENGE_SECONDS,
+        };
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(&sealed).map_err(|e| RaError::BadRequest(e.to_string()))?,
+        );
+        let challenge = self.ca.seal_secret(&aad(carrier_id), &json)?;
+        Ok(TpmChallenge {
+            challenge: base64ct::Base64::encode_string(&challenge),
+            credential: hex::encode(credential),
+            encrypted_secret: hex::encode(encrypted_secret),
+            nonce: hex::encode(nonce),
+        })
+    }
+
+    /// Step 2 for one key: its SubjectPublicKeyInfo (DER) once every check holds.
+    pub(super) fn tpm_key(
+        &self,
+        carrier_id: &str,
+        profile: ProfileName,
+        p: &TpmKeyProof,
+    ) -> Result<Vec<u8>, RaError> {
+        let sealed = base64ct::Base64::decode_vec(&p.challenge)
+            .map_err(|_| invalid("tpm.challenge", "not base64"))?;
+        let opened = self
+            .ca
+            .open_secret(&aad(carrier_id), &sealed)
+            .map_err(|_| bad("the TPM challenge is not one this issuer made for this carrier"))?;
+        let state: Sealed = serde_json::from_slice(&opened)
+            .map_err(|_| bad("the TPM challenge is not one this issuer made"))?;
+        if now_secs(self.clock.as_ref()) > state.expires_at {
+            return Err(bad("the TPM challenge has expired: ask for a new one"));
+        }
+        let expected = unhex("secret", &state.secret)?;
+        let given = unhex("tpm.secret", &p.secret)?;
+        if !bool::from(expected.ct_eq(&given)) {
+            return Err(bad(
+                "the credential was not activated by the TPM of the endorsement key (wrong secret)",
+            ));
+        }
+        let ak = TpmPublic::parse(&unhex("ak_public", &state.ak_public)?).map_err(bad)?;
+        let attest = unhex("tpm.attest", &p.attest)?;
+        ak.verify(&attest, &unhex("tpm.signature", &p.signature)?)
+            .map_err(|e| bad(format!("the TPM2_Certify signature: {e}")))?;
+        let certified = proof::parse_certify(&attest).map_err(bad)?;
+        if certified.extra_data != unhex("nonce", &state.nonce)? {
+            return Err(bad("the TPM2_Certify is not over this challenge's nonce"));
+        }
+        let key = TpmPublic::parse(&unhex("tpm.public", &p.public)?)
+            .map_err(|e| invalid("tpm.public", e))?;
+        if certified.name != key.name() {
+            return Err(bad("the TPM2_Certify certifies another key"));
+        }
+        let wanted =
+            attr::FIXED_TPM | attr::FIXED_PARENT | attr::SENSITIVE_DATA_ORIGIN | attr::SIGN;
+        if !key.has(wanted) || key.has(attr::RESTRICTED) {
+            return Err(bad(
+                "the key is not one the TPM made and keeps (fixedTPM, fixedParent, sensitiveDataOrigin, unrestricted signing)",
+            ));
+        }
+        // The PIN: a key the TPM uses by its (empty) authValue is used without the PIN;
+        // only the card-authentication key may be (SP 800-73-4 §3.1.1).
+        let pin_bound = !key.has(attr::USER_WITH_AUTH) && key.auth_policy.len() == 32;
+        if !pin_bound && profile != ProfileName::CardAuthentication {
+            return Err(bad(
+                "the key is used without the PIN (userWithAuth, or no policy): not an LoA3 authenticator",
+            ));
+        }
+        key.spki_der().map_err(bad)
+    }
+}

@@ -1,0 +1,463 @@
+//! A TPM virtual card enrolled end to end against a running issuer: swtpm provisioned by
+//! `swtpm_setup --create-ek-cert` (its local CA configured in `DIR/tpm-roots`), the agent's
+//! `vsc enrol` as a registration officer runs it, certificates that chain to our CA and
+//! that OCSP calls good after activation; and the proofs the issuer must refuse, each
+//! changing nothing: a key that is not the certified one (a software key claimed to be in
+//! the TPM), a key from another swtpm, a forged or re-aimed `TPM2_Certify`, a credential
+//! never activated, an EK from a CA nobody trusts, a key usable without the PIN.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::cli::{sibling, Cli};
+use common::Kill;
+use tessera_agent::enrol::{self, Issuer};
+use tessera_agent::tpm::policy_secret_digest;
+use tessera_agent::worker::TpmClient;
+use tessera_issuer_types::api::{TpmChallenge, TpmChallengeRequest};
+use tessera_issuer_types::ProfileName;
+use tessera_piv::piv::Algorithm;
+
+const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
+
+/// A swtpm with an EK certificate from the local CA in `ca` (made on first use).
+struct Swtpm {
+    _process: Kill,
+    tcti: String,
+}
+
+fn provisioned_swtpm(dir: &Path, ca: &Path) -> Swtpm {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(ca).unwrap();
+    let localca = dir.join("localca.conf");
+    std::fs::write(
+        &localca,
+        format!(
+            "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
+            ca = ca.display()
+        ),
+    )
+    .unwrap();
+    let setup = dir.join("setup.conf");
+    std::fs::write(
+        &setup,
+        format!(
+            "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\ncreate_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n",
+            localca.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("swtpm_setup")
+        .args(["--tpm2", "--create-ek-cert", "--overwrite", "--tpmstate"])
+        .arg(&state)
+        .arg("--config")
+        .arg(&setup)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "swtpm_setup: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = loop {
+        let p = common::free_port();
+        if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let process = Kill(
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state.display()))
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_for("swtpm", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Swtpm {
+        _process: process,
+        tcti: format!("swtpm:host=127.0.0.1,port={port}"),
+    }
+}
+
+/// An assigned and approved carrier of `kind` for a new proofed person.
+fn approved_carrier(t: &Cli, hr: &str, anna: &str, bo: &str, n: u32, kind: &str) -> String {
+    let upn = format!("p{n}@example.org");
+    let pnr = [
+        "19811218-9876",
+        "19900101-0017",
+        "19850505-0008",
+        "19700202-0001",
+    ][n as usize];
+    let p = t.ok(
+        hr,
+        &[
+            "person",
+            "add",
+            "--employee-number",
+            &format!("E{n}"),
+            "--given-name",
+            "Tove",
+            "--family-name",
+            "Tpm",
+            "--email",
+            &upn,
+            "--upn",
+            &upn,
+            "--identity-number",
+            pnr,
+        ],
+    );
+    let person = p["id"].as_str().unwrap().to_owned();
+    t.proof(
+        anna,
+        &person,
+        "passport",
+        "Service desk",
+        &pnr.replace('-', ""),
+    );
+    let c = t.ok(
+        anna,
+        &["carrier", "add", "--kind", kind, &format!("VSC-{n}")],
+    );
+    let carrier = c["id"].as_str().unwrap().to_owned();
+    let a = t.ok(
+        anna,
+        &[
+            "carrier", "assign", &carrier, "--person", &person, "--terms", "2026-1",
+        ],
+    );
+    t.ok(bo, &["approve", "yes", a[0]["id"].as_str().unwrap()]);
+    carrier
+}
+
+fn ocsp(dir: &Path, base: &str, serial: &str) -> String {
+    let (ok, text) = common::openssl(
+        dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "issuing.pem",
+            "-serial",
+            &format!("0x{serial}"),
+            "-url",
+            &format!("{base}/ocsp"),
+            "-noverify",
+            "-no_nonce",
+        ],
+    );
+    assert!(ok, "{text}");
+    text.lines()
+        .find(|l| l.starts_with("0x"))
+        .and_then(|l| l.rsplit(": ").next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused() {
+    if !common::require(
+        &["curl", "openssl", "swtpm", "swtpm_setup"],
+        &["/usr/lib/softhsm/libsofthsm2.so", "/usr/bin/swtpm_localca"],
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let trusted_ca = root.join("tpm-ca");
+    let tpm_a = provisioned_swtpm(&root.join("tpm-a"), &trusted_ca);
+    let tpm_b = provisioned_swtpm(&root.join("tpm-b"), &trusted_ca);
+    let tpm_c = provisioned_swtpm(&root.join("tpm-c"), &root.join("other-ca"));
+
+    let data = root.join("data");
+    let out = Command::new(ISSUER)
+        .args(["init", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir(data.join("tpm-roots")).unwrap();
+    std::fs::copy(
+        trusted_ca.join("issuercert.pem"),
+        data.join("tpm-roots/swtpm-localca.pem"),
+    )
+    .unwrap();
+    let config_path = data.join("issuer.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["upn_domains"] = serde_json::json!(["example.org"]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (_server, base) = common::serve(&data, &[]);
+    let (status, _) = common::curl(&[
+        "-o",
+        root.join("issuing.der").to_str().unwrap(),
+        &format!("{base}/ca/issuing-ca-1.crt"),
+    ]);
+    assert_eq!(status, 200);
+    let (ok, text) = common::openssl(
+        root,
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "issuing.der",
+            "-out",
+            "issuing.pem",
+        ],
+    );
+    assert!(ok, "{text}");
+
+    let t = Cli {
+        base: base.clone(),
+        dir: root.to_owned(),
+    };
+    let bootstrap = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+    let first = t.ok(
+        &bootstrap,
+        &[
+            "officer",
+            "add",
+            "admin",
+            "--name",
+            "Ada",
+            "--role",
+            "administrator",
+        ],
+    );
+    let admin = first["first_token"]["token"].as_str().unwrap().to_owned();
+    let officer = |id: &str, role: &str| -> String {
+        t.ok(
+            &admin,
+            &["officer", "add", id, "--name", id, "--role", role],
+        );
+        t.ok(&admin, &["officer", "token", id])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let anna = officer("anna", "registration_officer");
+    let bo = officer("bo", "registration_officer");
+    let hr = officer("hr", "hr_admin");
+    let anna_file = root.join("anna.token");
+    std::fs::write(&anna_file, &anna).unwrap();
+
+    // The agent, as the officer runs it on the holder's workstation.
+    let agent = sibling("tessera-agent", "tessera-agent");
+    let agent_dir = root.join("agent");
+    let run_agent = |args: &[&str]| {
+        let out = Command::new(&agent)
+            .arg("--data-dir")
+            .arg(&agent_dir)
+            .args(["--tcti", &tpm_a.tcti])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = run_agent(&["vsc", "create", "tove"]);
+    assert!(ok, "{text}");
+    // A physical card's carrier takes no TPM proof.
+    let smart_card = approved_carrier(&t, &hr, &anna, &bo, 0, "smart_card");
+    let (ok, text) = run_agent(&[
+        "vsc",
+        "enrol",
+        "tove",
+        "--issuer",
+        &base,
+        "--carrier",
+        &smart_card,
+        "--token-file",
+        anna_file.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("invalid_field"), "{text}");
+
+    let carrier = approved_carrier(&t, &hr, &anna, &bo, 1, "tpm_virtual_card");
+    let (ok, text) = run_agent(&[
+        "vsc",
+        "enrol",
+        "tove",
+        "--issuer",
+        &base,
+        "--carrier",
+        &carrier,
+        "--token-file",
+        anna_file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("2 certificates"), "{text}");
+    let c = t.ok(&anna, &["carrier", "show", &carrier]);
+    let serials: Vec<String> = c["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(serials.len(), 2, "{c}");
+    // Born on hold; good after the hand-over.
+    t.ok(
+        &anna,
+        &["carrier", "activate", &carrier, "--receipt", "R-VSC1"],
+    );
+    for serial in &serials {
+        assert_eq!(ocsp(root, &base, serial), "good");
+    }
+    // The certificates are on the card, and chain to our issuing CA.
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(agent_dir.join("cards/tove.json")).unwrap())
+            .unwrap();
+    for tag in ["5FC105", "5FC101"] {
+        let object = card["card"]["objects"][tag].as_str().unwrap_or_default();
+        let der = hex::decode(object).unwrap();
+        // 70 82 LL LL <certificate> …
+        let len = usize::from(u16::from_be_bytes([der[2], der[3]]));
+        std::fs::write(root.join("card.der"), &der[4..4 + len]).unwrap();
+        let (ok, text) = common::openssl(
+            root,
+            &[
+                "verify",
+                "-partial_chain",
+                "-CAfile",
+                "issuing.pem",
+                "card.der",
+            ],
+        );
+        assert!(ok && text.contains("OK"), "{tag}: {text}");
+    }
+
+    // The forgeries, against one approved carrier (each refusal changes nothing).
+    let target = approved_carrier(&t, &hr, &anna, &bo, 2, "tpm_virtual_card");
+    let issuer = Issuer::new(&base, &anna_file, None).unwrap();
+    let a = TpmClient::spawn(&tpm_a.tcti, None).unwrap();
+    let b = TpmClient::spawn(&tpm_b.tcti, None).unwrap();
+    let c_tpm = TpmClient::spawn(&tpm_c.tcti, None).unwrap();
+    let pin_bound = |tpm: &TpmClient| {
+        tpm.call(|t| t.create_key(Algorithm::EccP256, Some(policy_secret_digest(&[0, 11]))))
+            .unwrap()
+            .unwrap()
+    };
+    let challenge = |tpm: &TpmClient| -> anyhow::Result<TpmChallenge> {
+        let (ek_certificate, ak) = enrol::start_attestation(tpm)?;
+        issuer.post(
+            &format!("/carriers/{target}/tpm-challenge"),
+            &TpmChallengeRequest {
+                ek_certificate,
+                ak_public: hex::encode(ak),
+            },
+        )
+    };
+    let refused = |req: &tessera_issuer_types::api::KeysRequest, why: &str| {
+        let answer: anyhow::Result<serde_json::Value> =
+            issuer.post(&format!("/carriers/{target}/keys"), req);
+        let e = answer.expect_err(why).to_string();
+        eprintln!("refused as it should be: {why}: {e}");
+        assert!(e.contains("bad_proof"), "{why}: {e}");
+    };
+    // An EK certified by a CA the issuer does not trust gets no challenge.
+    let e = challenge(&c_tpm).expect_err("an untrusted EK").to_string();
+    assert!(e.contains("bad_proof"), "{e}");
+    enrol::finish_attestation(&c_tpm);
+
+    let key = pin_bound(&a);
+    let ch = challenge(&a).unwrap();
+    let (secret, evidence) =
+        enrol::answer_challenge(&a, &ch, &[(ProfileName::Authentication, key.clone())]).unwrap();
+    let good = enrol::keys_request(&ch.challenge, &secret, &evidence);
+    // A credential nobody activated.
+    refused(
+        &enrol::keys_request(&ch.challenge, &[7u8; 32], &evidence),
+        "a wrong secret",
+    );
+    // A software key claimed to be the certified one (its point in the TPM key's area).
+    let mut claimed = evidence.clone();
+    let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let point = sk.public_key().to_sec1_bytes();
+    // The unique field ends the area: x and y, each a 2-byte size and 32 bytes.
+    let n = claimed[0].public.len();
+    claimed[0].public[n - 66..n - 34].copy_from_slice(&point[1..33]);
+    claimed[0].public[n - 32..].copy_from_slice(&point[33..65]);
+    refused(
+        &enrol::keys_request(&ch.challenge, &secret, &claimed),
+        "a key other than the certified one",
+    );
+    // A forged attestation: one byte of the certified name changed.
+    let mut forged = evidence.clone();
+    let last = forged[0].attest.len() - 40;
+    forged[0].attest[last] ^= 1;
+    refused(
+        &enrol::keys_request(&ch.challenge, &secret, &forged),
+        "a forged TPM2_Certify",
+    );
+    // A key of another swtpm, certified there, sent with this TPM's challenge.
+    let foreign = pin_bound(&b);
+    let ch_b = challenge(&b).unwrap();
+    let (_, from_b) =
+        enrol::answer_challenge(&b, &ch_b, &[(ProfileName::Authentication, foreign)]).unwrap();
+    enrol::finish_attestation(&b);
+    refused(
+        &enrol::keys_request(&ch.challenge, &secret, &from_b),
+        "a key from another TPM",
+    );
+    // The right AK's certify over another nonce (a replayed or re-aimed attestation).
+    let nonce_elsewhere = TpmChallenge {
+        nonce: hex::encode([9u8; 32]),
+        ..ch.clone()
+    };
+    let replay = a
+        .call(move |t| t.certify(&key, &hex::decode(&nonce_elsewhere.nonce).unwrap()))
+        .unwrap()
+        .unwrap();
+    let mut re_aimed = evidence.clone();
+    (re_aimed[0].attest, re_aimed[0].signature) = replay;
+    refused(
+        &enrol::keys_request(&ch.challenge, &secret, &re_aimed),
+        "a certify over another nonce",
+    );
+    // A key the TPM uses without the PIN, for the authentication profile.
+    let no_pin = a
+        .call(|t| t.create_key(Algorithm::EccP256, None))
+        .unwrap()
+        .unwrap();
+    let (s2, e2) = {
+        enrol::finish_attestation(&a);
+        let ch2 = challenge(&a).unwrap();
+        let (s, e) =
+            enrol::answer_challenge(&a, &ch2, &[(ProfileName::Authentication, no_pin)]).unwrap();
+        (s, (e, ch2))
+    };
+    refused(
+        &enrol::keys_request(&e2.1.challenge, &s2, &e2.0),
+        "a key usable without the PIN",
+    );
+    enrol::finish_attestation(&a);
+    // After all that the carrier is untouched, and the genuine proof of the first
+    // challenge is still accepted: the issuer keeps nothing between the two steps, and the
+    // TPM's part was done when the evidence was made.
+    let done: serde_json::Value = issuer
+        .post(&format!("/carriers/{target}/keys"), &good)
+        .unwrap();
+    assert_eq!(done["state"], "personalised", "{done}");
+}
