@@ -19,7 +19,7 @@ use tessera_issuer_types::api::{
 };
 use tessera_issuer_types::ProfileName;
 use tessera_piv::card::{KeyStore, Persist};
-use tessera_piv::piv::{Algorithm, KeyRef};
+use tessera_piv::piv::{Algorithm, KeyRef, PinPolicy};
 use zeroize::Zeroizing;
 
 use crate::tpm::KeyBlob;
@@ -110,7 +110,13 @@ pub struct KeyEvidence {
     pub public: Vec<u8>,
     pub attest: Vec<u8>,
     pub signature: Vec<u8>,
+    /// The `TPMS_NV_PUBLIC` of the PIN index a PIN-bound key's policy names.
+    pub pin_index: Option<Vec<u8>>,
 }
+
+/// A key to prove: its profile, its blob, and (for a PIN-bound key) its PIN index's
+/// public area.
+pub type KeyToProve = (ProfileName, KeyBlob, Option<Vec<u8>>);
 
 /// Step 1 of the protocol, on the TPM: the EK certificate (PEM) and a fresh AK's public
 /// area. The attestation stays open on the TPM thread until [`finish_attestation`].
@@ -130,7 +136,7 @@ pub fn start_attestation(tpm: &TpmClient) -> Result<(String, Vec<u8>)> {
 pub fn answer_challenge(
     tpm: &TpmClient,
     challenge: &TpmChallenge,
-    keys: &[(ProfileName, KeyBlob)],
+    keys: &[KeyToProve],
 ) -> Result<(Vec<u8>, Vec<KeyEvidence>)> {
     let credential = hex::decode(&challenge.credential).context("the credential is not hex")?;
     let encrypted = hex::decode(&challenge.encrypted_secret).context("the secret is not hex")?;
@@ -139,7 +145,7 @@ pub fn answer_challenge(
         .call(move |t| t.activate(&credential, &encrypted))?
         .context("activating the issuer's credential in the TPM")?;
     let mut evidence = Vec::new();
-    for (profile, blob) in keys {
+    for (profile, blob, pin_index) in keys {
         let (b, n) = (blob.clone(), nonce.clone());
         let (attest, signature) = tpm
             .call(move |t| t.certify(&b, &n))?
@@ -149,6 +155,7 @@ pub fn answer_challenge(
             public: blob.public.clone(),
             attest,
             signature,
+            pin_index: pin_index.clone(),
         });
     }
     Ok((secret, evidence))
@@ -174,6 +181,7 @@ pub fn keys_request(challenge: &str, secret: &[u8], evidence: &[KeyEvidence]) ->
                     public: hex::encode(&e.public),
                     attest: hex::encode(&e.attest),
                     signature: hex::encode(&e.signature),
+                    pin_index: e.pin_index.as_ref().map(hex::encode),
                 }),
             })
             .collect(),
@@ -198,14 +206,20 @@ pub fn enrol(
     for w in warnings {
         eprintln!("tessera-agent: {w}");
     }
+    let pin_index = store.meta().pin_index;
+    let pin_index = tpm
+        .call(move |t| t.index_public_bytes(pin_index))?
+        .context("reading the card's PIN index")?;
     let mut keys = Vec::new();
     for profile in profiles {
         let slot = KeyRef(profile.piv_slot());
+        let policy = slot.default_pin_policy();
         store
-            .generate(slot, Algorithm::EccP256, slot.default_pin_policy(), 1)
+            .generate(slot, Algorithm::EccP256, policy, 1)
             .with_context(|| format!("generating the {profile} key in the TPM"))?;
         let blob = store.blob(slot).context("the key just generated")?;
-        keys.push((*profile, blob));
+        let index = (policy != PinPolicy::Never).then(|| pin_index.clone());
+        keys.push((*profile, blob, index));
     }
     // The new keys are the card's from now on, certified or not (enrolling again makes
     // new ones).

@@ -645,6 +645,31 @@ impl Tpm {
         )))
     }
 
+    /// The index's `TPMS_NV_PUBLIC`, marshalled (written here by hand: tss-esapi 7 does not
+    /// marshal it), checked against the name the TPM reports for it.
+    pub fn index_public_bytes(&mut self, handle: u32) -> Result<Vec<u8>> {
+        use tss_esapi::tss2_esys::{TPM2_HANDLE, TPMA_NV};
+        let nv = self.nv_handle(handle)?;
+        let (public, name) = self.ctx.nv_read_public(nv)?;
+        let index: TPM2_HANDLE = public.nv_index().into();
+        let attributes: TPMA_NV = TPMA_NV::try_from(public.attributes())?;
+        let policy = public.authorization_policy().value();
+        let mut out = index.to_be_bytes().to_vec();
+        out.extend_from_slice(&0x000Bu16.to_be_bytes());
+        out.extend_from_slice(&attributes.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(policy.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(policy);
+        out.extend_from_slice(&u16::try_from(public.data_size()).unwrap_or(0).to_be_bytes());
+        let mut computed = 0x000Bu16.to_be_bytes().to_vec();
+        computed.extend_from_slice(&Sha256::digest(&out));
+        if computed != name.value() {
+            return Err(other(
+                "the PIN index's public area does not give the TPM's name for it",
+            ));
+        }
+        Ok(out)
+    }
+
     /// Removes the index (a deleted card).
     pub fn undefine(&mut self, handle: u32) -> Result<()> {
         self.undefine_if_defined(handle)

@@ -22,7 +22,7 @@ const TCTI: &str = "swtpm:host=127.0.0.1,port=2321";
 /// (923) carol and an empty slot.
 const ALICE: &str = "Tessera VSC 921 00 00";
 const BOB: &str = "Tessera VSC 921 00 01";
-const CAROL: &str = "Tessera VSC 923";
+const CAROL: &str = "Tessera VSC 923 00 00";
 
 fn agent(lab: &Lab, args: &[&str]) -> String {
     let mut all = vec!["--data-dir", "agent", "--tcti", TCTI];
@@ -134,6 +134,27 @@ fn sign_and_verify(lab: &Lab, module: &str, slot: &str, pin: &str, tag: &str) {
     assert!(verified.contains("Verified OK"), "{verified}");
 }
 
+/// `tessera-piv-conformance`, the firmware tests' binary, beside ours (built if it is not:
+/// cargo builds a package's own binaries for its tests, not other packages').
+fn conformance_binary() -> String {
+    let path = std::path::Path::new(AGENT).with_file_name("tessera-piv-conformance");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "tessera-firmware-tests",
+                "--bin",
+                "tessera-piv-conformance",
+            ])
+            .status()
+            .expect("cargo");
+        assert!(built.success(), "building tessera-piv-conformance");
+    }
+    path.to_string_lossy().into_owned()
+}
+
 /// The serial number of the token in `reader` as a PKCS#11 module lists it.
 fn token_serial(lab: &Lab, module: &str, reader: &str) -> String {
     let list = lab.run_ok("pkcs11-tool", &["--module", module, "-L"]);
@@ -234,6 +255,16 @@ fn programs_we_did_not_write_use_the_tpm_cards() {
     assert!(
         !String::from_utf8_lossy(&filler.stdout).contains("Personal Identity"),
         "{filler:?}"
+    );
+    // The whole conformance catalogue, destructive checks included, on carol's card through
+    // pcscd and vpcd: the same suite the reference card passes.
+    let report = lab.run(&conformance_binary(), &["--reader", CAROL, "--destructive"]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    println!("{text}");
+    assert!(
+        report.status.success() && text.contains("PASS  sign.p256") && !text.contains("FAIL "),
+        "conformance through PC/SC:\n{text}{}",
+        String::from_utf8_lossy(&report.stderr)
     );
     // yubico-piv-tool: status, and a P-256 key generated in the TPM behind alice's 9A, with
     // a certificate from a test CA written back.

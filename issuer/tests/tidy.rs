@@ -341,6 +341,7 @@ fn the_openapi_document_is_what_the_code_serves() {
                 public: "00".into(),
                 attest: "00".into(),
                 signature: "00".into(),
+                pin_index: Some("00".into()),
             }),
         };
         let checks: Vec<(&str, serde_json::Value)> = vec![

@@ -144,6 +144,14 @@ fn approved_carrier(t: &Cli, hr: &str, anna: &str, bo: &str, n: u32, kind: &str)
     carrier
 }
 
+fn good_request(
+    ch: &TpmChallenge,
+    secret: &[u8],
+    evidence: &[enrol::KeyEvidence],
+) -> tessera_issuer_types::api::KeysRequest {
+    enrol::keys_request(&ch.challenge, secret, evidence)
+}
+
 fn ocsp(dir: &Path, base: &str, serial: &str) -> String {
     let (ok, text) = common::openssl(
         dir,
@@ -354,10 +362,19 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     let a = TpmClient::spawn(&tpm_a.tcti, None).unwrap();
     let b = TpmClient::spawn(&tpm_b.tcti, None).unwrap();
     let c_tpm = TpmClient::spawn(&tpm_c.tcti, None).unwrap();
+    // A key bound to a PIN-fail index, as the agent makes them: (blob, the index's public).
     let pin_bound = |tpm: &TpmClient| {
-        tpm.call(|t| t.create_key(Algorithm::EccP256, Some(policy_secret_digest(&[0, 11]))))
-            .unwrap()
-            .unwrap()
+        tpm.call(|t| {
+            let index = t
+                .free_nv_index(tessera_agent::tpm::FIRST_NV_INDEX + 0x200, &[])
+                .unwrap();
+            let name = t.define_pin_index(index, &[5; 32], 3, &[6; 32]).unwrap();
+            let blob = t
+                .create_key(Algorithm::EccP256, Some(policy_secret_digest(&name)))
+                .unwrap();
+            (blob, t.index_public_bytes(index).unwrap())
+        })
+        .unwrap()
     };
     let challenge = |tpm: &TpmClient| -> anyhow::Result<TpmChallenge> {
         let (ek_certificate, ak) = enrol::start_attestation(tpm)?;
@@ -381,11 +398,38 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     assert!(e.contains("bad_proof"), "{e}");
     enrol::finish_attestation(&c_tpm);
 
-    let key = pin_bound(&a);
+    // An attestation key that is not a restricted signing key gets no challenge.
+    let unrestricted = a
+        .call(|t| t.create_key(Algorithm::EccP256, None))
+        .unwrap()
+        .unwrap();
+    let (ek_certificate, _) = enrol::start_attestation(&a).unwrap();
+    let e = issuer
+        .post::<serde_json::Value>(
+            &format!("/carriers/{target}/tpm-challenge"),
+            &TpmChallengeRequest {
+                ek_certificate,
+                ak_public: hex::encode(&unrestricted.public),
+            },
+        )
+        .expect_err("an unrestricted AK")
+        .to_string();
+    assert!(e.contains("bad_proof"), "{e}");
+    enrol::finish_attestation(&a);
+
+    let (key, index) = pin_bound(&a);
     let ch = challenge(&a).unwrap();
-    let (secret, evidence) =
-        enrol::answer_challenge(&a, &ch, &[(ProfileName::Authentication, key.clone())]).unwrap();
-    let good = enrol::keys_request(&ch.challenge, &secret, &evidence);
+    let (secret, evidence) = enrol::answer_challenge(
+        &a,
+        &ch,
+        &[(
+            ProfileName::Authentication,
+            key.clone(),
+            Some(index.clone()),
+        )],
+    )
+    .unwrap();
+    let good = good_request(&ch, &secret, &evidence);
     // A credential nobody activated.
     refused(
         &enrol::keys_request(&ch.challenge, &[7u8; 32], &evidence),
@@ -412,10 +456,14 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
         "a forged TPM2_Certify",
     );
     // A key of another swtpm, certified there, sent with this TPM's challenge.
-    let foreign = pin_bound(&b);
+    let (foreign, foreign_index) = pin_bound(&b);
     let ch_b = challenge(&b).unwrap();
-    let (_, from_b) =
-        enrol::answer_challenge(&b, &ch_b, &[(ProfileName::Authentication, foreign)]).unwrap();
+    let (_, from_b) = enrol::answer_challenge(
+        &b,
+        &ch_b,
+        &[(ProfileName::Authentication, foreign, Some(foreign_index))],
+    )
+    .unwrap();
     enrol::finish_attestation(&b);
     refused(
         &enrol::keys_request(&ch.challenge, &secret, &from_b),
@@ -436,23 +484,67 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
         &enrol::keys_request(&ch.challenge, &secret, &re_aimed),
         "a certify over another nonce",
     );
-    // A key the TPM uses without the PIN, for the authentication profile.
-    let no_pin = a
-        .call(|t| t.create_key(Algorithm::EccP256, None))
-        .unwrap()
-        .unwrap();
-    let (s2, e2) = {
-        enrol::finish_attestation(&a);
-        let ch2 = challenge(&a).unwrap();
-        let (s, e) =
-            enrol::answer_challenge(&a, &ch2, &[(ProfileName::Authentication, no_pin)]).unwrap();
-        (s, (e, ch2))
-    };
-    refused(
-        &enrol::keys_request(&e2.1.challenge, &s2, &e2.0),
-        "a key usable without the PIN",
-    );
+    // Keys the TPM uses without the PIN, for the authentication profile: one by its empty
+    // authValue, one through a policy its holder can always satisfy (PolicyAuthValue),
+    // shown with a genuine PIN index.
     enrol::finish_attestation(&a);
+    let policy_auth_value: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::new()
+            .chain_update([0u8; 32])
+            .chain_update(0x0000_016Bu32.to_be_bytes())
+            .finalize()
+            .into()
+    };
+    let keys = a
+        .call(move |t| {
+            (
+                t.create_key(Algorithm::EccP256, None).unwrap(),
+                t.create_key(Algorithm::EccP256, Some(policy_auth_value))
+                    .unwrap(),
+            )
+        })
+        .unwrap();
+    let ch2 = challenge(&a).unwrap();
+    let (s2, e2) = enrol::answer_challenge(
+        &a,
+        &ch2,
+        &[
+            (ProfileName::Authentication, keys.0, None),
+            (ProfileName::Signature, keys.1, Some(index.clone())),
+        ],
+    )
+    .unwrap();
+    enrol::finish_attestation(&a);
+    refused(
+        &enrol::keys_request(&ch2.challenge, &s2, &e2[..1]),
+        "a key usable by its empty authValue",
+    );
+    refused(
+        &enrol::keys_request(&ch2.challenge, &s2, &e2[1..]),
+        "a key under a policy its holder satisfies at will",
+    );
+    // The genuine evidence without its PIN index is incomplete.
+    let mut no_index = evidence.clone();
+    no_index[0].pin_index = None;
+    let e = issuer
+        .post::<serde_json::Value>(
+            &format!("/carriers/{target}/keys"),
+            &enrol::keys_request(&ch.challenge, &secret, &no_index),
+        )
+        .expect_err("no PIN index")
+        .to_string();
+    assert!(e.contains("invalid_field"), "{e}");
+    // A challenge answers only for the carrier (and assignment) it was made for.
+    let other = approved_carrier(&t, &hr, &anna, &bo, 3, "tpm_virtual_card");
+    let e = issuer
+        .post::<serde_json::Value>(
+            &format!("/carriers/{other}/keys"),
+            &good_request(&ch, &secret, &evidence),
+        )
+        .expect_err("another carrier's challenge")
+        .to_string();
+    assert!(e.contains("bad_proof"), "{e}");
     // After all that the carrier is untouched, and the genuine proof of the first
     // challenge is still accepted: the issuer keeps nothing between the two steps, and the
     // TPM's part was done when the evidence was made.

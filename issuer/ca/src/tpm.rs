@@ -27,8 +27,12 @@ mod alg {
     pub(super) const SHA256: u16 = 0x000B;
     pub(super) const NULL: u16 = 0x0010;
     pub(super) const RSASSA: u16 = 0x0014;
+    pub(super) const RSAES: u16 = 0x0015;
+    pub(super) const RSAPSS: u16 = 0x0016;
+    pub(super) const OAEP: u16 = 0x0017;
     pub(super) const ECDSA: u16 = 0x0018;
     pub(super) const ECDAA: u16 = 0x001A;
+    pub(super) const ECMQV: u16 = 0x001D;
     pub(super) const ECC: u16 = 0x0023;
 }
 
@@ -113,21 +117,34 @@ impl TpmPublic {
         }
         let key = match kind {
             alg::RSA => {
-                if r.u16()? != alg::NULL {
-                    r.u16()?;
+                // TPMT_RSA_SCHEME: RSASSA, RSAPSS and OAEP carry a hash; RSAES nothing.
+                match r.u16()? {
+                    alg::NULL | alg::RSAES => {}
+                    alg::RSASSA | alg::RSAPSS | alg::OAEP => {
+                        r.u16()?;
+                    }
+                    _ => return Err("unknown RSA scheme in a key".into()),
                 }
-                let _bits = r.u16()?;
+                let bits = r.u16()?;
                 let exponent = r.u32()?;
                 let modulus = r.tpm2b()?.to_vec();
+                if modulus.len() * 8 != usize::from(bits) {
+                    return Err("the RSA modulus does not have the key's size".into());
+                }
                 TpmKey::Rsa { modulus, exponent }
             }
             alg::ECC => {
+                // TPMT_ECC_SCHEME: every scheme but null carries a hash, ECDAA a count too.
                 let scheme = r.u16()?;
-                if scheme != alg::NULL {
-                    r.u16()?;
-                    if scheme == alg::ECDAA {
+                match scheme {
+                    alg::NULL => {}
+                    alg::ECDSA..=alg::ECMQV => {
                         r.u16()?;
+                        if scheme == alg::ECDAA {
+                            r.u16()?;
+                        }
                     }
+                    _ => return Err("unknown ECC scheme in a key".into()),
                 }
                 let curve = r.u16()?;
                 if r.u16()? != alg::NULL {
@@ -240,6 +257,63 @@ impl TpmPublic {
             _ => Err("the signature's scheme does not fit the attestation key".into()),
         }
     }
+}
+
+/// The digest of `TPM2_PolicySecret(authObject)` with an empty policyRef from a fresh
+/// session (Part 3 §23.4): `H(H(0…0 ‖ TPM_CC_PolicySecret ‖ name) ‖ ref)`.
+pub fn policy_secret_digest(auth_object_name: &[u8]) -> [u8; 32] {
+    const TPM_CC_POLICY_SECRET: u32 = 0x0000_0151;
+    let inner = Sha256::new()
+        .chain_update([0u8; 32])
+        .chain_update(TPM_CC_POLICY_SECRET.to_be_bytes())
+        .chain_update(auth_object_name)
+        .finalize();
+    Sha256::new().chain_update(inner).finalize().into()
+}
+
+/// TPMA_NV bits (Part 2 §13.4).
+mod nv {
+    pub(super) const AUTHWRITE: u32 = 1 << 2;
+    pub(super) const POLICYWRITE: u32 = 1 << 3;
+    pub(super) const TYPE_SHIFT: u32 = 4;
+    pub(super) const TYPE_PIN_FAIL: u32 = 0x8;
+    pub(super) const AUTHREAD: u32 = 1 << 18;
+    pub(super) const POLICYREAD: u32 = 1 << 19;
+    pub(super) const NO_DA: u32 = 1 << 25;
+    pub(super) const WRITTEN: u32 = 1 << 29;
+}
+
+/// A PIN index as the key's policy names it: a `TPMS_NV_PUBLIC` whose name the key's
+/// `authPolicy` is `PolicySecret` on, of type PIN-fail (the TPM counts failed
+/// authorisations in the index and refuses all at its limit), read by its authValue only
+/// (the PIN), never by a policy nor written by its authValue (which would reset its count),
+/// and without DA (its count is its own). Returns the index's name.
+pub fn check_pin_index(key: &TpmPublic, index_public: &[u8]) -> Result<Vec<u8>, String> {
+    let mut r = Reader(index_public);
+    let _handle = r.u32()?;
+    if r.u16()? != alg::SHA256 {
+        return Err("the PIN index's name algorithm is not SHA-256".into());
+    }
+    let attributes = r.u32()?;
+    let _policy = r.tpm2b()?;
+    let _size = r.u16()?;
+    r.end()?;
+    let kind = (attributes >> nv::TYPE_SHIFT) & 0xF;
+    if kind != nv::TYPE_PIN_FAIL
+        || attributes & (nv::AUTHREAD | nv::NO_DA | nv::WRITTEN)
+            != nv::AUTHREAD | nv::NO_DA | nv::WRITTEN
+        || attributes & (nv::AUTHWRITE | nv::POLICYWRITE | nv::POLICYREAD) != 0
+    {
+        return Err(
+            "the key's PIN index is not a written PIN-fail index read by its PIN alone".into(),
+        );
+    }
+    let mut name = alg::SHA256.to_be_bytes().to_vec();
+    name.extend_from_slice(&Sha256::digest(index_public));
+    if key.auth_policy != policy_secret_digest(&name) {
+        return Err("the key's policy is not PolicySecret on that PIN index".into());
+    }
+    Ok(name)
 }
 
 /// What a `TPM2_Certify` attests (`TPMS_ATTEST` with `TPMS_CERTIFY_INFO`).

@@ -127,6 +127,21 @@ impl Actor {
 /// The profiles of the issuer's own certificates: only an admin revokes those.
 const OWN_PROFILES: [&str; 3] = ["ocsp-responder", "audit-signer", "tls-server"];
 
+/// The hex SHA-256 of a SubjectPublicKeyInfo: how a key is looked up across carriers.
+pub(crate) fn spki_sha256(spki_der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(spki_der))
+}
+
+/// One key, one carrier: a key certified on another carrier would outlive that carrier's
+/// revocation (a lost card's key still good under the second), and would bind one holder's
+/// signatures to two identities.
+pub(crate) fn key_on_other_carrier(other: &str) -> RaError {
+    RaError::BadProof(format!(
+        "this key is certified on carrier {other} already: one key belongs to one carrier"
+    ))
+}
+
 /// A certificate just issued.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -401,7 +416,13 @@ impl Ra {
                     at,
                 )?;
                 if let Some(carrier) = carrier {
-                    tx.link_certificate(&intent.serial, carrier)?;
+                    // Checked again in this transaction: two registrations of one key on
+                    // two carriers at once cannot both pass.
+                    let spki = spki_sha256(&key);
+                    if let Some(other) = tx.other_carrier_with_key(&spki, carrier)? {
+                        return Err(key_on_other_carrier(&other));
+                    }
+                    tx.link_certificate(&intent.serial, carrier, &spki)?;
                     record_revocation(
                         tx,
                         actor,

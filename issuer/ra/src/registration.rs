@@ -1649,7 +1649,7 @@ impl Ra {
                         ));
                     }
                     (
-                        self.tpm_key(carrier_id, k.profile, tpm)?,
+                        self.tpm_key(carrier_id, &approval.id, k.profile, tpm)?,
                         Proof::TpmAttestation,
                     )
                 }
@@ -1676,6 +1676,18 @@ impl Ra {
             }
             requests.push((issue, proof));
         }
+        // One key, one carrier: refused before anything is signed (and checked again as
+        // each certificate is linked).
+        self.store.read(|tx| -> Result<(), RaError> {
+            for (_, (key, _)) in &requests {
+                if let Some(other) =
+                    tx.other_carrier_with_key(&crate::spki_sha256(key), carrier_id)?
+                {
+                    return Err(crate::key_on_other_carrier(&other));
+                }
+            }
+            Ok(())
+        })?;
         let mut issued = Vec::new();
         let mut failed = None;
         for (issue, proof) in requests {

@@ -213,6 +213,39 @@ fn active_card(d: &Desk, n: u32, pnr: &str) -> (Person, Carrier) {
     )
 }
 
+/// One key, one carrier: the same key offered for a second carrier is refused before
+/// anything is signed, and that carrier is left as it was.
+#[test]
+fn a_key_certified_on_one_carrier_is_refused_on_another() {
+    let d = desk();
+    let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let same = KeysRequest {
+        keys: vec![CarrierKey {
+            profile: ProfileName::Authentication,
+            csr: Some(crate::testing::csr_for(&key)),
+            attestation: None,
+            tpm: None,
+        }],
+        puk: None,
+    };
+    let (_, first) = active_card_with(&d, 1, "19811218-9876", &same);
+    let p =
+        d.f.ra
+            .create_person(&d.hr, &new_person(2, "19640823-3234"))
+            .unwrap();
+    d.f.ra.proof(&d.anna, &p.id, &proofing_of(&p)).unwrap();
+    let second = assigned_card(&d, &p, "SC2");
+    let e =
+        d.f.ra
+            .register_keys(&d.anna, &second.id, &same)
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::BadProof, "{e}");
+    assert!(e.to_string().contains(&first.id), "{e}");
+    let after = d.f.ra.carrier(&d.anna, &second.id).unwrap();
+    assert_eq!(after.state, CarrierState::Assigned);
+    assert!(after.certificates.is_empty());
+}
+
 #[test]
 fn the_whole_life_of_a_service_id() {
     let d = desk();

@@ -978,14 +978,31 @@ impl Tx<'_> {
         &mut self,
         serial: &Serial,
         carrier_id: &str,
+        spki_sha256: &str,
     ) -> Result<(), StoreError> {
         diesel::insert_into(carrier_certificates::table)
             .values((
                 carrier_certificates::serial.eq(serial.to_string()),
                 carrier_certificates::carrier_id.eq(carrier_id),
+                carrier_certificates::spki_sha256.eq(spki_sha256),
             ))
             .execute(self.conn)?;
         Ok(())
+    }
+
+    /// A carrier other than `carrier_id` with a certificate for the key whose
+    /// SubjectPublicKeyInfo hashes to `spki_sha256`, if any.
+    pub fn other_carrier_with_key(
+        &mut self,
+        spki_sha256: &str,
+        carrier_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(carrier_certificates::table
+            .filter(carrier_certificates::spki_sha256.eq(spki_sha256))
+            .filter(carrier_certificates::carrier_id.ne(carrier_id))
+            .select(carrier_certificates::carrier_id)
+            .first::<String>(self.conn)
+            .optional()?)
     }
 
     /// Releases a wiped pool card's certificates: they stay as its history, no longer as

@@ -181,6 +181,7 @@ diesel::table! {
         serial -> Text,
         carrier_id -> Text,
         released_at -> Nullable<BigInt>,
+        spki_sha256 -> Nullable<Text>,
     }
 }
 

@@ -445,6 +445,11 @@ pub struct TpmKeyProof {
     pub public: String,
     pub attest: String,
     pub signature: String,
+    /// The `TPMS_NV_PUBLIC` of the PIN index the key's policy is `PolicySecret` on, hex:
+    /// required for every key used through a policy (all but a PIN-less card
+    /// authentication key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_index: Option<String>,
 }
 
 /// `POST /api/v1/carriers/{id}/keys`: the carrier's keys, generated on it; certified from

@@ -16,7 +16,7 @@ use base64ct::Encoding;
 use subtle::ConstantTimeEq;
 use tessera_issuer_ca::tpm::{self as proof, attr, TpmPublic};
 use tessera_issuer_types::api::{TpmChallenge, TpmChallengeRequest, TpmKeyProof};
-use tessera_issuer_types::lifecycle::{CarrierKind, CarrierState, OfficerRole};
+use tessera_issuer_types::lifecycle::{ApprovalState, CarrierKind, CarrierState, OfficerRole};
 use tessera_issuer_types::ProfileName;
 
 use super::{get_carrier, invalid};
@@ -34,8 +34,10 @@ struct Sealed {
     expires_at: i64,
 }
 
-fn aad(carrier_id: &str) -> Vec<u8> {
-    format!("tessera tpm-challenge v1\n{carrier_id}").into_bytes()
+/// Binds a challenge to the carrier and to its assignment's approval: no challenge made
+/// for one assignment answers for a later one.
+fn aad(carrier_id: &str, approval_id: &str) -> Vec<u8> {
+    format!("tessera tpm-challenge v1\n{carrier_id}\n{approval_id}").into_bytes()
 }
 
 fn bad(e: impl std::fmt::Display) -> RaError {
@@ -65,13 +67,24 @@ impl Ra {
                 ),
             ));
         }
-        if carrier.state != CarrierState::Assigned {
+        let approved = match &carrier.approval_id {
+            Some(a) => self
+                .store
+                .read(|tx| tx.approval(a))?
+                .filter(|a| a.state == ApprovalState::Approved),
+            None => None,
+        };
+        let Some(approval) = approved.filter(|_| carrier.state == CarrierState::Assigned) else {
             return Err(RaError::InvalidTransition {
                 what: format!("carrier {carrier_id}"),
-                current: carrier.state.to_string(),
+                current: if carrier.state == CarrierState::Assigned {
+                    "assigned, its approval pending".to_owned()
+                } else {
+                    carrier.state.to_string()
+                },
                 verb: "personalise",
             });
-        }
+        };
         let (label, der) = der::pem::decode_vec(req.ek_certificate.as_bytes())
             .map_err(|_| invalid("ek_certificate", "not PEM"))?;
         if label != "CERTIFICATE" {
@@ -106,7 +119,7 @@ impl Ra {
         let json = zeroize::Zeroizing::new(
             serde_json::to_vec(&sealed).map_err(|e| RaError::BadRequest(e.to_string()))?,
         );
-        let challenge = self.ca.seal_secret(&aad(carrier_id), &json)?;
+        let challenge = self.ca.seal_secret(&aad(carrier_id, &approval.id), &json)?;
         Ok(TpmChallenge {
             challenge: base64ct::Base64::encode_string(&challenge),
             credential: hex::encode(credential),
@@ -119,6 +132,7 @@ impl Ra {
     pub(super) fn tpm_key(
         &self,
         carrier_id: &str,
+        approval_id: &str,
         profile: ProfileName,
         p: &TpmKeyProof,
     ) -> Result<Vec<u8>, RaError> {
@@ -126,7 +140,7 @@ impl Ra {
             .map_err(|_| invalid("tpm.challenge", "not base64"))?;
         let opened = self
             .ca
-            .open_secret(&aad(carrier_id), &sealed)
+            .open_secret(&aad(carrier_id, approval_id), &sealed)
             .map_err(|_| bad("the TPM challenge is not one this issuer made for this carrier"))?;
         let state: Sealed = serde_json::from_slice(&opened)
             .map_err(|_| bad("the TPM challenge is not one this issuer made"))?;
@@ -160,13 +174,22 @@ impl Ra {
                 "the key is not one the TPM made and keeps (fixedTPM, fixedParent, sensitiveDataOrigin, unrestricted signing)",
             ));
         }
-        // The PIN: a key the TPM uses by its (empty) authValue is used without the PIN;
-        // only the card-authentication key may be (SP 800-73-4 §3.1.1).
-        let pin_bound = !key.has(attr::USER_WITH_AUTH) && key.auth_policy.len() == 32;
-        if !pin_bound && profile != ProfileName::CardAuthentication {
-            return Err(bad(
-                "the key is used without the PIN (userWithAuth, or no policy): not an LoA3 authenticator",
-            ));
+        // The PIN. A key the TPM uses by its (empty) authValue is used without the PIN;
+        // only the card-authentication key may be (SP 800-73-4 §3.1.1). Any other key must
+        // be usable only through PolicySecret on a PIN-fail index (the index's public area
+        // given, its name checked against the key's policy): not through a policy its
+        // holder can always satisfy.
+        if key.has(attr::USER_WITH_AUTH) {
+            if profile != ProfileName::CardAuthentication {
+                return Err(bad(
+                    "the key is used without the PIN (userWithAuth): not an LoA3 authenticator",
+                ));
+            }
+        } else {
+            let index = p.pin_index.as_deref().ok_or_else(|| {
+                invalid("tpm.pin_index", "required for a key used through a policy")
+            })?;
+            proof::check_pin_index(&key, &unhex("tpm.pin_index", index)?).map_err(bad)?;
         }
         key.spki_der().map_err(bad)
     }

@@ -1,0 +1,2 @@
+DROP INDEX carrier_certificates_spki;
+ALTER TABLE carrier_certificates DROP COLUMN spki_sha256;
