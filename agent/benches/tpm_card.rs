@@ -180,24 +180,7 @@ fn outer() {
         ("swtpm + 200 ms/command", 200, 10),
     ] {
         let mut lab = Lab::empty(None);
-        std::fs::create_dir_all(lab.path("tpm")).expect("tpm dir");
-        let state = format!("dir={}", lab.path("tpm"));
-        lab.spawn(
-            "swtpm",
-            &[
-                "socket",
-                "--tpm2",
-                "--tpmstate",
-                &state,
-                "--server",
-                &format!("type=tcp,port={SWTPM_PORT},bindaddr=127.0.0.1"),
-                "--ctrl",
-                &format!("type=tcp,port={},bindaddr=127.0.0.1", SWTPM_PORT + 1),
-                "--flags",
-                "not-need-init,startup-clear",
-            ],
-            "swtpm.log",
-        );
+        lab.spawn_swtpm(SWTPM_PORT);
         lab.spawn(&me, &["--inner-proxy", &delay.to_string()], "proxy.log");
         lab.wait_for_log("proxy.log", "proxy listening");
         let tcti = format!("swtpm:host=127.0.0.1,port={PROXY_PORT}");

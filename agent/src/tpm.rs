@@ -419,17 +419,7 @@ impl Tpm {
         let session = match self.policy {
             Some(s) => s,
             None => {
-                let session = self
-                    .ctx
-                    .start_auth_session(
-                        None,
-                        None,
-                        None,
-                        SessionType::Policy,
-                        SymmetricDefinition::AES_128_CFB,
-                        HashingAlgorithm::Sha256,
-                    )?
-                    .ok_or_else(|| other("the TPM started no policy session"))?;
+                let session = self.start_policy_session()?;
                 let (attributes, mask) = SessionAttributesBuilder::new()
                     .with_continue_session(true)
                     .build();
@@ -456,6 +446,20 @@ impl Tpm {
         self.ctx.tr_set_auth(nv.into(), Auth::default())?;
         secret?;
         Ok(f(&mut self.ctx, session)?)
+    }
+
+    /// A new policy session (SHA-256, AES-128-CFB parameter encryption available).
+    fn start_policy_session(&mut self) -> Result<AuthSession> {
+        self.ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )?
+            .ok_or_else(|| other("the TPM started no policy session"))
     }
 
     /// The ESYS object of the index at `handle`, made once and kept.
@@ -769,17 +773,7 @@ impl Tpm {
         };
         let blob = IdObject::try_from(id_object.to_vec())?;
         let secret = EncryptedSecret::try_from(encrypted_secret.to_vec())?;
-        let session = self
-            .ctx
-            .start_auth_session(
-                None,
-                None,
-                None,
-                SessionType::Policy,
-                SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
-            )?
-            .ok_or_else(|| other("the TPM started no policy session"))?;
+        let session = self.start_policy_session()?;
         let result = (|| -> Result<Vec<u8>> {
             // The EK's policy: PolicySecret on the endorsement hierarchy (empty auth).
             self.with_password(|ctx| {

@@ -30,27 +30,6 @@ fn agent(lab: &Lab, args: &[&str]) -> String {
     lab.run_ok(AGENT, &all)
 }
 
-fn start_swtpm(lab: &mut Lab) {
-    std::fs::create_dir_all(lab.path("tpm")).expect("TPM state directory");
-    let state = format!("dir={}", lab.path("tpm"));
-    lab.spawn(
-        "swtpm",
-        &[
-            "socket",
-            "--tpm2",
-            "--tpmstate",
-            &state,
-            "--server",
-            "type=tcp,port=2321,bindaddr=127.0.0.1",
-            "--ctrl",
-            "type=tcp,port=2322,bindaddr=127.0.0.1",
-            "--flags",
-            "not-need-init,startup-clear",
-        ],
-        "swtpm.log",
-    );
-}
-
 fn start_agent(lab: &mut Lab) -> usize {
     let i = lab.spawn(
         AGENT,
@@ -194,7 +173,7 @@ fn programs_we_did_not_write_use_the_tpm_cards() {
         return;
     }
     let mut lab = Lab::empty(None);
-    start_swtpm(&mut lab);
+    lab.spawn_swtpm(2321);
     // swtpm is up once the agent reaches it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

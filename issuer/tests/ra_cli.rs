@@ -22,40 +22,6 @@ const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
 
 /// The `tessera` binary (another package of the workspace): beside `tessera-issuer`, built
 /// here if a narrower `cargo test` did not build it.
-/// The OCSP status of `serial` as `openssl ocsp` reports it: `good`, or `revoked` with the
-/// reason.
-fn ocsp(dir: &Path, base: &str, serial: &str) -> String {
-    let (ok, text) = common::openssl(
-        dir,
-        &[
-            "ocsp",
-            "-issuer",
-            "issuing.pem",
-            "-serial",
-            &format!("0x{serial}"),
-            "-url",
-            &format!("{base}/ocsp"),
-            "-noverify",
-            "-no_nonce",
-            // The deadline test moves the server's clock by two days.
-            "-validity_period",
-            "259200",
-        ],
-    );
-    assert!(ok, "{text}");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("0x"))
-        .unwrap_or_default()
-        .to_owned();
-    let reason = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Reason: "))
-        .map(|r| format!(" {r}"))
-        .unwrap_or_default();
-    format!("{}{reason}", line.rsplit(": ").next().unwrap_or_default())
-}
-
 /// The CRL's entry for `serial`: its reason, or None if not listed.
 fn crl_entry(dir: &Path, base: &str, serial: &str) -> Option<String> {
     let (status, _) = common::curl(&[
@@ -305,13 +271,16 @@ fn scenario(database: Option<&str>) {
     assert!(!c.to_string().contains(&puk), "the PUK is never shown: {c}");
     let serial = c["certificates"][0].as_str().unwrap().to_owned();
     let card_auth_serial = c["certificates"][1].as_str().unwrap().to_owned();
-    assert_eq!(ocsp(tmp.path(), &base, &serial), "revoked certificateHold");
+    assert_eq!(
+        common::ocsp(tmp.path(), &base, &serial),
+        "revoked certificateHold"
+    );
     t.ok(
         &anna,
         &["carrier", "activate", &carrier, "--receipt", "R-0001"],
     );
-    assert_eq!(ocsp(tmp.path(), &base, &serial), "good");
-    assert_eq!(ocsp(tmp.path(), &base, &card_auth_serial), "good");
+    assert_eq!(common::ocsp(tmp.path(), &base, &serial), "good");
+    assert_eq!(common::ocsp(tmp.path(), &base, &card_auth_serial), "good");
 
     // The holder blocks the PIN; the service desk asks for the unblock, a second officer
     // approves, and the card's channel (here the test, as the agent will) proves the card
@@ -411,7 +380,10 @@ fn scenario(database: Option<&str>) {
         &["temporary", "request", &person, "--carrier", &temp],
     );
     t.ok(&bo, &["approve", "yes", ta[0]["id"].as_str().unwrap()]);
-    assert_eq!(ocsp(tmp.path(), &base, &serial), "revoked certificateHold");
+    assert_eq!(
+        common::ocsp(tmp.path(), &base, &serial),
+        "revoked certificateHold"
+    );
     common::wait_for("the CRL listing the hold", || {
         crl_entry(tmp.path(), &base, &serial).is_some_and(|r| r.contains("Certificate Hold"))
     });
@@ -424,7 +396,7 @@ fn scenario(database: Option<&str>) {
     let tc = t.ok(&anna, &["carrier", "keys", &temp, "--csr", &spec]);
     let temp_serial = tc["certificates"][0].as_str().unwrap().to_owned();
     t.ok(&anna, &["carrier", "activate", &temp, "--receipt", "R-T01"]);
-    assert_eq!(ocsp(tmp.path(), &base, &temp_serial), "good");
+    assert_eq!(common::ocsp(tmp.path(), &base, &temp_serial), "good");
     t.ok(
         &anna,
         &[
@@ -435,8 +407,11 @@ fn scenario(database: Option<&str>) {
             "no_longer_needed",
         ],
     );
-    assert_eq!(ocsp(tmp.path(), &base, &serial), "good");
-    assert_eq!(ocsp(tmp.path(), &base, &temp_serial), "revoked superseded");
+    assert_eq!(common::ocsp(tmp.path(), &base, &serial), "good");
+    assert_eq!(
+        common::ocsp(tmp.path(), &base, &temp_serial),
+        "revoked superseded"
+    );
     let c = t.ok(&anna, &["carrier", "show", &carrier]);
     assert_eq!(c["state"], "active");
     common::wait_for("the CRL without the hold", || {
@@ -497,7 +472,10 @@ fn scenario(database: Option<&str>) {
     common::wait_for("the deadline sweep", || {
         t.ok(&anna, &["carrier", "show", &carrier])["state"] == "revoked"
     });
-    assert_eq!(ocsp(tmp.path(), &base, &serial), "revoked keyCompromise");
+    assert_eq!(
+        common::ocsp(tmp.path(), &base, &serial),
+        "revoked keyCompromise"
+    );
     std::fs::write(&offset, "0").unwrap();
 
     // A leaver: every carrier revoked, affiliationChanged.
@@ -536,7 +514,10 @@ fn scenario(database: Option<&str>) {
         &format!("{base}/api/v1/loss-report"),
     ]);
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(ocsp(tmp.path(), &base, &s2), "revoked certificateHold");
+    assert_eq!(
+        common::ocsp(tmp.path(), &base, &s2),
+        "revoked certificateHold"
+    );
     // The leaver comes from HR's SCIM feed, as Microsoft Entra sends it (no path, a
     // capitalised op, the boolean as a string): every carrier revoked, affiliationChanged.
     let scim = |method: &str, path: &str, body: Option<serde_json::Value>| {
@@ -617,7 +598,10 @@ fn scenario(database: Option<&str>) {
         (200, &serde_json::json!(false)),
         "{user}"
     );
-    assert_eq!(ocsp(tmp.path(), &base, &s2), "revoked affiliationChanged");
+    assert_eq!(
+        common::ocsp(tmp.path(), &base, &s2),
+        "revoked affiliationChanged"
+    );
     let shown = t.ok(&hr, &["person", "show", &p2]);
     assert_eq!(shown["person"]["state"], "ended", "{shown}");
     assert_eq!(shown["carriers"][0]["state"], "revoked", "{shown}");

@@ -152,29 +152,6 @@ fn good_request(
     enrol::keys_request(&ch.challenge, secret, evidence)
 }
 
-fn ocsp(dir: &Path, base: &str, serial: &str) -> String {
-    let (ok, text) = common::openssl(
-        dir,
-        &[
-            "ocsp",
-            "-issuer",
-            "issuing.pem",
-            "-serial",
-            &format!("0x{serial}"),
-            "-url",
-            &format!("{base}/ocsp"),
-            "-noverify",
-            "-no_nonce",
-        ],
-    );
-    assert!(ok, "{text}");
-    text.lines()
-        .find(|l| l.starts_with("0x"))
-        .and_then(|l| l.rsplit(": ").next())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[test]
 fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused() {
     if !common::require(
@@ -331,7 +308,7 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
         &["carrier", "activate", &carrier, "--receipt", "R-VSC1"],
     );
     for serial in &serials {
-        assert_eq!(ocsp(root, &base, serial), "good");
+        assert_eq!(common::ocsp(root, &base, serial), "good");
     }
     // The certificates are on the card, and chain to our issuing CA.
     let card: serde_json::Value =

@@ -226,3 +226,21 @@ pub fn all_passed(outcomes: &[Outcome]) -> bool {
         .iter()
         .all(|o| !matches!(o.verdict, Verdict::Fail(_)))
 }
+
+/// The not-applicable outcomes that are not of the justified kinds (the other interface
+/// only, or a factory secret reported on a blank card), as `id: why`: what a card under
+/// test must explain if this is not empty.
+pub fn unjustified_not_applicable(outcomes: &[Outcome]) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter_map(|o| match &o.verdict {
+            Verdict::NotApplicable(why)
+                if !(why.starts_with("contactless interface only")
+                    || (o.check.id.starts_with("issued.") && why.starts_with("blank card"))) =>
+            {
+                Some(format!("{}: {why}", o.check.id))
+            }
+            _ => None,
+        })
+        .collect()
+}

@@ -212,6 +212,29 @@ impl Lab {
         self.children.len() - 1
     }
 
+    /// A software TPM (swtpm) in the lab on `port` (commands) and `port + 1` (control), its
+    /// state in the lab's `tpm` directory; log `swtpm.log`.
+    pub fn spawn_swtpm(&mut self, port: u16) -> usize {
+        std::fs::create_dir_all(self.path("tpm")).expect("tpm state dir");
+        let state = format!("dir={}", self.path("tpm"));
+        self.spawn(
+            "swtpm",
+            &[
+                "socket",
+                "--tpm2",
+                "--tpmstate",
+                &state,
+                "--server",
+                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+                "--ctrl",
+                &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+                "--flags",
+                "not-need-init,startup-clear",
+            ],
+            "swtpm.log",
+        )
+    }
+
     /// Stops (kills) a program started with [`Lab::spawn`].
     pub fn stop(&mut self, index: usize) {
         if let Some(c) = self.children.get_mut(index) {

@@ -155,3 +155,37 @@ pub fn serve(data: &Path, extra: &[&str]) -> (Kill, String) {
     });
     (server, base)
 }
+
+/// The OCSP status of `serial` as `openssl ocsp` reports it: `good`, or `revoked` with the
+/// reason.
+pub fn ocsp(dir: &Path, base: &str, serial: &str) -> String {
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "issuing.pem",
+            "-serial",
+            &format!("0x{serial}"),
+            "-url",
+            &format!("{base}/ocsp"),
+            "-noverify",
+            "-no_nonce",
+            // The deadline test moves the server's clock by two days.
+            "-validity_period",
+            "259200",
+        ],
+    );
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("0x"))
+        .unwrap_or_default()
+        .to_owned();
+    let reason = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Reason: "))
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    format!("{}{reason}", line.rsplit(": ").next().unwrap_or_default())
+}
