@@ -114,6 +114,7 @@ fn sign_and_record(
                     subject,
                     tbs_sha256: tessera_issuer_store::audit::sha256_hex(tbs),
                     proof: "own-key".to_owned(),
+                    evidence: None,
                 },
                 at,
             )?;

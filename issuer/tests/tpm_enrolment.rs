@@ -240,6 +240,7 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     let anna = officer("anna", "registration_officer");
     let bo = officer("bo", "registration_officer");
     let hr = officer("hr", "hr_admin");
+    let auditor = officer("audit", "auditor");
     let anna_file = root.join("anna.token");
     std::fs::write(&anna_file, &anna).unwrap();
 
@@ -302,6 +303,16 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
         .map(|s| s.as_str().unwrap().to_owned())
         .collect();
     assert_eq!(serials.len(), 2, "{c}");
+    // The audit trail keeps what each certificate's TPM proof rested on: the EK
+    // certificate, the AK, the key and the TPM's firmware.
+    let trail = t
+        .ok(&auditor, &["audit", "list", "--limit", "1000"])
+        .to_string();
+    assert_eq!(
+        trail.matches("tpm: ek certificate sha256 ").count(),
+        2,
+        "{trail}"
+    );
     // Born on hold; good after the hand-over.
     t.ok(
         &anna,

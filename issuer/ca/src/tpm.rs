@@ -321,6 +321,8 @@ pub fn check_pin_index(key: &TpmPublic, index_public: &[u8]) -> Result<Vec<u8>, 
 pub struct Certified {
     /// The caller's qualifying data: the issuer's nonce.
     pub extra_data: Vec<u8>,
+    /// The TPM's firmware version, as the TPM states it.
+    pub firmware_version: u64,
     /// The name of the certified key.
     pub name: Vec<u8>,
 }
@@ -336,12 +338,18 @@ pub fn parse_certify(bytes: &[u8]) -> Result<Certified, String> {
     }
     let _qualified_signer = r.tpm2b()?;
     let extra_data = r.tpm2b()?.to_vec();
-    // TPMS_CLOCK_INFO (clock, resetCount, restartCount, safe) and firmwareVersion.
-    r.take(8 + 4 + 4 + 1 + 8)?;
+    // TPMS_CLOCK_INFO: clock, resetCount, restartCount, safe.
+    r.take(8 + 4 + 4 + 1)?;
+    let firmware = r.take(8)?;
+    let firmware_version = u64::from_be_bytes(firmware.try_into().map_err(|_| "firmware")?);
     let name = r.tpm2b()?.to_vec();
     let _qualified_name = r.tpm2b()?;
     r.end()?;
-    Ok(Certified { extra_data, name })
+    Ok(Certified {
+        extra_data,
+        firmware_version,
+        name,
+    })
 }
 
 /// An endorsement-key certificate chained to one of `roots` (directly: TPM vendors' EK
@@ -365,6 +373,7 @@ pub fn endorsement_key(
                 .is_ok()
         })
         .ok_or("the endorsement key certificate does not chain to a trusted TPM manufacturer CA")?;
+    check_ek_extensions(cert)?;
     for (c, what) in [(cert, "endorsement key"), (root, "TPM manufacturer CA")] {
         let v = &c.tbs_certificate.validity;
         if now < v.not_before.to_unix_duration() || now > v.not_after.to_unix_duration() {
@@ -378,6 +387,42 @@ pub fn endorsement_key(
         .map_err(|e| e.to_string())?;
     <rsa::RsaPublicKey as spki::DecodePublicKey>::from_public_key_der(&spki)
         .map_err(|_| "the endorsement key is not an RSA key (ECC EKs are not supported yet)".into())
+}
+
+/// What an EK certificate's extensions may say (TCG EK Credential Profile §3.2): not a CA;
+/// if it has a key usage, keyEncipherment (the EK decrypts the credential's seed); if it
+/// has an extended key usage, the TCG's EK certificate purpose.
+fn check_ek_extensions(cert: &Certificate) -> Result<(), String> {
+    use der::Decode;
+    use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
+    const TCG_KP_EK_CERTIFICATE: const_oid::ObjectIdentifier =
+        const_oid::ObjectIdentifier::new_unwrap("2.23.133.8.1");
+    for ext in cert
+        .tbs_certificate
+        .extensions
+        .as_deref()
+        .unwrap_or_default()
+    {
+        let value = ext.extn_value.as_bytes();
+        let bad = |what: &str| format!("the endorsement key certificate's {what}");
+        if ext.extn_id == const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS {
+            let bc = BasicConstraints::from_der(value).map_err(|_| bad("basic constraints"))?;
+            if bc.ca {
+                return Err(bad("basic constraints make it a CA"));
+            }
+        } else if ext.extn_id == const_oid::db::rfc5280::ID_CE_KEY_USAGE {
+            let ku = KeyUsage::from_der(value).map_err(|_| bad("key usage"))?;
+            if !ku.0.contains(KeyUsages::KeyEncipherment) {
+                return Err(bad("key usage lacks keyEncipherment"));
+            }
+        } else if ext.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE {
+            let eku = ExtendedKeyUsage::from_der(value).map_err(|_| bad("extended key usage"))?;
+            if !eku.0.contains(&TCG_KP_EK_CERTIFICATE) {
+                return Err(bad("extended key usage is not tcg-kp-EKCertificate"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// KDFa with HMAC-SHA-256 (Part 1 §11.4.10.2): `bits` of key from `key`, a label (its

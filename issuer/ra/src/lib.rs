@@ -373,7 +373,7 @@ impl Ra {
             return Err(RaError::Forbidden(reason.into()));
         }
         let proof = self.key(req)?;
-        self.issue_proven(actor, req, proof, None)
+        self.issue_proven(actor, req, proof, None, None)
     }
 
     /// [`Self::issue`] after the proof is checked. With `carrier`, the certificate is
@@ -385,6 +385,7 @@ impl Ra {
         req: &IssueRequest,
         (key, proof): (Vec<u8>, Proof),
         carrier: Option<&str>,
+        evidence: Option<String>,
     ) -> Result<Issued, RaError> {
         let now = self.clock.now();
         let at = tessera_issuer_store::secs(now);
@@ -412,6 +413,7 @@ impl Ra {
                         subject: intent.subject.clone(),
                         tbs_sha256: intent.tbs_sha256.clone(),
                         proof: proof.as_str().to_owned(),
+                        evidence: evidence.clone(),
                     },
                     at,
                 )?;

@@ -1639,6 +1639,7 @@ impl Ra {
         }
         let mut requests = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut evidence = Vec::new();
         for k in &req.keys {
             let issue = self.carrier_request(&carrier, &approved, k);
             let proof = match (&k.tpm, carrier.kind) {
@@ -1648,10 +1649,9 @@ impl Ra {
                             "give exactly one of csr, attestation and tpm".into(),
                         ));
                     }
-                    (
-                        self.tpm_key(carrier_id, &approval.id, k.profile, tpm)?,
-                        Proof::TpmAttestation,
-                    )
+                    let (key, why) = self.tpm_key(carrier_id, &approval.id, k.profile, tpm)?;
+                    evidence.push(Some(why));
+                    (key, Proof::TpmAttestation)
                 }
                 (Some(_), kind) => {
                     return Err(invalid(
@@ -1665,7 +1665,10 @@ impl Ra {
                         "a TPM virtual card's keys are proven by TPM attestation (tpm)",
                     ))
                 }
-                (None, _) => self.key(&issue)?,
+                (None, _) => {
+                    evidence.push(None);
+                    self.key(&issue)?
+                }
             };
             // One key per slot: a PIN-less card-authentication key must not also be
             // certified as a key that needs the PIN.
@@ -1690,8 +1693,8 @@ impl Ra {
         })?;
         let mut issued = Vec::new();
         let mut failed = None;
-        for (issue, proof) in requests {
-            match self.issue_proven(actor, &issue, proof, Some(carrier_id)) {
+        for ((issue, proof), evidence) in requests.into_iter().zip(evidence) {
+            match self.issue_proven(actor, &issue, proof, Some(carrier_id), evidence) {
                 Ok(i) => issued.push(i.serial),
                 Err(e) => {
                     failed = Some(e);

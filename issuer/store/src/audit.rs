@@ -47,8 +47,15 @@ pub enum AuditEvent {
         subject: String,
         /// SHA-256 of the TBS certificate the token will sign.
         tbs_sha256: String,
-        /// How the requester proved it holds the key: `csr`, `attestation` or `none`.
+        /// How the requester proved it holds the key: `csr`, `attestation`,
+        /// `tpm-attestation`, `own-key` or `none`.
         proof: String,
+        /// What the proof rested on, where it is worth keeping: for a TPM attestation the
+        /// endorsement key certificate's SHA-256, the attestation key's and the key's TPM
+        /// names and the TPM's firmware version, so that certificates can be found again
+        /// when a TPM model or firmware proves weak. Absent in older records.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        evidence: Option<String>,
     },
     CertificateIssued {
         serial: String,

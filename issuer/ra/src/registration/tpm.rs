@@ -28,6 +28,7 @@ const CHALLENGE_SECONDS: i64 = 600;
 /// What the sealed challenge holds.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Sealed {
+    ek_sha256: String,
     ak_public: String,
     nonce: String,
     secret: String,
@@ -111,6 +112,7 @@ impl Ra {
         let (credential, encrypted_secret) =
             proof::make_credential(&ek, &ak.name(), &secret).map_err(bad)?;
         let sealed = Sealed {
+            ek_sha256: crate::spki_sha256(&der),
             ak_public: req.ak_public.to_ascii_lowercase(),
             nonce: hex::encode(nonce),
             secret: hex::encode(secret),
@@ -128,14 +130,15 @@ impl Ra {
         })
     }
 
-    /// Step 2 for one key: its SubjectPublicKeyInfo (DER) once every check holds.
+    /// Step 2 for one key: its SubjectPublicKeyInfo (DER) once every check holds, and the
+    /// evidence to keep in the audit trail.
     pub(super) fn tpm_key(
         &self,
         carrier_id: &str,
         approval_id: &str,
         profile: ProfileName,
         p: &TpmKeyProof,
-    ) -> Result<Vec<u8>, RaError> {
+    ) -> Result<(Vec<u8>, String), RaError> {
         let sealed = base64ct::Base64::decode_vec(&p.challenge)
             .map_err(|_| invalid("tpm.challenge", "not base64"))?;
         let opened = self
@@ -191,6 +194,13 @@ impl Ra {
             })?;
             proof::check_pin_index(&key, &unhex("tpm.pin_index", index)?).map_err(bad)?;
         }
-        key.spki_der().map_err(bad)
+        let evidence = format!(
+            "tpm: ek certificate sha256 {}, ak {}, key {}, firmware {:016x}",
+            state.ek_sha256,
+            hex::encode(ak.name()),
+            hex::encode(key.name()),
+            certified.firmware_version
+        );
+        Ok((key.spki_der().map_err(bad)?, evidence))
     }
 }
