@@ -263,11 +263,7 @@ pub fn enrol(
         let tag = slot
             .certificate_object()
             .context("a slot without a certificate object")?;
-        let mut content = Vec::new();
-        tessera_piv::tlv::push(&mut content, 0x70, &der);
-        tessera_piv::tlv::push(&mut content, 0x71, &[0]);
-        tessera_piv::tlv::push(&mut content, 0xFE, &[]);
-        state.set_object(tag, content);
+        state.set_object(tag, tessera_piv::card::cert::object_content(&der));
     }
     store
         .persist(&state, Persist::Change)

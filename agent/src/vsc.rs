@@ -390,11 +390,16 @@ impl References for TpmKeyStore {
         let index = self.index(which);
         let auth = reference_auth(&self.meta.id, which, offered);
         let offered_auth = auth.clone();
-        let (check, counter) = self
+        // One TPM command for a right value; a wrong one also reads what is left.
+        let (check, left) = self
             .tpm
             .call(move |tpm| -> crate::tpm::Result<_> {
                 let check = tpm.check_pin(index, &offered_auth)?;
-                Ok((check, tpm.pin_counter(index)?))
+                let left = match check {
+                    PinCheck::Wrong => tpm.pin_counter(index)?.left(),
+                    PinCheck::Right | PinCheck::Blocked => 0,
+                };
+                Ok((check, left))
             })
             .map_err(backend)?
             .map_err(backend)?;
@@ -405,9 +410,7 @@ impl References for TpmKeyStore {
                 }
                 Ok(Checked::Right)
             }
-            PinCheck::Wrong => Ok(Checked::Wrong {
-                left: counter.left(),
-            }),
+            PinCheck::Wrong => Ok(Checked::Wrong { left }),
             PinCheck::Blocked => Ok(Checked::Wrong { left: 0 }),
         }
     }
@@ -813,10 +816,6 @@ fn attestation(
                 .map_err(|e| e.to_string())
         },
     )?;
-    let mut content = Vec::new();
-    tessera_piv::tlv::push(&mut content, 0x70, &der);
-    tessera_piv::tlv::push(&mut content, 0x71, &[0]);
-    tessera_piv::tlv::push(&mut content, 0xFE, &[]);
-    card.set_object(object::YK_ATTESTATION_CERT, content);
+    card.set_object(object::YK_ATTESTATION_CERT, cert::object_content(&der));
     Ok(())
 }

@@ -77,13 +77,7 @@ pub fn blank_card(now: SystemTime) -> Result<NewCard> {
         cert::ecdsa_with_sha256(),
         sign_with_ca,
     )?;
-    // Stored as the certificate object template (SP 800-73-4 Part 1 Table 10: 70 cert, 71
-    // CertInfo, FE EDC), as yubico-piv-tool reads it.
-    let mut content = Vec::new();
-    tessera_piv::tlv::push(&mut content, 0x70, &f9_der);
-    tessera_piv::tlv::push(&mut content, 0x71, &[0]);
-    tessera_piv::tlv::push(&mut content, 0xFE, &[]);
-    card.set_object(object::YK_ATTESTATION_CERT, content);
+    card.set_object(object::YK_ATTESTATION_CERT, cert::object_content(&f9_der));
 
     let ca_cert = <x509_cert::Certificate as der::Decode>::from_der(&ca_der)?;
     let manufacturer_ca_pem = ca_cert

@@ -103,32 +103,10 @@ fn scenario(database: Option<&str>) {
     )
     .unwrap();
     // The UPN domain the people's logon names are in.
-    let config_path = data.join("issuer.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["upn_domains"] = serde_json::json!(["example.org"]);
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    common::allow_upn_domain(&data, "example.org");
     let offset = tmp.path().join("clock-offset");
     let (_server, base) = common::serve(&data, &["--clock-offset-file", offset.to_str().unwrap()]);
-    let (status, _) = common::curl(&[
-        "-o",
-        tmp.path().join("issuing.der").to_str().unwrap(),
-        &format!("{base}/ca/issuing-ca-1.crt"),
-    ]);
-    assert_eq!(status, 200);
-    let (ok, text) = common::openssl(
-        tmp.path(),
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            "issuing.der",
-            "-out",
-            "issuing.pem",
-        ],
-    );
-    assert!(ok, "{text}");
+    common::fetch_issuing_pem(tmp.path(), &base);
 
     let t = Cli {
         base: base.clone(),
@@ -153,16 +131,7 @@ fn scenario(database: Option<&str>) {
     let (code, _, err) = t.run(&bootstrap, &["officer", "list"]);
     assert_eq!(code, 4, "the spent bootstrap token: {err}");
     assert!(err.contains("spent"), "{err}");
-    let officer = |id: &str, role: &str| -> String {
-        t.ok(
-            &admin,
-            &["officer", "add", id, "--name", id, "--role", role],
-        );
-        t.ok(&admin, &["officer", "token", id])["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let officer = |id: &str, role: &str| t.officer(&admin, id, role);
     let anna = officer("anna", "registration_officer");
     let bo = officer("bo", "registration_officer");
     let hr = officer("hr", "hr_admin");

@@ -183,31 +183,9 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
         data.join("tpm-roots/swtpm-localca.pem"),
     )
     .unwrap();
-    let config_path = data.join("issuer.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["upn_domains"] = serde_json::json!(["example.org"]);
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    common::allow_upn_domain(&data, "example.org");
     let (_server, base) = common::serve(&data, &[]);
-    let (status, _) = common::curl(&[
-        "-o",
-        root.join("issuing.der").to_str().unwrap(),
-        &format!("{base}/ca/issuing-ca-1.crt"),
-    ]);
-    assert_eq!(status, 200);
-    let (ok, text) = common::openssl(
-        root,
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            "issuing.der",
-            "-out",
-            "issuing.pem",
-        ],
-    );
-    assert!(ok, "{text}");
+    common::fetch_issuing_pem(root, &base);
 
     let t = Cli {
         base: base.clone(),
@@ -227,16 +205,7 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
         ],
     );
     let admin = first["first_token"]["token"].as_str().unwrap().to_owned();
-    let officer = |id: &str, role: &str| -> String {
-        t.ok(
-            &admin,
-            &["officer", "add", id, "--name", id, "--role", role],
-        );
-        t.ok(&admin, &["officer", "token", id])["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let officer = |id: &str, role: &str| t.officer(&admin, id, role);
     let anna = officer("anna", "registration_officer");
     let bo = officer("bo", "registration_officer");
     let hr = officer("hr", "hr_admin");
@@ -268,31 +237,24 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     assert!(ok, "{text}");
     // A physical card's carrier takes no TPM proof.
     let smart_card = approved_carrier(&t, &hr, &anna, &bo, 0, "smart_card");
-    let (ok, text) = run_agent(&[
-        "vsc",
-        "enrol",
-        "tove",
-        "--issuer",
-        &base,
-        "--carrier",
-        &smart_card,
-        "--token-file",
-        anna_file.to_str().unwrap(),
-    ]);
+    let enrol = |carrier: &str| {
+        run_agent(&[
+            "vsc",
+            "enrol",
+            "tove",
+            "--issuer",
+            &base,
+            "--carrier",
+            carrier,
+            "--token-file",
+            anna_file.to_str().unwrap(),
+        ])
+    };
+    let (ok, text) = enrol(&smart_card);
     assert!(!ok && text.contains("invalid_field"), "{text}");
 
     let carrier = approved_carrier(&t, &hr, &anna, &bo, 1, "tpm_virtual_card");
-    let (ok, text) = run_agent(&[
-        "vsc",
-        "enrol",
-        "tove",
-        "--issuer",
-        &base,
-        "--carrier",
-        &carrier,
-        "--token-file",
-        anna_file.to_str().unwrap(),
-    ]);
+    let (ok, text) = enrol(&carrier);
     assert!(ok, "{text}");
     assert!(text.contains("2 certificates"), "{text}");
     let c = t.ok(&anna, &["carrier", "show", &carrier]);
@@ -327,10 +289,9 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
             .unwrap();
     for tag in ["5FC105", "5FC101"] {
         let object = card["card"]["objects"][tag].as_str().unwrap_or_default();
-        let der = hex::decode(object).unwrap();
-        // 70 82 LL LL <certificate> …
-        let len = usize::from(u16::from_be_bytes([der[2], der[3]]));
-        std::fs::write(root.join("card.der"), &der[4..4 + len]).unwrap();
+        let content = hex::decode(object).unwrap();
+        let der = tessera_piv::tlv::find(&content, 0x70).unwrap().unwrap();
+        std::fs::write(root.join("card.der"), der).unwrap();
         let (ok, text) = common::openssl(
             root,
             &[

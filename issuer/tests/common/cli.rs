@@ -51,6 +51,15 @@ impl Cli {
     }
 
     /// Runs and requires success.
+    /// A new officer `id` with `role`, made by `admin`; returns the officer's first token.
+    pub fn officer(&self, admin: &str, id: &str, role: &str) -> String {
+        self.ok(admin, &["officer", "add", id, "--name", id, "--role", role]);
+        self.ok(admin, &["officer", "token", id])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub fn ok(&self, token: &str, args: &[&str]) -> serde_json::Value {
         let (code, v, err) = self.run(token, args);
         assert_eq!(code, 0, "tessera {args:?}: {err}");

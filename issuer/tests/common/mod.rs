@@ -189,3 +189,37 @@ pub fn ocsp(dir: &Path, base: &str, serial: &str) -> String {
         .unwrap_or_default();
     format!("{}{reason}", line.rsplit(": ").next().unwrap_or_default())
 }
+
+/// Lets the deployment in `data` issue logon names (UPNs) in `domain`.
+pub fn allow_upn_domain(data: &Path, domain: &str) {
+    let config_path = data.join("issuer.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).expect("issuer.json"))
+            .expect("issuer.json is JSON");
+    config["upn_domains"] = serde_json::json!([domain]);
+    std::fs::write(&config_path, config.to_string()).expect("writing issuer.json");
+}
+
+/// The issuing CA's certificate from the server at `base`, as `dir/issuing.pem` (what
+/// `openssl ocsp` and `openssl verify` are given).
+pub fn fetch_issuing_pem(dir: &Path, base: &str) {
+    let (status, _) = curl(&[
+        "-o",
+        dir.join("issuing.der").to_str().expect("UTF-8 path"),
+        &format!("{base}/ca/issuing-ca-1.crt"),
+    ]);
+    assert_eq!(status, 200);
+    let (ok, text) = openssl(
+        dir,
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "issuing.der",
+            "-out",
+            "issuing.pem",
+        ],
+    );
+    assert!(ok, "{text}");
+}

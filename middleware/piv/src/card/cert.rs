@@ -73,6 +73,17 @@ pub fn build(
     Ok(cert.to_der()?)
 }
 
+/// The content of a certificate data object (SP 800-73-4 Part 1 Table 10: `70` the
+/// certificate, `71` CertInfo 00 (not compressed), `FE` the empty error detection code), as
+/// yubico-piv-tool and OpenSC read it.
+pub fn object_content(certificate_der: &[u8]) -> Vec<u8> {
+    let mut content = Vec::new();
+    crate::tlv::push(&mut content, 0x70, certificate_der);
+    crate::tlv::push(&mut content, 0x71, &[0]);
+    crate::tlv::push(&mut content, 0xFE, &[]);
+    content
+}
+
 /// An extension whose value is given as raw bytes.
 pub fn extension(
     oid: const_oid::ObjectIdentifier,
