@@ -26,11 +26,11 @@ use crate::tpm::KeyBlob;
 use crate::vsc::{DataDir, TpmKeyStore};
 use crate::worker::TpmClient;
 
-/// The issuer's API, as one officer.
+/// The issuer's API, as one officer or (for a renewal) as the card itself.
 #[derive(Debug)]
 pub struct Issuer {
     base: String,
-    token: Zeroizing<String>,
+    token: Option<Zeroizing<String>>,
     agent: ureq::Agent,
 }
 
@@ -47,6 +47,13 @@ impl Issuer {
         if token.is_empty() {
             bail!("the token file {} is empty", token_file.display());
         }
+        let mut issuer = Self::anonymous(url, ca_file)?;
+        issuer.token = Some(token);
+        Ok(issuer)
+    }
+
+    /// The issuer without an officer token: the card's own calls, which it signs.
+    pub fn anonymous(url: &str, ca_file: Option<&Path>) -> Result<Self> {
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)));
@@ -62,7 +69,7 @@ impl Issuer {
         }
         Ok(Self {
             base: format!("{}/api/v1", url.trim_end_matches('/')),
-            token,
+            token: None,
             agent: config.build().into(),
         })
     }
@@ -84,20 +91,23 @@ impl Issuer {
         }
     }
 
+    fn authorised<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("Authorization", format!("Bearer {}", t.as_str())),
+            None => r,
+        }
+    }
+
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
         Self::answer(
-            self.agent
-                .post(format!("{}{path}", self.base))
-                .header("Authorization", format!("Bearer {}", self.token.as_str()))
+            self.authorised(self.agent.post(format!("{}{path}", self.base)))
                 .send_json(body),
         )
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         Self::answer(
-            self.agent
-                .get(format!("{}{path}", self.base))
-                .header("Authorization", format!("Bearer {}", self.token.as_str()))
+            self.authorised(self.agent.get(format!("{}{path}", self.base)))
                 .call(),
         )
     }
@@ -244,27 +254,23 @@ pub fn enrol(
     finish_attestation(tpm);
     let carrier = result?;
     // The certificates into the card's certificate objects, matched to slots by key.
+    let new_keys: Vec<(KeyRef, Vec<u8>)> = profiles
+        .iter()
+        .map(|p| KeyRef(p.piv_slot()))
+        .filter_map(|s| Some((s, store.info(s)?.public.to_spki_der().ok()?)))
+        .collect();
     for serial in &carrier.certificates {
         let info: CertificateInfo = issuer.get(&format!("/certificates/{serial}"))?;
         let (_, der) = der::pem::decode_vec(info.pem.as_bytes())
             .map_err(|e| anyhow!("certificate {serial}: {e}"))?;
-        let cert = <x509_cert::Certificate as der::Decode>::from_der(&der)?;
-        let spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)?;
-        let slot = profiles
-            .iter()
-            .map(|p| KeyRef(p.piv_slot()))
-            .find(|s| {
-                store
-                    .info(*s)
-                    .and_then(|i| i.public.to_spki_der().ok())
-                    .is_some_and(|k| k == spki)
-            })
-            .with_context(|| format!("certificate {serial} is for none of the card's new keys"))?;
-        let tag = slot
-            .certificate_object()
-            .context("a slot without a certificate object")?;
+        let (_, tag) = crate::renew::slot_of(&der, &new_keys)
+            .with_context(|| format!("certificate {serial}"))?;
         state.set_object(tag, tessera_piv::card::cert::object_content(&der));
     }
+    let meta = store.meta_mut();
+    meta.carrier = Some(carrier.id.clone());
+    meta.unconfirmed.clear();
+    store.clear_pending();
     store
         .persist(&state, Persist::Change)
         .context("writing the card file")?;

@@ -123,6 +123,24 @@ enum Vsc {
         #[arg(long = "profile", value_name = "PROFILE", default_values = ["authentication", "card-authentication"])]
         profiles: Vec<ProfileName>,
     },
+    /// Renew a card's certificates before they expire, with only its holder's PIN (no
+    /// officer): new keys in the TPM, proven to the issuer as at enrolment and signed for by
+    /// the card's authentication key; the new certificates replace the old on the card and
+    /// the old ones are revoked as superseded. Run again, it finishes a renewal cut short.
+    /// The issuer allows it within the last 30 days of the authentication certificate.
+    /// Stop the agent first.
+    Renew {
+        name: String,
+        /// The issuer's base URL (https://…, or http:// on loopback).
+        #[arg(long, env = "TESSERA_URL")]
+        issuer: String,
+        /// The CA of the issuer's TLS certificate (the deployment's tls-ca.pem).
+        #[arg(long, value_name = "FILE")]
+        issuer_ca: Option<PathBuf>,
+        /// Read the holder's PIN from this file instead of asking on the terminal.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+    },
     /// Delete a card: its PIN indices leave the TPM, so no copy of its keys can ever be used
     /// again, and its file is removed. Stop the agent first.
     Delete {
@@ -235,6 +253,22 @@ fn main() -> Result<()> {
                     slot, key.info.alg, key.info.pin_policy
                 )?;
             }
+            if let Some(carrier) = &card.meta.carrier {
+                writeln!(out, "carrier     {carrier}")?;
+            }
+            if !card.pending.is_empty() {
+                writeln!(
+                    out,
+                    "renewal     new keys made, not yet certified (run `vsc renew` again)"
+                )?;
+            }
+            if !card.meta.unconfirmed.is_empty() {
+                writeln!(
+                    out,
+                    "renewal     certificates {} not yet confirmed (run `vsc renew` again)",
+                    card.meta.unconfirmed.join(", ")
+                )?;
+            }
         }
         Cmd::Vsc(Vsc::Enrol {
             name,
@@ -255,6 +289,44 @@ fn main() -> Result<()> {
                 carrier.certificates.len(),
                 carrier.state
             );
+        }
+        Cmd::Vsc(Vsc::Renew {
+            name,
+            issuer,
+            issuer_ca,
+            pin_file,
+        }) => {
+            let _lock = data.lock()?;
+            // The card must exist before the holder is asked anything.
+            data.card(name)?;
+            let pin = match pin_file {
+                Some(path) => {
+                    let bytes = Zeroizing::new(
+                        std::fs::read(path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    );
+                    Zeroizing::new(bytes.strip_suffix(b"\n").unwrap_or(&bytes).to_vec())
+                }
+                None => Zeroizing::new(
+                    rpassword::prompt_password(format!("PIN of card {name}: "))
+                        .context("reading the PIN from the terminal (or give --pin-file)")?
+                        .into_bytes(),
+                ),
+            };
+            let issuer = Issuer::anonymous(issuer, issuer_ca.as_deref())?;
+            let tpm = tpm(&args)?;
+            let renewal = tessera_agent::renew::renew(&data, &tpm, &issuer, name, &pin)?;
+            if renewal.serials.is_empty() {
+                println!(
+                    "card {name:?}: the renewal it already carries is confirmed; the old certificates are revoked"
+                );
+            } else {
+                println!(
+                    "renewed card {name:?} (carrier {}): new certificates {}; the old ones are revoked as superseded",
+                    renewal.carrier.id,
+                    renewal.serials.join(", ")
+                );
+            }
         }
         Cmd::Vsc(Vsc::Delete { name, yes }) => {
             if !yes {

@@ -76,6 +76,13 @@ pub struct CardMeta {
     pub pin_index_tag: Vec<u8>,
     #[serde(with = "hex::serde")]
     pub puk_index_tag: Vec<u8>,
+    /// The issuer's carrier this card was enrolled as (what a renewal names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    /// The serials of a renewal the card carries but the issuer has not yet been told of
+    /// (its confirmation supersedes the old certificates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<String>,
 }
 
 /// A fresh random index tag.
@@ -92,6 +99,9 @@ pub struct CardFile {
     pub meta: CardMeta,
     pub card: CardState,
     pub keys: BTreeMap<KeyRef, StoredKey>,
+    /// A renewal's new keys, until its certificates arrive and they replace the slots'.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<KeyRef, StoredKey>,
 }
 
 /// The TPM behind the applet: keys, PIN and PUK, and the card file.
@@ -103,6 +113,8 @@ pub struct TpmKeyStore {
     keys: BTreeMap<KeyRef, StoredKey>,
     /// The keys as last written, for [`KeyStore::rollback`].
     saved: BTreeMap<KeyRef, StoredKey>,
+    /// A renewal's new keys (see [`CardFile::pending`]); the applet never sees them.
+    pending: BTreeMap<KeyRef, StoredKey>,
     /// The PIN index's authValue from the last right PIN, until the PIN's security status
     /// ends: what `PolicySecret` needs for each use of a PIN-protected key.
     pin_auth: Option<Zeroizing<Vec<u8>>>,
@@ -138,12 +150,14 @@ impl TpmKeyStore {
         file: StateFile,
         meta: CardMeta,
         keys: BTreeMap<KeyRef, StoredKey>,
+        pending: BTreeMap<KeyRef, StoredKey>,
     ) -> Self {
         Self {
             tpm,
             file,
             saved: keys.clone(),
             keys,
+            pending,
             meta,
             pin_auth: None,
         }
@@ -156,7 +170,7 @@ impl TpmKeyStore {
         file: StateFile,
         card: CardFile,
     ) -> anyhow::Result<(Self, CardState, Vec<String>)> {
-        let mut store = Self::new(tpm.clone(), file, card.meta, card.keys);
+        let mut store = Self::new(tpm.clone(), file, card.meta, card.keys, card.pending);
         let warnings = store.reconcile()?;
         if !warnings.is_empty() {
             store.persist(&card.card, Persist::Change)?;
@@ -199,6 +213,7 @@ impl TpmKeyStore {
             )),
             None => {
                 self.keys.retain(|_, k| k.info.pin_policy == PinPolicy::Never);
+                self.pending.clear();
                 self.meta.pin_index_tag = new_tag();
                 let auth = reference_auth(&self.meta.id, Reference::Pin, &pad8(DEFAULT_PIN));
                 let tag = self.meta.pin_index_tag.clone();
@@ -233,6 +248,39 @@ impl TpmKeyStore {
         &self.meta
     }
 
+    pub fn meta_mut(&mut self) -> &mut CardMeta {
+        &mut self.meta
+    }
+
+    /// A new key for `slot` that does not yet replace the slot's: a renewal's, kept with
+    /// the card file until [`TpmKeyStore::install_pending`] (the applet never sees it).
+    pub fn generate_pending(
+        &mut self,
+        slot: KeyRef,
+        alg: Algorithm,
+        pin_policy: PinPolicy,
+    ) -> Result<KeyInfo, KeyError> {
+        let (info, key) = self.create(alg, pin_policy, 1)?;
+        self.pending.insert(slot, key);
+        Ok(info)
+    }
+
+    /// The pending keys: slot, public key and blob.
+    pub fn pending(&self) -> impl Iterator<Item = (KeyRef, &KeyInfo, KeyBlob)> {
+        self.pending.iter().map(|(s, k)| (*s, &k.info, k.blob()))
+    }
+
+    /// Drops the pending keys (a renewal started again makes new ones).
+    pub fn clear_pending(&mut self) {
+        self.pending.clear();
+    }
+
+    /// The pending keys replace the slots' keys (written at the next persist).
+    pub fn install_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.keys.extend(pending);
+    }
+
     /// The wrapped key in `slot` (what the TPM loads; useless elsewhere).
     pub fn blob(&self, slot: KeyRef) -> Option<KeyBlob> {
         self.keys.get(&slot).map(StoredKey::blob)
@@ -258,14 +306,14 @@ impl TpmKeyStore {
     }
 }
 
-impl KeyStore for TpmKeyStore {
-    fn generate(
+impl TpmKeyStore {
+    /// A new key in the TPM, bound to the PIN index unless its policy is never.
+    fn create(
         &mut self,
-        slot: KeyRef,
         alg: Algorithm,
         pin_policy: PinPolicy,
         touch_policy: u8,
-    ) -> Result<KeyInfo, KeyError> {
+    ) -> Result<(KeyInfo, StoredKey), KeyError> {
         if !matches!(
             alg,
             Algorithm::EccP256 | Algorithm::EccP384 | Algorithm::Rsa2048
@@ -287,14 +335,25 @@ impl KeyStore for TpmKeyStore {
             origin: Origin::Generated,
             public,
         };
-        self.keys.insert(
-            slot,
-            StoredKey {
-                info: info.clone(),
-                public: blob.public,
-                private: blob.private,
-            },
-        );
+        let key = StoredKey {
+            info: info.clone(),
+            public: blob.public,
+            private: blob.private,
+        };
+        Ok((info, key))
+    }
+}
+
+impl KeyStore for TpmKeyStore {
+    fn generate(
+        &mut self,
+        slot: KeyRef,
+        alg: Algorithm,
+        pin_policy: PinPolicy,
+        touch_policy: u8,
+    ) -> Result<KeyInfo, KeyError> {
+        let (info, key) = self.create(alg, pin_policy, touch_policy)?;
+        self.keys.insert(slot, key);
         Ok(info)
     }
 
@@ -360,6 +419,7 @@ impl KeyStore for TpmKeyStore {
             meta: &self.meta,
             card: state,
             keys: &self.keys,
+            pending: &self.pending,
         };
         self.file.save(&file, why).map_err(backend)?;
         self.saved.clone_from(&self.keys);
@@ -444,6 +504,11 @@ impl References for TpmKeyStore {
 
     fn reset(&mut self, pin: &[u8], puk: &[u8], tries: u8) -> Result<(), KeyError> {
         self.pin_auth = None;
+        // A reset card is no longer the issuer's carrier, and a renewal's keys bound to the
+        // old PIN index could never be used.
+        self.pending.clear();
+        self.meta.carrier = None;
+        self.meta.unconfirmed.clear();
         let (pin_index, puk_index) = (self.meta.pin_index, self.meta.puk_index);
         let (pin_tag, puk_tag) = (new_tag(), new_tag());
         let pin_auth = reference_auth(&self.meta.id, Reference::Pin, pin);
@@ -478,6 +543,8 @@ struct CardFileRef<'a> {
     meta: &'a CardMeta,
     card: &'a CardState,
     keys: &'a BTreeMap<KeyRef, StoredKey>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pending: &'a BTreeMap<KeyRef, StoredKey>,
 }
 
 /// The PIV public key of a TPM public area.
@@ -714,11 +781,24 @@ impl DataDir {
             pin_index_name,
             pin_index_tag,
             puk_index_tag,
+            carrier: None,
+            unconfirmed: Vec::new(),
         };
         let mut card = CardState::factory(&mut rng, serial);
-        let mut store = TpmKeyStore::new(tpm.clone(), self.state_file(name), meta, BTreeMap::new());
+        let mut store = TpmKeyStore::new(
+            tpm.clone(),
+            self.state_file(name),
+            meta,
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
         let made = (|| -> Result<()> {
             attestation(&mut store, &mut card, serial, now)?;
+            // The state as the applet keeps it over a key store that holds the PIN and
+            // PUK: no value of either in the file, not even the factory ones.
+            let (card, mut store) =
+                tessera_piv::card::Applet::new(card, store, tessera_piv::card::Interface::Contact)
+                    .into_parts();
             store.persist(&card, Persist::Change)?;
             Ok(())
         })();

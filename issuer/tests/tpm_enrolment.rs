@@ -93,6 +93,121 @@ fn provisioned_swtpm(dir: &Path, ca: &Path) -> Swtpm {
     }
 }
 
+/// An issuer that trusts `trusted_ca`'s EK certificates, its officers, and the agent on
+/// the holder's workstation (TPM `tpm`, data in `ROOT/agent`).
+struct Site {
+    _server: Kill,
+    base: String,
+    t: Cli,
+    anna: String,
+    bo: String,
+    hr: String,
+    auditor: String,
+    anna_file: std::path::PathBuf,
+    agent: std::path::PathBuf,
+    agent_dir: std::path::PathBuf,
+    tcti: String,
+}
+
+impl Site {
+    fn new(root: &Path, trusted_ca: &Path, tpm: &Swtpm, serve_args: &[&str]) -> Self {
+        let data = root.join("data");
+        let out = Command::new(ISSUER)
+            .args(["init", "--data-dir", data.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::create_dir(data.join("tpm-roots")).unwrap();
+        std::fs::copy(
+            trusted_ca.join("issuercert.pem"),
+            data.join("tpm-roots/swtpm-localca.pem"),
+        )
+        .unwrap();
+        common::allow_upn_domain(&data, "example.org");
+        let (server, base) = common::serve(&data, serve_args);
+        common::fetch_issuing_pem(root, &base);
+        let t = Cli {
+            base: base.clone(),
+            dir: root.to_owned(),
+        };
+        let bootstrap = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+        let first = t.ok(
+            &bootstrap,
+            &[
+                "officer",
+                "add",
+                "admin",
+                "--name",
+                "Ada",
+                "--role",
+                "administrator",
+            ],
+        );
+        let admin = first["first_token"]["token"].as_str().unwrap().to_owned();
+        let officer = |id: &str, role: &str| t.officer(&admin, id, role);
+        let anna = officer("anna", "registration_officer");
+        let anna_file = root.join("anna.token");
+        std::fs::write(&anna_file, &anna).unwrap();
+        Self {
+            bo: officer("bo", "registration_officer"),
+            hr: officer("hr", "hr_admin"),
+            auditor: officer("audit", "auditor"),
+            anna,
+            anna_file,
+            _server: server,
+            base,
+            t,
+            agent: sibling("tessera-agent", "tessera-agent"),
+            agent_dir: root.join("agent"),
+            tcti: tpm.tcti.clone(),
+        }
+    }
+
+    /// Runs the agent: whether it succeeded, and what it printed.
+    fn agent(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(&self.agent)
+            .arg("--data-dir")
+            .arg(&self.agent_dir)
+            .args(["--tcti", &self.tcti])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// The card's file as JSON.
+    fn card(&self, name: &str) -> serde_json::Value {
+        let path = self.agent_dir.join(format!("cards/{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// Enrols card `name` for `carrier` as officer Anna.
+    fn enrol(&self, name: &str, carrier: &str) -> (bool, String) {
+        self.agent(&[
+            "vsc",
+            "enrol",
+            name,
+            "--issuer",
+            &self.base,
+            "--carrier",
+            carrier,
+            "--token-file",
+            self.anna_file.to_str().unwrap(),
+        ])
+    }
+}
+
 /// An assigned and approved carrier of `kind` for a new proofed person.
 fn approved_carrier(t: &Cli, hr: &str, anna: &str, bo: &str, n: u32, kind: &str) -> String {
     let upn = format!("p{n}@example.org");
@@ -167,97 +282,23 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     let tpm_b = provisioned_swtpm(&root.join("tpm-b"), &trusted_ca);
     let tpm_c = provisioned_swtpm(&root.join("tpm-c"), &root.join("other-ca"));
 
-    let data = root.join("data");
-    let out = Command::new(ISSUER)
-        .args(["init", "--data-dir", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::create_dir(data.join("tpm-roots")).unwrap();
-    std::fs::copy(
-        trusted_ca.join("issuercert.pem"),
-        data.join("tpm-roots/swtpm-localca.pem"),
-    )
-    .unwrap();
-    common::allow_upn_domain(&data, "example.org");
-    let (_server, base) = common::serve(&data, &[]);
-    common::fetch_issuing_pem(root, &base);
-
-    let t = Cli {
-        base: base.clone(),
-        dir: root.to_owned(),
-    };
-    let bootstrap = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
-    let first = t.ok(
-        &bootstrap,
-        &[
-            "officer",
-            "add",
-            "admin",
-            "--name",
-            "Ada",
-            "--role",
-            "administrator",
-        ],
-    );
-    let admin = first["first_token"]["token"].as_str().unwrap().to_owned();
-    let officer = |id: &str, role: &str| t.officer(&admin, id, role);
-    let anna = officer("anna", "registration_officer");
-    let bo = officer("bo", "registration_officer");
-    let hr = officer("hr", "hr_admin");
-    let auditor = officer("audit", "auditor");
-    let anna_file = root.join("anna.token");
-    std::fs::write(&anna_file, &anna).unwrap();
-
-    // The agent, as the officer runs it on the holder's workstation.
-    let agent = sibling("tessera-agent", "tessera-agent");
-    let agent_dir = root.join("agent");
-    let run_agent = |args: &[&str]| {
-        let out = Command::new(&agent)
-            .arg("--data-dir")
-            .arg(&agent_dir)
-            .args(["--tcti", &tpm_a.tcti])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
+    let site = Site::new(root, &trusted_ca, &tpm_a, &[]);
+    let (t, base, anna, bo, hr) = (&site.t, &site.base, &site.anna, &site.bo, &site.hr);
+    let (anna_file, auditor) = (&site.anna_file, &site.auditor);
+    let run_agent = |args: &[&str]| site.agent(args);
     let (ok, text) = run_agent(&["vsc", "create", "tove"]);
     assert!(ok, "{text}");
     // A physical card's carrier takes no TPM proof.
-    let smart_card = approved_carrier(&t, &hr, &anna, &bo, 0, "smart_card");
-    let enrol = |carrier: &str| {
-        run_agent(&[
-            "vsc",
-            "enrol",
-            "tove",
-            "--issuer",
-            &base,
-            "--carrier",
-            carrier,
-            "--token-file",
-            anna_file.to_str().unwrap(),
-        ])
-    };
+    let smart_card = approved_carrier(t, hr, anna, bo, 0, "smart_card");
+    let enrol = |carrier: &str| site.enrol("tove", carrier);
     let (ok, text) = enrol(&smart_card);
     assert!(!ok && text.contains("invalid_field"), "{text}");
 
-    let carrier = approved_carrier(&t, &hr, &anna, &bo, 1, "tpm_virtual_card");
+    let carrier = approved_carrier(t, hr, anna, bo, 1, "tpm_virtual_card");
     let (ok, text) = enrol(&carrier);
     assert!(ok, "{text}");
     assert!(text.contains("2 certificates"), "{text}");
-    let c = t.ok(&anna, &["carrier", "show", &carrier]);
+    let c = t.ok(anna, &["carrier", "show", &carrier]);
     let serials: Vec<String> = c["certificates"]
         .as_array()
         .unwrap()
@@ -268,7 +309,7 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     // The audit trail keeps what each certificate's TPM proof rested on: the EK
     // certificate, the AK, the key and the TPM's firmware.
     let trail = t
-        .ok(&auditor, &["audit", "list", "--limit", "1000"])
+        .ok(auditor, &["audit", "list", "--limit", "1000"])
         .to_string();
     assert_eq!(
         trail.matches("tpm: ek certificate sha256 ").count(),
@@ -277,16 +318,14 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     );
     // Born on hold; good after the hand-over.
     t.ok(
-        &anna,
+        anna,
         &["carrier", "activate", &carrier, "--receipt", "R-VSC1"],
     );
     for serial in &serials {
-        assert_eq!(common::ocsp(root, &base, serial), "good");
+        assert_eq!(common::ocsp(root, base, serial), "good");
     }
     // The certificates are on the card, and chain to our issuing CA.
-    let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(agent_dir.join("cards/tove.json")).unwrap())
-            .unwrap();
+    let card = site.card("tove");
     for tag in ["5FC105", "5FC101"] {
         let object = card["card"]["objects"][tag].as_str().unwrap_or_default();
         let content = hex::decode(object).unwrap();
@@ -306,8 +345,8 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     }
 
     // The forgeries, against one approved carrier (each refusal changes nothing).
-    let target = approved_carrier(&t, &hr, &anna, &bo, 2, "tpm_virtual_card");
-    let issuer = Issuer::new(&base, &anna_file, None).unwrap();
+    let target = approved_carrier(t, hr, anna, bo, 2, "tpm_virtual_card");
+    let issuer = Issuer::new(base, anna_file, None).unwrap();
     let a = TpmClient::spawn(&tpm_a.tcti, None).unwrap();
     let b = TpmClient::spawn(&tpm_b.tcti, None).unwrap();
     let c_tpm = TpmClient::spawn(&tpm_c.tcti, None).unwrap();
@@ -485,7 +524,7 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
         .to_string();
     assert!(e.contains("invalid_field"), "{e}");
     // A challenge answers only for the carrier (and assignment) it was made for.
-    let other = approved_carrier(&t, &hr, &anna, &bo, 3, "tpm_virtual_card");
+    let other = approved_carrier(t, hr, anna, bo, 3, "tpm_virtual_card");
     let e = issuer
         .post::<serde_json::Value>(
             &format!("/carriers/{other}/keys"),
@@ -501,4 +540,233 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
         .post(&format!("/carriers/{target}/keys"), &good)
         .unwrap();
     assert_eq!(done["state"], "personalised", "{done}");
+}
+
+/// The PIN line of `vsc status`.
+fn pin_line(status: &str) -> &str {
+    status
+        .lines()
+        .find(|l| l.starts_with("PIN "))
+        .unwrap_or_default()
+}
+
+/// The certificate in a card file's object `tag` (hex of 53 { 70 cert, 71, FE }), DER.
+fn card_certificate(card: &serde_json::Value, tag: &str) -> Vec<u8> {
+    let object = card["card"]["objects"][tag].as_str().unwrap_or_default();
+    let content = hex::decode(object).unwrap();
+    tessera_piv::tlv::find(&content, 0x70)
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
+    if !common::require(
+        &["curl", "openssl", "swtpm", "swtpm_setup"],
+        &["/usr/lib/softhsm/libsofthsm2.so", "/usr/bin/swtpm_localca"],
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let trusted_ca = root.join("tpm-ca");
+    let tpm = provisioned_swtpm(&root.join("tpm"), &trusted_ca);
+    let offset = root.join("clock-offset");
+    let site = Site::new(
+        root,
+        &trusted_ca,
+        &tpm,
+        &["--clock-offset-file", offset.to_str().unwrap()],
+    );
+    let (t, anna) = (&site.t, &site.anna);
+    let (ok, text) = site.agent(&["vsc", "create", "tove"]);
+    assert!(ok, "{text}");
+    let carrier = approved_carrier(t, &site.hr, anna, &site.bo, 1, "tpm_virtual_card");
+    let (ok, text) = site.enrol("tove", &carrier);
+    assert!(ok, "{text}");
+    t.ok(
+        anna,
+        &["carrier", "activate", &carrier, "--receipt", "R-VSC1"],
+    );
+    let old: Vec<String> = t.ok(anna, &["carrier", "show", &carrier])["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    // The holder sets their own PIN (the factory one came with the card).
+    let pin_file = root.join("pin");
+    std::fs::write(&pin_file, "123456").unwrap();
+    let renew = |pin: &str| {
+        std::fs::write(&pin_file, pin).unwrap();
+        site.agent(&[
+            "vsc",
+            "renew",
+            "tove",
+            "--issuer",
+            &site.base,
+            "--pin-file",
+            pin_file.to_str().unwrap(),
+        ])
+    };
+
+    // Three years less a week is not yet due: refused, and the card file is untouched.
+    let before = site.card("tove");
+    let (ok, text) = renew("123456");
+    assert!(!ok && text.contains("not due for renewal before"), "{text}");
+    assert_eq!(site.card("tove"), before);
+
+    // Within the last 30 days: a wrong PIN is refused by the card itself, which counts it,
+    // before any key is made or anything reaches the issuer.
+    std::fs::write(&offset, ((3 * 365 - 7) * 86_400).to_string()).unwrap();
+    let (ok, text) = renew("654321");
+    assert!(!ok && text.contains("the card refused the PIN"), "{text}");
+    let (ok, text) = site.agent(&["vsc", "status", "tove"]);
+    assert!(
+        ok && pin_line(&text).contains("2 of 3 tries left"),
+        "{text}"
+    );
+    assert!(!text.contains("renewal"), "{text}");
+    // (Officers' tokens live 30 days: they act at the real time.)
+    std::fs::write(&offset, "0").unwrap();
+    assert_eq!(
+        t.ok(anna, &["carrier", "show", &carrier])["certificates"],
+        serde_json::json!(old)
+    );
+    std::fs::write(&offset, ((3 * 365 - 7) * 86_400).to_string()).unwrap();
+
+    // A request signed by another key than the card's is refused (no officer, no card).
+    let anonymous = Issuer::anonymous(&site.base, None).unwrap();
+    let forged = tessera_issuer_types::api::RenewalRequest {
+        keys: vec![tessera_issuer_types::api::CarrierKey {
+            profile: ProfileName::Authentication,
+            csr: None,
+            attestation: None,
+            tpm: Some(tessera_issuer_types::api::TpmKeyProof {
+                challenge: "AA==".into(),
+                secret: "00".into(),
+                public: "00".into(),
+                attest: "00".into(),
+                signature: "00".into(),
+                pin_index: None,
+            }),
+        }],
+        algorithm: "ecdsa-with-SHA256".into(),
+        signature: {
+            use base64ct::Encoding;
+            use p256::ecdsa::signature::Signer;
+            let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+            let s: p256::ecdsa::DerSignature = key.sign(b"tessera renewal v1\n");
+            base64ct::Base64::encode_string(s.as_bytes())
+        },
+    };
+    let e = anonymous
+        .post::<serde_json::Value>(&format!("/carriers/{carrier}/renewal"), &forged)
+        .expect_err("a foreign signature")
+        .to_string();
+    assert!(e.contains("forbidden"), "{e}");
+
+    // The right PIN renews: new keys in the TPM, new certificates on the card that chain
+    // to our CA, the old ones superseded.
+    let old_key = before["keys"]["154"]["public"].clone(); // slot 9A
+    assert!(old_key.is_string(), "{before}");
+    let (ok, text) = renew("123456");
+    assert!(ok && text.contains("renewed card"), "{text}");
+    let card = site.card("tove");
+    assert_ne!(card["keys"]["154"]["public"], old_key);
+    assert!(card.get("pending").is_none(), "{card}");
+    let (ok, text) = site.agent(&["vsc", "status", "tove"]);
+    assert!(
+        ok && pin_line(&text).contains("3 of 3 tries left"),
+        "{text}"
+    );
+    assert!(!text.contains("renewal"), "{text}");
+    std::fs::write(&offset, "0").unwrap();
+    let now: Vec<String> = t.ok(anna, &["carrier", "show", &carrier])["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    let new: Vec<&String> = now.iter().filter(|s| !old.contains(s)).collect();
+    assert_eq!(new.len(), 2, "{now:?}");
+    for tag in ["5FC105", "5FC101"] {
+        std::fs::write(root.join("card.der"), card_certificate(&card, tag)).unwrap();
+        let (ok, text) = common::openssl(
+            root,
+            &[
+                "x509", "-inform", "DER", "-in", "card.der", "-noout", "-serial",
+            ],
+        );
+        assert!(ok, "{text}");
+        let serial = text
+            .trim()
+            .trim_start_matches("serial=")
+            .to_ascii_lowercase();
+        assert!(
+            new.iter().any(|s| s.eq_ignore_ascii_case(&serial)),
+            "{tag}: {serial} not among {new:?}"
+        );
+    }
+    // The new certificates' validity begins now (the moved clock), so they are checked
+    // against the issuing CA at that time.
+    let at = ((3 * 365 - 7) * 86_400 + 1_800) as u64;
+    #[allow(clippy::disallowed_methods)]
+    let then = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + at;
+    let (ok, text) = common::openssl(
+        root,
+        &[
+            "verify",
+            "-partial_chain",
+            "-attime",
+            &then.to_string(),
+            "-CAfile",
+            "issuing.pem",
+            "card.der",
+        ],
+    );
+    assert!(ok && text.contains("OK"), "{text}");
+    // OCSP (asked at the real time): new good, old superseded.
+    for s in &new {
+        assert_eq!(common::ocsp(root, &site.base, s), "good");
+    }
+    for s in &old {
+        assert_eq!(
+            common::ocsp(root, &site.base, s),
+            "revoked superseded",
+            "{s}"
+        );
+    }
+    // The audit trail names the card as the actor of its renewal.
+    let trail = t
+        .ok(&site.auditor, &["audit", "list", "--limit", "1000"])
+        .to_string();
+    assert!(trail.contains("carrier.renewed"), "{trail}");
+    assert!(trail.contains("carrier.renewal_confirmed"), "{trail}");
+
+    // Renewed, the card is not due again.
+    std::fs::write(&offset, ((3 * 365 - 7) * 86_400).to_string()).unwrap();
+    let (ok, text) = renew("123456");
+    assert!(!ok && text.contains("not due for renewal"), "{text}");
+    // A suspended card does not renew itself.
+    std::fs::write(&offset, "0").unwrap();
+    t.ok(
+        anna,
+        &[
+            "carrier",
+            "suspend",
+            &carrier,
+            "--reason",
+            "temporarily_lost",
+            "--days",
+            "1",
+        ],
+    );
+    let (ok, text) = renew("123456");
+    assert!(!ok && text.contains("suspended"), "{text}");
 }

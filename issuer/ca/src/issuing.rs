@@ -284,6 +284,11 @@ impl IssuingCa {
             .ok_or(CaError::UnknownProfile(name))
     }
 
+    /// How long a certificate of `name` lives when no validity is asked for.
+    pub fn default_validity_days(&self, name: ProfileName) -> Result<u32, CaError> {
+        Ok(self.profile(name)?.default_validity_days)
+    }
+
     /// Checks `req`, builds and lints the TBS certificate, and has `record` record the
     /// intent. Returns the token [`IssuingCa::issue`] needs only if `record` succeeded.
     pub fn prepare<E: From<CaError>>(

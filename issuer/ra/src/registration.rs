@@ -35,6 +35,7 @@ use crate::{now_secs, record_release, record_revocation, Actor, Ra, RaError};
 use tessera_issuer_ca::pop::Proof;
 
 mod feed;
+mod renewal;
 mod tpm;
 mod unblock;
 pub use feed::{FeedPage, FeedPerson, FeedRecord, MAX_FEED_PAGE};
@@ -59,8 +60,11 @@ pub struct RaPolicy {
     pub suspension_max_days: u32,
     /// A substitute card's longest binding.
     pub substitute_max_days: u32,
-    /// How old an identity proofing may be when a carrier is assigned.
+    /// How old an identity proofing may be when a carrier is assigned, or renews itself.
     pub proofing_max_age_days: u32,
+    /// How long before its authentication certificate expires a TPM virtual card may
+    /// renew itself.
+    pub renewal_window_days: u32,
     /// An officer token's validity when none is asked for, and the most it may have.
     pub token_default_days: u32,
     pub token_max_days: u32,
@@ -74,6 +78,7 @@ impl Default for RaPolicy {
             suspension_max_days: 30,
             substitute_max_days: 90,
             proofing_max_age_days: 5 * 365,
+            renewal_window_days: 30,
             token_default_days: 30,
             token_max_days: 365,
         }
@@ -1640,6 +1645,7 @@ impl Ra {
         let mut requests = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut evidence = Vec::new();
+        let mut ek: Option<String> = None;
         for k in &req.keys {
             let issue = self.carrier_request(&carrier, &approved, k);
             let proof = match (&k.tpm, carrier.kind) {
@@ -1649,9 +1655,21 @@ impl Ra {
                             "give exactly one of csr, attestation and tpm".into(),
                         ));
                     }
-                    let (key, why) = self.tpm_key(carrier_id, &approval.id, k.profile, tpm)?;
-                    evidence.push(Some(why));
-                    (key, Proof::TpmAttestation)
+                    let proven = self.tpm_key(
+                        tpm::Purpose::Enrolment,
+                        carrier_id,
+                        &approval.id,
+                        k.profile,
+                        tpm,
+                    )?;
+                    // All the card's keys in one TPM: the one its renewals must use.
+                    if ek.get_or_insert_with(|| proven.ek_sha256.clone()) != &proven.ek_sha256 {
+                        return Err(RaError::BadProof(
+                            "the keys are proven in two different TPMs".into(),
+                        ));
+                    }
+                    evidence.push(Some(proven.evidence));
+                    (proven.spki, Proof::TpmAttestation)
                 }
                 (Some(_), kind) => {
                     return Err(invalid(
@@ -1741,6 +1759,9 @@ impl Ra {
                     at,
                     &mut changed,
                 )?;
+                if let Some(ek) = &ek {
+                    tx.set_carrier_tpm(carrier_id, ek, at)?;
+                }
                 if let Some(sealed) = &sealed_puk {
                     tx.set_carrier_puk(carrier_id, sealed, at)?;
                     tx.audit(
@@ -1762,29 +1783,30 @@ impl Ra {
             }
             Err(e) => {
                 // Whatever this call certified is withdrawn (it was on hold, never good).
-                if !issued.is_empty() {
-                    let withdrawn = self.store.write(|tx| -> Result<Changed, RaError> {
-                        let mut changed = Changed::new();
-                        for s in &issued {
-                            revoke_serial(
-                                tx,
-                                actor,
-                                s,
-                                RevocationReason::Superseded,
-                                at,
-                                &mut changed,
-                            )?;
-                        }
-                        Ok(changed)
-                    });
-                    match withdrawn {
-                        Ok(changed) => self.after_commit(&changed),
-                        Err(w) => {
-                            tracing::error!(error = %w, carrier = carrier_id, "withdrawing the certificates of a failed personalisation (they stay on hold)")
-                        }
-                    }
-                }
+                self.withdraw(actor, &issued, at);
                 Err(e)
+            }
+        }
+    }
+
+    /// Revokes (superseded) the certificates a failed call certified: born on hold, they
+    /// were never good. A failure to do so is logged (they stay on hold, which
+    /// reconciliation reports).
+    fn withdraw(&self, actor: &Actor, issued: &[Serial], at: i64) {
+        if issued.is_empty() {
+            return;
+        }
+        let withdrawn = self.store.write(|tx| -> Result<Changed, RaError> {
+            let mut changed = Changed::new();
+            for s in issued {
+                revoke_serial(tx, actor, s, RevocationReason::Superseded, at, &mut changed)?;
+            }
+            Ok(changed)
+        });
+        match withdrawn {
+            Ok(changed) => self.after_commit(&changed),
+            Err(w) => {
+                tracing::error!(error = %w, serials = ?issued, "withdrawing the certificates of a failed call (they stay on hold)")
             }
         }
     }

@@ -187,6 +187,21 @@ pub enum AuditEvent {
         carrier: String,
         person: String,
     },
+    /// A TPM virtual card renewed its certificates without an officer, proved by the
+    /// signature of its authentication key (certificate `signed_by`, used after the PIN);
+    /// `serials` are the new certificates, good at once.
+    CarrierRenewed {
+        carrier: String,
+        signed_by: String,
+        serials: Vec<String>,
+    },
+    /// The card confirmed, with its new authentication key, that it carries the renewed
+    /// certificates `kept`; the carrier's others were revoked as superseded.
+    RenewalConfirmed {
+        carrier: String,
+        kept: Vec<String>,
+        superseded: Vec<String>,
+    },
     /// A bulk revocation asked for (it waits for a second officer).
     BulkRevocationRequested {
         bulk: String,
@@ -241,6 +256,8 @@ impl AuditEvent {
             Self::PukEscrowed { .. } => "carrier.puk_escrowed",
             Self::PukReleaseRequested { .. } => "carrier.puk_release_requested",
             Self::PukReleased { .. } => "carrier.puk_released",
+            Self::CarrierRenewed { .. } => "carrier.renewed",
+            Self::RenewalConfirmed { .. } => "carrier.renewal_confirmed",
             Self::Refused { .. } => "refused",
             Self::BulkRevocationRequested { .. } => "bulk_revocation.requested",
             Self::BulkRevocationDecided { .. } => "bulk_revocation.decided",

@@ -11,8 +11,8 @@ use tessera_issuer_types::lifecycle::{
 use tessera_issuer_types::Serial;
 
 use crate::schema::{
-    approvals, bulk_revocations, carrier_certificates, carrier_puks, carriers, loss_codes,
-    officer_tokens, officers, people, proofings, puk_releases,
+    approvals, bulk_revocations, carrier_certificates, carrier_puks, carrier_tpm, carriers,
+    loss_codes, officer_tokens, officers, people, proofings, puk_releases,
 };
 use crate::{StoreError, Tx};
 
@@ -705,6 +705,54 @@ impl Tx<'_> {
             ))
             .execute(self.conn)?;
         Ok(())
+    }
+
+    /// Records the TPM a virtual card's keys were enrolled in (its endorsement key
+    /// certificate's SHA-256), replacing any earlier record.
+    pub fn set_carrier_tpm(
+        &mut self,
+        carrier_id: &str,
+        ek_sha256: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        diesel::delete(carrier_tpm::table.filter(carrier_tpm::carrier_id.eq(carrier_id)))
+            .execute(self.conn)?;
+        diesel::insert_into(carrier_tpm::table)
+            .values((
+                carrier_tpm::carrier_id.eq(carrier_id),
+                carrier_tpm::ek_sha256.eq(ek_sha256),
+                carrier_tpm::enrolled_at.eq(at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// The TPM a virtual card was enrolled in, if recorded.
+    pub fn carrier_tpm(&mut self, carrier_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(carrier_tpm::table
+            .filter(carrier_tpm::carrier_id.eq(carrier_id))
+            .select(carrier_tpm::ek_sha256)
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// The certificate the carrier carries now for the key whose SubjectPublicKeyInfo
+    /// hashes to `spki_sha256`, if any.
+    pub fn carrier_serial_for_key(
+        &mut self,
+        carrier_id: &str,
+        spki_sha256: &str,
+    ) -> Result<Option<Serial>, StoreError> {
+        carrier_certificates::table
+            .filter(carrier_certificates::carrier_id.eq(carrier_id))
+            .filter(carrier_certificates::spki_sha256.eq(spki_sha256))
+            .filter(carrier_certificates::released_at.is_null())
+            .order(carrier_certificates::serial.desc())
+            .select(carrier_certificates::serial)
+            .first::<String>(self.conn)
+            .optional()?
+            .map(|s| Serial::parse(&s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
+            .transpose()
     }
 
     /// Forgets a card's PUK (a wiped card has another).

@@ -223,6 +223,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    carrier_tpm (carrier_id) {
+        carrier_id -> Text,
+        ek_sha256 -> Text,
+        enrolled_at -> BigInt,
+    }
+}
+
+diesel::table! {
     puk_releases (approval_id) {
         approval_id -> Text,
         carrier_id -> Text,

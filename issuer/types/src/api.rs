@@ -452,6 +452,70 @@ pub struct TpmKeyProof {
     pub pin_index: Option<String>,
 }
 
+/// `POST /api/v1/carriers/{id}/renewal`: a TPM virtual card renews its certificates before
+/// they expire, without an officer: new keys in the same TPM (proven as at enrolment, with
+/// a challenge from `POST /api/v1/carriers/{id}/renewal-challenge`), the request signed by
+/// the card's authentication key (9A), which the card uses only after its PIN. The new
+/// certificates are good at once; the old ones stay good until the card confirms it
+/// carries the new ones ([`RenewalConfirmation`]) or they expire.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalRequest {
+    /// One key per profile the card has a good certificate for, each with its `tpm` proof.
+    pub keys: Vec<CarrierKey>,
+    /// `ecdsa-with-SHA256` (P-256), `ecdsa-with-SHA384` (P-384) or
+    /// `sha256WithRSAEncryption`.
+    pub algorithm: String,
+    /// Base64: the authentication key's signature over [`renewal_message`].
+    pub signature: String,
+}
+
+/// What the card's authentication key signs to renew: a domain label, the carrier, the
+/// issuer's sealed challenge (which binds the TPM's attestation key and nonce) and each
+/// new key's profile and TPM public area, so a signature serves these keys only.
+pub fn renewal_message(carrier_id: &str, keys: &[CarrierKey]) -> Vec<u8> {
+    let mut m = format!("tessera renewal v1\n{carrier_id}\n");
+    for k in keys {
+        let (challenge, public) = k
+            .tpm
+            .as_ref()
+            .map(|t| (t.challenge.as_str(), t.public.as_str()))
+            .unwrap_or_default();
+        m.push_str(&format!("{} {challenge} {public}\n", k.profile));
+    }
+    m.into_bytes()
+}
+
+/// The answer to a renewal: the new certificates (PEM), for the card's certificate objects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Renewed {
+    pub carrier: Carrier,
+    pub certificates: Vec<CertificateInfo>,
+}
+
+/// `POST /api/v1/carriers/{id}/renewal-confirmation`: the card carries the renewed
+/// certificates; every other certificate of the carrier is revoked as superseded. Signed
+/// by the new authentication key over [`renewal_confirmation_message`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalConfirmation {
+    /// The serials the card carries now (the renewal's), one of them its authentication
+    /// certificate.
+    pub serials: Vec<String>,
+    pub algorithm: String,
+    pub signature: String,
+}
+
+/// What the new authentication key signs to confirm a renewal.
+pub fn renewal_confirmation_message(carrier_id: &str, serials: &[String]) -> Vec<u8> {
+    let mut m = format!("tessera renewal confirmation v1\n{carrier_id}\n");
+    for s in serials {
+        m.push_str(s);
+        m.push('\n');
+    }
+    m.into_bytes()
+}
+
 /// `POST /api/v1/carriers/{id}/keys`: the carrier's keys, generated on it; certified from
 /// the person's record, on hold until activation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

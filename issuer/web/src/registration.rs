@@ -66,6 +66,15 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/api/v1/carriers/{id}/unblock", post(unblock))
         .route("/api/v1/carriers/{id}/puk-release", post(puk_release))
         .route("/api/v1/carriers/{id}/puk-rotation", post(puk_rotation))
+        .route(
+            "/api/v1/carriers/{id}/renewal-challenge",
+            post(renewal_challenge),
+        )
+        .route("/api/v1/carriers/{id}/renewal", post(renewal))
+        .route(
+            "/api/v1/carriers/{id}/renewal-confirmation",
+            post(renewal_confirmation),
+        )
         .route("/api/v1/approvals", get(approvals))
         .route("/api/v1/approvals/{id}/approval", post(approve))
         .route("/api/v1/approvals/{id}/refusal", post(refuse))
@@ -439,6 +448,48 @@ async fn puk_release(State(app): State<Shared>, UrlPath(id): UrlPath<String>, ra
     let answer = blocking(move || {
         let req: tessera_issuer_types::api::PukReleaseRequest = json(&raw)?;
         Ok(app.ra.release_puk(&id, &req)?)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// A TPM virtual card's own renewal: no officer; the renewal itself is signed by the
+/// card's authentication key.
+async fn renewal_challenge(
+    State(app): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    raw: Body,
+) -> Answer {
+    let raw = body(raw)?;
+    let answer = blocking(move || {
+        let req: tessera_issuer_types::api::TpmChallengeRequest = json(&raw)?;
+        Ok(app.ra.renewal_challenge(&id, &req)?)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// The renewal, signed by the card's authentication key (which needs the holder's PIN).
+async fn renewal(State(app): State<Shared>, UrlPath(id): UrlPath<String>, raw: Body) -> Answer {
+    let raw = body(raw)?;
+    let answer = blocking(move || {
+        let req: tessera_issuer_types::api::RenewalRequest = json(&raw)?;
+        Ok(app.ra.renew(&id, &req)?)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// The card carries its renewed certificates (signed by the new authentication key).
+async fn renewal_confirmation(
+    State(app): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    raw: Body,
+) -> Answer {
+    let raw = body(raw)?;
+    let answer = blocking(move || {
+        let req: tessera_issuer_types::api::RenewalConfirmation = json(&raw)?;
+        Ok(app.ra.confirm_renewal(&id, &req)?)
     })
     .await?;
     Ok(Json(answer).into_response())

@@ -35,10 +35,32 @@ struct Sealed {
     expires_at: i64,
 }
 
-/// Binds a challenge to the carrier and to its assignment's approval: no challenge made
-/// for one assignment answers for a later one.
-fn aad(carrier_id: &str, approval_id: &str) -> Vec<u8> {
-    format!("tessera tpm-challenge v1\n{carrier_id}\n{approval_id}").into_bytes()
+/// What a challenge is for: an officer's enrolment or the holder's renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    Enrolment,
+    Renewal,
+}
+
+/// Binds a challenge to its purpose, the carrier and its assignment's approval: no
+/// challenge made for one assignment answers for a later one, and a renewal's challenge
+/// never answers an enrolment's (nor the other way round).
+fn aad(purpose: Purpose, carrier_id: &str, approval_id: &str) -> Vec<u8> {
+    let label = match purpose {
+        Purpose::Enrolment => "tessera tpm-challenge v1",
+        Purpose::Renewal => "tessera tpm-renewal-challenge v1",
+    };
+    format!("{label}\n{carrier_id}\n{approval_id}").into_bytes()
+}
+
+/// A key proven to live in a trusted TPM.
+pub(super) struct ProvenKey {
+    /// Its SubjectPublicKeyInfo, DER.
+    pub spki: Vec<u8>,
+    /// What the proof rested on, for the audit trail.
+    pub evidence: String,
+    /// SHA-256 of the TPM's endorsement key certificate.
+    pub ek_sha256: String,
 }
 
 fn bad(e: impl std::fmt::Display) -> RaError {
@@ -86,6 +108,17 @@ impl Ra {
                 verb: "personalise",
             });
         };
+        self.make_challenge(Purpose::Enrolment, carrier_id, &approval.id, req)
+    }
+
+    /// The challenge itself (see the module comment), sealed for `purpose`.
+    pub(super) fn make_challenge(
+        &self,
+        purpose: Purpose,
+        carrier_id: &str,
+        approval_id: &str,
+        req: &TpmChallengeRequest,
+    ) -> Result<TpmChallenge, RaError> {
         let (label, der) = der::pem::decode_vec(req.ek_certificate.as_bytes())
             .map_err(|_| invalid("ek_certificate", "not PEM"))?;
         if label != "CERTIFICATE" {
@@ -121,7 +154,9 @@ impl Ra {
         let json = zeroize::Zeroizing::new(
             serde_json::to_vec(&sealed).map_err(|e| RaError::BadRequest(e.to_string()))?,
         );
-        let challenge = self.ca.seal_secret(&aad(carrier_id, &approval.id), &json)?;
+        let challenge = self
+            .ca
+            .seal_secret(&aad(purpose, carrier_id, approval_id), &json)?;
         Ok(TpmChallenge {
             challenge: base64ct::Base64::encode_string(&challenge),
             credential: hex::encode(credential),
@@ -130,20 +165,20 @@ impl Ra {
         })
     }
 
-    /// Step 2 for one key: its SubjectPublicKeyInfo (DER) once every check holds, and the
-    /// evidence to keep in the audit trail.
+    /// Step 2 for one key: the key once every check holds, with the evidence to keep.
     pub(super) fn tpm_key(
         &self,
+        purpose: Purpose,
         carrier_id: &str,
         approval_id: &str,
         profile: ProfileName,
         p: &TpmKeyProof,
-    ) -> Result<(Vec<u8>, String), RaError> {
+    ) -> Result<ProvenKey, RaError> {
         let sealed = base64ct::Base64::decode_vec(&p.challenge)
             .map_err(|_| invalid("tpm.challenge", "not base64"))?;
         let opened = self
             .ca
-            .open_secret(&aad(carrier_id, approval_id), &sealed)
+            .open_secret(&aad(purpose, carrier_id, approval_id), &sealed)
             .map_err(|_| bad("the TPM challenge is not one this issuer made for this carrier"))?;
         let state: Sealed = serde_json::from_slice(&opened)
             .map_err(|_| bad("the TPM challenge is not one this issuer made"))?;
@@ -201,6 +236,10 @@ impl Ra {
             hex::encode(key.name()),
             certified.firmware_version
         );
-        Ok((key.spki_der().map_err(bad)?, evidence))
+        Ok(ProvenKey {
+            spki: key.spki_der().map_err(bad)?,
+            evidence,
+            ek_sha256: state.ek_sha256,
+        })
     }
 }

@@ -489,7 +489,12 @@ fn card_authentication(
 }
 
 /// The card's signature over `message`, with its card-authentication certificate's key.
-fn verify_card(der: &[u8], algorithm: &str, signature: &str, message: &[u8]) -> anyhow::Result<()> {
+pub(super) fn verify_card(
+    der: &[u8],
+    algorithm: &str,
+    signature: &str,
+    message: &[u8],
+) -> anyhow::Result<()> {
     use base64ct::Encoding;
     use der::Decode;
     let cert = x509_cert::Certificate::from_der(der)?;

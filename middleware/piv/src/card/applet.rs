@@ -135,6 +135,14 @@ impl<K: KeyStore> Applet<K> {
         &self.keys
     }
 
+    /// The state as last made durable and the key store, ending the PIN's security
+    /// status (the carrier's own tools, such as a renewal writing new certificates, change
+    /// them outside the card's commands).
+    pub fn into_parts(mut self) -> (CardState, K) {
+        self.end_pin_session();
+        (self.saved, self.keys)
+    }
+
     pub fn interface(&self) -> Interface {
         self.interface
     }

@@ -1,0 +1,493 @@
+//! A TPM virtual card renews its own certificates before they expire, with only its
+//! holder's PIN: the identity rests on the holder's valid LoA3 service ID (LoA3 K5.12),
+//! whose authentication key the card uses only after the PIN.
+//!
+//! 1. `renewal_challenge`: as an enrolment's challenge (see `tpm.rs`), for an ACTIVE TPM
+//!    virtual card whose renewal is due, sealed for renewals only;
+//! 2. `renew`: new keys proven in the TPM the card was enrolled in, one per profile the
+//!    card has a good certificate for; the request signed by the card's authentication
+//!    key (a good, unexpired certificate of this carrier). The certificates are made from
+//!    the subject an officer approved for this card — only while the person's record still
+//!    says the same and their identity proofing is within the policy's age — and are good
+//!    at once (the card is in its holder's hands). Asked again with the same keys (the
+//!    agent was cut short), it answers the same certificates;
+//! 3. `confirm_renewal`: the card, with its new authentication key, says it carries the
+//!    new certificates; the carrier's others are revoked as superseded. Until then (or
+//!    until they expire) the old ones stay good, so a renewal cut short never leaves the
+//!    holder without a working card.
+//!
+//! The challenge and renewal endpoints take no officer token. A refused signature is
+//! logged, not audited: anyone can send one, and the audit trail is no place to fill.
+
+use std::collections::BTreeSet;
+
+use der::Decode;
+use tessera_issuer_ca::pop::Proof;
+use tessera_issuer_store::audit::AuditEvent;
+use tessera_issuer_store::registration::{CarrierRow, PersonRow};
+use tessera_issuer_store::Tx;
+use tessera_issuer_types::api::{
+    renewal_confirmation_message, renewal_message, Carrier, CertificateInfo, RenewalConfirmation,
+    RenewalRequest, Renewed, TpmChallenge, TpmChallengeRequest,
+};
+use tessera_issuer_types::lifecycle::{CarrierKind, CarrierState};
+use tessera_issuer_types::{CertificateStatus, ProfileName, RevocationReason, Serial, Subject};
+
+use super::tpm::Purpose;
+use super::unblock::verify_card;
+use super::{carrier_view, get_carrier, invalid, proofed, revoke_serial, subject_of, Changed};
+use crate::{now_secs, record_release, Actor, Ra, RaError};
+
+/// Who the audit trail names for the card's own renewal.
+const HOLDER: &str = "holder's card (renewal)";
+
+fn holder() -> Actor {
+    Actor {
+        name: HOLDER.into(),
+        roles: Vec::new(),
+        person_id: None,
+        bootstrap: false,
+    }
+}
+
+/// One good, unexpired certificate the carrier carries.
+struct Good {
+    serial: Serial,
+    profile: ProfileName,
+    der: Vec<u8>,
+    not_after: i64,
+}
+
+/// What a renewal rests on, read in one transaction.
+struct Renewable {
+    carrier: CarrierRow,
+    approval_id: String,
+    /// The subject an officer approved for this card.
+    approved: Subject,
+    person: PersonRow,
+    /// The TPM the card was enrolled in.
+    ek_sha256: String,
+    good: Vec<Good>,
+}
+
+impl Renewable {
+    fn authentication(&self) -> impl Iterator<Item = &Good> {
+        self.good
+            .iter()
+            .filter(|g| g.profile == ProfileName::Authentication)
+    }
+
+    fn profiles(&self) -> BTreeSet<&'static str> {
+        self.good.iter().map(|g| g.profile.as_str()).collect()
+    }
+}
+
+fn cannot(carrier_id: &str, current: impl Into<String>) -> RaError {
+    RaError::InvalidTransition {
+        what: format!("carrier {carrier_id}"),
+        current: current.into(),
+        verb: "renew",
+    }
+}
+
+fn not_after(der: &[u8]) -> Result<i64, RaError> {
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| {
+        RaError::Store(tessera_issuer_store::StoreError::Corrupt(format!(
+            "a stored certificate: {e}"
+        )))
+    })?;
+    let t = cert.tbs_certificate.validity.not_after.to_unix_duration();
+    Ok(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn date(secs: i64) -> String {
+    u64::try_from(secs)
+        .ok()
+        .and_then(|s| der::DateTime::from_unix_duration(std::time::Duration::from_secs(s)).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// The carrier as a renewal needs it: an ACTIVE TPM virtual card, enrolled in a recorded
+/// TPM, with a good authentication certificate, its holder's identity proofed recently
+/// enough and their record what the officer approved.
+fn renewable(
+    tx: &mut Tx<'_>,
+    carrier_id: &str,
+    at: i64,
+    proofing_max_age: i64,
+) -> Result<Renewable, RaError> {
+    let carrier = get_carrier(tx, carrier_id)?;
+    if carrier.kind != CarrierKind::TpmVirtualCard {
+        return Err(invalid(
+            "carrier",
+            format!(
+                "only a TPM virtual card renews itself; a {} card gets new certificates from an officer",
+                carrier.kind
+            ),
+        ));
+    }
+    if carrier.state != CarrierState::Active {
+        return Err(cannot(carrier_id, carrier.state.to_string()));
+    }
+    let approval = match &carrier.approval_id {
+        Some(a) => tx.approval(a)?,
+        None => None,
+    }
+    .ok_or_else(|| cannot(carrier_id, "active without an approved assignment"))?;
+    let approved: Subject = serde_json::from_str(&approval.subject).map_err(|e| {
+        RaError::Store(tessera_issuer_store::StoreError::Corrupt(format!(
+            "approval {}: {e}",
+            approval.id
+        )))
+    })?;
+    let person_id = carrier.person_id.clone().unwrap_or_default();
+    let person = proofed(tx, &person_id, at, proofing_max_age)?;
+    if subject_of(&person) != approved {
+        return Err(RaError::InvalidTransition {
+            what: format!("person {person_id}"),
+            current: "recorded otherwise than when the card was approved (an officer issues the card anew)".into(),
+            verb: "renew for",
+        });
+    }
+    let ek_sha256 = tx.carrier_tpm(carrier_id)?.ok_or_else(|| {
+        cannot(
+            carrier_id,
+            "enrolled without a recorded TPM (enrol it again)",
+        )
+    })?;
+    let mut good = Vec::new();
+    for serial in tx.carrier_serials(carrier_id)? {
+        if !matches!(tx.status(&serial)?, Some(CertificateStatus::Issued)) {
+            continue;
+        }
+        let Some(profile) = tx.profile(&serial)?.and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        let Some(der) = tx.certificate(&serial)? else {
+            continue;
+        };
+        let not_after = not_after(&der)?;
+        if not_after > at {
+            good.push(Good {
+                serial,
+                profile,
+                der,
+                not_after,
+            });
+        }
+    }
+    let r = Renewable {
+        carrier,
+        approval_id: approval.id,
+        approved,
+        person,
+        ek_sha256,
+        good,
+    };
+    if r.authentication().next().is_none() {
+        return Err(cannot(
+            carrier_id,
+            "without a good authentication certificate (an officer issues the card anew)",
+        ));
+    }
+    Ok(r)
+}
+
+impl Ra {
+    fn proofing_max_age(&self) -> i64 {
+        i64::from(self.policy.proofing_max_age_days) * 86_400
+    }
+
+    /// Refuses a renewal that is not due: the card's newest authentication certificate
+    /// expires later than the policy's window from now.
+    fn due(&self, r: &Renewable, at: i64) -> Result<(), RaError> {
+        let newest = r.authentication().map(|g| g.not_after).max().unwrap_or(0);
+        let opens = newest - i64::from(self.policy.renewal_window_days) * 86_400;
+        if at < opens {
+            return Err(cannot(
+                &r.carrier.id,
+                format!("not due for renewal before {}", date(opens)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 1 (see the module comment).
+    pub fn renewal_challenge(
+        &self,
+        carrier_id: &str,
+        req: &TpmChallengeRequest,
+    ) -> Result<TpmChallenge, RaError> {
+        let at = now_secs(self.clock.as_ref());
+        let max_age = self.proofing_max_age();
+        let r = self
+            .store
+            .read(|tx| renewable(tx, carrier_id, at, max_age))?;
+        self.due(&r, at)?;
+        self.make_challenge(Purpose::Renewal, carrier_id, &r.approval_id, req)
+    }
+
+    /// The card's signature over `message` by one of the good certificates `among`; the
+    /// serial of the one that verifies.
+    fn signed_by<'a>(
+        carrier_id: &str,
+        among: impl Iterator<Item = &'a Good>,
+        algorithm: &str,
+        signature: &str,
+        message: &[u8],
+    ) -> Result<Serial, RaError> {
+        let mut why = String::from("no authentication certificate");
+        for g in among {
+            match verify_card(&g.der, algorithm, signature, message) {
+                Ok(()) => return Ok(g.serial.clone()),
+                Err(e) => why = format!("{e:#}"),
+            }
+        }
+        tracing::info!(carrier = carrier_id, why, "card-signed renewal refused");
+        Err(RaError::Forbidden(
+            "the request is not signed by this card's authentication key".into(),
+        ))
+    }
+
+    /// Step 2 (see the module comment).
+    pub fn renew(&self, carrier_id: &str, req: &RenewalRequest) -> Result<Renewed, RaError> {
+        if req.keys.is_empty() || req.keys.len() > 4 {
+            return Err(invalid("keys", "one to four keys"));
+        }
+        let mut profiles = BTreeSet::new();
+        for k in &req.keys {
+            if k.csr.is_some() || k.attestation.is_some() || k.tpm.is_none() {
+                return Err(invalid(
+                    "keys",
+                    "a renewal's keys are proven by TPM attestation (tpm) only",
+                ));
+            }
+            if !profiles.insert(k.profile.as_str()) {
+                return Err(invalid("keys", format!("{} given twice", k.profile)));
+            }
+        }
+        let at = now_secs(self.clock.as_ref());
+        let max_age = self.proofing_max_age();
+        let r = self
+            .store
+            .read(|tx| renewable(tx, carrier_id, at, max_age))?;
+        let signed_by = Self::signed_by(
+            carrier_id,
+            r.authentication(),
+            &req.algorithm,
+            &req.signature,
+            &renewal_message(carrier_id, &req.keys),
+        )?;
+        if profiles != r.profiles() {
+            let names: Vec<&str> = r.profiles().into_iter().collect();
+            return Err(invalid(
+                "keys",
+                format!(
+                    "a renewal renews every certificate the card has: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+        // Each key proven in the card's own TPM; certified already by an earlier attempt
+        // of this renewal, or to be certified now.
+        let mut serials = Vec::new();
+        let mut to_issue = Vec::new();
+        for k in &req.keys {
+            let proof = k.tpm.as_ref().ok_or_else(|| invalid("keys", "no tpm"))?;
+            let proven = self.tpm_key(
+                Purpose::Renewal,
+                carrier_id,
+                &r.approval_id,
+                k.profile,
+                proof,
+            )?;
+            if proven.ek_sha256 != r.ek_sha256 {
+                return Err(RaError::BadProof(
+                    "the new keys are not in the TPM this card was enrolled in".into(),
+                ));
+            }
+            let spki = crate::spki_sha256(&proven.spki);
+            let earlier = self.store.read(|tx| -> Result<_, RaError> {
+                if let Some(other) = tx.other_carrier_with_key(&spki, carrier_id)? {
+                    return Err(crate::key_on_other_carrier(&other));
+                }
+                let Some(serial) = tx.carrier_serial_for_key(carrier_id, &spki)? else {
+                    return Ok(None);
+                };
+                let status = tx.status(&serial)?;
+                let live = matches!(status, Some(CertificateStatus::Issued))
+                    || status.is_some_and(|s| s.is_on_hold());
+                if !live || tx.profile(&serial)?.as_deref() != Some(k.profile.as_str()) {
+                    return Err(RaError::BadProof(format!(
+                        "this {} key was certified before and is no longer usable: make a new one",
+                        k.profile
+                    )));
+                }
+                Ok(Some(serial))
+            })?;
+            match earlier {
+                Some(serial) => serials.push(serial),
+                None => to_issue.push((k, proven)),
+            }
+        }
+        // A renewal cut short is finished whenever asked; a new one only when due.
+        if !to_issue.is_empty() {
+            self.due(&r, at)?;
+        }
+        // The new certificates end with the proofing's age, if that comes first.
+        let proofed_at = r.person.proofed_at.unwrap_or(at);
+        let days_left = u32::try_from((proofed_at + max_age - at) / 86_400).unwrap_or(0);
+        let actor = holder();
+        let mut issued = Vec::new();
+        for (k, proven) in to_issue {
+            let mut issue = self.carrier_request(&r.carrier, &r.approved, k);
+            let days = self.ca.default_validity_days(k.profile)?;
+            issue.validity_days = Some(days.min(days_left).max(1));
+            match self.issue_proven(
+                &actor,
+                &issue,
+                (proven.spki, Proof::TpmAttestation),
+                Some(carrier_id),
+                Some(proven.evidence),
+            ) {
+                Ok(i) => issued.push(i.serial),
+                Err(e) => {
+                    self.withdraw(&actor, &issued, at);
+                    return Err(e);
+                }
+            }
+        }
+        serials.extend(issued.iter().cloned());
+        let outcome = self.store.write(|tx| -> Result<_, RaError> {
+            let c = get_carrier(tx, carrier_id)?;
+            if c.state != CarrierState::Active
+                || c.approval_id.as_deref() != Some(r.approval_id.as_str())
+            {
+                return Err(cannot(
+                    carrier_id,
+                    format!("{} (changed meanwhile)", c.state),
+                ));
+            }
+            let mut changed = Changed::new();
+            for s in &serials {
+                if tx.status(s)?.is_some_and(|s| s.is_on_hold()) {
+                    record_release(tx, &actor, s, at)?;
+                    changed.push(s.clone());
+                }
+            }
+            if !changed.is_empty() {
+                tx.audit(
+                    HOLDER,
+                    &AuditEvent::CarrierRenewed {
+                        carrier: carrier_id.to_owned(),
+                        signed_by: signed_by.to_string(),
+                        serials: serials.iter().map(Serial::to_string).collect(),
+                    },
+                    at,
+                )?;
+            }
+            let mut certificates = Vec::new();
+            for s in &serials {
+                let der = tx
+                    .certificate(s)?
+                    .ok_or_else(|| RaError::Missing(format!("certificate {s} not stored")))?;
+                certificates.push(CertificateInfo {
+                    serial: s.to_string(),
+                    profile: tx.profile(s)?.unwrap_or_default(),
+                    pem: der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &der)
+                        .map_err(|e| RaError::BadRequest(e.to_string()))?,
+                });
+            }
+            let view = carrier_view(c, tx.carrier_serials(carrier_id)?);
+            Ok((
+                Renewed {
+                    carrier: view,
+                    certificates,
+                },
+                changed,
+            ))
+        });
+        match outcome {
+            Ok((renewed, changed)) => {
+                self.after_commit(&changed);
+                Ok(renewed)
+            }
+            Err(e) => {
+                self.withdraw(&actor, &issued, at);
+                Err(e)
+            }
+        }
+    }
+
+    /// Step 3 (see the module comment).
+    pub fn confirm_renewal(
+        &self,
+        carrier_id: &str,
+        req: &RenewalConfirmation,
+    ) -> Result<Carrier, RaError> {
+        if req.serials.is_empty() || req.serials.len() > 4 {
+            return Err(invalid("serials", "one to four serials"));
+        }
+        let kept = req
+            .serials
+            .iter()
+            .map(|s| Serial::parse(s).map_err(|_| invalid("serials", format!("{s:?}"))))
+            .collect::<Result<BTreeSet<Serial>, _>>()?;
+        let at = now_secs(self.clock.as_ref());
+        let max_age = self.proofing_max_age();
+        let r = self
+            .store
+            .read(|tx| renewable(tx, carrier_id, at, max_age))?;
+        if !kept.iter().all(|s| r.good.iter().any(|g| &g.serial == s)) {
+            return Err(invalid(
+                "serials",
+                "each must be a good certificate of this card",
+            ));
+        }
+        Self::signed_by(
+            carrier_id,
+            r.authentication().filter(|g| kept.contains(&g.serial)),
+            &req.algorithm,
+            &req.signature,
+            &renewal_confirmation_message(carrier_id, &req.serials),
+        )?;
+        let actor = holder();
+        let (view, changed) = self.store.write(|tx| -> Result<_, RaError> {
+            let c = get_carrier(tx, carrier_id)?;
+            if c.state != CarrierState::Active {
+                return Err(cannot(
+                    carrier_id,
+                    format!("{} (changed meanwhile)", c.state),
+                ));
+            }
+            let mut changed = Changed::new();
+            for s in tx.carrier_serials(carrier_id)? {
+                if !kept.contains(&s) {
+                    revoke_serial(
+                        tx,
+                        &actor,
+                        &s,
+                        RevocationReason::Superseded,
+                        at,
+                        &mut changed,
+                    )?;
+                }
+            }
+            if !changed.is_empty() {
+                tx.audit(
+                    HOLDER,
+                    &AuditEvent::RenewalConfirmed {
+                        carrier: carrier_id.to_owned(),
+                        kept: kept.iter().map(Serial::to_string).collect(),
+                        superseded: changed.iter().map(Serial::to_string).collect(),
+                    },
+                    at,
+                )?;
+            }
+            Ok((carrier_view(c, tx.carrier_serials(carrier_id)?), changed))
+        })?;
+        self.after_commit(&changed);
+        Ok(view)
+    }
+}
