@@ -542,6 +542,60 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     assert_eq!(done["state"], "personalised", "{done}");
 }
 
+/// A proxy in front of the issuer at `base` that forwards every request and loses the
+/// answer to the first one for a path ending in `lose`: the issuer did the work, the
+/// client sees the connection close, as when a link drops or the agent is killed while
+/// the issuer answers.
+fn losing_proxy(base: &str, lose: &'static str) -> String {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = base.trim_start_matches("http://").to_owned();
+    std::thread::spawn(move || {
+        let mut lost = false;
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let mut reader = std::io::BufReader::new(client.try_clone().unwrap());
+            let (mut head, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if !lower.starts_with("connection:") {
+                    head.push_str(&line);
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let mut server = std::net::TcpStream::connect(&upstream).unwrap();
+            server
+                .write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+                .unwrap();
+            server.write_all(&body).unwrap();
+            let mut answer = Vec::new();
+            let _ = server.read_to_end(&mut answer);
+            if !lost && path.ends_with(lose) {
+                lost = true;
+                continue;
+            }
+            let _ = client.write_all(&answer);
+        }
+    });
+    format!("http://{addr}")
+}
+
 /// The PIN line of `vsc status`.
 fn pin_line(status: &str) -> &str {
     status
@@ -598,18 +652,19 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
     // The holder sets their own PIN (the factory one came with the card).
     let pin_file = root.join("pin");
     std::fs::write(&pin_file, "123456").unwrap();
-    let renew = |pin: &str| {
+    let renew_through = |pin: &str, issuer: &str| {
         std::fs::write(&pin_file, pin).unwrap();
         site.agent(&[
             "vsc",
             "renew",
             "tove",
             "--issuer",
-            &site.base,
+            issuer,
             "--pin-file",
             pin_file.to_str().unwrap(),
         ])
     };
+    let renew = |pin: &str| renew_through(pin, &site.base);
 
     // Three years less a week is not yet due: refused, and the card file is untouched.
     let before = site.card("tove");
@@ -668,11 +723,44 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
     assert!(e.contains("forbidden"), "{e}");
 
     // The right PIN renews: new keys in the TPM, new certificates on the card that chain
-    // to our CA, the old ones superseded.
+    // to our CA, the old ones superseded. Cut short twice — the issuer's answer to the
+    // renewal lost, then its answer to the confirmation — and run again each time, it
+    // ends with one set of new certificates.
     let old_key = before["keys"]["154"]["public"].clone(); // slot 9A
     assert!(old_key.is_string(), "{before}");
+    let (ok, text) = renew_through("123456", &losing_proxy(&site.base, "/renewal"));
+    assert!(!ok, "{text}");
+    let (ok, text) = site.agent(&["vsc", "status", "tove"]);
+    assert!(
+        ok && text.contains("new keys made, not yet certified"),
+        "{text}"
+    );
+    assert_eq!(site.card("tove")["keys"]["154"]["public"], old_key);
+    std::fs::write(&offset, "0").unwrap();
+    let unfinished: Vec<String> = t.ok(anna, &["carrier", "show", &carrier])["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .filter(|s| !old.contains(s))
+        .collect();
+    assert_eq!(unfinished.len(), 2, "{unfinished:?}");
+    std::fs::write(&offset, ((3 * 365 - 7) * 86_400).to_string()).unwrap();
+    // The card file put back from before the attempt (its new keys lost): the next attempt
+    // makes new keys, and the issuer supersedes the unfinished renewal's certificates.
+    let path = site.agent_dir.join("cards/tove.json");
+    let mut restored = site.card("tove");
+    restored.as_object_mut().unwrap().remove("pending");
+    std::fs::write(&path, restored.to_string()).unwrap();
+    let (ok, text) = renew_through("123456", &losing_proxy(&site.base, "/renewal-confirmation"));
+    assert!(!ok, "{text}");
+    let (ok, text) = site.agent(&["vsc", "status", "tove"]);
+    assert!(ok && text.contains("not yet confirmed"), "{text}");
     let (ok, text) = renew("123456");
-    assert!(ok && text.contains("renewed card"), "{text}");
+    assert!(
+        ok && text.contains("the renewal it already carries is confirmed"),
+        "{text}"
+    );
     let card = site.card("tove");
     assert_ne!(card["keys"]["154"]["public"], old_key);
     assert!(card.get("pending").is_none(), "{card}");
@@ -689,7 +777,10 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
         .iter()
         .map(|s| s.as_str().unwrap().to_owned())
         .collect();
-    let new: Vec<&String> = now.iter().filter(|s| !old.contains(s)).collect();
+    let new: Vec<&String> = now
+        .iter()
+        .filter(|s| !old.contains(s) && !unfinished.contains(s))
+        .collect();
     assert_eq!(new.len(), 2, "{now:?}");
     for tag in ["5FC105", "5FC101"] {
         std::fs::write(root.join("card.der"), card_certificate(&card, tag)).unwrap();
@@ -735,7 +826,7 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
     for s in &new {
         assert_eq!(common::ocsp(root, &site.base, s), "good");
     }
-    for s in &old {
+    for s in old.iter().chain(&unfinished) {
         assert_eq!(
             common::ocsp(root, &site.base, s),
             "revoked superseded",

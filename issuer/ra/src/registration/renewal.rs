@@ -55,6 +55,7 @@ struct Good {
     serial: Serial,
     profile: ProfileName,
     der: Vec<u8>,
+    not_before: i64,
     not_after: i64,
 }
 
@@ -90,14 +91,18 @@ fn cannot(carrier_id: &str, current: impl Into<String>) -> RaError {
     }
 }
 
-fn not_after(der: &[u8]) -> Result<i64, RaError> {
+/// A stored certificate's validity, in seconds since the epoch.
+fn validity(der: &[u8]) -> Result<(i64, i64), RaError> {
     let cert = x509_cert::Certificate::from_der(der).map_err(|e| {
         RaError::Store(tessera_issuer_store::StoreError::Corrupt(format!(
             "a stored certificate: {e}"
         )))
     })?;
-    let t = cert.tbs_certificate.validity.not_after.to_unix_duration();
-    Ok(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+    let v = &cert.tbs_certificate.validity;
+    let secs = |t: &x509_cert::time::Time| {
+        i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+    };
+    Ok((secs(&v.not_before), secs(&v.not_after)))
 }
 
 fn date(secs: i64) -> String {
@@ -167,12 +172,13 @@ fn renewable(
         let Some(der) = tx.certificate(&serial)? else {
             continue;
         };
-        let not_after = not_after(&der)?;
+        let (not_before, not_after) = validity(&der)?;
         if not_after > at {
             good.push(Good {
                 serial,
                 profile,
                 der,
+                not_before,
                 not_after,
             });
         }
@@ -199,14 +205,13 @@ impl Ra {
         i64::from(self.policy.proofing_max_age_days) * 86_400
     }
 
-    /// Refuses a renewal that is not due: the card's newest authentication certificate
-    /// expires later than the policy's window from now.
-    fn due(&self, r: &Renewable, at: i64) -> Result<(), RaError> {
-        let newest = r.authentication().map(|g| g.not_after).max().unwrap_or(0);
-        let opens = newest - i64::from(self.policy.renewal_window_days) * 86_400;
+    /// Refuses a renewal that is not due: the authentication certificate it renews (the
+    /// one the card signs with) expires later than the policy's window from now.
+    fn due(&self, carrier_id: &str, not_after: i64, at: i64) -> Result<(), RaError> {
+        let opens = not_after - i64::from(self.policy.renewal_window_days) * 86_400;
         if at < opens {
             return Err(cannot(
-                &r.carrier.id,
+                carrier_id,
                 format!("not due for renewal before {}", date(opens)),
             ));
         }
@@ -224,23 +229,26 @@ impl Ra {
         let r = self
             .store
             .read(|tx| renewable(tx, carrier_id, at, max_age))?;
-        self.due(&r, at)?;
+        // The card signs with its oldest good authentication certificate while a renewal
+        // is unfinished (its new certificates not yet on the card or not confirmed).
+        let oldest = r.authentication().map(|g| g.not_after).min().unwrap_or(0);
+        self.due(carrier_id, oldest, at)?;
         self.make_challenge(Purpose::Renewal, carrier_id, &r.approval_id, req)
     }
 
-    /// The card's signature over `message` by one of the good certificates `among`; the
-    /// serial of the one that verifies.
+    /// The card's signature over `message` by one of the good certificates `among`: the
+    /// one that verifies.
     fn signed_by<'a>(
         carrier_id: &str,
         among: impl Iterator<Item = &'a Good>,
         algorithm: &str,
         signature: &str,
         message: &[u8],
-    ) -> Result<Serial, RaError> {
+    ) -> Result<&'a Good, RaError> {
         let mut why = String::from("no authentication certificate");
         for g in among {
             match verify_card(&g.der, algorithm, signature, message) {
-                Ok(()) => return Ok(g.serial.clone()),
+                Ok(()) => return Ok(g),
                 Err(e) => why = format!("{e:#}"),
             }
         }
@@ -331,10 +339,20 @@ impl Ra {
                 None => to_issue.push((k, proven)),
             }
         }
-        // A renewal cut short is finished whenever asked; a new one only when due.
+        // A renewal cut short is finished whenever asked; a new one only when due. A new
+        // one replaces an unfinished one: certificates newer than the one the card signs
+        // with never reached the card (or it would sign with them), and are superseded.
+        let mut unfinished = Vec::new();
         if !to_issue.is_empty() {
-            self.due(&r, at)?;
+            self.due(carrier_id, signed_by.not_after, at)?;
+            unfinished = r
+                .good
+                .iter()
+                .filter(|g| g.not_before > signed_by.not_before && !serials.contains(&g.serial))
+                .map(|g| g.serial.clone())
+                .collect();
         }
+        let signed_by = signed_by.serial.clone();
         // The new certificates end with the proofing's age, if that comes first.
         let proofed_at = r.person.proofed_at.unwrap_or(at);
         let days_left = u32::try_from((proofed_at + max_age - at) / 86_400).unwrap_or(0);
@@ -375,6 +393,16 @@ impl Ra {
                     record_release(tx, &actor, s, at)?;
                     changed.push(s.clone());
                 }
+            }
+            for s in &unfinished {
+                revoke_serial(
+                    tx,
+                    &actor,
+                    s,
+                    RevocationReason::Superseded,
+                    at,
+                    &mut changed,
+                )?;
             }
             if !changed.is_empty() {
                 tx.audit(
