@@ -127,8 +127,9 @@ enum Vsc {
     /// officer): new keys in the TPM, proven to the issuer as at enrolment and signed for by
     /// the card's authentication key; the new certificates replace the old on the card and
     /// the old ones are revoked as superseded. Run again, it finishes a renewal cut short.
-    /// The issuer allows it within the last 30 days of the authentication certificate.
-    /// Stop the agent first.
+    /// The issuer allows it within the last 30 days of the authentication certificate. An
+    /// old decryption key (9D) moves to a retired slot (82-95) with its certificate, so
+    /// that what was encrypted to it stays readable. Stop the agent first.
     Renew {
         name: String,
         /// The issuer's base URL (https://…, or http:// on loopback).
@@ -140,6 +141,10 @@ enum Vsc {
         /// Read the holder's PIN from this file instead of asking on the terminal.
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
+        /// Make new keys even if an attempt cut short left some (when the issuer says it
+        /// can no longer use them).
+        #[arg(long)]
+        new_keys: bool,
     },
     /// Delete a card: its PIN indices leave the TPM, so no copy of its keys can ever be used
     /// again, and its file is removed. Stop the agent first.
@@ -295,6 +300,7 @@ fn main() -> Result<()> {
             issuer,
             issuer_ca,
             pin_file,
+            new_keys,
         }) => {
             let _lock = data.lock()?;
             // The card must exist before the holder is asked anything.
@@ -315,7 +321,7 @@ fn main() -> Result<()> {
             };
             let issuer = Issuer::anonymous(issuer, issuer_ca.as_deref())?;
             let tpm = tpm(&args)?;
-            let renewal = tessera_agent::renew::renew(&data, &tpm, &issuer, name, &pin)?;
+            let renewal = tessera_agent::renew::renew(&data, &tpm, &issuer, name, &pin, *new_keys)?;
             if renewal.serials.is_empty() {
                 println!(
                     "card {name:?}: the renewal it already carries is confirmed; the old certificates are revoked"

@@ -26,7 +26,7 @@ use tessera_issuer_types::api::{
 use tessera_issuer_types::ProfileName;
 use tessera_piv::card::{Applet, CardState, Interface, KeyStore, Persist};
 use tessera_piv::host::{pad_pin, PivClient};
-use tessera_piv::piv::{Algorithm, KeyRef};
+use tessera_piv::piv::{object, Algorithm, KeyRef};
 
 use crate::enrol::{self, Issuer, KeyToProve};
 use crate::vsc::{DataDir, TpmKeyStore};
@@ -58,7 +58,7 @@ pub fn slot_of(der: &[u8], slots: &[(KeyRef, Vec<u8>)]) -> Result<(KeyRef, u32)>
 
 /// Signs `message` with the card's authentication key after the holder's PIN, through the
 /// applet as any program would: the PIN's tries are the card's.
-fn card_signature(
+pub fn card_signature(
     store: TpmKeyStore,
     state: CardState,
     pin: &[u8],
@@ -127,13 +127,52 @@ fn pkcs1_sha256(message: &[u8], size: usize) -> Vec<u8> {
     block
 }
 
+/// The retired key-management slots (SP 800-73-4 Part 1 §3.3.2): where a renewed card keeps
+/// its earlier decryption keys, so that what was encrypted to them stays readable.
+const RETIRED: std::ops::RangeInclusive<u8> = 0x82..=0x95;
+
+/// The first retired slot with neither key nor certificate.
+fn free_retired_slot(store: &TpmKeyStore, state: &CardState) -> Option<KeyRef> {
+    RETIRED.map(KeyRef).find(|s| {
+        store.info(*s).is_none()
+            && s.certificate_object()
+                .is_none_or(|tag| state.object(tag).is_none())
+    })
+}
+
+/// The key history object (SP 800-73-4 Part 1 §3.3.2): how many retired keys have their
+/// certificate on the card.
+fn key_history(store: &TpmKeyStore, state: &CardState) -> Vec<u8> {
+    let on_card = RETIRED
+        .map(KeyRef)
+        .filter(|s| {
+            store.info(*s).is_some()
+                && s.certificate_object()
+                    .is_some_and(|tag| state.object(tag).is_some())
+        })
+        .count();
+    vec![
+        0xC1,
+        0x01,
+        u8::try_from(on_card).unwrap_or(20),
+        0xC2,
+        0x01,
+        0x00,
+        0xFE,
+        0x00,
+    ]
+}
+
 /// Renews card `name`'s certificates (see the module comment), `pin` being its holder's.
+/// `new_keys` drops the new keys an earlier attempt left (when the issuer says it cannot
+/// use them any more).
 pub fn renew(
     data: &DataDir,
     tpm: &TpmClient,
     issuer: &Issuer,
     name: &str,
     pin: &[u8],
+    new_keys: bool,
 ) -> Result<Renewal> {
     let card = data.card(name)?;
     let (store, state, warnings) = TpmKeyStore::open(tpm, data.state_file(name), card)?;
@@ -164,8 +203,17 @@ pub fn renew(
     if !profiles.iter().any(|p| p.0 == ProfileName::Authentication) {
         bail!("card {name} has no certified authentication key to renew with");
     }
+    let encryption = KeyRef(ProfileName::Encryption.piv_slot());
+    if profiles.iter().any(|p| p.1 == encryption) && free_retired_slot(&store, &state).is_none() {
+        bail!(
+            "card {name} keeps 20 earlier decryption keys already (retired slots 82-95): an officer issues it anew"
+        );
+    }
     // The PIN first: a wrong one ends here, counted by the card, before anything is made.
     let (mut store, mut state) = card_check_pin(store, state, pin)?;
+    if new_keys {
+        store.clear_pending();
+    }
     // New keys, unless an attempt cut short left them for exactly these slots.
     let have: Vec<KeyRef> = store.pending().map(|(s, _, _)| s).collect();
     let fresh = have != profiles.iter().map(|p| p.1).collect::<Vec<_>>();
@@ -232,6 +280,31 @@ pub fn renew(
     request.algorithm = algorithm.to_owned();
     request.signature = base64ct::Base64::encode_string(&signature);
     let renewed: Renewed = issuer.post(&format!("/carriers/{carrier}/renewal"), &request)?;
+    if renewed.certificates.len() != new_spki.len() {
+        bail!(
+            "the issuer answered {} certificates for {} new keys",
+            renewed.certificates.len(),
+            new_spki.len()
+        );
+    }
+    // The old decryption key and its certificate move to a retired slot first: what was
+    // encrypted to them stays readable.
+    if new_spki.iter().any(|(s, _)| *s == encryption) {
+        let (Some(retired), Some(from)) = (
+            free_retired_slot(&store, &state),
+            encryption.certificate_object(),
+        ) else {
+            bail!("no retired slot is free for the old decryption key");
+        };
+        let to = retired
+            .certificate_object()
+            .context("a retired slot without a certificate object")?;
+        store.retire(encryption, retired);
+        if let Some(old) = state.object(from).map(<[u8]>::to_vec) {
+            state.set_object(to, old);
+        }
+        state.set_object(object::KEY_HISTORY, key_history(&store, &state));
+    }
     // The certificates into the objects and the new keys into the slots, in one write.
     for c in &renewed.certificates {
         let (_, der) = der::pem::decode_vec(c.pem.as_bytes())
@@ -239,13 +312,6 @@ pub fn renew(
         let (_, tag) =
             slot_of(&der, &new_spki).with_context(|| format!("certificate {}", c.serial))?;
         state.set_object(tag, tessera_piv::card::cert::object_content(&der));
-    }
-    if renewed.certificates.len() != new_spki.len() {
-        bail!(
-            "the issuer answered {} certificates for {} new keys",
-            renewed.certificates.len(),
-            new_spki.len()
-        );
     }
     store.install_pending();
     let serials: Vec<String> = renewed

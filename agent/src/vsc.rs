@@ -275,6 +275,14 @@ impl TpmKeyStore {
         self.pending.clear();
     }
 
+    /// Moves the key in `from` to `to` (a renewed card's old decryption key into a
+    /// retired slot); written at the next persist.
+    pub fn retire(&mut self, from: KeyRef, to: KeyRef) {
+        if let Some(key) = self.keys.remove(&from) {
+            self.keys.insert(to, key);
+        }
+    }
+
     /// The pending keys replace the slots' keys (written at the next persist).
     pub fn install_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);

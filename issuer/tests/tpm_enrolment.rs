@@ -192,9 +192,10 @@ impl Site {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
-    /// Enrols card `name` for `carrier` as officer Anna.
-    fn enrol(&self, name: &str, carrier: &str) -> (bool, String) {
-        self.agent(&[
+    /// Enrols card `name` for `carrier` as officer Anna, with the keys of `profiles` (the
+    /// agent's default when empty).
+    fn enrol(&self, name: &str, carrier: &str, profiles: &[&str]) -> (bool, String) {
+        let mut args = vec![
             "vsc",
             "enrol",
             name,
@@ -204,7 +205,11 @@ impl Site {
             carrier,
             "--token-file",
             self.anna_file.to_str().unwrap(),
-        ])
+        ];
+        for p in profiles {
+            args.extend(["--profile", p]);
+        }
+        self.agent(&args)
     }
 }
 
@@ -290,7 +295,7 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     assert!(ok, "{text}");
     // A physical card's carrier takes no TPM proof.
     let smart_card = approved_carrier(t, hr, anna, bo, 0, "smart_card");
-    let enrol = |carrier: &str| site.enrol("tove", carrier);
+    let enrol = |carrier: &str| site.enrol("tove", carrier, &[]);
     let (ok, text) = enrol(&smart_card);
     assert!(!ok && text.contains("invalid_field"), "{text}");
 
@@ -637,7 +642,12 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
     let (ok, text) = site.agent(&["vsc", "create", "tove"]);
     assert!(ok, "{text}");
     let carrier = approved_carrier(t, &site.hr, anna, &site.bo, 1, "tpm_virtual_card");
-    let (ok, text) = site.enrol("tove", &carrier);
+    // With a decryption key, whose predecessor the card must keep.
+    let (ok, text) = site.enrol(
+        "tove",
+        &carrier,
+        &["authentication", "encryption", "card-authentication"],
+    );
     assert!(ok, "{text}");
     t.ok(
         anna,
@@ -722,6 +732,78 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
         .to_string();
     assert!(e.contains("forbidden"), "{e}");
 
+    // Whoever gets one signature from the card (malware in the holder's session, with the
+    // PIN verified) cannot renew onto keys bound to a PIN index of their own in the same
+    // TPM: the issuer holds the card to the PIN index it was enrolled with.
+    {
+        let client = TpmClient::spawn(&tpm.tcti, None).unwrap();
+        let data = tessera_agent::vsc::DataDir::open(&site.agent_dir).unwrap();
+        let (store, state, _) = tessera_agent::vsc::TpmKeyStore::open(
+            &client,
+            data.state_file("tove"),
+            data.card("tove").unwrap(),
+        )
+        .unwrap();
+        let (own, own_index, pinless) = client
+            .call(|t| {
+                let index = t
+                    .free_nv_index(tessera_agent::tpm::FIRST_NV_INDEX + 0x200, &[])
+                    .unwrap();
+                let name = t.define_pin_index(index, &[5; 32], 9, &[6; 32]).unwrap();
+                let policy = Some(policy_secret_digest(&name));
+                (
+                    [
+                        t.create_key(Algorithm::EccP256, policy).unwrap(),
+                        t.create_key(Algorithm::EccP256, policy).unwrap(),
+                    ],
+                    t.index_public_bytes(index).unwrap(),
+                    t.create_key(Algorithm::EccP256, None).unwrap(),
+                )
+            })
+            .unwrap();
+        let (ek_certificate, ak) = enrol::start_attestation(&client).unwrap();
+        let ch: TpmChallenge = anonymous
+            .post(
+                &format!("/carriers/{carrier}/renewal-challenge"),
+                &TpmChallengeRequest {
+                    ek_certificate,
+                    ak_public: hex::encode(ak),
+                },
+            )
+            .unwrap();
+        let [auth, encryption] = own;
+        let (secret, evidence) = enrol::answer_challenge(
+            &client,
+            &ch,
+            &[
+                (ProfileName::Authentication, auth, Some(own_index.clone())),
+                (ProfileName::Encryption, encryption, Some(own_index)),
+                (ProfileName::CardAuthentication, pinless, None),
+            ],
+        )
+        .unwrap();
+        enrol::finish_attestation(&client);
+        let keys = enrol::keys_request(&ch.challenge, &secret, &evidence).keys;
+        let message = tessera_issuer_types::api::renewal_message(&carrier, &keys);
+        let (_, _, algorithm, signature) =
+            tessera_agent::renew::card_signature(store, state, b"123456", &message).unwrap();
+        let e = anonymous
+            .post::<serde_json::Value>(
+                &format!("/carriers/{carrier}/renewal"),
+                &tessera_issuer_types::api::RenewalRequest {
+                    keys,
+                    algorithm: algorithm.into(),
+                    signature: {
+                        use base64ct::Encoding;
+                        base64ct::Base64::encode_string(&signature)
+                    },
+                },
+            )
+            .expect_err("keys bound to another PIN index")
+            .to_string();
+        assert!(e.contains("bad_proof") && e.contains("PIN index"), "{e}");
+    }
+
     // The right PIN renews: new keys in the TPM, new certificates on the card that chain
     // to our CA, the old ones superseded. Cut short twice — the issuer's answer to the
     // renewal lost, then its answer to the confirmation — and run again each time, it
@@ -744,7 +826,7 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
         .map(|s| s.as_str().unwrap().to_owned())
         .filter(|s| !old.contains(s))
         .collect();
-    assert_eq!(unfinished.len(), 2, "{unfinished:?}");
+    assert_eq!(unfinished.len(), 3, "{unfinished:?}");
     std::fs::write(&offset, ((3 * 365 - 7) * 86_400).to_string()).unwrap();
     // The card file put back from before the attempt (its new keys lost): the next attempt
     // makes new keys, and the issuer supersedes the unfinished renewal's certificates.
@@ -763,6 +845,18 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
     );
     let card = site.card("tove");
     assert_ne!(card["keys"]["154"]["public"], old_key);
+    // The old decryption key and its certificate in the first retired slot (82), and the
+    // key history object counting it.
+    assert_eq!(card["keys"]["130"], before["keys"]["157"], "{card}");
+    assert_ne!(
+        card["keys"]["157"]["public"],
+        before["keys"]["157"]["public"]
+    );
+    assert_eq!(
+        card["card"]["objects"]["5FC10D"],
+        before["card"]["objects"]["5FC10B"]
+    );
+    assert_eq!(card["card"]["objects"]["5FC10C"], "c10101c20100fe00");
     assert!(card.get("pending").is_none(), "{card}");
     let (ok, text) = site.agent(&["vsc", "status", "tove"]);
     assert!(
@@ -781,8 +875,8 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
         .iter()
         .filter(|s| !old.contains(s) && !unfinished.contains(s))
         .collect();
-    assert_eq!(new.len(), 2, "{now:?}");
-    for tag in ["5FC105", "5FC101"] {
+    assert_eq!(new.len(), 3, "{now:?}");
+    for tag in ["5FC105", "5FC10B", "5FC101"] {
         std::fs::write(root.join("card.der"), card_certificate(&card, tag)).unwrap();
         let (ok, text) = common::openssl(
             root,
@@ -839,6 +933,10 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
         .to_string();
     assert!(trail.contains("carrier.renewed"), "{trail}");
     assert!(trail.contains("carrier.renewal_confirmed"), "{trail}");
+    assert!(
+        trail.contains("not bound to this card's PIN index"),
+        "a refused renewal the card signed is audited: {trail}"
+    );
 
     // Renewed, the card is not due again.
     std::fs::write(&offset, ((3 * 365 - 7) * 86_400).to_string()).unwrap();

@@ -1645,7 +1645,8 @@ impl Ra {
         let mut requests = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut evidence = Vec::new();
-        let mut ek: Option<String> = None;
+        // The card's TPM and PIN index, recorded for its renewals.
+        let mut ek: Option<tessera_issuer_store::registration::CarrierTpm> = None;
         for k in &req.keys {
             let issue = self.carrier_request(&carrier, &approved, k);
             let proof = match (&k.tpm, carrier.kind) {
@@ -1662,11 +1663,28 @@ impl Ra {
                         k.profile,
                         tpm,
                     )?;
-                    // All the card's keys in one TPM: the one its renewals must use.
-                    if ek.get_or_insert_with(|| proven.ek_sha256.clone()) != &proven.ek_sha256 {
+                    // All the card's keys in one TPM and bound to one PIN index: those its
+                    // renewals must use.
+                    let recorded =
+                        ek.get_or_insert_with(|| tessera_issuer_store::registration::CarrierTpm {
+                            carrier_id: carrier_id.to_owned(),
+                            ek_key_sha256: proven.ek_key_sha256.clone(),
+                            pin_index_name: None,
+                        });
+                    if recorded.ek_key_sha256 != proven.ek_key_sha256 {
                         return Err(RaError::BadProof(
                             "the keys are proven in two different TPMs".into(),
                         ));
+                    }
+                    if let Some(name) = proven.pin_index_name.as_ref().map(hex::encode) {
+                        match &recorded.pin_index_name {
+                            Some(other) if *other != name => {
+                                return Err(RaError::BadProof(
+                                    "the keys are bound to two different PIN indices".into(),
+                                ))
+                            }
+                            _ => recorded.pin_index_name = Some(name),
+                        }
                     }
                     evidence.push(Some(proven.evidence));
                     (proven.spki, Proof::TpmAttestation)
@@ -1759,8 +1777,8 @@ impl Ra {
                     at,
                     &mut changed,
                 )?;
-                if let Some(ek) = &ek {
-                    tx.set_carrier_tpm(carrier_id, ek, at)?;
+                if let Some(tpm) = &ek {
+                    tx.set_carrier_tpm(tpm, at)?;
                 }
                 if let Some(sealed) = &sealed_puk {
                     tx.set_carrier_puk(carrier_id, sealed, at)?;

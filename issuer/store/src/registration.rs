@@ -16,6 +16,16 @@ use crate::schema::{
 };
 use crate::{StoreError, Tx};
 
+/// The TPM a TPM virtual card was enrolled in: its endorsement key (SHA-256 of the
+/// SubjectPublicKeyInfo, hex) and the name of the card's PIN index (hex), which a renewal's
+/// keys must be in and bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierTpm {
+    pub carrier_id: String,
+    pub ek_key_sha256: String,
+    pub pin_index_name: Option<String>,
+}
+
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Corrupt(format!("{what} {s:?}")))
@@ -707,20 +717,15 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Records the TPM a virtual card's keys were enrolled in (its endorsement key
-    /// certificate's SHA-256), replacing any earlier record.
-    pub fn set_carrier_tpm(
-        &mut self,
-        carrier_id: &str,
-        ek_sha256: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        diesel::delete(carrier_tpm::table.filter(carrier_tpm::carrier_id.eq(carrier_id)))
+    /// Records the TPM a virtual card's keys were enrolled in, replacing any earlier record.
+    pub fn set_carrier_tpm(&mut self, t: &CarrierTpm, at: i64) -> Result<(), StoreError> {
+        diesel::delete(carrier_tpm::table.filter(carrier_tpm::carrier_id.eq(&t.carrier_id)))
             .execute(self.conn)?;
         diesel::insert_into(carrier_tpm::table)
             .values((
-                carrier_tpm::carrier_id.eq(carrier_id),
-                carrier_tpm::ek_sha256.eq(ek_sha256),
+                carrier_tpm::carrier_id.eq(&t.carrier_id),
+                carrier_tpm::ek_key_sha256.eq(&t.ek_key_sha256),
+                carrier_tpm::pin_index_name.eq(&t.pin_index_name),
                 carrier_tpm::enrolled_at.eq(at),
             ))
             .execute(self.conn)?;
@@ -728,31 +733,40 @@ impl Tx<'_> {
     }
 
     /// The TPM a virtual card was enrolled in, if recorded.
-    pub fn carrier_tpm(&mut self, carrier_id: &str) -> Result<Option<String>, StoreError> {
+    pub fn carrier_tpm(&mut self, carrier_id: &str) -> Result<Option<CarrierTpm>, StoreError> {
         Ok(carrier_tpm::table
             .filter(carrier_tpm::carrier_id.eq(carrier_id))
-            .select(carrier_tpm::ek_sha256)
-            .first(self.conn)
-            .optional()?)
+            .select((
+                carrier_tpm::carrier_id,
+                carrier_tpm::ek_key_sha256,
+                carrier_tpm::pin_index_name,
+            ))
+            .first::<(String, String, Option<String>)>(self.conn)
+            .optional()?
+            .map(|(carrier_id, ek_key_sha256, pin_index_name)| CarrierTpm {
+                carrier_id,
+                ek_key_sha256,
+                pin_index_name,
+            }))
     }
 
-    /// The certificate the carrier carries now for the key whose SubjectPublicKeyInfo
-    /// hashes to `spki_sha256`, if any.
-    pub fn carrier_serial_for_key(
+    /// The certificates the carrier carries now for the key whose SubjectPublicKeyInfo
+    /// hashes to `spki_sha256`.
+    pub fn carrier_serials_for_key(
         &mut self,
         carrier_id: &str,
         spki_sha256: &str,
-    ) -> Result<Option<Serial>, StoreError> {
+    ) -> Result<Vec<Serial>, StoreError> {
         carrier_certificates::table
             .filter(carrier_certificates::carrier_id.eq(carrier_id))
             .filter(carrier_certificates::spki_sha256.eq(spki_sha256))
             .filter(carrier_certificates::released_at.is_null())
-            .order(carrier_certificates::serial.desc())
+            .order(carrier_certificates::serial)
             .select(carrier_certificates::serial)
-            .first::<String>(self.conn)
-            .optional()?
-            .map(|s| Serial::parse(&s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
-            .transpose()
+            .load::<String>(self.conn)?
+            .iter()
+            .map(|s| Serial::parse(s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
+            .collect()
     }
 
     /// Forgets a card's PUK (a wiped card has another).

@@ -225,7 +225,8 @@ diesel::table! {
 diesel::table! {
     carrier_tpm (carrier_id) {
         carrier_id -> Text,
-        ek_sha256 -> Text,
+        ek_key_sha256 -> Text,
+        pin_index_name -> Nullable<Text>,
         enrolled_at -> BigInt,
     }
 }

@@ -24,13 +24,13 @@ use std::collections::BTreeSet;
 use der::Decode;
 use tessera_issuer_ca::pop::Proof;
 use tessera_issuer_store::audit::AuditEvent;
-use tessera_issuer_store::registration::{CarrierRow, PersonRow};
+use tessera_issuer_store::registration::{CarrierRow, CarrierTpm, PersonRow};
 use tessera_issuer_store::Tx;
 use tessera_issuer_types::api::{
     renewal_confirmation_message, renewal_message, Carrier, CertificateInfo, RenewalConfirmation,
     RenewalRequest, Renewed, TpmChallenge, TpmChallengeRequest,
 };
-use tessera_issuer_types::lifecycle::{CarrierKind, CarrierState};
+use tessera_issuer_types::lifecycle::{ApprovalState, CarrierKind, CarrierState};
 use tessera_issuer_types::{CertificateStatus, ProfileName, RevocationReason, Serial, Subject};
 
 use super::tpm::Purpose;
@@ -66,8 +66,8 @@ struct Renewable {
     /// The subject an officer approved for this card.
     approved: Subject,
     person: PersonRow,
-    /// The TPM the card was enrolled in.
-    ek_sha256: String,
+    /// The TPM and PIN index the card was enrolled with.
+    tpm: CarrierTpm,
     good: Vec<Good>,
 }
 
@@ -139,6 +139,7 @@ fn renewable(
         Some(a) => tx.approval(a)?,
         None => None,
     }
+    .filter(|a| a.state == ApprovalState::Approved)
     .ok_or_else(|| cannot(carrier_id, "active without an approved assignment"))?;
     let approved: Subject = serde_json::from_str(&approval.subject).map_err(|e| {
         RaError::Store(tessera_issuer_store::StoreError::Corrupt(format!(
@@ -155,7 +156,7 @@ fn renewable(
             verb: "renew for",
         });
     }
-    let ek_sha256 = tx.carrier_tpm(carrier_id)?.ok_or_else(|| {
+    let tpm = tx.carrier_tpm(carrier_id)?.ok_or_else(|| {
         cannot(
             carrier_id,
             "enrolled without a recorded TPM (enrol it again)",
@@ -188,7 +189,7 @@ fn renewable(
         approval_id: approval.id,
         approved,
         person,
-        ek_sha256,
+        tpm,
         good,
     };
     if r.authentication().next().is_none() {
@@ -218,6 +219,22 @@ impl Ra {
         Ok(())
     }
 
+    /// How many days a renewed certificate may live: until the identity proofing's age
+    /// runs out. A renewal that would end within the renewal window is refused (it would
+    /// be due again at once): the holder's identity is proofed again first.
+    fn days_left(&self, r: &Renewable, at: i64) -> Result<u32, RaError> {
+        let proofed_at = r.person.proofed_at.unwrap_or(at);
+        let left = (proofed_at + self.proofing_max_age() - at) / 86_400;
+        if left <= i64::from(self.policy.renewal_window_days) {
+            return Err(RaError::InvalidTransition {
+                what: format!("person {}", r.person.id),
+                current: "proofed too long ago for a renewal (re-proofing required)".into(),
+                verb: "renew for",
+            });
+        }
+        Ok(u32::try_from(left).unwrap_or(u32::MAX))
+    }
+
     /// Step 1 (see the module comment).
     pub fn renewal_challenge(
         &self,
@@ -233,6 +250,7 @@ impl Ra {
         // is unfinished (its new certificates not yet on the card or not confirmed).
         let oldest = r.authentication().map(|g| g.not_after).min().unwrap_or(0);
         self.due(carrier_id, oldest, at)?;
+        self.days_left(&r, at)?;
         self.make_challenge(Purpose::Renewal, carrier_id, &r.approval_id, req)
     }
 
@@ -287,6 +305,46 @@ impl Ra {
             &req.signature,
             &renewal_message(carrier_id, &req.keys),
         )?;
+        let signer = (
+            signed_by.serial.clone(),
+            signed_by.not_before,
+            signed_by.not_after,
+        );
+        // From here the card has proven itself: a refusal is evidence (an eID moved to
+        // another TPM, a key bound to another PIN index, a changed record) and is audited.
+        let outcome = self.renew_signed(carrier_id, req, &r, signer.clone(), profiles, at);
+        if let Err(e) = &outcome {
+            if matches!(
+                e,
+                RaError::BadProof(_) | RaError::Invalid(_) | RaError::InvalidTransition { .. }
+            ) {
+                let audited = self.store.write(|tx| {
+                    tx.audit(
+                        HOLDER,
+                        &AuditEvent::Refused {
+                            action: "carrier.renewal".into(),
+                            reason: format!("carrier {carrier_id}, signed by {}: {e}", signer.0),
+                        },
+                        at,
+                    )
+                });
+                if let Err(w) = audited {
+                    tracing::error!(error = %w, carrier = carrier_id, "auditing a refused renewal");
+                }
+            }
+        }
+        outcome
+    }
+
+    fn renew_signed(
+        &self,
+        carrier_id: &str,
+        req: &RenewalRequest,
+        r: &Renewable,
+        (signed_by, signed_since, signed_until): (Serial, i64, i64),
+        profiles: BTreeSet<&'static str>,
+        at: i64,
+    ) -> Result<Renewed, RaError> {
         if profiles != r.profiles() {
             let names: Vec<&str> = r.profiles().into_iter().collect();
             return Err(invalid(
@@ -297,8 +355,8 @@ impl Ra {
                 ),
             ));
         }
-        // Each key proven in the card's own TPM; certified already by an earlier attempt
-        // of this renewal, or to be certified now.
+        // Each key proven in the card's own TPM and bound to its own PIN index; certified
+        // already by an earlier attempt of this renewal, or to be certified now.
         let mut serials = Vec::new();
         let mut to_issue = Vec::new();
         for k in &req.keys {
@@ -310,58 +368,66 @@ impl Ra {
                 k.profile,
                 proof,
             )?;
-            if proven.ek_sha256 != r.ek_sha256 {
+            if proven.ek_key_sha256 != r.tpm.ek_key_sha256 {
                 return Err(RaError::BadProof(
                     "the new keys are not in the TPM this card was enrolled in".into(),
                 ));
+            }
+            if let Some(name) = &proven.pin_index_name {
+                if r.tpm.pin_index_name.as_deref() != Some(hex::encode(name).as_str()) {
+                    return Err(RaError::BadProof(
+                        "the new keys are not bound to this card's PIN index".into(),
+                    ));
+                }
             }
             let spki = crate::spki_sha256(&proven.spki);
             let earlier = self.store.read(|tx| -> Result<_, RaError> {
                 if let Some(other) = tx.other_carrier_with_key(&spki, carrier_id)? {
                     return Err(crate::key_on_other_carrier(&other));
                 }
-                let Some(serial) = tx.carrier_serial_for_key(carrier_id, &spki)? else {
-                    return Ok(None);
-                };
-                let status = tx.status(&serial)?;
-                let live = matches!(status, Some(CertificateStatus::Issued))
-                    || status.is_some_and(|s| s.is_on_hold());
-                if !live || tx.profile(&serial)?.as_deref() != Some(k.profile.as_str()) {
-                    return Err(RaError::BadProof(format!(
-                        "this {} key was certified before and is no longer usable: make a new one",
-                        k.profile
-                    )));
+                let certified = tx.carrier_serials_for_key(carrier_id, &spki)?;
+                for serial in &certified {
+                    let status = tx.status(serial)?;
+                    let live = matches!(status, Some(CertificateStatus::Issued))
+                        || status.is_some_and(|s| s.is_on_hold());
+                    let unexpired = match tx.certificate(serial)? {
+                        Some(der) => validity(&der)?.1 > at,
+                        None => false,
+                    };
+                    if live
+                        && unexpired
+                        && tx.profile(serial)?.as_deref() == Some(k.profile.as_str())
+                    {
+                        return Ok(Some(serial.clone()));
+                    }
                 }
-                Ok(Some(serial))
+                if certified.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(RaError::BadProof(format!(
+                        "this {} key was certified before and is no longer usable: renew with new keys (tessera-agent vsc renew --new-keys)",
+                        k.profile
+                    )))
+                }
             })?;
             match earlier {
                 Some(serial) => serials.push(serial),
                 None => to_issue.push((k, proven)),
             }
         }
-        // A renewal cut short is finished whenever asked; a new one only when due. A new
-        // one replaces an unfinished one: certificates newer than the one the card signs
-        // with never reached the card (or it would sign with them), and are superseded.
-        let mut unfinished = Vec::new();
+        // A renewal cut short is finished whenever asked; a new one only when due, and
+        // only if it gives certificates that are not due again at once.
+        let mut days_left = 0;
         if !to_issue.is_empty() {
-            self.due(carrier_id, signed_by.not_after, at)?;
-            unfinished = r
-                .good
-                .iter()
-                .filter(|g| g.not_before > signed_by.not_before && !serials.contains(&g.serial))
-                .map(|g| g.serial.clone())
-                .collect();
+            self.due(carrier_id, signed_until, at)?;
+            days_left = self.days_left(r, at)?;
         }
-        let signed_by = signed_by.serial.clone();
-        // The new certificates end with the proofing's age, if that comes first.
-        let proofed_at = r.person.proofed_at.unwrap_or(at);
-        let days_left = u32::try_from((proofed_at + max_age - at) / 86_400).unwrap_or(0);
         let actor = holder();
         let mut issued = Vec::new();
         for (k, proven) in to_issue {
             let mut issue = self.carrier_request(&r.carrier, &r.approved, k);
             let days = self.ca.default_validity_days(k.profile)?;
-            issue.validity_days = Some(days.min(days_left).max(1));
+            issue.validity_days = Some(days.min(days_left));
             match self.issue_proven(
                 &actor,
                 &issue,
@@ -377,6 +443,7 @@ impl Ra {
             }
         }
         serials.extend(issued.iter().cloned());
+        let fresh = !issued.is_empty();
         let outcome = self.store.write(|tx| -> Result<_, RaError> {
             let c = get_carrier(tx, carrier_id)?;
             if c.state != CarrierState::Active
@@ -387,22 +454,49 @@ impl Ra {
                     format!("{} (changed meanwhile)", c.state),
                 ));
             }
+            if !matches!(tx.status(&signed_by)?, Some(CertificateStatus::Issued)) {
+                return Err(cannot(
+                    carrier_id,
+                    format!("renewed meanwhile (certificate {signed_by} is no longer good)"),
+                ));
+            }
             let mut changed = Changed::new();
             for s in &serials {
-                if tx.status(s)?.is_some_and(|s| s.is_on_hold()) {
-                    record_release(tx, &actor, s, at)?;
-                    changed.push(s.clone());
+                match tx.status(s)? {
+                    Some(st) if st.is_on_hold() => {
+                        record_release(tx, &actor, s, at)?;
+                        changed.push(s.clone());
+                    }
+                    Some(CertificateStatus::Issued) => {}
+                    _ => {
+                        return Err(cannot(
+                            carrier_id,
+                            format!("renewed meanwhile (certificate {s} was revoked)"),
+                        ))
+                    }
                 }
             }
-            for s in &unfinished {
-                revoke_serial(
-                    tx,
-                    &actor,
-                    s,
-                    RevocationReason::Superseded,
-                    at,
-                    &mut changed,
-                )?;
+            // A new renewal replaces an unfinished one: certificates newer than the one
+            // the card signs with never reached the card (or it would sign with them).
+            if fresh {
+                for s in tx.carrier_serials(carrier_id)? {
+                    if serials.contains(&s) {
+                        continue;
+                    }
+                    let Some(der) = tx.certificate(&s)? else {
+                        continue;
+                    };
+                    if validity(&der)?.0 > signed_since {
+                        revoke_serial(
+                            tx,
+                            &actor,
+                            &s,
+                            RevocationReason::Superseded,
+                            at,
+                            &mut changed,
+                        )?;
+                    }
+                }
             }
             if !changed.is_empty() {
                 tx.audit(
@@ -467,10 +561,23 @@ impl Ra {
         let r = self
             .store
             .read(|tx| renewable(tx, carrier_id, at, max_age))?;
-        if !kept.iter().all(|s| r.good.iter().any(|g| &g.serial == s)) {
+        // The card's newest certificate of each profile it has, and nothing else: an old
+        // confirmation replayed, or one keeping the old set, revokes nothing newer.
+        let newest: BTreeSet<Serial> = r
+            .profiles()
+            .into_iter()
+            .filter_map(|p| {
+                r.good
+                    .iter()
+                    .filter(|g| g.profile.as_str() == p)
+                    .max_by_key(|g| g.not_before)
+                    .map(|g| g.serial.clone())
+            })
+            .collect();
+        if kept != newest {
             return Err(invalid(
                 "serials",
-                "each must be a good certificate of this card",
+                "the card's newest certificate of each profile it has, and only those",
             ));
         }
         Self::signed_by(
@@ -488,6 +595,14 @@ impl Ra {
                     carrier_id,
                     format!("{} (changed meanwhile)", c.state),
                 ));
+            }
+            for s in &kept {
+                if !matches!(tx.status(s)?, Some(CertificateStatus::Issued)) {
+                    return Err(cannot(
+                        carrier_id,
+                        format!("changed meanwhile (certificate {s} is no longer good)"),
+                    ));
+                }
             }
             let mut changed = Changed::new();
             for s in tx.carrier_serials(carrier_id)? {

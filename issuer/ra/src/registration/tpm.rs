@@ -29,6 +29,8 @@ const CHALLENGE_SECONDS: i64 = 600;
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Sealed {
     ek_sha256: String,
+    /// SHA-256 of the EK's SubjectPublicKeyInfo: the TPM, whatever certificate it has.
+    ek_key_sha256: String,
     ak_public: String,
     nonce: String,
     secret: String,
@@ -59,8 +61,10 @@ pub(super) struct ProvenKey {
     pub spki: Vec<u8>,
     /// What the proof rested on, for the audit trail.
     pub evidence: String,
-    /// SHA-256 of the TPM's endorsement key certificate.
-    pub ek_sha256: String,
+    /// SHA-256 of the TPM's endorsement key (its SubjectPublicKeyInfo): the TPM.
+    pub ek_key_sha256: String,
+    /// The name of the PIN index the key's policy is bound to (none for a PIN-less key).
+    pub pin_index_name: Option<Vec<u8>>,
 }
 
 fn bad(e: impl std::fmt::Display) -> RaError {
@@ -146,6 +150,10 @@ impl Ra {
             proof::make_credential(&ek, &ak.name(), &secret).map_err(bad)?;
         let sealed = Sealed {
             ek_sha256: crate::spki_sha256(&der),
+            ek_key_sha256: crate::spki_sha256(
+                &der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
+                    .map_err(|e| invalid("ek_certificate", e))?,
+            ),
             ak_public: req.ak_public.to_ascii_lowercase(),
             nonce: hex::encode(nonce),
             secret: hex::encode(secret),
@@ -217,18 +225,19 @@ impl Ra {
         // be usable only through PolicySecret on a PIN-fail index (the index's public area
         // given, its name checked against the key's policy): not through a policy its
         // holder can always satisfy.
-        if key.has(attr::USER_WITH_AUTH) {
+        let pin_index_name = if key.has(attr::USER_WITH_AUTH) {
             if profile != ProfileName::CardAuthentication {
                 return Err(bad(
                     "the key is used without the PIN (userWithAuth): not an LoA3 authenticator",
                 ));
             }
+            None
         } else {
             let index = p.pin_index.as_deref().ok_or_else(|| {
                 invalid("tpm.pin_index", "required for a key used through a policy")
             })?;
-            proof::check_pin_index(&key, &unhex("tpm.pin_index", index)?).map_err(bad)?;
-        }
+            Some(proof::check_pin_index(&key, &unhex("tpm.pin_index", index)?).map_err(bad)?)
+        };
         let evidence = format!(
             "tpm: ek certificate sha256 {}, ak {}, key {}, firmware {:016x}",
             state.ek_sha256,
@@ -239,7 +248,8 @@ impl Ra {
         Ok(ProvenKey {
             spki: key.spki_der().map_err(bad)?,
             evidence,
-            ek_sha256: state.ek_sha256,
+            ek_key_sha256: state.ek_key_sha256,
+            pin_index_name,
         })
     }
 }

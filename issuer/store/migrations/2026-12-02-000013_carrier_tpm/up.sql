@@ -1,7 +1,10 @@
--- The TPM a TPM virtual card's keys live in (SHA-256 of its endorsement key certificate,
--- hex), recorded at enrolment: a renewal's new keys must be proven in the same TPM.
+-- The TPM a TPM virtual card's keys live in, recorded at enrolment: SHA-256 of its
+-- endorsement key (SubjectPublicKeyInfo, hex), and the name of the card's PIN index (hex)
+-- its PIN-bound keys' policies name. A renewal's new keys must be proven in the same TPM
+-- and bound to the same PIN index.
 CREATE TABLE carrier_tpm (
     carrier_id TEXT PRIMARY KEY NOT NULL REFERENCES carriers (id),
-    ek_sha256 TEXT NOT NULL,
+    ek_key_sha256 TEXT NOT NULL,
+    pin_index_name TEXT,
     enrolled_at BIGINT NOT NULL
 );
