@@ -142,7 +142,7 @@ enum Vsc {
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
         /// Make new keys even if an attempt cut short left some (when the issuer says it
-        /// can no longer use them).
+        /// can no longer use them), and stop retrying a confirmation the issuer refuses.
         #[arg(long)]
         new_keys: bool,
     },

@@ -165,7 +165,7 @@ fn key_history(store: &TpmKeyStore, state: &CardState) -> Vec<u8> {
 
 /// Renews card `name`'s certificates (see the module comment), `pin` being its holder's.
 /// `new_keys` drops the new keys an earlier attempt left (when the issuer says it cannot
-/// use them any more).
+/// use them any more), or a confirmation the issuer keeps refusing, and renews anew.
 pub fn renew(
     data: &DataDir,
     tpm: &TpmClient,
@@ -175,13 +175,25 @@ pub fn renew(
     new_keys: bool,
 ) -> Result<Renewal> {
     let card = data.card(name)?;
-    let (store, state, warnings) = TpmKeyStore::open(tpm, data.state_file(name), card)?;
+    let (mut store, state, warnings) = TpmKeyStore::open(tpm, data.state_file(name), card)?;
     for w in warnings {
         eprintln!("tessera-agent: {w}");
     }
     let carrier = store.meta().carrier.clone().with_context(|| {
         format!("card {name} was not enrolled with the issuer by this agent: an officer enrols it")
     })?;
+    if !store.meta().unconfirmed.is_empty() && new_keys {
+        // The card carries the new certificates already; the issuer would not take their
+        // confirmation (say a renewal ran twice). Renewing again supersedes the rest.
+        eprintln!(
+            "tessera-agent: card {name}: not confirming {} again; renewing anew",
+            store.meta().unconfirmed.join(", ")
+        );
+        store.meta_mut().unconfirmed.clear();
+        store
+            .persist(&state, Persist::Change)
+            .context("writing the card file")?;
+    }
     if !store.meta().unconfirmed.is_empty() {
         let carrier = confirm(store, state, issuer, &carrier, pin)?;
         return Ok(Renewal {

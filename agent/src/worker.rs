@@ -3,7 +3,7 @@
 //! thread hands its TPM work to that thread and waits for the answer, so TPM commands of
 //! different cards never interleave.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use anyhow::{anyhow, Context, Result};
 use zeroize::Zeroizing;
@@ -12,10 +12,32 @@ use crate::tpm::Tpm;
 
 type Job = Box<dyn FnOnce(&mut Tpm) + Send>;
 
-/// A handle on the TPM thread; clones share it.
+/// A handle on the TPM thread; clones share it. When the last clone goes, the thread ends
+/// and the TPM connection is closed before the drop returns: a program that then starts
+/// another (tpm2-tss does not open its sockets close-on-exec, so a child would inherit a
+/// connection left open) or connects again finds the TPM free.
 #[derive(Debug, Clone)]
 pub struct TpmClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     jobs: mpsc::Sender<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Hang up (the thread's loop ends), then wait for the connection to close.
+        let (hung_up, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.jobs, hung_up));
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl TpmClient {
@@ -25,7 +47,7 @@ impl TpmClient {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let tcti = tcti.to_owned();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tpm".into())
             .spawn(move || {
                 let mut tpm = match Tpm::open(&tcti, owner_auth) {
@@ -47,7 +69,12 @@ impl TpmClient {
             .recv()
             .map_err(|_| anyhow!("the TPM thread ended before it was ready"))?
             .context("opening the TPM")?;
-        Ok(Self { jobs })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                jobs,
+                thread: Some(thread),
+            }),
+        })
     }
 
     /// Runs `f` on the TPM thread and returns what it returned.
@@ -56,7 +83,8 @@ impl TpmClient {
         f: impl FnOnce(&mut Tpm) -> R + Send + 'static,
     ) -> Result<R> {
         let (tx, rx) = mpsc::channel();
-        self.jobs
+        self.inner
+            .jobs
             .send(Box::new(move |tpm| {
                 let _ = tx.send(f(tpm));
             }))

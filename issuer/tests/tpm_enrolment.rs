@@ -410,6 +410,23 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
     assert!(e.contains("bad_proof"), "{e}");
     enrol::finish_attestation(&a);
 
+    // An attestation key whose admin role is a policy (what a software key's public part,
+    // loaded on its own into a genuine TPM, could satisfy to activate the credential).
+    let (ek_certificate, mut ak) = enrol::start_attestation(&a).unwrap();
+    ak[7] |= 0x80; // TPMT_PUBLIC: type, nameAlg, then objectAttributes; bit 7 adminWithPolicy
+    let e = issuer
+        .post::<serde_json::Value>(
+            &format!("/carriers/{target}/tpm-challenge"),
+            &TpmChallengeRequest {
+                ek_certificate,
+                ak_public: hex::encode(ak),
+            },
+        )
+        .expect_err("an AK with adminWithPolicy")
+        .to_string();
+    assert!(e.contains("adminWithPolicy"), "{e}");
+    enrol::finish_attestation(&a);
+
     let (key, index) = pin_bound(&a);
     let ch = challenge(&a).unwrap();
     let (secret, evidence) = enrol::answer_challenge(
@@ -550,8 +567,9 @@ fn a_tpm_virtual_card_is_enrolled_on_tpm_attestation_and_forgeries_are_refused()
 /// A proxy in front of the issuer at `base` that forwards every request and loses the
 /// answer to the first one for a path ending in `lose`: the issuer did the work, the
 /// client sees the connection close, as when a link drops or the agent is killed while
-/// the issuer answers.
-fn losing_proxy(base: &str, lose: &'static str) -> String {
+/// the issuer answers. Unless `forward`, that request never reaches the issuer (the agent
+/// killed before it).
+fn losing_proxy(base: &str, lose: &'static str, forward: bool) -> String {
     use std::io::{BufRead, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -584,6 +602,10 @@ fn losing_proxy(base: &str, lose: &'static str) -> String {
                 .nth(1)
                 .unwrap_or_default()
                 .to_owned();
+            if !forward && !lost && path.ends_with(lose) {
+                lost = true;
+                continue;
+            }
             let mut server = std::net::TcpStream::connect(&upstream).unwrap();
             server
                 .write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
@@ -810,7 +832,7 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
     // ends with one set of new certificates.
     let old_key = before["keys"]["154"]["public"].clone(); // slot 9A
     assert!(old_key.is_string(), "{before}");
-    let (ok, text) = renew_through("123456", &losing_proxy(&site.base, "/renewal"));
+    let (ok, text) = renew_through("123456", &losing_proxy(&site.base, "/renewal", true));
     assert!(!ok, "{text}");
     let (ok, text) = site.agent(&["vsc", "status", "tove"]);
     assert!(
@@ -834,10 +856,33 @@ fn a_tpm_virtual_card_renews_itself_before_expiry_with_only_the_pin() {
     let mut restored = site.card("tove");
     restored.as_object_mut().unwrap().remove("pending");
     std::fs::write(&path, restored.to_string()).unwrap();
-    let (ok, text) = renew_through("123456", &losing_proxy(&site.base, "/renewal-confirmation"));
+    let (ok, text) = renew_through(
+        "123456",
+        &losing_proxy(&site.base, "/renewal-confirmation", false),
+    );
     assert!(!ok, "{text}");
     let (ok, text) = site.agent(&["vsc", "status", "tove"]);
     assert!(ok && text.contains("not yet confirmed"), "{text}");
+    // Until the confirmation, the certificates the card had stay good, each of them (not
+    // only the one it signs with); the unfinished renewal's are superseded.
+    std::fs::write(&offset, "0").unwrap();
+    for s in &old {
+        assert_eq!(common::ocsp(root, &site.base, s), "good", "{s}");
+    }
+    for s in &unfinished {
+        assert_eq!(
+            common::ocsp(root, &site.base, s),
+            "revoked superseded",
+            "{s}"
+        );
+    }
+    std::fs::write(&offset, ((3 * 365 - 7) * 86_400).to_string()).unwrap();
+    // The confirmation done, its answer lost; then confirmed again.
+    let (ok, text) = renew_through(
+        "123456",
+        &losing_proxy(&site.base, "/renewal-confirmation", true),
+    );
+    assert!(!ok, "{text}");
     let (ok, text) = renew("123456");
     assert!(
         ok && text.contains("the renewal it already carries is confirmed"),

@@ -42,6 +42,7 @@ pub mod attr {
     pub const FIXED_PARENT: u32 = 1 << 4;
     pub const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
     pub const USER_WITH_AUTH: u32 = 1 << 6;
+    pub const ADMIN_WITH_POLICY: u32 = 1 << 7;
     pub const RESTRICTED: u32 = 1 << 16;
     pub const DECRYPT: u32 = 1 << 17;
     pub const SIGN: u32 = 1 << 18;

@@ -769,6 +769,34 @@ impl Tx<'_> {
             .collect()
     }
 
+    /// Records that a renewal signed by the card's certificate `signed_by` issued `serial`.
+    pub fn mark_renewal(&mut self, serial: &Serial, signed_by: &Serial) -> Result<(), StoreError> {
+        diesel::update(
+            carrier_certificates::table.filter(carrier_certificates::serial.eq(serial.to_string())),
+        )
+        .set(carrier_certificates::renewal_signed_by.eq(signed_by.to_string()))
+        .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// The carrier's certificates that renewals signed by `signed_by` issued.
+    pub fn renewal_serials(
+        &mut self,
+        carrier_id: &str,
+        signed_by: &Serial,
+    ) -> Result<Vec<Serial>, StoreError> {
+        carrier_certificates::table
+            .filter(carrier_certificates::carrier_id.eq(carrier_id))
+            .filter(carrier_certificates::renewal_signed_by.eq(signed_by.to_string()))
+            .filter(carrier_certificates::released_at.is_null())
+            .order(carrier_certificates::serial)
+            .select(carrier_certificates::serial)
+            .load::<String>(self.conn)?
+            .iter()
+            .map(|s| Serial::parse(s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
+            .collect()
+    }
+
     /// Forgets a card's PUK (a wiped card has another).
     pub fn clear_carrier_puk(&mut self, carrier_id: &str) -> Result<(), StoreError> {
         diesel::delete(carrier_puks::table.filter(carrier_puks::carrier_id.eq(carrier_id)))

@@ -182,6 +182,7 @@ diesel::table! {
         carrier_id -> Text,
         released_at -> Nullable<BigInt>,
         spki_sha256 -> Nullable<Text>,
+        renewal_signed_by -> Nullable<Text>,
     }
 }
 

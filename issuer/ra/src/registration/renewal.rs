@@ -59,19 +59,13 @@ struct Good {
     not_after: i64,
 }
 
-/// What a renewal rests on, read in one transaction.
-struct Renewable {
+/// A TPM virtual card and the good, unexpired certificates it carries.
+struct Held {
     carrier: CarrierRow,
-    approval_id: String,
-    /// The subject an officer approved for this card.
-    approved: Subject,
-    person: PersonRow,
-    /// The TPM and PIN index the card was enrolled with.
-    tpm: CarrierTpm,
     good: Vec<Good>,
 }
 
-impl Renewable {
+impl Held {
     fn authentication(&self) -> impl Iterator<Item = &Good> {
         self.good
             .iter()
@@ -80,6 +74,25 @@ impl Renewable {
 
     fn profiles(&self) -> BTreeSet<&'static str> {
         self.good.iter().map(|g| g.profile.as_str()).collect()
+    }
+}
+
+/// What a renewal rests on, read in one transaction.
+struct Renewable {
+    held: Held,
+    approval_id: String,
+    /// The subject an officer approved for this card.
+    approved: Subject,
+    person: PersonRow,
+    /// The TPM and PIN index the card was enrolled with.
+    tpm: CarrierTpm,
+}
+
+impl std::ops::Deref for Renewable {
+    type Target = Held;
+
+    fn deref(&self) -> &Held {
+        &self.held
     }
 }
 
@@ -113,15 +126,8 @@ fn date(secs: i64) -> String {
         .unwrap_or_else(|| secs.to_string())
 }
 
-/// The carrier as a renewal needs it: an ACTIVE TPM virtual card, enrolled in a recorded
-/// TPM, with a good authentication certificate, its holder's identity proofed recently
-/// enough and their record what the officer approved.
-fn renewable(
-    tx: &mut Tx<'_>,
-    carrier_id: &str,
-    at: i64,
-    proofing_max_age: i64,
-) -> Result<Renewable, RaError> {
+/// An ACTIVE TPM virtual card with a good authentication certificate.
+fn held(tx: &mut Tx<'_>, carrier_id: &str, at: i64) -> Result<Held, RaError> {
     let carrier = get_carrier(tx, carrier_id)?;
     if carrier.kind != CarrierKind::TpmVirtualCard {
         return Err(invalid(
@@ -135,33 +141,6 @@ fn renewable(
     if carrier.state != CarrierState::Active {
         return Err(cannot(carrier_id, carrier.state.to_string()));
     }
-    let approval = match &carrier.approval_id {
-        Some(a) => tx.approval(a)?,
-        None => None,
-    }
-    .filter(|a| a.state == ApprovalState::Approved)
-    .ok_or_else(|| cannot(carrier_id, "active without an approved assignment"))?;
-    let approved: Subject = serde_json::from_str(&approval.subject).map_err(|e| {
-        RaError::Store(tessera_issuer_store::StoreError::Corrupt(format!(
-            "approval {}: {e}",
-            approval.id
-        )))
-    })?;
-    let person_id = carrier.person_id.clone().unwrap_or_default();
-    let person = proofed(tx, &person_id, at, proofing_max_age)?;
-    if subject_of(&person) != approved {
-        return Err(RaError::InvalidTransition {
-            what: format!("person {person_id}"),
-            current: "recorded otherwise than when the card was approved (an officer issues the card anew)".into(),
-            verb: "renew for",
-        });
-    }
-    let tpm = tx.carrier_tpm(carrier_id)?.ok_or_else(|| {
-        cannot(
-            carrier_id,
-            "enrolled without a recorded TPM (enrol it again)",
-        )
-    })?;
     let mut good = Vec::new();
     for serial in tx.carrier_serials(carrier_id)? {
         if !matches!(tx.status(&serial)?, Some(CertificateStatus::Issued)) {
@@ -184,21 +163,59 @@ fn renewable(
             });
         }
     }
-    let r = Renewable {
-        carrier,
-        approval_id: approval.id,
-        approved,
-        person,
-        tpm,
-        good,
-    };
-    if r.authentication().next().is_none() {
+    let held = Held { carrier, good };
+    if held.authentication().next().is_none() {
         return Err(cannot(
             carrier_id,
             "without a good authentication certificate (an officer issues the card anew)",
         ));
     }
-    Ok(r)
+    Ok(held)
+}
+
+/// The carrier as a renewal needs it: [`held`], enrolled in a recorded TPM, its holder's
+/// identity proofed recently enough and their record what the officer approved.
+fn renewable(
+    tx: &mut Tx<'_>,
+    carrier_id: &str,
+    at: i64,
+    proofing_max_age: i64,
+) -> Result<Renewable, RaError> {
+    let held = held(tx, carrier_id, at)?;
+    let approval = match &held.carrier.approval_id {
+        Some(a) => tx.approval(a)?,
+        None => None,
+    }
+    .filter(|a| a.state == ApprovalState::Approved)
+    .ok_or_else(|| cannot(carrier_id, "active without an approved assignment"))?;
+    let approved: Subject = serde_json::from_str(&approval.subject).map_err(|e| {
+        RaError::Store(tessera_issuer_store::StoreError::Corrupt(format!(
+            "approval {}: {e}",
+            approval.id
+        )))
+    })?;
+    let person_id = held.carrier.person_id.clone().unwrap_or_default();
+    let person = proofed(tx, &person_id, at, proofing_max_age)?;
+    if subject_of(&person) != approved {
+        return Err(RaError::InvalidTransition {
+            what: format!("person {person_id}"),
+            current: "recorded otherwise than when the card was approved (an officer issues the card anew)".into(),
+            verb: "renew for",
+        });
+    }
+    let tpm = tx.carrier_tpm(carrier_id)?.ok_or_else(|| {
+        cannot(
+            carrier_id,
+            "enrolled without a recorded TPM (enrol it again)",
+        )
+    })?;
+    Ok(Renewable {
+        held,
+        approval_id: approval.id,
+        approved,
+        person,
+        tpm,
+    })
 }
 
 impl Ra {
@@ -305,11 +322,7 @@ impl Ra {
             &req.signature,
             &renewal_message(carrier_id, &req.keys),
         )?;
-        let signer = (
-            signed_by.serial.clone(),
-            signed_by.not_before,
-            signed_by.not_after,
-        );
+        let signer = (signed_by.serial.clone(), signed_by.not_after);
         // From here the card has proven itself: a refusal is evidence (an eID moved to
         // another TPM, a key bound to another PIN index, a changed record) and is audited.
         let outcome = self.renew_signed(carrier_id, req, &r, signer.clone(), profiles, at);
@@ -341,7 +354,7 @@ impl Ra {
         carrier_id: &str,
         req: &RenewalRequest,
         r: &Renewable,
-        (signed_by, signed_since, signed_until): (Serial, i64, i64),
+        (signed_by, signed_until): (Serial, i64),
         profiles: BTreeSet<&'static str>,
         at: i64,
     ) -> Result<Renewed, RaError> {
@@ -359,6 +372,7 @@ impl Ra {
         // already by an earlier attempt of this renewal, or to be certified now.
         let mut serials = Vec::new();
         let mut to_issue = Vec::new();
+        let mut seen = BTreeSet::new();
         for k in &req.keys {
             let proof = k.tpm.as_ref().ok_or_else(|| invalid("keys", "no tpm"))?;
             let proven = self.tpm_key(
@@ -381,6 +395,12 @@ impl Ra {
                 }
             }
             let spki = crate::spki_sha256(&proven.spki);
+            // One key per slot, as at enrolment: a logon key is not also a signing key.
+            if !seen.insert(spki.clone()) {
+                return Err(RaError::BadProof(
+                    "the same key is given for two profiles".into(),
+                ));
+            }
             let earlier = self.store.read(|tx| -> Result<_, RaError> {
                 if let Some(other) = tx.other_carrier_with_key(&spki, carrier_id)? {
                     return Err(crate::key_on_other_carrier(&other));
@@ -425,7 +445,7 @@ impl Ra {
         let actor = holder();
         let mut issued = Vec::new();
         for (k, proven) in to_issue {
-            let mut issue = self.carrier_request(&r.carrier, &r.approved, k);
+            let mut issue = self.carrier_request(&r.held.carrier, &r.approved, k);
             let days = self.ca.default_validity_days(k.profile)?;
             issue.validity_days = Some(days.min(days_left));
             match self.issue_proven(
@@ -444,6 +464,7 @@ impl Ra {
         }
         serials.extend(issued.iter().cloned());
         let fresh = !issued.is_empty();
+        let max_age = self.proofing_max_age();
         let outcome = self.store.write(|tx| -> Result<_, RaError> {
             let c = get_carrier(tx, carrier_id)?;
             if c.state != CarrierState::Active
@@ -453,6 +474,15 @@ impl Ra {
                     carrier_id,
                     format!("{} (changed meanwhile)", c.state),
                 ));
+            }
+            // The person's record and proofing as read before issuing, still.
+            let person = proofed(tx, &r.person.id, at, max_age)?;
+            if subject_of(&person) != r.approved {
+                return Err(RaError::InvalidTransition {
+                    what: format!("person {}", r.person.id),
+                    current: "recorded otherwise meanwhile".into(),
+                    verb: "renew for",
+                });
             }
             if !matches!(tx.status(&signed_by)?, Some(CertificateStatus::Issued)) {
                 return Err(cannot(
@@ -476,17 +506,13 @@ impl Ra {
                     }
                 }
             }
-            // A new renewal replaces an unfinished one: certificates newer than the one
-            // the card signs with never reached the card (or it would sign with them).
+            // A new renewal replaces an unfinished one: what an earlier renewal signed by
+            // the same certificate issued never reached the card (or it would sign with
+            // its new authentication key). Nothing else is touched: the card's current
+            // certificates stay good until the new ones are confirmed.
             if fresh {
-                for s in tx.carrier_serials(carrier_id)? {
-                    if serials.contains(&s) {
-                        continue;
-                    }
-                    let Some(der) = tx.certificate(&s)? else {
-                        continue;
-                    };
-                    if validity(&der)?.0 > signed_since {
+                for s in tx.renewal_serials(carrier_id, &signed_by)? {
+                    if !serials.contains(&s) {
                         revoke_serial(
                             tx,
                             &actor,
@@ -496,6 +522,9 @@ impl Ra {
                             &mut changed,
                         )?;
                     }
+                }
+                for s in &issued {
+                    tx.mark_renewal(s, &signed_by)?;
                 }
             }
             if !changed.is_empty() {
@@ -557,10 +586,10 @@ impl Ra {
             .map(|s| Serial::parse(s).map_err(|_| invalid("serials", format!("{s:?}"))))
             .collect::<Result<BTreeSet<Serial>, _>>()?;
         let at = now_secs(self.clock.as_ref());
-        let max_age = self.proofing_max_age();
-        let r = self
-            .store
-            .read(|tx| renewable(tx, carrier_id, at, max_age))?;
+        // A confirmation only takes certificates away, so it needs no more than the card
+        // and its newest authentication key: not the record or proofing a renewal needs
+        // (a record changed after the renewal must not keep the old certificates alive).
+        let r = self.store.read(|tx| held(tx, carrier_id, at))?;
         // The card's newest certificate of each profile it has, and nothing else: an old
         // confirmation replayed, or one keeping the old set, revokes nothing newer.
         let newest: BTreeSet<Serial> = r

@@ -144,6 +144,16 @@ impl Ra {
                 "the attestation key is not a TPM-bound, TPM-made, restricted signing key",
             ));
         }
+        // The credential is activated in the ADMIN role. With adminWithPolicy clear that
+        // role needs the key's authValue, which a public area loaded on its own
+        // (TPM2_LoadExternal of a software key's public part, fixedTPM claimed) does not
+        // have; with it set, a policy anyone can satisfy would let a genuine TPM activate
+        // the credential for a key it does not hold.
+        if ak.has(attr::ADMIN_WITH_POLICY) {
+            return Err(bad(
+                "the attestation key's admin role is a policy (adminWithPolicy must be clear)",
+            ));
+        }
         let secret: [u8; 32] = rand::random();
         let nonce: [u8; 32] = rand::random();
         let (credential, encrypted_secret) =

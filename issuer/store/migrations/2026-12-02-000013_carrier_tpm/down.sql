@@ -1,1 +1,2 @@
+ALTER TABLE carrier_certificates DROP COLUMN renewal_signed_by;
 DROP TABLE carrier_tpm;

@@ -8,3 +8,8 @@ CREATE TABLE carrier_tpm (
     pin_index_name TEXT,
     enrolled_at BIGINT NOT NULL
 );
+
+-- The certificate a TPM virtual card signed its renewal with, on each certificate that
+-- renewal issued: a renewal started again replaces exactly those of its unfinished
+-- predecessor, never the certificates the card carries.
+ALTER TABLE carrier_certificates ADD COLUMN renewal_signed_by TEXT;
