@@ -233,7 +233,8 @@ impl Status {
                 match self.store.read(|tx| tx.outbox_since(cursor, OUTBOX_PAGE)) {
                     Ok(events) => {
                         for e in &events {
-                            self.cache.invalidate(e.serial.as_str(), self.clock.now());
+                            self.cache
+                                .invalidate_at(e.serial.as_str(), e.seq, self.clock.now());
                             if e.change.affects_crl() && crl_due.is_none() {
                                 crl_due = Some(Instant::now() + self.settings.crl_delay);
                             }

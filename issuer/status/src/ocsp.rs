@@ -100,9 +100,10 @@ struct Inner {
     bytes: usize,
     /// Bumped by every invalidation.
     generation: u64,
-    /// The generation and time of each serial's last invalidation: a response signed from a
-    /// status read before it is not stored.
-    invalidated: HashMap<String, (u64, Duration)>,
+    /// The generation and time of each serial's last invalidation, and the outbox entry
+    /// behind it if the follower made it: a response signed from a status read before it
+    /// (a read that did not yet see that entry) is not stored.
+    invalidated: HashMap<String, (u64, Duration, Option<i64>)>,
     last_sweep: Duration,
 }
 
@@ -110,6 +111,8 @@ struct Inner {
 struct Entry {
     response: Bytes,
     made: Duration,
+    /// The outbox position the status it was signed from had seen.
+    covers: i64,
     serial: String,
     size: usize,
 }
@@ -158,8 +161,9 @@ impl Cache {
         self.read().generation
     }
 
-    /// Keeps `response` for `cert_id` (about `serial`), unless the serial's status changed
-    /// after `generation` was read.
+    /// Keeps `response` for `cert_id` (about `serial`), signed from a status read that had
+    /// seen the outbox up to `covers`, unless the serial's status changed after
+    /// `generation` was read (by a change that read had not seen).
     pub fn store(
         &self,
         cert_id: &[u8],
@@ -167,6 +171,7 @@ impl Cache {
         response: &[u8],
         now: Duration,
         generation: u64,
+        covers: i64,
     ) {
         if self.max_age.is_zero() {
             return;
@@ -179,7 +184,7 @@ impl Cache {
         if inner
             .invalidated
             .get(serial)
-            .is_some_and(|(g, _)| *g > generation)
+            .is_some_and(|(g, _, seq)| *g > generation && seq.is_none_or(|s| covers < s))
         {
             return;
         }
@@ -205,22 +210,41 @@ impl Cache {
             Entry {
                 response: Bytes::copy_from_slice(response),
                 made: now,
+                covers,
                 serial: serial.to_owned(),
                 size,
             },
         );
     }
 
-    /// Forgets every response for `serial`; call on each status change.
+    /// Forgets every response for `serial`; call on each status change this process made.
     pub fn invalidate(&self, serial: &str, now: Duration) {
+        self.forget(serial, now, None);
+    }
+
+    /// Forgets the responses for `serial` signed from a status that had not seen outbox
+    /// entry `seq` (the follower's invalidation: a response signed after the change, from
+    /// the changed status, stays — writes are serialised, so a read that saw the outbox at
+    /// `seq` or later saw the change).
+    pub fn invalidate_at(&self, serial: &str, seq: i64, now: Duration) {
+        self.forget(serial, now, Some(seq));
+    }
+
+    fn forget(&self, serial: &str, now: Duration, seq: Option<i64>) {
         let mut inner = self.write();
         inner.generation += 1;
         let generation = inner.generation;
         inner
             .invalidated
-            .insert(serial.to_owned(), (generation, now));
-        for key in inner.by_serial.remove(serial).unwrap_or_default() {
-            inner.remove(&key);
+            .insert(serial.to_owned(), (generation, now, seq));
+        for key in inner.by_serial.get(serial).cloned().unwrap_or_default() {
+            let stale = match (seq, inner.entries.get(&key)) {
+                (Some(seq), Some(e)) => e.covers < seq,
+                _ => true,
+            };
+            if stale {
+                inner.remove(&key);
+            }
         }
     }
 
@@ -266,7 +290,7 @@ impl Inner {
         let entries = &self.entries;
         self.order.retain(|k| entries.contains_key(k));
         self.invalidated
-            .retain(|_, (_, at)| now.saturating_sub(*at) < REMEMBER_INVALIDATION);
+            .retain(|_, (_, at, _)| now.saturating_sub(*at) < REMEMBER_INVALIDATION);
     }
 }
 
@@ -394,9 +418,9 @@ pub fn respond(
     let built = build(ca, store, now, &req, nonce);
     drop(place);
     match built {
-        Ok((der, known)) => {
+        Ok((der, known, covers)) => {
             if let (Some(key), Some(serial)) = (&key, known) {
-                cache.store(key, serial.as_str(), &der, now, generation);
+                cache.store(key, serial.as_str(), &der, now, generation, covers);
             }
             Bytes::from(der)
         }
@@ -415,16 +439,27 @@ fn build(
     now: Duration,
     req: &OcspRequest,
     nonce: Option<Extension>,
-) -> Result<(Vec<u8>, Option<Serial>), crate::StatusError> {
+) -> Result<(Vec<u8>, Option<Serial>, i64), crate::StatusError> {
     let time = |t| generalized(t).ok_or_else(|| crate::StatusError::Encoding("time".into()));
     let mut responses = Vec::new();
     let mut known = Vec::new();
+    // The outbox position the statuses below have seen (the lowest, over one read each).
+    let mut covers = i64::MAX;
     for single in &req.tbs_request.request_list {
         let id: &CertId = &single.req_cert;
         let ours = is_ours(ca, id);
         let serial = Serial::from_bytes(id.serial_number.as_bytes()).ok();
         let status = match (ours, &serial) {
-            (true, Some(serial)) => store.read(|tx| tx.status_under(ISSUING, serial))?,
+            (true, Some(serial)) => {
+                let (status, head) = store.read(|tx| {
+                    Ok::<_, tessera_issuer_store::StoreError>((
+                        tx.status_under(ISSUING, serial)?,
+                        tx.outbox_head()?,
+                    ))
+                })?;
+                covers = covers.min(head);
+                status
+            }
             _ => None,
         };
         let cert_status = match status {
@@ -463,7 +498,7 @@ fn build(
     let cacheable = (known.len() == 1 && req.tbs_request.request_list.len() == 1)
         .then(|| known.pop())
         .flatten();
-    Ok((der, cacheable))
+    Ok((der, cacheable, covers))
 }
 
 /// RFC 5280 §5.3.1: omit the reason rather than say "unspecified".
@@ -492,9 +527,9 @@ mod tests {
         let cache = Cache::new(AGE, 1 << 20);
         let t = Duration::from_secs(1_000);
         let g = cache.generation();
-        cache.store(b"id-a-sha1", "aa", b"good-a", t, g);
-        cache.store(b"id-a-sha256", "aa", b"good-a2", t, g);
-        cache.store(b"id-b", "bb", b"good-b", t, g);
+        cache.store(b"id-a-sha1", "aa", b"good-a", t, g, 0);
+        cache.store(b"id-a-sha256", "aa", b"good-a2", t, g, 0);
+        cache.store(b"id-b", "bb", b"good-b", t, g, 0);
         assert_eq!(
             cache.lookup(b"id-a-sha1", t).as_deref(),
             Some(&b"good-a"[..])
@@ -506,15 +541,42 @@ mod tests {
         assert_eq!(cache.lookup(b"id-a-sha256", t), None);
         assert!(cache.lookup(b"id-b", t).is_some());
         // A response signed from a status read before the invalidation is not kept.
-        cache.store(b"id-a-sha1", "aa", b"stale-good", t, g);
+        cache.store(b"id-a-sha1", "aa", b"stale-good", t, g, 0);
         assert_eq!(cache.lookup(b"id-a-sha1", t), None);
         // One read after it is.
         let g2 = cache.generation();
-        cache.store(b"id-a-sha1", "aa", b"revoked", t, g2);
+        cache.store(b"id-a-sha1", "aa", b"revoked", t, g2, 0);
         assert_eq!(
             cache.lookup(b"id-a-sha1", t).as_deref(),
             Some(&b"revoked"[..])
         );
+    }
+
+    /// The follower hears of a change late: a response already signed from the changed
+    /// status (its read saw the outbox entry) stays cached; one from before goes, and one
+    /// still being signed from before is not kept.
+    #[test]
+    fn the_followers_late_invalidation_keeps_responses_signed_after_the_change() {
+        let cache = Cache::new(AGE, 1 << 20);
+        let t = Duration::from_secs(1_000);
+        cache.store(b"id-a", "aa", b"after", t, cache.generation(), 7);
+        cache.store(b"id-b", "bb", b"before", t, cache.generation(), 6);
+        cache.invalidate_at("aa", 7, t);
+        cache.invalidate_at("bb", 7, t);
+        assert_eq!(cache.lookup(b"id-a", t).as_deref(), Some(&b"after"[..]));
+        assert_eq!(cache.lookup(b"id-b", t), None);
+        let g = cache.generation();
+        cache.invalidate_at("bb", 9, t);
+        cache.store(b"id-b", "bb", b"in flight", t, g, 8);
+        assert_eq!(cache.lookup(b"id-b", t), None);
+        cache.store(b"id-b", "bb", b"in flight, seen", t, g, 9);
+        assert_eq!(
+            cache.lookup(b"id-b", t).as_deref(),
+            Some(&b"in flight, seen"[..])
+        );
+        // This process's own change forgets whatever was cached.
+        cache.invalidate("aa", t);
+        assert_eq!(cache.lookup(b"id-a", t), None);
     }
 
     #[test]
@@ -525,19 +587,19 @@ mod tests {
         let response = vec![0x30; 1024];
         for i in 0..100_000u32 {
             let key = i.to_be_bytes();
-            cache.store(&key, &i.to_string(), &response, t, cache.generation());
+            cache.store(&key, &i.to_string(), &response, t, cache.generation(), 0);
             assert!(cache.bytes() <= max);
         }
         assert!(cache.len() < 100);
         // Later, everything is stale: one store sweeps it all away.
         let later = t + AGE + Duration::from_secs(1);
-        cache.store(b"new", "new", &response, later, cache.generation());
+        cache.store(b"new", "new", &response, later, cache.generation(), 0);
         assert_eq!(cache.len(), 1);
         // An entry larger than the whole bound is not kept.
-        cache.store(b"huge", "huge", &vec![0; max], later, cache.generation());
+        cache.store(b"huge", "huge", &vec![0; max], later, cache.generation(), 0);
         assert_eq!(cache.lookup(b"huge", later), None);
         let off = Cache::new(Duration::ZERO, max);
-        off.store(b"r", "aa", b"x", t, 0);
+        off.store(b"r", "aa", b"x", t, 0, 0);
         assert!(off.is_empty());
     }
 
