@@ -39,6 +39,11 @@ pub(crate) struct ServeArgs {
     /// then serves relying parties only.
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<SocketAddr>,
+    /// Serve the admin portal (/admin/) over HTTPS on this address, with the same server
+    /// certificate as --tls-listen. The listener asks browsers for a client certificate
+    /// from the issuing CA: officers sign in with their own service ID.
+    #[arg(long, value_name = "ADDR")]
+    pub portal_listen: Option<SocketAddr>,
     /// A custodian's share file (repeat for M of them) when the deployment's activation
     /// secret is shared M-of-N.
     #[arg(long = "share", value_name = "FILE")]
@@ -108,6 +113,32 @@ fn certified_key(dir: &std::path::Path) -> Result<rustls::sign::CertifiedKey> {
         PrivateKeyDer::from_pem_file(dir.join(files::TLS_KEY)).context("reading the TLS key")?;
     let key = rustls::crypto::ring::sign::any_supported_type(&key).context("the TLS key")?;
     Ok(rustls::sign::CertifiedKey::new(certs, key))
+}
+
+/// The portal's TLS: the issuer's server certificate, and a client certificate asked for
+/// and, when given, chained to the issuing CA (with the clientAuth EKU). Without one the
+/// sign-in page says what to do; the RA then checks the certificate is a good service ID
+/// of an officer.
+fn portal_tls(dep: &Deployment, resolver: &Arc<Reloadable>) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            dep.ca.certificate_der().to_vec(),
+        ))
+        .context("the issuing CA as the portal's client-certificate root")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("the portal's client-certificate verifier")?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
+    Ok(Arc::new(config))
 }
 
 /// The CA certificates in `roots_dir/*.pem` (none if it does not exist): card
@@ -212,10 +243,24 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    // One server certificate for the API's and the portal's HTTPS, renewed in place.
+    let portal = match args.portal_listen {
+        Some(addr) => {
+            let resolver = match &tls {
+                Some((_, _, r)) => Arc::clone(r),
+                None => Arc::new(Reloadable(RwLock::new(Arc::new(certified_key(&dep.dir)?)))),
+            };
+            Some((addr, portal_tls(&dep, &resolver)?, resolver))
+        }
+        None => None,
+    };
     let maintenance = {
         let (dep, clock, stop) = (Arc::clone(&dep), Arc::clone(&clock), Arc::clone(&stop));
         let app = Arc::clone(&app);
-        let resolver = tls.as_ref().map(|(_, _, r)| Arc::clone(r));
+        let resolver = tls
+            .as_ref()
+            .map(|(_, _, r)| Arc::clone(r))
+            .or_else(|| portal.as_ref().map(|(_, _, r)| Arc::clone(r)));
         let every = Duration::from_secs(args.checkpoint_interval.max(1));
         std::thread::Builder::new()
             .name("maintenance".into())
@@ -259,6 +304,21 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    let portal_task = match portal {
+        Some((addr, config, _)) => {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("listening on {addr}"))?;
+            let bound = listener.local_addr()?;
+            let router = tessera_issuer_portal::router(Arc::clone(&app.ra));
+            let stopped = stopped.clone();
+            println!("tessera-issuer admin portal on https://{bound}/admin/");
+            Some(runtime.spawn(tessera_issuer_web::serve::tls(
+                listener, config, router, stopped,
+            )))
+        }
+        None => None,
+    };
     let (bound, workers) = tessera_issuer_web::serve::plain_per_core(args.listen, plain, &stopped)?;
     println!(
         "tessera-issuer serving on http://{bound} (public URL {}{})",
@@ -283,7 +343,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
     for w in workers {
         let _ = w.join();
     }
-    if let Some(t) = tls_task {
+    for t in [tls_task, portal_task].into_iter().flatten() {
         let _ = runtime.block_on(t);
     }
     stop.store(true, Ordering::SeqCst);

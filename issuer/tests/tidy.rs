@@ -47,16 +47,28 @@ fn graph(metadata: &serde_json::Value) -> Graph {
 
 /// The rules; returns every violation.
 fn violations(g: &Graph) -> Vec<String> {
-    const RUNTIME: [&str; 6] = [
+    const RUNTIME: [&str; 7] = [
         "tessera-issuer-types",
         "tessera-issuer-store",
         "tessera-issuer-ca",
         "tessera-issuer-status",
         "tessera-issuer-ra",
         "tessera-issuer-web",
+        "tessera-issuer-portal",
     ];
     // (crate, what it must never depend on, why)
     let forbidden: &[(&str, &[&str], &str)] = &[
+        (
+            "tessera-issuer-portal",
+            &[
+                "tessera-issuer-store",
+                "tessera-issuer-ca",
+                "tessera-issuer-status",
+                "diesel",
+                "cryptoki",
+            ],
+            "the portal is a client of the RA exactly as the API is",
+        ),
         (
             "tessera-issuer-web",
             &[

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod lifecycle;
+pub mod portal;
 pub mod registration;
 
 use std::sync::Arc;
@@ -66,13 +67,18 @@ pub enum RaError {
     NotOnHold(Serial),
     #[error("{0}")]
     Forbidden(String),
+    /// A portal session that is missing, ended, or no longer backed by a good credential.
+    #[error("{0}")]
+    SessionEnded(String),
 }
 
 impl RaError {
     /// The stable code API clients see.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthorized | Self::TokenRefused(_) => ErrorCode::Unauthorized,
+            Self::Unauthorized | Self::TokenRefused(_) | Self::SessionEnded(_) => {
+                ErrorCode::Unauthorized
+            }
             Self::Invalid(_) => ErrorCode::InvalidField,
             Self::Exists(_) => ErrorCode::AlreadyExists,
             Self::Missing(_) => ErrorCode::NotFound,
@@ -247,6 +253,7 @@ pub struct Ra {
     pop: PopPolicy,
     on_change: OnChange,
     policy: registration::RaPolicy,
+    sessions: portal::SessionPolicy,
 }
 
 impl std::fmt::Debug for Ra {
@@ -274,7 +281,14 @@ impl Ra {
             pop,
             on_change,
             policy: registration::RaPolicy::default(),
+            sessions: portal::SessionPolicy::default(),
         }
+    }
+
+    /// The portal's session limits, other than the defaults.
+    pub fn with_sessions(mut self, sessions: portal::SessionPolicy) -> Self {
+        self.sessions = sessions;
+        self
     }
 
     /// The registration policy's limits, other than the defaults.

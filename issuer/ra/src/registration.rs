@@ -156,7 +156,7 @@ fn handle(field: &str, value: &str) -> Result<String, RaError> {
     }
 }
 
-fn person_view(p: PersonRow) -> Result<Person, RaError> {
+pub(crate) fn person_view(p: PersonRow) -> Result<Person, RaError> {
     let state = p.person_state()?;
     let non_resident = p
         .non_resident
@@ -2722,7 +2722,7 @@ fn loss_code_hash(code: &str) -> Vec<u8> {
     sha2::Sha256::digest(code.trim().to_ascii_uppercase().as_bytes()).to_vec()
 }
 
-fn may_see_protected(actor: &Actor) -> bool {
+pub(crate) fn may_see_protected(actor: &Actor) -> bool {
     actor.has(OfficerRole::RegistrationOfficer) || actor.has(OfficerRole::Administrator)
 }
 
@@ -2830,7 +2830,7 @@ fn end_in(
     Ok(())
 }
 
-fn get_carrier(tx: &mut Tx<'_>, id: &str) -> Result<CarrierRow, RaError> {
+pub(crate) fn get_carrier(tx: &mut Tx<'_>, id: &str) -> Result<CarrierRow, RaError> {
     tx.carrier(id)?
         .ok_or_else(|| RaError::Missing(format!("no carrier {id}")))
 }

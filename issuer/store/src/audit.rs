@@ -217,6 +217,20 @@ pub enum AuditEvent {
         decision: String,
         revoked: u64,
     },
+    /// An officer signed in to the admin portal (`session`: the first bytes of the
+    /// session cookie's SHA-256, to match its end).
+    PortalSignedIn {
+        officer: String,
+        credential: String,
+        session: String,
+    },
+    /// A portal session ended: signed out, idle, at its time limit, or its credential no
+    /// longer good.
+    PortalSessionEnded {
+        officer: String,
+        session: String,
+        reason: String,
+    },
     /// An action the actor was not allowed (K2.9: refused attempts are evidence too).
     Refused {
         action: String,
@@ -259,6 +273,8 @@ impl AuditEvent {
             Self::CarrierRenewed { .. } => "carrier.renewed",
             Self::RenewalConfirmed { .. } => "carrier.renewal_confirmed",
             Self::Refused { .. } => "refused",
+            Self::PortalSignedIn { .. } => "portal.signed_in",
+            Self::PortalSessionEnded { .. } => "portal.session_ended",
             Self::BulkRevocationRequested { .. } => "bulk_revocation.requested",
             Self::BulkRevocationDecided { .. } => "bulk_revocation.decided",
         }
@@ -408,6 +424,28 @@ impl Tx<'_> {
             .load(self.conn)?)
     }
 
+    /// Up to `limit` records before `before` (all when `None`), newest first; only those
+    /// whose action starts with `action` and whose actor is `actor`, where given.
+    pub fn audit_recent(
+        &mut self,
+        before: Option<i64>,
+        limit: i64,
+        action: Option<&str>,
+        actor: Option<&str>,
+    ) -> Result<Vec<Record>, StoreError> {
+        // One query shape for both databases: absent filters match everything.
+        let action = format!("{}%", like_escape(action.unwrap_or("")));
+        let actor = actor.map_or_else(|| "%".to_owned(), like_escape);
+        Ok(audit_log::table
+            .filter(audit_log::seq.lt(before.unwrap_or(i64::MAX)))
+            .filter(audit_log::action.like(action).escape('\\'))
+            .filter(audit_log::actor.like(actor).escape('\\'))
+            .select(Record::as_select())
+            .order(audit_log::seq.desc())
+            .limit(limit)
+            .load(self.conn)?)
+    }
+
     /// Every record, in order.
     pub fn audit_records(&mut self) -> Result<Vec<Record>, StoreError> {
         Ok(audit_log::table
@@ -517,4 +555,16 @@ impl Tx<'_> {
 /// SHA-256, hex: how audit records name the documents they are about.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `text` with LIKE's wildcards (and the escape character) escaped by `\`.
+pub(crate) fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

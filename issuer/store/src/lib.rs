@@ -13,6 +13,7 @@ mod certificates;
 mod conn;
 mod crls;
 pub mod outbox;
+pub mod portal;
 pub mod registration;
 pub mod schema;
 

@@ -16,6 +16,8 @@ use crate::schema::{
 };
 use crate::{StoreError, Tx};
 
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
 /// The TPM a TPM virtual card was enrolled in: its endorsement key (SHA-256 of the
 /// SubjectPublicKeyInfo, hex) and the name of the card's PIN index (hex), which a renewal's
 /// keys must be in and bound to.
@@ -574,6 +576,27 @@ impl Tx<'_> {
         matching!(people::upn, upns);
         matching!(people::directory_sid, sids);
         Ok(out)
+    }
+
+    /// At most `limit` people whose employee number, e-mail or either name starts with
+    /// `text` (case-insensitive), in employee-number order.
+    pub fn search_people(&mut self, text: &str, limit: i64) -> Result<Vec<PersonRow>, StoreError> {
+        let pattern = format!("{}%", crate::audit::like_escape(&text.to_lowercase()));
+        Ok(people::table
+            .filter(
+                lower(people::employee_number)
+                    .like(&pattern)
+                    .escape('\\')
+                    .or(lower(people::given_name).like(&pattern).escape('\\'))
+                    .or(lower(people::family_name).like(&pattern).escape('\\'))
+                    .or(lower(people::email.assume_not_null())
+                        .like(&pattern)
+                        .escape('\\')),
+            )
+            .order(people::employee_number)
+            .limit(limit)
+            .select(PersonRow::as_select())
+            .load(self.conn)?)
     }
 
     /// People in employee-number order, after `after`, at most `limit`.

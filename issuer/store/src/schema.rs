@@ -248,3 +248,14 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(carriers, carrier_certificates, certificates);
+
+diesel::table! {
+    portal_sessions (token_sha256) {
+        token_sha256 -> Binary,
+        officer_id -> Text,
+        credential -> Text,
+        created_at -> BigInt,
+        last_seen -> BigInt,
+        ended_at -> Nullable<BigInt>,
+    }
+}

@@ -58,9 +58,9 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
         match &tls {
             None => {
+                let service = TowerToHyperService::new(router.clone());
                 let conn = http1().serve_connection(TokioIo::new(tcp), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -69,6 +69,7 @@ async fn accept_loop(
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
+                let service_router = router.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     // A slow or failed handshake concerns that client only.
@@ -77,6 +78,19 @@ async fn accept_loop(
                     else {
                         return;
                     };
+                    // The client's certificate, which the TLS configuration's verifier
+                    // has chained to its roots (when it asked for one), as the handlers
+                    // see it.
+                    let peer = PeerCertificate(
+                        stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| bytes::Bytes::copy_from_slice(c.as_ref())),
+                    );
+                    let service =
+                        TowerToHyperService::new(service_router.layer(axum::Extension(peer)));
                     let conn = http1().serve_connection(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn).await;
                 });
@@ -150,6 +164,11 @@ fn reuseport_listener(addr: std::net::SocketAddr) -> Result<TcpListener> {
     socket.bind(addr)?;
     Ok(socket.listen(1024)?)
 }
+
+/// The certificate a TLS client presented (DER), verified by the listener's client
+/// verifier; `None` without one. Every request over HTTPS carries it as an extension.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Option<bytes::Bytes>);
 
 /// Serves `router` over HTTPS on `listener` until `stopped` (run it on a multi-threaded
 /// runtime).

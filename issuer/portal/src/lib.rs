@@ -1,0 +1,102 @@
+//! The admin web portal, under `/admin/`, for HR admins, registration officers, auditors
+//! and administrators. A client of the registration authority exactly as the API is: every
+//! page reads and every form changes through one RA operation, which checks the officer's
+//! role, four eyes and the state machines and audits what it does and refuses.
+//!
+//! - **Sign-in** with the officer's own service ID only: the portal's HTTPS listener asks
+//!   for a client certificate chained to the issuing CA, and the RA checks it is a good
+//!   authentication certificate of an ACTIVE card of the officer's own person
+//!   ([`tessera_issuer_ra::portal`]). No passwords.
+//! - **Sessions** in the database (any server on it serves them), a `__Host-` cookie
+//!   (Secure, HttpOnly, SameSite=Strict), ended when idle, at a hard limit, or as soon as
+//!   the credential is no longer good: checked on every request, so every approval re-checks
+//!   the approver's service ID.
+//! - **Forms** carry an anti-forgery token (derived from the session's secret, compared in
+//!   constant time) and must come from the portal's own origin; a forged one changes
+//!   nothing and gets 403.
+//! - **Pages** are rendered on the server (askama templates, escaped by default), work
+//!   without JavaScript (there is none), in Swedish and English, under a strict CSP
+//!   (`default-src 'none'`, no inline script or style, `frame-ancestors 'none'`), HSTS and
+//!   no caching.
+
+#![forbid(unsafe_code)]
+
+mod i18n;
+mod pages;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::Router;
+use tessera_issuer_ra::Ra;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use i18n::Lang;
+
+/// The session cookie (the `__Host-` prefix: Secure, Path=/, no Domain — no other host
+/// or path can set or read it).
+pub const SESSION_COOKIE: &str = "__Host-tessera-session";
+/// The anti-forgery value of the sign-in form (before any session exists).
+pub const SIGN_IN_COOKIE: &str = "__Host-tessera-sign-in";
+/// The chosen language.
+pub const LANG_COOKIE: &str = "__Host-tessera-lang";
+
+/// What the portal's handlers share.
+pub(crate) struct Portal {
+    pub(crate) ra: Arc<Ra>,
+}
+
+/// The portal's routes, under `/admin/`. Serve them only over HTTPS, on a listener that
+/// asks for client certificates chained to the issuing CA
+/// ([`tessera_issuer_web::serve::PeerCertificate`] carries the one presented).
+pub fn router(ra: Arc<Ra>) -> Router {
+    let headers: [(header::HeaderName, &'static str); 8] = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ),
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            header::HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+    ];
+    let mut router = pages::routes().with_state(Arc::new(Portal { ra }));
+    for (name, value) in headers {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Constant-time equality of two secrets (lengths are not secret).
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}

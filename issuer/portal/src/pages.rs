@@ -1,0 +1,778 @@
+//! The pages and forms. Each handler finds the language and the session, runs one RA
+//! operation off the async threads, and renders a template; an RA refusal becomes a page
+//! that says why, with the matching status.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use tessera_issuer_ra::portal::{Chain, Session};
+use tessera_issuer_ra::{Actor, RaError};
+use tessera_issuer_types::api::{Approval, Carrier, Person};
+use tessera_issuer_types::audit::AuditRecord;
+use tessera_issuer_types::lifecycle::OfficerRole;
+use tessera_issuer_web::serve::PeerCertificate;
+
+use crate::i18n::{Lang, Texts};
+use crate::{cookie, same_secret, Portal, LANG_COOKIE, SESSION_COOKIE, SIGN_IN_COOKIE};
+
+type St = State<Arc<Portal>>;
+
+pub(crate) fn routes() -> Router<Arc<Portal>> {
+    Router::new()
+        .route("/admin", get(|| async { Redirect::to("/admin/") }))
+        .route("/admin/", get(dashboard))
+        .route("/admin/sign-in", get(sign_in_page).post(sign_in))
+        .route("/admin/sign-out", post(sign_out))
+        .route("/admin/people", get(people))
+        .route("/admin/people/{id}", get(person))
+        .route("/admin/approvals", get(approvals))
+        .route("/admin/approvals/{id}/decision", post(decide))
+        .route("/admin/audit", get(audit))
+        .route("/admin/static/portal.css", get(stylesheet))
+}
+
+/// What every page shows around its content.
+pub(crate) struct Frame {
+    pub tr: &'static Texts,
+    pub lang: &'static str,
+    pub other_lang: &'static str,
+    /// The page's own path and query, for the language link.
+    pub here: String,
+    pub title: String,
+    pub who: Option<Who>,
+}
+
+/// The signed-in officer, as the page header shows them.
+pub(crate) struct Who {
+    pub name: String,
+    pub display_name: String,
+    pub role: String,
+    pub ends: String,
+    pub csrf: String,
+    /// An auditor: nothing on any page changes anything.
+    pub read_only: bool,
+    pub may_audit: bool,
+}
+
+/// The request's language and session.
+struct Ctx {
+    lang: Lang,
+    /// Set when `?lang=` chose it: remembered in a cookie.
+    chosen: bool,
+    here: String,
+    session: Option<(String, Session)>,
+    /// Why a session cookie was not accepted, if one was sent.
+    ended: Option<String>,
+}
+
+impl Ctx {
+    fn frame(&self, title: &str) -> Frame {
+        let tr = self.lang.texts();
+        Frame {
+            tr,
+            lang: self.lang.code(),
+            other_lang: tr.other_language,
+            here: self.here.clone(),
+            title: title.to_owned(),
+            who: self.session.as_ref().map(|(_, s)| who(s)),
+        }
+    }
+
+    fn tr(&self) -> &'static Texts {
+        self.lang.texts()
+    }
+}
+
+fn who(s: &Session) -> Who {
+    let roles: Vec<&str> = s.actor.roles.iter().map(|r| r.as_str()).collect();
+    Who {
+        name: s.actor.name.clone(),
+        display_name: s.display_name.clone(),
+        role: roles.join(", "),
+        ends: time_of(s.ends_at),
+        csrf: s.csrf.clone(),
+        read_only: s.actor.roles == [OfficerRole::Auditor],
+        may_audit: s.actor.has(OfficerRole::Auditor) || s.actor.has(OfficerRole::Administrator),
+    }
+}
+
+/// `secs` since the epoch as `YYYY-MM-DD HH:MM` (UTC).
+pub(crate) fn time_of(secs: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// Runs RA work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RaError> + Send + 'static,
+) -> Result<T, RaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(RaError::Invalid(format!("the request failed: {e}"))))
+}
+
+/// Reads the language and the session (checking it with the RA: idle and hard limits, the
+/// credential still good).
+async fn context(portal: &Arc<Portal>, headers: &HeaderMap, uri: &axum::http::Uri) -> Ctx {
+    let query_lang = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("lang="))
+        .and_then(Lang::parse);
+    let lang = query_lang
+        .or_else(|| cookie(headers, LANG_COOKIE).and_then(Lang::parse))
+        .unwrap_or_else(|| {
+            Lang::from_accept_language(
+                headers
+                    .get(header::ACCEPT_LANGUAGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            )
+        });
+    // The page's address without its lang= parameter, for the other language's link.
+    let rest: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("lang="))
+        .collect();
+    let here = if rest.is_empty() {
+        format!("{}?", uri.path())
+    } else {
+        format!("{}?{}&", uri.path(), rest.join("&"))
+    };
+    let (mut session, mut ended) = (None, None);
+    if let Some(token) = cookie(headers, SESSION_COOKIE).map(str::to_owned) {
+        let ra = Arc::clone(&portal.ra);
+        let t = token.clone();
+        match blocking(move || ra.session(&t)).await {
+            Ok(s) => session = Some((token, s)),
+            Err(RaError::SessionEnded(why)) => ended = Some(why),
+            Err(e) => {
+                tracing::error!(error = %e, "checking a portal session");
+                ended = Some(e.to_string());
+            }
+        }
+    }
+    Ctx {
+        lang,
+        chosen: query_lang.is_some(),
+        here,
+        session,
+        ended,
+    }
+}
+
+/// A rendered page with its status; remembers a language chosen by `?lang=`.
+fn page(ctx: &Ctx, status: StatusCode, t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => {
+            let mut r = (
+                status,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                html,
+            )
+                .into_response();
+            if ctx.chosen {
+                if let Ok(v) = HeaderValue::from_str(&format!(
+                    "{LANG_COOKIE}={}; Path=/; Secure; SameSite=Lax; Max-Age=31536000",
+                    ctx.lang.code()
+                )) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a portal page");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    f: Frame,
+    message: String,
+}
+
+/// The page for an RA refusal or failure: why, with the matching status. A session that
+/// ended sends the officer to sign in again.
+fn refusal(ctx: &Ctx, e: RaError) -> Response {
+    let status = match &e {
+        RaError::SessionEnded(_) | RaError::Unauthorized | RaError::TokenRefused(_) => {
+            return Redirect::to("/admin/sign-in").into_response();
+        }
+        RaError::Forbidden(_) | RaError::FourEyes(_) => StatusCode::FORBIDDEN,
+        RaError::Missing(_) | RaError::NotFound(_) => StatusCode::NOT_FOUND,
+        RaError::InvalidTransition { .. } | RaError::Exists(_) => StatusCode::CONFLICT,
+        RaError::Invalid(_) | RaError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        RaError::Store(tessera_issuer_ra::StoreError::Unavailable(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => {
+            tracing::error!(error = %e, "a portal request failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    let f = ctx.frame(ctx.tr().error_title);
+    page(
+        ctx,
+        status,
+        ErrorPage {
+            f,
+            message: e.to_string(),
+        },
+    )
+}
+
+/// The signed-in officer's session and its cookie.
+fn signed_in(ctx: &Ctx) -> Option<(&str, &Session)> {
+    ctx.session.as_ref().map(|(t, s)| (t.as_str(), s))
+}
+
+fn to_sign_in() -> Response {
+    Redirect::to("/admin/sign-in").into_response()
+}
+
+/// A form's anti-forgery check: the session's token, and the portal's own origin where the
+/// browser names one. Refused: 403, nothing changed.
+fn forged(ctx: &Ctx, headers: &HeaderMap, expected: &str, given: &str) -> Option<Response> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let cross_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o != format!("https://{host}"));
+    if cross_origin || expected.is_empty() || !same_secret(expected, given) {
+        tracing::warn!("a portal form without a valid anti-forgery token refused");
+        let f = ctx.frame(ctx.tr().error_title);
+        return Some(page(
+            ctx,
+            StatusCode::FORBIDDEN,
+            ErrorPage {
+                f,
+                message: ctx.tr().forbidden_csrf.to_owned(),
+            },
+        ));
+    }
+    None
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../static/portal.css"),
+    )
+}
+
+// ---- Sign-in and sign-out ----
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    f: Frame,
+    csrf: String,
+    message: Option<String>,
+    problem: bool,
+}
+
+fn sign_in_form(ctx: &Ctx, status: StatusCode, message: Option<String>, problem: bool) -> Response {
+    let csrf = hex_random();
+    let mut r = page(
+        ctx,
+        status,
+        SignInPage {
+            f: Frame {
+                who: None,
+                ..ctx.frame(ctx.tr().sign_in)
+            },
+            csrf: csrf.clone(),
+            message,
+            problem,
+        },
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SIGN_IN_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=Strict"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// 256 random bits, hex: the sign-in form's anti-forgery value (against login CSRF).
+fn hex_random() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn sign_in_page(State(portal): St, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    if ctx.session.is_some() {
+        return Redirect::to("/admin/").into_response();
+    }
+    let message = ctx.ended.as_ref().map(|_| ctx.tr().session_over.to_owned());
+    sign_in_form(&ctx, StatusCode::OK, message, false)
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_in(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or("").to_owned();
+    if let Some(r) = forged(&ctx, &headers, &expected, &form.csrf) {
+        return r;
+    }
+    let Some(der) = peer.0 else {
+        return sign_in_form(
+            &ctx,
+            StatusCode::UNAUTHORIZED,
+            Some(ctx.tr().sign_in_no_certificate.to_owned()),
+            true,
+        );
+    };
+    let ra = Arc::clone(&portal.ra);
+    match blocking(move || ra.sign_in_with_certificate(&der)).await {
+        Ok((token, _)) => {
+            let mut r = Redirect::to("/admin/").into_response();
+            for c in [
+                format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"),
+                format!("{SIGN_IN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            r
+        }
+        Err(RaError::Forbidden(why)) => sign_in_form(
+            &ctx,
+            StatusCode::FORBIDDEN,
+            Some(format!("{}: {why}", ctx.tr().sign_in_refused)),
+            true,
+        ),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+async fn sign_out(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    let Some((token, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &headers, &session.csrf, &form.csrf) {
+        return r;
+    }
+    let ra = Arc::clone(&portal.ra);
+    let token = token.to_owned();
+    if let Err(e) = blocking(move || ra.sign_out(&token)).await {
+        return refusal(&ctx, e);
+    }
+    let mut r = Redirect::to("/admin/sign-in").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+// ---- Dashboard and approvals ----
+
+/// An approval as a page shows it, with whether this officer may decide it and why not.
+pub(crate) struct ApprovalRow {
+    pub a: Approval,
+    pub requested_at: String,
+    pub may_decide: bool,
+}
+
+fn approval_rows(actor: &Actor, list: Vec<Approval>) -> Vec<ApprovalRow> {
+    list.into_iter()
+        .map(|a| ApprovalRow {
+            requested_at: time_of(a.requested_at),
+            may_decide: actor.has(OfficerRole::RegistrationOfficer)
+                && a.requested_by != actor.name
+                && actor.person_id.as_deref() != Some(a.person_id.as_str()),
+            a,
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    f: Frame,
+    approvals: Vec<ApprovalRow>,
+}
+
+async fn dashboard(State(portal): St, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    match blocking(move || ra.approvals_pending(&actor)).await {
+        Ok(list) => {
+            let approvals = approval_rows(&session.actor, list);
+            page(
+                &ctx,
+                StatusCode::OK,
+                DashboardPage {
+                    f: ctx.frame(ctx.tr().dashboard),
+                    approvals,
+                },
+            )
+        }
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "approvals.html")]
+struct ApprovalsPage {
+    f: Frame,
+    approvals: Vec<ApprovalRow>,
+}
+
+async fn approvals(State(portal): St, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    match blocking(move || ra.approvals_pending(&actor)).await {
+        Ok(list) => {
+            let approvals = approval_rows(&session.actor, list);
+            page(
+                &ctx,
+                StatusCode::OK,
+                ApprovalsPage {
+                    f: ctx.frame(ctx.tr().approvals),
+                    approvals,
+                },
+            )
+        }
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+}
+
+async fn decide(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Path(id): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &headers, &session.csrf, &form.csrf) {
+        return r;
+    }
+    let approve = match form.decision.as_str() {
+        "approve" => true,
+        "refuse" => false,
+        other => {
+            return refusal(
+                &ctx,
+                RaError::Invalid(format!("decision {other:?}: approve or refuse")),
+            )
+        }
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    match blocking(move || ra.decide(&actor, &id, approve)).await {
+        Ok(_) => Redirect::to("/admin/approvals").into_response(),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+// ---- People ----
+
+#[derive(Template)]
+#[template(path = "people.html")]
+struct PeoplePage {
+    f: Frame,
+    q: String,
+    searched: bool,
+    people: Vec<Person>,
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn people(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Query(query): Query<SearchQuery>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    let q = query.q.trim().to_owned();
+    let searched = q.chars().count() >= 2;
+    let (ra, actor, text) = (Arc::clone(&portal.ra), session.actor.clone(), q.clone());
+    let found = blocking(move || {
+        if searched {
+            ra.search_people(&actor, &text, 50)
+        } else {
+            ra.people(&actor, "", 50)
+        }
+    })
+    .await;
+    match found {
+        Ok(people) => page(
+            &ctx,
+            StatusCode::OK,
+            PeoplePage {
+                f: ctx.frame(ctx.tr().people),
+                q,
+                searched,
+                people,
+            },
+        ),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+/// A card as the person page shows it.
+pub(crate) struct CarrierRow {
+    pub c: Carrier,
+    pub deadline: Option<String>,
+    pub ends: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "person.html")]
+struct PersonPage {
+    f: Frame,
+    p: Person,
+    proofed: Option<String>,
+    carriers: Vec<CarrierRow>,
+}
+
+async fn person(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Path(id): Path<String>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let found = blocking(move || Ok((ra.person(&actor, &id)?, ra.carriers_of(&actor, &id)?))).await;
+    match found {
+        Ok((p, carriers)) => {
+            let title = format!("{} {}", p.given_name, p.family_name);
+            page(
+                &ctx,
+                StatusCode::OK,
+                PersonPage {
+                    f: ctx.frame(&title),
+                    proofed: p.proofed_at.map(time_of),
+                    carriers: carriers
+                        .into_iter()
+                        .map(|c| CarrierRow {
+                            deadline: c.deadline.map(time_of),
+                            ends: c.ends_at.map(time_of),
+                            c,
+                        })
+                        .collect(),
+                    p,
+                },
+            )
+        }
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+// ---- Audit trail ----
+
+/// An audit record as the page shows it.
+pub(crate) struct AuditRow {
+    pub r: AuditRecord,
+    pub at: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    f: Frame,
+    chain: Chain,
+    records: Vec<AuditRow>,
+    action: String,
+    actor: String,
+    /// The link to older records, when there may be more.
+    older: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<i64>,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    actor: String,
+}
+
+/// Records per audit page.
+const AUDIT_PAGE: u32 = 50;
+
+async fn audit(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri).await;
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let (action, by) = (
+        query.action.trim().to_owned(),
+        query.actor.trim().to_owned(),
+    );
+    let (a, b) = (action.clone(), by.clone());
+    let found = blocking(move || {
+        let records = ra.audit_recent(
+            &actor,
+            query.before,
+            AUDIT_PAGE,
+            Some(a.as_str()).filter(|s| !s.is_empty()),
+            Some(b.as_str()).filter(|s| !s.is_empty()),
+        )?;
+        Ok((records, ra.audit_chain(&actor)?))
+    })
+    .await;
+    match found {
+        Ok((records, chain)) => {
+            let older = (records.len() == AUDIT_PAGE as usize)
+                .then(|| records.last().map(|r| r.seq))
+                .flatten()
+                .map(|seq| {
+                    format!(
+                        "/admin/audit?before={seq}&action={}&actor={}",
+                        urlencode(&action),
+                        urlencode(&by)
+                    )
+                });
+            page(
+                &ctx,
+                StatusCode::OK,
+                AuditPage {
+                    f: ctx.frame(ctx.tr().audit_trail),
+                    chain,
+                    records: records
+                        .into_iter()
+                        .map(|r| AuditRow {
+                            at: time_of(r.at),
+                            r,
+                        })
+                        .collect(),
+                    action,
+                    actor: by,
+                    older,
+                },
+            )
+        }
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(urlencode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn times_are_utc_minutes() {
+        assert_eq!(time_of(0), "1970-01-01 00:00");
+        assert_eq!(time_of(i64::MAX), i64::MAX.to_string());
+    }
+
+    #[test]
+    fn the_language_follows_the_browser_then_defaults_to_english() {
+        assert_eq!(
+            Lang::from_accept_language("sv-SE,sv;q=0.9,en;q=0.8"),
+            Lang::Sv
+        );
+        assert_eq!(Lang::from_accept_language("en-GB,sv;q=0.5"), Lang::En);
+        assert_eq!(Lang::from_accept_language("de-DE"), Lang::En);
+        assert_eq!(Lang::from_accept_language(""), Lang::En);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+        assert!(!same_secret("", "x"));
+    }
+}

@@ -1,0 +1,391 @@
+//! Officers signing in to the admin portal, and their sessions. No passwords: an officer
+//! signs in with their own service ID — the authentication certificate of an ACTIVE
+//! carrier of the person the officer is — presented as a TLS client certificate. The TLS
+//! layer has chained it to the issuing CA; here it must be exactly a certificate this
+//! issuer stored, good now (issued, not on hold, not revoked, not expired), of the
+//! authentication profile, under the LoA3 policy, on an ACTIVE carrier of the officer's own
+//! person, the officer not disabled. Fail closed: anything unknown refuses.
+//!
+//! A session is a random 256-bit cookie whose SHA-256 is stored, shared by every server on
+//! the database. Every use checks the credential again (a suspended or revoked service ID
+//! ends its sessions at the next click), the idle limit and the hard limit; an ended
+//! session stays ended. Sign-ins, refusals and ends are audited.
+
+use base64ct::Encoding;
+use der::Decode;
+use sha2::{Digest, Sha256};
+use tessera_issuer_store::audit::AuditEvent;
+use tessera_issuer_store::portal::SessionRow;
+use tessera_issuer_store::Tx;
+use tessera_issuer_types::lifecycle::CarrierState;
+use tessera_issuer_types::{CertificateStatus, ProfileName, Serial};
+
+use crate::{now_secs, Actor, Ra, RaError};
+
+/// How long a portal session lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// Seconds without a request after which a session ends.
+    pub idle_secs: i64,
+    /// Seconds after sign-in after which a session ends, however busy.
+    pub max_secs: i64,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle_secs: 15 * 60,
+            max_secs: 8 * 3600,
+        }
+    }
+}
+
+/// A live session, as a request sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub actor: Actor,
+    /// The officer's display name.
+    pub display_name: String,
+    /// What the officer signed in with: `certificate:SERIAL` (or `passkey:ID`).
+    pub credential: String,
+    /// The token every form of this session must carry (see [`csrf_token`]).
+    pub csrf: String,
+    /// When the hard limit ends it (seconds since the epoch).
+    pub ends_at: i64,
+}
+
+/// The anti-forgery token of the session whose cookie is `token`: derived from the secret
+/// cookie, so a page of another origin, which cannot read the cookie, cannot know it.
+pub fn csrf_token(token: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("tessera portal csrf v1\n{token}").as_bytes(),
+    ))
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A short, non-secret name for a session in the audit trail.
+fn session_name(hash: &[u8]) -> String {
+    hex::encode(&hash[..6])
+}
+
+/// Who signs in, and with what.
+struct Officer {
+    actor: Actor,
+    display_name: String,
+}
+
+fn refused(why: impl Into<String>) -> RaError {
+    RaError::Forbidden(why.into())
+}
+
+impl Ra {
+    /// The officer behind certificate `serial`, if it is a good service ID of theirs now.
+    fn officer_by_serial(
+        &self,
+        tx: &mut Tx<'_>,
+        serial: &Serial,
+        at: i64,
+    ) -> Result<Officer, RaError> {
+        let Some(der) = tx.certificate(serial)? else {
+            return Err(refused("this certificate was not issued by this issuer"));
+        };
+        match tx.status(serial)? {
+            Some(CertificateStatus::Issued) => {}
+            Some(s) if s.is_on_hold() => {
+                return Err(refused("this service ID is suspended"));
+            }
+            Some(_) => return Err(refused("this service ID is revoked")),
+            None => return Err(refused("this certificate was not issued by this issuer")),
+        }
+        if tx.profile(serial)?.as_deref() != Some(ProfileName::Authentication.as_str()) {
+            return Err(refused(
+                "this is not an authentication certificate (use the card's PIV authentication certificate)",
+            ));
+        }
+        let cert = x509_cert::Certificate::from_der(&der).map_err(|e| {
+            RaError::Store(tessera_issuer_store::StoreError::Corrupt(format!(
+                "certificate {serial}: {e}"
+            )))
+        })?;
+        let validity = &cert.tbs_certificate.validity;
+        let secs = |t: &x509_cert::time::Time| {
+            i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+        };
+        if at < secs(&validity.not_before) || at >= secs(&validity.not_after) {
+            return Err(refused("this service ID has expired or is not yet valid"));
+        }
+        if !has_policy(&cert, self.ca.urls().policy) {
+            return Err(refused(
+                "this certificate does not carry the service ID's LoA3 policy",
+            ));
+        }
+        let Some(carrier_id) = tx.carrier_of_certificate(serial)? else {
+            return Err(refused("this certificate is on no card of this issuer"));
+        };
+        let carrier = crate::registration::get_carrier(tx, &carrier_id)?;
+        if carrier.state != CarrierState::Active {
+            return Err(refused(format!("this card is {}", carrier.state)));
+        }
+        let Some(person_id) = carrier.person_id else {
+            return Err(refused("this card has no holder"));
+        };
+        let officer = tx
+            .officers_of_person(&person_id)?
+            .into_iter()
+            .find(|o| o.disabled_at.is_none())
+            .ok_or_else(|| refused("the holder of this service ID is not an officer"))?;
+        Ok(Officer {
+            actor: Actor {
+                name: officer.id,
+                roles: officer.roles,
+                person_id: officer.person_id,
+                bootstrap: false,
+            },
+            display_name: officer.display_name,
+        })
+    }
+
+    /// Signs in the officer whose service ID `der` is (a TLS client certificate the TLS
+    /// layer chained to the issuing CA). Returns the new session's cookie and the session.
+    /// A refusal is audited.
+    pub fn sign_in_with_certificate(&self, der: &[u8]) -> Result<(String, Session), RaError> {
+        let at = now_secs(self.clock.as_ref());
+        let cert = x509_cert::Certificate::from_der(der)
+            .map_err(|e| refused(format!("the client certificate cannot be read: {e}")))?;
+        let serial = Serial::from_bytes(cert.tbs_certificate.serial_number.as_bytes())
+            .map_err(|_| refused("the client certificate's serial number is not ours"))?;
+        let token = base64ct::Base64UrlUnpadded::encode_string(&rand::random::<[u8; 32]>());
+        let hash = token_hash(&token);
+        let credential = format!("certificate:{serial}");
+        let outcome = self.store.write(|tx| -> Result<_, RaError> {
+            // Exactly the certificate stored, not merely one with its serial.
+            if tx.certificate(&serial)?.as_deref() != Some(der) {
+                return Err(refused("this certificate was not issued by this issuer"));
+            }
+            let officer = self.officer_by_serial(tx, &serial, at)?;
+            tx.insert_session(&SessionRow {
+                token_sha256: hash.clone(),
+                officer_id: officer.actor.name.clone(),
+                credential: credential.clone(),
+                created_at: at,
+                last_seen: at,
+                ended_at: None,
+            })?;
+            tx.audit(
+                &officer.actor.name,
+                &AuditEvent::PortalSignedIn {
+                    officer: officer.actor.name.clone(),
+                    credential: credential.clone(),
+                    session: session_name(&hash),
+                },
+                at,
+            )?;
+            Ok(officer)
+        });
+        match outcome {
+            Ok(officer) => Ok((
+                token.clone(),
+                Session {
+                    actor: officer.actor,
+                    display_name: officer.display_name,
+                    credential,
+                    csrf: csrf_token(&token),
+                    ends_at: at + self.sessions.max_secs,
+                },
+            )),
+            Err(RaError::Forbidden(why)) => {
+                let audited = self.store.write(|tx| {
+                    tx.audit(
+                        "portal sign-in",
+                        &AuditEvent::Refused {
+                            action: "portal.sign_in".into(),
+                            reason: format!("certificate {serial}: {why}"),
+                        },
+                        at,
+                    )
+                });
+                if let Err(e) = audited {
+                    tracing::error!(error = %e, "auditing a refused sign-in");
+                }
+                Err(RaError::Forbidden(why))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The live session behind cookie `token`: its credential still good, neither limit
+    /// passed. A session found ended for either reason is ended for good (and audited).
+    pub fn session(&self, token: &str) -> Result<Session, RaError> {
+        let at = now_secs(self.clock.as_ref());
+        let hash = token_hash(token);
+        let policy = self.sessions;
+        let outcome = self.store.write(|tx| -> Result<_, RaError> {
+            let Some(row) = tx.session(&hash)? else {
+                return Ok(Err("no such session".to_owned()));
+            };
+            if row.ended_at.is_some() {
+                return Ok(Err("the session has ended".to_owned()));
+            }
+            let why = if at >= row.created_at + policy.max_secs {
+                Some("the session reached its time limit".to_owned())
+            } else if at >= row.last_seen + policy.idle_secs {
+                Some("the session was idle too long".to_owned())
+            } else {
+                match credential_serial(&row.credential) {
+                    Some(serial) => match self.officer_by_serial(tx, &serial, at) {
+                        Ok(officer) if officer.actor.name == row.officer_id => {
+                            tx.touch_session(&hash, at)?;
+                            return Ok(Ok(Session {
+                                actor: officer.actor,
+                                display_name: officer.display_name,
+                                credential: row.credential,
+                                csrf: csrf_token(token),
+                                ends_at: row.created_at + policy.max_secs,
+                            }));
+                        }
+                        Ok(_) => Some("the credential belongs to another officer now".into()),
+                        Err(RaError::Forbidden(why)) => Some(why),
+                        Err(e) => return Err(e),
+                    },
+                    None => Some("unknown credential".into()),
+                }
+            };
+            let why = why.unwrap_or_default();
+            tx.end_session(&hash, at)?;
+            tx.audit(
+                &row.officer_id,
+                &AuditEvent::PortalSessionEnded {
+                    officer: row.officer_id.clone(),
+                    session: session_name(&hash),
+                    reason: why.clone(),
+                },
+                at,
+            )?;
+            Ok(Err(why))
+        })?;
+        outcome.map_err(RaError::SessionEnded)
+    }
+
+    /// Ends the session behind cookie `token` (signing out); nothing if it had ended.
+    pub fn sign_out(&self, token: &str) -> Result<(), RaError> {
+        let at = now_secs(self.clock.as_ref());
+        let hash = token_hash(token);
+        self.store.write(|tx| -> Result<(), RaError> {
+            let Some(row) = tx.session(&hash)? else {
+                return Ok(());
+            };
+            if tx.end_session(&hash, at)? {
+                tx.audit(
+                    &row.officer_id,
+                    &AuditEvent::PortalSessionEnded {
+                        officer: row.officer_id.clone(),
+                        session: session_name(&hash),
+                        reason: "signed out".into(),
+                    },
+                    at,
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn credential_serial(credential: &str) -> Option<Serial> {
+    Serial::parse(credential.strip_prefix("certificate:")?).ok()
+}
+
+/// Whether `cert` names `policy` among its certificate policies.
+fn has_policy(cert: &x509_cert::Certificate, policy: const_oid::ObjectIdentifier) -> bool {
+    use x509_cert::ext::pkix::CertificatePolicies;
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CERTIFICATE_POLICIES)
+        .filter_map(|e| CertificatePolicies::from_der(e.extn_value.as_bytes()).ok())
+        .any(|p| p.0.iter().any(|i| i.policy_identifier == policy))
+}
+
+/// What the audit-chain check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chain {
+    /// Every record linked to the one before it.
+    Verified { records: u64 },
+    /// The first thing found wrong.
+    Broken(String),
+}
+
+impl Ra {
+    /// People whose employee number, e-mail or a name starts with `text`; protected
+    /// identities only for those who may see them.
+    pub fn search_people(
+        &self,
+        actor: &Actor,
+        text: &str,
+        limit: u32,
+    ) -> Result<Vec<tessera_issuer_types::api::Person>, RaError> {
+        self.require(
+            actor,
+            "person.list",
+            tessera_issuer_types::lifecycle::OfficerRole::ALL,
+        )?;
+        let limit = i64::from(limit.clamp(1, 200));
+        let text = text.trim();
+        self.store
+            .read(|tx| tx.search_people(text, limit))?
+            .into_iter()
+            .filter(|p| !p.protected_identity || crate::registration::may_see_protected(actor))
+            .map(crate::registration::person_view)
+            .collect()
+    }
+
+    /// The newest audit records before `before`, filtered by action prefix and actor, for
+    /// auditors and administrators (K2.8, K2.9).
+    pub fn audit_recent(
+        &self,
+        actor: &Actor,
+        before: Option<i64>,
+        limit: u32,
+        action: Option<&str>,
+        by: Option<&str>,
+    ) -> Result<Vec<tessera_issuer_types::audit::AuditRecord>, RaError> {
+        use tessera_issuer_types::lifecycle::OfficerRole;
+        self.require(
+            actor,
+            "audit.read",
+            &[OfficerRole::Auditor, OfficerRole::Administrator],
+        )?;
+        let limit = i64::from(limit.clamp(1, 500));
+        Ok(self
+            .store
+            .read(|tx| tx.audit_recent(before, limit, action, by))?
+            .into_iter()
+            .map(|r| tessera_issuer_types::audit::AuditRecord {
+                seq: r.seq,
+                at: r.at,
+                actor: r.actor,
+                action: r.action,
+                details: r.details,
+                prev_hash: hex::encode(r.prev_hash),
+                hash: hex::encode(r.hash),
+            })
+            .collect())
+    }
+
+    /// Checks the whole audit chain (auditors and administrators).
+    pub fn audit_chain(&self, actor: &Actor) -> Result<Chain, RaError> {
+        use tessera_issuer_types::lifecycle::OfficerRole;
+        self.require(
+            actor,
+            "audit.read",
+            &[OfficerRole::Auditor, OfficerRole::Administrator],
+        )?;
+        Ok(match self.store.read(|tx| tx.verify_audit())? {
+            Ok(v) => Chain::Verified { records: v.records },
+            Err(t) => Chain::Broken(t.to_string()),
+        })
+    }
+}

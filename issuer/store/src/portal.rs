@@ -1,0 +1,71 @@
+//! Officers' sessions in the admin portal. Only the cookie's SHA-256 is stored; the RA
+//! decides who may sign in and when a session has run out.
+
+use diesel::prelude::*;
+
+use crate::schema::portal_sessions;
+use crate::{StoreError, Tx};
+
+/// One session as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable)]
+#[diesel(table_name = portal_sessions)]
+pub struct SessionRow {
+    pub token_sha256: Vec<u8>,
+    pub officer_id: String,
+    /// What the officer signed in with: `certificate:SERIAL` or `passkey:ID`.
+    pub credential: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+    pub ended_at: Option<i64>,
+}
+
+impl Tx<'_> {
+    pub fn insert_session(&mut self, row: &SessionRow) -> Result<(), StoreError> {
+        diesel::insert_into(portal_sessions::table)
+            .values(row)
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn session(&mut self, token_sha256: &[u8]) -> Result<Option<SessionRow>, StoreError> {
+        Ok(portal_sessions::table
+            .filter(portal_sessions::token_sha256.eq(token_sha256))
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// Moves a live session's last use to `at`.
+    pub fn touch_session(&mut self, token_sha256: &[u8], at: i64) -> Result<(), StoreError> {
+        diesel::update(
+            portal_sessions::table
+                .filter(portal_sessions::token_sha256.eq(token_sha256))
+                .filter(portal_sessions::ended_at.is_null()),
+        )
+        .set(portal_sessions::last_seen.eq(at))
+        .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Ends a session; false if it had ended already.
+    pub fn end_session(&mut self, token_sha256: &[u8], at: i64) -> Result<bool, StoreError> {
+        let n = diesel::update(
+            portal_sessions::table
+                .filter(portal_sessions::token_sha256.eq(token_sha256))
+                .filter(portal_sessions::ended_at.is_null()),
+        )
+        .set(portal_sessions::ended_at.eq(at))
+        .execute(self.conn)?;
+        Ok(n == 1)
+    }
+
+    /// Ends every live session of an officer; how many.
+    pub fn end_sessions_of(&mut self, officer_id: &str, at: i64) -> Result<usize, StoreError> {
+        Ok(diesel::update(
+            portal_sessions::table
+                .filter(portal_sessions::officer_id.eq(officer_id))
+                .filter(portal_sessions::ended_at.is_null()),
+        )
+        .set(portal_sessions::ended_at.eq(at))
+        .execute(self.conn)?)
+    }
+}

@@ -1,0 +1,497 @@
+//! The admin portal against a running `serve --portal-listen`, through curl with client
+//! certificates our CA issued to officers' cards (keys made by openssl, registered with a
+//! CSR): sign-in with the service ID only; what a page needs before anything changes
+//! (the anti-forgery token, the portal's origin); four eyes shown and enforced; an
+//! auditor who can change nothing, a forged POST refused and audited; a session ended at
+//! once when the officer's card is suspended; security headers on every page.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::cli::Cli;
+
+const ISSUER: &str = env!("CARGO_BIN_EXE_tessera-issuer");
+
+/// One officer's browser: their certificate and key, and a cookie jar.
+struct Browser {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    jar: PathBuf,
+    ca: PathBuf,
+    base: String,
+}
+
+/// What a request got: status, headers (lowercase names), body.
+struct Got {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Browser {
+    fn curl(&self, extra: &[&str], path: &str) -> Got {
+        let dir = self.jar.parent().unwrap();
+        let head = dir.join(format!("head-{}", common::cli::rand_name()));
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "-o", "-", "-w", "%{http_code}"])
+            .arg("--cacert")
+            .arg(&self.ca)
+            .arg("-b")
+            .arg(&self.jar)
+            .arg("-c")
+            .arg(&self.jar)
+            .arg("-D")
+            .arg(&head);
+        if let (Some(c), Some(k)) = (&self.cert, &self.key) {
+            cmd.arg("--cert").arg(c).arg("--key").arg(k);
+        }
+        let out = cmd
+            .args(extra)
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.split_at(text.len().saturating_sub(3));
+        let headers = std::fs::read_to_string(&head)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let _ = std::fs::remove_file(&head);
+        Got {
+            status: code.parse().unwrap_or(0),
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Got {
+        self.curl(&[], path)
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Got {
+        let mut args = vec!["-X".to_owned(), "POST".to_owned()];
+        for (k, v) in form {
+            args.push("--data-urlencode".into());
+            args.push(format!("{k}={v}"));
+        }
+        if form.is_empty() {
+            args.extend(["-d".into(), String::new()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.curl(&args, path)
+    }
+
+    /// Signs in through the form; returns the dashboard's answer.
+    fn sign_in(&self) -> Got {
+        let page = self.get("/admin/sign-in");
+        assert_eq!(page.status, 200, "{}", page.body);
+        let csrf = hidden(&page.body, "csrf");
+        self.post("/admin/sign-in", &[("csrf", &csrf)])
+    }
+}
+
+/// The value of the first hidden input `name` on a page.
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        + marker.len();
+    body[start..].split('"').next().unwrap().to_owned()
+}
+
+/// A person with a proofed identity and an ACTIVE smart card whose authentication
+/// certificate (from a CSR, key made by openssl) is in `dir/authentication.pem`, key in
+/// `dir/card.key`. Returns (person id, carrier id).
+fn person_with_card(
+    t: &Cli,
+    hr: &str,
+    anna: &str,
+    bo: &str,
+    n: u32,
+    dir: &Path,
+) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let pnr = ["19811218-9876", "19900101-0017", "19850505-0008"][n as usize];
+    let email = format!("officer{n}@example.org");
+    let p = t.ok(
+        hr,
+        &[
+            "person",
+            "add",
+            "--employee-number",
+            &format!("E{n}"),
+            "--given-name",
+            ["Carl", "Dana", "Eve"][n as usize],
+            "--family-name",
+            "Officer",
+            "--email",
+            &email,
+            "--upn",
+            &email,
+            "--identity-number",
+            pnr,
+        ],
+    );
+    let person = p["id"].as_str().unwrap().to_owned();
+    t.proof(
+        anna,
+        &person,
+        "passport",
+        "Service desk",
+        &pnr.replace('-', ""),
+    );
+    let c = t.ok(
+        anna,
+        &["carrier", "add", "--kind", "smart_card", &format!("SC-{n}")],
+    );
+    let carrier = c["id"].as_str().unwrap().to_owned();
+    let a = t.ok(
+        anna,
+        &[
+            "carrier", "assign", &carrier, "--person", &person, "--terms", "2026-1",
+        ],
+    );
+    t.ok(bo, &["approve", "yes", a[0]["id"].as_str().unwrap()]);
+    let csr = common::card_csr(dir, "card.key");
+    std::fs::write(dir.join("card.csr.pem"), csr).unwrap();
+    let spec = format!("authentication={}", dir.join("card.csr.pem").display());
+    t.ok(
+        anna,
+        &[
+            "carrier",
+            "keys",
+            &carrier,
+            "--csr",
+            &spec,
+            "--certificates-out",
+            dir.to_str().unwrap(),
+        ],
+    );
+    t.ok(
+        anna,
+        &[
+            "carrier",
+            "activate",
+            &carrier,
+            "--receipt",
+            &format!("R-{n}"),
+        ],
+    );
+    (person, carrier)
+}
+
+#[test]
+fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
+    if !common::require(&["curl", "openssl"], &["/usr/lib/softhsm/libsofthsm2.so"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    let out = Command::new(ISSUER)
+        .args(["init", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::allow_upn_domain(&data, "example.org");
+    let portal_port = common::free_port();
+    let (_server, base) = common::serve(
+        &data,
+        &["--portal-listen", &format!("127.0.0.1:{portal_port}")],
+    );
+    let t = Cli {
+        base: base.clone(),
+        dir: root.to_owned(),
+    };
+    let bootstrap = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+    let first = t.ok(
+        &bootstrap,
+        &[
+            "officer",
+            "add",
+            "admin",
+            "--name",
+            "Ada",
+            "--role",
+            "administrator",
+        ],
+    );
+    let admin = first["first_token"]["token"].as_str().unwrap().to_owned();
+    let anna = t.officer(&admin, "anna", "registration_officer");
+    let bo = t.officer(&admin, "bo", "registration_officer");
+    let hr = t.officer(&admin, "hr", "hr_admin");
+
+    // Carl (a registration officer) and Dana (an auditor) hold service IDs of their own;
+    // Eve holds one but is no officer.
+    let (carl_person, carl_card) = person_with_card(&t, &hr, &anna, &bo, 0, &root.join("carl"));
+    let (dana_person, _) = person_with_card(&t, &hr, &anna, &bo, 1, &root.join("dana"));
+    person_with_card(&t, &hr, &anna, &bo, 2, &root.join("eve"));
+    t.ok(
+        &admin,
+        &[
+            "officer",
+            "add",
+            "carl",
+            "--name",
+            "Carl Officer",
+            "--role",
+            "registration_officer",
+            "--person",
+            &carl_person,
+        ],
+    );
+    t.ok(
+        &admin,
+        &[
+            "officer",
+            "add",
+            "dana",
+            "--name",
+            "Dana Officer",
+            "--role",
+            "auditor",
+            "--person",
+            &dana_person,
+        ],
+    );
+    let browser = |who: Option<&str>| {
+        let jar = root.join(format!("jar-{}", common::cli::rand_name()));
+        std::fs::write(&jar, "").unwrap();
+        Browser {
+            cert: who.map(|w| root.join(w).join("authentication.pem")),
+            key: who.map(|w| root.join(w).join("card.key")),
+            jar,
+            ca: data.join("tls-ca.pem"),
+            base: format!("https://127.0.0.1:{portal_port}"),
+        }
+    };
+
+    // Without a session every page sends the browser to sign in.
+    let nobody = browser(None);
+    let got = nobody.get("/admin/people");
+    assert_eq!(got.status, 303, "{}", got.body);
+    assert!(
+        got.headers.contains("location: /admin/sign-in"),
+        "{}",
+        got.headers
+    );
+    // Security headers on every page, the sign-in page too.
+    let got = nobody.get("/admin/sign-in");
+    for h in [
+        "content-security-policy: default-src 'none'",
+        "frame-ancestors 'none'",
+        "strict-transport-security: max-age=",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+    ] {
+        assert!(got.headers.contains(h), "{h} missing: {}", got.headers);
+    }
+    assert!(!got.body.contains("<script"), "{}", got.body);
+    // No certificate: the page says what to do.
+    let got = nobody.sign_in();
+    assert_eq!(got.status, 401, "{}", got.body);
+    assert!(got.body.contains("sent no certificate"), "{}", got.body);
+    // A certificate from another CA does not get through the TLS handshake.
+    let stranger = root.join("stranger");
+    std::fs::create_dir(&stranger).unwrap();
+    let (ok, text) = common::openssl(
+        &stranger,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "card.key",
+            "-out",
+            "authentication.pem",
+            "-subj",
+            "/CN=Carl Officer",
+            "-days",
+            "30",
+        ],
+    );
+    assert!(ok, "{text}");
+    assert_eq!(browser(Some("stranger")).get("/admin/sign-in").status, 0);
+    // A good service ID of someone who is no officer: refused, and audited.
+    let got = browser(Some("eve")).sign_in();
+    assert_eq!(got.status, 403, "{}", got.body);
+    assert!(got.body.contains("not an officer"), "{}", got.body);
+
+    // Carl signs in; the form without its anti-forgery value changes nothing.
+    let carl = browser(Some("carl"));
+    let page = carl.get("/admin/sign-in");
+    let got = carl.post("/admin/sign-in", &[("csrf", "0000")]);
+    assert_eq!(got.status, 403, "{}", got.body);
+    let got = carl.post("/admin/sign-in", &[("csrf", &hidden(&page.body, "csrf"))]);
+    assert_eq!(got.status, 303, "{}", got.body);
+    assert!(
+        got.headers.contains("set-cookie: __host-tessera-session="),
+        "{}",
+        got.headers
+    );
+    assert!(got.headers.contains("httponly") && got.headers.contains("samesite=strict"));
+    let home = carl.get("/admin/");
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert!(home.body.contains("Carl Officer"), "{}", home.body);
+    // In Swedish when asked.
+    let sv = carl.get("/admin/people?lang=sv");
+    assert!(
+        sv.body.contains("Anställningsnummer") && sv.body.contains("lang=\"sv\""),
+        "{}",
+        sv.body
+    );
+    // Back to English (the choice is remembered in a cookie).
+    let people = carl.get("/admin/people?q=offi&lang=en");
+    assert!(people.body.contains("lang=\"en\""), "{}", people.body);
+    assert!(
+        people.body.contains("E1") && people.body.contains("E2"),
+        "{}",
+        people.body
+    );
+    let person = carl.get(&format!("/admin/people/{dana_person}"));
+    assert_eq!(person.status, 200, "{}", person.body);
+    assert!(person.body.contains("SC-1"), "{}", person.body);
+
+    // Carl asks for a card for Eve's colleague... for Dana: a second card. He cannot
+    // approve his own request: the page says why, and a POST anyway is refused, audited.
+    let carl_token = {
+        t.ok(&admin, &["officer", "token", "carl"])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let c = t.ok(
+        &carl_token,
+        &["carrier", "add", "--kind", "smart_card", "SC-9"],
+    );
+    let new_card = c["id"].as_str().unwrap().to_owned();
+    let a = t.ok(
+        &carl_token,
+        &[
+            "carrier",
+            "assign",
+            &new_card,
+            "--person",
+            &dana_person,
+            "--terms",
+            "2026-1",
+        ],
+    );
+    let approval = a[0]["id"].as_str().unwrap().to_owned();
+    let page = carl.get("/admin/approvals");
+    assert!(
+        page.body.contains("You cannot decide this one"),
+        "{}",
+        page.body
+    );
+    assert!(!page
+        .body
+        .contains(&format!("/admin/approvals/{approval}/decision")));
+    let csrf = hidden(&page.body, "csrf");
+    let got = carl.post(
+        &format!("/admin/approvals/{approval}/decision"),
+        &[("csrf", &csrf), ("decision", "approve")],
+    );
+    assert_eq!(got.status, 403, "{}", got.body);
+    // Without the token, or from another origin, nothing is decided either.
+    let got = carl.post(
+        &format!("/admin/approvals/{approval}/decision"),
+        &[("decision", "approve")],
+    );
+    assert_eq!(got.status, 403, "{}", got.body);
+    let got = carl.curl(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Origin: https://evil.example",
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            "decision=approve",
+        ],
+        &format!("/admin/approvals/{approval}/decision"),
+    );
+    assert_eq!(got.status, 403, "{}", got.body);
+    let pending = t.ok(&anna, &["approve", "list"]);
+    assert!(pending.to_string().contains(&approval), "{pending}");
+
+    // Dana, an auditor, reads but sees no control that changes anything; a forged POST
+    // with her own valid token is refused by the RA and audited.
+    let dana = browser(Some("dana"));
+    assert_eq!(dana.sign_in().status, 303);
+    let page = dana.get("/admin/approvals");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("name=\"decision\""), "{}", page.body);
+    let csrf = hidden(&page.body, "csrf");
+    let got = dana.post(
+        &format!("/admin/approvals/{approval}/decision"),
+        &[("csrf", &csrf), ("decision", "approve")],
+    );
+    assert_eq!(got.status, 403, "{}", got.body);
+    let audit = dana.get("/admin/audit");
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    assert!(audit.body.contains("Chain verified"), "{}", audit.body);
+    assert!(audit.body.contains("portal.signed_in"), "{}", audit.body);
+    let refusals = dana.get("/admin/audit?action=refused");
+    for why in [
+        "not an officer",
+        "approval.decide needs the role",
+        "carl asked for this; a second officer must decide",
+    ] {
+        assert!(
+            refusals.body.to_lowercase().contains(why),
+            "{why} not audited: {}",
+            refusals.body
+        );
+    }
+    // Carl may not read the audit trail.
+    assert_eq!(carl.get("/admin/audit").status, 403);
+
+    // Bo approves in the portal? Bo has no card: he approves through the API; the page
+    // then shows nothing pending for that request.
+    t.ok(&bo, &["approve", "yes", &approval]);
+    assert!(!carl.get("/admin/approvals").body.contains(&approval));
+
+    // Carl's card suspended: his session ends at his next click, and he cannot sign in.
+    t.ok(
+        &anna,
+        &[
+            "carrier",
+            "suspend",
+            &carl_card,
+            "--reason",
+            "temporarily_lost",
+            "--days",
+            "3",
+        ],
+    );
+    let got = carl.get("/admin/");
+    assert_eq!(got.status, 303, "{}", got.body);
+    let got = carl.sign_in();
+    assert_eq!(got.status, 403, "{}", got.body);
+    assert!(got.body.contains("suspended"), "{}", got.body);
+
+    // Dana signs out: the session is over, and the trail says so.
+    let page = dana.get("/admin/");
+    let got = dana.post("/admin/sign-out", &[("csrf", &hidden(&page.body, "csrf"))]);
+    assert_eq!(got.status, 303, "{}", got.body);
+    assert_eq!(dana.get("/admin/").status, 303);
+    let trail = t
+        .ok(&admin, &["audit", "list", "--limit", "1000"])
+        .to_string();
+    assert!(trail.contains("portal.session_ended"), "{trail}");
+    assert!(trail.contains("signed out"), "{trail}");
+    assert!(trail.contains("this service ID is suspended"), "{trail}");
+}
