@@ -421,6 +421,13 @@ fn maintain(
         }
         if now >= next_reconcile {
             next_reconcile = now + reconcile_every;
+            // Portal sessions ended (or past their limit) a month ago: gone from the
+            // table; their sign-in and end stay in the audit trail.
+            match app.ra.purge_sessions(30) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "old portal sessions purged"),
+                Err(e) => tracing::warn!(error = %e, "purging old portal sessions"),
+            }
             match app.ra.reconcile_all() {
                 Ok(differences) => {
                     for d in &differences {

@@ -122,7 +122,12 @@ async fn blocking<T: Send + 'static>(
 
 /// Reads the language and the session (checking it with the RA: idle and hard limits, the
 /// credential still good).
-async fn context(portal: &Arc<Portal>, headers: &HeaderMap, uri: &axum::http::Uri) -> Ctx {
+async fn context(
+    portal: &Arc<Portal>,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    peer: &PeerCertificate,
+) -> Ctx {
     let query_lang = uri
         .query()
         .unwrap_or("")
@@ -155,7 +160,8 @@ async fn context(portal: &Arc<Portal>, headers: &HeaderMap, uri: &axum::http::Ur
     if let Some(token) = cookie(headers, SESSION_COOKIE).map(str::to_owned) {
         let ra = Arc::clone(&portal.ra);
         let t = token.clone();
-        match blocking(move || ra.session(&t)).await {
+        let peer = peer.0.clone();
+        match blocking(move || ra.session(&t, peer.as_deref())).await {
             Ok(s) => session = Some((token, s)),
             Err(RaError::SessionEnded(why)) => ended = Some(why),
             Err(e) => {
@@ -231,14 +237,13 @@ fn refusal(ctx: &Ctx, e: RaError) -> Response {
         }
     };
     let f = ctx.frame(ctx.tr().error_title);
-    page(
-        ctx,
-        status,
-        ErrorPage {
-            f,
-            message: e.to_string(),
-        },
-    )
+    // A server-side failure's details are for the log, not the page.
+    let message = if status.is_server_error() {
+        ctx.tr().server_failed.to_owned()
+    } else {
+        e.to_string()
+    };
+    page(ctx, status, ErrorPage { f, message })
 }
 
 /// The signed-in officer's session and its cookie.
@@ -325,8 +330,13 @@ fn hex_random() -> String {
         .collect()
 }
 
-async fn sign_in_page(State(portal): St, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+async fn sign_in_page(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     if ctx.session.is_some() {
         return Redirect::to("/admin/").into_response();
     }
@@ -347,7 +357,7 @@ async fn sign_in(
     Extension(peer): Extension<PeerCertificate>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or("").to_owned();
     if let Some(r) = forged(&ctx, &headers, &expected, &form.csrf) {
         return r;
@@ -388,9 +398,10 @@ async fn sign_out(
     State(portal): St,
     headers: HeaderMap,
     uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     let Some((token, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -439,8 +450,13 @@ struct DashboardPage {
     approvals: Vec<ApprovalRow>,
 }
 
-async fn dashboard(State(portal): St, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+async fn dashboard(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -468,8 +484,13 @@ struct ApprovalsPage {
     approvals: Vec<ApprovalRow>,
 }
 
-async fn approvals(State(portal): St, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+async fn approvals(
+    State(portal): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
+) -> Response {
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -502,10 +523,11 @@ async fn decide(
     State(portal): St,
     headers: HeaderMap,
     uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -550,9 +572,10 @@ async fn people(
     State(portal): St,
     headers: HeaderMap,
     uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
     Query(query): Query<SearchQuery>,
 ) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -602,9 +625,10 @@ async fn person(
     State(portal): St,
     headers: HeaderMap,
     uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
     Path(id): Path<String>,
 ) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -671,9 +695,10 @@ async fn audit(
     State(portal): St,
     headers: HeaderMap,
     uri: axum::http::Uri,
+    Extension(peer): Extension<PeerCertificate>,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let ctx = context(&portal, &headers, &uri).await;
+    let ctx = context(&portal, &headers, &uri, &peer).await;
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };

@@ -254,6 +254,7 @@ pub struct Ra {
     on_change: OnChange,
     policy: registration::RaPolicy,
     sessions: portal::SessionPolicy,
+    portal: portal::PortalState,
 }
 
 impl std::fmt::Debug for Ra {
@@ -282,6 +283,7 @@ impl Ra {
             on_change,
             policy: registration::RaPolicy::default(),
             sessions: portal::SessionPolicy::default(),
+            portal: portal::PortalState::default(),
         }
     }
 

@@ -150,22 +150,32 @@ impl Ra {
 
     /// Signs in the officer whose service ID `der` is (a TLS client certificate the TLS
     /// layer chained to the issuing CA). Returns the new session's cookie and the session.
-    /// A refusal is audited.
+    /// Checked in a read first: a refusal takes no write lock, and is audited at most once
+    /// a minute per certificate (any employee's card gets through TLS).
     pub fn sign_in_with_certificate(&self, der: &[u8]) -> Result<(String, Session), RaError> {
         let at = now_secs(self.clock.as_ref());
         let cert = x509_cert::Certificate::from_der(der)
             .map_err(|e| refused(format!("the client certificate cannot be read: {e}")))?;
         let serial = Serial::from_bytes(cert.tbs_certificate.serial_number.as_bytes())
             .map_err(|_| refused("the client certificate's serial number is not ours"))?;
-        let token = base64ct::Base64UrlUnpadded::encode_string(&rand::random::<[u8; 32]>());
-        let hash = token_hash(&token);
-        let credential = format!("certificate:{serial}");
-        let outcome = self.store.write(|tx| -> Result<_, RaError> {
+        let check = |tx: &mut Tx<'_>| -> Result<Officer, RaError> {
             // Exactly the certificate stored, not merely one with its serial.
             if tx.certificate(&serial)?.as_deref() != Some(der) {
                 return Err(refused("this certificate was not issued by this issuer"));
             }
-            let officer = self.officer_by_serial(tx, &serial, at)?;
+            self.officer_by_serial(tx, &serial, at)
+        };
+        if let Err(e) = self.store.read(check) {
+            if let RaError::Forbidden(why) = &e {
+                self.refused_sign_in(&serial, why, at);
+            }
+            return Err(e);
+        }
+        let token = base64ct::Base64UrlUnpadded::encode_string(&rand::random::<[u8; 32]>());
+        let hash = token_hash(&token);
+        let credential = format!("certificate:{serial}");
+        let officer = self.store.write(|tx| -> Result<_, RaError> {
+            let officer = check(tx)?;
             tx.insert_session(&SessionRow {
                 token_sha256: hash.clone(),
                 officer_id: officer.actor.name.clone(),
@@ -184,89 +194,138 @@ impl Ra {
                 at,
             )?;
             Ok(officer)
-        });
-        match outcome {
-            Ok(officer) => Ok((
-                token.clone(),
-                Session {
-                    actor: officer.actor,
-                    display_name: officer.display_name,
-                    credential,
-                    csrf: csrf_token(&token),
-                    ends_at: at + self.sessions.max_secs,
-                },
-            )),
-            Err(RaError::Forbidden(why)) => {
-                let audited = self.store.write(|tx| {
-                    tx.audit(
-                        "portal sign-in",
-                        &AuditEvent::Refused {
-                            action: "portal.sign_in".into(),
-                            reason: format!("certificate {serial}: {why}"),
-                        },
-                        at,
-                    )
-                });
-                if let Err(e) = audited {
-                    tracing::error!(error = %e, "auditing a refused sign-in");
-                }
-                Err(RaError::Forbidden(why))
+        })?;
+        Ok((
+            token.clone(),
+            Session {
+                actor: officer.actor,
+                display_name: officer.display_name,
+                credential,
+                csrf: csrf_token(&token),
+                ends_at: at + self.sessions.max_secs,
+            },
+        ))
+    }
+
+    /// Audits a refused sign-in, at most once a minute per certificate (the rest logged).
+    fn refused_sign_in(&self, serial: &Serial, why: &str, at: i64) {
+        {
+            let mut last = self
+                .portal
+                .refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.len() > 10_000 {
+                last.retain(|_, t| at - *t < 60);
             }
-            Err(e) => Err(e),
+            match last.get(serial) {
+                Some(t) if at - *t < 60 => {
+                    tracing::info!(%serial, why, "portal sign-in refused (audited within the minute)");
+                    return;
+                }
+                _ => {
+                    last.insert(serial.clone(), at);
+                }
+            }
+        }
+        let audited = self.store.write(|tx| {
+            tx.audit(
+                "portal sign-in",
+                &AuditEvent::Refused {
+                    action: "portal.sign_in".into(),
+                    reason: format!("certificate {serial}: {why}"),
+                },
+                at,
+            )
+        });
+        if let Err(e) = audited {
+            tracing::error!(error = %e, "auditing a refused sign-in");
         }
     }
 
-    /// The live session behind cookie `token`: its credential still good, neither limit
-    /// passed. A session found ended for either reason is ended for good (and audited).
-    pub fn session(&self, token: &str) -> Result<Session, RaError> {
+    /// The live session behind cookie `token`, on a connection that presented `peer` (the
+    /// TLS client certificate, DER): a session begun with a card is good only where that
+    /// card's certificate is presented again, so a cookie alone is nothing. Its
+    /// credential still good, neither limit passed; a session found past either, or its
+    /// credential no longer good, is ended for good (and audited). Read first: an unknown
+    /// cookie or a session used within the minute costs no write.
+    pub fn session(&self, token: &str, peer: Option<&[u8]>) -> Result<Session, RaError> {
         let at = now_secs(self.clock.as_ref());
         let hash = token_hash(token);
         let policy = self.sessions;
-        let outcome = self.store.write(|tx| -> Result<_, RaError> {
+        enum Found {
+            Live(Session, bool),
+            End(SessionRow, String),
+        }
+        let found = self.store.read(|tx| -> Result<Found, RaError> {
             let Some(row) = tx.session(&hash)? else {
-                return Ok(Err("no such session".to_owned()));
+                return Err(RaError::SessionEnded("no such session".into()));
             };
             if row.ended_at.is_some() {
-                return Ok(Err("the session has ended".to_owned()));
+                return Err(RaError::SessionEnded("the session has ended".into()));
             }
-            let why = if at >= row.created_at + policy.max_secs {
-                Some("the session reached its time limit".to_owned())
-            } else if at >= row.last_seen + policy.idle_secs {
-                Some("the session was idle too long".to_owned())
-            } else {
-                match credential_serial(&row.credential) {
-                    Some(serial) => match self.officer_by_serial(tx, &serial, at) {
-                        Ok(officer) if officer.actor.name == row.officer_id => {
-                            tx.touch_session(&hash, at)?;
-                            return Ok(Ok(Session {
-                                actor: officer.actor,
-                                display_name: officer.display_name,
-                                credential: row.credential,
-                                csrf: csrf_token(token),
-                                ends_at: row.created_at + policy.max_secs,
-                            }));
-                        }
-                        Ok(_) => Some("the credential belongs to another officer now".into()),
-                        Err(RaError::Forbidden(why)) => Some(why),
-                        Err(e) => return Err(e),
-                    },
-                    None => Some("unknown credential".into()),
-                }
+            let Some(serial) = credential_serial(&row.credential) else {
+                return Ok(Found::End(row, "unknown credential".into()));
             };
-            let why = why.unwrap_or_default();
-            tx.end_session(&hash, at)?;
-            tx.audit(
-                &row.officer_id,
-                &AuditEvent::PortalSessionEnded {
-                    officer: row.officer_id.clone(),
-                    session: session_name(&hash),
-                    reason: why.clone(),
-                },
-                at,
-            )?;
-            Ok(Err(why))
+            // The card this session began with, presented on this connection.
+            let presented = peer
+                .and_then(|der| x509_cert::Certificate::from_der(der).ok())
+                .and_then(|c| Serial::from_bytes(c.tbs_certificate.serial_number.as_bytes()).ok());
+            if presented.as_ref() != Some(&serial) || tx.certificate(&serial)?.as_deref() != peer {
+                return Err(RaError::SessionEnded(
+                    "this session's card is not presented: sign in with your card".into(),
+                ));
+            }
+            if at >= row.created_at + policy.max_secs {
+                return Ok(Found::End(row, "the session reached its time limit".into()));
+            }
+            if at >= row.last_seen + policy.idle_secs {
+                return Ok(Found::End(row, "the session was idle too long".into()));
+            }
+            match self.officer_by_serial(tx, &serial, at) {
+                Ok(officer) if officer.actor.name == row.officer_id => Ok(Found::Live(
+                    Session {
+                        actor: officer.actor,
+                        display_name: officer.display_name,
+                        credential: row.credential.clone(),
+                        csrf: csrf_token(token),
+                        ends_at: row.created_at + policy.max_secs,
+                    },
+                    at - row.last_seen >= TOUCH_EVERY,
+                )),
+                Ok(_) => Ok(Found::End(
+                    row,
+                    "the credential belongs to another officer now".into(),
+                )),
+                Err(RaError::Forbidden(why)) => Ok(Found::End(row, why)),
+                Err(e) => Err(e),
+            }
         })?;
-        outcome.map_err(RaError::SessionEnded)
+        match found {
+            Found::Live(session, touch) => {
+                if touch {
+                    self.store.write(|tx| tx.touch_session(&hash, at))?;
+                }
+                Ok(session)
+            }
+            Found::End(row, why) => {
+                self.store.write(|tx| -> Result<(), RaError> {
+                    if tx.end_session(&hash, at)? {
+                        tx.audit(
+                            &row.officer_id,
+                            &AuditEvent::PortalSessionEnded {
+                                officer: row.officer_id.clone(),
+                                session: session_name(&hash),
+                                reason: why.clone(),
+                            },
+                            at,
+                        )?;
+                    }
+                    Ok(())
+                })?;
+                Err(RaError::SessionEnded(why))
+            }
+        }
     }
 
     /// Ends the session behind cookie `token` (signing out); nothing if it had ended.
@@ -291,6 +350,28 @@ impl Ra {
             Ok(())
         })
     }
+
+    /// Deletes sessions ended or past their hard limit more than `keep_days` ago (their
+    /// sign-in and end stay in the audit trail); how many.
+    pub fn purge_sessions(&self, keep_days: i64) -> Result<usize, RaError> {
+        let at = now_secs(self.clock.as_ref());
+        let before = at - keep_days * 86_400;
+        let max = self.sessions.max_secs;
+        Ok(self.store.write(|tx| tx.purge_sessions(before, max))?)
+    }
+}
+
+/// How often a session's last use is written (the idle limit is this precise).
+const TOUCH_EVERY: i64 = 60;
+
+/// What the portal side of the RA keeps in memory.
+#[derive(Debug, Default)]
+pub(crate) struct PortalState {
+    /// When a refused sign-in was last audited, per certificate.
+    refusals: std::sync::Mutex<std::collections::HashMap<Serial, i64>>,
+    /// The audit chain verified so far (records, head): each view checks only what came
+    /// after it.
+    verified: std::sync::Mutex<Option<tessera_issuer_store::audit::Verified>>,
 }
 
 fn credential_serial(credential: &str) -> Option<Serial> {
@@ -334,10 +415,10 @@ impl Ra {
         )?;
         let limit = i64::from(limit.clamp(1, 200));
         let text = text.trim();
+        let protected = crate::registration::may_see_protected(actor);
         self.store
-            .read(|tx| tx.search_people(text, limit))?
+            .read(|tx| tx.search_people(text, limit, protected))?
             .into_iter()
-            .filter(|p| !p.protected_identity || crate::registration::may_see_protected(actor))
             .map(crate::registration::person_view)
             .collect()
     }
@@ -383,9 +464,30 @@ impl Ra {
             "audit.read",
             &[OfficerRole::Auditor, OfficerRole::Administrator],
         )?;
-        Ok(match self.store.read(|tx| tx.verify_audit())? {
-            Ok(v) => Chain::Verified { records: v.records },
-            Err(t) => Chain::Broken(t.to_string()),
+        // The part verified before is not read again: an edit there is what the signed
+        // checkpoints and `tessera-issuer audit verify` find; a break after it is found
+        // here, and then every view checks the whole chain again.
+        let mut verified = self
+            .portal
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let from = verified
+            .clone()
+            .unwrap_or(tessera_issuer_store::audit::Verified {
+                records: 0,
+                head: tessera_issuer_store::audit::GENESIS.to_vec(),
+            });
+        Ok(match self.store.read(|tx| tx.verify_audit_after(&from))? {
+            Ok(v) => {
+                let records = v.records;
+                *verified = Some(v);
+                Chain::Verified { records }
+            }
+            Err(t) => {
+                *verified = None;
+                Chain::Broken(t.to_string())
+            }
         })
     }
 }

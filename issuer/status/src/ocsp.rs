@@ -234,6 +234,14 @@ impl Cache {
         let mut inner = self.write();
         inner.generation += 1;
         let generation = inner.generation;
+        // The strictest demand on a response still being signed stays: this process's own
+        // change (no outbox position: every earlier read is stale) beats any position,
+        // and a later position beats an earlier one heard late.
+        let seq = match inner.invalidated.get(serial) {
+            Some((_, _, None)) => None,
+            Some((_, _, Some(earlier))) => seq.map(|s| s.max(*earlier)),
+            None => seq,
+        };
         inner
             .invalidated
             .insert(serial.to_owned(), (generation, now, seq));
@@ -451,10 +459,15 @@ fn build(
         let serial = Serial::from_bytes(id.serial_number.as_bytes()).ok();
         let status = match (ours, &serial) {
             (true, Some(serial)) => {
-                let (status, head) = store.read(|tx| {
+                // The outbox head first: the status read after it has seen at least
+                // every change up to it (writes are serialised and each commits its
+                // outbox entry with the change), whether or not the two reads share a
+                // snapshot. Read the other way round, a revocation committed between them
+                // would mark a stale "good" as covering it.
+                let (head, status) = store.read(|tx| {
                     Ok::<_, tessera_issuer_store::StoreError>((
-                        tx.status_under(ISSUING, serial)?,
                         tx.outbox_head()?,
+                        tx.status_under(ISSUING, serial)?,
                     ))
                 })?;
                 covers = covers.min(head);
@@ -577,6 +590,13 @@ mod tests {
         // This process's own change forgets whatever was cached.
         cache.invalidate("aa", t);
         assert_eq!(cache.lookup(b"id-a", t), None);
+        // ... and a response read before it stays refused even when the follower then
+        // hears of an older entry late.
+        let g = cache.generation();
+        cache.invalidate("cc", t);
+        cache.invalidate_at("cc", 3, t);
+        cache.store(b"id-c", "cc", b"stale", t, g, 5);
+        assert_eq!(cache.lookup(b"id-c", t), None);
     }
 
     #[test]

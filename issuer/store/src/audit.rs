@@ -456,9 +456,26 @@ impl Tx<'_> {
 
     /// Checks the whole chain in order.
     pub fn verify_audit(&mut self) -> Result<Result<Verified, Tamper>, StoreError> {
-        let records = self.audit_records()?;
-        let mut prev = GENESIS.to_vec();
-        let mut prev_seq = 0;
+        self.verify_audit_after(&Verified {
+            records: 0,
+            head: GENESIS.to_vec(),
+        })
+    }
+
+    /// Checks the records after a part of the chain already verified (`records` long,
+    /// ending in `head`); the answer covers the whole chain from the first record.
+    pub fn verify_audit_after(
+        &mut self,
+        verified: &Verified,
+    ) -> Result<Result<Verified, Tamper>, StoreError> {
+        let after = i64::try_from(verified.records).unwrap_or(i64::MAX);
+        let records: Vec<Record> = audit_log::table
+            .filter(audit_log::seq.gt(after))
+            .select(Record::as_select())
+            .order(audit_log::seq.asc())
+            .load(self.conn)?;
+        let mut prev = verified.head.clone();
+        let mut prev_seq = after;
         for r in &records {
             if r.seq != prev_seq + 1 {
                 return Ok(Err(Tamper::Missing {
@@ -491,7 +508,7 @@ impl Tx<'_> {
             prev_seq = r.seq;
         }
         Ok(Ok(Verified {
-            records: records.len() as u64,
+            records: u64::try_from(prev_seq).unwrap_or(0),
             head: prev,
         }))
     }

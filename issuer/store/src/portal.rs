@@ -58,14 +58,15 @@ impl Tx<'_> {
         Ok(n == 1)
     }
 
-    /// Ends every live session of an officer; how many.
-    pub fn end_sessions_of(&mut self, officer_id: &str, at: i64) -> Result<usize, StoreError> {
-        Ok(diesel::update(
-            portal_sessions::table
-                .filter(portal_sessions::officer_id.eq(officer_id))
-                .filter(portal_sessions::ended_at.is_null()),
+    /// Deletes sessions that ended, or started more than `max_secs` before, `before`.
+    pub fn purge_sessions(&mut self, before: i64, max_secs: i64) -> Result<usize, StoreError> {
+        Ok(diesel::delete(
+            portal_sessions::table.filter(
+                portal_sessions::ended_at
+                    .lt(before)
+                    .or(portal_sessions::created_at.lt(before - max_secs)),
+            ),
         )
-        .set(portal_sessions::ended_at.eq(at))
         .execute(self.conn)?)
     }
 }

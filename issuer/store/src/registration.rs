@@ -579,18 +579,33 @@ impl Tx<'_> {
     }
 
     /// At most `limit` people whose employee number, e-mail or either name starts with
-    /// `text` (case-insensitive), in employee-number order.
-    pub fn search_people(&mut self, text: &str, limit: i64) -> Result<Vec<PersonRow>, StoreError> {
-        let pattern = format!("{}%", crate::audit::like_escape(&text.to_lowercase()));
+    /// `text` (case-insensitive; on SQLite, whose lower() folds ASCII only, a name with
+    /// letters outside ASCII is found as typed or as stored, e.g. "Åsa" but not "åsa"),
+    /// in employee-number order; protected identities only with `include_protected`.
+    pub fn search_people(
+        &mut self,
+        text: &str,
+        limit: i64,
+        include_protected: bool,
+    ) -> Result<Vec<PersonRow>, StoreError> {
+        let folded = format!("{}%", crate::audit::like_escape(&text.to_lowercase()));
+        let typed = format!("{}%", crate::audit::like_escape(text));
         Ok(people::table
             .filter(
+                people::protected_identity
+                    .eq(false)
+                    .or(people::protected_identity.eq(include_protected)),
+            )
+            .filter(
                 lower(people::employee_number)
-                    .like(&pattern)
+                    .like(&folded)
                     .escape('\\')
-                    .or(lower(people::given_name).like(&pattern).escape('\\'))
-                    .or(lower(people::family_name).like(&pattern).escape('\\'))
+                    .or(lower(people::given_name).like(&folded).escape('\\'))
+                    .or(lower(people::family_name).like(&folded).escape('\\'))
+                    .or(people::given_name.like(&typed).escape('\\'))
+                    .or(people::family_name.like(&typed).escape('\\'))
                     .or(lower(people::email.assume_not_null())
-                        .like(&pattern)
+                        .like(&folded)
                         .escape('\\')),
             )
             .order(people::employee_number)

@@ -89,8 +89,14 @@ async fn accept_loop(
                             .and_then(|c| c.first())
                             .map(|c| bytes::Bytes::copy_from_slice(c.as_ref())),
                     );
-                    let service =
-                        TowerToHyperService::new(service_router.layer(axum::Extension(peer)));
+                    // Added to each request (not a layer over every route per connection).
+                    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                        service_router,
+                        move |mut req: hyper::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(peer.clone());
+                            req
+                        },
+                    ));
                     let conn = http1().serve_connection(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn).await;
                 });
