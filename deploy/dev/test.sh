@@ -32,6 +32,16 @@ if [ ! -x "$scim_venv/bin/python" ] || ! "$scim_venv/bin/python" -c "import scim
 fi
 export TESSERA_SCIM_PYTHON="$scim_venv/bin/python"
 
+# Playwright (PyPI) drives Debian's Chromium through the admin portal; axe-playwright-python
+# runs axe-core in it. Playwright's own browser download is not used (nor reachable).
+playwright_venv="${XDG_CACHE_HOME:-$HOME/.cache}/tessera/playwright-1.65.2"
+if [ ! -x "$playwright_venv/bin/python" ] || ! "$playwright_venv/bin/python" -c "import playwright, axe_playwright_python" 2>/dev/null; then
+  echo "==> installing Playwright into $playwright_venv"
+  python3 -m venv "$playwright_venv"
+  "$playwright_venv/bin/pip" install -q "playwright==1.65.2" "axe-playwright-python==0.1.8"
+fi
+export TESSERA_PLAYWRIGHT_PYTHON="$playwright_venv/bin/python"
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
