@@ -544,6 +544,18 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     assert_eq!(got.status, 403, "{}", got.body);
     assert!(got.body.contains("suspended"), "{}", got.body);
 
+    // Today's page shows the suspension and its deadline (three days off).
+    let today = dana.get("/admin/");
+    let section = today
+        .body
+        .split("id=\"suspensions\"")
+        .nth(1)
+        .and_then(|s| s.split("id=\"due-back\"").next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(section.contains(carl_card.as_str()), "{}", today.body);
+    assert!(section.contains("suspended"), "{section}");
+
     // Dana signs out: the session is over, and the trail says so.
     let page = dana.get("/admin/");
     let got = dana.post("/admin/sign-out", &[("csrf", &hidden(&page.body, "csrf"))]);

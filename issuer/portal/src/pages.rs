@@ -448,6 +448,21 @@ fn approval_rows(actor: &Actor, list: Vec<Approval>) -> Vec<ApprovalRow> {
 struct DashboardPage {
     f: Frame,
     approvals: Vec<ApprovalRow>,
+    suspensions: Vec<CarrierRow>,
+    due_back: Vec<CarrierRow>,
+}
+
+/// How far ahead the dashboard looks for deadlines.
+const ATTENTION_DAYS: u32 = 7;
+
+fn carrier_rows(list: Vec<Carrier>) -> Vec<CarrierRow> {
+    list.into_iter()
+        .map(|c| CarrierRow {
+            deadline: c.deadline.map(time_of),
+            ends: c.ends_at.map(time_of),
+            c,
+        })
+        .collect()
 }
 
 async fn dashboard(
@@ -461,8 +476,15 @@ async fn dashboard(
         return to_sign_in();
     };
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
-    match blocking(move || ra.approvals_pending(&actor)).await {
-        Ok(list) => {
+    let found = blocking(move || {
+        Ok((
+            ra.approvals_pending(&actor)?,
+            ra.attention(&actor, ATTENTION_DAYS)?,
+        ))
+    })
+    .await;
+    match found {
+        Ok((list, attention)) => {
             let approvals = approval_rows(&session.actor, list);
             page(
                 &ctx,
@@ -470,6 +492,8 @@ async fn dashboard(
                 DashboardPage {
                     f: ctx.frame(ctx.tr().dashboard),
                     approvals,
+                    suspensions: carrier_rows(attention.suspensions),
+                    due_back: carrier_rows(attention.due_back),
                 },
             )
         }
@@ -643,14 +667,7 @@ async fn person(
                 PersonPage {
                     f: ctx.frame(&title),
                     proofed: p.proofed_at.map(time_of),
-                    carriers: carriers
-                        .into_iter()
-                        .map(|c| CarrierRow {
-                            deadline: c.deadline.map(time_of),
-                            ends: c.ends_at.map(time_of),
-                            c,
-                        })
-                        .collect(),
+                    carriers: carrier_rows(carriers),
                     p,
                 },
             )

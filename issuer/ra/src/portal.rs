@@ -491,3 +491,47 @@ impl Ra {
         })
     }
 }
+
+/// What needs an officer's attention soon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attention {
+    /// Suspended cards whose deadline (when the suspension becomes a revocation) is near.
+    pub suspensions: Vec<tessera_issuer_types::api::Carrier>,
+    /// Temporary and substitute cards due back (their end) soon.
+    pub due_back: Vec<tessera_issuer_types::api::Carrier>,
+}
+
+impl Ra {
+    /// Suspensions and temporary or substitute cards whose deadline falls within
+    /// `within_days` (or has passed and awaits the sweep), soonest first, at most 50 each;
+    /// cards of protected identities only for those who may see them.
+    pub fn attention(&self, actor: &Actor, within_days: u32) -> Result<Attention, RaError> {
+        use tessera_issuer_types::lifecycle::OfficerRole;
+        self.require(actor, "carrier.list", OfficerRole::ALL)?;
+        let until = now_secs(self.clock.as_ref()) + i64::from(within_days) * 86_400;
+        let see_protected = crate::registration::may_see_protected(actor);
+        self.store.read(|tx| -> Result<Attention, RaError> {
+            let mut lists = [Vec::new(), Vec::new()];
+            for (state, list) in [CarrierState::Suspended, CarrierState::Active]
+                .into_iter()
+                .zip(lists.iter_mut())
+            {
+                for c in tx.carriers_due(state, until, 50)? {
+                    let hidden = match (&c.person_id, see_protected) {
+                        (Some(p), false) => tx.person(p)?.is_some_and(|p| p.protected_identity),
+                        _ => false,
+                    };
+                    if !hidden {
+                        let serials = tx.carrier_serials(&c.id)?;
+                        list.push(crate::registration::carrier_view(c, serials));
+                    }
+                }
+            }
+            let [suspensions, due_back] = lists;
+            Ok(Attention {
+                suspensions,
+                due_back,
+            })
+        })
+    }
+}

@@ -2933,7 +2933,7 @@ fn bulk_view(
     })
 }
 
-fn carrier_view(c: CarrierRow, certificates: Vec<Serial>) -> Carrier {
+pub(crate) fn carrier_view(c: CarrierRow, certificates: Vec<Serial>) -> Carrier {
     Carrier {
         id: c.id,
         kind: c.kind,
