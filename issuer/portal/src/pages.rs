@@ -9,7 +9,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use serde::Deserialize;
 use tessera_issuer_ra::portal::{Chain, Session};
 use tessera_issuer_ra::{Actor, RaError};
@@ -69,6 +69,9 @@ struct Ctx {
     session: Option<(String, Session)>,
     /// Why a session cookie was not accepted, if one was sent.
     ended: Option<String>,
+    headers: HeaderMap,
+    /// The client certificate presented on this connection.
+    peer: PeerCertificate,
 }
 
 impl Ctx {
@@ -124,9 +127,9 @@ async fn blocking<T: Send + 'static>(
 /// credential still good).
 async fn context(
     portal: &Arc<Portal>,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     uri: &axum::http::Uri,
-    peer: &PeerCertificate,
+    peer: PeerCertificate,
 ) -> Ctx {
     let query_lang = uri
         .query()
@@ -135,7 +138,7 @@ async fn context(
         .find_map(|kv| kv.strip_prefix("lang="))
         .and_then(Lang::parse);
     let lang = query_lang
-        .or_else(|| cookie(headers, LANG_COOKIE).and_then(Lang::parse))
+        .or_else(|| cookie(&headers, LANG_COOKIE).and_then(Lang::parse))
         .unwrap_or_else(|| {
             Lang::from_accept_language(
                 headers
@@ -157,11 +160,11 @@ async fn context(
         format!("{}?{}&", uri.path(), rest.join("&"))
     };
     let (mut session, mut ended) = (None, None);
-    if let Some(token) = cookie(headers, SESSION_COOKIE).map(str::to_owned) {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE).map(str::to_owned) {
         let ra = Arc::clone(&portal.ra);
         let t = token.clone();
-        let peer = peer.0.clone();
-        match blocking(move || ra.session(&t, peer.as_deref())).await {
+        let der = peer.0.clone();
+        match blocking(move || ra.session(&t, der.as_deref())).await {
             Ok(s) => session = Some((token, s)),
             Err(RaError::SessionEnded(why)) => ended = Some(why),
             Err(e) => {
@@ -176,6 +179,27 @@ async fn context(
         here,
         session,
         ended,
+        headers,
+        peer,
+    }
+}
+
+/// Every page's first step, as an extractor: the language and the session (see
+/// [`context`]). A request without the TLS listener's [`PeerCertificate`] counts as one
+/// without a certificate.
+impl axum::extract::FromRequestParts<Arc<Portal>> for Ctx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        portal: &Arc<Portal>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<PeerCertificate>()
+            .cloned()
+            .unwrap_or(PeerCertificate(None));
+        Ok(context(portal, parts.headers.clone(), &parts.uri, peer).await)
     }
 }
 
@@ -257,7 +281,8 @@ fn to_sign_in() -> Response {
 
 /// A form's anti-forgery check: the session's token, and the portal's own origin where the
 /// browser names one. Refused: 403, nothing changed.
-fn forged(ctx: &Ctx, headers: &HeaderMap, expected: &str, given: &str) -> Option<Response> {
+fn forged(ctx: &Ctx, expected: &str, given: &str) -> Option<Response> {
+    let headers = &ctx.headers;
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -330,13 +355,7 @@ fn hex_random() -> String {
         .collect()
 }
 
-async fn sign_in_page(
-    State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
-) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
+async fn sign_in_page(ctx: Ctx) -> Response {
     if ctx.session.is_some() {
         return Redirect::to("/admin/").into_response();
     }
@@ -350,19 +369,14 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn sign_in(
-    State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
-    let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or("").to_owned();
-    if let Some(r) = forged(&ctx, &headers, &expected, &form.csrf) {
+async fn sign_in(State(portal): St, ctx: Ctx, Form(form): Form<CsrfForm>) -> Response {
+    let expected = cookie(&ctx.headers, SIGN_IN_COOKIE)
+        .unwrap_or("")
+        .to_owned();
+    if let Some(r) = forged(&ctx, &expected, &form.csrf) {
         return r;
     }
-    let Some(der) = peer.0 else {
+    let Some(der) = ctx.peer.0.clone() else {
         return sign_in_form(
             &ctx,
             StatusCode::UNAUTHORIZED,
@@ -394,18 +408,11 @@ async fn sign_in(
     }
 }
 
-async fn sign_out(
-    State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
+async fn sign_out(State(portal): St, ctx: Ctx, Form(form): Form<CsrfForm>) -> Response {
     let Some((token, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
-    if let Some(r) = forged(&ctx, &headers, &session.csrf, &form.csrf) {
+    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
         return r;
     }
     let ra = Arc::clone(&portal.ra);
@@ -465,13 +472,7 @@ fn carrier_rows(list: Vec<Carrier>) -> Vec<CarrierRow> {
         .collect()
 }
 
-async fn dashboard(
-    State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
-) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
+async fn dashboard(State(portal): St, ctx: Ctx) -> Response {
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -508,13 +509,7 @@ struct ApprovalsPage {
     approvals: Vec<ApprovalRow>,
 }
 
-async fn approvals(
-    State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
-) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
+async fn approvals(State(portal): St, ctx: Ctx) -> Response {
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -545,17 +540,14 @@ struct DecisionForm {
 
 async fn decide(
     State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
+    ctx: Ctx,
     Path(id): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
-    if let Some(r) = forged(&ctx, &headers, &session.csrf, &form.csrf) {
+    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
         return r;
     }
     let approve = match form.decision.as_str() {
@@ -592,14 +584,7 @@ struct SearchQuery {
     q: String,
 }
 
-async fn people(
-    State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
-    Query(query): Query<SearchQuery>,
-) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
+async fn people(State(portal): St, ctx: Ctx, Query(query): Query<SearchQuery>) -> Response {
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -645,14 +630,7 @@ struct PersonPage {
     carriers: Vec<CarrierRow>,
 }
 
-async fn person(
-    State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
-    Path(id): Path<String>,
-) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
+async fn person(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response {
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };
@@ -708,14 +686,7 @@ struct AuditQuery {
 /// Records per audit page.
 const AUDIT_PAGE: u32 = 50;
 
-async fn audit(
-    State(portal): St,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Extension(peer): Extension<PeerCertificate>,
-    Query(query): Query<AuditQuery>,
-) -> Response {
-    let ctx = context(&portal, &headers, &uri, &peer).await;
+async fn audit(State(portal): St, ctx: Ctx, Query(query): Query<AuditQuery>) -> Response {
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
     };

@@ -444,15 +444,7 @@ impl Ra {
             .store
             .read(|tx| tx.audit_recent(before, limit, action, by))?
             .into_iter()
-            .map(|r| tessera_issuer_types::audit::AuditRecord {
-                seq: r.seq,
-                at: r.at,
-                actor: r.actor,
-                action: r.action,
-                details: r.details,
-                prev_hash: hex::encode(r.prev_hash),
-                hash: hex::encode(r.hash),
-            })
+            .map(crate::registration::audit_view)
             .collect())
     }
 

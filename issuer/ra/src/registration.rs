@@ -156,6 +156,21 @@ fn handle(field: &str, value: &str) -> Result<String, RaError> {
     }
 }
 
+/// An audit record as API clients and the portal see it (hashes in hex).
+pub(crate) fn audit_view(
+    r: tessera_issuer_store::audit::Record,
+) -> tessera_issuer_types::audit::AuditRecord {
+    tessera_issuer_types::audit::AuditRecord {
+        seq: r.seq,
+        at: r.at,
+        actor: r.actor,
+        action: r.action,
+        details: r.details,
+        prev_hash: hex::encode(r.prev_hash),
+        hash: hex::encode(r.hash),
+    }
+}
+
 pub(crate) fn person_view(p: PersonRow) -> Result<Person, RaError> {
     let state = p.person_state()?;
     let non_resident = p
@@ -445,15 +460,7 @@ impl Ra {
             .store
             .read(|tx| tx.audit_page(after, limit))?
             .into_iter()
-            .map(|r| tessera_issuer_types::audit::AuditRecord {
-                seq: r.seq,
-                at: r.at,
-                actor: r.actor,
-                action: r.action,
-                details: r.details,
-                prev_hash: hex::encode(r.prev_hash),
-                hash: hex::encode(r.hash),
-            })
+            .map(audit_view)
             .collect())
     }
 

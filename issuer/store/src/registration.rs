@@ -18,6 +18,13 @@ use crate::{StoreError, Tx};
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
+/// Stored serial numbers, parsed (one that does not parse is a corrupt row).
+fn serials(rows: Vec<String>) -> Result<Vec<Serial>, StoreError> {
+    rows.iter()
+        .map(|s| Serial::parse(s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
+        .collect()
+}
+
 /// The TPM a TPM virtual card was enrolled in: its endorsement key (SHA-256 of the
 /// SubjectPublicKeyInfo, hex) and the name of the card's PIN index (hex), which a renewal's
 /// keys must be in and bound to.
@@ -801,10 +808,9 @@ impl Tx<'_> {
             .filter(carrier_certificates::released_at.is_null())
             .order(carrier_certificates::serial)
             .select(carrier_certificates::serial)
-            .load::<String>(self.conn)?
-            .iter()
-            .map(|s| Serial::parse(s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
-            .collect()
+            .load::<String>(self.conn)
+            .map_err(StoreError::from)
+            .and_then(serials)
     }
 
     /// Records that a renewal signed by the card's certificate `signed_by` issued `serial`.
@@ -829,10 +835,9 @@ impl Tx<'_> {
             .filter(carrier_certificates::released_at.is_null())
             .order(carrier_certificates::serial)
             .select(carrier_certificates::serial)
-            .load::<String>(self.conn)?
-            .iter()
-            .map(|s| Serial::parse(s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
-            .collect()
+            .load::<String>(self.conn)
+            .map_err(StoreError::from)
+            .and_then(serials)
     }
 
     /// Forgets a card's PUK (a wiped card has another).
@@ -1154,10 +1159,9 @@ impl Tx<'_> {
             .filter(carrier_certificates::released_at.is_null())
             .order(carrier_certificates::serial)
             .select(carrier_certificates::serial)
-            .load::<String>(self.conn)?
-            .iter()
-            .map(|s| Serial::parse(s).map_err(|_| StoreError::Corrupt(format!("serial {s:?}"))))
-            .collect()
+            .load::<String>(self.conn)
+            .map_err(StoreError::from)
+            .and_then(serials)
     }
 
     pub fn insert_approval(&mut self, a: &ApprovalRow) -> Result<(), StoreError> {
