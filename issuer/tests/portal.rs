@@ -114,7 +114,13 @@ fn person_with_card(
     dir: &Path,
 ) -> (String, String) {
     std::fs::create_dir_all(dir).unwrap();
-    let pnr = ["19811218-9876", "19900101-0017", "19850505-0008"][n as usize];
+    let pnr = [
+        "19811218-9876",
+        "19900101-0017",
+        "19850505-0008",
+        "19870312-1239",
+        "19920615-1236",
+    ][n as usize];
     let email = format!("officer{n}@example.org");
     let p = t.ok(
         hr,
@@ -124,7 +130,7 @@ fn person_with_card(
             "--employee-number",
             &format!("E{n}"),
             "--given-name",
-            ["Carl", "Dana", "Eve"][n as usize],
+            ["Carl", "Dana", "Eve", "Frida", "Hanna"][n as usize],
             "--family-name",
             "Officer",
             "--email",
@@ -183,9 +189,9 @@ fn person_with_card(
     (person, carrier)
 }
 
-/// An issuer with the portal, officers with tokens (admin, anna, bo, hr), and Carl (a
-/// registration officer) and Dana (an auditor) with service IDs of their own; Eve holds
-/// one but is no officer.
+/// An issuer with the portal, officers with tokens (admin, anna, bo, hr), and Carl and
+/// Frida (registration officers), Dana (an auditor) and Hanna (an HR admin) with service
+/// IDs of their own; Eve holds one but is no officer.
 struct Site {
     _server: common::Kill,
     _tmp: tempfile::TempDir,
@@ -245,9 +251,18 @@ impl Site {
         let (carl_person, carl_card) = person_with_card(&t, &hr, &anna, &bo, 0, &root.join("carl"));
         let (dana_person, _) = person_with_card(&t, &hr, &anna, &bo, 1, &root.join("dana"));
         person_with_card(&t, &hr, &anna, &bo, 2, &root.join("eve"));
+        let (frida_person, _) = person_with_card(&t, &hr, &anna, &bo, 3, &root.join("frida"));
+        let (hanna_person, _) = person_with_card(&t, &hr, &anna, &bo, 4, &root.join("hanna"));
         for (id, name, role, person) in [
             ("carl", "Carl Officer", "registration_officer", &carl_person),
             ("dana", "Dana Officer", "auditor", &dana_person),
+            (
+                "frida",
+                "Frida Officer",
+                "registration_officer",
+                &frida_person,
+            ),
+            ("hanna", "Hanna Officer", "hr_admin", &hanna_person),
         ] {
             t.ok(
                 &admin,
@@ -520,6 +535,121 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     // Carl may not read the audit trail.
     assert_eq!(carl.get("/admin/audit").status, 403);
 
+    // The registration forms hold the same line. Dana (auditor) posting a proofing with
+    // her valid token: refused by the RA. Carl without the token, or revoking without
+    // confirming: refused, the card still active. Carl's own card offers him nothing.
+    let dana_page = carl.get(&format!("/admin/people/{}", site.dana_person));
+    assert!(dana_page.body.contains("/proofing"), "{}", dana_page.body);
+    let dana_card = dana_page
+        .body
+        .split("href=\"/admin/carriers/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no card on {}", dana_page.body))
+        .to_owned();
+    let proofing = [
+        ("document_type", "passport"),
+        ("document_number", "X1"),
+        ("issuing_country", "SE"),
+        ("document_expiry", "2035-01-01"),
+        ("identity_number", "19900101-0017"),
+        ("place", "nowhere"),
+    ];
+    let mut with_token = vec![("csrf", csrf.as_str())];
+    with_token.extend(proofing);
+    let got = dana.post(
+        &format!("/admin/people/{}/proofing", site.dana_person),
+        &with_token,
+    );
+    assert_eq!(got.status, 403, "{}", got.body);
+    let revoke = format!("/admin/carriers/{dana_card}/revocation");
+    let got = carl.post(&revoke, &[("reason", "stolen"), ("confirm", "yes")]);
+    assert_eq!(got.status, 403, "{}", got.body);
+    let carl_csrf = hidden(&carl.get("/admin/people").body, "csrf");
+    let got = carl.post(&revoke, &[("csrf", &carl_csrf), ("reason", "stolen")]);
+    assert_eq!(got.status, 400, "{}", got.body);
+    let got = carl.post(
+        &revoke,
+        &[
+            ("csrf", &carl_csrf),
+            ("reason", "no-such"),
+            ("confirm", "yes"),
+        ],
+    );
+    assert_eq!(got.status, 400, "{}", got.body);
+    let card = carl.get(&format!("/admin/carriers/{dana_card}"));
+    assert!(card.body.contains(">active<"), "{}", card.body);
+    let own = carl.get(&format!("/admin/carriers/{carl_card}"));
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(!own.body.contains("/revocation"), "{}", own.body);
+    assert!(!own.body.contains("/suspension"), "{}", own.body);
+
+    // The import page is HR's: Carl gets 403. Hanna's upload of something not an HR file
+    // is refused with why; her checked file is hers alone (anyone else: no such import).
+    assert_eq!(carl.get("/admin/import").status, 403);
+    let hanna = browser(Some("hanna"));
+    assert_eq!(hanna.sign_in().status, 303);
+    let hanna_csrf = hidden(&hanna.get("/admin/import").body, "csrf");
+    let upload = |who: &Browser, token: &str, file: &Path| {
+        who.curl(
+            &[
+                "-F",
+                &format!("csrf={token}"),
+                "-F",
+                &format!("file=@{};type=text/csv", file.display()),
+            ],
+            "/admin/import",
+        )
+    };
+    let junk = site.root.join("junk.csv");
+    std::fs::write(&junk, b"\x00\xff\xfe garbage,\n\x01\x02").unwrap();
+    let got = upload(&hanna, &hanna_csrf, &junk);
+    assert_eq!(got.status, 400, "{}", got.body);
+    assert!(got.body.contains("unknown columns"), "{}", got.body);
+    let good = site.root.join("one.csv");
+    std::fs::write(
+        &good,
+        "employee_number,given_name,family_name\nZ1,Zelda,Zed\n",
+    )
+    .unwrap();
+    let got = upload(&hanna, "", &good);
+    assert_eq!(got.status, 403, "{}", got.body);
+    let got = upload(&carl, &carl_csrf, &good);
+    assert_eq!(got.status, 403, "{}", got.body);
+    let got = upload(&hanna, &hanna_csrf, &good);
+    assert_eq!(got.status, 303, "{}", got.body);
+    let job = got
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(carl.get(&job).status, 404);
+    assert_eq!(
+        carl.post(&format!("{job}/apply"), &[("csrf", &carl_csrf)])
+            .status,
+        403
+    );
+    // Checked, not applied: Zelda is not in the register until Hanna applies.
+    let mut report = hanna.get(&job);
+    for _ in 0..50 {
+        if !report.body.contains("<progress") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        report = hanna.get(&job);
+    }
+    assert!(
+        report.body.contains("Nothing has changed yet"),
+        "{}",
+        report.body
+    );
+    assert!(!t
+        .ok(&site.hr, &["person", "list"])
+        .to_string()
+        .contains("Zelda"));
+
     // Bo approves in the portal? Bo has no card: he approves through the API; the page
     // then shows nothing pending for that request.
     t.ok(bo, &["approve", "yes", &approval]);
@@ -630,12 +760,33 @@ fn the_portal_in_chromium_with_officers_cards() {
             "key": site.root.join(w).join("card.key"),
         })
     };
+    // The walk-through's HR file (a bad row first, then the file put right) and the keys
+    // Greta's card and her temporary card generate (CSRs; the keys stay here).
+    let walk = site.root.join("walk");
+    std::fs::create_dir_all(&walk).unwrap();
+    let header = "employee_number,given_name,family_name,email,upn,identity_number\n";
+    let rows = "W1,Greta,Walker,greta@example.org,greta@example.org,19950101-1234\n\
+                W2,Hugo,Walker,hugo@example.org,hugo@example.org,19880808-1239\n";
+    std::fs::write(
+        walk.join("hr-bad.csv"),
+        format!("{header}{rows}W3,Ines,Walker,ines@example.org,ines@example.org,19880808-1230\n"),
+    )
+    .unwrap();
+    std::fs::write(walk.join("hr.csv"), format!("{header}{rows}")).unwrap();
+    let card_csr = common::card_csr(&walk, "greta-card.key");
+    let temporary_csr = common::card_csr(&walk, "greta-temporary.key");
     std::fs::write(
         &config,
         serde_json::json!({
             "base": site.portal,
             "carl": officer("carl"),
             "dana": officer("dana"),
+            "frida": officer("frida"),
+            "hanna": officer("hanna"),
+            "hr_bad": walk.join("hr-bad.csv"),
+            "hr": walk.join("hr.csv"),
+            "card_csr": card_csr,
+            "temporary_csr": temporary_csr,
             "own_request": own,
             "own_request_subject": "Dana Officer",
             "other_request_subject": "Eve Officer",

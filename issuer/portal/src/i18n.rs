@@ -53,214 +53,624 @@ impl Lang {
     }
 }
 
-/// Every word the pages show.
-#[derive(Debug)]
-pub struct Texts {
-    pub product: &'static str,
-    pub skip_to_content: &'static str,
-    pub nav_label: &'static str,
-    pub dashboard: &'static str,
-    pub people: &'static str,
-    pub approvals: &'static str,
-    pub audit: &'static str,
-    pub sign_out: &'static str,
-    pub signed_in_as: &'static str,
-    pub session_ends: &'static str,
-    pub other_language: &'static str,
-    pub other_language_name: &'static str,
-    pub sign_in: &'static str,
-    pub sign_in_intro: &'static str,
-    pub sign_in_with_card: &'static str,
-    pub sign_in_no_certificate: &'static str,
-    pub sign_in_refused: &'static str,
-    pub session_over: &'static str,
-    pub pending_approvals: &'static str,
-    pub none_pending: &'static str,
-    pub kind: &'static str,
-    pub subject: &'static str,
-    pub requested_by: &'static str,
-    pub requested_at: &'static str,
-    pub person: &'static str,
-    pub carrier: &'static str,
-    pub approve: &'static str,
-    pub refuse: &'static str,
-    pub not_yours_to_decide: &'static str,
-    pub decided: &'static str,
-    pub search: &'static str,
-    pub search_label: &'static str,
-    pub search_hint: &'static str,
-    pub no_people: &'static str,
-    pub employee_number: &'static str,
-    pub name: &'static str,
-    pub email: &'static str,
-    pub state: &'static str,
-    pub proofed: &'static str,
-    pub not_proofed: &'static str,
-    pub protected_identity: &'static str,
-    pub carriers: &'static str,
-    pub no_carriers: &'static str,
-    pub serial_number: &'static str,
-    pub certificates: &'static str,
-    pub deadline: &'static str,
-    pub suspensions_ending: &'static str,
-    pub due_back: &'static str,
-    pub nothing_due: &'static str,
-    pub ends: &'static str,
-    pub audit_trail: &'static str,
-    pub chain_verified: &'static str,
-    pub chain_broken: &'static str,
-    pub records: &'static str,
-    pub time: &'static str,
-    pub actor: &'static str,
-    pub action: &'static str,
-    pub details: &'static str,
-    pub filter: &'static str,
-    pub newer: &'static str,
-    pub older: &'static str,
-    pub error_title: &'static str,
-    pub server_failed: &'static str,
-    pub back: &'static str,
-    pub forbidden_csrf: &'static str,
-    pub your_role: &'static str,
-    pub read_only: &'static str,
+/// Declares [`Texts`] and its two instances from one list of `field: (English, Swedish)`,
+/// so that no word can be missing in either language.
+macro_rules! texts {
+    ($($field:ident: ($en:expr, $sv:expr $(,)?),)*) => {
+        /// Every word the pages show.
+        #[derive(Debug)]
+        pub struct Texts {
+            $(pub $field: &'static str,)*
+        }
+
+        pub(crate) static EN: Texts = Texts { $($field: $en,)* };
+        pub(crate) static SV: Texts = Texts { $($field: $sv,)* };
+    };
 }
 
-pub(crate) static EN: Texts = Texts {
-    product: "Tessera administration",
-    skip_to_content: "Skip to content",
-    nav_label: "Main",
-    dashboard: "Today",
-    people: "People",
-    approvals: "Approvals",
-    audit: "Audit trail",
-    sign_out: "Sign out",
-    signed_in_as: "Signed in as",
-    session_ends: "session ends",
-    other_language: "sv",
-    other_language_name: "Svenska",
-    sign_in: "Sign in",
-    sign_in_intro: "Officers sign in with their own service ID: insert your card (or use your TPM virtual card), then choose the button below. Your browser asks for the certificate and the card for its PIN.",
-    sign_in_with_card: "Sign in with my service ID",
-    sign_in_no_certificate: "Your browser sent no certificate from this issuer. Insert your card, make sure the browser uses it (OpenSC's PKCS#11 module or Tessera's), and try again.",
-    sign_in_refused: "Sign-in refused",
-    session_over: "Your session has ended; sign in again.",
-    pending_approvals: "Waiting for approval",
-    none_pending: "Nothing waits for approval.",
-    kind: "Kind",
-    subject: "Certificates will say",
-    requested_by: "Requested by",
-    requested_at: "Requested",
-    person: "Person",
-    carrier: "Card",
-    approve: "Approve",
-    refuse: "Refuse",
-    not_yours_to_decide: "You cannot decide this one: a second officer, not the requester nor the person concerned, must (four eyes).",
-    decided: "Decision",
-    search: "Search",
-    search_label: "Name, employee number or e-mail",
-    search_hint: "At least two characters.",
-    no_people: "No one matches.",
-    employee_number: "Employee number",
-    name: "Name",
-    email: "E-mail",
-    state: "State",
-    proofed: "Identity proofed",
-    not_proofed: "not proofed",
-    protected_identity: "Protected identity",
-    carriers: "Cards",
-    no_carriers: "No cards.",
-    serial_number: "Serial number",
-    certificates: "Certificates",
-    deadline: "Deadline",
-    suspensions_ending: "Suspended cards whose deadline is within a week (then revoked)",
-    due_back: "Temporary and substitute cards due back within a week",
-    nothing_due: "None.",
-    ends: "Ends",
-    audit_trail: "Audit trail",
-    chain_verified: "Chain verified: every record is linked to the one before it, none changed, cut or reordered",
-    chain_broken: "Chain broken",
-    records: "records",
-    time: "Time (UTC)",
-    actor: "Actor",
-    action: "Action",
-    details: "Details",
-    filter: "Filter",
-    newer: "Newer",
-    older: "Older",
-    error_title: "Something went wrong",
-    server_failed: "The server could not complete this request. Try again; if it keeps failing, tell the administrators (the server's log has the details).",
-    back: "Back",
-    forbidden_csrf: "This form had expired or did not come from this portal, so nothing was changed. Go back, reload the page and try again.",
-    your_role: "Role",
-    read_only: "You can read, not change: nothing on these pages changes anything for your role.",
-};
-
-pub(crate) static SV: Texts = Texts {
-    product: "Tessera administration",
-    skip_to_content: "Hoppa till innehållet",
-    nav_label: "Huvudmeny",
-    dashboard: "Idag",
-    people: "Personer",
-    approvals: "Godkännanden",
-    audit: "Granskningslogg",
-    sign_out: "Logga ut",
-    signed_in_as: "Inloggad som",
-    session_ends: "sessionen slutar",
-    other_language: "en",
-    other_language_name: "English",
-    sign_in: "Logga in",
-    sign_in_intro: "Handläggare loggar in med sitt eget tjänste-ID: sätt i kortet (eller använd ditt virtuella TPM-kort) och välj knappen nedan. Webbläsaren frågar efter certifikatet och kortet efter PIN-koden.",
-    sign_in_with_card: "Logga in med mitt tjänste-ID",
-    sign_in_no_certificate: "Webbläsaren skickade inget certifikat från den här utfärdaren. Sätt i kortet, se till att webbläsaren använder det (OpenSC:s eller Tesseras PKCS#11-modul) och försök igen.",
-    sign_in_refused: "Inloggningen nekades",
-    session_over: "Din session har upphört; logga in igen.",
-    pending_approvals: "Väntar på godkännande",
-    none_pending: "Inget väntar på godkännande.",
-    kind: "Typ",
-    subject: "Certifikaten kommer att ange",
-    requested_by: "Begärt av",
-    requested_at: "Begärt",
-    person: "Person",
-    carrier: "Kort",
-    approve: "Godkänn",
-    refuse: "Avslå",
-    not_yours_to_decide: "Du kan inte besluta om detta: en annan handläggare, varken den som begärde eller den det gäller, måste göra det (fyra ögon).",
-    decided: "Beslut",
-    search: "Sök",
-    search_label: "Namn, anställningsnummer eller e-post",
-    search_hint: "Minst två tecken.",
-    no_people: "Ingen träff.",
-    employee_number: "Anställningsnummer",
-    name: "Namn",
-    email: "E-post",
-    state: "Status",
-    proofed: "Identitet kontrollerad",
-    not_proofed: "inte kontrollerad",
-    protected_identity: "Skyddad identitet",
-    carriers: "Kort",
-    no_carriers: "Inga kort.",
-    serial_number: "Serienummer",
-    certificates: "Certifikat",
-    deadline: "Tidsgräns",
-    suspensions_ending: "Spärrade kort vars tidsgräns infaller inom en vecka (sedan återkallas de)",
-    due_back: "Tillfälliga kort och ersättningskort som ska återlämnas inom en vecka",
-    nothing_due: "Inga.",
-    ends: "Slutar",
-    audit_trail: "Granskningslogg",
-    chain_verified: "Kedjan verifierad: varje post är länkad till den föregående, ingen ändrad, borttagen eller omkastad",
-    chain_broken: "Kedjan bruten",
-    records: "poster",
-    time: "Tid (UTC)",
-    actor: "Utförare",
-    action: "Händelse",
-    details: "Detaljer",
-    filter: "Filtrera",
-    newer: "Nyare",
-    older: "Äldre",
-    error_title: "Något gick fel",
-    server_failed: "Servern kunde inte slutföra begäran. Försök igen; om det fortsätter, kontakta administratörerna (serverns logg har detaljerna).",
-    back: "Tillbaka",
-    forbidden_csrf: "Formuläret hade gått ut eller kom inte från portalen, så inget ändrades. Gå tillbaka, ladda om sidan och försök igen.",
-    your_role: "Roll",
-    read_only: "Du kan läsa men inte ändra: inget på de här sidorna ändrar något för din roll.",
-};
+texts! {
+    product: (
+        "Tessera administration",
+        "Tessera administration",
+    ),
+    skip_to_content: (
+        "Skip to content",
+        "Hoppa till innehållet",
+    ),
+    nav_label: (
+        "Main",
+        "Huvudmeny",
+    ),
+    dashboard: (
+        "Today",
+        "Idag",
+    ),
+    people: (
+        "People",
+        "Personer",
+    ),
+    approvals: (
+        "Approvals",
+        "Godkännanden",
+    ),
+    audit: (
+        "Audit trail",
+        "Granskningslogg",
+    ),
+    sign_out: (
+        "Sign out",
+        "Logga ut",
+    ),
+    signed_in_as: (
+        "Signed in as",
+        "Inloggad som",
+    ),
+    session_ends: (
+        "session ends",
+        "sessionen slutar",
+    ),
+    other_language: (
+        "sv",
+        "en",
+    ),
+    other_language_name: (
+        "Svenska",
+        "English",
+    ),
+    sign_in: (
+        "Sign in",
+        "Logga in",
+    ),
+    sign_in_intro: (
+        "Officers sign in with their own service ID: insert your card (or use your TPM virtual card), then choose the button below. Your browser asks for the certificate and the card for its PIN.",
+        "Handläggare loggar in med sitt eget tjänste-ID: sätt i kortet (eller använd ditt virtuella TPM-kort) och välj knappen nedan. Webbläsaren frågar efter certifikatet och kortet efter PIN-koden.",
+    ),
+    sign_in_with_card: (
+        "Sign in with my service ID",
+        "Logga in med mitt tjänste-ID",
+    ),
+    sign_in_no_certificate: (
+        "Your browser sent no certificate from this issuer. Insert your card, make sure the browser uses it (OpenSC's PKCS#11 module or Tessera's), and try again.",
+        "Webbläsaren skickade inget certifikat från den här utfärdaren. Sätt i kortet, se till att webbläsaren använder det (OpenSC:s eller Tesseras PKCS#11-modul) och försök igen.",
+    ),
+    sign_in_refused: (
+        "Sign-in refused",
+        "Inloggningen nekades",
+    ),
+    session_over: (
+        "Your session has ended; sign in again.",
+        "Din session har upphört; logga in igen.",
+    ),
+    pending_approvals: (
+        "Waiting for approval",
+        "Väntar på godkännande",
+    ),
+    none_pending: (
+        "Nothing waits for approval.",
+        "Inget väntar på godkännande.",
+    ),
+    kind: (
+        "Kind",
+        "Typ",
+    ),
+    subject: (
+        "Certificates will say",
+        "Certifikaten kommer att ange",
+    ),
+    requested_by: (
+        "Requested by",
+        "Begärt av",
+    ),
+    requested_at: (
+        "Requested",
+        "Begärt",
+    ),
+    person: (
+        "Person",
+        "Person",
+    ),
+    carrier: (
+        "Card",
+        "Kort",
+    ),
+    approve: (
+        "Approve",
+        "Godkänn",
+    ),
+    refuse: (
+        "Refuse",
+        "Avslå",
+    ),
+    not_yours_to_decide: (
+        "You cannot decide this one: a second officer, not the requester nor the person concerned, must (four eyes).",
+        "Du kan inte besluta om detta: en annan handläggare, varken den som begärde eller den det gäller, måste göra det (fyra ögon).",
+    ),
+    decided: (
+        "Decision",
+        "Beslut",
+    ),
+    search: (
+        "Search",
+        "Sök",
+    ),
+    search_label: (
+        "Name, employee number or e-mail",
+        "Namn, anställningsnummer eller e-post",
+    ),
+    search_hint: (
+        "At least two characters.",
+        "Minst två tecken.",
+    ),
+    no_people: (
+        "No one matches.",
+        "Ingen träff.",
+    ),
+    employee_number: (
+        "Employee number",
+        "Anställningsnummer",
+    ),
+    name: (
+        "Name",
+        "Namn",
+    ),
+    email: (
+        "E-mail",
+        "E-post",
+    ),
+    state: (
+        "State",
+        "Status",
+    ),
+    proofed: (
+        "Identity proofed",
+        "Identitet kontrollerad",
+    ),
+    not_proofed: (
+        "not proofed",
+        "inte kontrollerad",
+    ),
+    protected_identity: (
+        "Protected identity",
+        "Skyddad identitet",
+    ),
+    carriers: (
+        "Cards",
+        "Kort",
+    ),
+    no_carriers: (
+        "No cards.",
+        "Inga kort.",
+    ),
+    serial_number: (
+        "Serial number",
+        "Serienummer",
+    ),
+    certificates: (
+        "Certificates",
+        "Certifikat",
+    ),
+    deadline: (
+        "Deadline",
+        "Tidsgräns",
+    ),
+    suspensions_ending: (
+        "Suspended cards whose deadline is within a week (then revoked)",
+        "Spärrade kort vars tidsgräns infaller inom en vecka (sedan återkallas de)",
+    ),
+    due_back: (
+        "Temporary and substitute cards due back within a week",
+        "Tillfälliga kort och ersättningskort som ska återlämnas inom en vecka",
+    ),
+    nothing_due: (
+        "None.",
+        "Inga.",
+    ),
+    ends: (
+        "Ends",
+        "Slutar",
+    ),
+    audit_trail: (
+        "Audit trail",
+        "Granskningslogg",
+    ),
+    chain_verified: (
+        "Chain verified: every record is linked to the one before it, none changed, cut or reordered",
+        "Kedjan verifierad: varje post är länkad till den föregående, ingen ändrad, borttagen eller omkastad",
+    ),
+    chain_broken: (
+        "Chain broken",
+        "Kedjan bruten",
+    ),
+    records: (
+        "records",
+        "poster",
+    ),
+    time: (
+        "Time (UTC)",
+        "Tid (UTC)",
+    ),
+    actor: (
+        "Actor",
+        "Utförare",
+    ),
+    action: (
+        "Action",
+        "Händelse",
+    ),
+    details: (
+        "Details",
+        "Detaljer",
+    ),
+    filter: (
+        "Filter",
+        "Filtrera",
+    ),
+    newer: (
+        "Newer",
+        "Nyare",
+    ),
+    older: (
+        "Older",
+        "Äldre",
+    ),
+    error_title: (
+        "Something went wrong",
+        "Något gick fel",
+    ),
+    server_failed: (
+        "The server could not complete this request. Try again; if it keeps failing, tell the administrators (the server's log has the details).",
+        "Servern kunde inte slutföra begäran. Försök igen; om det fortsätter, kontakta administratörerna (serverns logg har detaljerna).",
+    ),
+    back: (
+        "Back",
+        "Tillbaka",
+    ),
+    forbidden_csrf: (
+        "This form had expired or did not come from this portal, so nothing was changed. Go back, reload the page and try again.",
+        "Formuläret hade gått ut eller kom inte från portalen, så inget ändrades. Gå tillbaka, ladda om sidan och försök igen.",
+    ),
+    your_role: (
+        "Role",
+        "Roll",
+    ),
+    read_only: (
+        "You can read, not change: nothing on these pages changes anything for your role.",
+        "Du kan läsa men inte ändra: inget på de här sidorna ändrar något för din roll.",
+    ),
+    import: (
+        "Import",
+        "Import",
+    ),
+    import_title: (
+        "Import people from HR",
+        "Importera personer från HR",
+    ),
+    import_hr_only: (
+        "only HR admins import people",
+        "endast HR-administratörer importerar personer",
+    ),
+    import_intro: (
+        "Upload an HR export (CSV, UTF-8, a header row). Nothing changes until you have seen the check's report row by row and chosen to apply it; a file with any bad row is not imported at all.",
+        "Ladda upp en export från HR (CSV, UTF-8, en rubrikrad). Inget ändras förrän du har sett kontrollens rapport rad för rad och valt att genomföra den; en fil med någon felaktig rad importeras inte alls.",
+    ),
+    import_columns: (
+        "Required columns:",
+        "Obligatoriska kolumner:",
+    ),
+    import_optional: (
+        "optional:",
+        "valfria:",
+    ),
+    import_file: (
+        "File",
+        "Fil",
+    ),
+    import_at_most: (
+        "at most",
+        "högst",
+    ),
+    import_check: (
+        "Check the file",
+        "Kontrollera filen",
+    ),
+    import_no_file: (
+        "Choose a file to import.",
+        "Välj en fil att importera.",
+    ),
+    import_missing: (
+        "no such import (imports are kept an hour, for the officer who uploaded them)",
+        "importen finns inte (importer sparas en timme, för handläggaren som laddade upp dem)",
+    ),
+    import_rows: (
+        "rows",
+        "rader",
+    ),
+    import_checking: (
+        "Checking",
+        "Kontrollerar",
+    ),
+    import_importing: (
+        "Importing (checked again, then written)",
+        "Importerar (kontrolleras igen, sedan skrivs)",
+    ),
+    import_reloads: (
+        "This page reloads itself every second until the work is done.",
+        "Sidan laddas om varje sekund tills arbetet är klart.",
+    ),
+    import_failed: (
+        "The import stopped",
+        "Importen avbröts",
+    ),
+    import_done: (
+        "Imported",
+        "Importerat",
+    ),
+    import_would: (
+        "The check passed; the import would make",
+        "Kontrollen godkändes; importen skulle ge",
+    ),
+    import_nothing_yet: (
+        "Nothing has changed yet.",
+        "Inget har ändrats ännu.",
+    ),
+    import_new: (
+        "new",
+        "nya",
+    ),
+    import_updated: (
+        "updated",
+        "uppdaterade",
+    ),
+    import_unchanged: (
+        "unchanged",
+        "oförändrade",
+    ),
+    import_apply: (
+        "Apply the import",
+        "Genomför importen",
+    ),
+    import_partial: (
+        "The register changed while importing: the batches before the first bad row were imported, the rest not. Fix the rows below and import the file again (rows already imported stay unchanged).",
+        "Registret ändrades under importen: satserna före den första felaktiga raden importerades, resten inte. Rätta raderna nedan och importera filen igen (redan importerade rader förblir oförändrade).",
+    ),
+    import_bad_rows: (
+        "bad rows: nothing will be imported. Fix them in the file and upload it again.",
+        "felaktiga rader: inget importeras. Rätta dem i filen och ladda upp den igen.",
+    ),
+    import_report: (
+        "Report, row by row",
+        "Rapport, rad för rad",
+    ),
+    import_line: (
+        "Line",
+        "Rad",
+    ),
+    import_outcome: (
+        "Outcome",
+        "Utfall",
+    ),
+    import_error: (
+        "Error",
+        "Fel",
+    ),
+    import_create: (
+        "New person",
+        "Ny person",
+    ),
+    import_update: (
+        "Update",
+        "Uppdatering",
+    ),
+    import_more: (
+        "more rows are not listed here (the counts above include them).",
+        "rader till visas inte här (antalen ovan räknar med dem).",
+    ),
+    import_another: (
+        "Import another file",
+        "Importera en annan fil",
+    ),
+    record_proofing: (
+        "Record identity proofing",
+        "Registrera identitetskontroll",
+    ),
+    record_proofing_intro: (
+        "The person stands before you with an identity document valid today; type what the document shows. The check is recorded with you as the officer, the time and the place (LoA3 K5.10).",
+        "Personen står framför dig med en identitetshandling som gäller idag; skriv in det handlingen visar. Kontrollen registreras med dig som handläggare, tid och plats (LoA3 K5.10).",
+    ),
+    document_type: (
+        "Identity document",
+        "Identitetshandling",
+    ),
+    passport: (
+        "Passport",
+        "Pass",
+    ),
+    national_id_card: (
+        "National identity card",
+        "Nationellt id-kort",
+    ),
+    drivers_licence: (
+        "Driving licence",
+        "Körkort",
+    ),
+    service_id_card: (
+        "Service ID card",
+        "Tjänstekort",
+    ),
+    document_number: (
+        "Document number",
+        "Handlingens nummer",
+    ),
+    issuing_country: (
+        "Issuing country (two letters, e.g. SE)",
+        "Utfärdande land (två bokstäver, t.ex. SE)",
+    ),
+    document_expiry: (
+        "Valid until",
+        "Giltig till",
+    ),
+    identity_number_shown: (
+        "Personal identity number on the document",
+        "Personnummer enligt handlingen",
+    ),
+    place: (
+        "Place of the check",
+        "Plats för kontrollen",
+    ),
+    request_issuance: (
+        "Request a card",
+        "Begär ett kort",
+    ),
+    request_issuance_intro: (
+        "Take a blank card from stock and type its serial number; a second officer approves the issuance before keys are made.",
+        "Ta ett tomt kort ur lagret och skriv in dess serienummer; en annan handläggare godkänner utfärdandet innan nycklar skapas.",
+    ),
+    smart_card: (
+        "Smart card",
+        "Smartkort",
+    ),
+    tpm_virtual_card: (
+        "TPM virtual card",
+        "Virtuellt TPM-kort",
+    ),
+    card_serial: (
+        "Card serial number",
+        "Kortets serienummer",
+    ),
+    terms_version: (
+        "Terms the holder accepted (version)",
+        "Villkor som innehavaren godkänt (version)",
+    ),
+    temporary_card: (
+        "Temporary card",
+        "Tillfälligt kort",
+    ),
+    temporary_card_intro: (
+        "For a holder who left their card at home: their card is suspended (forgotten) when a second officer approves, until the temporary card comes back.",
+        "För en innehavare som glömt sitt kort: kortet spärras (glömt) när en annan handläggare godkänner, tills det tillfälliga kortet lämnas tillbaka.",
+    ),
+    days: (
+        "Days",
+        "Dagar",
+    ),
+    request_temporary: (
+        "Request a temporary card",
+        "Begär ett tillfälligt kort",
+    ),
+    holder: (
+        "Holder",
+        "Innehavare",
+    ),
+    original_card: (
+        "Stands in for",
+        "Ersätter",
+    ),
+    register_keys: (
+        "Register the card's keys",
+        "Registrera kortets nycklar",
+    ),
+    register_keys_intro: (
+        "The keys are generated on the card. For each key give its certificate request (PEM), or its PIV attestation and the card's attestation intermediate; the certificates are issued on hold until the hand-over.",
+        "Nycklarna skapas på kortet. Ange för varje nyckel dess certifikatbegäran (PEM), eller dess PIV-attestering och kortets attesteringsintermediär; certifikaten utfärdas spärrade tills kortet lämnas ut.",
+    ),
+    csr_pem: (
+        "Certificate request (PEM)",
+        "Certifikatbegäran (PEM)",
+    ),
+    attestation_instead: (
+        "PIV attestation instead",
+        "PIV-attestering i stället",
+    ),
+    attestation_pem: (
+        "Attestation certificate (PEM)",
+        "Attesteringscertifikat (PEM)",
+    ),
+    intermediate_pem: (
+        "Attestation intermediate (PEM)",
+        "Attesteringsintermediär (PEM)",
+    ),
+    puk: (
+        "PUK set on the card (escrowed for PIN unblock; optional)",
+        "PUK som satts på kortet (förvaras för upplåsning av PIN; valfritt)",
+    ),
+    activate: (
+        "Hand over the card",
+        "Lämna ut kortet",
+    ),
+    receipt: (
+        "Signed receipt (reference)",
+        "Signerat kvitto (referens)",
+    ),
+    activated: (
+        "The card is active: its certificates are good.",
+        "Kortet är aktivt: dess certifikat gäller.",
+    ),
+    loss_code_intro: (
+        "Write this loss-report code on the holder's receipt: with it they can report the card lost at any hour. It is shown only now.",
+        "Skriv den här spärrkoden på innehavarens kvitto: med den kan kortet spärras när som helst. Den visas bara nu.",
+    ),
+    extend: (
+        "Extend",
+        "Förläng",
+    ),
+    days_more: (
+        "Days more",
+        "Fler dagar",
+    ),
+    give_back: (
+        "Return the temporary card",
+        "Lämna tillbaka det tillfälliga kortet",
+    ),
+    give_back_why: (
+        "Why it comes back",
+        "Varför det lämnas tillbaka",
+    ),
+    no_longer_needed: (
+        "No longer needed: the holder shows their own card, which becomes active again",
+        "Behövs inte längre: innehavaren visar sitt eget kort, som blir aktivt igen",
+    ),
+    original_lost: (
+        "Their own card is lost: it is revoked",
+        "Det egna kortet är förlorat: det återkallas",
+    ),
+    suspend: (
+        "Suspend",
+        "Spärra tillfälligt",
+    ),
+    reason: (
+        "Reason",
+        "Orsak",
+    ),
+    suspend_days: (
+        "Days until it is revoked unless resumed",
+        "Dagar tills det återkallas om det inte återaktiveras",
+    ),
+    resume: (
+        "Re-activate",
+        "Återaktivera",
+    ),
+    reverified_how: (
+        "How the holder was verified again",
+        "Hur innehavaren kontrollerades på nytt",
+    ),
+    in_person: (
+        "In person, with an identity document",
+        "Personligen, med identitetshandling",
+    ),
+    with_pin: (
+        "With the card and its PIN",
+        "Med kortet och dess PIN",
+    ),
+    revoke: (
+        "Revoke",
+        "Återkalla",
+    ),
+    revoke_confirm: (
+        "I understand that a revocation cannot be undone",
+        "Jag förstår att en återkallelse inte kan ångras",
+    ),
+    revoke_confirm_missing: (
+        "Tick the box to confirm the revocation: it cannot be undone.",
+        "Kryssa i rutan för att bekräfta återkallelsen: den kan inte ångras.",
+    ),
+}

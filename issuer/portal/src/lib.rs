@@ -21,7 +21,9 @@
 
 #![forbid(unsafe_code)]
 
+mod cards;
 mod i18n;
+mod import;
 mod pages;
 
 use std::sync::Arc;
@@ -44,6 +46,7 @@ pub const LANG_COOKIE: &str = "__Host-tessera-lang";
 /// What the portal's handlers share.
 pub(crate) struct Portal {
     pub(crate) ra: Arc<Ra>,
+    pub(crate) imports: import::Jobs,
 }
 
 /// The portal's routes, under `/admin/`. Serve them only over HTTPS, on a listener that
@@ -73,7 +76,10 @@ pub fn router(ra: Arc<Ra>) -> Router {
             "same-origin",
         ),
     ];
-    let mut router = pages::routes().with_state(Arc::new(Portal { ra }));
+    let mut router = pages::routes().with_state(Arc::new(Portal {
+        ra,
+        imports: import::Jobs::default(),
+    }));
     for (name, value) in headers {
         router = router.layer(SetResponseHeaderLayer::overriding(
             name,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -15,11 +15,13 @@ use tessera_issuer_ra::portal::{Chain, Session};
 use tessera_issuer_ra::{Actor, RaError};
 use tessera_issuer_types::api::{Approval, Carrier, Person};
 use tessera_issuer_types::audit::AuditRecord;
-use tessera_issuer_types::lifecycle::OfficerRole;
+use tessera_issuer_types::lifecycle::{CarrierKind, CarrierState, OfficerRole, PersonState};
 use tessera_issuer_web::serve::PeerCertificate;
 
 use crate::i18n::{Lang, Texts};
-use crate::{cookie, same_secret, Portal, LANG_COOKIE, SESSION_COOKIE, SIGN_IN_COOKIE};
+use crate::{
+    cards, cookie, import, same_secret, Portal, LANG_COOKIE, SESSION_COOKIE, SIGN_IN_COOKIE,
+};
 
 type St = State<Arc<Portal>>;
 
@@ -34,6 +36,28 @@ pub(crate) fn routes() -> Router<Arc<Portal>> {
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}/decision", post(decide))
         .route("/admin/audit", get(audit))
+        .route(
+            "/admin/import",
+            get(import::form)
+                .post(import::upload)
+                .layer(DefaultBodyLimit::max(import::MAX_FILE + 64 * 1024)),
+        )
+        .route("/admin/import/{id}", get(import::job))
+        .route("/admin/people/{id}/proofing", post(cards::proof))
+        .route("/admin/people/{id}/issuance", post(cards::request_issuance))
+        .route(
+            "/admin/people/{id}/temporary-card",
+            post(cards::request_temporary),
+        )
+        .route("/admin/carriers/{id}", get(cards::carrier))
+        .route("/admin/carriers/{id}/keys", post(cards::keys))
+        .route("/admin/carriers/{id}/activation", post(cards::activate))
+        .route("/admin/carriers/{id}/suspension", post(cards::suspend))
+        .route("/admin/carriers/{id}/resumption", post(cards::resume))
+        .route("/admin/carriers/{id}/revocation", post(cards::revoke))
+        .route("/admin/carriers/{id}/extension", post(cards::extend))
+        .route("/admin/carriers/{id}/return", post(cards::give_back))
+        .route("/admin/import/{id}/apply", post(import::apply))
         .route("/admin/static/portal.css", get(stylesheet))
 }
 
@@ -58,10 +82,11 @@ pub(crate) struct Who {
     /// An auditor: nothing on any page changes anything.
     pub read_only: bool,
     pub may_audit: bool,
+    pub may_import: bool,
 }
 
 /// The request's language and session.
-struct Ctx {
+pub(crate) struct Ctx {
     lang: Lang,
     /// Set when `?lang=` chose it: remembered in a cookie.
     chosen: bool,
@@ -75,7 +100,7 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn frame(&self, title: &str) -> Frame {
+    pub(crate) fn frame(&self, title: &str) -> Frame {
         let tr = self.lang.texts();
         Frame {
             tr,
@@ -87,7 +112,7 @@ impl Ctx {
         }
     }
 
-    fn tr(&self) -> &'static Texts {
+    pub(crate) fn tr(&self) -> &'static Texts {
         self.lang.texts()
     }
 }
@@ -102,6 +127,7 @@ fn who(s: &Session) -> Who {
         csrf: s.csrf.clone(),
         read_only: s.actor.roles == [OfficerRole::Auditor],
         may_audit: s.actor.has(OfficerRole::Auditor) || s.actor.has(OfficerRole::Administrator),
+        may_import: s.actor.has(OfficerRole::HrAdmin),
     }
 }
 
@@ -115,7 +141,7 @@ pub(crate) fn time_of(secs: i64) -> String {
 }
 
 /// Runs RA work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RaError> + Send + 'static,
 ) -> Result<T, RaError> {
     tokio::task::spawn_blocking(f)
@@ -204,7 +230,7 @@ impl axum::extract::FromRequestParts<Arc<Portal>> for Ctx {
 }
 
 /// A rendered page with its status; remembers a language chosen by `?lang=`.
-fn page(ctx: &Ctx, status: StatusCode, t: impl Template) -> Response {
+pub(crate) fn page(ctx: &Ctx, status: StatusCode, t: impl Template) -> Response {
     match t.render() {
         Ok(html) => {
             let mut r = (
@@ -243,7 +269,7 @@ struct ErrorPage {
 
 /// The page for an RA refusal or failure: why, with the matching status. A session that
 /// ended sends the officer to sign in again.
-fn refusal(ctx: &Ctx, e: RaError) -> Response {
+pub(crate) fn refusal(ctx: &Ctx, e: RaError) -> Response {
     let status = match &e {
         RaError::SessionEnded(_) | RaError::Unauthorized | RaError::TokenRefused(_) => {
             return Redirect::to("/admin/sign-in").into_response();
@@ -271,17 +297,17 @@ fn refusal(ctx: &Ctx, e: RaError) -> Response {
 }
 
 /// The signed-in officer's session and its cookie.
-fn signed_in(ctx: &Ctx) -> Option<(&str, &Session)> {
+pub(crate) fn signed_in(ctx: &Ctx) -> Option<(&str, &Session)> {
     ctx.session.as_ref().map(|(t, s)| (t.as_str(), s))
 }
 
-fn to_sign_in() -> Response {
+pub(crate) fn to_sign_in() -> Response {
     Redirect::to("/admin/sign-in").into_response()
 }
 
 /// A form's anti-forgery check: the session's token, and the portal's own origin where the
 /// browser names one. Refused: 403, nothing changed.
-fn forged(ctx: &Ctx, expected: &str, given: &str) -> Option<Response> {
+pub(crate) fn forged(ctx: &Ctx, expected: &str, given: &str) -> Option<Response> {
     let headers = &ctx.headers;
     let host = headers
         .get(header::HOST)
@@ -628,6 +654,9 @@ struct PersonPage {
     p: Person,
     proofed: Option<String>,
     carriers: Vec<CarrierRow>,
+    may_proof: bool,
+    may_issue: bool,
+    may_temporary: bool,
 }
 
 async fn person(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response {
@@ -639,6 +668,16 @@ async fn person(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response
     match found {
         Ok((p, carriers)) => {
             let title = format!("{} {}", p.given_name, p.family_name);
+            // The forms this officer may use here (the RA checks again): a registration
+            // officer's, never on their own record.
+            let actor = &session.actor;
+            let officer = actor.has(OfficerRole::RegistrationOfficer)
+                && actor.person_id.as_deref() != Some(p.id.as_str());
+            let proofed = p.state == PersonState::Proofed;
+            let has_active_card = carriers.iter().any(|c| {
+                c.state == CarrierState::Active
+                    && matches!(c.kind, CarrierKind::SmartCard | CarrierKind::TpmVirtualCard)
+            });
             page(
                 &ctx,
                 StatusCode::OK,
@@ -646,6 +685,9 @@ async fn person(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response
                     f: ctx.frame(&title),
                     proofed: p.proofed_at.map(time_of),
                     carriers: carrier_rows(carriers),
+                    may_proof: officer && p.state != PersonState::Ended,
+                    may_issue: officer && proofed,
+                    may_temporary: officer && proofed && has_active_card,
                     p,
                 },
             )
@@ -743,7 +785,7 @@ async fn audit(State(portal): St, ctx: Ctx, Query(query): Query<AuditQuery>) -> 
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -527,3 +527,57 @@ impl Ra {
         })
     }
 }
+
+impl Ra {
+    /// The blank carrier of `kind` with `serial_number`, registered in stock now if the
+    /// issuer does not know it yet (an officer types the number printed on the card at
+    /// the desk). A known card that is not in stock is refused: it is someone's.
+    pub fn stock_carrier(
+        &self,
+        actor: &Actor,
+        kind: tessera_issuer_types::lifecycle::CarrierKind,
+        serial_number: &str,
+    ) -> Result<tessera_issuer_types::api::Carrier, RaError> {
+        self.require(
+            actor,
+            "carrier.create",
+            &[
+                tessera_issuer_types::lifecycle::OfficerRole::RegistrationOfficer,
+                tessera_issuer_types::lifecycle::OfficerRole::Administrator,
+            ],
+        )?;
+        let serial = serial_number.trim();
+        let known = self.store.read(|tx| tx.carrier_by_serial(kind, serial))?;
+        let id = match known {
+            Some(c) if c.state == CarrierState::Stock => c.id,
+            Some(c) => {
+                return Err(RaError::Exists(format!(
+                    "the {kind} {serial} is {}, not in stock",
+                    c.state
+                )))
+            }
+            None => {
+                match self.create_carrier(
+                    actor,
+                    &tessera_issuer_types::api::NewCarrier {
+                        kind,
+                        serial_number: serial.to_owned(),
+                    },
+                ) {
+                    Ok(c) => return Ok(c),
+                    // Another officer registered it a moment ago: take theirs if blank.
+                    Err(RaError::Exists(_)) => {
+                        return match self.store.read(|tx| tx.carrier_by_serial(kind, serial))? {
+                            Some(c) if c.state == CarrierState::Stock => self.carrier(actor, &c.id),
+                            _ => Err(RaError::Exists(format!(
+                                "the {kind} {serial} is not in stock"
+                            ))),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        self.carrier(actor, &id)
+    }
+}

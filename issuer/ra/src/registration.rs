@@ -20,8 +20,8 @@ use tessera_issuer_types::api::{
     ActivateRequest, Approval, AssignRequest, BulkRevocation, BulkRevocationRequest, Carrier,
     CarrierKey, Difference, ExtendRequest, ImportReport, ImportRequest, IssueRequest, KeysRequest,
     NewCarrier, NewOfficer, NewPerson, NewProofing, NewToken, NonResident, Officer, Person,
-    ResumeRequest, RetireRequest, ReturnOutcome, ReturnRequest, RevokeCarrierRequest, RowError,
-    SubstituteRequest, SuspendRequest, TemporaryRequest, TokenInfo, TokenIssued,
+    ResumeRequest, RetireRequest, ReturnOutcome, ReturnRequest, RevokeCarrierRequest, RowChange,
+    RowError, SubstituteRequest, SuspendRequest, TemporaryRequest, TokenInfo, TokenIssued,
 };
 use tessera_issuer_types::identity::{self, IdentityNumber};
 use tessera_issuer_types::lifecycle::{
@@ -801,6 +801,12 @@ impl Ra {
                             report.unchanged += 1;
                         } else {
                             report.updated += 1;
+                            report.changes.push(RowChange {
+                                index: *index,
+                                employee_number: row.employee_number.clone(),
+                                kind: "update".into(),
+                                fields: changed.join("; "),
+                            });
                             plan.push((Some(old.clone()), row, changed));
                         }
                     }
@@ -810,6 +816,12 @@ impl Ra {
                             continue;
                         }
                         report.created += 1;
+                        report.changes.push(RowChange {
+                            index: *index,
+                            employee_number: row.employee_number.clone(),
+                            kind: "create".into(),
+                            fields: String::new(),
+                        });
                         plan.push((None, row, Vec::new()));
                     }
                 }

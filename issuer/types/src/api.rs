@@ -212,6 +212,23 @@ pub struct ImportReport {
     pub unchanged: u32,
     /// Every row that is not acceptable; a batch with any is applied not at all.
     pub errors: Vec<RowError>,
+    /// The rows that create or change a person (unchanged rows are only counted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<RowChange>,
+}
+
+/// One row of an import that creates or changes a person.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowChange {
+    /// The row's index in the batch, from 0.
+    pub index: u32,
+    pub employee_number: String,
+    /// `create` or `update`.
+    pub kind: String,
+    /// For an update, the fields that change (with old and new values, except for a
+    /// protected identity, whose values are not shown).
+    #[serde(default)]
+    pub fields: String,
 }
 
 /// One unacceptable row of an import.

@@ -1,8 +1,8 @@
 //! The issuer's vocabulary, shared by every issuer crate and by the programs that talk to
 //! the issuer (the IdP, the workstation agent, the `tessera` admin CLI): serials, profile
 //! names, subjects, certificate statuses, revocation reasons, stable error codes, the HTTP
-//! API's request and response bodies, the injected clock and the deployment's
-//! configuration. Serde only: no database, no token, no HTTP server.
+//! API's request and response bodies, the injected clock, the deployment's configuration
+//! and the HR export's format. Serde and csv only: no database, no token, no HTTP server.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -10,6 +10,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod hr_file;
 pub mod identity;
 pub mod lifecycle;
 pub mod profile;

@@ -1,0 +1,506 @@
+//! The registration officer's forms: identity proofing, a card's issuance request, a
+//! temporary card, and on a card's page its keys, hand-over, suspension, resumption,
+//! revocation, and a temporary card's extension and return. Each form is one RA operation
+//! (which checks the role, four eyes, the state machine and audits); the page then shows
+//! the card or person as they are now (post/redirect/get), or the refusal and why.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use tessera_issuer_ra::{Actor, Ra, RaError};
+use tessera_issuer_types::api::{
+    ActivateRequest, AssignRequest, Attestation, Carrier, CarrierKey, ExtendRequest, KeysRequest,
+    NewProofing, Person, ResumeRequest, ReturnOutcome, ReturnRequest, RevokeCarrierRequest,
+    SuspendRequest, TemporaryRequest,
+};
+use tessera_issuer_types::lifecycle::{
+    CarrierKind, CarrierRevokeReason, CarrierState, OfficerRole, SuspendReason,
+};
+use tessera_issuer_types::ProfileName;
+
+use crate::pages::{blocking, forged, page, refusal, signed_in, time_of, to_sign_in, Ctx, Frame};
+use crate::Portal;
+
+type St = State<Arc<Portal>>;
+type Fields = Form<HashMap<String, String>>;
+
+/// A form field's value, trimmed ("" when absent).
+fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+    form.get(name).map_or("", |v| v.trim())
+}
+
+/// A form field naming one of a fixed set of values.
+fn choice<T: FromStr>(form: &HashMap<String, String>, name: &str) -> Result<T, RaError> {
+    let v = field(form, name);
+    v.parse()
+        .map_err(|_| RaError::Invalid(format!("{name}: {v:?} is not one of the choices")))
+}
+
+/// A form field holding a whole number of days.
+fn days(form: &HashMap<String, String>, name: &str) -> Result<u32, RaError> {
+    let v = field(form, name);
+    v.parse()
+        .map_err(|_| RaError::Invalid(format!("{name}: {v:?} is not a number of days")))
+}
+
+/// Checks the session and the form's anti-forgery token, runs `op` on the RA off the async
+/// threads and redirects to `then`, or shows why not.
+async fn submit<T: Send + 'static>(
+    portal: &Arc<Portal>,
+    ctx: &Ctx,
+    form: &HashMap<String, String>,
+    then: impl FnOnce(&T) -> String,
+    op: impl FnOnce(&Ra, &Actor) -> Result<T, RaError> + Send + 'static,
+) -> Response {
+    let Some((_, session)) = signed_in(ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(ctx, &session.csrf, field(form, "csrf")) {
+        return r;
+    }
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    match blocking(move || op(&ra, &actor)).await {
+        Ok(v) => Redirect::to(&then(&v)).into_response(),
+        Err(e) => refusal(ctx, e),
+    }
+}
+
+// ---- On a person ----
+
+pub(crate) async fn proof(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let req = NewProofing {
+        document_type: field(&form, "document_type").to_owned(),
+        document_number: field(&form, "document_number").to_owned(),
+        issuing_country: field(&form, "issuing_country").to_ascii_uppercase(),
+        document_expiry: field(&form, "document_expiry").to_owned(),
+        place: field(&form, "place").to_owned(),
+        identity_number: Some(field(&form, "identity_number"))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+        non_resident: None,
+    };
+    let back = format!("/admin/people/{}", crate::pages::urlencode(&id));
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.proof(actor, &id, &req),
+    )
+    .await
+}
+
+/// A card for a proofed person: the blank card with the number the officer typed (taken
+/// from stock, registered there if new), bound to the person; a second officer approves.
+pub(crate) async fn request_issuance(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let kind = match choice::<CarrierKind>(&form, "kind") {
+        Ok(k @ (CarrierKind::SmartCard | CarrierKind::TpmVirtualCard)) => k,
+        Ok(other) => {
+            return refusal(
+                &ctx,
+                RaError::Invalid(format!("a {other} is issued through its own form")),
+            )
+        }
+        Err(e) => return refusal(&ctx, e),
+    };
+    let serial = field(&form, "serial_number").to_owned();
+    let terms = field(&form, "terms_version").to_owned();
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |a: &tessera_issuer_types::api::Approval| {
+            format!("/admin/carriers/{}", crate::pages::urlencode(&a.carrier_id))
+        },
+        move |ra, actor| {
+            let card = ra.stock_carrier(actor, kind, &serial)?;
+            ra.assign(
+                actor,
+                &card.id,
+                &AssignRequest {
+                    person_id: id,
+                    terms_version: terms,
+                },
+            )
+        },
+    )
+    .await
+}
+
+/// A temporary card for a holder who left theirs at home.
+pub(crate) async fn request_temporary(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let days = match days(&form, "days") {
+        Ok(d) => d,
+        Err(e) => return refusal(&ctx, e),
+    };
+    let serial = field(&form, "serial_number").to_owned();
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |a: &tessera_issuer_types::api::Approval| {
+            format!("/admin/carriers/{}", crate::pages::urlencode(&a.carrier_id))
+        },
+        move |ra, actor| {
+            let card = ra.stock_carrier(actor, CarrierKind::Temporary, &serial)?;
+            ra.request_temporary(
+                actor,
+                &id,
+                &TemporaryRequest {
+                    carrier_id: card.id,
+                    original_id: None,
+                    days: Some(days),
+                },
+            )
+        },
+    )
+    .await
+}
+
+// ---- A card's page ----
+
+/// What the card page offers this officer, by the card's state.
+pub(crate) struct Offers {
+    pub keys: bool,
+    pub activate: bool,
+    pub suspend: bool,
+    pub resume: bool,
+    pub revoke: bool,
+    pub extend: bool,
+    pub give_back: bool,
+}
+
+impl Offers {
+    fn for_card(actor: &Actor, c: &Carrier) -> Self {
+        // Never on the officer's own card (the RA refuses it too).
+        let own = actor.person_id.is_some() && actor.person_id == c.person_id;
+        let officer = actor.has(OfficerRole::RegistrationOfficer) && !own;
+        let state = |s: CarrierState| officer && c.state == s;
+        let temporary = c.kind == CarrierKind::Temporary;
+        Self {
+            keys: state(CarrierState::Assigned),
+            activate: state(CarrierState::Personalised),
+            suspend: state(CarrierState::Active) && !temporary,
+            resume: state(CarrierState::Suspended),
+            revoke: officer
+                && matches!(
+                    c.state,
+                    CarrierState::Assigned
+                        | CarrierState::Personalised
+                        | CarrierState::Active
+                        | CarrierState::Suspended
+                ),
+            extend: state(CarrierState::Active) && temporary,
+            give_back: state(CarrierState::Active) && temporary,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "carrier.html")]
+struct CarrierPage {
+    f: Frame,
+    c: Carrier,
+    holder: Option<Person>,
+    deadline: Option<String>,
+    ends: Option<String>,
+    offers: Offers,
+    profiles: Vec<&'static str>,
+    suspend_reasons: Vec<&'static str>,
+    revoke_reasons: Vec<&'static str>,
+    /// Shown once, after the hand-over: the holder's loss-report code.
+    loss_code: Option<String>,
+}
+
+fn carrier_page(ctx: &Ctx, actor: &Actor, c: Carrier, holder: Option<Person>) -> Response {
+    let loss_code = c.loss_report_code.clone();
+    let title = format!("{} {}", ctx.tr().carrier, c.serial_number);
+    page(
+        ctx,
+        StatusCode::OK,
+        CarrierPage {
+            f: ctx.frame(&title),
+            offers: Offers::for_card(actor, &c),
+            deadline: c.deadline.map(time_of),
+            ends: c.ends_at.map(time_of),
+            profiles: ProfileName::ALL.iter().map(|p| p.as_str()).collect(),
+            suspend_reasons: [
+                SuspendReason::Forgotten,
+                SuspendReason::TemporarilyLost,
+                SuspendReason::AdminHold,
+                SuspendReason::OnLeave,
+            ]
+            .iter()
+            .map(|r| r.as_str())
+            .collect(),
+            // What an officer revokes for (the others are the issuer's own).
+            revoke_reasons: [
+                CarrierRevokeReason::Lost,
+                CarrierRevokeReason::Stolen,
+                CarrierRevokeReason::Compromised,
+                CarrierRevokeReason::Damaged,
+                CarrierRevokeReason::Superseded,
+            ]
+            .iter()
+            .map(|r| r.as_str())
+            .collect(),
+            holder,
+            loss_code,
+            c,
+        },
+    )
+}
+
+/// The card and (where this officer may see them) its holder.
+fn card_and_holder(ra: &Ra, actor: &Actor, id: &str) -> Result<(Carrier, Option<Person>), RaError> {
+    let c = ra.carrier(actor, id)?;
+    let holder = match &c.person_id {
+        Some(p) => Some(ra.person(actor, p)?),
+        None => None,
+    };
+    Ok((c, holder))
+}
+
+pub(crate) async fn carrier(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    match blocking(move || card_and_holder(&ra, &actor, &id)).await {
+        Ok((c, holder)) => carrier_page(&ctx, &session.actor, c, holder),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+fn card_url(id: &str) -> String {
+    format!("/admin/carriers/{}", crate::pages::urlencode(id))
+}
+
+/// The keys generated on the card: per profile a CSR, or a PIV attestation (the
+/// attestation certificate and the card's attestation intermediate), and the PUK the
+/// personalisation set (escrowed for PIN unblock).
+pub(crate) async fn keys(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let mut keys = Vec::new();
+    for p in ProfileName::ALL {
+        let csr = field(&form, &format!("csr_{p}"));
+        let att = field(&form, &format!("attestation_{p}"));
+        let int = field(&form, &format!("intermediate_{p}"));
+        match (csr.is_empty(), att.is_empty() && int.is_empty()) {
+            (true, true) => {}
+            (false, true) => keys.push(CarrierKey {
+                profile: p,
+                csr: Some(csr.to_owned()),
+                attestation: None,
+                tpm: None,
+            }),
+            (true, false) => keys.push(CarrierKey {
+                profile: p,
+                csr: None,
+                attestation: Some(Attestation {
+                    certificate: att.to_owned(),
+                    intermediate: int.to_owned(),
+                }),
+                tpm: None,
+            }),
+            (false, false) => {
+                return refusal(
+                    &ctx,
+                    RaError::Invalid(format!("{p}: give a CSR or an attestation, not both")),
+                )
+            }
+        }
+    }
+    let puk = Some(field(&form, "puk").to_owned()).filter(|v| !v.is_empty());
+    let req = KeysRequest { keys, puk };
+    let back = card_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.register_keys(actor, &id, &req),
+    )
+    .await
+}
+
+/// The hand-over: the certificates become good, and the page shows the holder's
+/// loss-report code once (it is stored only as a hash).
+pub(crate) async fn activate(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &session.csrf, field(&form, "csrf")) {
+        return r;
+    }
+    let req = ActivateRequest {
+        receipt: field(&form, "receipt").to_owned(),
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let done = blocking(move || {
+        let c = ra.activate(&actor, &id, &req)?;
+        let holder = match &c.person_id {
+            Some(p) => Some(ra.person(&actor, p)?),
+            None => None,
+        };
+        Ok((c, holder))
+    })
+    .await;
+    match done {
+        Ok((c, holder)) => carrier_page(&ctx, &session.actor, c, holder),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+pub(crate) async fn suspend(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let req = match (
+        choice::<SuspendReason>(&form, "reason"),
+        days(&form, "days"),
+    ) {
+        (Ok(reason), Ok(days)) => SuspendRequest { reason, days },
+        (Err(e), _) | (_, Err(e)) => return refusal(&ctx, e),
+    };
+    let back = card_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.suspend(actor, &id, &req),
+    )
+    .await
+}
+
+pub(crate) async fn resume(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let req = ResumeRequest {
+        verification: field(&form, "verification").to_owned(),
+    };
+    let back = card_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.resume(actor, &id, &req),
+    )
+    .await
+}
+
+pub(crate) async fn revoke(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let req = match choice::<CarrierRevokeReason>(&form, "reason") {
+        Ok(reason) => RevokeCarrierRequest { reason },
+        Err(e) => return refusal(&ctx, e),
+    };
+    // A revocation cannot be undone: the form asks to confirm it.
+    if field(&form, "confirm") != "yes" {
+        return refusal(
+            &ctx,
+            RaError::Invalid(ctx.tr().revoke_confirm_missing.to_owned()),
+        );
+    }
+    let back = card_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.revoke_carrier(actor, &id, &req),
+    )
+    .await
+}
+
+pub(crate) async fn extend(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let req = match days(&form, "days") {
+        Ok(days) => ExtendRequest { days },
+        Err(e) => return refusal(&ctx, e),
+    };
+    let back = card_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.extend(actor, &id, &req),
+    )
+    .await
+}
+
+/// A temporary card handed back: "no longer needed" re-activates the original (its
+/// holder shows it), "lost" revokes the original.
+pub(crate) async fn give_back(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let outcome = match field(&form, "outcome") {
+        "no_longer_needed" => ReturnOutcome::NoLongerNeeded,
+        "lost" => ReturnOutcome::Lost,
+        other => {
+            return refusal(
+                &ctx,
+                RaError::Invalid(format!(
+                    "outcome: {other:?} is not no_longer_needed or lost"
+                )),
+            )
+        }
+    };
+    let back = card_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.return_temporary(actor, &id, &ReturnRequest { outcome }),
+    )
+    .await
+}
