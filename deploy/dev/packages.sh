@@ -6,7 +6,7 @@
 set -euo pipefail
 
 build=(build-essential pkg-config libpcsclite-dev libsqlite3-dev libtss2-dev)
-run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux softhsm2 yubico-piv-tool curl jq)
+run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux softhsm2 yubico-piv-tool curl jq socat)
 test=(pcsc-tools postgresql python3-venv gnutls-bin openssh-client libnss3-tools pamtester libpam-p11 p11-kit p11-kit-modules
       libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus swtpm swtpm-tools systemd
       chromium)

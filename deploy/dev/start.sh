@@ -9,7 +9,12 @@
 #     untouched): the issuer (`serve` on the namespace's 127.0.0.1:8080), a pcscd and the
 #     reference card (tessera-card-sim), and a shell in DATA_DIR where the `tessera` CLI,
 #     OpenSC, yubico-piv-tool, the Tessera PKCS#11 module and every PC/SC program see the
-#     card and the issuer. Leave the shell to stop it all.
+#     card and the issuer. Leave the shell to stop it all;
+#   - the admin portal (`serve --portal-listen`) reachable from this machine's browser at
+#     https://127.0.0.1:8443/admin/ (TESSERA_PORTAL_PORT changes the port): a socat on the
+#     host's loopback forwards to a Unix socket in DATA_DIR, which a socat in the namespace
+#     forwards to the portal (TLS end to end: the portal still sees the browser's client
+#     certificate). `portal-admin.sh` in the shell makes the first administrator.
 # With TESSERA_START_SCRIPT=FILE the shell runs FILE (bash -e) instead and ends with it
 # (the README walk-through is checked that way); TESSERA_BUILD_PROFILE=dev builds without
 # optimisation (the test suite's build).
@@ -60,18 +65,31 @@ LIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so
 CHANNELID 0x8C7B
 CONF
 
+portal_port="${TESSERA_PORTAL_PORT:-8443}"
+# The portal's way out of the namespace: host loopback → DATA_DIR/portal.sock (a Unix
+# socket crosses network namespaces) → the portal inside. Ended with this script.
+rm -f "$data/portal.sock"
+socat "TCP-LISTEN:$portal_port,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$data/portal.sock" \
+  2>>"$data/portal-forward.log" &
+forward=$!
+trap 'kill $forward 2>/dev/null; rm -f "$data/portal.sock"' EXIT
+sleep 0.2
+kill -0 "$forward" 2>/dev/null || { echo "127.0.0.1:$portal_port is taken: set TESSERA_PORTAL_PORT to a free port" >&2; exit 1; }
+
 userns=()
 [ "$(id -u)" -eq 0 ] || userns=(--user --map-root-user)
 echo "==> starting pcscd and the reference card (state: $data/card.json)"
 # --pid: the shell is the namespace's first process, so when it ends the kernel ends pcscd
 # and the card with it.
-exec unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- bash -c '
+unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- bash -c '
   set -e
   trap "kill \$(jobs -p) 2>/dev/null" EXIT
   # As the first process of its PID namespace the shell ignores signals it does not trap.
   trap "exit 0" TERM INT HUP
   mount -t tmpfs tmpfs /run && mkdir -p /run/pcscd && ip link set lo up
-  "$3/tessera-issuer" serve --data-dir "$1/issuer" --listen 127.0.0.1:8080 >>"$1/issuer.log" 2>&1 &
+  "$3/tessera-issuer" serve --data-dir "$1/issuer" --listen 127.0.0.1:8080 \
+    --portal-listen 127.0.0.1:8443 >>"$1/issuer.log" 2>&1 &
+  socat "UNIX-LISTEN:$1/portal.sock,fork,mode=600,unlink-early" TCP:127.0.0.1:8443 2>>"$1/portal-forward.log" &
   pcscd -f -c "$1/reader.conf.d" >"$1/pcscd.log" 2>&1 &
   "$2" --state "$1/card.json" 2>>"$1/card.log" &
   # The card is in when the reader says so (the simulator connects to vpcd once pcscd listens).
@@ -80,7 +98,7 @@ exec unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- b
     || { echo "the reference card did not come up: see $1/card.log and $1/pcscd.log" >&2; exit 1; }
   ready curl -sf -o /dev/null http://127.0.0.1:8080/readyz \
     || { echo "the issuer did not come up: see $1/issuer.log" >&2; exit 1; }
-  export PATH="$3:$PATH" TESSERA_URL=http://127.0.0.1:8080 DATA="$1"
+  export PATH="$3:$5:$PATH" TESSERA_URL=http://127.0.0.1:8080 DATA="$1" TESSERA_PORTAL_PORT="$6"
   # Officer tokens and exports written here are the officer'"'"'s alone.
   umask 077
   cd "$1"
@@ -99,6 +117,8 @@ exec unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- b
   echo "  tessera-piv-conformance --reader \"Tessera vpcd 00 00\""
   echo "  tessera --help"
   echo "and the README'"'"'s walk-through to a first service ID on this card."
+  echo "The admin portal: https://127.0.0.1:$6/admin/ from this machine'"'"'s browser;"
+  echo "  portal-admin.sh   makes its first administrator (from the bootstrap token)."
   echo "Leave this shell (exit) to stop the issuer, the card and pcscd."
   if [ -t 0 ]; then bash -i; else sleep infinity & wait; fi
-' tessera "$data" "$bin" "$target" "$script"
+' tessera "$data" "$bin" "$target" "$script" "$root/deploy/dev" "$portal_port"

@@ -579,6 +579,44 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     assert_eq!(got.status, 400, "{}", got.body);
     let card = carl.get(&format!("/admin/carriers/{dana_card}"));
     assert!(card.body.contains(">active<"), "{}", card.body);
+    // Only the reasons an officer revokes for are offered.
+    assert!(!card.body.contains("value=\"superseded\""), "{}", card.body);
+
+    // A card request the RA refuses (the person is not proofed) leaves no card in stock:
+    // the blank card is registered in the same transaction as the request.
+    let ulla = t.ok(
+        hr,
+        &[
+            "person",
+            "add",
+            "--employee-number",
+            "U1",
+            "--given-name",
+            "Ulla",
+            "--family-name",
+            "Unproofed",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = carl.post(
+        &format!("/admin/people/{ulla}/issuance"),
+        &[
+            ("csrf", &carl_csrf),
+            ("kind", "smart_card"),
+            ("serial_number", "SC-GHOST"),
+            ("terms_version", "1.0"),
+        ],
+    );
+    assert!(
+        matches!(got.status, 400 | 409),
+        "{}: {}",
+        got.status,
+        got.body
+    );
+    assert!(got.body.contains("cannot issue"), "{}", got.body);
+    t.ok(anna, &["carrier", "add", "SC-GHOST"]);
     let own = carl.get(&format!("/admin/carriers/{carl_card}"));
     assert_eq!(own.status, 200, "{}", own.body);
     assert!(!own.body.contains("/revocation"), "{}", own.body);

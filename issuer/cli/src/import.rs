@@ -51,7 +51,8 @@ pub(crate) fn run(
         },
     );
     match &out {
-        Ok(o) if o.partial => progress.abandon(),
+        // A batch refused while importing: the bar stays where it stopped.
+        Ok(o) if phase == Phase::Import && !o.applied => progress.abandon(),
         _ => progress.finish_and_clear(),
     }
     out

@@ -12,16 +12,16 @@ use askama::Template;
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use tessera_issuer_ra::registration::{profiles_for, Card};
 use tessera_issuer_ra::{Actor, Ra, RaError};
 use tessera_issuer_types::api::{
     ActivateRequest, AssignRequest, Attestation, Carrier, CarrierKey, ExtendRequest, KeysRequest,
-    NewProofing, Person, ResumeRequest, ReturnOutcome, ReturnRequest, RevokeCarrierRequest,
-    SuspendRequest, TemporaryRequest,
+    NewProofing, NonResident, Person, ResumeRequest, ReturnOutcome, ReturnRequest,
+    RevokeCarrierRequest, SuspendRequest,
 };
 use tessera_issuer_types::lifecycle::{
     CarrierKind, CarrierRevokeReason, CarrierState, OfficerRole, SuspendReason,
 };
-use tessera_issuer_types::ProfileName;
 
 use crate::pages::{blocking, forged, page, refusal, signed_in, time_of, to_sign_in, Ctx, Frame};
 use crate::Portal;
@@ -87,7 +87,14 @@ pub(crate) async fn proof(
         identity_number: Some(field(&form, "identity_number"))
             .filter(|v| !v.is_empty())
             .map(str::to_owned),
-        non_resident: None,
+        // A document without a Swedish identity number: the non-resident data set (K5.7).
+        non_resident: match (field(&form, "birth_date"), field(&form, "nationality")) {
+            ("", "") => None,
+            (birth_date, nationality) => Some(NonResident {
+                birth_date: birth_date.to_owned(),
+                nationality: nationality.to_ascii_uppercase(),
+            }),
+        },
     };
     let back = format!("/admin/people/{}", crate::pages::urlencode(&id));
     submit(
@@ -128,10 +135,9 @@ pub(crate) async fn request_issuance(
             format!("/admin/carriers/{}", crate::pages::urlencode(&a.carrier_id))
         },
         move |ra, actor| {
-            let card = ra.stock_carrier(actor, kind, &serial)?;
-            ra.assign(
+            ra.assign_card(
                 actor,
-                &card.id,
+                Card::Stock(kind, &serial),
                 &AssignRequest {
                     person_id: id,
                     terms_version: terms,
@@ -154,6 +160,10 @@ pub(crate) async fn request_temporary(
         Err(e) => return refusal(&ctx, e),
     };
     let serial = field(&form, "serial_number").to_owned();
+    // Which of the holder's cards was left at home (asked when they have several).
+    let original = Some(field(&form, "original_id"))
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
     submit(
         &portal,
         &ctx,
@@ -162,15 +172,12 @@ pub(crate) async fn request_temporary(
             format!("/admin/carriers/{}", crate::pages::urlencode(&a.carrier_id))
         },
         move |ra, actor| {
-            let card = ra.stock_carrier(actor, CarrierKind::Temporary, &serial)?;
-            ra.request_temporary(
+            ra.request_temporary_card(
                 actor,
                 &id,
-                &TemporaryRequest {
-                    carrier_id: card.id,
-                    original_id: None,
-                    days: Some(days),
-                },
+                Card::Stock(CarrierKind::Temporary, &serial),
+                original.as_deref(),
+                Some(days),
             )
         },
     )
@@ -191,14 +198,20 @@ pub(crate) struct Offers {
 }
 
 impl Offers {
-    fn for_card(actor: &Actor, c: &Carrier) -> Self {
+    /// `approved`: the card's issuance approval has been given (its keys may be
+    /// registered).
+    fn for_card(actor: &Actor, c: &Carrier, approved: bool) -> Self {
         // Never on the officer's own card (the RA refuses it too).
         let own = actor.person_id.is_some() && actor.person_id == c.person_id;
         let officer = actor.has(OfficerRole::RegistrationOfficer) && !own;
         let state = |s: CarrierState| officer && c.state == s;
         let temporary = c.kind == CarrierKind::Temporary;
         Self {
-            keys: state(CarrierState::Assigned),
+            // A TPM virtual card's keys come only with the TPM's attestation, which its
+            // agent sends (`tessera-agent vsc enrol`), not an officer's form.
+            keys: state(CarrierState::Assigned)
+                && approved
+                && c.kind != CarrierKind::TpmVirtualCard,
             activate: state(CarrierState::Personalised),
             suspend: state(CarrierState::Active) && !temporary,
             resume: state(CarrierState::Suspended),
@@ -225,6 +238,8 @@ struct CarrierPage {
     deadline: Option<String>,
     ends: Option<String>,
     offers: Offers,
+    /// Waiting for a second officer's approval.
+    awaiting_approval: bool,
     profiles: Vec<&'static str>,
     suspend_reasons: Vec<&'static str>,
     revoke_reasons: Vec<&'static str>,
@@ -232,7 +247,20 @@ struct CarrierPage {
     loss_code: Option<String>,
 }
 
-fn carrier_page(ctx: &Ctx, actor: &Actor, c: Carrier, holder: Option<Person>) -> Response {
+/// A card as its page shows it: the card, its holder if this officer may see them, and
+/// whether its request still waits for approval.
+struct CardView {
+    c: Carrier,
+    holder: Option<Person>,
+    awaiting_approval: bool,
+}
+
+fn carrier_page(ctx: &Ctx, actor: &Actor, view: CardView) -> Response {
+    let CardView {
+        c,
+        holder,
+        awaiting_approval,
+    } = view;
     let loss_code = c.loss_report_code.clone();
     let title = format!("{} {}", ctx.tr().carrier, c.serial_number);
     page(
@@ -240,10 +268,15 @@ fn carrier_page(ctx: &Ctx, actor: &Actor, c: Carrier, holder: Option<Person>) ->
         StatusCode::OK,
         CarrierPage {
             f: ctx.frame(&title),
-            offers: Offers::for_card(actor, &c),
+            offers: Offers::for_card(
+                actor,
+                &c,
+                c.state == CarrierState::Assigned && !awaiting_approval,
+            ),
+            awaiting_approval,
             deadline: c.deadline.map(time_of),
             ends: c.ends_at.map(time_of),
-            profiles: ProfileName::ALL.iter().map(|p| p.as_str()).collect(),
+            profiles: profiles_for(c.kind).iter().map(|p| p.as_str()).collect(),
             suspend_reasons: [
                 SuspendReason::Forgotten,
                 SuspendReason::TemporarilyLost,
@@ -253,13 +286,13 @@ fn carrier_page(ctx: &Ctx, actor: &Actor, c: Carrier, holder: Option<Person>) ->
             .iter()
             .map(|r| r.as_str())
             .collect(),
-            // What an officer revokes for (the others are the issuer's own).
+            // What an officer revokes for (the RA's `by_officer`; the others follow from
+            // other steps: employment ended, superseded, a deadline or period passed).
             revoke_reasons: [
                 CarrierRevokeReason::Lost,
                 CarrierRevokeReason::Stolen,
                 CarrierRevokeReason::Compromised,
                 CarrierRevokeReason::Damaged,
-                CarrierRevokeReason::Superseded,
             ]
             .iter()
             .map(|r| r.as_str())
@@ -271,14 +304,24 @@ fn carrier_page(ctx: &Ctx, actor: &Actor, c: Carrier, holder: Option<Person>) ->
     )
 }
 
-/// The card and (where this officer may see them) its holder.
-fn card_and_holder(ra: &Ra, actor: &Actor, id: &str) -> Result<(Carrier, Option<Person>), RaError> {
-    let c = ra.carrier(actor, id)?;
-    let holder = match &c.person_id {
-        Some(p) => Some(ra.person(actor, p)?),
-        None => None,
-    };
-    Ok((c, holder))
+/// The card as its page shows it. The holder is left out if reading them fails (the card
+/// page still answers: after a hand-over it carries the only copy of the loss-report
+/// code).
+fn card_view(ra: &Ra, actor: &Actor, c: Carrier) -> CardView {
+    let holder = c
+        .person_id
+        .as_deref()
+        .and_then(|p| ra.person(actor, p).ok());
+    let awaiting_approval = c.state == CarrierState::Assigned
+        && ra
+            .approvals_pending(actor)
+            .map(|list| list.iter().any(|a| a.carrier_id == c.id))
+            .unwrap_or(true);
+    CardView {
+        c,
+        holder,
+        awaiting_approval,
+    }
 }
 
 pub(crate) async fn carrier(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response {
@@ -286,8 +329,8 @@ pub(crate) async fn carrier(State(portal): St, ctx: Ctx, Path(id): Path<String>)
         return to_sign_in();
     };
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
-    match blocking(move || card_and_holder(&ra, &actor, &id)).await {
-        Ok((c, holder)) => carrier_page(&ctx, &session.actor, c, holder),
+    match blocking(move || Ok(card_view(&ra, &actor, ra.carrier(&actor, &id)?))).await {
+        Ok(view) => carrier_page(&ctx, &session.actor, view),
         Err(e) => refusal(&ctx, e),
     }
 }
@@ -306,7 +349,7 @@ pub(crate) async fn keys(
     Form(form): Fields,
 ) -> Response {
     let mut keys = Vec::new();
-    for p in ProfileName::ALL {
+    for p in tessera_issuer_types::ProfileName::ALL {
         let csr = field(&form, &format!("csr_{p}"));
         let att = field(&form, &format!("attestation_{p}"));
         let int = field(&form, &format!("intermediate_{p}"));
@@ -368,15 +411,11 @@ pub(crate) async fn activate(
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
     let done = blocking(move || {
         let c = ra.activate(&actor, &id, &req)?;
-        let holder = match &c.person_id {
-            Some(p) => Some(ra.person(&actor, p)?),
-            None => None,
-        };
-        Ok((c, holder))
+        Ok(card_view(&ra, &actor, c))
     })
     .await;
     match done {
-        Ok((c, holder)) => carrier_page(&ctx, &session.actor, c, holder),
+        Ok(view) => carrier_page(&ctx, &session.actor, view),
         Err(e) => refusal(&ctx, e),
     }
 }

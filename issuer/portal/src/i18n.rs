@@ -394,8 +394,8 @@ texts! {
         "Importerar (kontrolleras igen, sedan skrivs)",
     ),
     import_reloads: (
-        "This page reloads itself every second until the work is done.",
-        "Sidan laddas om varje sekund tills arbetet är klart.",
+        "This page reloads itself every three seconds until the work is done.",
+        "Sidan laddas om var tredje sekund tills arbetet är klart.",
     ),
     import_failed: (
         "The import stopped",
@@ -672,5 +672,49 @@ texts! {
     revoke_confirm_missing: (
         "Tick the box to confirm the revocation: it cannot be undone.",
         "Kryssa i rutan för att bekräfta återkallelsen: den kan inte ångras.",
+    ),
+    awaiting_approval: (
+        "This card's request waits for a second officer's approval; its keys are registered after that.",
+        "Begäran om kortet väntar på en annan handläggares godkännande; därefter registreras nycklarna.",
+    ),
+    tpm_enrol_hint: (
+        "A TPM virtual card's keys are proven by the TPM itself: the holder's workstation enrols them with `tessera-agent vsc enrol`.",
+        "Ett virtuellt TPM-korts nycklar intygas av TPM:en själv: innehavarens dator registrerar dem med `tessera-agent vsc enrol`.",
+    ),
+    non_resident: (
+        "Without a Swedish identity number",
+        "Utan svenskt personnummer",
+    ),
+    non_resident_hint: (
+        "Give the personal identity number the document shows, or, for a document without one, the date of birth and nationality it shows.",
+        "Ange personnumret som handlingen visar, eller för en handling utan personnummer det födelsedatum och den nationalitet den visar.",
+    ),
+    birth_date: (
+        "Date of birth",
+        "Födelsedatum",
+    ),
+    nationality: (
+        "Nationality (two letters, e.g. NO)",
+        "Nationalitet (två bokstäver, t.ex. NO)",
+    ),
+    left_at_home: (
+        "Which card was left at home",
+        "Vilket kort som glömts hemma",
+    ),
+    import_stop_updating: (
+        "Stop updating",
+        "Sluta uppdatera",
+    ),
+    import_check_progress: (
+        "Check progress",
+        "Visa förloppet",
+    ),
+    import_resume_updating: (
+        "Update automatically",
+        "Uppdatera automatiskt",
+    ),
+    import_refused_now: (
+        "The register changed since the check, so nothing was imported: the rows below are refused now. Check the file again.",
+        "Registret har ändrats sedan kontrollen, så inget importerades: raderna nedan nekas nu. Kontrollera filen igen.",
     ),
 }

@@ -4,10 +4,14 @@
 //! time, while the job's page shows how far they are (a progress bar that reloads itself
 //! once a second: no JavaScript).
 //!
-//! A job lives in this server's memory, belongs to the officer who uploaded it (anyone
-//! else gets "no such import"), and is dropped an hour after its last step; at most
-//! [`MAX_JOBS`] exist at once. The file is checked again, batch by batch, when applied
-//! (the register may have changed since the dry run); the RA audits both passes.
+//! A job lives in this server's memory (behind a load balancer, the officer's requests
+//! must reach the same server), belongs to the officer who uploaded it (anyone else gets
+//! "no such import"), and is dropped an hour after its last step; an officer has at most
+//! [`PER_OFFICER`] (a new upload replaces their finished ones), the server at most
+//! [`MAX_JOBS`]. Every batch re-checks the officer's session — signed out, card suspended,
+//! or role gone, the job stops. The file is checked again, batch by batch, when applied
+//! (the register may have changed since the dry run); the RA audits both passes. Only the
+//! report's first [`SHOWN`] rows are kept once a pass ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,11 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use askama::Template;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tessera_issuer_ra::{Actor, Ra, RaError};
+use tessera_issuer_ra::{Ra, RaError};
 use tessera_issuer_types::hr_file::{HrFile, Outcome, Phase};
 use tessera_issuer_types::lifecycle::OfficerRole;
 
@@ -28,23 +32,83 @@ use crate::Portal;
 
 /// The largest file the page takes (about 100 000 people).
 pub(crate) const MAX_FILE: usize = 32 << 20;
-/// Import jobs kept at once (checked, running or finished).
+/// Import jobs kept at once on this server (checked, running or finished).
 const MAX_JOBS: usize = 16;
+/// Import jobs one officer may have at once.
+const PER_OFFICER: usize = 2;
 /// How long a job is kept after its last step.
 const KEEP: Duration = Duration::from_secs(3600);
 /// People per batch sent to the RA.
 const BATCH: usize = 1000;
 /// Rows the report lists (the counts cover all).
 const SHOWN: usize = 1000;
+/// The job page's `Refresh` while it runs: seconds between reloads.
+const RELOAD: &str = "3";
+
+/// What a pass found, as the page shows it: the counts and the first [`SHOWN`] rows.
+#[derive(Debug)]
+struct Summary {
+    created: u32,
+    updated: u32,
+    unchanged: u32,
+    bad: usize,
+    applied: bool,
+    partial: bool,
+    rows: Vec<ReportRow>,
+    more: usize,
+}
+
+impl Summary {
+    fn of(o: Outcome) -> Self {
+        let bad = o.errors.len();
+        let errors = o.errors.into_iter().map(|e| ReportRow {
+            line: e.line,
+            employee_number: e.employee_number,
+            kind: "error",
+            text: e.message,
+        });
+        let changes = o.changes.into_iter().map(|c| ReportRow {
+            line: c.line,
+            employee_number: c.employee_number,
+            kind: if c.kind == "create" {
+                "create"
+            } else {
+                "update"
+            },
+            text: c.fields,
+        });
+        let mut rows: Vec<ReportRow> = errors.chain(changes).collect();
+        rows.sort_by_key(|r| r.line);
+        let more = rows.len().saturating_sub(SHOWN);
+        rows.truncate(SHOWN);
+        Self {
+            created: o.created,
+            updated: o.updated,
+            unchanged: o.unchanged,
+            bad,
+            applied: o.applied,
+            partial: o.partial,
+            rows,
+            more,
+        }
+    }
+}
 
 /// Where an import job is.
 #[derive(Debug, Clone)]
 enum Stage {
     Checking,
-    Checked(Outcome),
+    Checked(Arc<Summary>),
     Importing,
-    Imported(Outcome),
-    Failed(String),
+    Imported(Arc<Summary>),
+    /// Why, when it is the officer's to know (else the page says the server failed).
+    Failed(Option<String>),
+}
+
+impl Stage {
+    fn running(&self) -> bool {
+        matches!(self, Stage::Checking | Stage::Importing)
+    }
 }
 
 /// One uploaded file on its way in.
@@ -76,39 +140,60 @@ impl Job {
 pub(crate) struct Jobs(Mutex<HashMap<String, Arc<Job>>>);
 
 impl Jobs {
-    fn get(&self, id: &str, owner: &str) -> Option<Arc<Job>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .filter(|j| j.owner == owner)
-            .cloned()
-    }
-
-    /// Keeps `job`, dropping those idle for an hour; refuses when full.
-    fn add(&self, job: Job) -> Result<String, RaError> {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
         let mut jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Those idle for an hour go (running ones never idle).
         jobs.retain(|_, j| {
             let (stage, at) = &*j.stage.lock().unwrap_or_else(|p| p.into_inner());
-            let running = matches!(stage, Stage::Checking | Stage::Importing);
-            running || at.elapsed() < KEEP
+            stage.running() || at.elapsed() < KEEP
         });
+        jobs
+    }
+
+    fn get(&self, id: &str, owner: &str) -> Option<Arc<Job>> {
+        self.jobs().get(id).filter(|j| j.owner == owner).cloned()
+    }
+
+    /// Whether `owner` may start another job: their finished ones are dropped to make
+    /// room; refused if they already run [`PER_OFFICER`] or the server holds [`MAX_JOBS`].
+    fn make_room(&self, owner: &str) -> Result<(), RaError> {
+        let mut jobs = self.jobs();
+        jobs.retain(|_, j| j.owner != owner || j.stage().running());
+        if jobs.values().filter(|j| j.owner == owner).count() >= PER_OFFICER {
+            return Err(RaError::Invalid(format!(
+                "you already have {PER_OFFICER} imports running; wait for them to finish"
+            )));
+        }
         if jobs.len() >= MAX_JOBS {
             return Err(RaError::Invalid(
                 "too many imports are open on this server; try again in a while".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Keeps `job` (after [`Jobs::make_room`], checked again: two uploads may race).
+    fn add(&self, job: Job) -> Result<(String, Arc<Job>), RaError> {
+        self.make_room(&job.owner)?;
         let id: String = rand::random::<[u8; 16]>()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        jobs.insert(id.clone(), Arc::new(job));
-        Ok(id)
+        let job = Arc::new(job);
+        self.jobs().insert(id.clone(), Arc::clone(&job));
+        Ok((id, job))
     }
 }
 
+/// The officer a job runs for: their session, checked again before every batch.
+#[derive(Clone)]
+struct Officer {
+    token: String,
+    peer: Option<axum::body::Bytes>,
+}
+
 /// Runs one pass (the check, or the check and the import) of `job` in the background.
-fn start(ra: Arc<Ra>, actor: Actor, job: Arc<Job>, apply: bool) {
+fn start(ra: Arc<Ra>, officer: Officer, job: Arc<Job>, apply: bool) {
     job.done.store(0, Ordering::Relaxed);
     job.set(if apply {
         Stage::Importing
@@ -117,28 +202,40 @@ fn start(ra: Arc<Ra>, actor: Actor, job: Arc<Job>, apply: bool) {
     });
     tokio::task::spawn_blocking(move || {
         let mut pass = Phase::Check;
-        let result = job.file.run(
-            BATCH,
-            !apply,
-            |req| ra.import_people(&actor, req),
-            |phase, n| {
-                // The import's own pass (after its check again): the bar starts over.
-                if phase != pass {
-                    pass = phase;
-                    job.done.store(0, Ordering::Relaxed);
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job.file.run(
+                BATCH,
+                !apply,
+                |req| {
+                    // The officer as they are now: a session ended (sign-out, card
+                    // suspended, idle) or a role taken away stops the job here.
+                    let session = ra.session(&officer.token, officer.peer.as_deref())?;
+                    ra.import_people(&session.actor, req)
+                },
+                |phase, n| {
+                    // The import's own pass (after its check again): the bar starts over.
+                    if phase != pass {
+                        pass = phase;
+                        job.done.store(0, Ordering::Relaxed);
+                    }
+                    job.done.fetch_add(n, Ordering::Relaxed);
+                },
+            )
+        }));
+        job.set(match run {
+            Ok(Ok(out)) if apply => Stage::Imported(Arc::new(Summary::of(out))),
+            Ok(Ok(out)) => Stage::Checked(Arc::new(Summary::of(out))),
+            Ok(Err(e)) => Stage::Failed(match e {
+                RaError::Forbidden(m) | RaError::Invalid(m) | RaError::BadRequest(m) => Some(m),
+                RaError::SessionEnded(why) => Some(why),
+                other => {
+                    tracing::error!(error = %other, "a portal import failed");
+                    None
                 }
-                job.done.fetch_add(n, Ordering::Relaxed);
-            },
-        );
-        job.set(match result {
-            Ok(out) if apply => Stage::Imported(out),
-            Ok(out) => Stage::Checked(out),
-            Err(e) => {
-                tracing::warn!(error = %e, "a portal import failed");
-                Stage::Failed(match e {
-                    RaError::Forbidden(m) | RaError::Invalid(m) => m,
-                    other => other.to_string(),
-                })
+            }),
+            Err(_) => {
+                tracing::error!("a portal import panicked");
+                Stage::Failed(None)
             }
         });
     });
@@ -180,6 +277,16 @@ fn upload_page(ctx: &Ctx, status: StatusCode, problem: Option<String>) -> Respon
     )
 }
 
+/// The signed-in officer of `ctx`, for a background job.
+fn officer(ctx: &Ctx) -> Officer {
+    Officer {
+        token: signed_in(ctx)
+            .map(|(t, _)| t.to_owned())
+            .unwrap_or_default(),
+        peer: ctx.peer.0.clone(),
+    }
+}
+
 /// `POST /admin/import`: the file (multipart), checked in the background.
 pub(crate) async fn upload(
     State(portal): State<Arc<Portal>>,
@@ -191,6 +298,10 @@ pub(crate) async fn upload(
     };
     if let Some(r) = may_import(&ctx) {
         return r;
+    }
+    // Room for the job first: no upload is read for nothing.
+    if let Err(e) = portal.imports.make_room(&session.actor.name) {
+        return refusal(&ctx, e);
     }
     let (mut csrf, mut file, mut file_name) = (String::new(), None, String::new());
     loop {
@@ -225,9 +336,10 @@ pub(crate) async fn upload(
             )
         }
     };
-    let file = match HrFile::read(&bytes) {
-        Ok(f) => f,
-        Err(e) => return upload_page(&ctx, StatusCode::BAD_REQUEST, Some(e)),
+    let file = match tokio::task::spawn_blocking(move || HrFile::read(&bytes)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return upload_page(&ctx, StatusCode::BAD_REQUEST, Some(e)),
+        Err(e) => return refusal(&ctx, RaError::Invalid(format!("the file: {e}"))),
     };
     let job = Job {
         owner: session.actor.name.clone(),
@@ -237,10 +349,8 @@ pub(crate) async fn upload(
         stage: Mutex::new((Stage::Checking, Instant::now())),
     };
     match portal.imports.add(job) {
-        Ok(id) => {
-            if let Some(job) = portal.imports.get(&id, &session.actor.name) {
-                start(Arc::clone(&portal.ra), session.actor.clone(), job, false);
-            }
+        Ok((id, job)) => {
+            start(Arc::clone(&portal.ra), officer(&ctx), job, false);
             Redirect::to(&format!("/admin/import/{id}")).into_response()
         }
         Err(e) => refusal(&ctx, e),
@@ -248,6 +358,7 @@ pub(crate) async fn upload(
 }
 
 /// A row of the report: a bad row or one that creates or changes a person.
+#[derive(Debug)]
 struct ReportRow {
     line: u64,
     employee_number: String,
@@ -265,17 +376,24 @@ struct JobPage {
     rows: usize,
     /// Still running: the pass's name, people done, people in all.
     running: Option<(&'static str, usize, usize)>,
-    outcome: Option<Outcome>,
-    applied: bool,
+    /// While running: whether the page reloads itself (the officer can stop it).
+    follow: bool,
+    report: Option<Arc<Summary>>,
+    /// The report is of the import itself (not only the check).
+    imported: bool,
     failed: Option<String>,
-    report: Vec<ReportRow>,
-    more: usize,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct JobQuery {
+    follow: Option<String>,
 }
 
 pub(crate) async fn job(
     State(portal): State<Arc<Portal>>,
     ctx: Ctx,
     Path(id): Path<String>,
+    Query(query): Query<JobQuery>,
 ) -> Response {
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
@@ -286,41 +404,18 @@ pub(crate) async fn job(
     let tr = ctx.tr();
     let total = job.file.people.len();
     let done = job.done.load(Ordering::Relaxed).min(total);
-    let (mut running, mut outcome, mut applied, mut failed) = (None, None, false, None);
+    let (mut running, mut report, mut imported, mut failed) = (None, None, false, None);
     match job.stage() {
         Stage::Checking => running = Some((tr.import_checking, done, total)),
         Stage::Importing => running = Some((tr.import_importing, done, total)),
-        Stage::Checked(o) => outcome = Some(o),
-        Stage::Imported(o) => {
-            applied = o.applied;
-            outcome = Some(o);
+        Stage::Checked(r) => report = Some(r),
+        Stage::Imported(r) => {
+            imported = true;
+            report = Some(r);
         }
-        Stage::Failed(why) => failed = Some(why),
+        Stage::Failed(why) => failed = Some(why.unwrap_or_else(|| tr.server_failed.to_owned())),
     }
-    let mut report = Vec::new();
-    let mut more = 0;
-    if let Some(o) = &outcome {
-        let errors = o.errors.iter().map(|e| ReportRow {
-            line: e.line,
-            employee_number: e.employee_number.clone(),
-            kind: "error",
-            text: e.message.clone(),
-        });
-        let changes = o.changes.iter().map(|c| ReportRow {
-            line: c.line,
-            employee_number: c.employee_number.clone(),
-            kind: if c.kind == "create" {
-                "create"
-            } else {
-                "update"
-            },
-            text: c.fields.clone(),
-        });
-        report = errors.chain(changes).collect();
-        report.sort_by_key(|r| r.line);
-        more = report.len().saturating_sub(SHOWN);
-        report.truncate(SHOWN);
-    }
+    let follow = running.is_some() && query.follow.as_deref() != Some("no");
     let mut r = page(
         &ctx,
         StatusCode::OK,
@@ -330,17 +425,17 @@ pub(crate) async fn job(
             file_name: job.file_name.clone(),
             rows: job.file.rows(),
             running,
-            outcome,
-            applied,
-            failed,
+            follow,
             report,
-            more,
+            imported,
+            failed,
         },
     );
-    if running.is_some() {
-        // The page reloads itself while the job runs (the progress bar moves).
+    if follow {
+        // The page reloads itself while the job runs (the bar moves), every few seconds,
+        // until the officer stops it (WCAG 2.2.1: a time limit they can turn off).
         r.headers_mut()
-            .insert("refresh", axum::http::HeaderValue::from_static("1"));
+            .insert("refresh", axum::http::HeaderValue::from_static(RELOAD));
     }
     r
 }
@@ -374,7 +469,7 @@ pub(crate) async fn apply(
     {
         let mut stage = job.stage.lock().unwrap_or_else(|p| p.into_inner());
         match &stage.0 {
-            Stage::Checked(o) if o.errors.is_empty() => {
+            Stage::Checked(r) if r.bad == 0 => {
                 *stage = (Stage::Importing, Instant::now());
             }
             _ => {
@@ -390,6 +485,6 @@ pub(crate) async fn apply(
             }
         }
     }
-    start(Arc::clone(&portal.ra), session.actor.clone(), job, true);
+    start(Arc::clone(&portal.ra), officer(&ctx), job, true);
     Redirect::to(&format!("/admin/import/{id}")).into_response()
 }

@@ -96,7 +96,7 @@ pub(crate) struct Ctx {
     ended: Option<String>,
     headers: HeaderMap,
     /// The client certificate presented on this connection.
-    peer: PeerCertificate,
+    pub(crate) peer: PeerCertificate,
 }
 
 impl Ctx {
@@ -657,6 +657,9 @@ struct PersonPage {
     may_proof: bool,
     may_issue: bool,
     may_temporary: bool,
+    /// The person's active personal cards (id, serial): the temporary card form asks which
+    /// was left at home when there are several.
+    active_cards: Vec<(String, String)>,
 }
 
 async fn person(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response {
@@ -674,10 +677,14 @@ async fn person(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response
             let officer = actor.has(OfficerRole::RegistrationOfficer)
                 && actor.person_id.as_deref() != Some(p.id.as_str());
             let proofed = p.state == PersonState::Proofed;
-            let has_active_card = carriers.iter().any(|c| {
-                c.state == CarrierState::Active
-                    && matches!(c.kind, CarrierKind::SmartCard | CarrierKind::TpmVirtualCard)
-            });
+            let active_cards: Vec<(String, String)> = carriers
+                .iter()
+                .filter(|c| {
+                    c.state == CarrierState::Active
+                        && matches!(c.kind, CarrierKind::SmartCard | CarrierKind::TpmVirtualCard)
+                })
+                .map(|c| (c.id.clone(), c.serial_number.clone()))
+                .collect();
             page(
                 &ctx,
                 StatusCode::OK,
@@ -687,7 +694,8 @@ async fn person(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response
                     carriers: carrier_rows(carriers),
                     may_proof: officer && p.state != PersonState::Ended,
                     may_issue: officer && proofed,
-                    may_temporary: officer && proofed && has_active_card,
+                    may_temporary: officer && proofed && !active_cards.is_empty(),
+                    active_cards,
                     p,
                 },
             )

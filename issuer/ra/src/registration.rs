@@ -801,11 +801,18 @@ impl Ra {
                             report.unchanged += 1;
                         } else {
                             report.updated += 1;
+                            // Which fields, not their values: the same for everyone,
+                            // so the report cannot tell a protected identity (K5.9) from
+                            // another (the audit record keeps the values).
                             report.changes.push(RowChange {
                                 index: *index,
                                 employee_number: row.employee_number.clone(),
                                 kind: "update".into(),
-                                fields: changed.join("; "),
+                                fields: changed
+                                    .iter()
+                                    .map(|c| c.split(':').next().unwrap_or(c))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
                             });
                             plan.push((Some(old.clone()), row, changed));
                         }
@@ -1087,48 +1094,10 @@ impl Ra {
             "carrier.create",
             &[OfficerRole::RegistrationOfficer, OfficerRole::Administrator],
         )?;
-        let serial_number = text("serial_number", &req.serial_number, 64)?;
         let at = now_secs(self.clock.as_ref());
-        let row = CarrierRow {
-            id: new_id(),
-            kind: req.kind,
-            serial_number,
-            state: CarrierState::Stock,
-            person_id: None,
-            suspend_reason: None,
-            deadline: None,
-            revoke_reason: None,
-            original_id: None,
-            ends_at: None,
-            terms_version: None,
-            terms_accepted_at: None,
-            receipt: None,
-            approval_id: None,
-            created_at: at,
-            updated_at: at,
-        };
-        self.store.write(|tx| -> Result<(), RaError> {
-            if tx
-                .carrier_by_serial(row.kind, &row.serial_number)?
-                .is_some()
-            {
-                return Err(RaError::Exists(format!(
-                    "a {} with serial number {} exists",
-                    row.kind, row.serial_number
-                )));
-            }
-            tx.insert_carrier(&row)?;
-            tx.audit(
-                &actor.name,
-                &AuditEvent::CarrierRegistered {
-                    carrier: row.id.clone(),
-                    kind: row.kind.to_string(),
-                    serial_number: row.serial_number.clone(),
-                },
-                at,
-            )?;
-            Ok(())
-        })?;
+        let row = self
+            .store
+            .write(|tx| insert_stock_carrier(tx, actor, req.kind, &req.serial_number, at))?;
         Ok(carrier_view(row, Vec::new()))
     }
 
@@ -1170,6 +1139,18 @@ impl Ra {
         carrier_id: &str,
         req: &AssignRequest,
     ) -> Result<Approval, RaError> {
+        self.assign_card(actor, Card::Id(carrier_id), req)
+    }
+
+    /// [`Ra::assign`] for a carrier named by id or by its serial in stock: a blank card
+    /// the issuer does not know yet is registered in stock in the same transaction, so a
+    /// refused request leaves nothing behind.
+    pub fn assign_card(
+        &self,
+        actor: &Actor,
+        card: Card<'_>,
+        req: &AssignRequest,
+    ) -> Result<Approval, RaError> {
         self.require(actor, "carrier.assign", &[OfficerRole::RegistrationOfficer])?;
         self.not_own(actor, "carrier.assign", &req.person_id)?;
         let terms = text("terms_version", &req.terms_version, 40)?;
@@ -1177,7 +1158,8 @@ impl Ra {
         let max_age = i64::from(self.policy.proofing_max_age_days) * DAY;
         self.store.write(|tx| -> Result<Approval, RaError> {
             let person = proofed(tx, &req.person_id, at, max_age)?;
-            let mut c = get_carrier(tx, carrier_id)?;
+            let carrier_id = card.resolve(tx, actor, at)?;
+            let mut c = get_carrier(tx, &carrier_id)?;
             if matches!(c.kind, CarrierKind::Temporary | CarrierKind::Substitute) {
                 return Err(invalid(
                     "carrier",
@@ -1213,13 +1195,32 @@ impl Ra {
         person_id: &str,
         req: &TemporaryRequest,
     ) -> Result<Approval, RaError> {
+        self.request_temporary_card(
+            actor,
+            person_id,
+            Card::Id(&req.carrier_id),
+            req.original_id.as_deref(),
+            req.days,
+        )
+    }
+
+    /// [`Ra::request_temporary`] for a temporary card named by id or by its serial in
+    /// stock (registered there in the same transaction if new).
+    pub fn request_temporary_card(
+        &self,
+        actor: &Actor,
+        person_id: &str,
+        card: Card<'_>,
+        original_id: Option<&str>,
+        days: Option<u32>,
+    ) -> Result<Approval, RaError> {
         self.require(
             actor,
             "temporary.request",
             &[OfficerRole::RegistrationOfficer],
         )?;
         self.not_own(actor, "temporary.request", person_id)?;
-        let days = req.days.unwrap_or(self.policy.temporary_default_days);
+        let days = days.unwrap_or(self.policy.temporary_default_days);
         if days == 0 || days > self.policy.temporary_max_days {
             return Err(invalid(
                 "days",
@@ -1239,8 +1240,8 @@ impl Ra {
                         && matches!(c.kind, CarrierKind::SmartCard | CarrierKind::TpmVirtualCard)
                 })
                 .collect();
-            let original = match &req.original_id {
-                Some(id) => personal.into_iter().find(|c| &c.id == id).ok_or_else(|| {
+            let original = match original_id {
+                Some(id) => personal.into_iter().find(|c| c.id == id).ok_or_else(|| {
                     invalid(
                         "original_id",
                         format!("{id} is not an active personal card of this person"),
@@ -1261,7 +1262,8 @@ impl Ra {
                         verb: "give a temporary card to",
                     })?,
             };
-            let mut c = get_carrier(tx, &req.carrier_id)?;
+            let carrier_id = card.resolve(tx, actor, at)?;
+            let mut c = get_carrier(tx, &carrier_id)?;
             if c.kind != CarrierKind::Temporary {
                 return Err(invalid(
                     "carrier_id",
@@ -1648,13 +1650,7 @@ impl Ra {
             )))
         })?;
         self.not_own(actor, "carrier.keys", &person.id)?;
-        let allowed: &[ProfileName] = match carrier.kind {
-            CarrierKind::Temporary => {
-                &[ProfileName::Authentication, ProfileName::CardAuthentication]
-            }
-            CarrierKind::Substitute => &[ProfileName::Authentication],
-            CarrierKind::SmartCard | CarrierKind::TpmVirtualCard => &ProfileName::ALL,
-        };
+        let allowed = profiles_for(carrier.kind);
         if req.keys.iter().any(|k| !allowed.contains(&k.profile)) {
             return Err(invalid(
                 "keys",
@@ -2571,6 +2567,96 @@ fn new_token(
         token: token.to_string(),
         expires_at,
     })
+}
+
+/// The certificate profiles a carrier of `kind` carries: a temporary card authenticates
+/// (and opens doors), a substitute card only authenticates.
+pub fn profiles_for(kind: CarrierKind) -> &'static [ProfileName] {
+    match kind {
+        CarrierKind::Temporary => &[ProfileName::Authentication, ProfileName::CardAuthentication],
+        CarrierKind::Substitute => &[ProfileName::Authentication],
+        CarrierKind::SmartCard | CarrierKind::TpmVirtualCard => &ProfileName::ALL,
+    }
+}
+
+/// Which carrier a request is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Card<'a> {
+    /// A carrier the issuer knows, by id.
+    Id(&'a str),
+    /// The blank card of this kind with this serial number (as printed on it): the one in
+    /// stock, or registered in stock now if the issuer does not know it yet. A known card
+    /// that is not in stock is refused: it is someone's.
+    Stock(CarrierKind, &'a str),
+}
+
+impl Card<'_> {
+    /// The carrier's id, registering a new blank card in `tx`.
+    fn resolve(self, tx: &mut Tx<'_>, actor: &Actor, at: i64) -> Result<String, RaError> {
+        match self {
+            Card::Id(id) => Ok(id.to_owned()),
+            Card::Stock(kind, serial) => {
+                let serial = serial.trim();
+                match tx.carrier_by_serial(kind, serial)? {
+                    Some(c) if c.state == CarrierState::Stock => Ok(c.id),
+                    Some(c) => Err(RaError::Exists(format!(
+                        "the {kind} {serial} is {}, not in stock",
+                        c.state
+                    ))),
+                    None => Ok(insert_stock_carrier(tx, actor, kind, serial, at)?.id),
+                }
+            }
+        }
+    }
+}
+
+/// A blank carrier registered in stock in `tx`, audited; refused if the serial is known.
+pub(crate) fn insert_stock_carrier(
+    tx: &mut Tx<'_>,
+    actor: &Actor,
+    kind: CarrierKind,
+    serial_number: &str,
+    at: i64,
+) -> Result<CarrierRow, RaError> {
+    let serial_number = text("serial_number", serial_number, 64)?;
+    let row = CarrierRow {
+        id: new_id(),
+        kind,
+        serial_number,
+        state: CarrierState::Stock,
+        person_id: None,
+        suspend_reason: None,
+        deadline: None,
+        revoke_reason: None,
+        original_id: None,
+        ends_at: None,
+        terms_version: None,
+        terms_accepted_at: None,
+        receipt: None,
+        approval_id: None,
+        created_at: at,
+        updated_at: at,
+    };
+    if tx
+        .carrier_by_serial(row.kind, &row.serial_number)?
+        .is_some()
+    {
+        return Err(RaError::Exists(format!(
+            "a {} with serial number {} exists",
+            row.kind, row.serial_number
+        )));
+    }
+    tx.insert_carrier(&row)?;
+    tx.audit(
+        &actor.name,
+        &AuditEvent::CarrierRegistered {
+            carrier: row.id.clone(),
+            kind: row.kind.to_string(),
+            serial_number: row.serial_number.clone(),
+        },
+        at,
+    )?;
+    Ok(row)
 }
 
 /// The HR fields of `new` that differ from `old`, each as `name: "old" → "new"` (the

@@ -225,8 +225,8 @@ pub struct RowChange {
     pub employee_number: String,
     /// `create` or `update`.
     pub kind: String,
-    /// For an update, the fields that change (with old and new values, except for a
-    /// protected identity, whose values are not shown).
+    /// For an update, the names of the fields that change (their values are in the
+    /// audit record).
     #[serde(default)]
     pub fields: String,
 }

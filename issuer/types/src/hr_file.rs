@@ -24,6 +24,11 @@ pub const COLUMNS: [&str; 10] = [
     "directory_sid",
 ];
 
+/// The most rows a file may have (a whole organisation's export; a bigger file is split).
+pub const MAX_ROWS: usize = 200_000;
+/// Bad rows after which reading stops: a file this wrong is the wrong file.
+pub const MAX_BAD: usize = 1_000;
+
 /// One bad row, by its line in the file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BadRow {
@@ -39,7 +44,7 @@ pub struct ChangedRow {
     pub employee_number: String,
     /// `create` or `update`.
     pub kind: String,
-    /// For an update, which fields change (and to what, unless the person is protected).
+    /// For an update, the names of the fields that change.
     pub fields: String,
 }
 
@@ -104,6 +109,18 @@ impl HrFile {
         }
         let mut file = HrFile::default();
         for record in reader.byte_records() {
+            if file.rows() >= MAX_ROWS {
+                return Err(format!(
+                    "more than {MAX_ROWS} rows: split the file and import the parts"
+                ));
+            }
+            if file.bad.len() >= MAX_BAD {
+                let first = &file.bad[0];
+                return Err(format!(
+                    "more than {MAX_BAD} bad rows (the first, line {}: {}): is this the HR export?",
+                    first.line, first.message
+                ));
+            }
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
@@ -207,13 +224,13 @@ impl HrFile {
             out.changes = check.changes;
             return Ok(out);
         }
-        self.send(batch, false, &mut send, &mut progress, &mut out)?;
-        out.applied = out.errors.is_empty();
+        let whole = self.send(batch, false, &mut send, &mut progress, &mut out)?;
+        out.applied = whole && out.errors.is_empty();
         Ok(out)
     }
 
     /// Sends the people in batches (dry run or for real), folding the answers into `out`;
-    /// stops at the first batch not applied.
+    /// stops at the first batch not applied. Whether every batch was.
     fn send<E>(
         &self,
         batch: usize,
@@ -221,16 +238,16 @@ impl HrFile {
         send: &mut impl FnMut(&ImportRequest) -> Result<ImportReport, E>,
         progress: &mut impl FnMut(Phase, usize),
         out: &mut Outcome,
-    ) -> Result<(), E> {
+    ) -> Result<bool, E> {
         let phase = if dry_run { Phase::Check } else { Phase::Import };
+        // The pass begins (a progress display shows it before the first batch's answer).
+        progress(phase, 0);
+        let mut applied_before = false;
         for chunk in self.people.chunks(batch) {
             let report = send(&ImportRequest {
                 people: chunk.iter().map(|(_, p)| p.clone()).collect(),
                 dry_run,
             })?;
-            out.created += report.created;
-            out.updated += report.updated;
-            out.unchanged += report.unchanged;
             let line_of = |index: u32| {
                 usize::try_from(index)
                     .ok()
@@ -244,6 +261,17 @@ impl HrFile {
                     message: e.message,
                 });
             }
+            if !dry_run && !report.applied {
+                // Another change between the check and this batch (the register moved):
+                // the batches before this one stand (their counts are what was written),
+                // this one's would-be changes are not; a re-run finishes the file.
+                out.partial = applied_before;
+                return Ok(false);
+            }
+            applied_before = true;
+            out.created += report.created;
+            out.updated += report.updated;
+            out.unchanged += report.unchanged;
             for c in report.changes {
                 out.changes.push(ChangedRow {
                     line: line_of(c.index),
@@ -252,15 +280,9 @@ impl HrFile {
                     fields: c.fields,
                 });
             }
-            if !dry_run && !report.applied {
-                out.partial = out.created + out.updated > 0;
-                // Another change between the check and this batch (the register moved):
-                // the batches before this one stand; a re-run finishes the file.
-                return Ok(());
-            }
             progress(phase, chunk.len());
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -416,5 +438,56 @@ mod tests {
         assert!(!out.applied);
         assert_eq!(out.errors.len(), 1);
         assert_eq!(out.errors[0].line, 5);
+    }
+}
+
+#[cfg(test)]
+mod partial {
+    use super::*;
+
+    /// A batch refused while importing (the register moved after the check): only the
+    /// batches before it count, and "partial" only if there were any.
+    #[test]
+    fn a_refused_batch_counts_nothing_and_partial_means_something_was_written() {
+        let mut text = String::from("employee_number,given_name,family_name\n");
+        for i in 0..4 {
+            text.push_str(&format!("E{i},G{i},F{i}\n"));
+        }
+        let file = HrFile::read(text.as_bytes()).unwrap();
+        for (refuse_batch, partial, created) in [(0, false, 0), (1, true, 2)] {
+            let mut writes = 0;
+            let out = file
+                .run(
+                    2,
+                    false,
+                    |req| -> Result<ImportReport, ()> {
+                        let refused = !req.dry_run && writes == refuse_batch;
+                        if !req.dry_run {
+                            writes += 1;
+                        }
+                        Ok(ImportReport {
+                            dry_run: req.dry_run,
+                            applied: !req.dry_run && !refused,
+                            created: 2,
+                            ..ImportReport::default()
+                        })
+                    },
+                    |_, _| {},
+                )
+                .unwrap();
+            assert_eq!(out.partial, partial, "refused batch {refuse_batch}");
+            assert_eq!(out.created, created, "refused batch {refuse_batch}");
+            assert!(!out.applied);
+        }
+    }
+
+    #[test]
+    fn a_file_with_too_many_bad_rows_is_refused_whole() {
+        let mut text = String::from("employee_number,given_name,family_name,protected_identity\n");
+        for i in 0..=MAX_BAD {
+            text.push_str(&format!("E{i},G,F,maybe\n"));
+        }
+        let e = HrFile::read(text.as_bytes()).unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
     }
 }
