@@ -128,6 +128,15 @@ fn deploy(database: Option<&str>) -> Deployment {
 
 /// [`deploy`], with `prepare` run on the data directory between `init` and `serve`.
 fn deploy_with(database: Option<&str>, prepare: impl FnOnce(&Path)) -> Deployment {
+    deploy_serving(database, prepare, &[])
+}
+
+/// [`deploy_with`], `serve` given `extra` arguments.
+fn deploy_serving(
+    database: Option<&str>,
+    prepare: impl FnOnce(&Path),
+    extra: &[&str],
+) -> Deployment {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut init = Command::new(ISSUER);
@@ -150,6 +159,7 @@ fn deploy_with(database: Option<&str>, prepare: impl FnOnce(&Path)) -> Deploymen
                 "--public-url",
                 &format!("http://127.0.0.1:{port}"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -381,13 +391,14 @@ fn main() {
     // `cargo bench -p tessera-issuer -- ocsp` runs only the sections naming "ocsp".
     let only = args.iter().skip(1).find(|a| !a.starts_with('-'));
     println!("tessera-issuer on this machine (release build, load on loopback):");
-    let sections: [(&str, fn()); 6] = [
+    let sections: [(&str, fn()); 7] = [
         ("issuance", issuance),
         ("ocsp", ocsp),
         ("ocsp-many", ocsp_many),
         ("crl", crl),
         ("revocation", revocation),
         ("ra", ra),
+        ("portal", portal),
     ];
     for (name, section) in sections {
         if only.is_none_or(|o| name.contains(o.as_str())) {
@@ -1086,6 +1097,191 @@ fn peak_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// The issuing desk of a fresh deployment: the first administrator (from the bootstrap
+/// token), HR and two registration officers, by their tokens.
+struct Desk {
+    admin: String,
+    hr: String,
+    anna: String,
+    bo: String,
+}
+
+impl Desk {
+    fn new(addr: &str, bootstrap: &str) -> Self {
+        let mut conn =
+            std::io::BufReader::new(std::net::TcpStream::connect(addr).expect("connect"));
+        let first = ok_json(
+            http(
+                &mut conn,
+                "POST",
+                "/api/v1/officers",
+                bootstrap,
+                r#"{"id":"admin","display_name":"Admin","roles":["administrator"]}"#,
+            ),
+            "first administrator",
+        );
+        let admin = first["first_token"]["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        let mut officer = |id: &str, role: &str| officer(&mut conn, &admin, id, role, None);
+        let (hr, anna, bo) = (
+            officer("hr", "hr_admin"),
+            officer("anna", "registration_officer"),
+            officer("bo", "registration_officer"),
+        );
+        Self {
+            admin,
+            hr,
+            anna,
+            bo,
+        }
+    }
+}
+
+/// A new officer's token (with `person`: the officer's own person record).
+fn officer(
+    conn: &mut std::io::BufReader<std::net::TcpStream>,
+    admin: &str,
+    id: &str,
+    role: &str,
+    person: Option<&str>,
+) -> String {
+    let person = person.map_or_else(String::new, |p| format!(r#","person_id":"{p}""#));
+    ok_json(
+        http(
+            conn,
+            "POST",
+            "/api/v1/officers",
+            admin,
+            &format!(r#"{{"id":"{id}","display_name":"{id}","roles":["{role}"]{person}}}"#),
+        ),
+        "officer",
+    )["first_token"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// `n` people imported from a CSV file by the `tessera` CLI (dry-run check included):
+/// (seconds, the CLI's peak memory in KiB).
+fn import_people(d: &Deployment, hr: &str, n: usize) -> (f64, u64) {
+    let csv = d.dir.path().join("hr.csv");
+    let mut text =
+        String::from("employee_number,given_name,family_name,email,upn,identity_number\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "P{i:06},Given{i},Family{i},p{i}@example.org,p{i}@example.org,{}\n",
+            personnummer(i)
+        ));
+    }
+    std::fs::write(&csv, text).expect("csv");
+    let token_file = d.dir.path().join("hr.token");
+    std::fs::write(&token_file, hr).expect("token file");
+    let (secs, cli_kib, out) = timed(
+        Command::new(cli()).args([
+            "--url",
+            &d.base,
+            "--token-file",
+            token_file.to_str().expect("path"),
+            "import",
+            csv.to_str().expect("path"),
+        ]),
+        d.dir.path(),
+    );
+    assert!(out.contains(&format!("imported {n} new")), "{out}");
+    (secs, cli_kib)
+}
+
+/// An active smart card for `person` (as the API lists people): proofed, registered,
+/// assigned, approved by the second officer, keys from `keys`, handed over. Its id.
+fn active_card(
+    conn: &mut std::io::BufReader<std::net::TcpStream>,
+    desk: &Desk,
+    p: &serde_json::Value,
+    serial: &str,
+    keys: &str,
+) -> String {
+    let (anna, bo) = (desk.anna.as_str(), desk.bo.as_str());
+    let person = p["id"].as_str().expect("id");
+    // The document shows the registered identity data.
+    let mut proofing = serde_json::json!({
+        "document_type": "passport",
+        "document_number": "X1",
+        "issuing_country": "SE",
+        "document_expiry": "2099-01-01",
+        "place": "bench",
+    });
+    for k in ["identity_number", "non_resident"] {
+        if !p[k].is_null() {
+            proofing[k] = p[k].clone();
+        }
+    }
+    ok_json(
+        http(
+            conn,
+            "POST",
+            &format!("/api/v1/people/{person}/proofing"),
+            anna,
+            &proofing.to_string(),
+        ),
+        "proof",
+    );
+    let c = ok_json(
+        http(
+            conn,
+            "POST",
+            "/api/v1/carriers",
+            anna,
+            &format!(r#"{{"kind":"smart_card","serial_number":"{serial}"}}"#),
+        ),
+        "carrier",
+    );
+    let id = c["id"].as_str().expect("id").to_owned();
+    let a = ok_json(
+        http(
+            conn,
+            "POST",
+            &format!("/api/v1/carriers/{id}/assignment"),
+            anna,
+            &format!(r#"{{"person_id":"{person}","terms_version":"1"}}"#),
+        ),
+        "assign",
+    );
+    let approval = a["id"].as_str().expect("id").to_owned();
+    ok_json(
+        http(
+            conn,
+            "POST",
+            &format!("/api/v1/approvals/{approval}/approval"),
+            bo,
+            "",
+        ),
+        "approve",
+    );
+    ok_json(
+        http(
+            conn,
+            "POST",
+            &format!("/api/v1/carriers/{id}/keys"),
+            anna,
+            keys,
+        ),
+        "keys",
+    );
+    ok_json(
+        http(
+            conn,
+            "POST",
+            &format!("/api/v1/carriers/{id}/activation"),
+            anna,
+            r#"{"receipt":"bench"}"#,
+        ),
+        "activate",
+    );
+    id
+}
+
 /// The registration authority on PostgreSQL: 100 000 people from a CSV file through the
 /// `tessera` CLI (checked in dry runs, then imported in batches of 1 000), timed with GNU
 /// time; then 1 000 active carriers suspended and resumed under `wrk -t1 -c4` (each
@@ -1099,76 +1295,11 @@ fn ra() {
     let d = deploy(Some(&pg.url));
     let server_pid = d._server.0.id();
     let addr = d.base.trim_start_matches("http://").to_owned();
-    let mut conn = std::io::BufReader::new(std::net::TcpStream::connect(&addr).expect("connect"));
-    let first = ok_json(
-        http(
-            &mut conn,
-            "POST",
-            "/api/v1/officers",
-            d.token.trim(),
-            r#"{"id":"admin","display_name":"Admin","roles":["administrator"]}"#,
-        ),
-        "first administrator",
-    );
-    let admin = first["first_token"]["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
-    let mut officer = |id: &str, role: &str| -> String {
-        ok_json(
-            http(
-                &mut conn,
-                "POST",
-                "/api/v1/officers",
-                &admin,
-                &format!(r#"{{"id":"{id}","display_name":"{id}","roles":["{role}"]}}"#),
-            ),
-            "officer",
-        );
-        ok_json(
-            http(
-                &mut conn,
-                "POST",
-                &format!("/api/v1/officers/{id}/tokens"),
-                &admin,
-                r#"{"label":"bench"}"#,
-            ),
-            "token",
-        )["token"]
-            .as_str()
-            .expect("token")
-            .to_owned()
-    };
-    let hr = officer("hr", "hr_admin");
-    let anna = officer("anna", "registration_officer");
-    let bo = officer("bo", "registration_officer");
+    let desk = Desk::new(&addr, d.token.trim());
 
     // 100 000 people from CSV.
     const PEOPLE: usize = 100_000;
-    let csv = d.dir.path().join("hr.csv");
-    let mut text =
-        String::from("employee_number,given_name,family_name,email,upn,identity_number\n");
-    for i in 0..PEOPLE {
-        text.push_str(&format!(
-            "P{i:06},Given{i},Family{i},p{i}@example.org,p{i}@example.org,{}\n",
-            personnummer(i)
-        ));
-    }
-    std::fs::write(&csv, text).expect("csv");
-    let token_file = d.dir.path().join("hr.token");
-    std::fs::write(&token_file, &hr).expect("token file");
-    let (secs, cli_kib, out) = timed(
-        Command::new(cli()).args([
-            "--url",
-            &d.base,
-            "--token-file",
-            token_file.to_str().expect("path"),
-            "import",
-            csv.to_str().expect("path"),
-        ]),
-        d.dir.path(),
-    );
-    assert!(out.contains("imported 100000 new"), "{out}");
+    let (secs, cli_kib) = import_people(&d, &desk.hr, PEOPLE);
     println!(
         "ra: import of {PEOPLE} people from CSV on PostgreSQL: {secs:.1} s ({:.0} people/s, \
          dry-run check included); peak memory: CLI {:.0} MiB, server {:.0} MiB",
@@ -1176,6 +1307,7 @@ fn ra() {
         cli_kib as f64 / 1024.0,
         peak_mib(server_pid)
     );
+    let anna = desk.anna.clone();
 
     // 1 000 active carriers (one authentication certificate each; one CSR for all: the
     // benchmark measures transitions, not key generation).
@@ -1201,83 +1333,7 @@ fn ra() {
         .take(CARRIERS)
         .enumerate()
     {
-        let person = p["id"].as_str().expect("id");
-        // The document shows the registered identity data.
-        let mut proofing = serde_json::json!({
-            "document_type": "passport",
-            "document_number": "X1",
-            "issuing_country": "SE",
-            "document_expiry": "2099-01-01",
-            "place": "bench",
-        });
-        for k in ["identity_number", "non_resident"] {
-            if !p[k].is_null() {
-                proofing[k] = p[k].clone();
-            }
-        }
-        ok_json(
-            http(
-                &mut conn,
-                "POST",
-                &format!("/api/v1/people/{person}/proofing"),
-                &anna,
-                &proofing.to_string(),
-            ),
-            "proof",
-        );
-        let c = ok_json(
-            http(
-                &mut conn,
-                "POST",
-                "/api/v1/carriers",
-                &anna,
-                &format!(r#"{{"kind":"smart_card","serial_number":"B{n}"}}"#),
-            ),
-            "carrier",
-        );
-        let id = c["id"].as_str().expect("id").to_owned();
-        let a = ok_json(
-            http(
-                &mut conn,
-                "POST",
-                &format!("/api/v1/carriers/{id}/assignment"),
-                &anna,
-                &format!(r#"{{"person_id":"{person}","terms_version":"1"}}"#),
-            ),
-            "assign",
-        );
-        let approval = a["id"].as_str().expect("id").to_owned();
-        ok_json(
-            http(
-                &mut conn,
-                "POST",
-                &format!("/api/v1/approvals/{approval}/approval"),
-                &bo,
-                "",
-            ),
-            "approve",
-        );
-        ok_json(
-            http(
-                &mut conn,
-                "POST",
-                &format!("/api/v1/carriers/{id}/keys"),
-                &anna,
-                &keys,
-            ),
-            "keys",
-        );
-        ok_json(
-            http(
-                &mut conn,
-                "POST",
-                &format!("/api/v1/carriers/{id}/activation"),
-                &anna,
-                r#"{"receipt":"bench"}"#,
-            ),
-            "activate",
-        );
-        ids.push(id);
+        ids.push(active_card(&mut conn, &desk, p, &format!("B{n}"), &keys));
     }
     let setup = setup.elapsed();
 
@@ -1334,5 +1390,200 @@ fn ra() {
          {rps} /s, p99 {p99} (wrk -t1 -c4 over {CARRIERS} carriers, {refused} refused; \
          setting them up took {:.1} s, 7 API calls each)",
         setup.as_secs_f64()
+    );
+}
+
+/// Requests timed per portal page.
+const PAGE_ROUNDS: usize = 200;
+
+/// The admin portal on PostgreSQL with 100 000 people (imported by the CLI) and 1 000 000
+/// audit records: how long the server takes to answer the people search and the audit
+/// trail, p50 and p99 over [`PAGE_ROUNDS`] requests each. An auditor signs in with the
+/// certificate of her own active card (key by openssl, issued through the API); each page
+/// is fetched by `curl`, and the time is curl's from the request sent to the answer's first
+/// byte (`time_starttransfer - time_pretransfer`: the TLS handshake is before it, the page
+/// is rendered whole before its first byte goes).
+fn portal() {
+    let Some(pg) = pg::Postgres::start() else {
+        println!("portal: SKIPPED (no PostgreSQL server binaries)");
+        return;
+    };
+    let portal_addr = format!("127.0.0.1:{}", free_port());
+    let d = deploy_serving(Some(&pg.url), |_| {}, &["--portal-listen", &portal_addr]);
+    let addr = d.base.trim_start_matches("http://").to_owned();
+    let desk = Desk::new(&addr, d.token.trim());
+    const PEOPLE: usize = 100_000;
+    import_people(&d, &desk.hr, PEOPLE);
+
+    // The auditor: the first person, with an active card of her own.
+    let mut conn = std::io::BufReader::new(std::net::TcpStream::connect(&addr).expect("connect"));
+    let dir = d.dir.path();
+    let csr_file = issuance_body(dir);
+    let body: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&csr_file).expect("body")).expect("json");
+    let keys = serde_json::json!({"keys": [{"profile": "authentication", "csr": body["csr"]}]})
+        .to_string();
+    let people = ok_json(
+        http(&mut conn, "GET", "/api/v1/people?limit=1", &desk.anna, ""),
+        "people",
+    );
+    let person = &people[0];
+    let card = active_card(&mut conn, &desk, person, "AUDITOR-1", &keys);
+    let carrier = ok_json(
+        http(
+            &mut conn,
+            "GET",
+            &format!("/api/v1/carriers/{card}"),
+            &desk.anna,
+            "",
+        ),
+        "carrier",
+    );
+    let serial = carrier["certificates"][0].as_str().expect("serial");
+    let pem = ok_json(
+        http(
+            &mut conn,
+            "GET",
+            &format!("/api/v1/certificates/{serial}"),
+            &desk.anna,
+            "",
+        ),
+        "certificate",
+    )["pem"]
+        .as_str()
+        .expect("pem")
+        .to_owned();
+    std::fs::write(dir.join("auditor.pem"), pem).expect("certificate");
+    officer(
+        &mut conn,
+        &desk.admin,
+        "auditor",
+        "auditor",
+        person["id"].as_str(),
+    );
+
+    // The audit trail up to 1 000 000 records (what the import and the card wrote, then
+    // person updates appended in batches, each chained to the one before).
+    const RECORDS: i64 = 1_000_000;
+    let data = dir.join("data");
+    let config = tessera_issuer_types::config::Config::load(&data).expect("config");
+    let store =
+        tessera_issuer_store::Store::open_configured(&config.database, &data).expect("database");
+    let appended = Instant::now();
+    loop {
+        let head = store
+            .read(|tx| tx.audit_recent(None, 1, None, None))
+            .expect("head")
+            .first()
+            .map_or(0, |r| r.seq);
+        if head >= RECORDS {
+            break;
+        }
+        let n = (RECORDS - head).min(10_000);
+        let events: Vec<_> = (0..n)
+            .map(|i| tessera_issuer_store::audit::AuditEvent::PersonUpdated {
+                person: format!("bench-{}", head + i),
+                fields: "email: \"a@example.org\" → \"b@example.org\"".into(),
+            })
+            .collect();
+        store
+            .write(|tx| tx.audit_many("hr", &events, REVOKED_AT))
+            .expect("append");
+    }
+    let appended = appended.elapsed();
+
+    // Signed in: a session cookie in curl's jar.
+    let base = format!("https://{portal_addr}");
+    let curl = |extra: &[&str], path: &str| -> Vec<u8> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60", "--cacert"])
+            .arg(data.join("tls-ca.pem"))
+            .arg("--cert")
+            .arg(dir.join("auditor.pem"))
+            .arg("--key")
+            .arg(dir.join("card.key"))
+            .arg("-b")
+            .arg(dir.join("jar"))
+            .arg("-c")
+            .arg(dir.join("jar"))
+            .args(extra)
+            .arg(format!("{base}{path}"))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let sign_in = String::from_utf8(curl(&[], "/admin/sign-in")).expect("page");
+    let csrf = sign_in
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .expect("csrf");
+    curl(&["-d", &format!("csrf={csrf}")], "/admin/sign-in");
+    // The first audit view verifies the whole chain (later ones only what was appended).
+    let first = Instant::now();
+    let page = String::from_utf8(curl(&[], "/admin/audit")).expect("page");
+    assert!(page.contains("Chain verified"), "{page}");
+    let first = first.elapsed();
+
+    let timed_page = |paths: &[String]| -> (f64, f64) {
+        let mut ms: Vec<f64> = (0..PAGE_ROUNDS)
+            .map(|i| {
+                let path = &paths[i % paths.len()];
+                let out = curl(
+                    &[
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code} %{time_pretransfer} %{time_starttransfer}",
+                    ],
+                    path,
+                );
+                let text = String::from_utf8_lossy(&out).into_owned();
+                let v: Vec<&str> = text.split_whitespace().collect();
+                assert_eq!(v.first(), Some(&"200"), "{path}: {text}");
+                let at = |k: usize| v[k].parse::<f64>().expect("time");
+                (at(2) - at(1)) * 1000.0
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        (ms[ms.len() / 2], ms[ms.len() * 99 / 100])
+    };
+    let searches: Vec<String> = [
+        "Family4",
+        "Given12345",
+        "P0999",
+        "p5000",
+        "Family99999",
+        "Famil",
+    ]
+    .iter()
+    .map(|q| format!("/admin/people?q={q}"))
+    .collect();
+    let (search_p50, search_p99) = timed_page(&searches);
+    let audits: Vec<String> = [
+        "/admin/audit",
+        "/admin/audit?before=500000",
+        "/admin/audit?action=person.registered",
+        "/admin/audit?actor=anna",
+        "/admin/audit?before=2000",
+    ]
+    .iter()
+    .map(|p| (*p).to_owned())
+    .collect();
+    let (audit_p50, audit_p99) = timed_page(&audits);
+    println!(
+        "portal: people search over {PEOPLE} people on PostgreSQL: p50 {search_p50:.1} ms, \
+         p99 {search_p99:.1} ms; audit trail over {RECORDS} records (newest, a page deep in \
+         the trail, filtered by action and by actor; chain check of what was appended): \
+         p50 {audit_p50:.1} ms, p99 {audit_p99:.1} ms ({PAGE_ROUNDS} requests each, server \
+         time from request to first byte; first audit view, verifying all {RECORDS} \
+         records: {:.1} s; appending the records took {:.0} s)",
+        first.as_secs_f64(),
+        appended.as_secs_f64()
     );
 }

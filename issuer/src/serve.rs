@@ -44,6 +44,13 @@ pub(crate) struct ServeArgs {
     /// from the issuing CA: officers sign in with their own service ID.
     #[arg(long, value_name = "ADDR")]
     pub portal_listen: Option<SocketAddr>,
+    /// The portal's origin as officers' browsers reach it (default https://localhost:PORT
+    /// with --portal-listen's port): its host name is the relying-party id of officers'
+    /// passkeys, so a name, never an IP address. Passkeys are registered from the
+    /// authenticator models trusted in DIR/passkey-authenticators (AAGUID.pem: the model's
+    /// attestation CA).
+    #[arg(long, value_name = "URL")]
+    pub portal_origin: Option<String>,
     /// A custodian's share file (repeat for M of them) when the deployment's activation
     /// secret is shared M-of-N.
     #[arg(long = "share", value_name = "FILE")]
@@ -243,6 +250,25 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    let portal_config = match args.portal_listen {
+        Some(addr) => {
+            let origin = args
+                .portal_origin
+                .clone()
+                .unwrap_or_else(|| format!("https://localhost:{}", addr.port()));
+            let origin = tessera_issuer_portal::Url::parse(&origin)
+                .with_context(|| format!("--portal-origin {origin}"))?;
+            let authenticators = tessera_issuer_portal::Authenticator::load_dir(
+                &dep.dir.join(files::PASSKEY_AUTHENTICATORS),
+            )
+            .map_err(anyhow::Error::msg)?;
+            tessera_issuer_portal::Config {
+                origin: Some(origin),
+                authenticators,
+            }
+        }
+        None => tessera_issuer_portal::Config::default(),
+    };
     // One server certificate for the API's and the portal's HTTPS, renewed in place.
     let portal = match args.portal_listen {
         Some(addr) => {
@@ -310,7 +336,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
                 .block_on(tokio::net::TcpListener::bind(addr))
                 .with_context(|| format!("listening on {addr}"))?;
             let bound = listener.local_addr()?;
-            let router = tessera_issuer_portal::router(Arc::clone(&app.ra));
+            let router = tessera_issuer_portal::router(Arc::clone(&app.ra), portal_config.clone());
             let stopped = stopped.clone();
             println!("tessera-issuer admin portal on https://{bound}/admin/");
             Some(runtime.spawn(tessera_issuer_web::serve::tls(

@@ -189,6 +189,65 @@ fn person_with_card(
     (person, carrier)
 }
 
+/// Trusts Chromium's virtual authenticator for passkeys — in tests only. Its attestation
+/// certificate ("Batch Certificate", AAGUID 01020304-…) is self-signed with the example
+/// attestation key of the FIDO U2F specification and marked CA:FALSE; a CA certificate of
+/// the same name and key, made here, is what it chains to. Never trust this outside tests:
+/// the key is public.
+fn chromium_test_authenticator(root: &Path, data: &Path) {
+    // FIDO U2F raw message formats, registration example: the attestation private key.
+    const U2F_EXAMPLE_KEY: &str =
+        "f3fccc0d00d8031954f90864d43c247f4bf5f0665c6b50cc17749a27d1cf7664";
+    let der = [
+        &b"\x30\x31\x02\x01\x01\x04\x20"[..],
+        &hex::decode(U2F_EXAMPLE_KEY).unwrap(),
+        &b"\xa0\x0a\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"[..],
+    ]
+    .concat();
+    std::fs::write(root.join("u2f-example.der"), der).unwrap();
+    let dir = data.join("passkey-authenticators");
+    std::fs::create_dir_all(&dir).unwrap();
+    for args in [
+        vec![
+            "ec",
+            "-inform",
+            "der",
+            "-in",
+            "u2f-example.der",
+            "-out",
+            "u2f-example.pem",
+        ],
+        vec![
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "u2f-example.pem",
+            "-subj",
+            "/C=US/O=Chromium/OU=Authenticator Attestation/CN=Batch Certificate",
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+        ],
+    ] {
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(root).args(&args);
+        if args[0] == "req" {
+            cmd.arg(dir.join("01020304-0506-0708-0102-030405060708.pem"));
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// An issuer with the portal, officers with tokens (admin, anna, bo, hr), and Carl and
 /// Frida (registration officers), Dana (an auditor) and Hanna (an HR admin) with service
 /// IDs of their own; Eve holds one but is no officer.
@@ -222,6 +281,7 @@ impl Site {
             String::from_utf8_lossy(&out.stderr)
         );
         common::allow_upn_domain(&data, "example.org");
+        chromium_test_authenticator(&root, &data);
         let portal_port = common::free_port();
         let (server, base) = common::serve(
             &data,
@@ -276,7 +336,8 @@ impl Site {
             _tmp: tmp,
             root,
             data,
-            portal: format!("https://127.0.0.1:{portal_port}"),
+            // A name, not an address: the passkeys' relying-party id is the host.
+            portal: format!("https://localhost:{portal_port}"),
             t,
             admin,
             anna,
@@ -324,7 +385,7 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     // Security headers on every page, the sign-in page too.
     let got = nobody.get("/admin/sign-in");
     for h in [
-        "content-security-policy: default-src 'none'",
+        "content-security-policy: default-src 'none'; script-src 'self';",
         "frame-ancestors 'none'",
         "strict-transport-security: max-age=",
         "x-content-type-options: nosniff",
@@ -332,7 +393,14 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     ] {
         assert!(got.headers.contains(h), "{h} missing: {}", got.headers);
     }
-    assert!(!got.body.contains("<script"), "{}", got.body);
+    // Script only from the portal itself (the passkey ceremonies), never inline.
+    for tag in got.body.split("<script").skip(1) {
+        assert!(
+            tag.starts_with(r#" src="/admin/static/passkey.js""#),
+            "{}",
+            got.body
+        );
+    }
     // No certificate: the page says what to do.
     let got = nobody.sign_in();
     assert_eq!(got.status, 401, "{}", got.body);

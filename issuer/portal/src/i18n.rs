@@ -717,4 +717,80 @@ texts! {
         "The register changed since the check, so nothing was imported: the rows below are refused now. Check the file again.",
         "Registret har ändrats sedan kontrollen, så inget importerades: raderna nedan nekas nu. Kontrollera filen igen.",
     ),
+    passkeys: (
+        "Passkeys",
+        "Lösennycklar",
+    ),
+    passkeys_intro: (
+        "A passkey lets you sign in without your card, for as long as the card you registered it with stays a good service ID: suspended or revoked, its passkeys no longer sign in. Your authenticator verifies you (PIN or biometrics) every time.",
+        "En lösennyckel låter dig logga in utan ditt kort, så länge kortet du registrerade den med är ett giltigt tjänste-ID: spärrat eller återkallat slutar dess lösennycklar att fungera. Din autentiserare verifierar dig (PIN eller biometri) varje gång.",
+    ),
+    passkeys_none: (
+        "You have no passkeys.",
+        "Du har inga lösennycklar.",
+    ),
+    passkeys_off: (
+        "Passkeys are not set up on this portal (no trusted authenticator models, or no name for the portal's address).",
+        "Lösennycklar är inte inställda på den här portalen (inga betrodda autentiseringsmodeller, eller inget namn för portalens adress).",
+    ),
+    passkeys_card_only: (
+        "A passkey is registered only in a session begun with your card: sign in with your card to add one.",
+        "En lösennyckel registreras bara i en session som började med ditt kort: logga in med kortet för att lägga till en.",
+    ),
+    passkey_add: (
+        "Add a passkey",
+        "Lägg till en lösennyckel",
+    ),
+    passkey_label: (
+        "Name",
+        "Namn",
+    ),
+    passkey_card_certificate: (
+        "Bound to card certificate",
+        "Bunden till kortcertifikat",
+    ),
+    passkey_added: (
+        "Added",
+        "Tillagd",
+    ),
+    passkey_last_used: (
+        "Last used (UTC)",
+        "Senast använd (UTC)",
+    ),
+    passkey_remove: (
+        "Remove",
+        "Ta bort",
+    ),
+    passkey_needs_script: (
+        "Passkeys need JavaScript in this browser (WebAuthn is a browser API). Signing in with your card works without it.",
+        "Lösennycklar kräver JavaScript i webbläsaren (WebAuthn är ett webbläsar-API). Inloggning med kortet fungerar utan.",
+    ),
+    passkey_sign_in: (
+        "Sign in with a passkey",
+        "Logga in med en lösennyckel",
+    ),
+    passkey_sign_in_intro: (
+        "If you registered a passkey while signed in with your card, give your officer id and use it.",
+        "Om du har registrerat en lösennyckel när du var inloggad med kortet, ange ditt handläggar-id och använd den.",
+    ),
+    passkey_sign_in_button: (
+        "Sign in with my passkey",
+        "Logga in med min lösennyckel",
+    ),
+    officer_id: (
+        "Officer id",
+        "Handläggar-id",
+    ),
+    passkey_ceremony_expired: (
+        "This passkey request has expired or was used already; try again.",
+        "Begäran om lösennyckel har gått ut eller redan använts; försök igen.",
+    ),
+    passkey_refused: (
+        "The passkey was not accepted",
+        "Lösennyckeln godtogs inte",
+    ),
+    passkey_none: (
+        "No passkey can sign in this officer.",
+        "Ingen lösennyckel kan logga in den här handläggaren.",
+    ),
 }

@@ -15,9 +15,12 @@
 //!   constant time) and must come from the portal's own origin; a forged one changes
 //!   nothing and gets 403.
 //! - **Pages** are rendered on the server (askama templates, escaped by default), work
-//!   without JavaScript (there is none), in Swedish and English, under a strict CSP
-//!   (`default-src 'none'`, no inline script or style, `frame-ancestors 'none'`), HSTS and
-//!   no caching.
+//!   without JavaScript (the passkey ceremonies alone use a script from the portal's own
+//!   origin: WebAuthn is a browser API), in Swedish and English, under a strict CSP
+//!   (`default-src 'none'`, script only from the portal, no inline script or style,
+//!   `frame-ancestors 'none'`), HSTS and no caching.
+//! - **Passkeys** ([`passkeys`]): registered inside a card session, bound to that card's
+//!   certificate, attested by a trusted authenticator model, user verification required.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +28,7 @@ mod cards;
 mod i18n;
 mod import;
 mod pages;
+mod passkeys;
 
 use std::sync::Arc;
 
@@ -34,6 +38,8 @@ use tessera_issuer_ra::Ra;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use i18n::Lang;
+pub use passkeys::Authenticator;
+pub use webauthn_rs::prelude::Url;
 
 /// The session cookie (the `__Host-` prefix: Secure, Path=/, no Domain — no other host
 /// or path can set or read it).
@@ -47,17 +53,28 @@ pub const LANG_COOKIE: &str = "__Host-tessera-lang";
 pub(crate) struct Portal {
     pub(crate) ra: Arc<Ra>,
     pub(crate) imports: import::Jobs,
+    pub(crate) passkeys: passkeys::Passkeys,
+}
+
+/// How the portal is reached and what it trusts for passkeys.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The portal's origin as officers' browsers see it (`https://admin.example.org`):
+    /// its host name is the passkeys' relying-party id. Without one, passkeys are off.
+    pub origin: Option<Url>,
+    /// The authenticator models whose attested passkeys officers may register.
+    pub authenticators: Vec<Authenticator>,
 }
 
 /// The portal's routes, under `/admin/`. Serve them only over HTTPS, on a listener that
 /// asks for client certificates chained to the issuing CA
 /// ([`tessera_issuer_web::serve::PeerCertificate`] carries the one presented).
-pub fn router(ra: Arc<Ra>) -> Router {
+pub fn router(ra: Arc<Ra>, config: Config) -> Router {
     let headers: [(header::HeaderName, &'static str); 8] = [
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+             img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -79,6 +96,7 @@ pub fn router(ra: Arc<Ra>) -> Router {
     let mut router = pages::routes().with_state(Arc::new(Portal {
         ra,
         imports: import::Jobs::default(),
+        passkeys: passkeys::Passkeys::new(config.origin.as_ref(), config.authenticators),
     }));
     for (name, value) in headers {
         router = router.layer(SetResponseHeaderLayer::overriding(

@@ -20,7 +20,8 @@ use tessera_issuer_web::serve::PeerCertificate;
 
 use crate::i18n::{Lang, Texts};
 use crate::{
-    cards, cookie, import, same_secret, Portal, LANG_COOKIE, SESSION_COOKIE, SIGN_IN_COOKIE,
+    cards, cookie, import, passkeys, same_secret, Portal, LANG_COOKIE, SESSION_COOKIE,
+    SIGN_IN_COOKIE,
 };
 
 type St = State<Arc<Portal>>;
@@ -59,6 +60,21 @@ pub(crate) fn routes() -> Router<Arc<Portal>> {
         .route("/admin/carriers/{id}/return", post(cards::give_back))
         .route("/admin/import/{id}/apply", post(import::apply))
         .route("/admin/static/portal.css", get(stylesheet))
+        .route("/admin/static/passkey.js", get(script))
+        .route(
+            "/admin/passkeys",
+            get(passkeys::list).post(passkeys::register),
+        )
+        .route(
+            "/admin/passkeys/options",
+            post(passkeys::registration_options),
+        )
+        .route("/admin/passkeys/{id}/removal", post(passkeys::remove))
+        .route("/admin/sign-in/passkey", post(passkeys::sign_in))
+        .route(
+            "/admin/sign-in/passkey/options",
+            post(passkeys::sign_in_options),
+        )
 }
 
 /// What every page shows around its content.
@@ -94,7 +110,7 @@ pub(crate) struct Ctx {
     session: Option<(String, Session)>,
     /// Why a session cookie was not accepted, if one was sent.
     ended: Option<String>,
-    headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     /// The client certificate presented on this connection.
     pub(crate) peer: PeerCertificate,
 }
@@ -332,6 +348,13 @@ pub(crate) fn forged(ctx: &Ctx, expected: &str, given: &str) -> Option<Response>
     None
 }
 
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../static/passkey.js"),
+    )
+}
+
 async fn stylesheet() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
@@ -412,18 +435,7 @@ async fn sign_in(State(portal): St, ctx: Ctx, Form(form): Form<CsrfForm>) -> Res
     };
     let ra = Arc::clone(&portal.ra);
     match blocking(move || ra.sign_in_with_certificate(&der)).await {
-        Ok((token, _)) => {
-            let mut r = Redirect::to("/admin/").into_response();
-            for c in [
-                format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"),
-                format!("{SIGN_IN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
-            ] {
-                if let Ok(v) = HeaderValue::from_str(&c) {
-                    r.headers_mut().append(header::SET_COOKIE, v);
-                }
-            }
-            r
-        }
+        Ok((token, _)) => with_session(Redirect::to("/admin/").into_response(), &token),
         Err(RaError::Forbidden(why)) => sign_in_form(
             &ctx,
             StatusCode::FORBIDDEN,
@@ -432,6 +444,19 @@ async fn sign_in(State(portal): St, ctx: Ctx, Form(form): Form<CsrfForm>) -> Res
         ),
         Err(e) => refusal(&ctx, e),
     }
+}
+
+/// `r` setting a new session's cookie (and clearing the sign-in form's).
+pub(crate) fn with_session(mut r: Response, token: &str) -> Response {
+    for c in [
+        format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"),
+        format!("{SIGN_IN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
 }
 
 async fn sign_out(State(portal): St, ctx: Ctx, Form(form): Form<CsrfForm>) -> Response {

@@ -264,18 +264,35 @@ impl Ra {
             if row.ended_at.is_some() {
                 return Err(RaError::SessionEnded("the session has ended".into()));
             }
-            let Some(serial) = credential_serial(&row.credential) else {
-                return Ok(Found::End(row, "unknown credential".into()));
+            let serial = match credential_of(&row.credential) {
+                Some(Credential::Certificate(serial)) => {
+                    // The card this session began with, presented on this connection.
+                    let presented = peer
+                        .and_then(|der| x509_cert::Certificate::from_der(der).ok())
+                        .and_then(|c| {
+                            Serial::from_bytes(c.tbs_certificate.serial_number.as_bytes()).ok()
+                        });
+                    if presented.as_ref() != Some(&serial)
+                        || tx.certificate(&serial)?.as_deref() != peer
+                    {
+                        return Err(RaError::SessionEnded(
+                            "this session's card is not presented: sign in with your card".into(),
+                        ));
+                    }
+                    serial
+                }
+                // A passkey session: the passkey not removed, and the card certificate it
+                // is bound to still a good service ID of this officer (checked below).
+                Some(Credential::Passkey(id)) => match tx.passkey(&id)? {
+                    Some(p) if p.removed_at.is_none() => match Serial::parse(&p.certificate_serial)
+                    {
+                        Ok(serial) => serial,
+                        Err(_) => return Ok(Found::End(row, "unknown credential".into())),
+                    },
+                    _ => return Ok(Found::End(row, "the passkey was removed".into())),
+                },
+                None => return Ok(Found::End(row, "unknown credential".into())),
             };
-            // The card this session began with, presented on this connection.
-            let presented = peer
-                .and_then(|der| x509_cert::Certificate::from_der(der).ok())
-                .and_then(|c| Serial::from_bytes(c.tbs_certificate.serial_number.as_bytes()).ok());
-            if presented.as_ref() != Some(&serial) || tx.certificate(&serial)?.as_deref() != peer {
-                return Err(RaError::SessionEnded(
-                    "this session's card is not presented: sign in with your card".into(),
-                ));
-            }
             if at >= row.created_at + policy.max_secs {
                 return Ok(Found::End(row, "the session reached its time limit".into()));
             }
@@ -374,8 +391,247 @@ pub(crate) struct PortalState {
     verified: std::sync::Mutex<Option<tessera_issuer_store::audit::Verified>>,
 }
 
-fn credential_serial(credential: &str) -> Option<Serial> {
-    Serial::parse(credential.strip_prefix("certificate:")?).ok()
+/// What a session was begun with.
+enum Credential {
+    Certificate(Serial),
+    Passkey(String),
+}
+
+fn credential_of(credential: &str) -> Option<Credential> {
+    if let Some(serial) = credential.strip_prefix("certificate:") {
+        return Serial::parse(serial).ok().map(Credential::Certificate);
+    }
+    credential
+        .strip_prefix("passkey:")
+        .map(|id| Credential::Passkey(id.to_owned()))
+}
+
+/// An officer's passkey, as the portal lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyInfo {
+    pub id: String,
+    pub label: String,
+    /// The card certificate it is bound to.
+    pub certificate: String,
+    pub created_at: i64,
+    pub last_used: Option<i64>,
+}
+
+/// A passkey the portal's WebAuthn ceremony has verified, to be kept for an officer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPasskey {
+    /// The credential id, base64url.
+    pub id: String,
+    pub label: String,
+    /// The WebAuthn library's serialisation of it (opaque to the RA).
+    pub credential: String,
+    /// The authenticator model its attestation proved.
+    pub aaguid: String,
+}
+
+impl Ra {
+    /// Keeps a passkey for the officer of session `token` — only a session begun with the
+    /// officer's card (a passkey cannot beget passkeys), on a connection presenting that
+    /// card — bound to that card's certificate.
+    pub fn register_passkey(
+        &self,
+        token: &str,
+        peer: Option<&[u8]>,
+        passkey: &NewPasskey,
+    ) -> Result<PasskeyInfo, RaError> {
+        let session = self.session(token, peer)?;
+        let Some(Credential::Certificate(serial)) = credential_of(&session.credential) else {
+            self.refused(
+                &session.actor,
+                "portal.passkey_register",
+                "a passkey is registered only in a session begun with the officer's card",
+            );
+            return Err(RaError::Forbidden(
+                "a passkey is registered only in a session begun with your card: sign in with your card".into(),
+            ));
+        };
+        let label = passkey.label.trim();
+        if label.is_empty() || label.chars().count() > 100 || label.chars().any(char::is_control) {
+            return Err(RaError::Invalid(
+                "label: 1 to 100 characters, no control characters".into(),
+            ));
+        }
+        if passkey.id.is_empty() || passkey.id.len() > 1400 || passkey.credential.len() > 64 * 1024
+        {
+            return Err(RaError::Invalid("the passkey is not acceptable".into()));
+        }
+        let at = now_secs(self.clock.as_ref());
+        let row = tessera_issuer_store::portal::PasskeyRow {
+            id: passkey.id.clone(),
+            officer_id: session.actor.name.clone(),
+            certificate_serial: serial.to_string(),
+            label: label.to_owned(),
+            credential: passkey.credential.clone(),
+            created_at: at,
+            last_used: None,
+            removed_at: None,
+        };
+        self.store.write(|tx| -> Result<(), RaError> {
+            if tx.passkey(&row.id)?.is_some() {
+                return Err(RaError::Exists("this passkey is registered already".into()));
+            }
+            tx.insert_passkey(&row)?;
+            tx.audit(
+                &row.officer_id,
+                &AuditEvent::PasskeyRegistered {
+                    officer: row.officer_id.clone(),
+                    passkey: row.id.clone(),
+                    label: row.label.clone(),
+                    certificate: row.certificate_serial.clone(),
+                    aaguid: passkey.aaguid.clone(),
+                },
+                at,
+            )?;
+            Ok(())
+        })?;
+        Ok(passkey_info(row))
+    }
+
+    /// The officer's own passkeys.
+    pub fn passkeys(&self, actor: &Actor) -> Result<Vec<PasskeyInfo>, RaError> {
+        Ok(self
+            .store
+            .read(|tx| tx.passkeys_of(&actor.name))?
+            .into_iter()
+            .map(passkey_info)
+            .collect())
+    }
+
+    /// The serialised credentials of `officer`'s passkeys, for a sign-in's challenge
+    /// (empty for an unknown or disabled officer: the answer does not say which).
+    pub fn passkey_credentials(&self, officer: &str) -> Result<Vec<String>, RaError> {
+        self.store.read(|tx| -> Result<Vec<String>, RaError> {
+            let enabled = tx
+                .officer(officer)?
+                .is_some_and(|o| o.disabled_at.is_none());
+            if !enabled {
+                return Ok(Vec::new());
+            }
+            Ok(tx
+                .passkeys_of(officer)?
+                .into_iter()
+                .map(|p| p.credential)
+                .collect())
+        })
+    }
+
+    /// Removes one of the officer's own passkeys (an administrator: anyone's). Sessions
+    /// begun with it end at their next request.
+    pub fn remove_passkey(&self, actor: &Actor, id: &str) -> Result<(), RaError> {
+        let at = now_secs(self.clock.as_ref());
+        self.store.write(|tx| -> Result<(), RaError> {
+            let row = tx
+                .passkey(id)?
+                .filter(|p| {
+                    p.officer_id == actor.name
+                        || actor.has(tessera_issuer_types::lifecycle::OfficerRole::Administrator)
+                })
+                .ok_or_else(|| RaError::Missing("no such passkey".into()))?;
+            if tx.remove_passkey(id, at)? {
+                tx.audit(
+                    &actor.name,
+                    &AuditEvent::PasskeyRemoved {
+                        officer: row.officer_id,
+                        passkey: row.id,
+                    },
+                    at,
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Signs in with passkey `id`, which the portal's WebAuthn ceremony verified (user
+    /// verification included); `credential` is its serialisation as the ceremony updated
+    /// it (the signature counter). Refused unless the passkey is live and the card
+    /// certificate it is bound to is a good service ID of the same officer now — a
+    /// suspended or revoked card takes its passkeys with it.
+    pub fn sign_in_with_passkey(
+        &self,
+        id: &str,
+        credential: &str,
+    ) -> Result<(String, Session), RaError> {
+        let at = now_secs(self.clock.as_ref());
+        let check = |tx: &mut Tx<'_>| -> Result<(Officer, Serial), RaError> {
+            let Some(row) = tx.passkey(id)?.filter(|p| p.removed_at.is_none()) else {
+                return Err(refused("this passkey is not registered here"));
+            };
+            let serial = Serial::parse(&row.certificate_serial)
+                .map_err(|_| refused("this passkey is not registered here"))?;
+            let officer = self.officer_by_serial(tx, &serial, at)?;
+            if officer.actor.name != row.officer_id {
+                return Err(refused(
+                    "this passkey's card belongs to another officer now",
+                ));
+            }
+            Ok((officer, serial))
+        };
+        if let Err(e) = self.store.read(check) {
+            if let RaError::Forbidden(why) = &e {
+                let serial = self
+                    .store
+                    .read(|tx| tx.passkey(id))
+                    .ok()
+                    .flatten()
+                    .and_then(|p| Serial::parse(&p.certificate_serial).ok());
+                match serial {
+                    Some(serial) => self.refused_sign_in(&serial, &format!("passkey: {why}"), at),
+                    None => tracing::info!(why, "portal passkey sign-in refused"),
+                }
+            }
+            return Err(e);
+        }
+        let token = base64ct::Base64UrlUnpadded::encode_string(&rand::random::<[u8; 32]>());
+        let hash = token_hash(&token);
+        let session_credential = format!("passkey:{id}");
+        let officer = self.store.write(|tx| -> Result<_, RaError> {
+            let (officer, _) = check(tx)?;
+            tx.passkey_used(id, credential, at)?;
+            tx.insert_session(&SessionRow {
+                token_sha256: hash.clone(),
+                officer_id: officer.actor.name.clone(),
+                credential: session_credential.clone(),
+                created_at: at,
+                last_seen: at,
+                ended_at: None,
+            })?;
+            tx.audit(
+                &officer.actor.name,
+                &AuditEvent::PortalSignedIn {
+                    officer: officer.actor.name.clone(),
+                    credential: session_credential.clone(),
+                    session: session_name(&hash),
+                },
+                at,
+            )?;
+            Ok(officer)
+        })?;
+        Ok((
+            token.clone(),
+            Session {
+                actor: officer.actor,
+                display_name: officer.display_name,
+                credential: session_credential,
+                csrf: csrf_token(&token),
+                ends_at: at + self.sessions.max_secs,
+            },
+        ))
+    }
+}
+
+fn passkey_info(p: tessera_issuer_store::portal::PasskeyRow) -> PasskeyInfo {
+    PasskeyInfo {
+        id: p.id,
+        label: p.label,
+        certificate: p.certificate_serial,
+        created_at: p.created_at,
+        last_used: p.last_used,
+    }
 }
 
 /// Whether `cert` names `policy` among its certificate policies.

@@ -231,6 +231,21 @@ pub enum AuditEvent {
         session: String,
         reason: String,
     },
+    /// An officer registered a passkey for the portal, in a session begun with the card
+    /// whose certificate it stays bound to.
+    PasskeyRegistered {
+        officer: String,
+        passkey: String,
+        label: String,
+        certificate: String,
+        /// The authenticator's model (AAGUID), as its attestation proved it.
+        aaguid: String,
+    },
+    /// An officer's passkey removed (by the officer or an administrator).
+    PasskeyRemoved {
+        officer: String,
+        passkey: String,
+    },
     /// An action the actor was not allowed (K2.9: refused attempts are evidence too).
     Refused {
         action: String,
@@ -275,6 +290,8 @@ impl AuditEvent {
             Self::Refused { .. } => "refused",
             Self::PortalSignedIn { .. } => "portal.signed_in",
             Self::PortalSessionEnded { .. } => "portal.session_ended",
+            Self::PasskeyRegistered { .. } => "portal.passkey_registered",
+            Self::PasskeyRemoved { .. } => "portal.passkey_removed",
             Self::BulkRevocationRequested { .. } => "bulk_revocation.requested",
             Self::BulkRevocationDecided { .. } => "bulk_revocation.decided",
         }

@@ -70,3 +70,75 @@ impl Tx<'_> {
         .execute(self.conn)?)
     }
 }
+
+/// An officer's passkey as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable)]
+#[diesel(table_name = crate::schema::portal_passkeys)]
+pub struct PasskeyRow {
+    /// The WebAuthn credential id, base64url.
+    pub id: String,
+    pub officer_id: String,
+    /// The card certificate of the session it was registered in: it signs in only while
+    /// that is a good service ID.
+    pub certificate_serial: String,
+    pub label: String,
+    /// The portal's serialisation of the credential (opaque here).
+    pub credential: String,
+    pub created_at: i64,
+    pub last_used: Option<i64>,
+    pub removed_at: Option<i64>,
+}
+
+impl Tx<'_> {
+    pub fn insert_passkey(&mut self, row: &PasskeyRow) -> Result<(), StoreError> {
+        use crate::schema::portal_passkeys;
+        diesel::insert_into(portal_passkeys::table)
+            .values(row)
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn passkey(&mut self, id: &str) -> Result<Option<PasskeyRow>, StoreError> {
+        use crate::schema::portal_passkeys;
+        Ok(portal_passkeys::table
+            .filter(portal_passkeys::id.eq(id))
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// An officer's passkeys not removed, oldest first.
+    pub fn passkeys_of(&mut self, officer_id: &str) -> Result<Vec<PasskeyRow>, StoreError> {
+        use crate::schema::portal_passkeys;
+        Ok(portal_passkeys::table
+            .filter(portal_passkeys::officer_id.eq(officer_id))
+            .filter(portal_passkeys::removed_at.is_null())
+            .order(portal_passkeys::created_at.asc())
+            .load(self.conn)?)
+    }
+
+    /// A sign-in's result: the credential as the library updated it (its counter), and
+    /// the time.
+    pub fn passkey_used(&mut self, id: &str, credential: &str, at: i64) -> Result<(), StoreError> {
+        use crate::schema::portal_passkeys;
+        diesel::update(portal_passkeys::table.filter(portal_passkeys::id.eq(id)))
+            .set((
+                portal_passkeys::credential.eq(credential),
+                portal_passkeys::last_used.eq(at),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Removes a passkey (kept, marked); false if it was removed already.
+    pub fn remove_passkey(&mut self, id: &str, at: i64) -> Result<bool, StoreError> {
+        use crate::schema::portal_passkeys;
+        let n = diesel::update(
+            portal_passkeys::table
+                .filter(portal_passkeys::id.eq(id))
+                .filter(portal_passkeys::removed_at.is_null()),
+        )
+        .set(portal_passkeys::removed_at.eq(at))
+        .execute(self.conn)?;
+        Ok(n == 1)
+    }
+}

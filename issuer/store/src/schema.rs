@@ -259,3 +259,16 @@ diesel::table! {
         ended_at -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    portal_passkeys (id) {
+        id -> Text,
+        officer_id -> Text,
+        certificate_serial -> Text,
+        label -> Text,
+        credential -> Text,
+        created_at -> BigInt,
+        last_used -> Nullable<BigInt>,
+        removed_at -> Nullable<BigInt>,
+    }
+}

@@ -274,11 +274,102 @@ def walk(browser):
     expect(carl.locator("#card-state")).to_have_text("active")
     shot(carl, "original-active-again")
 
+    # ---- Passkeys ----
+    # Frida registers one inside her card session (Chromium's virtual authenticator, user
+    # verification on), then signs in with it from a browser without her card; Carl
+    # revokes her card, and her passkey session ends and her passkey no longer signs in.
+    def authenticator(page, credential=None):
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable", {"enableUI": False})
+        made = cdp.send(
+            "WebAuthn.addVirtualAuthenticator",
+            {
+                "options": {
+                    "protocol": "ctap2",
+                    "ctap2Version": "ctap2_1",
+                    "transport": "usb",
+                    "hasResidentKey": True,
+                    "hasUserVerification": True,
+                    "isUserVerified": True,
+                    "automaticPresenceSimulation": True,
+                    "hasMinPinLength": True,
+                }
+            },
+        )
+        if credential is not None:
+            cdp.send(
+                "WebAuthn.addCredential",
+                {"authenticatorId": made["authenticatorId"], "credential": credential},
+            )
+        return cdp, made["authenticatorId"]
+
+    frida.get_by_role("link", name="Passkeys").click()
+    cdp, frida_authenticator = authenticator(frida)
+    shot(frida, "passkeys")
+    check_accessibility(frida, "passkeys")
+    frida.get_by_label("Name").fill("Frida's security key")
+    frida.get_by_role("button", name="Add a passkey").click()
+    expect(frida.get_by_role("cell", name="Frida's security key", exact=True)).to_be_visible()
+    shot(frida, "passkey-registered")
+    credentials = cdp.send("WebAuthn.getCredentials", {"authenticatorId": frida_authenticator})[
+        "credentials"
+    ]
+    if len(credentials) != 1:
+        raise SystemExit(f"the authenticator holds {len(credentials)} credentials, not 1")
+
+    # A browser without Frida's card: the passkey signs her in.
+    bare = browser.new_context(ignore_https_errors=True, bypass_csp=True, locale="en-GB").new_page()
+    bare.goto(f"{base}/admin/sign-in")
+    authenticator(bare, credentials[0])
+    bare.get_by_label("Officer id").fill("frida")
+    shot(bare, "passkey-sign-in")
+    check_accessibility(bare, "sign-in-passkey")
+    bare.get_by_role("button", name="Sign in with my passkey").click()
+    expect(bare).to_have_url(f"{base}/admin/")
+    expect(bare.get_by_text("Frida Officer", exact=False).first).to_be_visible()
+    shot(bare, "passkey-signed-in")
+    # No passkey begets a passkey: the page says so, and the server refuses anyway.
+    bare.get_by_role("link", name="Passkeys").click()
+    expect(bare.get_by_text("registered only in a session begun with your card").first).to_be_visible()
+    status = bare.evaluate(
+        """async () => {
+             const csrf = document.querySelector('input[name=csrf]').value;
+             return (await fetch('/admin/passkeys/options', {method: 'POST',
+               headers: {'Content-Type': 'application/json'},
+               body: JSON.stringify({csrf, label: 'another'})})).status; }"""
+    )
+    if status != 403:
+        raise SystemExit(f"a passkey session's registration answered {status}, not 403")
+
+    # Carl revokes Frida's card (lost): her passkey session ends at her next click, and
+    # the passkey no longer signs her in.
+    carl.get_by_role("link", name="People").click()
+    carl.get_by_label("Name, employee number or e-mail").fill("Frida")
+    carl.get_by_role("button", name="Search").click()
+    carl.get_by_role("link", name="E3").click()
+    carl.locator("a[href^='/admin/carriers/']").first.click()
+    carl.get_by_label("Reason").last.select_option("lost")
+    carl.get_by_label("I understand that a revocation cannot be undone").check()
+    carl.get_by_role("button", name="Revoke").click()
+    expect(carl.locator("#card-state")).to_contain_text("revoked")
+    shot(carl, "frida-card-revoked")
+    bare.get_by_role("link", name="Today").click()
+    expect(bare).to_have_url(f"{base}/admin/sign-in")
+    bare.get_by_label("Officer id").fill("frida")
+    bare.get_by_role("button", name="Sign in with my passkey").click()
+    expect(bare.locator("[data-passkey-message]")).to_contain_text("revoked")
+    expect(bare).to_have_url(f"{base}/admin/sign-in")
+    shot(bare, "passkey-refused-after-revocation")
+
     # Dana reads it all in the audit trail.
     dana.get_by_role("link", name="Audit trail").click()
     dana.get_by_label("Actor").fill("carl")
     dana.get_by_role("button", name="Filter").click()
     for action in ("person.proofed", "carrier.registered", "carrier.changed"):
+        expect(dana.get_by_role("cell", name=action).first).to_be_visible()
+    dana.get_by_label("Actor").fill("frida")
+    dana.get_by_role("button", name="Filter").click()
+    for action in ("portal.passkey_registered", "portal.signed_in", "portal.session_ended"):
         expect(dana.get_by_role("cell", name=action).first).to_be_visible()
     expect(dana.get_by_role("status")).to_contain_text("Chain verified")
     shot(dana, "audit-walk-through")

@@ -35,6 +35,9 @@ pub mod files {
     /// TPM manufacturer CAs trusted to sign endorsement-key certificates (PEM files): the
     /// CA that signs the EK certificates (for swtpm, swtpm-localca's `issuercert.pem`).
     pub const TPM_ROOTS: &str = "tpm-roots";
+    /// Authenticator models whose passkeys officers may register in the portal: one
+    /// `AAGUID.pem` each, the model's attestation CA.
+    pub const PASSKEY_AUTHENTICATORS: &str = "passkey-authenticators";
     /// Between `init --external-root` and `install-ca-cert`.
     pub const PENDING: &str = "pending-ca.json";
     pub const PENDING_ROOT: &str = "pending-root-ca.pem";
