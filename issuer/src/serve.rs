@@ -44,11 +44,11 @@ pub(crate) struct ServeArgs {
     /// from the issuing CA: officers sign in with their own service ID.
     #[arg(long, value_name = "ADDR")]
     pub portal_listen: Option<SocketAddr>,
-    /// The portal's origin as officers' browsers reach it (default https://localhost:PORT
-    /// with --portal-listen's port): its host name is the relying-party id of officers'
-    /// passkeys, so a name, never an IP address. Passkeys are registered from the
+    /// The portal's origin as officers' browsers reach it (https://admin.example.org):
+    /// its host name is the relying-party id of officers' passkeys, so a name, never an IP
+    /// address. Without it passkeys are off. Passkeys are registered from the
     /// authenticator models trusted in DIR/passkey-authenticators (AAGUID.pem: the model's
-    /// attestation CA).
+    /// attestation CA; a file that is not one stops the server).
     #[arg(long, value_name = "URL")]
     pub portal_origin: Option<String>,
     /// A custodian's share file (repeat for M of them) when the deployment's activation
@@ -251,19 +251,20 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         None => None,
     };
     let portal_config = match args.portal_listen {
-        Some(addr) => {
-            let origin = args
-                .portal_origin
-                .clone()
-                .unwrap_or_else(|| format!("https://localhost:{}", addr.port()));
-            let origin = tessera_issuer_portal::Url::parse(&origin)
-                .with_context(|| format!("--portal-origin {origin}"))?;
+        Some(_) => {
+            let origin = match &args.portal_origin {
+                Some(o) => Some(
+                    tessera_issuer_portal::Url::parse(o)
+                        .with_context(|| format!("--portal-origin {o}"))?,
+                ),
+                None => None,
+            };
             let authenticators = tessera_issuer_portal::Authenticator::load_dir(
                 &dep.dir.join(files::PASSKEY_AUTHENTICATORS),
             )
             .map_err(anyhow::Error::msg)?;
             tessera_issuer_portal::Config {
-                origin: Some(origin),
+                origin,
                 authenticators,
             }
         }

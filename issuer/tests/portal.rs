@@ -120,6 +120,7 @@ fn person_with_card(
         "19850505-0008",
         "19870312-1239",
         "19920615-1236",
+        "19920615-2341",
     ][n as usize];
     let email = format!("officer{n}@example.org");
     let p = t.ok(
@@ -130,7 +131,7 @@ fn person_with_card(
             "--employee-number",
             &format!("E{n}"),
             "--given-name",
-            ["Carl", "Dana", "Eve", "Frida", "Hanna"][n as usize],
+            ["Carl", "Dana", "Eve", "Frida", "Hanna", "Ivar"][n as usize],
             "--family-name",
             "Officer",
             "--email",
@@ -249,8 +250,8 @@ fn chromium_test_authenticator(root: &Path, data: &Path) {
 }
 
 /// An issuer with the portal, officers with tokens (admin, anna, bo, hr), and Carl and
-/// Frida (registration officers), Dana (an auditor) and Hanna (an HR admin) with service
-/// IDs of their own; Eve holds one but is no officer.
+/// Frida (registration officers), Dana (an auditor), Hanna (an HR admin) and Ivar (an
+/// administrator) with service IDs of their own; Eve holds one but is no officer.
 struct Site {
     _server: common::Kill,
     _tmp: tempfile::TempDir,
@@ -285,7 +286,12 @@ impl Site {
         let portal_port = common::free_port();
         let (server, base) = common::serve(
             &data,
-            &["--portal-listen", &format!("127.0.0.1:{portal_port}")],
+            &[
+                "--portal-listen",
+                &format!("127.0.0.1:{portal_port}"),
+                "--portal-origin",
+                &format!("https://localhost:{portal_port}"),
+            ],
         );
         let t = Cli {
             base,
@@ -313,6 +319,7 @@ impl Site {
         person_with_card(&t, &hr, &anna, &bo, 2, &root.join("eve"));
         let (frida_person, _) = person_with_card(&t, &hr, &anna, &bo, 3, &root.join("frida"));
         let (hanna_person, _) = person_with_card(&t, &hr, &anna, &bo, 4, &root.join("hanna"));
+        let (ivar_person, _) = person_with_card(&t, &hr, &anna, &bo, 5, &root.join("ivar"));
         for (id, name, role, person) in [
             ("carl", "Carl Officer", "registration_officer", &carl_person),
             ("dana", "Dana Officer", "auditor", &dana_person),
@@ -323,6 +330,7 @@ impl Site {
                 &frida_person,
             ),
             ("hanna", "Hanna Officer", "hr_admin", &hanna_person),
+            ("ivar", "Ivar Officer", "administrator", &ivar_person),
         ] {
             t.ok(
                 &admin,
@@ -386,6 +394,7 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     let got = nobody.get("/admin/sign-in");
     for h in [
         "content-security-policy: default-src 'none'; script-src 'self';",
+        "connect-src 'self'",
         "frame-ancestors 'none'",
         "strict-transport-security: max-age=",
         "x-content-type-options: nosniff",
@@ -393,6 +402,14 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     ] {
         assert!(got.headers.contains(h), "{h} missing: {}", got.headers);
     }
+    // Script is allowed only on the two passkey pages; everywhere else, none at all.
+    let css = nobody.get("/admin/static/portal.css");
+    assert!(
+        css.headers
+            .contains("content-security-policy: default-src 'none'; style-src 'self';"),
+        "{}",
+        css.headers
+    );
     // Script only from the portal itself (the passkey ceremonies), never inline.
     for tag in got.body.split("<script").skip(1) {
         assert!(
@@ -689,6 +706,75 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     assert_eq!(own.status, 200, "{}", own.body);
     assert!(!own.body.contains("/revocation"), "{}", own.body);
     assert!(!own.body.contains("/suspension"), "{}", own.body);
+
+    // Officer management is the administrators': Ivar adds an officer (the first token shown
+    // once), makes and revokes a token of Carl's; disabling needs the confirmation. Carl
+    // sees his own tokens, not Dana's, and not the officers' list.
+    assert_eq!(carl.get("/admin/officers").status, 403);
+    assert_eq!(carl.get("/admin/officers/carl").status, 200);
+    assert_eq!(carl.get("/admin/officers/dana").status, 403);
+    let ivar = browser(Some("ivar"));
+    assert_eq!(ivar.sign_in().status, 303);
+    let list = ivar.get("/admin/officers");
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("Hanna Officer"), "{}", list.body);
+    let ivar_csrf = hidden(&list.body, "csrf");
+    let added = ivar.post(
+        "/admin/officers",
+        &[
+            ("csrf", &ivar_csrf),
+            ("id", "nils"),
+            ("name", "Nils New"),
+            ("role", "registration_officer"),
+            ("person", ""),
+        ],
+    );
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert!(
+        added.body.contains("Officer added (nils)"),
+        "{}",
+        added.body
+    );
+    let token = ivar.post(
+        "/admin/officers/carl/tokens",
+        &[("csrf", &ivar_csrf), ("label", "laptop"), ("days", "7")],
+    );
+    assert_eq!(token.status, 200, "{}", token.body);
+    assert!(
+        token.body.contains("A new API token is made"),
+        "{}",
+        token.body
+    );
+    let revoke_at = token
+        .body
+        .split("action=\"/admin/officers/carl/tokens/")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no token to revoke: {}", token.body))
+        .to_owned();
+    let got = ivar.post(
+        &format!("/admin/officers/carl/tokens/{revoke_at}"),
+        &[("csrf", &ivar_csrf)],
+    );
+    assert_eq!(got.status, 303, "{}", got.body);
+    let got = ivar.post("/admin/officers/nils/disabling", &[("csrf", &ivar_csrf)]);
+    assert_eq!(got.status, 400, "{}", got.body);
+    let got = ivar.post(
+        "/admin/officers/nils/disabling",
+        &[("csrf", &ivar_csrf), ("confirm", "yes")],
+    );
+    assert_eq!(got.status, 303, "{}", got.body);
+    assert!(ivar.get("/admin/officers/nils").body.contains(">disabled<"));
+    let got = carl.post(
+        "/admin/officers",
+        &[
+            ("csrf", &carl_csrf),
+            ("id", "mallory"),
+            ("name", "M"),
+            ("role", "administrator"),
+        ],
+    );
+    assert_eq!(got.status, 403, "{}", got.body);
 
     // The import page is HR's: Carl gets 403. Hanna's upload of something not an HR file
     // is refused with why; her checked file is hers alone (anyone else: no such import).

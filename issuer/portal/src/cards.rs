@@ -17,10 +17,10 @@ use tessera_issuer_ra::{Actor, Ra, RaError};
 use tessera_issuer_types::api::{
     ActivateRequest, AssignRequest, Attestation, Carrier, CarrierKey, ExtendRequest, KeysRequest,
     NewProofing, NonResident, Person, ResumeRequest, ReturnOutcome, ReturnRequest,
-    RevokeCarrierRequest, SuspendRequest,
+    RevokeCarrierRequest, SuspendRequest, UnblockRequest,
 };
 use tessera_issuer_types::lifecycle::{
-    CarrierKind, CarrierRevokeReason, CarrierState, OfficerRole, SuspendReason,
+    CarrierKind, CarrierRevokeReason, CarrierState, HolderVerification, OfficerRole, SuspendReason,
 };
 
 use crate::pages::{blocking, forged, page, refusal, signed_in, time_of, to_sign_in, Ctx, Frame};
@@ -195,6 +195,8 @@ pub(crate) struct Offers {
     pub revoke: bool,
     pub extend: bool,
     pub give_back: bool,
+    /// Ask for the release of the card's escrowed PUK (PIN unblock).
+    pub unblock: bool,
 }
 
 impl Offers {
@@ -225,6 +227,7 @@ impl Offers {
                 ),
             extend: state(CarrierState::Active) && temporary,
             give_back: state(CarrierState::Active) && temporary,
+            unblock: state(CarrierState::Active),
         }
     }
 }
@@ -245,6 +248,8 @@ struct CarrierPage {
     revoke_reasons: Vec<&'static str>,
     /// Shown once, after the hand-over: the holder's loss-report code.
     loss_code: Option<String>,
+    /// Shown once, after a PIN unblock request: the release code for the holder's agent.
+    release_code: Option<String>,
 }
 
 /// A card as its page shows it: the card, its holder if this officer may see them, and
@@ -256,6 +261,15 @@ struct CardView {
 }
 
 fn carrier_page(ctx: &Ctx, actor: &Actor, view: CardView) -> Response {
+    carrier_page_with(ctx, actor, view, None)
+}
+
+fn carrier_page_with(
+    ctx: &Ctx,
+    actor: &Actor,
+    view: CardView,
+    release_code: Option<String>,
+) -> Response {
     let CardView {
         c,
         holder,
@@ -299,6 +313,7 @@ fn carrier_page(ctx: &Ctx, actor: &Actor, view: CardView) -> Response {
             .collect(),
             holder,
             loss_code,
+            release_code,
             c,
         },
     )
@@ -542,4 +557,37 @@ pub(crate) async fn give_back(
         move |ra, actor| ra.return_temporary(actor, &id, &ReturnRequest { outcome }),
     )
     .await
+}
+
+/// A PIN unblock: the desk asks for the release of the card's escrowed PUK, saying how it
+/// verified the holder; a second officer approves. The page shows the release code for
+/// the holder's agent once (with the approver's code and the card itself it releases the
+/// PUK to the card's own channel).
+pub(crate) async fn unblock(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &session.csrf, field(&form, "csrf")) {
+        return r;
+    }
+    let verification = match choice::<HolderVerification>(&form, "verification") {
+        Ok(v) => v,
+        Err(e) => return refusal(&ctx, e),
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let done = blocking(move || {
+        let asked = ra.request_unblock(&actor, &id, &UnblockRequest { verification })?;
+        let card = ra.carrier(&actor, &id)?;
+        Ok((asked.release_code, card_view(&ra, &actor, card)))
+    })
+    .await;
+    match done {
+        Ok((code, view)) => carrier_page_with(&ctx, &session.actor, view, Some(code)),
+        Err(e) => refusal(&ctx, e),
+    }
 }

@@ -723,7 +723,7 @@ texts! {
     ),
     passkeys_intro: (
         "A passkey lets you sign in without your card, for as long as the card you registered it with stays a good service ID: suspended or revoked, its passkeys no longer sign in. Your authenticator verifies you (PIN or biometrics) every time.",
-        "En lösennyckel låter dig logga in utan ditt kort, så länge kortet du registrerade den med är ett giltigt tjänste-ID: spärrat eller återkallat slutar dess lösennycklar att fungera. Din autentiserare verifierar dig (PIN eller biometri) varje gång.",
+        "En lösennyckel låter dig logga in utan ditt kort, så länge kortet du registrerade den med är ett giltigt tjänste-ID. Om kortet spärras eller återkallas slutar dess lösennycklar att fungera. Din autentiserare verifierar dig (PIN eller biometri) varje gång.",
     ),
     passkeys_none: (
         "You have no passkeys.",
@@ -731,7 +731,7 @@ texts! {
     ),
     passkeys_off: (
         "Passkeys are not set up on this portal (no trusted authenticator models, or no name for the portal's address).",
-        "Lösennycklar är inte inställda på den här portalen (inga betrodda autentiseringsmodeller, eller inget namn för portalens adress).",
+        "Lösennycklar är inte inställda på den här portalen (inga betrodda autentiserarmodeller, eller inget namn för portalens adress).",
     ),
     passkeys_card_only: (
         "A passkey is registered only in a session begun with your card: sign in with your card to add one.",
@@ -742,8 +742,8 @@ texts! {
         "Lägg till en lösennyckel",
     ),
     passkey_label: (
-        "Name",
-        "Namn",
+        "Name of the passkey",
+        "Namn på lösennyckeln",
     ),
     passkey_card_certificate: (
         "Bound to card certificate",
@@ -792,5 +792,161 @@ texts! {
     passkey_none: (
         "No passkey can sign in this officer.",
         "Ingen lösennyckel kan logga in den här handläggaren.",
+    ),
+    unblock: (
+        "Unblock the PIN",
+        "Lås upp PIN-koden",
+    ),
+    unblock_intro: (
+        "For a holder whose PIN is blocked: the card's escrowed PUK is released to the card's own channel once a second officer approves. Verify the holder first.",
+        "För en innehavare vars PIN-kod är spärrad: kortets förvarade PUK lämnas ut till kortets egen kanal när en annan handläggare godkänner. Kontrollera innehavaren först.",
+    ),
+    holder_verified_how: (
+        "How you verified the holder",
+        "Hur du kontrollerade innehavaren",
+    ),
+    video_call: (
+        "On a video call, against the document and the proofing record",
+        "I ett videosamtal, mot handlingen och identitetskontrollen",
+    ),
+    second_factor: (
+        "With a second factor they already hold",
+        "Med en annan faktor som innehavaren redan har",
+    ),
+    unblock_requested: (
+        "The PIN unblock waits for a second officer's approval.",
+        "Upplåsningen av PIN-koden väntar på en annan handläggares godkännande.",
+    ),
+    unblock_code_intro: (
+        "Give the holder this release code for their card's agent (shown only now); with the approver's code and the card it releases the PUK, within a day.",
+        "Ge innehavaren den här frisläppningskoden till kortets agent (visas bara nu); med godkännarens kod och kortet lämnas PUK ut, inom ett dygn.",
+    ),
+    unblock_approved: (
+        "The PIN unblock is approved.",
+        "Upplåsningen av PIN-koden är godkänd.",
+    ),
+    unblock_approver_code_intro: (
+        "Give the holder this approver's release code (shown only now); with the desk's code and the card it releases the PUK.",
+        "Ge innehavaren den här godkännarkoden (visas bara nu); med handläggarens kod och kortet lämnas PUK ut.",
+    ),
+    reconciliation: (
+        "Cards and certificates reconciled",
+        "Kort och certifikat stämda av",
+    ),
+    reconciliation_agrees: (
+        "Every card's state agrees with its certificates' status",
+        "Varje korts status stämmer med dess certifikats status",
+    ),
+    reconciliation_differs: (
+        "differences between cards and their certificates: look into each (the server's log has them too)",
+        "skillnader mellan kort och deras certifikat: utred varje (serverns logg har dem också)",
+    ),
+    reconciliation_not_yet: (
+        "This server has not reconciled yet (it does at start and hourly).",
+        "Servern har inte stämt av ännu (den gör det vid start och varje timme).",
+    ),
+    certificate_status: (
+        "Certificate status",
+        "Certifikatets status",
+    ),
+    chart_title: (
+        "Certificates issued and revoked, per week",
+        "Utfärdade och återkallade certifikat per vecka",
+    ),
+    chart_summary: (
+        "the table below gives each week's numbers",
+        "tabellen nedan ger varje veckas antal",
+    ),
+    chart_issued: (
+        "Issued",
+        "Utfärdade",
+    ),
+    chart_revoked: (
+        "Revoked",
+        "Återkallade",
+    ),
+    chart_week: (
+        "Week from",
+        "Vecka från",
+    ),
+    officers: (
+        "Officers",
+        "Handläggare",
+    ),
+    officers_admin_only: (
+        "only administrators manage officers",
+        "endast administratörer hanterar handläggare",
+    ),
+    officer_added: (
+        "Officer added",
+        "Handläggaren har lagts till",
+    ),
+    token_shown_once: (
+        "Their API token, for the `tessera` CLI, is shown only now: give it to them over a channel only they read.",
+        "Deras API-token, för `tessera`-CLI:t, visas bara nu: ge den till dem i en kanal bara de läser.",
+    ),
+    officer_add: (
+        "Add an officer",
+        "Lägg till en handläggare",
+    ),
+    officer_add_intro: (
+        "One role per officer (separation of duties, K2.4). An officer who is also an employee names their own person record: they never act on it, and they sign in to this portal with their own service ID.",
+        "En roll per handläggare (åtskillnad av uppgifter, K2.4). En handläggare som också är anställd anger sin egen personpost: de agerar aldrig på den, och loggar in i portalen med sitt eget tjänste-ID.",
+    ),
+    officer_person: (
+        "Their own person record (id, if they are an employee)",
+        "Egen personpost (id, om de är anställda)",
+    ),
+    disabled: (
+        "disabled",
+        "inaktiverad",
+    ),
+    enabled: (
+        "enabled",
+        "aktiv",
+    ),
+    tokens: (
+        "API tokens",
+        "API-tokens",
+    ),
+    tokens_none: (
+        "No API tokens.",
+        "Inga API-tokens.",
+    ),
+    token_made: (
+        "A new API token is made.",
+        "En ny API-token har skapats.",
+    ),
+    token_days: (
+        "Days until it expires",
+        "Dagar tills den går ut",
+    ),
+    token_make: (
+        "Make an API token",
+        "Skapa en API-token",
+    ),
+    revoked: (
+        "revoked",
+        "återkallad",
+    ),
+    officer_disable: (
+        "Disable this officer",
+        "Inaktivera handläggaren",
+    ),
+    officer_disable_confirm: (
+        "I understand: their tokens are revoked and their sessions end",
+        "Jag förstår: deras tokens återkallas och deras sessioner upphör",
+    ),
+    disable_confirm_missing: (
+        "Tick the box to confirm disabling the officer.",
+        "Kryssa i rutan för att bekräfta att handläggaren inaktiveras.",
+    ),
+    passkey_label_bad: (
+        "Give the passkey a name (1 to 100 characters).",
+        "Ge lösennyckeln ett namn (1 till 100 tecken).",
+    ),
+    token_label: (
+        "Name of the token",
+        "Namn på token",
     ),
 }

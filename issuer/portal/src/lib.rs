@@ -27,6 +27,7 @@
 mod cards;
 mod i18n;
 mod import;
+mod officers;
 mod pages;
 mod passkeys;
 
@@ -71,11 +72,7 @@ pub struct Config {
 /// ([`tessera_issuer_web::serve::PeerCertificate`] carries the one presented).
 pub fn router(ra: Arc<Ra>, config: Config) -> Router {
     let headers: [(header::HeaderName, &'static str); 8] = [
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
-             img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "same-origin"),
@@ -99,12 +96,33 @@ pub fn router(ra: Arc<Ra>, config: Config) -> Router {
         passkeys: passkeys::Passkeys::new(config.origin.as_ref(), config.authenticators),
     }));
     for (name, value) in headers {
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            name,
-            HeaderValue::from_static(value),
-        ));
+        // The CSP a page set itself (the passkey pages': script from the portal) stands.
+        router = router.layer(if name == header::CONTENT_SECURITY_POLICY {
+            SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+        } else {
+            SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+        });
     }
     router
+}
+
+/// Every page's Content-Security-Policy: nothing but the portal's own style sheet.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The two pages with the passkey ceremonies: [`CSP`] and script from the portal itself,
+/// which talks only to the portal.
+const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+                               style-src 'self'; img-src 'self'; form-action 'self'; \
+                               frame-ancestors 'none'; base-uri 'none'";
+
+/// `r` under [`CSP_WITH_SCRIPT`].
+pub(crate) fn with_script(mut r: axum::response::Response) -> axum::response::Response {
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP_WITH_SCRIPT),
+    );
+    r
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

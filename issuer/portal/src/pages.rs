@@ -20,7 +20,7 @@ use tessera_issuer_web::serve::PeerCertificate;
 
 use crate::i18n::{Lang, Texts};
 use crate::{
-    cards, cookie, import, passkeys, same_secret, Portal, LANG_COOKIE, SESSION_COOKIE,
+    cards, cookie, import, officers, passkeys, same_secret, Portal, LANG_COOKIE, SESSION_COOKIE,
     SIGN_IN_COOKIE,
 };
 
@@ -58,9 +58,22 @@ pub(crate) fn routes() -> Router<Arc<Portal>> {
         .route("/admin/carriers/{id}/revocation", post(cards::revoke))
         .route("/admin/carriers/{id}/extension", post(cards::extend))
         .route("/admin/carriers/{id}/return", post(cards::give_back))
+        .route("/admin/carriers/{id}/unblock", post(cards::unblock))
         .route("/admin/import/{id}/apply", post(import::apply))
         .route("/admin/static/portal.css", get(stylesheet))
         .route("/admin/static/passkey.js", get(script))
+        .route("/admin/officers", get(officers::list).post(officers::add))
+        .route("/admin/officers/{id}", get(officers::show))
+        .route("/admin/officers/{id}/tokens", post(officers::new_token))
+        .route(
+            "/admin/officers/{id}/tokens/{token}/revocation",
+            post(officers::revoke_token),
+        )
+        .route(
+            "/admin/officers/{id}/passkeys/{passkey}/removal",
+            post(officers::remove_passkey),
+        )
+        .route("/admin/officers/{id}/disabling", post(officers::disable))
         .route(
             "/admin/passkeys",
             get(passkeys::list).post(passkeys::register),
@@ -99,6 +112,7 @@ pub(crate) struct Who {
     pub read_only: bool,
     pub may_audit: bool,
     pub may_import: bool,
+    pub may_administer: bool,
 }
 
 /// The request's language and session.
@@ -144,6 +158,7 @@ fn who(s: &Session) -> Who {
         read_only: s.actor.roles == [OfficerRole::Auditor],
         may_audit: s.actor.has(OfficerRole::Auditor) || s.actor.has(OfficerRole::Administrator),
         may_import: s.actor.has(OfficerRole::HrAdmin),
+        may_administer: s.actor.has(OfficerRole::Administrator),
     }
 }
 
@@ -375,7 +390,7 @@ struct SignInPage {
 
 fn sign_in_form(ctx: &Ctx, status: StatusCode, message: Option<String>, problem: bool) -> Response {
     let csrf = hex_random();
-    let mut r = page(
+    let mut r = crate::with_script(page(
         ctx,
         status,
         SignInPage {
@@ -387,7 +402,7 @@ fn sign_in_form(ctx: &Ctx, status: StatusCode, message: Option<String>, problem:
             message,
             problem,
         },
-    );
+    ));
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{SIGN_IN_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=Strict"
     )) {
@@ -508,6 +523,48 @@ struct DashboardPage {
     approvals: Vec<ApprovalRow>,
     suspensions: Vec<CarrierRow>,
     due_back: Vec<CarrierRow>,
+    /// The last reconciliation: when, and the differences.
+    reconciled: Option<(String, Vec<tessera_issuer_types::api::Difference>)>,
+    bars: Vec<Bar>,
+    chart_width: usize,
+}
+
+/// One week of the dashboard's chart, laid out (an inline SVG: no script, no image).
+pub(crate) struct Bar {
+    x: usize,
+    issued_h: u64,
+    revoked_h: u64,
+    issued: u64,
+    revoked: u64,
+    /// The week's first day, `MM-DD` under its bars and `YYYY-MM-DD` in the table.
+    label: String,
+    week: String,
+}
+
+/// Bars scaled to 100 px for the busiest week.
+fn bars(weeks: &[tessera_issuer_ra::portal::Week]) -> Vec<Bar> {
+    let max = weeks
+        .iter()
+        .map(|w| w.issued.max(w.revoked))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    weeks
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let day = time_of(w.start);
+            Bar {
+                x: 10 + i * 50,
+                issued_h: w.issued * 100 / max,
+                revoked_h: w.revoked * 100 / max,
+                issued: w.issued,
+                revoked: w.revoked,
+                label: day.get(5..10).unwrap_or("").to_owned(),
+                week: day.get(..10).unwrap_or("").to_owned(),
+            }
+        })
+        .collect()
 }
 
 /// How far ahead the dashboard looks for deadlines.
@@ -546,6 +603,9 @@ async fn dashboard(State(portal): St, ctx: Ctx) -> Response {
                     approvals,
                     suspensions: carrier_rows(attention.suspensions),
                     due_back: carrier_rows(attention.due_back),
+                    reconciled: attention.reconciled.map(|(at, d)| (time_of(at), d)),
+                    chart_width: 20 + attention.weeks.len() * 50,
+                    bars: bars(&attention.weeks),
                 },
             )
         }
@@ -558,6 +618,8 @@ async fn dashboard(State(portal): St, ctx: Ctx) -> Response {
 struct ApprovalsPage {
     f: Frame,
     approvals: Vec<ApprovalRow>,
+    /// Shown once, after approving a PIN unblock: the approver's release code.
+    release_code: Option<String>,
 }
 
 async fn approvals(State(portal): St, ctx: Ctx) -> Response {
@@ -574,6 +636,7 @@ async fn approvals(State(portal): St, ctx: Ctx) -> Response {
                 ApprovalsPage {
                     f: ctx.frame(ctx.tr().approvals),
                     approvals,
+                    release_code: None,
                 },
             )
         }
@@ -612,7 +675,28 @@ async fn decide(
         }
     };
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
-    match blocking(move || ra.decide(&actor, &id, approve)).await {
+    let decided = blocking(move || {
+        let a = ra.decide(&actor, &id, approve)?;
+        Ok((a, ra.approvals_pending(&actor)?))
+    })
+    .await;
+    match decided {
+        // A PIN unblock approved: the approver's release code, shown on this answer only.
+        Ok((
+            Approval {
+                release_code: Some(code),
+                ..
+            },
+            list,
+        )) => page(
+            &ctx,
+            StatusCode::OK,
+            ApprovalsPage {
+                f: ctx.frame(ctx.tr().approvals),
+                approvals: approval_rows(&session.actor, list),
+                release_code: Some(code),
+            },
+        ),
         Ok(_) => Redirect::to("/admin/approvals").into_response(),
         Err(e) => refusal(&ctx, e),
     }

@@ -75,6 +75,20 @@ impl Authenticator {
             })?;
             let ca_pem =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            // Refused at start, not at an officer's first registration.
+            AttestationCaListBuilder::new()
+                .insert_device_pem(
+                    ca_pem.as_bytes(),
+                    aaguid,
+                    stem.to_owned(),
+                    Default::default(),
+                )
+                .map_err(|e| {
+                    format!(
+                        "{}: not an attestation CA certificate: {e:?}",
+                        path.display()
+                    )
+                })?;
             out.push(Self {
                 aaguid,
                 description: stem.to_owned(),
@@ -89,7 +103,8 @@ impl Authenticator {
 pub(crate) struct Passkeys {
     webauthn: Option<Webauthn>,
     trusted: Vec<Authenticator>,
-    registrations: Mutex<HashMap<String, (AttestedPasskeyRegistration, Instant)>>,
+    /// Per session (its cookie's hash): the officer, the ceremony, when.
+    registrations: Mutex<HashMap<String, (String, AttestedPasskeyRegistration, Instant)>>,
     sign_ins: Mutex<HashMap<String, (String, AttestedPasskeyAuthentication, Instant)>>,
 }
 
@@ -140,20 +155,39 @@ fn ceremony_id() -> String {
         .collect()
 }
 
-/// Keeps `value` under `key`, dropping expired ceremonies; refuses when full.
+/// Ceremonies one officer may have in flight (a new one replaces their oldest).
+const PER_OFFICER: usize = 4;
+
+/// Keeps `value` under `key` for its officer, dropping expired ceremonies; when the officer
+/// has [`PER_OFFICER`], or all have [`MAX_CEREMONIES`], the oldest goes (never a refusal:
+/// a stranger's flood cannot lock officers out, only make one start again).
 fn keep<V>(
     map: &Mutex<HashMap<String, V>>,
     key: String,
     value: V,
+    owner: impl Fn(&V) -> &str,
     at: impl Fn(&V) -> Instant,
-) -> bool {
+) {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     map.retain(|_, v| at(v).elapsed() < CEREMONY);
+    let oldest = |map: &HashMap<String, V>, of: Option<&str>| {
+        map.iter()
+            .filter(|(_, v)| of.is_none_or(|o| owner(v) == o))
+            .min_by_key(|(_, v)| at(v))
+            .map(|(k, _)| k.clone())
+    };
+    let this = owner(&value).to_owned();
+    if map.values().filter(|v| owner(v) == this).count() >= PER_OFFICER {
+        if let Some(k) = oldest(&map, Some(&this)) {
+            map.remove(&k);
+        }
+    }
     if map.len() >= MAX_CEREMONIES {
-        return false;
+        if let Some(k) = oldest(&map, None) {
+            map.remove(&k);
+        }
     }
     map.insert(key, value);
-    true
 }
 
 /// A stable WebAuthn user handle for an officer (their id, hashed: no name in it).
@@ -213,7 +247,7 @@ pub(crate) async fn list(State(portal): State<Arc<Portal>>, ctx: Ctx) -> Respons
         None
     };
     match blocking(move || ra.passkeys(&actor)).await {
-        Ok(list) => page(
+        Ok(list) => crate::with_script(page(
             &ctx,
             StatusCode::OK,
             PasskeysPage {
@@ -229,7 +263,7 @@ pub(crate) async fn list(State(portal): State<Arc<Portal>>, ctx: Ctx) -> Respons
                 may_register: why_not.is_none(),
                 why_not,
             },
-        ),
+        )),
         Err(e) => refusal(&ctx, e),
     }
 }
@@ -283,7 +317,20 @@ pub(crate) async fn registration_options(
         return json_error(StatusCode::FORBIDDEN, ctx.tr().forbidden_csrf);
     }
     if !session.credential.starts_with("certificate:") {
+        let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+        tokio::task::spawn_blocking(move || {
+            ra.audit_refusal(
+                &actor,
+                "portal.passkey_register",
+                "a passkey is registered only in a session begun with the officer's card",
+            )
+        });
         return json_error(StatusCode::FORBIDDEN, ctx.tr().passkeys_card_only);
+    }
+    // The name first: a bad one refused before the authenticator makes a credential.
+    let label = body.label.trim();
+    if label.is_empty() || label.chars().count() > 100 || label.chars().any(char::is_control) {
+        return json_error(StatusCode::BAD_REQUEST, ctx.tr().passkey_label_bad);
     }
     let (Some(webauthn), Some(cas)) = (&portal.passkeys.webauthn, portal.passkeys.ca_list()) else {
         return json_error(StatusCode::CONFLICT, ctx.tr().passkeys_off);
@@ -311,15 +358,13 @@ pub(crate) async fn registration_options(
         None,
     ) {
         Ok((options, state)) => {
-            let key = hex_sha256(token);
-            if !keep(
+            keep(
                 &portal.passkeys.registrations,
-                key,
-                (state, Instant::now()),
-                |v| v.1,
-            ) {
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, ctx.tr().server_failed);
-            }
+                hex_sha256(token),
+                (actor.name.clone(), state, Instant::now()),
+                |v| &v.0,
+                |v| v.2,
+            );
             Json(options).into_response()
         }
         Err(e) => {
@@ -361,8 +406,8 @@ pub(crate) async fn register(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&hex_sha256(token))
-        .filter(|(_, at)| at.elapsed() < CEREMONY);
-    let Some((state, _)) = state else {
+        .filter(|(_, _, at)| at.elapsed() < CEREMONY);
+    let Some((_, state, _)) = state else {
         return json_error(StatusCode::BAD_REQUEST, ctx.tr().passkey_ceremony_expired);
     };
     let passkey: AttestedPasskey = match webauthn
@@ -442,9 +487,16 @@ pub(crate) async fn sign_in_options(
         Ok(list) => list,
         Err(e) => return json_refusal(e),
     };
+    // Only passkeys whose model the deployment still trusts: a model withdrawn (its CA
+    // file removed) takes its passkeys with it.
+    let cas = portal.passkeys.ca_list();
     let passkeys: Vec<AttestedPasskey> = stored
         .iter()
-        .filter_map(|s| serde_json::from_str(s).ok())
+        .filter_map(|s| serde_json::from_str::<AttestedPasskey>(s).ok())
+        .filter(|p| {
+            cas.as_ref()
+                .is_some_and(|c| p.verify_attestation(c).is_ok())
+        })
         .collect();
     if passkeys.is_empty() {
         // Said the same way for an unknown officer.
@@ -453,14 +505,13 @@ pub(crate) async fn sign_in_options(
     match webauthn.start_attested_passkey_authentication(&passkeys) {
         Ok((options, state)) => {
             let id = ceremony_id();
-            if !keep(
+            keep(
                 &portal.passkeys.sign_ins,
                 id.clone(),
                 (officer, state, Instant::now()),
+                |v| &v.0,
                 |v| v.2,
-            ) {
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, ctx.tr().server_failed);
-            }
+            );
             Json(serde_json::json!({ "ceremony": id, "options": options })).into_response()
         }
         Err(e) => {
@@ -499,43 +550,64 @@ pub(crate) async fn sign_in(
     let Some((officer, state, _)) = state else {
         return json_error(StatusCode::BAD_REQUEST, ctx.tr().passkey_ceremony_expired);
     };
+    let refuse = |why: String, passkey: Option<String>, compromised: bool| {
+        let ra = Arc::clone(&portal.ra);
+        let officer = officer.clone();
+        // Audited off the async threads; the answer does not wait for it.
+        tokio::task::spawn_blocking(move || {
+            ra.passkey_refused(&officer, passkey.as_deref(), &why, compromised)
+        });
+        json_error(StatusCode::FORBIDDEN, ctx.tr().passkey_refused)
+    };
     let result = match webauthn.finish_attested_passkey_authentication(&credential, &state) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, %officer, "a passkey sign-in refused");
-            return json_error(StatusCode::FORBIDDEN, ctx.tr().passkey_refused);
+            return refuse(e.to_string(), None, false);
         }
     };
-    // The stored credential, its counter brought up to date.
+    let id = {
+        use base64ct::Encoding;
+        base64ct::Base64UrlUnpadded::encode_string(result.cred_id().as_ref())
+    };
+    // The stored credential as it is now (not the ceremony's copy): its counter must move
+    // on, else a clone of the authenticator is about.
     let ra = Arc::clone(&portal.ra);
     let name = officer.clone();
     let stored = match blocking(move || ra.passkey_credentials(&name)).await {
         Ok(list) => list,
         Err(e) => return json_refusal(e),
     };
-    let Some(mut passkey) = stored
-        .iter()
-        .filter_map(|s| serde_json::from_str::<AttestedPasskey>(s).ok())
-        .find(|p| p.cred_id() == result.cred_id())
-    else {
-        return json_error(StatusCode::FORBIDDEN, ctx.tr().passkey_refused);
+    let Some((before, mut passkey)) = stored.into_iter().find_map(|s| {
+        let p = serde_json::from_str::<AttestedPasskey>(&s).ok()?;
+        (p.cred_id() == result.cred_id()).then_some((s, p))
+    }) else {
+        return refuse(
+            "the passkey is not among the officer's live ones".into(),
+            Some(id),
+            false,
+        );
     };
-    passkey.update_credential(&result);
-    let (id, updated) = match serde_json::to_string(&passkey) {
-        Ok(s) => {
-            use base64ct::Encoding;
-            (
-                base64ct::Base64UrlUnpadded::encode_string(passkey.cred_id().as_ref()),
-                s,
-            )
-        }
+    let moved = passkey.update_credential(&result);
+    if result.counter() > 0 && moved != Some(true) {
+        return refuse(
+            format!(
+                "its signature counter did not move on ({}): a cloned authenticator? the passkey is removed",
+                result.counter()
+            ),
+            Some(id),
+            true,
+        );
+    }
+    let updated = match serde_json::to_string(&passkey) {
+        Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "serialising a passkey");
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, ctx.tr().server_failed);
         }
     };
     let ra = Arc::clone(&portal.ra);
-    match blocking(move || ra.sign_in_with_passkey(&id, &updated)).await {
+    match blocking(move || ra.sign_in_with_passkey(&id, &before, &updated)).await {
         Ok((token, _)) => with_session(
             Json(serde_json::json!({ "next": "/admin/" })).into_response(),
             &token,

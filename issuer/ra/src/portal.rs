@@ -245,7 +245,8 @@ impl Ra {
 
     /// The live session behind cookie `token`, on a connection that presented `peer` (the
     /// TLS client certificate, DER): a session begun with a card is good only where that
-    /// card's certificate is presented again, so a cookie alone is nothing. Its
+    /// card's certificate is presented again, so its cookie alone is nothing (a passkey
+    /// session's cookie is not bound so, and lasts at most [`PASSKEY_MAX_SECS`]). Its
     /// credential still good, neither limit passed; a session found past either, or its
     /// credential no longer good, is ended for good (and audited). Read first: an unknown
     /// cookie or a session used within the minute costs no write.
@@ -293,7 +294,14 @@ impl Ra {
                 },
                 None => return Ok(Found::End(row, "unknown credential".into())),
             };
-            if at >= row.created_at + policy.max_secs {
+            // A passkey session's cookie is not bound to a card on the connection: it lasts
+            // at most PASSKEY_MAX_SECS however busy.
+            let max_secs = if row.credential.starts_with("passkey:") {
+                policy.max_secs.min(PASSKEY_MAX_SECS)
+            } else {
+                policy.max_secs
+            };
+            if at >= row.created_at + max_secs {
                 return Ok(Found::End(row, "the session reached its time limit".into()));
             }
             if at >= row.last_seen + policy.idle_secs {
@@ -306,7 +314,7 @@ impl Ra {
                         display_name: officer.display_name,
                         credential: row.credential.clone(),
                         csrf: csrf_token(token),
-                        ends_at: row.created_at + policy.max_secs,
+                        ends_at: row.created_at + max_secs,
                     },
                     at - row.last_seen >= TOUCH_EVERY,
                 )),
@@ -378,6 +386,10 @@ impl Ra {
     }
 }
 
+/// The hard limit of a session begun with a passkey (its cookie is not bound to a card
+/// presented on the connection, as a card session's is).
+pub const PASSKEY_MAX_SECS: i64 = 2 * 3600;
+
 /// How often a session's last use is written (the idle limit is this precise).
 const TOUCH_EVERY: i64 = 60;
 
@@ -389,6 +401,11 @@ pub(crate) struct PortalState {
     /// The audit chain verified so far (records, head): each view checks only what came
     /// after it.
     verified: std::sync::Mutex<Option<tessera_issuer_store::audit::Verified>>,
+    /// When a refused passkey was last audited, per officer.
+    passkey_refusals: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// The last reconciliation this process ran: when, and what differed.
+    pub(crate) reconciled:
+        std::sync::Mutex<Option<(i64, Vec<tessera_issuer_types::api::Difference>)>>,
 }
 
 /// What a session was begun with.
@@ -494,9 +511,21 @@ impl Ra {
 
     /// The officer's own passkeys.
     pub fn passkeys(&self, actor: &Actor) -> Result<Vec<PasskeyInfo>, RaError> {
+        self.passkeys_of(actor, &actor.name)
+    }
+
+    /// An officer's passkeys: their own, or anyone's for an administrator.
+    pub fn passkeys_of(&self, actor: &Actor, officer: &str) -> Result<Vec<PasskeyInfo>, RaError> {
+        if actor.name != officer {
+            self.require(
+                actor,
+                "officer.passkeys",
+                &[tessera_issuer_types::lifecycle::OfficerRole::Administrator],
+            )?;
+        }
         Ok(self
             .store
-            .read(|tx| tx.passkeys_of(&actor.name))?
+            .read(|tx| tx.passkeys_of(officer))?
             .into_iter()
             .map(passkey_info)
             .collect())
@@ -512,12 +541,89 @@ impl Ra {
             if !enabled {
                 return Ok(Vec::new());
             }
-            Ok(tx
-                .passkeys_of(officer)?
-                .into_iter()
-                .map(|p| p.credential)
-                .collect())
+            let at = now_secs(self.clock.as_ref());
+            let mut live = Vec::new();
+            for p in tx.passkeys_of(officer)? {
+                // Only passkeys whose card is still a good service ID of this officer: a
+                // dead one is not offered (the officer would give their PIN for nothing).
+                let good = Serial::parse(&p.certificate_serial)
+                    .ok()
+                    .map(|serial| self.officer_by_serial(tx, &serial, at));
+                match good {
+                    Some(Ok(o)) if o.actor.name == p.officer_id => live.push(p.credential),
+                    Some(Err(e @ RaError::Store(_))) => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(live)
         })
+    }
+
+    /// Audits a refused passkey sign-in or registration (the ceremony's own checks:
+    /// signature, user verification, counter, unknown credential), at most once a minute
+    /// per officer; with `compromised`, the passkey is removed as well (a counter that did
+    /// not move on: a cloned authenticator).
+    pub fn passkey_refused(
+        &self,
+        officer: &str,
+        passkey: Option<&str>,
+        why: &str,
+        compromised: bool,
+    ) {
+        let at = now_secs(self.clock.as_ref());
+        if !compromised {
+            let key = format!("passkey:{officer}");
+            let mut last = self
+                .portal
+                .passkey_refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.len() > 10_000 {
+                last.retain(|_, t| at - *t < 60);
+            }
+            if last.get(&key).is_some_and(|t| at - *t < 60) {
+                tracing::info!(officer, why, "passkey refused (audited within the minute)");
+                return;
+            }
+            last.insert(key, at);
+        }
+        let audited = self.store.write(|tx| -> Result<(), RaError> {
+            if compromised {
+                if let Some(id) = passkey {
+                    if tx.remove_passkey(id, at)? {
+                        tx.audit(
+                            "portal sign-in",
+                            &AuditEvent::PasskeyRemoved {
+                                officer: officer.to_owned(),
+                                passkey: id.to_owned(),
+                            },
+                            at,
+                        )?;
+                    }
+                }
+            }
+            tx.audit(
+                "portal sign-in",
+                &AuditEvent::Refused {
+                    action: "portal.sign_in".into(),
+                    reason: format!(
+                        "passkey{} of {officer}: {why}",
+                        passkey.map(|p| format!(" {p}")).unwrap_or_default()
+                    ),
+                },
+                at,
+            )?;
+            Ok(())
+        });
+        if let Err(e) = audited {
+            tracing::error!(error = %e, "auditing a refused passkey");
+        }
+    }
+
+    /// Audits an action refused to an officer in the portal before it reached an RA
+    /// operation (e.g. a passkey asked for in a passkey session).
+    pub fn audit_refusal(&self, actor: &Actor, action: &str, reason: &str) {
+        self.refused(actor, action, reason);
     }
 
     /// Removes one of the officer's own passkeys (an administrator: anyone's). Sessions
@@ -554,6 +660,7 @@ impl Ra {
     pub fn sign_in_with_passkey(
         &self,
         id: &str,
+        before: &str,
         credential: &str,
     ) -> Result<(String, Session), RaError> {
         let at = now_secs(self.clock.as_ref());
@@ -591,7 +698,11 @@ impl Ra {
         let session_credential = format!("passkey:{id}");
         let officer = self.store.write(|tx| -> Result<_, RaError> {
             let (officer, _) = check(tx)?;
-            tx.passkey_used(id, credential, at)?;
+            if !tx.passkey_used(id, before, credential, at)? {
+                return Err(refused(
+                    "this passkey was used or changed meanwhile: sign in again",
+                ));
+            }
             tx.insert_session(&SessionRow {
                 token_sha256: hash.clone(),
                 officer_id: officer.actor.name.clone(),
@@ -618,7 +729,7 @@ impl Ra {
                 display_name: officer.display_name,
                 credential: session_credential,
                 csrf: csrf_token(&token),
-                ends_at: at + self.sessions.max_secs,
+                ends_at: at + self.sessions.max_secs.min(PASSKEY_MAX_SECS),
             },
         ))
     }
@@ -747,6 +858,23 @@ pub struct Attention {
     pub suspensions: Vec<tessera_issuer_types::api::Carrier>,
     /// Temporary and substitute cards due back (their end) soon.
     pub due_back: Vec<tessera_issuer_types::api::Carrier>,
+    /// This server's last reconciliation of carriers with their certificates (hourly and
+    /// at start): when, and the differences it found; none before the first.
+    pub reconciled: Option<(i64, Vec<tessera_issuer_types::api::Difference>)>,
+    /// Certificates issued and revoked per week, the last [`CHART_WEEKS`], oldest first.
+    pub weeks: Vec<Week>,
+}
+
+/// Weeks the dashboard's chart covers.
+pub const CHART_WEEKS: usize = 12;
+
+/// One week of the chart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Week {
+    /// Its first second (since the epoch).
+    pub start: i64,
+    pub issued: u64,
+    pub revoked: u64,
 }
 
 impl Ra {
@@ -776,9 +904,29 @@ impl Ra {
                 }
             }
             let [suspensions, due_back] = lists;
+            // Whole weeks, the current one last.
+            const WEEK: i64 = 7 * 86_400;
+            let now = now_secs(self.clock.as_ref());
+            let from = (now / WEEK - (CHART_WEEKS as i64 - 1)) * WEEK;
+            let counts = tx.certificates_per_period(from, WEEK, CHART_WEEKS)?;
+            let weeks = (0..CHART_WEEKS)
+                .map(|i| Week {
+                    start: from + i as i64 * WEEK,
+                    issued: counts.issued[i],
+                    revoked: counts.revoked[i],
+                })
+                .collect();
+            let reconciled = self
+                .portal
+                .reconciled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             Ok(Attention {
                 suspensions,
                 due_back,
+                reconciled,
+                weeks,
             })
         })
     }

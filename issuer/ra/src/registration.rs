@@ -2494,8 +2494,20 @@ impl Ra {
         self.reconcile_all()
     }
 
-    /// [`Self::reconcile`] without an actor (the background check).
+    /// [`Self::reconcile`] without an actor (the background check); the result is kept for
+    /// the portal's dashboard.
     pub fn reconcile_all(&self) -> Result<Vec<Difference>, RaError> {
+        let out = self.reconcile_pages()?;
+        *self
+            .portal
+            .reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some((now_secs(self.clock.as_ref()), out.clone()));
+        Ok(out)
+    }
+
+    fn reconcile_pages(&self) -> Result<Vec<Difference>, RaError> {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {

@@ -117,16 +117,29 @@ impl Tx<'_> {
     }
 
     /// A sign-in's result: the credential as the library updated it (its counter), and
-    /// the time.
-    pub fn passkey_used(&mut self, id: &str, credential: &str, at: i64) -> Result<(), StoreError> {
+    /// the time — only over `before`, the credential the sign-in was checked against
+    /// (compare and swap: of two sign-ins racing, one wins, and a counter never goes
+    /// back). Whether it was.
+    pub fn passkey_used(
+        &mut self,
+        id: &str,
+        before: &str,
+        credential: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
         use crate::schema::portal_passkeys;
-        diesel::update(portal_passkeys::table.filter(portal_passkeys::id.eq(id)))
-            .set((
-                portal_passkeys::credential.eq(credential),
-                portal_passkeys::last_used.eq(at),
-            ))
-            .execute(self.conn)?;
-        Ok(())
+        let n = diesel::update(
+            portal_passkeys::table
+                .filter(portal_passkeys::id.eq(id))
+                .filter(portal_passkeys::credential.eq(before))
+                .filter(portal_passkeys::removed_at.is_null()),
+        )
+        .set((
+            portal_passkeys::credential.eq(credential),
+            portal_passkeys::last_used.eq(at),
+        ))
+        .execute(self.conn)?;
+        Ok(n == 1)
     }
 
     /// Removes a passkey (kept, marked); false if it was removed already.

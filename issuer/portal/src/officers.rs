@@ -1,0 +1,329 @@
+//! Officer management, for administrators: the officers and their roles (one each:
+//! separation of duties, K2.4), a new officer with their first API token, an officer's
+//! tokens (made, shown once, revoked), their passkeys (removed), and disabling an officer.
+//! Each form is one RA operation, which checks the administrator's role and audits; an
+//! officer's own page lets them see and revoke their own tokens too.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tessera_issuer_ra::portal::PasskeyInfo;
+use tessera_issuer_ra::RaError;
+use tessera_issuer_types::api::{NewOfficer, NewToken, Officer, TokenInfo};
+use tessera_issuer_types::lifecycle::OfficerRole;
+
+use crate::pages::{blocking, forged, page, refusal, signed_in, time_of, to_sign_in, Ctx, Frame};
+use crate::Portal;
+
+type St = State<Arc<Portal>>;
+
+#[derive(Template)]
+#[template(path = "officers.html")]
+struct OfficersPage {
+    f: Frame,
+    officers: Vec<(Officer, String)>,
+    roles: Vec<&'static str>,
+    /// Shown once, after adding an officer: their id and first token.
+    first_token: Option<(String, String)>,
+}
+
+fn administrator(ctx: &Ctx) -> Option<Response> {
+    let (_, s) = signed_in(ctx)?;
+    (!s.actor.has(OfficerRole::Administrator)).then(|| {
+        refusal(
+            ctx,
+            RaError::Forbidden(ctx.tr().officers_admin_only.to_owned()),
+        )
+    })
+}
+
+fn officers_page(ctx: &Ctx, list: Vec<Officer>, first_token: Option<(String, String)>) -> Response {
+    page(
+        ctx,
+        StatusCode::OK,
+        OfficersPage {
+            f: ctx.frame(ctx.tr().officers),
+            officers: list
+                .into_iter()
+                .map(|o| {
+                    let roles: Vec<&str> = o.roles.iter().map(|r| r.as_str()).collect();
+                    (o, roles.join(", "))
+                })
+                .collect(),
+            roles: OfficerRole::ALL.iter().map(|r| r.as_str()).collect(),
+            first_token,
+        },
+    )
+}
+
+pub(crate) async fn list(State(portal): St, ctx: Ctx) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = administrator(&ctx) {
+        return r;
+    }
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    match blocking(move || ra.officers(&actor)).await {
+        Ok(list) => officers_page(&ctx, list, None),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AddForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    person: String,
+}
+
+/// A new officer: the page shows their first token once.
+pub(crate) async fn add(State(portal): St, ctx: Ctx, Form(form): Form<AddForm>) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
+        return r;
+    }
+    let role: OfficerRole = match form.role.parse() {
+        Ok(r) => r,
+        Err(_) => {
+            return refusal(
+                &ctx,
+                RaError::Invalid(format!("role: {:?} is not one of the roles", form.role)),
+            )
+        }
+    };
+    let req = NewOfficer {
+        id: form.id.trim().to_owned(),
+        display_name: form.name.trim().to_owned(),
+        roles: vec![role],
+        person_id: Some(form.person.trim().to_owned()).filter(|p| !p.is_empty()),
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let done = blocking(move || {
+        let made = ra.create_officer(&actor, &req)?;
+        Ok((made, ra.officers(&actor)?))
+    })
+    .await;
+    match done {
+        Ok((made, list)) => {
+            let token = made.first_token.map(|t| (made.id.clone(), t.token));
+            officers_page(&ctx, list, token)
+        }
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "officer.html")]
+struct OfficerPage {
+    f: Frame,
+    o: Officer,
+    roles: String,
+    tokens: Vec<(TokenInfo, String, String)>,
+    passkeys: Vec<(PasskeyInfo, String)>,
+    /// The viewer administers officers (else: their own page, tokens only).
+    admin: bool,
+    /// Shown once, after making a token.
+    new_token: Option<String>,
+}
+
+fn officer_page(
+    ctx: &Ctx,
+    (o, tokens, passkeys): (Officer, Vec<TokenInfo>, Vec<PasskeyInfo>),
+    new_token: Option<String>,
+) -> Response {
+    let admin = signed_in(ctx).is_some_and(|(_, s)| s.actor.has(OfficerRole::Administrator));
+    let roles: Vec<&str> = o.roles.iter().map(|r| r.as_str()).collect();
+    page(
+        ctx,
+        StatusCode::OK,
+        OfficerPage {
+            f: ctx.frame(&format!("{} ({})", o.display_name, o.id)),
+            roles: roles.join(", "),
+            tokens: tokens
+                .into_iter()
+                .map(|t| {
+                    let (made, ends) = (time_of(t.created_at), time_of(t.expires_at));
+                    (t, made, ends)
+                })
+                .collect(),
+            passkeys: passkeys
+                .into_iter()
+                .map(|p| {
+                    let made = time_of(p.created_at);
+                    (p, made)
+                })
+                .collect(),
+            admin,
+            new_token,
+            o,
+        },
+    )
+}
+
+/// An officer, their tokens and passkeys (administrators; an officer: their own).
+fn officer_view(
+    ra: &tessera_issuer_ra::Ra,
+    actor: &tessera_issuer_ra::Actor,
+    id: &str,
+) -> Result<(Officer, Vec<TokenInfo>, Vec<PasskeyInfo>), RaError> {
+    let tokens = ra.tokens(actor, id)?;
+    let o = ra
+        .officers(actor)?
+        .into_iter()
+        .find(|o| o.id == id)
+        .ok_or_else(|| RaError::Missing(format!("no officer {id}")))?;
+    let passkeys = ra.passkeys_of(actor, id)?;
+    Ok((o, tokens, passkeys))
+}
+
+pub(crate) async fn show(State(portal): St, ctx: Ctx, Path(id): Path<String>) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    match blocking(move || officer_view(&ra, &actor, &id)).await {
+        Ok(view) => officer_page(&ctx, view, None),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    days: String,
+}
+
+/// A new API token for the officer (administrators): shown once.
+pub(crate) async fn new_token(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
+        return r;
+    }
+    let days = match form.days.trim() {
+        "" => None,
+        d => match d.parse() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return refusal(
+                    &ctx,
+                    RaError::Invalid(format!("days: {d:?} is not a number of days")),
+                )
+            }
+        },
+    };
+    let req = NewToken {
+        label: form.label.trim().to_owned(),
+        valid_days: days,
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let done = blocking(move || {
+        let made = ra.create_token(&actor, &id, &req)?;
+        Ok((made.token, officer_view(&ra, &actor, &id)?))
+    })
+    .await;
+    match done {
+        Ok((token, view)) => officer_page(&ctx, view, Some(token)),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+pub(crate) async fn revoke_token(
+    State(portal): St,
+    ctx: Ctx,
+    Path((id, token)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
+        return r;
+    }
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let back = format!("/admin/officers/{}", crate::pages::urlencode(&id));
+    match blocking(move || ra.revoke_token(&actor, &id, &token)).await {
+        Ok(()) => Redirect::to(&back).into_response(),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+pub(crate) async fn remove_passkey(
+    State(portal): St,
+    ctx: Ctx,
+    Path((id, passkey)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
+        return r;
+    }
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let back = format!("/admin/officers/{}", crate::pages::urlencode(&id));
+    match blocking(move || ra.remove_passkey(&actor, &passkey)).await {
+        Ok(()) => Redirect::to(&back).into_response(),
+        Err(e) => refusal(&ctx, e),
+    }
+}
+
+/// Disables an officer (administrators; confirmed: their tokens are revoked, their
+/// sessions end at their next request).
+pub(crate) async fn disable(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
+        return r;
+    }
+    if form.confirm != "yes" {
+        return refusal(
+            &ctx,
+            RaError::Invalid(ctx.tr().disable_confirm_missing.to_owned()),
+        );
+    }
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let back = format!("/admin/officers/{}", crate::pages::urlencode(&id));
+    match blocking(move || ra.disable_officer(&actor, &id)).await {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => refusal(&ctx, e),
+    }
+}
