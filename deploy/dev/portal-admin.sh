@@ -65,7 +65,7 @@ openssl pkcs12 -export -inkey portal-admin/key.pem -in portal-admin/authenticati
   -out portal-admin.p12 -passout "pass:$password"
 rm -f portal-admin/key.pem
 
-url="https://127.0.0.1:${TESSERA_PORTAL_PORT:-8443}/admin/"
+url="https://localhost:${TESSERA_PORTAL_PORT:-8443}/admin/"
 cat <<EOF
 The first administrator, $name, can sign in to the admin portal at
   $url

@@ -11,7 +11,7 @@
 #     OpenSC, yubico-piv-tool, the Tessera PKCS#11 module and every PC/SC program see the
 #     card and the issuer. Leave the shell to stop it all;
 #   - the admin portal (`serve --portal-listen`) reachable from this machine's browser at
-#     https://127.0.0.1:8443/admin/ (TESSERA_PORTAL_PORT changes the port): a socat on the
+#     https://localhost:8443/admin/ (TESSERA_PORTAL_PORT changes the port): a socat on the
 #     host's loopback forwards to a Unix socket in DATA_DIR, which a socat in the namespace
 #     forwards to the portal (TLS end to end: the portal still sees the browser's client
 #     certificate). `portal-admin.sh` in the shell makes the first administrator.
@@ -88,7 +88,7 @@ unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- bash -
   trap "exit 0" TERM INT HUP
   mount -t tmpfs tmpfs /run && mkdir -p /run/pcscd && ip link set lo up
   "$3/tessera-issuer" serve --data-dir "$1/issuer" --listen 127.0.0.1:8080 \
-    --portal-listen 127.0.0.1:8443 >>"$1/issuer.log" 2>&1 &
+    --portal-listen 127.0.0.1:8443 --portal-origin "https://localhost:$6" >>"$1/issuer.log" 2>&1 &
   socat "UNIX-LISTEN:$1/portal.sock,fork,mode=600,unlink-early" TCP:127.0.0.1:8443 2>>"$1/portal-forward.log" &
   pcscd -f -c "$1/reader.conf.d" >"$1/pcscd.log" 2>&1 &
   "$2" --state "$1/card.json" 2>>"$1/card.log" &
@@ -117,7 +117,7 @@ unshare "${userns[@]}" --mount --net --pid --fork --kill-child=SIGTERM -- bash -
   echo "  tessera-piv-conformance --reader \"Tessera vpcd 00 00\""
   echo "  tessera --help"
   echo "and the README'"'"'s walk-through to a first service ID on this card."
-  echo "The admin portal: https://127.0.0.1:$6/admin/ from this machine'"'"'s browser;"
+  echo "The admin portal: https://localhost:$6/admin/ from this machine'"'"'s browser;"
   echo "  portal-admin.sh   makes its first administrator (from the bootstrap token)."
   echo "Leave this shell (exit) to stop the issuer, the card and pcscd."
   if [ -t 0 ]; then bash -i; else sleep infinity & wait; fi
