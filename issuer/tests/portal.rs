@@ -620,6 +620,34 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     // Carl may not read the audit trail.
     assert_eq!(carl.get("/admin/audit").status, 403);
 
+    // Dana exports the evidence: JSON lines, in order, each with its hash, as a download;
+    // the export itself is in the trail. Carl may not export.
+    let export = dana.post("/admin/audit/export", &[("csrf", &csrf), ("after", "0")]);
+    assert_eq!(export.status, 200, "{}", export.body);
+    assert!(
+        export
+            .headers
+            .contains("content-disposition: attachment; filename=\"tessera-audit-after-0.jsonl\""),
+        "{}",
+        export.headers
+    );
+    let mut previous = 0;
+    for line in export.body.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let seq = r["seq"].as_i64().unwrap();
+        assert_eq!(seq, previous + 1, "{line}");
+        assert!(r["hash"].as_str().is_some_and(|h| h.len() == 64), "{line}");
+        previous = seq;
+    }
+    assert!(previous > 10, "{}", export.body.len());
+    assert!(dana
+        .get("/admin/audit?action=audit.exported")
+        .body
+        .contains("audit.exported"));
+    let carl_csrf0 = hidden(&carl.get("/admin/people").body, "csrf");
+    let got = carl.post("/admin/audit/export", &[("csrf", &carl_csrf0)]);
+    assert_eq!(got.status, 403, "{}", got.body);
+
     // The registration forms hold the same line. Dana (auditor) posting a proofing with
     // her valid token: refused by the RA. Carl without the token, or revoking without
     // confirming: refused, the card still active. Carl's own card offers him nothing.

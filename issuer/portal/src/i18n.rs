@@ -949,4 +949,20 @@ texts! {
         "Name of the token",
         "Namn på token",
     ),
+    export_title: (
+        "Evidence export",
+        "Export av bevisning",
+    ),
+    export_intro: (
+        "Download the audit trail as JSON lines, each record with its hash and the previous record's, to check and keep elsewhere (`tessera audit export` writes the same). The export is itself recorded in the trail.",
+        "Ladda ner granskningsloggen som JSON-rader, varje post med sin hash och föregående posts, för att kontrollera och bevara på annat håll (`tessera audit export` skriver samma). Exporten registreras själv i loggen.",
+    ),
+    export_after: (
+        "From after record number (0: all)",
+        "Från efter postnummer (0: alla)",
+    ),
+    export_button: (
+        "Download the audit trail",
+        "Ladda ner granskningsloggen",
+    ),
 }

@@ -37,6 +37,7 @@ pub(crate) fn routes() -> Router<Arc<Portal>> {
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}/decision", post(decide))
         .route("/admin/audit", get(audit))
+        .route("/admin/audit/export", post(audit_export))
         .route(
             "/admin/import",
             get(import::form)
@@ -899,6 +900,87 @@ async fn audit(State(portal): St, ctx: Ctx, Query(query): Query<AuditQuery>) -> 
         }
         Err(e) => refusal(&ctx, e),
     }
+}
+
+#[derive(Deserialize)]
+struct ExportForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    after: String,
+}
+
+/// `POST /admin/audit/export`: the audit trail from record `after` on, as JSON lines (each
+/// record with its hash and the previous record's, as `tessera audit export` writes them),
+/// streamed a thousand records at a time. The export is audited before the first record is
+/// read (K2.9).
+async fn audit_export(State(portal): St, ctx: Ctx, Form(form): Form<ExportForm>) -> Response {
+    let Some((_, session)) = signed_in(&ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
+        return r;
+    }
+    let after = match form.after.trim() {
+        "" => 0,
+        a => match a.parse::<i64>() {
+            Ok(n) if n >= 0 => n,
+            _ => {
+                return refusal(
+                    &ctx,
+                    RaError::Invalid(format!("after: {a:?} is not a record number")),
+                )
+            }
+        },
+    };
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    {
+        let (ra, actor) = (Arc::clone(&ra), actor.clone());
+        if let Err(e) = blocking(move || ra.audit_export_started(&actor, after)).await {
+            return refusal(&ctx, e);
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut from = after;
+        loop {
+            let page = match ra.audit_page(&actor, from, 1000) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "exporting the audit trail");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|r| r.seq) else {
+                return;
+            };
+            let mut chunk = Vec::with_capacity(page.len() * 400);
+            for r in &page {
+                if serde_json::to_writer(&mut chunk, r).is_err() {
+                    return;
+                }
+                chunk.push(b'\n');
+            }
+            if tx.blocking_send(Ok(chunk.into())).is_err() {
+                return; // the browser went away
+            }
+            from = last;
+        }
+    });
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let name = format!("attachment; filename=\"tessera-audit-after-{after}.jsonl\"");
+    let mut r = (
+        [(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).

@@ -815,6 +815,23 @@ impl Ra {
             .collect())
     }
 
+    /// Records that `actor` exports the audit trail from record `after` on (K2.9: access
+    /// to the evidence is logged, before any of it is read); auditors and administrators.
+    pub fn audit_export_started(&self, actor: &Actor, after: i64) -> Result<(), RaError> {
+        use tessera_issuer_types::lifecycle::OfficerRole;
+        self.require(
+            actor,
+            "audit.export",
+            &[OfficerRole::Auditor, OfficerRole::Administrator],
+        )?;
+        let at = now_secs(self.clock.as_ref());
+        self.store.write(|tx| {
+            tx.audit(&actor.name, &AuditEvent::AuditExported { after }, at)
+                .map(drop)
+        })?;
+        Ok(())
+    }
+
     /// Checks the whole audit chain (auditors and administrators).
     pub fn audit_chain(&self, actor: &Actor) -> Result<Chain, RaError> {
         use tessera_issuer_types::lifecycle::OfficerRole;

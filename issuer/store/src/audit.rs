@@ -246,6 +246,11 @@ pub enum AuditEvent {
         officer: String,
         passkey: String,
     },
+    /// An auditor or administrator exported the audit trail from record `after` on
+    /// (K2.9: access to the evidence is itself logged).
+    AuditExported {
+        after: i64,
+    },
     /// An action the actor was not allowed (K2.9: refused attempts are evidence too).
     Refused {
         action: String,
@@ -292,6 +297,7 @@ impl AuditEvent {
             Self::PortalSessionEnded { .. } => "portal.session_ended",
             Self::PasskeyRegistered { .. } => "portal.passkey_registered",
             Self::PasskeyRemoved { .. } => "portal.passkey_removed",
+            Self::AuditExported { .. } => "audit.exported",
             Self::BulkRevocationRequested { .. } => "bulk_revocation.requested",
             Self::BulkRevocationDecided { .. } => "bulk_revocation.decided",
         }
