@@ -730,6 +730,76 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     );
     assert!(got.body.contains("cannot issue"), "{}", got.body);
     t.ok(anna, &["carrier", "add", "SC-GHOST"]);
+
+    // A substitute card for Dana's person (Carl asks, Bo approves): keys from a CSR and the
+    // hand-over in the portal, the period ended early (confirmed), the card wiped and
+    // back in stock.
+    let got = carl.post(
+        &format!("/admin/people/{dana_person}/substitute-card"),
+        &[
+            ("csrf", &carl_csrf),
+            ("serial_number", "SUB-1"),
+            ("days", "30"),
+        ],
+    );
+    assert_eq!(got.status, 303, "{}", got.body);
+    let card = got
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let pending = t.ok(bo, &["approve", "list"]);
+    // The list's shape aside: the approval object of kind "substitute", wherever it is.
+    fn find_kind(v: &serde_json::Value, kind: &str) -> Option<String> {
+        match v {
+            serde_json::Value::Object(o) if o.get("kind").is_some_and(|k| k == kind) => {
+                o.get("id").and_then(|i| i.as_str()).map(str::to_owned)
+            }
+            serde_json::Value::Object(o) => o.values().find_map(|v| find_kind(v, kind)),
+            serde_json::Value::Array(a) => a.iter().find_map(|v| find_kind(v, kind)),
+            _ => None,
+        }
+    }
+    let substitute = find_kind(&pending, "substitute")
+        .unwrap_or_else(|| panic!("no substitute approval in {pending}"));
+    t.ok(bo, &["approve", "yes", &substitute]);
+    let csr = common::card_csr(root, "substitute.key");
+    let got = carl.post(
+        &format!("{card}/keys"),
+        &[("csrf", &carl_csrf), ("csr_authentication", &csr)],
+    );
+    assert_eq!(got.status, 303, "{}", got.body);
+    let got = carl.post(
+        &format!("{card}/activation"),
+        &[("csrf", &carl_csrf), ("receipt", "R-SUB-1")],
+    );
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(
+        got.body.contains("End the substitute period"),
+        "{}",
+        got.body
+    );
+    let got = carl.post(&format!("{card}/substitute-end"), &[("csrf", &carl_csrf)]);
+    assert_eq!(got.status, 400, "{}", got.body);
+    let got = carl.post(
+        &format!("{card}/substitute-end"),
+        &[("csrf", &carl_csrf), ("confirm", "yes")],
+    );
+    assert_eq!(got.status, 303, "{}", got.body);
+    let page = carl.get(&card);
+    assert!(
+        page.body.contains("revoked (period_ended)"),
+        "{}",
+        page.body
+    );
+    let got = carl.post(
+        &format!("{card}/retirement"),
+        &[("csrf", &carl_csrf), ("outcome", "restock")],
+    );
+    assert_eq!(got.status, 303, "{}", got.body);
+    assert!(carl.get(&card).body.contains(">stock<"));
     let own = carl.get(&format!("/admin/carriers/{carl_card}"));
     assert_eq!(own.status, 200, "{}", own.body);
     assert!(!own.body.contains("/revocation"), "{}", own.body);

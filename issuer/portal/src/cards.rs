@@ -16,7 +16,7 @@ use tessera_issuer_ra::registration::{profiles_for, Card};
 use tessera_issuer_ra::{Actor, Ra, RaError};
 use tessera_issuer_types::api::{
     ActivateRequest, AssignRequest, Attestation, Carrier, CarrierKey, ExtendRequest, KeysRequest,
-    NewProofing, NonResident, Person, ResumeRequest, ReturnOutcome, ReturnRequest,
+    NewProofing, NonResident, Person, ResumeRequest, RetireRequest, ReturnOutcome, ReturnRequest,
     RevokeCarrierRequest, SuspendRequest, UnblockRequest,
 };
 use tessera_issuer_types::lifecycle::{
@@ -197,6 +197,12 @@ pub(crate) struct Offers {
     pub give_back: bool,
     /// Ask for the release of the card's escrowed PUK (PIN unblock).
     pub unblock: bool,
+    /// End a substitute card's period early.
+    pub end_substitute: bool,
+    /// Hand back a revoked or expired card: wiped and restocked (pool cards) or destroyed.
+    pub retire: bool,
+    /// A pool card (temporary, substitute): it may be wiped and restocked.
+    pub pool: bool,
 }
 
 impl Offers {
@@ -227,7 +233,10 @@ impl Offers {
                 ),
             extend: state(CarrierState::Active) && temporary,
             give_back: state(CarrierState::Active) && temporary,
-            unblock: state(CarrierState::Active),
+            unblock: state(CarrierState::Active) && c.kind != CarrierKind::Substitute,
+            end_substitute: state(CarrierState::Active) && c.kind == CarrierKind::Substitute,
+            retire: officer && matches!(c.state, CarrierState::Revoked | CarrierState::Expired),
+            pool: matches!(c.kind, CarrierKind::Temporary | CarrierKind::Substitute),
         }
     }
 }
@@ -582,12 +591,102 @@ pub(crate) async fn unblock(
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
     let done = blocking(move || {
         let asked = ra.request_unblock(&actor, &id, &UnblockRequest { verification })?;
-        let card = ra.carrier(&actor, &id)?;
-        Ok((asked.release_code, card_view(&ra, &actor, card)))
+        // The code is shown once: a failed re-read of the card must not lose it.
+        let view = ra
+            .carrier(&actor, &id)
+            .ok()
+            .map(|c| card_view(&ra, &actor, c));
+        Ok((asked.release_code, view))
     })
     .await;
     match done {
-        Ok((code, view)) => carrier_page_with(&ctx, &session.actor, view, Some(code)),
+        Ok((code, Some(view))) => carrier_page_with(&ctx, &session.actor, view, Some(code)),
+        Ok((code, None)) => refusal(
+            &ctx,
+            RaError::Invalid(format!("{}: {code}", ctx.tr().unblock_requested)),
+        ),
         Err(e) => refusal(&ctx, e),
     }
+}
+
+/// A substitute card for a proofed person (a pool card, authentication only) for at most
+/// the policy's days; a second officer approves.
+pub(crate) async fn request_substitute(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let days = match days(&form, "days") {
+        Ok(d) => d,
+        Err(e) => return refusal(&ctx, e),
+    };
+    let serial = field(&form, "serial_number").to_owned();
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |a: &tessera_issuer_types::api::Approval| card_url(&a.carrier_id),
+        move |ra, actor| {
+            ra.request_substitute_card(
+                actor,
+                &id,
+                Card::Stock(CarrierKind::Substitute, &serial),
+                days,
+            )
+        },
+    )
+    .await
+}
+
+/// Ends a substitute card's period early (confirmed: its certificates are revoked).
+pub(crate) async fn end_substitute(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    if field(&form, "confirm") != "yes" {
+        return refusal(
+            &ctx,
+            RaError::Invalid(ctx.tr().end_substitute_confirm_missing.to_owned()),
+        );
+    }
+    let back = card_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.end_substitute(actor, &id),
+    )
+    .await
+}
+
+/// A revoked or expired card handed back: wiped and restocked, or destroyed.
+pub(crate) async fn retire(
+    State(portal): St,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    Form(form): Fields,
+) -> Response {
+    let restock = match field(&form, "outcome") {
+        "restock" => true,
+        "destroyed" => false,
+        other => {
+            return refusal(
+                &ctx,
+                RaError::Invalid(format!("outcome: {other:?} is not restock or destroyed")),
+            )
+        }
+    };
+    let back = card_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form,
+        |_| back,
+        move |ra, actor| ra.retire(actor, &id, &RetireRequest { restock }),
+    )
+    .await
 }

@@ -678,8 +678,8 @@ texts! {
         "Begäran om kortet väntar på en annan handläggares godkännande; därefter registreras nycklarna.",
     ),
     tpm_enrol_hint: (
-        "A TPM virtual card's keys are proven by the TPM itself: the holder's workstation enrols them with `tessera-agent vsc enrol`.",
-        "Ett virtuellt TPM-korts nycklar intygas av TPM:en själv: innehavarens dator registrerar dem med `tessera-agent vsc enrol`.",
+        "A TPM virtual card's keys are proven by the TPM itself: the holder's workstation enrols them with tessera-agent vsc enrol.",
+        "Ett virtuellt TPM-korts nycklar intygas av TPM:en själv: innehavarens dator registrerar dem med tessera-agent vsc enrol.",
     ),
     non_resident: (
         "Without a Swedish identity number",
@@ -818,8 +818,8 @@ texts! {
         "Upplåsningen av PIN-koden väntar på en annan handläggares godkännande.",
     ),
     unblock_code_intro: (
-        "Give the holder this release code for their card's agent (shown only now); with the approver's code and the card it releases the PUK, within a day.",
-        "Ge innehavaren den här frisläppningskoden till kortets agent (visas bara nu); med godkännarens kod och kortet lämnas PUK ut, inom ett dygn.",
+        "Give the holder this release code for their card's agent (shown only now). A second officer must approve within four hours; then, with the approver's code and the card, the agent takes the PUK within a day.",
+        "Ge innehavaren den här frisläppningskoden till kortets agent (visas bara nu). En annan handläggare måste godkänna inom fyra timmar; sedan hämtar agenten PUK med godkännarens kod och kortet, inom ett dygn.",
     ),
     unblock_approved: (
         "The PIN unblock is approved.",
@@ -882,8 +882,8 @@ texts! {
         "Handläggaren har lagts till",
     ),
     token_shown_once: (
-        "Their API token, for the `tessera` CLI, is shown only now: give it to them over a channel only they read.",
-        "Deras API-token, för `tessera`-CLI:t, visas bara nu: ge den till dem i en kanal bara de läser.",
+        "Their API token, for the tessera CLI, is shown only now: give it to them over a channel only they read.",
+        "Deras API-token, för tessera-CLI:t, visas bara nu: ge den till dem i en kanal bara de läser.",
     ),
     officer_add: (
         "Add an officer",
@@ -954,8 +954,8 @@ texts! {
         "Export av bevisning",
     ),
     export_intro: (
-        "Download the audit trail as JSON lines, each record with its hash and the previous record's, to check and keep elsewhere (`tessera audit export` writes the same). The export is itself recorded in the trail.",
-        "Ladda ner granskningsloggen som JSON-rader, varje post med sin hash och föregående posts, för att kontrollera och bevara på annat håll (`tessera audit export` skriver samma). Exporten registreras själv i loggen.",
+        "Download the audit trail as JSON lines, each record with its hash and the previous record's, to check and keep elsewhere (tessera audit export writes the same). The export is itself recorded in the trail.",
+        "Ladda ner granskningsloggen som JSON-rader, varje post med sin hash och föregående posts, för att kontrollera och bevara på annat håll (tessera audit export skriver samma). Exporten registreras själv i loggen.",
     ),
     export_after: (
         "From after record number (0: all)",
@@ -964,5 +964,49 @@ texts! {
     export_button: (
         "Download the audit trail",
         "Ladda ner granskningsloggen",
+    ),
+    substitute_card: (
+        "Substitute card",
+        "Ersättningskort",
+    ),
+    substitute_card_intro: (
+        "A card from the substitute pool for a proofed person without a service ID of their own, for at most 90 days; authentication only. A second officer approves; at the end of the period it is revoked, then wiped and restocked.",
+        "Ett kort ur ersättningspoolen för en kontrollerad person utan eget tjänste-ID, i högst 90 dagar; endast autentisering. En annan handläggare godkänner; när perioden slutar återkallas det och töms och läggs tillbaka i lager.",
+    ),
+    request_substitute: (
+        "Request a substitute card",
+        "Begär ett ersättningskort",
+    ),
+    end_substitute: (
+        "End the substitute period",
+        "Avsluta ersättningsperioden",
+    ),
+    end_substitute_confirm: (
+        "I understand: the card's certificates are revoked now",
+        "Jag förstår: kortets certifikat återkallas nu",
+    ),
+    end_substitute_confirm_missing: (
+        "Tick the box to confirm ending the substitute period.",
+        "Kryssa i rutan för att bekräfta att ersättningsperioden avslutas.",
+    ),
+    retire: (
+        "Hand back the card",
+        "Ta emot kortet",
+    ),
+    retire_how: (
+        "What becomes of it",
+        "Vad som händer med det",
+    ),
+    retire_restock: (
+        "Wiped and back in stock (a pool card)",
+        "Tömt och tillbaka i lager (ett poolkort)",
+    ),
+    retire_destroyed: (
+        "Destroyed",
+        "Förstört",
+    ),
+    officers_card_only: (
+        "Officers and API tokens are made, and officers disabled, only in a session begun with your card: sign in with your card.",
+        "Handläggare och API-tokens skapas, och handläggare inaktiveras, bara i en session som började med ditt kort: logga in med kortet.",
     ),
 }

@@ -41,6 +41,28 @@ fn administrator(ctx: &Ctx) -> Option<Response> {
     })
 }
 
+/// Credentials are made (and officers disabled) only in a session begun with the
+/// administrator's card: a passkey session's cookie is not bound to a card, so it must not
+/// mint lasting access (an API token, a new officer's first token). Refused and audited.
+fn card_session(portal: &Portal, ctx: &Ctx, action: &str) -> Option<Response> {
+    let (_, s) = signed_in(ctx)?;
+    if s.credential.starts_with("certificate:") {
+        return None;
+    }
+    let (ra, actor, action) = (Arc::clone(&portal.ra), s.actor.clone(), action.to_owned());
+    tokio::task::spawn_blocking(move || {
+        ra.audit_refusal(
+            &actor,
+            &action,
+            "only in a session begun with the officer's card",
+        )
+    });
+    Some(refusal(
+        ctx,
+        RaError::Forbidden(ctx.tr().officers_card_only.to_owned()),
+    ))
+}
+
 fn officers_page(ctx: &Ctx, list: Vec<Officer>, first_token: Option<(String, String)>) -> Response {
     page(
         ctx,
@@ -96,6 +118,9 @@ pub(crate) async fn add(State(portal): St, ctx: Ctx, Form(form): Form<AddForm>) 
     if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
         return r;
     }
+    if let Some(r) = card_session(&portal, &ctx, "officer.create") {
+        return r;
+    }
     let role: OfficerRole = match form.role.parse() {
         Ok(r) => r,
         Err(_) => {
@@ -114,7 +139,8 @@ pub(crate) async fn add(State(portal): St, ctx: Ctx, Form(form): Form<AddForm>) 
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
     let done = blocking(move || {
         let made = ra.create_officer(&actor, &req)?;
-        Ok((made, ra.officers(&actor)?))
+        // The first token is shown once: a failed re-read must not lose it.
+        Ok((made, ra.officers(&actor).unwrap_or_default()))
     })
     .await;
     match done {
@@ -224,6 +250,9 @@ pub(crate) async fn new_token(
     if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
         return r;
     }
+    if let Some(r) = card_session(&portal, &ctx, "officer.token_create") {
+        return r;
+    }
     let days = match form.days.trim() {
         "" => None,
         d => match d.parse() {
@@ -243,11 +272,16 @@ pub(crate) async fn new_token(
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
     let done = blocking(move || {
         let made = ra.create_token(&actor, &id, &req)?;
-        Ok((made.token, officer_view(&ra, &actor, &id)?))
+        // Shown once: a failed re-read must not lose it.
+        Ok((made.token, officer_view(&ra, &actor, &id).ok()))
     })
     .await;
     match done {
-        Ok((token, view)) => officer_page(&ctx, view, Some(token)),
+        Ok((token, Some(view))) => officer_page(&ctx, view, Some(token)),
+        Ok((token, None)) => refusal(
+            &ctx,
+            RaError::Invalid(format!("{}: {token}", ctx.tr().token_made)),
+        ),
         Err(e) => refusal(&ctx, e),
     }
 }
@@ -319,6 +353,9 @@ pub(crate) async fn disable(
             &ctx,
             RaError::Invalid(ctx.tr().disable_confirm_missing.to_owned()),
         );
+    }
+    if let Some(r) = card_session(&portal, &ctx, "officer.disable") {
+        return r;
     }
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
     let back = format!("/admin/officers/{}", crate::pages::urlencode(&id));

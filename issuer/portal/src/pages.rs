@@ -60,6 +60,15 @@ pub(crate) fn routes() -> Router<Arc<Portal>> {
         .route("/admin/carriers/{id}/extension", post(cards::extend))
         .route("/admin/carriers/{id}/return", post(cards::give_back))
         .route("/admin/carriers/{id}/unblock", post(cards::unblock))
+        .route(
+            "/admin/carriers/{id}/substitute-end",
+            post(cards::end_substitute),
+        )
+        .route("/admin/carriers/{id}/retirement", post(cards::retire))
+        .route(
+            "/admin/people/{id}/substitute-card",
+            post(cards::request_substitute),
+        )
         .route("/admin/import/{id}/apply", post(import::apply))
         .route("/admin/static/portal.css", get(stylesheet))
         .route("/admin/static/passkey.js", get(script))
@@ -678,7 +687,8 @@ async fn decide(
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
     let decided = blocking(move || {
         let a = ra.decide(&actor, &id, approve)?;
-        Ok((a, ra.approvals_pending(&actor)?))
+        // An approver's release code is shown once: a failed re-read must not lose it.
+        Ok((a, ra.approvals_pending(&actor).unwrap_or_default()))
     })
     .await;
     match decided {
@@ -940,15 +950,31 @@ async fn audit_export(State(portal): St, ctx: Ctx, Form(form): Form<ExportForm>)
             return refusal(&ctx, e);
         }
     }
+    // Every page re-checks the officer's session (ended, card suspended, disabled: the
+    // export stops there).
+    let token = signed_in(&ctx)
+        .map(|(t, _)| t.to_owned())
+        .unwrap_or_default();
+    let peer = ctx.peer.0.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
+        let _ = actor;
         let mut from = after;
+        // A browser that stops reading does not hold a blocking thread for ever.
+        let send = |item: Result<axum::body::Bytes, std::io::Error>| {
+            tokio::runtime::Handle::current()
+                .block_on(tx.send_timeout(item, std::time::Duration::from_secs(60)))
+                .is_ok()
+        };
         loop {
-            let page = match ra.audit_page(&actor, from, 1000) {
+            let page = match ra
+                .session(&token, peer.as_deref())
+                .and_then(|s| ra.audit_page(&s.actor, from, 1000))
+            {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(error = %e, "exporting the audit trail");
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    tracing::warn!(error = %e, "exporting the audit trail stopped");
+                    send(Err(std::io::Error::other(e.to_string())));
                     return;
                 }
             };
@@ -957,13 +983,15 @@ async fn audit_export(State(portal): St, ctx: Ctx, Form(form): Form<ExportForm>)
             };
             let mut chunk = Vec::with_capacity(page.len() * 400);
             for r in &page {
-                if serde_json::to_writer(&mut chunk, r).is_err() {
+                if let Err(e) = serde_json::to_writer(&mut chunk, r) {
+                    // The download fails, not ends as if complete.
+                    send(Err(std::io::Error::other(e.to_string())));
                     return;
                 }
                 chunk.push(b'\n');
             }
-            if tx.blocking_send(Ok(chunk.into())).is_err() {
-                return; // the browser went away
+            if !send(Ok(chunk.into())) {
+                return; // the browser went away, or stopped reading
             }
             from = last;
         }

@@ -784,7 +784,7 @@ impl Ra {
         let text = text.trim();
         let protected = crate::registration::may_see_protected(actor);
         self.store
-            .read(|tx| tx.search_people(text, limit, protected))?
+            .snapshot(|tx| tx.search_people(text, limit, protected))?
             .into_iter()
             .map(crate::registration::person_view)
             .collect()
@@ -809,7 +809,7 @@ impl Ra {
         let limit = i64::from(limit.clamp(1, 500));
         Ok(self
             .store
-            .read(|tx| tx.audit_recent(before, limit, action, by))?
+            .snapshot(|tx| tx.audit_recent(before, limit, action, by))?
             .into_iter()
             .map(crate::registration::audit_view)
             .collect())
@@ -921,10 +921,11 @@ impl Ra {
                 }
             }
             let [suspensions, due_back] = lists;
-            // Whole weeks, the current one last.
+            // Whole weeks from Monday (the epoch was a Thursday), the current one last.
             const WEEK: i64 = 7 * 86_400;
+            const MONDAY: i64 = 4 * 86_400;
             let now = now_secs(self.clock.as_ref());
-            let from = (now / WEEK - (CHART_WEEKS as i64 - 1)) * WEEK;
+            let from = ((now - MONDAY).div_euclid(WEEK) - (CHART_WEEKS as i64 - 1)) * WEEK + MONDAY;
             let counts = tx.certificates_per_period(from, WEEK, CHART_WEEKS)?;
             let weeks = (0..CHART_WEEKS)
                 .map(|i| Week {
@@ -933,12 +934,36 @@ impl Ra {
                     revoked: counts.revoked[i],
                 })
                 .collect();
-            let reconciled = self
+            let last = self
                 .portal
                 .reconciled
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
+            // Protected identities' cards only for those who may see them; at most 50.
+            let reconciled = match last {
+                Some((at, differences)) => {
+                    let mut shown = Vec::new();
+                    for d in differences {
+                        if shown.len() == 50 {
+                            break;
+                        }
+                        let hidden = !see_protected
+                            && tx
+                                .carrier(&d.carrier_id)?
+                                .and_then(|c| c.person_id)
+                                .map(|p| tx.person(&p))
+                                .transpose()?
+                                .flatten()
+                                .is_some_and(|p| p.protected_identity);
+                        if !hidden {
+                            shown.push(d);
+                        }
+                    }
+                    Some((at, shown))
+                }
+                None => None,
+            };
             Ok(Attention {
                 suspensions,
                 due_back,

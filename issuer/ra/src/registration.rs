@@ -1306,13 +1306,25 @@ impl Ra {
         person_id: &str,
         req: &SubstituteRequest,
     ) -> Result<Approval, RaError> {
+        self.request_substitute_card(actor, person_id, Card::Id(&req.carrier_id), req.days)
+    }
+
+    /// [`Ra::request_substitute`] for a substitute card named by id or by its serial in
+    /// stock (registered there in the same transaction if new).
+    pub fn request_substitute_card(
+        &self,
+        actor: &Actor,
+        person_id: &str,
+        card: Card<'_>,
+        days: u32,
+    ) -> Result<Approval, RaError> {
         self.require(
             actor,
             "substitute.request",
             &[OfficerRole::RegistrationOfficer],
         )?;
         self.not_own(actor, "substitute.request", person_id)?;
-        if req.days == 0 || req.days > self.policy.substitute_max_days {
+        if days == 0 || days > self.policy.substitute_max_days {
             return Err(invalid(
                 "days",
                 format!("1 to {} days", self.policy.substitute_max_days),
@@ -1322,7 +1334,8 @@ impl Ra {
         let max_age = i64::from(self.policy.proofing_max_age_days) * DAY;
         self.store.write(|tx| -> Result<Approval, RaError> {
             let person = proofed(tx, person_id, at, max_age)?;
-            let mut c = get_carrier(tx, &req.carrier_id)?;
+            let carrier_id = card.resolve(tx, actor, at)?;
+            let mut c = get_carrier(tx, &carrier_id)?;
             if c.kind != CarrierKind::Substitute {
                 return Err(invalid(
                     "carrier_id",
@@ -1331,7 +1344,7 @@ impl Ra {
             }
             let approval = new_approval(ApprovalKind::Substitute, &c, &person, actor, at);
             c.person_id = Some(person.id.clone());
-            c.ends_at = Some(at + i64::from(req.days) * DAY);
+            c.ends_at = Some(at + i64::from(days) * DAY);
             c.approval_id = Some(approval.id.clone());
             let mut changed = Changed::new();
             transition(
@@ -1346,6 +1359,35 @@ impl Ra {
             file_approval(tx, actor, &approval, String::new(), at)?;
             Ok(approval_view(approval))
         })
+    }
+
+    /// Ends a substitute card's period early (the substitute is no longer needed): revoked
+    /// as its period ended, as the sweep would at its end; then wiped and restocked with
+    /// [`Ra::retire`].
+    pub fn end_substitute(&self, actor: &Actor, carrier_id: &str) -> Result<Carrier, RaError> {
+        self.change(
+            actor,
+            "substitute.end",
+            carrier_id,
+            |tx, actor, c, at, changed| {
+                if c.kind != CarrierKind::Substitute || c.state != CarrierState::Active {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("{} {}", c.kind, c.id),
+                        current: c.state.to_string(),
+                        verb: "end the substitute period of",
+                    });
+                }
+                transition(
+                    tx,
+                    actor,
+                    c,
+                    Step::Revoke,
+                    Revision::Revoke(CarrierRevokeReason::PeriodEnded),
+                    at,
+                    changed,
+                )
+            },
+        )
     }
 
     /// A revoked or expired carrier handed back: destroyed (RETIRED), or, for a pool card

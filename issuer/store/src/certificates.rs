@@ -305,7 +305,7 @@ impl Tx<'_> {
         let revoked = format!(
             "SELECT (revoked_at - {from}) / {length} AS period, COUNT(*) AS n FROM certificates \
              WHERE revoked_at >= {from} AND revoked_at < {until} \
-             AND revocation_reason <> 'certificateHold' GROUP BY 1"
+             AND revocation_reason <> 'certificateHold' AND profile IN ({profiles}) GROUP BY 1"
         );
         let mut count = |text: String| -> Result<Vec<u64>, StoreError> {
             let q = diesel::sql_query(text);

@@ -46,8 +46,29 @@ pub(crate) fn prepare(conn: &mut Conn) -> Result<(), StoreError> {
 pub(crate) fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
     conn.run_pending_migrations(MIGRATIONS)
         .map(drop)
-        .map_err(|e| StoreError::Migration(e.to_string()))
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    // PostgreSQL only (the migrations are one set for both backends, and SQLite has no
+    // operator classes): indexes for the portal's prefix searches, `lower(x) LIKE 'ab%'`
+    // and `action LIKE 'ab%'`, which a plain index serves only under the C collation.
+    // Idempotent, so every start makes sure of them.
+    if let Conn::Postgresql(c) = conn {
+        for sql in POSTGRES_INDEXES {
+            diesel::sql_query(*sql).execute(c)?;
+        }
+    }
+    Ok(())
 }
+
+/// See [`migrate`].
+const POSTGRES_INDEXES: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS people_search_employee ON people (lower(employee_number) text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS people_search_given ON people (lower(given_name) text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS people_search_family ON people (lower(family_name) text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS people_search_given_typed ON people (given_name text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS people_search_family_typed ON people (family_name text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS people_search_email ON people (lower(email) text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS audit_log_action_search ON audit_log (action text_pattern_ops, seq)",
+];
 
 /// Runs [`prepare`] on every connection the pool opens.
 #[derive(Debug)]

@@ -595,6 +595,12 @@ impl Tx<'_> {
         limit: i64,
         include_protected: bool,
     ) -> Result<Vec<PersonRow>, StoreError> {
+        // PostgreSQL plans this for the pattern given (a generic plan for `LIKE $1` cannot
+        // use the prefix indexes); only for this transaction (call it in a snapshot).
+        if matches!(self.conn, crate::Conn::Postgresql(_)) {
+            diesel::sql_query("SET LOCAL plan_cache_mode = force_custom_plan")
+                .execute(self.conn)?;
+        }
         let folded = format!("{}%", crate::audit::like_escape(&text.to_lowercase()));
         let typed = format!("{}%", crate::audit::like_escape(text));
         Ok(people::table
