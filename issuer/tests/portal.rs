@@ -731,6 +731,21 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     assert!(got.body.contains("cannot issue"), "{}", got.body);
     t.ok(anna, &["carrier", "add", "SC-GHOST"]);
 
+    // A PIN unblock for a card whose PUK was never escrowed (its keys came from a CSR):
+    // refused with why, nothing asked for.
+    let got = carl.post(
+        &format!("/admin/carriers/{dana_card}/unblock"),
+        &[("csrf", &carl_csrf), ("verification", "in_person")],
+    );
+    assert!(
+        matches!(got.status, 400 | 404 | 409),
+        "{}: {}",
+        got.status,
+        got.body
+    );
+    assert!(got.body.contains("PUK"), "{}", got.body);
+    assert!(!got.body.contains("release code"), "{}", got.body);
+
     // A substitute card for Dana's person (Carl asks, Bo approves): keys from a CSR and the
     // hand-over in the portal, the period ended early (confirmed), the card wiped and
     // back in stock.
@@ -833,6 +848,20 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
         "{}",
         added.body
     );
+    // No API token unless asked for: the administrator sees none of Nils's.
+    assert!(!added.body.contains("shown only now"), "{}", added.body);
+    let added = ivar.post(
+        "/admin/officers",
+        &[
+            ("csrf", &ivar_csrf),
+            ("id", "olga"),
+            ("name", "Olga Other"),
+            ("role", "auditor"),
+            ("api_token", "yes"),
+        ],
+    );
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert!(added.body.contains("shown only now"), "{}", added.body);
     let token = ivar.post(
         "/admin/officers/carl/tokens",
         &[("csrf", &ivar_csrf), ("label", "laptop"), ("days", "7")],

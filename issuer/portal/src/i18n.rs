@@ -1009,4 +1009,8 @@ texts! {
         "Officers and API tokens are made, and officers disabled, only in a session begun with your card: sign in with your card.",
         "Handläggare och API-tokens skapas, och handläggare inaktiveras, bara i en session som började med ditt kort: logga in med kortet.",
     ),
+    officer_api_token: (
+        "Also make an API token for the tessera CLI (shown to you once; an officer who signs in here with their card needs none)",
+        "Skapa också en API-token för tessera-CLI:t (visas för dig en gång; en handläggare som loggar in här med sitt kort behöver ingen)",
+    ),
 }

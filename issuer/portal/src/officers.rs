@@ -27,8 +27,9 @@ struct OfficersPage {
     f: Frame,
     officers: Vec<(Officer, String)>,
     roles: Vec<&'static str>,
-    /// Shown once, after adding an officer: their id and first token.
-    first_token: Option<(String, String)>,
+    /// After adding an officer: their id, and their first token if one was asked for
+    /// (shown once).
+    added: Option<(String, Option<String>)>,
 }
 
 fn administrator(ctx: &Ctx) -> Option<Response> {
@@ -63,7 +64,11 @@ fn card_session(portal: &Portal, ctx: &Ctx, action: &str) -> Option<Response> {
     ))
 }
 
-fn officers_page(ctx: &Ctx, list: Vec<Officer>, first_token: Option<(String, String)>) -> Response {
+fn officers_page(
+    ctx: &Ctx,
+    list: Vec<Officer>,
+    added: Option<(String, Option<String>)>,
+) -> Response {
     page(
         ctx,
         StatusCode::OK,
@@ -77,7 +82,7 @@ fn officers_page(ctx: &Ctx, list: Vec<Officer>, first_token: Option<(String, Str
                 })
                 .collect(),
             roles: OfficerRole::ALL.iter().map(|r| r.as_str()).collect(),
-            first_token,
+            added,
         },
     )
 }
@@ -108,6 +113,9 @@ pub(crate) struct AddForm {
     role: String,
     #[serde(default)]
     person: String,
+    /// `yes`: also an API token for the `tessera` CLI (shown to the administrator once).
+    #[serde(default)]
+    api_token: String,
 }
 
 /// A new officer: the page shows their first token once.
@@ -130,6 +138,7 @@ pub(crate) async fn add(State(portal): St, ctx: Ctx, Form(form): Form<AddForm>) 
             )
         }
     };
+    let api_token = form.api_token == "yes";
     let req = NewOfficer {
         id: form.id.trim().to_owned(),
         display_name: form.name.trim().to_owned(),
@@ -138,15 +147,15 @@ pub(crate) async fn add(State(portal): St, ctx: Ctx, Form(form): Form<AddForm>) 
     };
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
     let done = blocking(move || {
-        let made = ra.create_officer(&actor, &req)?;
+        let made = ra.create_officer_with(&actor, &req, api_token)?;
         // The first token is shown once: a failed re-read must not lose it.
         Ok((made, ra.officers(&actor).unwrap_or_default()))
     })
     .await;
     match done {
         Ok((made, list)) => {
-            let token = made.first_token.map(|t| (made.id.clone(), t.token));
-            officers_page(&ctx, list, token)
+            let token = made.first_token.map(|t| t.token);
+            officers_page(&ctx, list, Some((made.id.clone(), token)))
         }
         Err(e) => refusal(&ctx, e),
     }

@@ -302,6 +302,18 @@ impl Ra {
     /// Creates an officer. An administrator does this; the bootstrap token only for the
     /// first administrator, after which it is spent.
     pub fn create_officer(&self, actor: &Actor, req: &NewOfficer) -> Result<Officer, RaError> {
+        self.create_officer_with(actor, req, true)
+    }
+
+    /// [`Ra::create_officer`], with or without the first API token: an officer who signs
+    /// in to the portal with their card needs none, and a token made by the administrator
+    /// is one the administrator has seen.
+    pub fn create_officer_with(
+        &self,
+        actor: &Actor,
+        req: &NewOfficer,
+        first_token: bool,
+    ) -> Result<Officer, RaError> {
         self.require(actor, "officer.create", &[OfficerRole::Administrator])?;
         let id = handle("id", &req.id)?;
         let display_name = text("display_name", &req.display_name, 200)?;
@@ -398,8 +410,11 @@ impl Ra {
                         at,
                     )?;
                 }
-                // Every new officer's first token, in the answer only (shown once), as
+                // The new officer's first token, in the answer only (shown once), as
                 // `create_token` would make it.
+                if !first_token {
+                    return Ok(None);
+                }
                 let days = self.policy.token_default_days;
                 Ok(Some(new_token(tx, actor, &row.id, "first", days, at)?))
             })?;

@@ -260,6 +260,13 @@ def walk(browser):
     carl.get_by_role("button", name="Hand over the card").click()
     expect(carl.locator("#card-state")).to_have_text("active")
     shot(carl, "temporary-active")
+    # Greta needs it a day longer.
+    carl.goto(temporary)
+    carl.get_by_label("Days more").fill("1")
+    carl.get_by_role("button", name="Extend").click()
+    expect(carl.locator("#card-state")).to_have_text("active")
+    expect(carl.get_by_text("Ends")).to_be_visible()
+    shot(carl, "temporary-extended")
     carl.goto(original)
     expect(carl.locator("#card-state")).to_contain_text("suspended (forgotten)")
     shot(carl, "original-suspended")
