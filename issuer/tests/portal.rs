@@ -1102,6 +1102,7 @@ fn the_portal_in_chromium_with_officers_cards() {
             "dana": officer("dana"),
             "frida": officer("frida"),
             "hanna": officer("hanna"),
+            "ivar": officer("ivar"),
             "hr_bad": walk.join("hr-bad.csv"),
             "hr": walk.join("hr.csv"),
             "card_csr": card_csr,

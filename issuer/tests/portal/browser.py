@@ -265,7 +265,7 @@ def walk(browser):
     carl.get_by_label("Days more").fill("1")
     carl.get_by_role("button", name="Extend").click()
     expect(carl.locator("#card-state")).to_have_text("active")
-    expect(carl.get_by_text("Ends")).to_be_visible()
+    expect(carl.get_by_text("Ends", exact=True)).to_be_visible()
     shot(carl, "temporary-extended")
     carl.goto(original)
     expect(carl.locator("#card-state")).to_contain_text("suspended (forgotten)")
@@ -348,6 +348,37 @@ def walk(browser):
     )
     if status != 403:
         raise SystemExit(f"a passkey session's registration answered {status}, not 403")
+
+    # Ivar, an administrator, signed in with a passkey: he may read, but makes no officer
+    # and no API token there (a passkey session must not mint lasting access): 403.
+    ivar = signed_in("ivar", "Ivar Officer")
+    ivar.get_by_role("link", name="Passkeys").click()
+    ivar_cdp, ivar_authenticator = authenticator(ivar)
+    ivar.get_by_label("Name of the passkey").fill("Ivar's key")
+    ivar.get_by_role("button", name="Add a passkey").click()
+    expect(ivar.get_by_role("cell", name="Ivar's key", exact=True)).to_be_visible()
+    ivar_credential = ivar_cdp.send(
+        "WebAuthn.getCredentials", {"authenticatorId": ivar_authenticator}
+    )["credentials"][0]
+    ivar_bare = browser.new_context(ignore_https_errors=True, locale="en-GB").new_page()
+    ivar_bare.goto(f"{base}/admin/sign-in")
+    authenticator(ivar_bare, ivar_credential)
+    ivar_bare.get_by_label("Officer id").fill("ivar")
+    ivar_bare.get_by_role("button", name="Sign in with my passkey").click()
+    expect(ivar_bare).to_have_url(f"{base}/admin/")
+    ivar_bare.get_by_role("link", name="Officers").click()
+    expect(ivar_bare.get_by_role("cell", name="Carl Officer")).to_be_visible()
+    # (The page's CSP lets no script fetch: the request goes from the browser's own
+    # context, with its session cookie and the page's token.)
+    csrf = ivar_bare.locator("input[name=csrf]").first.get_attribute("value")
+    status = ivar_bare.request.post(
+        f"{base}/admin/officers/carl/tokens",
+        form={"csrf": csrf, "label": "sneaky", "days": "365"},
+        headers={"Origin": base},
+    ).status
+    if status != 403:
+        raise SystemExit(f"a passkey session's token answered {status}, not 403")
+    shot(ivar_bare, "passkey-session-officers")
 
     # Carl revokes Frida's card (lost): her passkey session ends at her next click, and
     # the passkey no longer signs her in.
