@@ -11,7 +11,7 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use tessera_issuer_ra::registration::{profiles_for, Card};
 use tessera_issuer_ra::{Actor, Ra, RaError};
 use tessera_issuer_types::api::{
@@ -23,7 +23,9 @@ use tessera_issuer_types::lifecycle::{
     CarrierKind, CarrierRevokeReason, CarrierState, HolderVerification, OfficerRole, SuspendReason,
 };
 
-use crate::pages::{blocking, forged, page, refusal, signed_in, time_of, to_sign_in, Ctx, Frame};
+use crate::pages::{
+    blocking, forged, page, refusal, signed_in, submit, time_of, to_sign_in, Ctx, Frame,
+};
 use crate::Portal;
 
 type St = State<Arc<Portal>>;
@@ -46,28 +48,6 @@ fn days(form: &HashMap<String, String>, name: &str) -> Result<u32, RaError> {
     let v = field(form, name);
     v.parse()
         .map_err(|_| RaError::Invalid(format!("{name}: {v:?} is not a number of days")))
-}
-
-/// Checks the session and the form's anti-forgery token, runs `op` on the RA off the async
-/// threads and redirects to `then`, or shows why not.
-async fn submit<T: Send + 'static>(
-    portal: &Arc<Portal>,
-    ctx: &Ctx,
-    form: &HashMap<String, String>,
-    then: impl FnOnce(&T) -> String,
-    op: impl FnOnce(&Ra, &Actor) -> Result<T, RaError> + Send + 'static,
-) -> Response {
-    let Some((_, session)) = signed_in(ctx) else {
-        return to_sign_in();
-    };
-    if let Some(r) = forged(ctx, &session.csrf, field(form, "csrf")) {
-        return r;
-    }
-    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
-    match blocking(move || op(&ra, &actor)).await {
-        Ok(v) => Redirect::to(&then(&v)).into_response(),
-        Err(e) => refusal(ctx, e),
-    }
 }
 
 // ---- On a person ----
@@ -100,7 +80,7 @@ pub(crate) async fn proof(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.proof(actor, &id, &req),
     )
@@ -130,7 +110,7 @@ pub(crate) async fn request_issuance(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |a: &tessera_issuer_types::api::Approval| {
             format!("/admin/carriers/{}", crate::pages::urlencode(&a.carrier_id))
         },
@@ -167,7 +147,7 @@ pub(crate) async fn request_temporary(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |a: &tessera_issuer_types::api::Approval| {
             format!("/admin/carriers/{}", crate::pages::urlencode(&a.carrier_id))
         },
@@ -408,7 +388,7 @@ pub(crate) async fn keys(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.register_keys(actor, &id, &req),
     )
@@ -461,7 +441,7 @@ pub(crate) async fn suspend(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.suspend(actor, &id, &req),
     )
@@ -481,7 +461,7 @@ pub(crate) async fn resume(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.resume(actor, &id, &req),
     )
@@ -509,7 +489,7 @@ pub(crate) async fn revoke(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.revoke_carrier(actor, &id, &req),
     )
@@ -530,7 +510,7 @@ pub(crate) async fn extend(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.extend(actor, &id, &req),
     )
@@ -561,7 +541,7 @@ pub(crate) async fn give_back(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.return_temporary(actor, &id, &ReturnRequest { outcome }),
     )
@@ -625,7 +605,7 @@ pub(crate) async fn request_substitute(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |a: &tessera_issuer_types::api::Approval| card_url(&a.carrier_id),
         move |ra, actor| {
             ra.request_substitute_card(
@@ -656,7 +636,7 @@ pub(crate) async fn end_substitute(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.end_substitute(actor, &id),
     )
@@ -684,7 +664,7 @@ pub(crate) async fn retire(
     submit(
         &portal,
         &ctx,
-        &form,
+        field(&form, "csrf"),
         |_| back,
         move |ra, actor| ra.retire(actor, &id, &RetireRequest { restock }),
     )

@@ -16,6 +16,7 @@ use tessera_issuer_ra::RaError;
 use tessera_issuer_types::api::{NewOfficer, NewToken, Officer, TokenInfo};
 use tessera_issuer_types::lifecycle::OfficerRole;
 
+use crate::pages::submit;
 use crate::pages::{blocking, forged, page, refusal, signed_in, time_of, to_sign_in, Ctx, Frame};
 use crate::Portal;
 
@@ -309,18 +310,19 @@ pub(crate) async fn revoke_token(
     Path((id, token)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let Some((_, session)) = signed_in(&ctx) else {
-        return to_sign_in();
-    };
-    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
-        return r;
-    }
-    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
-    let back = format!("/admin/officers/{}", crate::pages::urlencode(&id));
-    match blocking(move || ra.revoke_token(&actor, &id, &token)).await {
-        Ok(()) => Redirect::to(&back).into_response(),
-        Err(e) => refusal(&ctx, e),
-    }
+    let back = officer_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form.csrf,
+        |_| back,
+        move |ra, actor| ra.revoke_token(actor, &id, &token),
+    )
+    .await
+}
+
+fn officer_url(id: &str) -> String {
+    format!("/admin/officers/{}", crate::pages::urlencode(id))
 }
 
 pub(crate) async fn remove_passkey(
@@ -329,18 +331,15 @@ pub(crate) async fn remove_passkey(
     Path((id, passkey)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let Some((_, session)) = signed_in(&ctx) else {
-        return to_sign_in();
-    };
-    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
-        return r;
-    }
-    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
-    let back = format!("/admin/officers/{}", crate::pages::urlencode(&id));
-    match blocking(move || ra.remove_passkey(&actor, &passkey)).await {
-        Ok(()) => Redirect::to(&back).into_response(),
-        Err(e) => refusal(&ctx, e),
-    }
+    let back = officer_url(&id);
+    submit(
+        &portal,
+        &ctx,
+        &form.csrf,
+        |_| back,
+        move |ra, actor| ra.remove_passkey(actor, &passkey),
+    )
+    .await
 }
 
 /// Disables an officer (administrators; confirmed: their tokens are revoked, their
@@ -367,7 +366,7 @@ pub(crate) async fn disable(
         return r;
     }
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
-    let back = format!("/admin/officers/{}", crate::pages::urlencode(&id));
+    let back = officer_url(&id);
     match blocking(move || ra.disable_officer(&actor, &id)).await {
         Ok(_) => Redirect::to(&back).into_response(),
         Err(e) => refusal(&ctx, e),

@@ -471,6 +471,28 @@ async fn sign_in(State(portal): St, ctx: Ctx, Form(form): Form<CsrfForm>) -> Res
     }
 }
 
+/// Every simple form's steps: the session, the form's anti-forgery token `csrf`, `op` on
+/// the RA off the async threads, then a redirect to `then` — or a page that says why not.
+pub(crate) async fn submit<T: Send + 'static>(
+    portal: &Arc<Portal>,
+    ctx: &Ctx,
+    csrf: &str,
+    then: impl FnOnce(&T) -> String,
+    op: impl FnOnce(&tessera_issuer_ra::Ra, &Actor) -> Result<T, RaError> + Send + 'static,
+) -> Response {
+    let Some((_, session)) = signed_in(ctx) else {
+        return to_sign_in();
+    };
+    if let Some(r) = forged(ctx, &session.csrf, csrf) {
+        return r;
+    }
+    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    match blocking(move || op(&ra, &actor)).await {
+        Ok(v) => Redirect::to(&then(&v)).into_response(),
+        Err(e) => refusal(ctx, e),
+    }
+}
+
 /// `r` setting a new session's cookie (and clearing the sign-in form's).
 pub(crate) fn with_session(mut r: Response, token: &str) -> Response {
     for c in [

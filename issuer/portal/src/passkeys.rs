@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use askama::Template;
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -31,6 +31,7 @@ use webauthn_rs::prelude::{
     RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
 };
 
+use crate::pages::submit;
 use crate::pages::{
     blocking, forged, page, refusal, signed_in, time_of, to_sign_in, with_session, Ctx, Frame,
 };
@@ -280,17 +281,14 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
     Form(form): Form<CsrfOnly>,
 ) -> Response {
-    let Some((_, session)) = signed_in(&ctx) else {
-        return to_sign_in();
-    };
-    if let Some(r) = forged(&ctx, &session.csrf, &form.csrf) {
-        return r;
-    }
-    let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
-    match blocking(move || ra.remove_passkey(&actor, &id)).await {
-        Ok(()) => Redirect::to("/admin/passkeys").into_response(),
-        Err(e) => refusal(&ctx, e),
-    }
+    submit(
+        &portal,
+        &ctx,
+        &form.csrf,
+        |_| "/admin/passkeys".to_owned(),
+        move |ra, actor| ra.remove_passkey(actor, &id),
+    )
+    .await
 }
 
 // ---- Registration (script: the card session's own page) ----
