@@ -501,7 +501,7 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
         people.body
     );
     // Names outside ASCII are found as typed.
-    t.ok(
+    let asa = t.ok(
         hr,
         &[
             "person",
@@ -515,7 +515,10 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
             "--identity-number",
             "19700202-0001",
         ],
-    );
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let found = carl.get("/admin/people?q=%C3%85sa");
     assert!(found.body.contains("Örnsköld"), "{}", found.body);
     let found = carl.get("/admin/people?q=%C3%96rn");
@@ -832,7 +835,9 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     assert_eq!(list.status, 200, "{}", list.body);
     assert!(list.body.contains("Hanna Officer"), "{}", list.body);
     let ivar_csrf = hidden(&list.body, "csrf");
-    let added = ivar.post(
+    // Neither a person record (for the card) nor an API token: an account nobody could
+    // use is refused, and nothing is made.
+    let unusable = ivar.post(
         "/admin/officers",
         &[
             ("csrf", &ivar_csrf),
@@ -840,6 +845,19 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
             ("name", "Nils New"),
             ("role", "registration_officer"),
             ("person", ""),
+        ],
+    );
+    assert_eq!(unusable.status, 400, "{}", unusable.body);
+    assert!(unusable.body.contains("person record"), "{}", unusable.body);
+    assert_eq!(ivar.get("/admin/officers/nils").status, 404);
+    let added = ivar.post(
+        "/admin/officers",
+        &[
+            ("csrf", &ivar_csrf),
+            ("id", "nils"),
+            ("name", "Nils New"),
+            ("role", "registration_officer"),
+            ("person", &asa),
         ],
     );
     assert_eq!(added.status, 200, "{}", added.body);
@@ -1017,6 +1035,27 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     assert!(trail.contains("portal.session_ended"), "{trail}");
     assert!(trail.contains("signed out"), "{trail}");
     assert!(trail.contains("this service ID is suspended"), "{trail}");
+
+    // A record edited in the database: the evidence export stops before it, never hands
+    // it over as if the chain held (the records before it come, then the download fails).
+    let config = tessera_issuer_types::config::Config::load(&site.data).unwrap();
+    let store = tessera_issuer_store::Store::open_configured(&config.database, &site.data).unwrap();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE audit_log SET details = '{\"n\":99}' WHERE seq = 3"),
+        &mut store.raw().unwrap(),
+    )
+    .unwrap();
+    drop(store);
+    assert_eq!(dana.sign_in().status, 303);
+    let csrf = hidden(&dana.get("/admin/audit").body, "csrf");
+    let export = dana.post("/admin/audit/export", &[("csrf", &csrf), ("after", "0")]);
+    let seqs: Vec<i64> = export
+        .body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["seq"].as_i64())
+        .collect();
+    assert_eq!(seqs, [1, 2], "{}", export.body);
 }
 
 /// The portal in Debian's headless Chromium, driven by Playwright (`tests/portal/browser.py`),

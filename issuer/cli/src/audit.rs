@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_issuer_types::audit::{AuditRecord, GENESIS};
+use tessera_issuer_types::audit::{AuditRecord, ChainCheck};
 
 use crate::client::{Client, Failure};
 
@@ -44,34 +44,17 @@ pub(crate) fn export(c: &Client, file: &Path, after: i64) -> Result<Exported, Fa
     if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} records exported") {
         spinner.set_style(style);
     }
-    // From the start the chain begins at the genesis hash; from later, at the first
-    // record's own predecessor (anchor that with a checkpoint).
-    let mut prev = (after == 0).then(|| hex::encode(GENESIS));
-    let (mut next, mut count, mut last_seq) = (after, 0u64, after);
+    let mut chain = ChainCheck::after(after);
+    let (mut next, mut count) = (after, 0u64);
     loop {
         let records = page(c, next, PAGE)?;
         let Some(last) = records.last() else { break };
         next = last.seq;
         for r in &records {
-            if !r.hash_matches() {
-                return Err(Failure::ChainBroken(format!(
-                    "audit record {} does not match its hash (edited?)",
-                    r.seq
-                )));
-            }
-            // Sequence numbers are contiguous from 1: the first record is the one after
-            // `after`, every next one follows, and each links to the one before.
-            if r.seq != last_seq + 1 || prev.as_ref().is_some_and(|p| *p != r.prev_hash) {
-                return Err(Failure::ChainBroken(format!(
-                    "audit record {} does not follow record {last_seq} (deleted, reordered or rewritten?)",
-                    r.seq
-                )));
-            }
+            chain.next(r).map_err(Failure::ChainBroken)?;
             let line = serde_json::to_string(r).map_err(|e| Failure::Server(e.to_string()))?;
             writeln!(out, "{line}")
                 .map_err(|e| Failure::Usage(format!("writing {}: {e}", file.display())))?;
-            prev = Some(r.hash.clone());
-            last_seq = r.seq;
             count += 1;
         }
         spinner.set_position(count);
@@ -81,7 +64,7 @@ pub(crate) fn export(c: &Client, file: &Path, after: i64) -> Result<Exported, Fa
     spinner.finish_and_clear();
     Ok(Exported {
         records: count,
-        last_seq,
-        head: prev.unwrap_or_default(),
+        last_seq: chain.last_seq(),
+        head: chain.head().unwrap_or_default().to_owned(),
     })
 }

@@ -24,7 +24,7 @@ use tessera_issuer_types::lifecycle::{
 };
 
 use crate::pages::{
-    blocking, forged, page, refusal, signed_in, submit, time_of, to_sign_in, Ctx, Frame,
+    blocking, forged, page, refusal, shown_once, signed_in, submit, time_of, to_sign_in, Ctx, Frame,
 };
 use crate::Portal;
 
@@ -581,10 +581,7 @@ pub(crate) async fn unblock(
     .await;
     match done {
         Ok((code, Some(view))) => carrier_page_with(&ctx, &session.actor, view, Some(code)),
-        Ok((code, None)) => refusal(
-            &ctx,
-            RaError::Invalid(format!("{}: {code}", ctx.tr().unblock_requested)),
-        ),
+        Ok((code, None)) => shown_once(&ctx, ctx.tr().unblock_requested, code),
         Err(e) => refusal(&ctx, e),
     }
 }

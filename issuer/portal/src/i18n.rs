@@ -313,6 +313,14 @@ texts! {
         "Older",
         "Äldre",
     ),
+    done_title: (
+        "Done",
+        "Klart",
+    ),
+    done_not_refreshed: (
+        "It is done, and shown only now: note it down. The page could not be read again; open it anew to see where things stand.",
+        "Det är klart och visas bara nu: skriv upp det. Sidan kunde inte läsas om; öppna den på nytt för att se läget.",
+    ),
     error_title: (
         "Something went wrong",
         "Något gick fel",
@@ -840,6 +848,14 @@ texts! {
     reconciliation_differs: (
         "differences between cards and their certificates: look into each (the server's log has them too)",
         "skillnader mellan kort och deras certifikat: utred varje (serverns logg har dem också)",
+    ),
+    reconciliation_withheld: (
+        "of them concern cards of protected identities, not listed for your role",
+        "av dem gäller kort för skyddade identiteter och visas inte för din roll",
+    ),
+    reconciliation_first: (
+        "Listed here:",
+        "Visas här:",
     ),
     reconciliation_not_yet: (
         "This server has not reconciled yet (it does at start and hourly).",

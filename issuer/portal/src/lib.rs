@@ -55,6 +55,8 @@ pub(crate) struct Portal {
     pub(crate) ra: Arc<Ra>,
     pub(crate) imports: import::Jobs,
     pub(crate) passkeys: passkeys::Passkeys,
+    /// Evidence exports running, per officer (each holds a blocking thread).
+    pub(crate) exports: pages::Exports,
 }
 
 /// How the portal is reached and what it trusts for passkeys.
@@ -94,6 +96,7 @@ pub fn router(ra: Arc<Ra>, config: Config) -> Router {
         ra,
         imports: import::Jobs::default(),
         passkeys: passkeys::Passkeys::new(config.origin.as_ref(), config.authenticators),
+        exports: pages::Exports::default(),
     }));
     for (name, value) in headers {
         // The CSP a page set itself (the passkey pages': script from the portal) stands.

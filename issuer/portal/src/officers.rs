@@ -17,7 +17,9 @@ use tessera_issuer_types::api::{NewOfficer, NewToken, Officer, TokenInfo};
 use tessera_issuer_types::lifecycle::OfficerRole;
 
 use crate::pages::submit;
-use crate::pages::{blocking, forged, page, refusal, signed_in, time_of, to_sign_in, Ctx, Frame};
+use crate::pages::{
+    blocking, forged, page, refusal, shown_once, signed_in, time_of, to_sign_in, Ctx, Frame,
+};
 use crate::Portal;
 
 type St = State<Arc<Portal>>;
@@ -288,10 +290,7 @@ pub(crate) async fn new_token(
     .await;
     match done {
         Ok((token, Some(view))) => officer_page(&ctx, view, Some(token)),
-        Ok((token, None)) => refusal(
-            &ctx,
-            RaError::Invalid(format!("{}: {token}", ctx.tr().token_made)),
-        ),
+        Ok((token, None)) => shown_once(&ctx, ctx.tr().token_made, token),
         Err(e) => refusal(&ctx, e),
     }
 }

@@ -2,7 +2,8 @@
 //! operation off the async threads, and renders a template; an RA refusal becomes a page
 //! that says why, with the matching status.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use askama::Template;
 use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
@@ -308,6 +309,21 @@ struct ErrorPage {
     message: String,
 }
 
+#[derive(Template)]
+#[template(path = "shown_once.html")]
+struct ShownOncePage {
+    f: Frame,
+    intro: &'static str,
+    secret: String,
+}
+
+/// A secret that was made (a token, a release code) but whose page could not be read
+/// again: shown with 200 and as done, so that nobody retries and makes a second one.
+pub(crate) fn shown_once(ctx: &Ctx, intro: &'static str, secret: String) -> Response {
+    let f = ctx.frame(ctx.tr().done_title);
+    page(ctx, StatusCode::OK, ShownOncePage { f, intro, secret })
+}
+
 /// The page for an RA refusal or failure: why, with the matching status. A session that
 /// ended sends the officer to sign in again.
 pub(crate) fn refusal(ctx: &Ctx, e: RaError) -> Response {
@@ -555,8 +571,8 @@ struct DashboardPage {
     approvals: Vec<ApprovalRow>,
     suspensions: Vec<CarrierRow>,
     due_back: Vec<CarrierRow>,
-    /// The last reconciliation: when, and the differences.
-    reconciled: Option<(String, Vec<tessera_issuer_types::api::Difference>)>,
+    /// The last reconciliation: when (as shown), and what this officer may see of it.
+    reconciled: Option<(String, tessera_issuer_ra::portal::Reconciled)>,
     bars: Vec<Bar>,
     chart_width: usize,
 }
@@ -635,7 +651,7 @@ async fn dashboard(State(portal): St, ctx: Ctx) -> Response {
                     approvals,
                     suspensions: carrier_rows(attention.suspensions),
                     due_back: carrier_rows(attention.due_back),
-                    reconciled: attention.reconciled.map(|(at, d)| (time_of(at), d)),
+                    reconciled: attention.reconciled.map(|r| (time_of(r.at), r)),
                     chart_width: 20 + attention.weeks.len() * 50,
                     bars: bars(&attention.weeks),
                 },
@@ -946,6 +962,49 @@ struct ExportForm {
 /// record with its hash and the previous record's, as `tessera audit export` writes them),
 /// streamed a thousand records at a time. The export is audited before the first record is
 /// read (K2.9).
+/// Evidence exports running, per officer: each holds one of the runtime's blocking
+/// threads (shared with the API) for as long as the download lasts.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Exports(Arc<Mutex<HashMap<String, usize>>>);
+
+/// Exports one officer may run at once, and the server.
+const EXPORTS_PER_OFFICER: usize = 2;
+const EXPORTS_MAX: usize = 8;
+
+/// One running export; ends it when dropped.
+#[derive(Debug)]
+struct ExportSlot(Exports, String);
+
+impl Exports {
+    fn begin(&self, officer: &str) -> Result<ExportSlot, RaError> {
+        let mut running = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if running.get(officer).copied().unwrap_or(0) >= EXPORTS_PER_OFFICER {
+            return Err(RaError::Invalid(format!(
+                "you already have {EXPORTS_PER_OFFICER} exports running; let one finish first"
+            )));
+        }
+        if running.values().sum::<usize>() >= EXPORTS_MAX {
+            return Err(RaError::Invalid(
+                "too many exports are running on this server; try again in a while".into(),
+            ));
+        }
+        *running.entry(officer.to_owned()).or_default() += 1;
+        Ok(ExportSlot(self.clone(), officer.to_owned()))
+    }
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        let mut running = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = running.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.1);
+            }
+        }
+    }
+}
+
 async fn audit_export(State(portal): St, ctx: Ctx, Form(form): Form<ExportForm>) -> Response {
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
@@ -966,6 +1025,14 @@ async fn audit_export(State(portal): St, ctx: Ctx, Form(form): Form<ExportForm>)
         },
     };
     let (ra, actor) = (Arc::clone(&portal.ra), session.actor.clone());
+    let slot = match portal.exports.begin(&actor.name) {
+        Ok(slot) => slot,
+        Err(e) => {
+            let mut r = refusal(&ctx, e);
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            return r;
+        }
+    };
     {
         let (ra, actor) = (Arc::clone(&ra), actor.clone());
         if let Err(e) = blocking(move || ra.audit_export_started(&actor, after)).await {
@@ -980,8 +1047,12 @@ async fn audit_export(State(portal): St, ctx: Ctx, Form(form): Form<ExportForm>)
     let peer = ctx.peer.0.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
+        let _running = slot;
         let _ = actor;
         let mut from = after;
+        // The chain is checked as it is read (as `tessera audit export` does): a record
+        // that does not hold fails the download there, never passes as evidence.
+        let mut chain = tessera_issuer_types::audit::ChainCheck::after(after);
         // A browser that stops reading does not hold a blocking thread for ever.
         let send = |item: Result<axum::body::Bytes, std::io::Error>| {
             tokio::runtime::Handle::current()
@@ -1005,6 +1076,12 @@ async fn audit_export(State(portal): St, ctx: Ctx, Form(form): Form<ExportForm>)
             };
             let mut chunk = Vec::with_capacity(page.len() * 400);
             for r in &page {
+                if let Err(broken) = chain.next(r) {
+                    tracing::error!(%broken, "the audit trail's chain is broken");
+                    let _ = send(Ok(chunk.into()));
+                    send(Err(std::io::Error::other(broken)));
+                    return;
+                }
                 if let Err(e) = serde_json::to_writer(&mut chunk, r) {
                     // The download fails, not ends as if complete.
                     send(Err(std::io::Error::other(e.to_string())));
@@ -1049,6 +1126,26 @@ pub(crate) fn urlencode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exports_are_limited_per_officer_and_in_all_and_end_when_dropped() {
+        let exports = Exports::default();
+        let a1 = exports.begin("anna").unwrap();
+        let _a2 = exports.begin("anna").unwrap();
+        assert!(exports.begin("anna").is_err(), "a third at once");
+        drop(a1);
+        let _a3 = exports.begin("anna").unwrap();
+        let others: Vec<_> = (0..3)
+            .flat_map(|i| {
+                let name = format!("officer-{i}");
+                [exports.begin(&name).unwrap(), exports.begin(&name).unwrap()]
+            })
+            .collect();
+        assert_eq!(others.len(), 6);
+        assert!(exports.begin("bo").is_err(), "the server's limit");
+        drop(others);
+        assert!(exports.begin("bo").is_ok());
+    }
 
     #[test]
     fn query_values_are_encoded() {

@@ -876,11 +876,29 @@ pub struct Attention {
     /// Temporary and substitute cards due back (their end) soon.
     pub due_back: Vec<tessera_issuer_types::api::Carrier>,
     /// This server's last reconciliation of carriers with their certificates (hourly and
-    /// at start): when, and the differences it found; none before the first.
-    pub reconciled: Option<(i64, Vec<tessera_issuer_types::api::Difference>)>,
+    /// at start); none before the first.
+    pub reconciled: Option<Reconciled>,
     /// Certificates issued and revoked per week, the last [`CHART_WEEKS`], oldest first.
     pub weeks: Vec<Week>,
 }
+
+/// The last reconciliation as one officer may see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// When it ran (seconds since the epoch).
+    pub at: i64,
+    /// How many differences it found in all, whether or not this officer may see them:
+    /// "agrees" is shown only when this is 0.
+    pub total: usize,
+    /// The first [`RECONCILED_SHOWN`] differences this officer may see (cards of protected
+    /// identities only for those who may see them).
+    pub shown: Vec<tessera_issuer_types::api::Difference>,
+    /// How many of the differences looked at were withheld from this officer.
+    pub withheld: usize,
+}
+
+/// Differences the dashboard lists at most.
+pub const RECONCILED_SHOWN: usize = 50;
 
 /// Weeks the dashboard's chart covers.
 pub const CHART_WEEKS: usize = 12;
@@ -940,12 +958,16 @@ impl Ra {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            // Protected identities' cards only for those who may see them; at most 50.
+            // Protected identities' cards only for those who may see them; at most 50
+            // listed, and at most 500 looked up (two queries each) to find them. The total
+            // is always told, so that a hidden difference never reads as "agrees".
             let reconciled = match last {
                 Some((at, differences)) => {
+                    let total = differences.len();
                     let mut shown = Vec::new();
-                    for d in differences {
-                        if shown.len() == 50 {
+                    let mut withheld = 0;
+                    for d in differences.into_iter().take(10 * RECONCILED_SHOWN) {
+                        if shown.len() == RECONCILED_SHOWN {
                             break;
                         }
                         let hidden = !see_protected
@@ -956,11 +978,18 @@ impl Ra {
                                 .transpose()?
                                 .flatten()
                                 .is_some_and(|p| p.protected_identity);
-                        if !hidden {
+                        if hidden {
+                            withheld += 1;
+                        } else {
                             shown.push(d);
                         }
                     }
-                    Some((at, shown))
+                    Some(Reconciled {
+                        at,
+                        total,
+                        shown,
+                        withheld,
+                    })
                 }
                 None => None,
             };

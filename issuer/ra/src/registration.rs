@@ -320,15 +320,15 @@ impl Ra {
         if req.roles.is_empty() {
             return Err(invalid("roles", "at least one role"));
         }
-        // Separation of duties (K2.4): an administrator manages officers and credentials
-        // and an auditor reads; neither also runs the registration (an administrator who
-        // could also ask or approve would be both the second officer's keeper and an
-        // officer).
-        let operational = req
-            .roles
-            .iter()
-            .any(|r| matches!(r, OfficerRole::HrAdmin | OfficerRole::RegistrationOfficer));
-        let _ = operational;
+        // An officer signs in with their service ID (their person record) or an API
+        // token: with neither, the account could never be used.
+        if req.person_id.is_none() && !first_token {
+            return Err(invalid(
+                "person_id",
+                "an officer needs their person record (to sign in with their service ID) or an API token",
+            ));
+        }
+        // Separation of duties (K2.4): every role alone (below).
         let mut roles = req.roles.clone();
         roles.sort();
         roles.dedup();
@@ -1349,6 +1349,38 @@ impl Ra {
         let max_age = i64::from(self.policy.proofing_max_age_days) * DAY;
         self.store.write(|tx| -> Result<Approval, RaError> {
             let person = proofed(tx, person_id, at, max_age)?;
+            // One live substitute or temporary card at a time, and none while a personal
+            // card is held by the organisation (admin hold, leave): a substitute must not
+            // get around a hold (LIFECYCLE.md: the person may or may not have a card).
+            for held in tx.carriers_of(person_id)? {
+                let live = matches!(
+                    held.state,
+                    CarrierState::Assigned
+                        | CarrierState::Personalised
+                        | CarrierState::Active
+                        | CarrierState::Suspended
+                );
+                let blocking = match held.kind {
+                    CarrierKind::Substitute | CarrierKind::Temporary => live,
+                    CarrierKind::SmartCard | CarrierKind::TpmVirtualCard => {
+                        held.state == CarrierState::Suspended
+                            && matches!(
+                                held.suspend_reason,
+                                Some(SuspendReason::AdminHold | SuspendReason::OnLeave)
+                            )
+                    }
+                };
+                if blocking {
+                    return Err(RaError::InvalidTransition {
+                        what: format!("person {person_id}"),
+                        current: format!(
+                            "holding the {} {} ({})",
+                            held.kind, held.serial_number, held.state
+                        ),
+                        verb: "give a substitute card to",
+                    });
+                }
+            }
             let carrier_id = card.resolve(tx, actor, at)?;
             let mut c = get_carrier(tx, &carrier_id)?;
             if c.kind != CarrierKind::Substitute {
@@ -1392,6 +1424,8 @@ impl Ra {
                         verb: "end the substitute period of",
                     });
                 }
+                // The period ends now, not at the date first set.
+                c.ends_at = Some(at);
                 transition(
                     tx,
                     actor,
@@ -2666,6 +2700,16 @@ impl Card<'_> {
             Card::Id(id) => Ok(id.to_owned()),
             Card::Stock(kind, serial) => {
                 let serial = serial.trim();
+                // A serial names one card, whatever its kind: a personal card's serial typed
+                // into a substitute form is a mistake, not a new pool card.
+                for other in CarrierKind::ALL.iter().filter(|k| **k != kind) {
+                    if let Some(c) = tx.carrier_by_serial(*other, serial)? {
+                        return Err(RaError::Exists(format!(
+                            "the serial {serial} is the {} {} ({}), not a {kind}",
+                            c.kind, c.id, c.state
+                        )));
+                    }
+                }
                 match tx.carrier_by_serial(kind, serial)? {
                     Some(c) if c.state == CarrierState::Stock => Ok(c.id),
                     Some(c) => Err(RaError::Exists(format!(

@@ -1057,6 +1057,154 @@ fn a_substitute_card_is_bound_approved_ends_by_itself_and_goes_back_to_stock() {
 }
 
 #[test]
+fn a_substitute_card_never_gets_around_a_hold_or_doubles_and_a_serial_names_one_card() {
+    let d = desk();
+    let f = &d.f;
+    let pool = |serial: &str| {
+        f.ra.create_carrier(
+            &d.anna,
+            &NewCarrier {
+                kind: CarrierKind::Substitute,
+                serial_number: serial.into(),
+            },
+        )
+        .unwrap()
+    };
+    let substitute = |person: &Person, carrier: &Carrier| {
+        f.ra.request_substitute(
+            &d.anna,
+            &person.id,
+            &SubstituteRequest {
+                carrier_id: carrier.id.clone(),
+                days: 30,
+            },
+        )
+    };
+    // A card held by the organisation: no substitute around the hold.
+    let (p, card) = active_card(&d, 9, "198112189876");
+    f.ra.suspend(
+        &d.anna,
+        &card.id,
+        &SuspendRequest {
+            reason: SuspendReason::AdminHold,
+            days: 5,
+        },
+    )
+    .unwrap();
+    let (v1, v2) = (pool("V-11"), pool("V-12"));
+    let before = f.store.read(|tx| tx.audit_records()).unwrap().len();
+    assert_eq!(
+        code(substitute(&p, &v1).unwrap_err()),
+        ErrorCode::InvalidTransition
+    );
+    assert_eq!(
+        f.store.read(|tx| tx.audit_records()).unwrap().len(),
+        before,
+        "a refusal changes nothing"
+    );
+    assert_eq!(
+        f.ra.carrier(&d.anna, &v1.id).unwrap().state,
+        CarrierState::Stock
+    );
+    // Resumed: one substitute, never two at once.
+    f.ra.resume(
+        &d.anna,
+        &card.id,
+        &ResumeRequest {
+            verification: "in_person".into(),
+        },
+    )
+    .unwrap();
+    let a = substitute(&p, &v1).unwrap();
+    assert_eq!(
+        code(substitute(&p, &v2).unwrap_err()),
+        ErrorCode::InvalidTransition
+    );
+    // Ended early: its end is now, and another may be bound.
+    f.ra.decide(&d.bo, &a.id, true).unwrap();
+    f.ra.register_keys(&d.anna, &v1.id, &keys(&[ProfileName::Authentication]))
+        .unwrap();
+    f.ra.activate(
+        &d.anna,
+        &v1.id,
+        &ActivateRequest {
+            receipt: "R-V1".into(),
+        },
+    )
+    .unwrap();
+    f.clock.advance(DAY);
+    let ended = f.ra.end_substitute(&d.bo, &v1.id).unwrap();
+    assert_eq!(ended.state, CarrierState::Revoked);
+    let now =
+        i64::try_from(tessera_issuer_types::clock::Clock::now(f.clock.as_ref()).as_secs()).unwrap();
+    assert_eq!(ended.ends_at, Some(now));
+    substitute(&p, &v2).unwrap();
+    // A serial names one card whatever its kind: a personal card's serial typed into the
+    // substitute form is refused, not registered as a new pool card.
+    let other =
+        f.ra.create_person(&d.hr, &new_person(10, "201701102384"))
+            .unwrap();
+    f.ra.proof(&d.anna, &other.id, &proofing_of(&other))
+        .unwrap();
+    let by_serial = f.ra.request_substitute_card(
+        &d.anna,
+        &other.id,
+        crate::registration::Card::Stock(CarrierKind::Substitute, &card.serial_number),
+        30,
+    );
+    assert_eq!(code(by_serial.unwrap_err()), ErrorCode::AlreadyExists);
+    assert!(f.store.read(|tx| tx.verify_audit()).unwrap().is_ok());
+}
+
+#[test]
+fn a_difference_hidden_from_an_officer_is_still_counted_on_the_dashboard() {
+    let d = desk();
+    let f = &d.f;
+    let (p, card) = active_card(&d, 11, "198112189876");
+    // A protected identity's card whose row says revoked while its certificates are good:
+    // a difference the auditor may not see, but must not read as "agrees".
+    f.store
+        .write(|tx| -> Result<(), tessera_issuer_store::StoreError> {
+            let mut person = tx.person(&p.id)?.unwrap();
+            person.protected_identity = true;
+            tx.update_person_details(&person)?;
+            let mut c = tx.carrier(&card.id)?.unwrap();
+            c.state = CarrierState::Revoked;
+            tx.update_carrier(&c)
+        })
+        .unwrap();
+    assert!(!f.ra.reconcile_all().unwrap().is_empty());
+    let seen = |actor: &Actor| f.ra.attention(actor, 7).unwrap().reconciled.unwrap();
+    let auditor = seen(&d.auditor);
+    assert!(auditor.total > 0);
+    assert_eq!(auditor.shown, Vec::new());
+    assert_eq!(auditor.withheld, auditor.total);
+    let officer = seen(&d.anna);
+    assert_eq!(officer.total, auditor.total);
+    assert_eq!(officer.shown.len(), officer.total);
+    assert_eq!(officer.withheld, 0);
+    // The audit filter: a whole action name exactly, any other text as a prefix.
+    let actions = |filter: &str| {
+        f.ra.audit_recent(&d.auditor, None, 500, Some(filter), None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(
+        actions("person.proofed").into_iter().collect::<Vec<_>>(),
+        ["person.proofed"]
+    );
+    assert_eq!(
+        actions("person.pro").into_iter().collect::<Vec<_>>(),
+        ["person.proofed"],
+        "a partial name is a prefix"
+    );
+    assert!(actions("carrier.").len() > 1);
+    assert!(actions("carrier.nothing_like_this").is_empty());
+}
+
+#[test]
 fn an_import_with_any_bad_row_imports_nothing_and_a_second_import_changes_nothing() {
     let d = desk();
     let f = &d.f;

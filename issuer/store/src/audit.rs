@@ -469,10 +469,16 @@ impl Tx<'_> {
             .limit(limit)
             .into_boxed();
         if let Some(action) = action.filter(|a| !a.is_empty()) {
-            // A whole action name (`person.registered`) is matched exactly, newest first
-            // along its index; a family (`person`, `carrier.`) by prefix, which for a
-            // large family costs a sort of its records.
-            if action.contains('.') && !action.ends_with('.') {
+            // A whole action name (`person.registered`, one the trail holds) is matched
+            // exactly, newest first along its index; anything else (`person`, `carrier.`,
+            // `portal.passkey`) by prefix, which for a large family costs a sort.
+            let whole = action.contains('.')
+                && !action.ends_with('.')
+                && diesel::select(diesel::dsl::exists(
+                    audit_log::table.filter(audit_log::action.eq(action.to_owned())),
+                ))
+                .get_result::<bool>(self.conn)?;
+            if whole {
                 q = q.filter(audit_log::action.eq(action.to_owned()));
             } else {
                 let prefix = format!("{}%", like_escape(action));

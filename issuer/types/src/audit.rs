@@ -62,6 +62,55 @@ impl AuditRecord {
     }
 }
 
+/// Checks a run of records, in order, as an export reads them: each matches its hash, the
+/// sequence numbers follow on from `after` without a gap, and each links to the one before
+/// (from the genesis hash when the run starts at the beginning; from later, the first
+/// record's own predecessor is taken as given: anchor that with a checkpoint).
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    prev: Option<String>,
+    last_seq: i64,
+}
+
+impl ChainCheck {
+    /// A check for the records after record `after` (0: from the beginning).
+    pub fn after(after: i64) -> Self {
+        Self {
+            prev: (after == 0).then(|| hex::encode(GENESIS)),
+            last_seq: after,
+        }
+    }
+
+    /// Takes the next record; says why when it does not hold.
+    pub fn next(&mut self, r: &AuditRecord) -> Result<(), String> {
+        if !r.hash_matches() {
+            return Err(format!(
+                "audit record {} does not match its hash (edited?)",
+                r.seq
+            ));
+        }
+        if r.seq != self.last_seq + 1 || self.prev.as_ref().is_some_and(|p| *p != r.prev_hash) {
+            return Err(format!(
+                "audit record {} does not follow record {} (deleted, reordered or rewritten?)",
+                r.seq, self.last_seq
+            ));
+        }
+        self.prev = Some(r.hash.clone());
+        self.last_seq = r.seq;
+        Ok(())
+    }
+
+    /// The last record taken (`after` before any).
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    /// The hash of the last record taken, if any was (or the genesis hash from the start).
+    pub fn head(&self) -> Option<&str> {
+        self.prev.as_deref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
