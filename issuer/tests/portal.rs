@@ -1037,7 +1037,8 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
     assert!(trail.contains("this service ID is suspended"), "{trail}");
 
     // A record edited in the database: the evidence export stops before it, never hands
-    // it over as if the chain held (the records before it come, then the download fails).
+    // it over as if the chain held (the records before it may come, then the download
+    // fails: how much of the last chunk a client gets before the abort is up to timing).
     let config = tessera_issuer_types::config::Config::load(&site.data).unwrap();
     let store = tessera_issuer_store::Store::open_configured(&config.database, &site.data).unwrap();
     diesel::RunQueryDsl::execute(
@@ -1055,7 +1056,9 @@ fn officers_sign_in_with_their_service_id_and_the_portal_holds_the_line() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|r| r["seq"].as_i64())
         .collect();
-    assert_eq!(seqs, [1, 2], "{}", export.body);
+    // Aborted before or after the headers went out (curl reports 000 or 200), never refused.
+    assert!(matches!(export.status, 0 | 200), "{}", export.status);
+    assert!(seqs.iter().all(|s| *s < 3), "{}", export.body);
 }
 
 /// The portal in Debian's headless Chromium, driven by Playwright (`tests/portal/browser.py`),
