@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use tessera_hsm as token;
 use tessera_issuer_ca::signer::Timed;
-use tessera_issuer_ca::{token, IssuingCa, Signer, TokenSigner, Urls};
+use tessera_issuer_ca::{IssuingCa, Signer, TokenSigner, Urls};
 use tessera_issuer_store::{AuthorityRole, Store};
 use tessera_issuer_types::config::{files, Config};
 
@@ -124,7 +125,7 @@ impl Deployment {
             }
         }
         let store = Store::open_configured(&config.database, dir)?;
-        let secret = tessera_issuer_ca::custody::activation_secret(dir, config.custody, shares)?;
+        let secret = tessera_hsm::custody::activation_secret(dir, config.custody, shares)?;
         let token = token::open_configured(&config.token, &secret)?;
         ensure_escrow_key(&token);
         let signer: Arc<dyn Signer> =

@@ -278,12 +278,9 @@ fn no_file_of_a_shared_custody_deployment_or_its_backup_opens_the_token() {
             f
         })
         .collect();
-    let secret = tessera_issuer_ca::custody::activation_secret(
-        &backup,
-        "2-of-3".parse().unwrap(),
-        &share_files,
-    )
-    .unwrap();
+    let secret =
+        tessera_hsm::custody::activation_secret(&backup, "2-of-3".parse().unwrap(), &share_files)
+            .unwrap();
     assert!(token_accepts(&conf, "user", &secret));
 }
 

@@ -152,6 +152,21 @@ fn violations(g: &Graph) -> Vec<String> {
             ));
         }
     }
+    // The token signs whatever it is handed: only the CA, the set-up and the binary that
+    // open it for the CA, and the IdP (its signer) may hold it.
+    const HSM_USERS: [&str; 4] = [
+        "tessera-issuer-ca",
+        "tessera-issuer-setup",
+        "tessera-issuer",
+        "tessera-idp",
+    ];
+    for (krate, deps) in g {
+        if deps.contains("tessera-hsm") && !HSM_USERS.contains(&krate.as_str()) {
+            found.push(format!(
+                "{krate} depends on tessera-hsm: only the CA (and who opens the token for it) and the IdP's signer may"
+            ));
+        }
+    }
     // Outside the issuer, only its vocabulary.
     for (krate, deps) in g {
         if krate.starts_with("tessera-issuer") {
@@ -211,8 +226,12 @@ fn the_graph_check_catches_a_forbidden_dependency() {
     g.get_mut("tessera-issuer-status")
         .unwrap()
         .insert("tessera-issuer-setup".into());
+    g.get_mut("tessera-issuer-ra")
+        .unwrap()
+        .insert("tessera-hsm".into());
     let found = violations(&g);
     for expected in [
+        "tessera-issuer-ra depends on tessera-hsm",
         "tessera-issuer-web depends on tessera-issuer-store",
         "tessera-pkcs11-core depends on tessera-issuer-ca",
         "tessera-issuer-status depends on tessera-issuer-setup",

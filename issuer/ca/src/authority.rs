@@ -14,8 +14,8 @@ use x509_cert::name::Name;
 use x509_cert::Certificate;
 
 use crate::signer::{KeyRole, Signer, Tbs};
-use crate::token::Token;
 use crate::x509::{self, CaCertificate, CaRole};
+use tessera_hsm::Token;
 
 /// Validity of a certificate the CA makes for itself.
 #[derive(Debug, Clone, Copy)]

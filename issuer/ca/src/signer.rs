@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use tessera_issuer_types::config::KeyAlg;
 
-use crate::token::Token;
+use tessera_hsm::Token;
 
 /// The key a signature is made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,11 +19,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use der::{Decode, Encode};
 use sha2::Digest;
+use tessera_hsm::{self as token, Token};
 use tessera_issuer_ca::authority::{
     self, IssuingProfile, OwnCertificate as OwnKind, OwnRequest, Period,
 };
 use tessera_issuer_ca::signer::labels;
-use tessera_issuer_ca::token::{self, Token};
 use tessera_issuer_ca::x509;
 use tessera_issuer_ca::{KeyRole, Signer, TokenSigner};
 use tessera_issuer_store::audit::AuditEvent;
@@ -350,12 +350,12 @@ fn write_custody(dir: &Path, custody: Custody, secret: &str) -> Result<Vec<PathB
         return Ok(Vec::new());
     }
     let mut paths = Vec::new();
-    for (i, share) in tessera_issuer_ca::custody::split(secret.as_bytes(), custody)
+    for (i, share) in tessera_hsm::custody::split(secret.as_bytes(), custody)
         .iter()
         .enumerate()
     {
         let n = u8::try_from(i + 1).unwrap_or(u8::MAX);
-        let path = tessera_issuer_ca::custody::share_path(dir, n);
+        let path = tessera_hsm::custody::share_path(dir, n);
         write_private(&path, share.as_bytes())?;
         paths.push(path);
     }
@@ -771,7 +771,7 @@ pub fn install_issuing_certificate(
     let root = read_certificate(&dir.join(files::PENDING_ROOT))?;
     let issuing = read_certificate(certificate)?;
     let store = Store::open_configured(&config.database, dir)?;
-    let secret = tessera_issuer_ca::custody::activation_secret(dir, config.custody, shares)?;
+    let secret = tessera_hsm::custody::activation_secret(dir, config.custody, shares)?;
     let token = token::open_configured(&config.token, &secret)?;
     check_issuing(
         &issuing,

@@ -116,8 +116,8 @@ pub fn run(database: Option<&str>, fail_store: &[&str]) {
     );
     let config = Config::load(&data).unwrap();
     let store = Store::open_configured(&config.database, &data).unwrap();
-    let secret = tessera_issuer_ca::custody::activation_secret(&data, config.custody, &[]).unwrap();
-    let token = tessera_issuer_ca::token::open_configured(&config.token, &secret).unwrap();
+    let secret = tessera_hsm::custody::activation_secret(&data, config.custody, &[]).unwrap();
+    let token = tessera_hsm::open_configured(&config.token, &secret).unwrap();
     let signer = Arc::new(TokenSigner::new(token, config.key_alg));
     let cert = |role| {
         store

@@ -1,7 +1,14 @@
-//! The CA's keys in a PKCS#11 token (SoftHSM2 in the embedded deployment, any HSM in
-//! production: the module and token are the deployment's configuration). Keys are generated
-//! inside the token as sensitive, non-extractable objects; this module only ever asks the
-//! token to sign, and only this crate may ask it ([`Token::sign`] is crate-private).
+//! Signing keys in a PKCS#11 token (SoftHSM2 in the embedded deployment, any HSM in
+//! production: the module and token are the deployment's configuration), for the issuer's
+//! CA and the IdP's assertion signer (LoA3 K4.3). Keys are generated inside the token as
+//! sensitive, non-extractable objects; this crate only ever asks the token to sign, seal
+//! or open. [`custody`] keeps the token's activation secret under M-of-N control.
+//!
+//! [`Token::sign`] signs whatever bytes it is handed, so which crates may use this one is a
+//! checked rule (`issuer/tests/tidy.rs`): the issuer's CA (which signs only what it
+//! prepared and checked itself), the issuer's set-up and binary (which open the token and
+//! hand it to the CA), and the IdP's signer. The RA, the web edge and the portal reach the
+//! keys only through the CA.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +23,8 @@ use der::{Decode, Encode};
 use sha2::Digest;
 use tessera_issuer_types::config::{files, KeyAlg};
 use zeroize::Zeroizing;
+
+pub mod custody;
 
 /// Debian's SoftHSM2 module.
 pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -177,7 +186,7 @@ fn find_token(p11: &Pkcs11, label: &str) -> Result<Slot> {
     Err(missing("not in any slot".into()))
 }
 
-/// A logged-in session on the CA token (and the loaded module, kept initialised while it
+/// A logged-in session on a token (and the loaded module, kept initialised while it
 /// lives).
 pub struct Token {
     session: Session,
@@ -197,7 +206,7 @@ impl Token {
         let session = p11.open_rw_session(slot).context("C_OpenSession")?;
         session
             .login(UserType::User, Some(&AuthPin::from(pin.to_string())))
-            .context("logging in to the CA token (wrong activation secret?)")?;
+            .context("logging in to the token (wrong activation secret?)")?;
         Ok(Self {
             session,
             _module: p11,
@@ -386,8 +395,8 @@ impl Token {
     }
 
     /// Seals `secret` with the AES key `label` (AES-256-GCM, a fresh 96-bit IV, `aad`
-    /// bound): `1 || IV || ciphertext || tag`. Crate-private, as signing is.
-    pub(crate) fn seal(&self, label: &str, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
+    /// bound): `1 || IV || ciphertext || tag`.
+    pub fn seal(&self, label: &str, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
         let key = self.one(label, ObjectClass::SECRET_KEY)?;
         let mut iv = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
@@ -412,12 +421,7 @@ impl Token {
 
     /// Opens what [`Token::seal`] sealed under the same `aad`; fails if anything was
     /// changed.
-    pub(crate) fn unseal(
-        &self,
-        label: &str,
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn unseal(&self, label: &str, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let key = self.one(label, ObjectClass::SECRET_KEY)?;
         let (Some(&1), Some(iv), Some(body)) =
             (sealed.first(), sealed.get(1..13), sealed.get(13..))
@@ -438,10 +442,9 @@ impl Token {
     }
 
     /// Signs `tbs` with the key `label`, returning the signature as X.509 carries it (DER
-    /// ECDSA-Sig-Value for EC keys, PKCS#1 v1.5 for RSA). Crate-private: the rest of the
-    /// issuer has the token sign only through [`crate::issuing::IssuingCa`] and
-    /// [`crate::authority`].
-    pub(crate) fn sign(&self, label: &str, alg: KeyAlg, tbs: &[u8]) -> Result<Vec<u8>> {
+    /// ECDSA-Sig-Value for EC keys, PKCS#1 v1.5 for RSA). In the issuer only the CA calls
+    /// this (through its `IssuingCa` and `authority`), as the crate graph check enforces.
+    pub fn sign(&self, label: &str, alg: KeyAlg, tbs: &[u8]) -> Result<Vec<u8>> {
         let key = self.one(label, ObjectClass::PRIVATE_KEY)?;
         match alg {
             KeyAlg::P256 => {
@@ -470,6 +473,21 @@ impl Token {
                 .context("C_Sign"),
         }
     }
+}
+
+/// The X.509 signature algorithm of what [`Token::sign`] returns for a key of this kind.
+pub fn signature_algorithm(alg: KeyAlg) -> spki::AlgorithmIdentifierOwned {
+    let oid = match alg {
+        KeyAlg::P256 => const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+        KeyAlg::P384 => const_oid::db::rfc5912::ECDSA_WITH_SHA_384,
+        KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION,
+    };
+    // RFC 5758 §3.2: ECDSA identifiers have no parameters; RFC 4055 §5: RSA ones NULL.
+    let parameters = match alg {
+        KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => Some(der::asn1::Null.into()),
+        _ => None,
+    };
+    spki::AlgorithmIdentifierOwned { oid, parameters }
 }
 
 /// RSAPublicKey (RFC 8017 §A.1.1).

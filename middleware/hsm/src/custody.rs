@@ -1,4 +1,4 @@
-//! M-of-N custody of the CA token's activation secret (LoA3 K4.3: activation data under
+//! M-of-N custody of a token's activation secret (LoA3 K4.3: activation data under
 //! multi-person control), with Shamir's secret sharing (the `blahaj` crate, GF(256)). The
 //! embedded default is 1 of 1: the secret itself, in the data directory.
 
@@ -24,24 +24,33 @@ pub fn split(secret: &[u8], scheme: Scheme) -> Vec<Zeroizing<String>> {
         .collect()
 }
 
-/// The activation secret of a deployment: the 1-of-1 secret file, or the combination of
-/// the custodians' share files.
+/// The activation secret of the issuer's deployment in `dir`: the 1-of-1 secret file, or
+/// the combination of the custodians' share files.
 pub fn activation_secret(
     dir: &Path,
     scheme: Scheme,
     share_files: &[PathBuf],
 ) -> Result<Zeroizing<String>> {
-    let single = dir.join(files::ACTIVATION_SECRET);
+    activation_secret_from(&dir.join(files::ACTIVATION_SECRET), scheme, share_files)
+}
+
+/// The activation secret: the 1-of-1 secret file `single`, or the combination of the
+/// custodians' share files.
+pub fn activation_secret_from(
+    single: &Path,
+    scheme: Scheme,
+    share_files: &[PathBuf],
+) -> Result<Zeroizing<String>> {
     if scheme.is_single() {
-        let s =
-            Zeroizing::new(std::fs::read_to_string(&single).with_context(|| {
-                format!("reading the CA activation secret {}", single.display())
-            })?);
+        let s = Zeroizing::new(
+            std::fs::read_to_string(single)
+                .with_context(|| format!("reading the activation secret {}", single.display()))?,
+        );
         return Ok(Zeroizing::new(s.trim().to_owned()));
     }
     ensure!(
         share_files.len() >= usize::from(scheme.threshold),
-        "activating the CA keys needs {} custodian shares ({scheme}); {} given with --share",
+        "activating the keys needs {} custodian shares ({scheme}); {} given with --share",
         scheme.threshold,
         share_files.len()
     );
