@@ -5,9 +5,9 @@
 # The lists follow shared/design/TESTBED.md, limited to what the built code uses today.
 set -euo pipefail
 
-build=(build-essential pkg-config libpcsclite-dev libsqlite3-dev libtss2-dev)
+build=(build-essential pkg-config libpcsclite-dev libsqlite3-dev libtss2-dev libxmlsec1-dev)
 run=(pcscd vsmartcard-vpcd opensc openssl iproute2 util-linux softhsm2 yubico-piv-tool curl jq socat)
-test=(pcsc-tools postgresql python3-venv gnutls-bin openssh-client libnss3-tools pamtester libpam-p11 p11-kit p11-kit-modules
+test=(pcsc-tools postgresql python3-venv xmlsec1 gnutls-bin openssh-client libnss3-tools pamtester libpam-p11 p11-kit p11-kit-modules
       libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus swtpm swtpm-tools systemd
       chromium)
 

@@ -1,0 +1,162 @@
+//! The IdP's configuration, `DIR/idp.json`, written by `tessera-idp init` and read by
+//! `serve`: who we are in the federation, where the issuer is, and which keys in which
+//! token sign and decrypt.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tessera_issuer_types::config::{Custody, KeyAlg, TokenConfig};
+
+/// The configuration file in the data directory.
+pub const CONFIG_FILE: &str = "idp.json";
+/// The format this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// Files in the data directory.
+pub mod files {
+    /// The token's activation secret (1-of-1 custody). SoftHSM2's configuration and token
+    /// directory are named as the issuer names them (`tessera_hsm::softhsm_config`).
+    pub const ACTIVATION_SECRET: &str = "activation.secret";
+}
+
+/// The deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub format: u32,
+    /// Our SAML entityID.
+    pub entity_id: String,
+    /// The base URL browsers and relying parties reach the IdP at (no trailing slash):
+    /// the SSO endpoints are under it.
+    pub base_url: String,
+    /// The issuer's base URL (its API: people, carriers, the status feed).
+    pub issuer_url: String,
+    pub organisation: Organisation,
+    pub token: TokenConfig,
+    pub custody: Custody,
+    /// The keys that sign (the first signs; all are published, for a rollover).
+    pub signing: Vec<KeyRef>,
+    /// The keys relying parties may encrypt to us with (all published).
+    pub encryption: Vec<KeyRef>,
+    /// Connection rules 1.2.3: the certified `loa3` URI only when both the issuer and
+    /// this IdP are approved by DIGG; otherwise `uncertified-loa3`. Off by default.
+    #[serde(default)]
+    pub certified_loa3: bool,
+    /// How long the metadata we publish is valid (its `validUntil`), in days.
+    pub metadata_valid_days: u32,
+    /// A technical contact's e-mail address, published in the metadata.
+    pub contact_email: String,
+}
+
+/// The organisation whose employees this IdP serves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organisation {
+    /// Its name (`o`; OrganizationName).
+    pub name: String,
+    /// The organisation number (10 digits, Swedish; `orgAffiliation` is `uid@number`),
+    /// published as our `shibmd:Scope`.
+    pub number: String,
+    /// Its web site (OrganizationURL).
+    pub url: String,
+}
+
+/// A key in the token and the certificate published for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    /// The key's label in the token.
+    pub label: String,
+    pub alg: KeyAlg,
+    /// Its certificate (PEM), relative to the data directory.
+    pub certificate: PathBuf,
+}
+
+impl Config {
+    /// Reads `DIR/idp.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no IdP deployment in {} (no {CONFIG_FILE}); run `tessera-idp init --data-dir {}` first",
+                dir.display(),
+                dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let config: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid", path.display()))?;
+        if config.format != FORMAT {
+            bail!(
+                "{} has format {}; this tessera-idp reads format {FORMAT}",
+                path.display(),
+                config.format
+            );
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what a hand edit could break.
+    pub fn validate(&self) -> Result<()> {
+        for (what, url) in [
+            ("entity_id", &self.entity_id),
+            ("base_url", &self.base_url),
+            ("issuer_url", &self.issuer_url),
+            ("organisation.url", &self.organisation.url),
+        ] {
+            tessera_issuer_types::config::check_url(url)
+                .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        }
+        if self.base_url.ends_with('/') {
+            bail!("base_url: without a trailing slash");
+        }
+        if self.organisation.number.len() != 10
+            || !self.organisation.number.bytes().all(|b| b.is_ascii_digit())
+        {
+            bail!("organisation.number: ten digits (an organisation number)");
+        }
+        if self.signing.is_empty() {
+            bail!("signing: at least one key");
+        }
+        for k in &self.signing {
+            signature_alg(k.alg)?;
+        }
+        for k in &self.encryption {
+            if !matches!(k.alg, KeyAlg::Rsa2048 | KeyAlg::Rsa3072) {
+                bail!(
+                    "encryption key {}: RSA (libxmlsec1 1.2 has no ECDH-ES key agreement)",
+                    k.label
+                );
+            }
+        }
+        if !(1..=30).contains(&self.metadata_valid_days) {
+            bail!("metadata_valid_days: 1 to 30");
+        }
+        if !self.contact_email.contains('@') {
+            bail!("contact_email: an e-mail address");
+        }
+        Ok(())
+    }
+
+    /// The file `path` names, relative to the data directory.
+    pub fn resolve(dir: &Path, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            dir.join(path)
+        }
+    }
+}
+
+/// The XML signature algorithm a signing key of this kind uses: RSA-SHA256 or
+/// ECDSA-SHA256 with P-256 (PROFILES.md's list); P-384 would need ECDSA-SHA384, which
+/// relying parties under the Swedish profile need not accept.
+pub fn signature_alg(alg: KeyAlg) -> Result<tessera_xmlsec::SignatureAlg> {
+    match alg {
+        KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => Ok(tessera_xmlsec::SignatureAlg::RsaSha256),
+        KeyAlg::P256 => Ok(tessera_xmlsec::SignatureAlg::EcdsaP256Sha256),
+        KeyAlg::P384 => bail!("a SAML signing key is RSA or P-256"),
+    }
+}

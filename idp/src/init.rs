@@ -1,0 +1,166 @@
+//! `tessera-idp init`: a new deployment in a new data directory: a SoftHSM2 token there
+//! (the embedded default; an HSM's module and token through the configuration later), its
+//! activation secret in custody, the signing and encryption keys made inside it with their
+//! metadata certificates, and `idp.json`. A failure removes what was made.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tessera_issuer_types::config::{Custody, KeyAlg, TokenConfig};
+use zeroize::Zeroizing;
+
+use crate::config::{self, files, Config, KeyRef, Organisation};
+use crate::keys;
+
+/// What `init` is told.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub entity_id: Option<String>,
+    pub base_url: String,
+    pub issuer_url: String,
+    pub organisation: Organisation,
+    pub signing_alg: KeyAlg,
+    pub contact_email: String,
+}
+
+/// The token label of the embedded default.
+const TOKEN_LABEL: &str = "tessera-idp";
+
+/// Makes the deployment in `dir` (which must not exist, or be empty); returns its
+/// configuration.
+pub fn run(dir: &Path, opts: &Options) -> Result<Config> {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{} is not empty; refusing to overwrite a deployment (choose a new directory)",
+            dir.display()
+        );
+    }
+    let made_dir = !dir.exists();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{}", dir.display()))?;
+    let result = make(&dir, opts);
+    if result.is_err() {
+        // Nothing half made stays behind: the token's files, the secret, the certificates.
+        if made_dir {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    }
+    result
+}
+
+fn make(dir: &Path, opts: &Options) -> Result<Config> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    config::signature_alg(opts.signing_alg)?;
+    let conf = tessera_hsm::softhsm_config(dir)?;
+    let token_config = TokenConfig {
+        module: PathBuf::from(tessera_hsm::SOFTHSM2_MODULE),
+        label: TOKEN_LABEL.to_owned(),
+        // Relative to the data directory (resolved when the token is opened).
+        environment: vec![(
+            "SOFTHSM2_CONF".to_owned(),
+            tessera_issuer_types::config::files::SOFTHSM_CONF.to_owned(),
+        )],
+    };
+    let secret = Zeroizing::new(tessera_hsm::random_pin());
+    let p11 = tessera_hsm::load(
+        &token_config.module,
+        &[(
+            "SOFTHSM2_CONF".to_owned(),
+            conf.to_string_lossy().into_owned(),
+        )],
+    )?;
+    tessera_hsm::init_token(&p11, TOKEN_LABEL, &secret)?;
+    write_secret(dir, &secret)?;
+    let token = tessera_hsm::Token::open(p11, TOKEN_LABEL, &secret)?;
+
+    let host = url_host(&opts.base_url);
+    let mut made = Vec::new();
+    for (role, alg) in [
+        ("signing", opts.signing_alg),
+        ("encryption", KeyAlg::Rsa2048),
+    ] {
+        let label = format!("saml-{role}-1");
+        let pem = keys::make_key(
+            &token,
+            &label,
+            alg,
+            &format!("{host} SAML {role}"),
+            tessera_issuer_types::clock::Clock::now(&tessera_issuer_types::SystemClock),
+        )?;
+        let file = PathBuf::from(format!("saml-{role}-1.pem"));
+        std::fs::write(dir.join(&file), pem)
+            .with_context(|| format!("writing {}", file.display()))?;
+        made.push(KeyRef {
+            label,
+            alg,
+            certificate: file,
+        });
+    }
+    let encryption = made.pop().into_iter().collect();
+    let config = Config {
+        format: config::FORMAT,
+        entity_id: opts
+            .entity_id
+            .clone()
+            .unwrap_or_else(|| format!("{}/saml/metadata", opts.base_url)),
+        base_url: opts.base_url.clone(),
+        issuer_url: opts.issuer_url.clone(),
+        organisation: opts.organisation.clone(),
+        token: token_config,
+        custody: Custody::SINGLE,
+        signing: made,
+        encryption,
+        certified_loa3: false,
+        metadata_valid_days: 7,
+        contact_email: opts.contact_email.clone(),
+    };
+    config.validate()?;
+    let path = dir.join(config::CONFIG_FILE);
+    std::fs::write(&path, serde_json::to_string_pretty(&config)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(config)
+}
+
+/// The activation secret in the data directory (1-of-1 custody), mode 0600.
+fn write_secret(dir: &Path, secret: &str) -> Result<()> {
+    let path = dir.join(files::ACTIVATION_SECRET);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, secret.as_bytes())?;
+    Ok(())
+}
+
+/// The host of a URL (for certificate names), or the URL itself.
+fn url_host(url: &str) -> &str {
+    url.split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or(url)
+}

@@ -1,0 +1,168 @@
+//! The IdP's keys, in a PKCS#11 token (K4.3): made there by `init` as sensitive,
+//! non-extractable objects, with self-signed certificates for the metadata (SAML trusts
+//! keys through metadata, not through a CA); used through [`Signer`], which signs XML and
+//! nothing else.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use der::{DecodePem, Encode, EncodePem};
+use tessera_hsm::Token;
+use tessera_issuer_types::config::KeyAlg;
+use x509_cert::certificate::{Certificate, TbsCertificate, Version};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
+
+use crate::config::{self, Config, KeyRef};
+
+/// How long a self-signed metadata certificate is valid: its key is rolled over through
+/// the metadata, not by its expiry, but relying parties' software may check the dates.
+const CERTIFICATE_YEARS: u64 = 5;
+
+/// Makes a key pair labelled `label` in the token and its self-signed certificate
+/// (`CN=<common name>`, valid from `now`, since the epoch); returns the certificate's PEM.
+pub fn make_key(
+    token: &Token,
+    label: &str,
+    alg: KeyAlg,
+    common_name: &str,
+    now: Duration,
+) -> Result<String> {
+    let spki_der = token.generate(label, alg)?;
+    let spki = spki::SubjectPublicKeyInfoOwned::try_from(spki_der.as_slice())
+        .map_err(|e| anyhow!("the token's public key: {e}"))?;
+    let name: Name = format!(
+        "CN={}",
+        common_name.replace([',', '+', '=', '\\', '"'], " ")
+    )
+    .parse()
+    .map_err(|e| anyhow!("certificate name: {e}"))?;
+    let mut serial = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
+    serial[0] = (serial[0] & 0x7f) | 0x01;
+    let algorithm = tessera_hsm::signature_algorithm(alg);
+    let tbs = TbsCertificate {
+        version: Version::V3,
+        serial_number: SerialNumber::new(&serial)?,
+        signature: algorithm.clone(),
+        issuer: name.clone(),
+        validity: Validity {
+            not_before: time(now - Duration::from_secs(300))?,
+            not_after: time(now + Duration::from_secs(CERTIFICATE_YEARS * 365 * 86_400))?,
+        },
+        subject: name,
+        subject_public_key_info: spki,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: None,
+    };
+    let signature = token.sign(label, alg, &tbs.to_der()?)?;
+    let cert = Certificate {
+        tbs_certificate: tbs,
+        signature_algorithm: algorithm,
+        signature: der::asn1::BitString::from_bytes(&signature)?,
+    };
+    Ok(cert.to_pem(der::pem::LineEnding::LF)?)
+}
+
+/// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
+fn time(since_epoch: Duration) -> Result<Time> {
+    let whole = Duration::from_secs(since_epoch.as_secs());
+    Ok(match der::asn1::UtcTime::from_unix_duration(whole) {
+        Ok(t) => Time::UtcTime(t),
+        Err(_) => Time::GeneralTime(der::asn1::GeneralizedTime::from_unix_duration(whole)?),
+    })
+}
+
+/// A key's certificate (DER) from its PEM file.
+pub fn certificate(dir: &Path, key: &KeyRef) -> Result<Vec<u8>> {
+    let path = Config::resolve(dir, &key.certificate);
+    let pem =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Certificate::from_pem(pem.as_bytes())
+        .with_context(|| format!("{} is not a PEM certificate", path.display()))?
+        .to_der()?)
+}
+
+/// Signs the IdP's XML with the active signing key in the token.
+pub struct Signer {
+    token: std::sync::Mutex<Token>,
+    key: KeyRef,
+    alg: tessera_xmlsec::SignatureAlg,
+    certificate: Vec<u8>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key", &self.key.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// The signer of a deployment: the token opened with its activation secret (custody
+    /// shares in `shares` when it is M-of-N), the first signing key.
+    pub fn open(dir: &Path, config: &Config, shares: &[std::path::PathBuf]) -> Result<Self> {
+        let secret = tessera_hsm::custody::activation_secret_from(
+            &dir.join(crate::config::files::ACTIVATION_SECRET),
+            config.custody,
+            shares,
+        )?;
+        let mut token_config = config.token.clone();
+        for (name, value) in &mut token_config.environment {
+            if name == "SOFTHSM2_CONF" {
+                *value = Config::resolve(dir, Path::new(value.as_str()))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+        let token = tessera_hsm::open_configured(&token_config, &secret)?;
+        let key = config
+            .signing
+            .first()
+            .ok_or_else(|| anyhow!("no signing key configured"))?
+            .clone();
+        let certificate = certificate(dir, &key)?;
+        Ok(Self {
+            alg: config::signature_alg(key.alg)?,
+            token: std::sync::Mutex::new(token),
+            key,
+            certificate,
+        })
+    }
+
+    /// The signing certificate (DER).
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// Whether the token answers (for `/readyz`).
+    pub fn ping(&self) -> Result<()> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).ping()
+    }
+
+    /// Signs the root of `xml` (see [`tessera_xmlsec::sign_root`]).
+    pub fn sign_xml(&self, xml: &[u8]) -> Result<Vec<u8>> {
+        let token = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(tessera_xmlsec::sign_root(
+            xml,
+            self.alg,
+            &self.certificate,
+            |bytes| {
+                let sig = token
+                    .sign(&self.key.label, self.key.alg, bytes)
+                    .map_err(|e| format!("{e:#}"))?;
+                match self.key.alg {
+                    // XML-DSig's ECDSA value is r || s, not X.509's DER.
+                    KeyAlg::P256 => p256::ecdsa::Signature::from_der(&sig)
+                        .map(|s| s.to_bytes().to_vec())
+                        .map_err(|e| format!("the token's signature: {e}")),
+                    _ => Ok(sig),
+                }
+            },
+        )?)
+    }
+}

@@ -1,0 +1,124 @@
+//! `tessera-idp`: the IdP's command line.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tessera_idp::config::Organisation;
+use tessera_idp::{init, serve};
+use tessera_issuer_types::config::KeyAlg;
+
+/// The Tessera identity provider: employees sign in to e-services with their service ID.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an IdP deployment in a new data directory.
+    ///
+    /// Makes a SoftHSM2 token in the directory with a random activation secret
+    /// (DIR/activation.secret, mode 0600), generates the SAML signing key and an RSA
+    /// encryption key inside it (never exportable), writes their self-signed metadata
+    /// certificates (DIR/saml-*.pem) and the configuration DIR/idp.json. Prints the
+    /// entityID and where the metadata will be.
+    Init {
+        /// The new data directory (created; must be empty if it exists).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The issuer's base URL (its API: people, cards, the status feed).
+        #[arg(long, value_name = "URL")]
+        issuer_url: String,
+        /// The base URL browsers and relying parties reach this IdP at.
+        #[arg(long, value_name = "URL", default_value = "https://localhost:8445")]
+        base_url: String,
+        /// Our SAML entityID [default: BASE_URL/saml/metadata].
+        #[arg(long, value_name = "URI")]
+        entity_id: Option<String>,
+        /// The organisation's name (metadata, the `o` attribute).
+        #[arg(long, default_value = "Tessera Trial Organisation")]
+        organisation: String,
+        /// The organisation number (ten digits; our scope, `orgAffiliation`'s domain).
+        #[arg(long, value_name = "NUMBER", default_value = "5590000001")]
+        organisation_number: String,
+        /// The organisation's web site.
+        #[arg(long, value_name = "URL", default_value = "https://www.example.org")]
+        organisation_url: String,
+        /// The technical contact's e-mail address, published in the metadata.
+        #[arg(long, value_name = "ADDRESS", default_value = "idp-admin@example.org")]
+        contact: String,
+        /// The signing key's algorithm: rsa2048, rsa3072 or p256.
+        #[arg(long, value_name = "ALG", default_value = "rsa2048")]
+        signing_alg: KeyAlg,
+    },
+    /// Run the IdP: our signed metadata at /saml/metadata, /healthz, /readyz, /metrics.
+    Serve {
+        /// The data directory made by `init`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8445")]
+        listen: SocketAddr,
+        /// A custodian's share file (repeat for M of them) when the activation secret is
+        /// shared M-of-N.
+        #[arg(long = "share", value_name = "FILE")]
+        shares: Vec<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Args::parse().command {
+        Command::Init {
+            data_dir,
+            issuer_url,
+            base_url,
+            entity_id,
+            organisation,
+            organisation_number,
+            organisation_url,
+            contact,
+            signing_alg,
+        } => {
+            let config = init::run(
+                &data_dir,
+                &init::Options {
+                    entity_id,
+                    base_url: base_url.trim_end_matches('/').to_owned(),
+                    issuer_url,
+                    organisation: Organisation {
+                        name: organisation,
+                        number: organisation_number,
+                        url: organisation_url,
+                    },
+                    signing_alg,
+                    contact_email: contact,
+                },
+            )?;
+            println!("IdP deployment made in {}", data_dir.display());
+            println!("entityID: {}", config.entity_id);
+            println!(
+                "metadata: {}/saml/metadata (after `tessera-idp serve --data-dir {}`)",
+                config.base_url,
+                data_dir.display()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            data_dir,
+            listen,
+            shares,
+        } => serve::run(&data_dir, listen, &shares),
+    }
+}

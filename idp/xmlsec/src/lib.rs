@@ -1,0 +1,340 @@
+//! The IdP's narrow layer over libxml2 and libxmlsec1 (Debian's 1.2.x, OpenSSL back end):
+//! the only unsafe code in `idp/`, over a small C shim (`src/shim.c`, see its header for
+//! why it is C) that the build compiles against the installed headers.
+//!
+//! - [`Document::parse`] reads XML we did not write: no DTD of any kind (refused), no
+//!   entities, no network, libxml2's depth limits, a size cap, and every `ID` attribute
+//!   registered with duplicates refused.
+//! - [`Document::verify_root`] checks the one signature that PROFILES.md allows — a direct
+//!   child of the root, one reference naming the root by its ID, exclusive c14n, enveloped,
+//!   SHA-256, RSA-SHA256 or ECDSA-SHA256, the key only the certificate given (never one from
+//!   the message) — and returns the bytes that were digested: callers read the message from
+//!   those, so what they process is exactly what was signed (a comment inside a NameID, a
+//!   second element with the same name elsewhere: not in those bytes).
+//! - [`Document::canonical`] gives an unsigned message the same treatment (exclusive c14n
+//!   without comments), so that signed and unsigned messages are read the same way.
+//! - [`sign_root`] signs a document we wrote: xmlsec builds the signature and the canonical
+//!   SignedInfo, the caller's key (in a PKCS#11 token) signs those bytes, and the result is
+//!   verified with the real certificate before it is returned.
+//!
+//! A [`Document`] belongs to one thread at a time (`Send`, not `Sync`); the libraries are
+//! initialised once per process.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_uchar, CStr};
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+
+/// Why XML was refused or could not be handled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    #[error("the XML document is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("XML with a document type declaration (DTD) is refused")]
+    Doctype,
+    #[error("malformed XML: {0}")]
+    Malformed(String),
+    #[error("duplicate ID: {0}")]
+    DuplicateId(String),
+    #[error("the signature is not of the form accepted: {0}")]
+    SignatureShape(String),
+    #[error("the key or certificate could not be used: {0}")]
+    BadKey(String),
+    #[error("the signature does not verify: {0}")]
+    SignatureInvalid(String),
+    #[error("the signature covers another element than the message's root")]
+    NotRoot,
+    #[error("the document has no element to sign or no signature to complete: {0}")]
+    NoElement(String),
+    #[error("the signer failed: {0}")]
+    Signer(String),
+    #[error("libxmlsec1: {0}")]
+    Internal(String),
+}
+
+#[repr(C)]
+struct XmlDoc {
+    _opaque: [u8; 0],
+}
+
+extern "C" {
+    fn tx_init() -> c_int;
+    fn tx_last_error() -> *const c_char;
+    fn tx_free_buffer(p: *mut c_uchar);
+    fn tx_parse(buf: *const c_uchar, len: usize, max: usize, out: *mut *mut XmlDoc) -> c_int;
+    fn tx_free_doc(doc: *mut XmlDoc);
+    fn tx_dump(doc: *mut XmlDoc, out: *mut *mut c_uchar, len: *mut usize) -> c_int;
+    fn tx_canonical(doc: *mut XmlDoc, out: *mut *mut c_uchar, len: *mut usize) -> c_int;
+    fn tx_verify_root(
+        doc: *mut XmlDoc,
+        cert: *const c_uchar,
+        cert_len: usize,
+        whole_document_uri: c_int,
+        signed_out: *mut *mut c_uchar,
+        signed_len: *mut usize,
+    ) -> c_int;
+    fn tx_presign(
+        doc: *mut XmlDoc,
+        ecdsa: c_int,
+        dummy: *const c_uchar,
+        dummy_len: usize,
+        out: *mut *mut c_uchar,
+        len: *mut usize,
+    ) -> c_int;
+    fn tx_set_signature(
+        doc: *mut XmlDoc,
+        value: *const c_uchar,
+        value_len: usize,
+        cert: *const c_uchar,
+        cert_len: usize,
+    ) -> c_int;
+}
+
+/// Initialises libxml2 and libxmlsec1 once; every entry point calls it first.
+fn init() -> Result<(), XmlError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| {
+        // SAFETY: tx_init takes no arguments; OnceLock runs it once, before any other call.
+        let rc = unsafe { tx_init() };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(format!("initialising libxmlsec1 failed: {}", last_error()))
+        }
+    })
+    .clone()
+    .map_err(XmlError::Internal)
+}
+
+/// The shim's note of the last failure on this thread.
+fn last_error() -> String {
+    // SAFETY: tx_last_error returns a pointer to a NUL-terminated thread-local buffer that
+    // lives as long as the thread; it is copied at once.
+    unsafe { CStr::from_ptr(tx_last_error()) }
+        .to_string_lossy()
+        .trim_end_matches([';', ' '])
+        .to_owned()
+}
+
+fn error(rc: c_int) -> XmlError {
+    let why = last_error();
+    match rc {
+        -2 => XmlError::TooLarge(0),
+        -3 => XmlError::Doctype,
+        -4 => XmlError::Malformed(why),
+        -5 => XmlError::DuplicateId(why),
+        -6 => XmlError::SignatureShape(why),
+        -7 => XmlError::BadKey(why),
+        -8 => XmlError::SignatureInvalid(why),
+        -9 => XmlError::NotRoot,
+        -11 => XmlError::NoElement(why),
+        _ => XmlError::Internal(why),
+    }
+}
+
+/// Takes a buffer the shim allocated (with libxml2's allocator) into a `Vec`.
+///
+/// # Safety
+/// `p` must be a buffer of `len` bytes from the shim, or null; it is freed here.
+unsafe fn take(p: *mut c_uchar, len: usize) -> Vec<u8> {
+    if p.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller guarantees p points to len readable bytes from xmlMalloc.
+    let v = unsafe { std::slice::from_raw_parts(p, len) }.to_vec();
+    // SAFETY: p came from libxml2's allocator and is not used again.
+    unsafe { tx_free_buffer(p) };
+    v
+}
+
+/// A parsed XML document (libxml2's tree), with its IDs registered.
+#[derive(Debug)]
+pub struct Document {
+    doc: NonNull<XmlDoc>,
+}
+
+// SAFETY: a libxml2 document may move between threads as long as one thread uses it at a
+// time; `Document` is not `Sync` and every method takes it by reference from its owner.
+unsafe impl Send for Document {}
+
+impl Drop for Document {
+    fn drop(&mut self) {
+        // SAFETY: the document was made by tx_parse and is freed once, here.
+        unsafe { tx_free_doc(self.doc.as_ptr()) }
+    }
+}
+
+impl Document {
+    /// Parses a document we did not write, at most `max` bytes: refused with a DTD, when
+    /// not well formed, nested deeper than libxml2 allows (256), or with an ID twice.
+    pub fn parse(xml: &[u8], max: usize) -> Result<Self, XmlError> {
+        init()?;
+        if xml.len() > max {
+            return Err(XmlError::TooLarge(max));
+        }
+        let mut doc = std::ptr::null_mut();
+        // SAFETY: xml is a live slice of xml.len() bytes; doc receives an owned pointer.
+        let rc = unsafe { tx_parse(xml.as_ptr(), xml.len(), max, &mut doc) };
+        if rc != 0 {
+            return Err(match error(rc) {
+                XmlError::TooLarge(_) => XmlError::TooLarge(max),
+                e => e,
+            });
+        }
+        NonNull::new(doc)
+            .map(|doc| Self { doc })
+            .ok_or_else(|| XmlError::Internal("no document".into()))
+    }
+
+    /// The document as bytes (UTF-8, with an XML declaration).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, XmlError> {
+        let (mut out, mut len) = (std::ptr::null_mut(), 0);
+        // SAFETY: the document is live; out/len receive a shim buffer taken below.
+        let rc = unsafe { tx_dump(self.doc.as_ptr(), &mut out, &mut len) };
+        if rc != 0 {
+            return Err(error(rc));
+        }
+        // SAFETY: out/len came from tx_dump.
+        Ok(unsafe { take(out, len) })
+    }
+
+    /// The document in exclusive canonical form without comments.
+    pub fn canonical(&self) -> Result<Vec<u8>, XmlError> {
+        let (mut out, mut len) = (std::ptr::null_mut(), 0);
+        // SAFETY: the document is live; out/len receive a shim buffer taken below.
+        let rc = unsafe { tx_canonical(self.doc.as_ptr(), &mut out, &mut len) };
+        if rc != 0 {
+            return Err(error(rc));
+        }
+        // SAFETY: out/len came from tx_canonical.
+        Ok(unsafe { take(out, len) })
+    }
+
+    /// Verifies the root's enveloped signature with the certificate `cert` (DER) and
+    /// returns the bytes its reference digested: the root in exclusive canonical form,
+    /// without the signature. `whole_document_uri` also accepts `URI=""` (metadata
+    /// aggregates are signed so); messages need `#` + the root's ID.
+    pub fn verify_root(&self, cert: &[u8], whole_document_uri: bool) -> Result<Vec<u8>, XmlError> {
+        let (mut out, mut len) = (std::ptr::null_mut(), 0);
+        // SAFETY: the document and cert are live; out/len receive a shim buffer.
+        let rc = unsafe {
+            tx_verify_root(
+                self.doc.as_ptr(),
+                cert.as_ptr(),
+                cert.len(),
+                c_int::from(whole_document_uri),
+                &mut out,
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(error(rc));
+        }
+        // SAFETY: out/len came from tx_verify_root.
+        Ok(unsafe { take(out, len) })
+    }
+
+    /// [`Document::verify_root`] with each of `certs` in turn (a relying party's metadata
+    /// may list several signing keys during a rollover); the first that verifies wins.
+    pub fn verify_root_any<'c>(
+        &self,
+        certs: impl IntoIterator<Item = &'c [u8]>,
+        whole_document_uri: bool,
+    ) -> Result<Vec<u8>, XmlError> {
+        let mut last = XmlError::BadKey("no signing certificate is known for the signer".into());
+        for cert in certs {
+            match self.verify_root(cert, whole_document_uri) {
+                Ok(signed) => return Ok(signed),
+                // The shape does not depend on the key: no point trying the others.
+                Err(e @ (XmlError::SignatureShape(_) | XmlError::NotRoot)) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The signature algorithm of the key that signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureAlg {
+    /// `http://www.w3.org/2001/04/xmldsig-more#rsa-sha256`: the signer returns a PKCS#1
+    /// v1.5 signature over SHA-256 of the bytes.
+    RsaSha256,
+    /// `http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256` with P-256: the signer returns
+    /// r || s, 32 bytes each (XML-DSig's form, not DER).
+    EcdsaP256Sha256,
+}
+
+/// A throwaway software key of the algorithm's type (PKCS#8 DER), made once per process:
+/// xmlsec needs a key to build a signature, whose value is then replaced by the real one.
+fn dummy_key(alg: SignatureAlg) -> Result<&'static [u8], XmlError> {
+    static RSA: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    static EC: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    use pkcs8::EncodePrivateKey;
+    let made = match alg {
+        SignatureAlg::RsaSha256 => RSA.get_or_init(|| {
+            rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+                .map_err(|e| e.to_string())
+                .and_then(|k| k.to_pkcs8_der().map_err(|e| e.to_string()))
+                .map(|d| d.as_bytes().to_vec())
+        }),
+        SignatureAlg::EcdsaP256Sha256 => EC.get_or_init(|| {
+            p256::SecretKey::random(&mut rand::rngs::OsRng)
+                .to_pkcs8_der()
+                .map(|d| d.as_bytes().to_vec())
+                .map_err(|e| e.to_string())
+        }),
+    };
+    made.as_deref().map_err(|e| XmlError::Internal(e.clone()))
+}
+
+/// Signs the root of `xml` (a document we wrote; its root has an `ID`): an enveloped
+/// signature after the root's `saml:Issuer` (else first), exclusive c14n, SHA-256, the
+/// signing certificate `cert` (DER) in its KeyInfo. `sign` is handed the canonical
+/// SignedInfo and returns the signature value (see [`SignatureAlg`]); the result is
+/// verified with `cert` before it is returned, so a token that signs with another key, or
+/// not at all, yields an error, never a document.
+pub fn sign_root(
+    xml: &[u8],
+    alg: SignatureAlg,
+    cert: &[u8],
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, XmlError> {
+    let doc = Document::parse(xml, usize::MAX >> 1)?;
+    let dummy = dummy_key(alg)?;
+    let (mut out, mut len) = (std::ptr::null_mut(), 0);
+    // SAFETY: the document and dummy key are live; out/len receive a shim buffer.
+    let rc = unsafe {
+        tx_presign(
+            doc.doc.as_ptr(),
+            c_int::from(alg == SignatureAlg::EcdsaP256Sha256),
+            dummy.as_ptr(),
+            dummy.len(),
+            &mut out,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(error(rc));
+    }
+    // SAFETY: out/len came from tx_presign.
+    let signed_info = unsafe { take(out, len) };
+    let value = sign(&signed_info).map_err(XmlError::Signer)?;
+    // SAFETY: the document, value and cert are live for the call.
+    let rc = unsafe {
+        tx_set_signature(
+            doc.doc.as_ptr(),
+            value.as_ptr(),
+            value.len(),
+            cert.as_ptr(),
+            cert.len(),
+        )
+    };
+    if rc != 0 {
+        return Err(error(rc));
+    }
+    let bytes = doc.to_bytes()?;
+    // What we hand out verifies with the certificate we name, read back as a peer would.
+    Document::parse(&bytes, usize::MAX >> 1)?.verify_root(cert, false)?;
+    Ok(bytes)
+}

@@ -1,0 +1,410 @@
+/* The IdP's only C: a narrow shim over libxml2 and libxmlsec1 (1.2.x, OpenSSL back end).
+ *
+ * Written by hand because no maintained crate does this (the `xmlsec` crate signs and
+ * verifies only, without reference or algorithm restrictions, and needs libclang; `samael`
+ * has the signature-wrapping hole PROFILES.md describes), and because what we must set
+ * (the verification context's key, flags and allowed URIs) and read (its status and the
+ * reference it checked) are fields of large structs whose layout depends on Debian's build
+ * defines: compiled against the real headers, this file gets them right by construction.
+ * Rust (src/lib.rs) sees only opaque pointers, byte buffers and integer results.
+ *
+ * Every function returns 0 on success or a negative TX_E_* code; the text of the last
+ * failure on this thread is in tx_last_error().
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <libxml/valid.h>
+#include <libxml/c14n.h>
+#include <xmlsec/xmlsec.h>
+#include <xmlsec/xmltree.h>
+#include <xmlsec/xmldsig.h>
+#include <xmlsec/xmlenc.h>
+#include <xmlsec/templates.h>
+#include <xmlsec/crypto.h>
+#include <xmlsec/errors.h>
+#include <xmlsec/base64.h>
+
+#define TX_E_INIT -1
+#define TX_E_TOO_LARGE -2
+#define TX_E_DOCTYPE -3
+#define TX_E_MALFORMED -4
+#define TX_E_DUPLICATE_ID -5
+#define TX_E_SIGNATURE_SHAPE -6
+#define TX_E_BAD_KEY -7
+#define TX_E_SIGNATURE_INVALID -8
+#define TX_E_NOT_ROOT -9
+#define TX_E_INTERNAL -10
+#define TX_E_NO_ELEMENT -11
+
+#define SAML_NS "urn:oasis:names:tc:SAML:2.0:assertion"
+
+/* ---------- errors, per thread ---------- */
+
+static __thread char tx_errors[2048];
+static __thread size_t tx_errors_len;
+
+static void tx_note(const char *fmt, const char *a, const char *b) {
+    if (tx_errors_len >= sizeof(tx_errors) - 1) return;
+    int n = snprintf(tx_errors + tx_errors_len, sizeof(tx_errors) - tx_errors_len, fmt,
+                     a ? a : "", b ? b : "");
+    if (n > 0) tx_errors_len += (size_t)n;
+    if (tx_errors_len >= sizeof(tx_errors)) tx_errors_len = sizeof(tx_errors) - 1;
+}
+
+static void tx_clear(void) {
+    tx_errors_len = 0;
+    tx_errors[0] = 0;
+}
+
+const char *tx_last_error(void) { return tx_errors; }
+
+static void tx_xmlsec_error(const char *file, int line, const char *func, const char *object,
+                            const char *subject, int reason, const char *msg) {
+    (void)file; (void)line; (void)object; (void)reason;
+    tx_note("xmlsec %s: %s; ", func, msg ? msg : subject);
+}
+
+static void tx_xml_error(void *ctx, xmlErrorPtr e) {
+    (void)ctx;
+    if (e && e->message) tx_note("libxml2: %s%s", e->message, "");
+}
+
+/* ---------- set-up, once per process (Rust calls it under a Once) ---------- */
+
+int tx_init(void) {
+    xmlInitParser();
+    /* Never the xmlsec examples' xmlLoadExtDtdDefaultValue or
+     * xmlSubstituteEntitiesDefault(1): both are unsafe for untrusted input. */
+    if (xmlSecInit() < 0) return TX_E_INIT;
+    if (xmlSecCheckVersion() != 1) return TX_E_INIT;
+    if (xmlSecCryptoAppInit(NULL) < 0) return TX_E_INIT;
+    if (xmlSecCryptoInit() < 0) return TX_E_INIT;
+    /* After xmlSecCryptoInit, which installs a callback of its own. */
+    xmlSecErrorsSetCallback(tx_xmlsec_error);
+    return 0;
+}
+
+/* libxml2's structured error handler is per thread: set before every operation. */
+static void tx_begin(void) {
+    tx_clear();
+    xmlSetStructuredErrorFunc(NULL, tx_xml_error);
+}
+
+void tx_free_buffer(unsigned char *p) { xmlFree(p); }
+
+/* ---------- parsing untrusted XML ---------- */
+
+static void tx_deny_doctype(void *ctx, const xmlChar *name, const xmlChar *ext, const xmlChar *sys) {
+    (void)name; (void)ext; (void)sys;
+    xmlParserCtxtPtr c = (xmlParserCtxtPtr)ctx;
+    c->_private = (void *)1;
+    xmlStopParser(c);
+}
+
+/* Registers every no-namespace `ID` attribute as an ID (what `URI="#id"` resolves);
+ * refuses a value that is already some other attribute's (including an `xml:id` the parser
+ * registered itself): xmlSecAddIDs would ignore the duplicate silently. */
+static int tx_register_ids(xmlDocPtr doc, xmlNodePtr cur, int depth) {
+    if (depth > 512) return TX_E_MALFORMED;
+    for (; cur; cur = cur->next) {
+        if (cur->type != XML_ELEMENT_NODE) continue;
+        for (xmlAttrPtr a = cur->properties; a; a = a->next) {
+            if (a->ns != NULL || !xmlStrEqual(a->name, BAD_CAST "ID")) continue;
+            xmlChar *v = xmlNodeListGetString(doc, a->children, 1);
+            if (!v) return TX_E_MALFORMED;
+            xmlAttrPtr prev = xmlGetID(doc, v);
+            int bad = (prev != NULL && prev != a) || (prev == NULL && xmlAddID(NULL, doc, v, a) == NULL);
+            if (bad) tx_note("the ID %s appears more than once%s", (const char *)v, "");
+            xmlFree(v);
+            if (bad) return TX_E_DUPLICATE_ID;
+        }
+        int rc = tx_register_ids(doc, cur->children, depth + 1);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* Parses a document we did not write: no DTD of any kind (refused, not ignored), no
+ * entity substitution, no network, libxml2's default depth and size limits (no HUGE),
+ * whitespace kept (it may be signed). */
+int tx_parse(const unsigned char *buf, size_t len, size_t max, xmlDocPtr *out) {
+    tx_begin();
+    *out = NULL;
+    if (len == 0 || len > max || len > (size_t)0x7fffffff) return TX_E_TOO_LARGE;
+    xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
+    if (!ctxt) return TX_E_INTERNAL;
+    ctxt->sax->internalSubset = tx_deny_doctype;
+    int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING;
+    xmlDocPtr doc = xmlCtxtReadMemory(ctxt, (const char *)buf, (int)len, NULL, NULL, opts);
+    int doctype = ctxt->_private != NULL;
+    int bad = doctype || !ctxt->wellFormed || doc == NULL || doc->intSubset != NULL ||
+              doc->extSubset != NULL || xmlDocGetRootElement(doc) == NULL;
+    xmlFreeParserCtxt(ctxt);
+    if (bad) {
+        if (doc) xmlFreeDoc(doc);
+        return doctype ? TX_E_DOCTYPE : TX_E_MALFORMED;
+    }
+    int rc = tx_register_ids(doc, xmlDocGetRootElement(doc), 0);
+    if (rc < 0) {
+        xmlFreeDoc(doc);
+        return rc;
+    }
+    *out = doc;
+    return 0;
+}
+
+void tx_free_doc(xmlDocPtr doc) {
+    if (doc) xmlFreeDoc(doc);
+}
+
+/* The document as bytes (UTF-8, with the XML declaration). */
+int tx_dump(xmlDocPtr doc, unsigned char **out, size_t *len) {
+    tx_begin();
+    xmlChar *mem = NULL;
+    int size = 0;
+    xmlDocDumpMemoryEnc(doc, &mem, &size, "UTF-8");
+    if (!mem || size < 0) return TX_E_INTERNAL;
+    *out = mem;
+    *len = (size_t)size;
+    return 0;
+}
+
+/* Exclusive canonical form (no comments) of the whole document: what an unsigned request
+ * is read from, so that it is read exactly as a signed one would have been digested. */
+int tx_canonical(xmlDocPtr doc, unsigned char **out, size_t *len) {
+    tx_begin();
+    xmlChar *mem = NULL;
+    int size = xmlC14NDocDumpMemory(doc, NULL, XML_C14N_EXCLUSIVE_1_0, NULL, 0, &mem);
+    if (size < 0 || !mem) return TX_E_INTERNAL;
+    *out = mem;
+    *len = (size_t)size;
+    return 0;
+}
+
+/* ---------- verifying an enveloped signature over the root ---------- */
+
+/* Conservative ID syntax: [A-Za-z_][A-Za-z0-9_.-]*. xmlsec turns "#x" into an XPointer
+ * expression by formatting; anything else (quotes, spaces) could change what it selects. */
+static int tx_plain_id(const xmlChar *s) {
+    if (!s || !*s) return 0;
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_')) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '_' || *s == '.' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+static xmlNodePtr tx_only_child(xmlNodePtr parent, const xmlChar *name, const xmlChar *ns, int *count) {
+    xmlNodePtr found = NULL;
+    *count = 0;
+    for (xmlNodePtr c = parent ? parent->children : NULL; c; c = c->next)
+        if (c->type == XML_ELEMENT_NODE && xmlSecCheckNodeName(c, name, ns)) {
+            found = c;
+            (*count)++;
+        }
+    return found;
+}
+
+/* Verifies the signature of the document's root with the certificate `cert` (DER) only,
+ * and returns the bytes its one reference digested (the root in exclusive canonical form,
+ * without the signature): the caller reads the message from those, never from the tree.
+ *
+ * The shape is checked before xmlsec runs (PROFILES.md): exactly one ds:Signature, a
+ * direct child of the root; exactly one Reference, whose URI is "#" + the root's ID (or
+ * "" when `whole_document_uri` allows it, as metadata aggregates sign); then only exclusive
+ * c14n, enveloped and SHA-256, RSA-SHA256 or ECDSA-SHA256; the key only the one given
+ * (no keys manager: KeyInfo is never read); after it, the referenced element is checked to
+ * be the root. */
+int tx_verify_root(xmlDocPtr doc, const unsigned char *cert, size_t cert_len, int whole_document_uri,
+                   unsigned char **signed_out, size_t *signed_len) {
+    tx_begin();
+    *signed_out = NULL;
+    *signed_len = 0;
+    xmlNodePtr root = xmlDocGetRootElement(doc);
+    int n = 0;
+    xmlNodePtr sig = tx_only_child(root, xmlSecNodeSignature, xmlSecDSigNs, &n);
+    if (n != 1) {
+        tx_note("the root must carry exactly one signature as a direct child%s%s", "", "");
+        return TX_E_SIGNATURE_SHAPE;
+    }
+    xmlNodePtr si = tx_only_child(sig, xmlSecNodeSignedInfo, xmlSecDSigNs, &n);
+    if (n != 1) return TX_E_SIGNATURE_SHAPE;
+    xmlNodePtr ref = tx_only_child(si, xmlSecNodeReference, xmlSecDSigNs, &n);
+    if (n != 1) {
+        tx_note("the signature must have exactly one reference%s%s", "", "");
+        return TX_E_SIGNATURE_SHAPE;
+    }
+    xmlChar *root_id = xmlGetNoNsProp(root, BAD_CAST "ID");
+    xmlChar *uri = xmlGetNoNsProp(ref, BAD_CAST "URI");
+    int shape_ok;
+    if (uri && uri[0] == 0)
+        shape_ok = whole_document_uri;
+    else
+        shape_ok = uri && root_id && tx_plain_id(root_id) && uri[0] == '#' && xmlStrEqual(uri + 1, root_id);
+    if (uri) xmlFree(uri);
+    if (!shape_ok) {
+        tx_note("the reference must name the root by its ID (%s)%s", root_id ? (const char *)root_id : "none", "");
+        if (root_id) xmlFree(root_id);
+        return TX_E_SIGNATURE_SHAPE;
+    }
+
+    int rc = TX_E_INTERNAL;
+    xmlSecDSigCtxPtr ctx = xmlSecDSigCtxCreate(NULL);
+    if (!ctx) goto out;
+    ctx->signKey = xmlSecCryptoAppKeyLoadMemory(cert, (xmlSecSize)cert_len, xmlSecKeyDataFormatCertDer,
+                                                NULL, NULL, NULL);
+    if (!ctx->signKey) {
+        rc = TX_E_BAD_KEY;
+        goto out;
+    }
+    ctx->flags = XMLSEC_DSIG_FLAGS_IGNORE_MANIFESTS | XMLSEC_DSIG_FLAGS_STORE_SIGNEDINFO_REFERENCES;
+    ctx->enabledReferenceUris = (xmlSecTransformUriType)(xmlSecTransformUriTypeSameDocument |
+                                                         (whole_document_uri ? xmlSecTransformUriTypeEmpty : 0));
+    if (xmlSecDSigCtxEnableSignatureTransform(ctx, xmlSecTransformExclC14NId) < 0 ||
+        xmlSecDSigCtxEnableSignatureTransform(ctx, xmlSecTransformRsaSha256Id) < 0 ||
+        xmlSecDSigCtxEnableSignatureTransform(ctx, xmlSecTransformEcdsaSha256Id) < 0 ||
+        xmlSecDSigCtxEnableReferenceTransform(ctx, xmlSecTransformEnvelopedId) < 0 ||
+        xmlSecDSigCtxEnableReferenceTransform(ctx, xmlSecTransformExclC14NId) < 0 ||
+        xmlSecDSigCtxEnableReferenceTransform(ctx, xmlSecTransformSha256Id) < 0)
+        goto out;
+    if (xmlSecDSigCtxVerify(ctx, sig) < 0 || ctx->status != xmlSecDSigStatusSucceeded) {
+        rc = TX_E_SIGNATURE_INVALID;
+        goto out;
+    }
+    if (xmlSecPtrListGetSize(&ctx->signedInfoReferences) != 1) {
+        rc = TX_E_SIGNATURE_SHAPE;
+        goto out;
+    }
+    xmlSecDSigReferenceCtxPtr r = (xmlSecDSigReferenceCtxPtr)xmlSecPtrListGetItem(&ctx->signedInfoReferences, 0);
+    if (!r || r->status != xmlSecDSigStatusSucceeded) {
+        rc = TX_E_SIGNATURE_INVALID;
+        goto out;
+    }
+    /* Which element did the reference cover? Looked up in the same ID table xmlsec used. */
+    if (r->uri && r->uri[0] == '#') {
+        xmlAttrPtr id = xmlGetID(doc, r->uri + 1);
+        if (!id || id->parent != root || id->ns != NULL || !xmlStrEqual(id->name, BAD_CAST "ID")) {
+            rc = TX_E_NOT_ROOT;
+            goto out;
+        }
+    } else if (!(whole_document_uri && r->uri == NULL) && !(whole_document_uri && r->uri && r->uri[0] == 0)) {
+        rc = TX_E_NOT_ROOT;
+        goto out;
+    }
+    xmlSecBufferPtr digested = xmlSecDSigReferenceCtxGetPreDigestBuffer(r);
+    if (!digested || xmlSecBufferGetSize(digested) == 0) goto out;
+    xmlSecSize size = xmlSecBufferGetSize(digested);
+    unsigned char *copy = (unsigned char *)xmlMalloc(size);
+    if (!copy) goto out;
+    memcpy(copy, xmlSecBufferGetData(digested), size);
+    *signed_out = copy;
+    *signed_len = size;
+    rc = 0;
+out:
+    if (ctx) xmlSecDSigCtxDestroy(ctx); /* frees signKey too */
+    if (root_id) xmlFree(root_id);
+    return rc;
+}
+
+/* ---------- signing, with the private key elsewhere (a PKCS#11 token) ---------- */
+
+/* Adds an enveloped signature template over the root (by its ID), right after the root's
+ * saml:Issuer child if it has one (the SAML schema's place), else as its first child; has
+ * xmlsec compute the digest and the canonical SignedInfo with `dummy` (a throwaway
+ * software key of the real key's type, PKCS#8 DER), and returns that canonical SignedInfo:
+ * the bytes the real key must sign. The dummy's signature value is replaced by
+ * tx_set_signature, and the result is verified with the real certificate before use. */
+int tx_presign(xmlDocPtr doc, int ecdsa, const unsigned char *dummy, size_t dummy_len,
+               unsigned char **out, size_t *len) {
+    tx_begin();
+    *out = NULL;
+    *len = 0;
+    xmlNodePtr root = xmlDocGetRootElement(doc);
+    xmlChar *id = xmlGetNoNsProp(root, BAD_CAST "ID");
+    if (!id || !tx_plain_id(id)) {
+        if (id) xmlFree(id);
+        return TX_E_NO_ELEMENT;
+    }
+    char uri[256];
+    int fits = snprintf(uri, sizeof uri, "#%s", (const char *)id) < (int)sizeof uri;
+    xmlFree(id);
+    if (!fits) return TX_E_NO_ELEMENT;
+    xmlNodePtr sig = xmlSecTmplSignatureCreateNsPref(doc, xmlSecTransformExclC14NId,
+                                                     ecdsa ? xmlSecTransformEcdsaSha256Id : xmlSecTransformRsaSha256Id,
+                                                     NULL, BAD_CAST "ds");
+    if (!sig) return TX_E_INTERNAL;
+    xmlNodePtr issuer = NULL;
+    for (xmlNodePtr c = root->children; c; c = c->next)
+        if (c->type == XML_ELEMENT_NODE) {
+            if (xmlSecCheckNodeName(c, BAD_CAST "Issuer", BAD_CAST SAML_NS)) issuer = c;
+            break;
+        }
+    xmlNodePtr placed;
+    if (issuer)
+        placed = xmlAddNextSibling(issuer, sig);
+    else if (root->children)
+        placed = xmlAddPrevSibling(root->children, sig);
+    else
+        placed = xmlAddChild(root, sig);
+    if (!placed) {
+        xmlFreeNode(sig);
+        return TX_E_INTERNAL;
+    }
+    xmlNodePtr ref = xmlSecTmplSignatureAddReference(sig, xmlSecTransformSha256Id, NULL, BAD_CAST uri, NULL);
+    if (!ref || !xmlSecTmplReferenceAddTransform(ref, xmlSecTransformEnvelopedId) ||
+        !xmlSecTmplReferenceAddTransform(ref, xmlSecTransformExclC14NId))
+        return TX_E_INTERNAL;
+
+    int rc = TX_E_INTERNAL;
+    xmlSecDSigCtxPtr ctx = xmlSecDSigCtxCreate(NULL);
+    if (!ctx) return TX_E_INTERNAL;
+    ctx->signKey = xmlSecCryptoAppKeyLoadMemory(dummy, (xmlSecSize)dummy_len, xmlSecKeyDataFormatDer,
+                                                NULL, NULL, NULL);
+    if (!ctx->signKey) {
+        rc = TX_E_BAD_KEY;
+        goto out;
+    }
+    ctx->flags |= XMLSEC_DSIG_FLAGS_STORE_SIGNATURE;
+    if (xmlSecDSigCtxSign(ctx, sig) < 0) goto out;
+    xmlSecBufferPtr b = xmlSecDSigCtxGetPreSignBuffer(ctx);
+    if (!b || xmlSecBufferGetSize(b) == 0) goto out;
+    xmlSecSize size = xmlSecBufferGetSize(b);
+    unsigned char *copy = (unsigned char *)xmlMalloc(size);
+    if (!copy) goto out;
+    memcpy(copy, xmlSecBufferGetData(b), size);
+    *out = copy;
+    *len = size;
+    rc = 0;
+out:
+    xmlSecDSigCtxDestroy(ctx);
+    return rc;
+}
+
+/* Puts the real signature (XML-DSig form: PKCS#1 v1.5 bytes, or ECDSA r||s) into the root's
+ * signature and the signing certificate (DER) into its KeyInfo (outside SignedInfo). */
+int tx_set_signature(xmlDocPtr doc, const unsigned char *value, size_t value_len, const unsigned char *cert,
+                     size_t cert_len) {
+    tx_begin();
+    int n = 0;
+    xmlNodePtr sig = tx_only_child(xmlDocGetRootElement(doc), xmlSecNodeSignature, xmlSecDSigNs, &n);
+    if (n != 1) return TX_E_NO_ELEMENT;
+    xmlNodePtr sv = tx_only_child(sig, xmlSecNodeSignatureValue, xmlSecDSigNs, &n);
+    if (n != 1) return TX_E_NO_ELEMENT;
+    xmlChar *b64 = xmlSecBase64Encode(value, (xmlSecSize)value_len, 0);
+    if (!b64) return TX_E_INTERNAL;
+    xmlNodeSetContent(sv, b64);
+    xmlFree(b64);
+    xmlNodePtr ki = xmlSecTmplSignatureEnsureKeyInfo(sig, NULL);
+    xmlNodePtr xd = ki ? xmlSecTmplKeyInfoAddX509Data(ki) : NULL;
+    xmlNodePtr xc = xd ? xmlSecTmplX509DataAddCertificate(xd) : NULL;
+    if (!xc) return TX_E_INTERNAL;
+    xmlChar *cb64 = xmlSecBase64Encode(cert, (xmlSecSize)cert_len, 0);
+    if (!cb64) return TX_E_INTERNAL;
+    xmlNodeSetContent(xc, cb64);
+    xmlFree(cb64);
+    return 0;
+}

@@ -1,0 +1,383 @@
+//! Signing and verifying through libxmlsec1, checked against `xmlsec1` (the peer's command
+//! line tool, which we did not write), and the hostile corpus the IdP issue names:
+//! signature-wrapping variants (the signed element moved under another root, a signature
+//! over another element, duplicated IDs, an `xml:id` twin, comments inside a NameID), keys
+//! carried in the message, DTD and entity payloads, oversized and deeply nested input.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tessera_xmlsec::{sign_root, Document, SignatureAlg, XmlError};
+
+/// A software key and its self-signed certificate, made by openssl (test keys only: the IdP
+/// signs with keys in a token).
+struct Key {
+    dir: tempfile::TempDir,
+    alg: SignatureAlg,
+    pkcs8: Vec<u8>,
+    cert: Vec<u8>,
+}
+
+impl Key {
+    fn new(alg: SignatureAlg) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key_spec = match alg {
+            SignatureAlg::RsaSha256 => vec!["-newkey", "rsa:2048"],
+            SignatureAlg::EcdsaP256Sha256 => {
+                vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+            }
+        };
+        let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+        run(
+            "openssl",
+            &[
+                &[
+                    "req",
+                    "-x509",
+                    "-nodes",
+                    "-subj",
+                    "/CN=test signer",
+                    "-days",
+                    "2",
+                ][..],
+                &key_spec,
+                &["-keyout", &p("key.pem"), "-out", &p("cert.pem")],
+            ]
+            .concat(),
+        );
+        run(
+            "openssl",
+            &[
+                "pkcs8",
+                "-topk8",
+                "-nocrypt",
+                "-in",
+                &p("key.pem"),
+                "-outform",
+                "DER",
+                "-out",
+                &p("key.der"),
+            ],
+        );
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                &p("cert.pem"),
+                "-outform",
+                "DER",
+                "-out",
+                &p("cert.der"),
+            ],
+        );
+        Self {
+            alg,
+            pkcs8: std::fs::read(dir.path().join("key.der")).unwrap(),
+            cert: std::fs::read(dir.path().join("cert.der")).unwrap(),
+            dir,
+        }
+    }
+
+    fn cert_pem(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    /// The signature value XML-DSig wants over `bytes`.
+    fn sign(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        use pkcs8::DecodePrivateKey;
+        match self.alg {
+            SignatureAlg::RsaSha256 => {
+                use rsa::signature::{SignatureEncoding, Signer};
+                let key = rsa::RsaPrivateKey::from_pkcs8_der(&self.pkcs8).unwrap();
+                let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key);
+                Ok(signer.sign(bytes).to_vec())
+            }
+            SignatureAlg::EcdsaP256Sha256 => {
+                use p256::ecdsa::signature::Signer;
+                let key = p256::ecdsa::SigningKey::from_pkcs8_der(&self.pkcs8).unwrap();
+                let sig: p256::ecdsa::Signature = key.sign(bytes);
+                Ok(sig.to_bytes().to_vec())
+            }
+        }
+    }
+
+    fn sign_doc(&self, xml: &str) -> String {
+        String::from_utf8(
+            sign_root(xml.as_bytes(), self.alg, &self.cert, |b| self.sign(b)).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const REQUEST: &str = r#"<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_a1b2c3" Version="2.0" IssueInstant="2026-12-02T10:00:00Z" Destination="https://idp.example.org/saml/sso"><saml:Issuer>https://sp.example.org</saml:Issuer><samlp:NameIDPolicy Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"/><saml:Subject><saml:NameID>admin@example.org.evil.example</saml:NameID></saml:Subject></samlp:AuthnRequest>"#;
+
+const MAX: usize = 256 * 1024;
+
+fn verify(key: &Key, xml: &str) -> Result<String, XmlError> {
+    let doc = Document::parse(xml.as_bytes(), MAX)?;
+    doc.verify_root(&key.cert, false)
+        .map(|b| String::from_utf8(b).unwrap())
+}
+
+/// `xmlsec1 --verify` with the certificate as the only key (KeyInfo's keys ignored: by
+/// default 1.2 also tries a key the message carries).
+fn xmlsec1_accepts(key: &Key, xml: &str, root: &str) -> bool {
+    let file = key.dir.path().join("doc.xml");
+    std::fs::write(&file, xml).unwrap();
+    Command::new("xmlsec1")
+        .args(["--verify", "--pubkey-cert-pem"])
+        .arg(key.cert_pem())
+        .args([
+            "--enabled-key-data",
+            "key-name",
+            "--enabled-reference-uris",
+            "same-doc",
+            "--id-attr:ID",
+            root,
+            "--node-xpath",
+            "/*/*[local-name()='Signature']",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+const REQUEST_ROOT: &str = "urn:oasis:names:tc:SAML:2.0:protocol:AuthnRequest";
+
+#[test]
+fn what_we_sign_verifies_here_and_with_xmlsec1_for_both_algorithms() {
+    for alg in [SignatureAlg::RsaSha256, SignatureAlg::EcdsaP256Sha256] {
+        let key = Key::new(alg);
+        let signed = key.sign_doc(REQUEST);
+        // After the Issuer, as the SAML schema places it.
+        let issuer = signed.find("</saml:Issuer>").unwrap();
+        let sig = signed.find("<ds:Signature").unwrap();
+        assert!(issuer < sig, "{signed}");
+        assert!(
+            xmlsec1_accepts(&key, &signed, REQUEST_ROOT),
+            "{alg:?}: {signed}"
+        );
+        let digested = verify(&key, &signed).unwrap();
+        assert!(digested.starts_with("<samlp:AuthnRequest"), "{digested}");
+        assert!(!digested.contains("Signature"), "enveloped: {digested}");
+        // Another key does not verify it, here or in xmlsec1.
+        let other = Key::new(alg);
+        assert!(matches!(
+            verify(&other, &signed),
+            Err(XmlError::SignatureInvalid(_))
+        ));
+        assert!(!xmlsec1_accepts(&other, &signed, REQUEST_ROOT));
+    }
+}
+
+#[test]
+fn a_signer_with_the_wrong_key_yields_no_document() {
+    let key = Key::new(SignatureAlg::RsaSha256);
+    let other = Key::new(SignatureAlg::RsaSha256);
+    let got = sign_root(REQUEST.as_bytes(), key.alg, &key.cert, |b| other.sign(b));
+    assert!(matches!(got, Err(XmlError::SignatureInvalid(_))), "{got:?}");
+    let got = sign_root(REQUEST.as_bytes(), key.alg, &key.cert, |_| {
+        Err("token away".into())
+    });
+    assert_eq!(got, Err(XmlError::Signer("token away".into())));
+}
+
+#[test]
+fn a_changed_message_does_not_verify() {
+    let key = Key::new(SignatureAlg::EcdsaP256Sha256);
+    let signed = key.sign_doc(REQUEST);
+    let changed = signed.replace("https://sp.example.org", "https://evil.example");
+    assert!(matches!(
+        verify(&key, &changed),
+        Err(XmlError::SignatureInvalid(_))
+    ));
+}
+
+/// The signature and its reference, cut out of a signed document.
+fn signature_of(signed: &str) -> &str {
+    let start = signed.find("<ds:Signature").unwrap();
+    let end = signed.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    &signed[start..end]
+}
+
+/// The signed root element without the XML declaration.
+fn element_of(signed: &str) -> &str {
+    signed[signed.find("<samlp:AuthnRequest").unwrap()..].trim_end()
+}
+
+#[test]
+fn signature_wrapping_is_refused() {
+    let key = Key::new(SignatureAlg::RsaSha256);
+    let signed = key.sign_doc(REQUEST);
+    let original = element_of(&signed);
+    let ns = r#"xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion""#;
+    let evil_issuer = "<saml:Issuer>https://evil.example</saml:Issuer>";
+    let cases = [
+        // The signed request hidden in Extensions of an unsigned one.
+        format!(
+            r#"<samlp:AuthnRequest {ns} ID="_evil" Version="2.0">{evil_issuer}<samlp:Extensions>{original}</samlp:Extensions></samlp:AuthnRequest>"#
+        ),
+        // The original signature moved up to an evil root, the original nested below.
+        format!(
+            r#"<samlp:AuthnRequest {ns} ID="_evil" Version="2.0">{evil_issuer}{}<samlp:Extensions>{}</samlp:Extensions></samlp:AuthnRequest>"#,
+            signature_of(&signed),
+            original.replace(signature_of(&signed), "")
+        ),
+        // The signed element kept as the root's twin in a wrapper.
+        format!(r#"<Wrapper ID="_w">{original}{original}</Wrapper>"#),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let got = verify(&key, case);
+        assert!(
+            matches!(
+                got,
+                Err(XmlError::SignatureShape(_) | XmlError::NotRoot | XmlError::DuplicateId(_))
+            ),
+            "case {i}: {got:?}"
+        );
+    }
+    // Without our shape rules, xmlsec itself accepts the moved signature (the hole that
+    // makes the rules necessary): proof that case 1 is a real wrapping attack.
+    assert!(
+        xmlsec1_accepts(&key, &cases[1], REQUEST_ROOT),
+        "{}",
+        cases[1]
+    );
+}
+
+#[test]
+fn a_signature_over_another_element_is_refused() {
+    let key = Key::new(SignatureAlg::RsaSha256);
+    // Sign an inner element (its own root in its own document), then put it inside an
+    // outer message with the inner's signature: the reference names the inner element.
+    let inner = key.sign_doc(
+        r#"<saml:Subject xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_inner"><saml:NameID>x</saml:NameID></saml:Subject>"#,
+    );
+    let inner_el = &inner[inner.find("<saml:Subject").unwrap()..];
+    let sig = signature_of(inner_el).to_owned();
+    let outer = format!(
+        r#"<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="_outer" Version="2.0">{sig}{}</samlp:AuthnRequest>"#,
+        inner_el.replace(&sig, "").trim_end()
+    );
+    assert!(
+        matches!(verify(&key, &outer), Err(XmlError::SignatureShape(_))),
+        "{outer}"
+    );
+}
+
+#[test]
+fn duplicated_ids_are_refused_at_parse() {
+    for xml in [
+        r#"<r ID="_a"><x ID="_a"/></r>"#,
+        r#"<r ID="_a"><x xml:id="_a"/></r>"#,
+        r#"<r xml:id="_a"><x ID="_a"/></r>"#,
+    ] {
+        let got = Document::parse(xml.as_bytes(), MAX);
+        assert!(
+            matches!(got, Err(XmlError::DuplicateId(_))),
+            "{xml}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn a_comment_inside_the_name_id_cannot_shorten_what_is_read() {
+    let key = Key::new(SignatureAlg::RsaSha256);
+    let signed = key.sign_doc(REQUEST);
+    // The classic: a comment splits the signed text; a reader taking the first text node
+    // would see "admin@example.org". The signature still verifies (c14n drops comments)...
+    let commented = signed.replace(
+        "admin@example.org.evil.example",
+        "admin@example.org<!---->.evil.example",
+    );
+    assert_ne!(commented, signed);
+    let digested = verify(&key, &commented).unwrap();
+    // ...and what we read from is the digested text, whole and without the comment.
+    assert!(
+        digested.contains("<saml:NameID>admin@example.org.evil.example</saml:NameID>"),
+        "{digested}"
+    );
+    assert!(!digested.contains("<!--"), "{digested}");
+}
+
+#[test]
+fn a_key_carried_in_the_message_is_never_used() {
+    // Signed by the attacker's key with that key's certificate in KeyInfo: verified with
+    // the relying party's certificate only, it fails.
+    let ours = Key::new(SignatureAlg::RsaSha256);
+    let attacker = Key::new(SignatureAlg::RsaSha256);
+    let forged = attacker.sign_doc(REQUEST);
+    assert!(forged.contains("<ds:X509Certificate>"), "{forged}");
+    assert!(matches!(
+        verify(&ours, &forged),
+        Err(XmlError::SignatureInvalid(_))
+    ));
+    assert!(!xmlsec1_accepts(&ours, &forged, REQUEST_ROOT));
+}
+
+#[test]
+fn dtds_entities_oversized_and_deep_input_are_refused() {
+    let doctype = [
+        r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x "y">]><r>&x;</r>"#.to_owned(),
+        r#"<!DOCTYPE r SYSTEM "http://evil.example/r.dtd"><r/>"#.to_owned(),
+        format!(
+            r#"<!DOCTYPE r [<!ENTITY a "{}"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><r>&b;</r>"#,
+            "A".repeat(1000)
+        ),
+        r#"<!DOCTYPE r [<!ENTITY f SYSTEM "file:///etc/passwd">]><r>&f;</r>"#.to_owned(),
+    ];
+    for xml in &doctype {
+        assert_eq!(
+            Document::parse(xml.as_bytes(), MAX).err(),
+            Some(XmlError::Doctype),
+            "{xml}"
+        );
+    }
+    // An undeclared entity is not well formed.
+    assert!(matches!(
+        Document::parse(b"<r>&x;</r>", MAX),
+        Err(XmlError::Malformed(_))
+    ));
+    let big = format!("<r>{}</r>", "a".repeat(MAX));
+    assert_eq!(
+        Document::parse(big.as_bytes(), MAX).err(),
+        Some(XmlError::TooLarge(MAX))
+    );
+    let deep = format!("{}{}", "<a>".repeat(5000), "</a>".repeat(5000));
+    assert!(matches!(
+        Document::parse(deep.as_bytes(), MAX),
+        Err(XmlError::Malformed(_))
+    ));
+    for junk in [
+        &b""[..],
+        b"<",
+        b"<r>",
+        b"\xff\xfe<r/>",
+        b"<r a='1' a='2'/>",
+        b"<r/><r/>",
+    ] {
+        assert!(Document::parse(junk, MAX).is_err(), "{junk:?}");
+    }
+}
+
+#[test]
+fn an_unsigned_message_is_read_in_canonical_form_too() {
+    let doc = Document::parse(b"<r a='1'><!-- note --><x>t<!---->u</x></r>", MAX).unwrap();
+    assert_eq!(
+        String::from_utf8(doc.canonical().unwrap()).unwrap(),
+        r#"<r a="1"><x>tu</x></r>"#
+    );
+}
