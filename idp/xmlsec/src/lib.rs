@@ -21,6 +21,9 @@
 //! initialised once per process.
 #![allow(unsafe_code)]
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::ffi::{c_char, c_int, c_uchar, CStr};
 use std::ptr::NonNull;
 use std::sync::OnceLock;

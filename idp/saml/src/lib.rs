@@ -1,0 +1,6 @@
+//! The IdP's SAML messages, without I/O (so that the parsers can be fuzzed alone):
+//! [`request`] decodes AuthnRequests from their binding, checks their signatures, and
+//! reads them only from the bytes that were checked.
+#![forbid(unsafe_code)]
+
+pub mod request;
