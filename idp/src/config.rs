@@ -46,6 +46,24 @@ pub struct Config {
     pub metadata_valid_days: u32,
     /// A technical contact's e-mail address, published in the metadata.
     pub contact_email: String,
+    /// The federation whose signed aggregate lists relying parties (none: only the local
+    /// registry, `DIR/relying-parties`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<Federation>,
+}
+
+/// A federation's metadata aggregate and how to trust it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    /// Where the aggregate is: an `https://` URL, or a file (relative to the data
+    /// directory or absolute).
+    pub source: String,
+    /// The federation's metadata-signing certificates (PEM files; several during its key
+    /// rollover).
+    pub certificates: Vec<PathBuf>,
+    /// How often it is fetched again, in minutes.
+    pub refresh_minutes: u32,
 }
 
 /// The organisation whose employees this IdP serves.
@@ -133,6 +151,14 @@ impl Config {
         }
         if !(1..=30).contains(&self.metadata_valid_days) {
             bail!("metadata_valid_days: 1 to 30");
+        }
+        if let Some(f) = &self.federation {
+            if f.certificates.is_empty() {
+                bail!("federation.certificates: at least one (its metadata is used only when its signature verifies)");
+            }
+            if !(5..=24 * 60).contains(&f.refresh_minutes) {
+                bail!("federation.refresh_minutes: 5 to 1440");
+            }
         }
         if !self.contact_email.contains('@') {
             bail!("contact_email: an e-mail address");

@@ -21,6 +21,9 @@ pub struct Options {
     pub organisation: Organisation,
     pub signing_alg: KeyAlg,
     pub contact_email: String,
+    /// The federation's aggregate (URL or file) and its signing certificate (PEM file,
+    /// copied into the directory).
+    pub federation: Option<(String, PathBuf)>,
 }
 
 /// The token label of the embedded default.
@@ -117,6 +120,21 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
         });
     }
     let encryption = made.pop().into_iter().collect();
+    let federation = match &opts.federation {
+        None => None,
+        Some((source, cert)) => {
+            // Checked now, kept beside the deployment.
+            keys::certificate_file(cert)?;
+            let file = PathBuf::from("federation-signer-1.pem");
+            std::fs::copy(cert, dir.join(&file))
+                .with_context(|| format!("copying {}", cert.display()))?;
+            Some(config::Federation {
+                source: source.clone(),
+                certificates: vec![file],
+                refresh_minutes: 60,
+            })
+        }
+    };
     let config = Config {
         format: config::FORMAT,
         entity_id: opts
@@ -133,6 +151,7 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
         certified_loa3: false,
         metadata_valid_days: 7,
         contact_email: opts.contact_email.clone(),
+        federation,
     };
     config.validate()?;
     let path = dir.join(config::CONFIG_FILE);

@@ -78,9 +78,13 @@ fn time(since_epoch: Duration) -> Result<Time> {
 
 /// A key's certificate (DER) from its PEM file.
 pub fn certificate(dir: &Path, key: &KeyRef) -> Result<Vec<u8>> {
-    let path = Config::resolve(dir, &key.certificate);
+    certificate_file(&Config::resolve(dir, &key.certificate))
+}
+
+/// A certificate (DER) from a PEM file.
+pub fn certificate_file(path: &Path) -> Result<Vec<u8>> {
     let pem =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(Certificate::from_pem(pem.as_bytes())
         .with_context(|| format!("{} is not a PEM certificate", path.display()))?
         .to_der()?)

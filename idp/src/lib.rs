@@ -8,5 +8,6 @@ pub mod config;
 pub mod init;
 pub mod keys;
 pub mod metadata;
+pub mod parties;
 pub mod serve;
 pub mod xml;

@@ -55,6 +55,14 @@ enum Command {
         /// The signing key's algorithm: rsa2048, rsa3072 or p256.
         #[arg(long, value_name = "ALG", default_value = "rsa2048")]
         signing_alg: KeyAlg,
+        /// The federation's metadata aggregate (an https URL or a file), fetched hourly
+        /// and used only when its signature verifies; relying parties can also be put in
+        /// DIR/relying-parties/*.xml.
+        #[arg(long, value_name = "SOURCE", requires = "federation_certificate")]
+        federation_metadata: Option<String>,
+        /// The federation's metadata-signing certificate (PEM; copied into DIR).
+        #[arg(long, value_name = "FILE", requires = "federation_metadata")]
+        federation_certificate: Option<PathBuf>,
     },
     /// Run the IdP: our signed metadata at /saml/metadata, /healthz, /readyz, /metrics.
     Serve {
@@ -90,6 +98,8 @@ fn main() -> Result<()> {
             organisation_url,
             contact,
             signing_alg,
+            federation_metadata,
+            federation_certificate,
         } => {
             let config = init::run(
                 &data_dir,
@@ -104,6 +114,7 @@ fn main() -> Result<()> {
                     },
                     signing_alg,
                     contact_email: contact,
+                    federation: federation_metadata.zip(federation_certificate),
                 },
             )?;
             println!("IdP deployment made in {}", data_dir.display());

@@ -18,11 +18,13 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
 use crate::keys::Signer;
 use crate::metadata;
+use crate::parties::{self, Refreshed, Registry as Parties};
 
 /// How often the metadata is signed afresh.
 const RESIGN_EVERY: Duration = Duration::from_secs(6 * 3600);
@@ -32,6 +34,9 @@ struct Metrics {
     metadata_served: Counter,
     metadata_signed: Counter,
     signing_failures: Counter,
+    federation_refreshes: Counter,
+    federation_refusals: Counter,
+    relying_parties: Gauge,
 }
 
 impl Metrics {
@@ -54,11 +59,31 @@ impl Metrics {
             "Signatures the token failed to make",
             signing_failures.clone(),
         );
+        let (federation_refreshes, federation_refusals, relying_parties) =
+            (Counter::default(), Counter::default(), Gauge::default());
+        registry.register(
+            "federation_refreshes",
+            "Federation aggregates taken",
+            federation_refreshes.clone(),
+        );
+        registry.register(
+            "federation_refusals",
+            "Federation aggregates refused (the last good copy stays in use)",
+            federation_refusals.clone(),
+        );
+        registry.register(
+            "relying_parties",
+            "Relying parties known and valid",
+            relying_parties.clone(),
+        );
         Self {
             registry,
             metadata_served,
             metadata_signed,
             signing_failures,
+            federation_refreshes,
+            federation_refusals,
+            relying_parties,
         }
     }
 }
@@ -75,10 +100,37 @@ struct Idp {
     config: Config,
     signer: Signer,
     metadata: RwLock<Published>,
+    parties: Parties,
     metrics: Metrics,
 }
 
 impl Idp {
+    /// Fetches the federation's aggregate and takes it if it verifies (else keeps the
+    /// last good copy), counting either way.
+    fn refresh_federation(&self) {
+        let Some(federation) = &self.config.federation else {
+            return;
+        };
+        let now = self.clock.now();
+        let outcome = match parties::fetch(&self.dir, &federation.source) {
+            Ok(bytes) => self.parties.refresh(&self.dir, federation, &bytes, now),
+            Err(e) => Refreshed::Refused(format!("{e:#}")),
+        };
+        match outcome {
+            Refreshed::Taken(n) => {
+                self.metrics.federation_refreshes.inc();
+                tracing::info!(relying_parties = n, "federation metadata taken");
+            }
+            Refreshed::Refused(why) => {
+                self.metrics.federation_refusals.inc();
+                tracing::warn!(%why, "federation metadata refused; the last good copy stays in use");
+            }
+        }
+        self.metrics
+            .relying_parties
+            .set(i64::try_from(self.parties.count(now)).unwrap_or(i64::MAX));
+    }
+
     fn sign_metadata(&self) -> Result<()> {
         let now = self.clock.now();
         match metadata::signed(&self.dir, &self.config, &self.signer, now) {
@@ -107,7 +159,12 @@ pub fn run(dir: &Path, listen: SocketAddr, shares: &[PathBuf]) -> Result<()> {
     let now = clock.now();
     let xml = metadata::signed(dir, &config, &signer, now)?;
     metrics.metadata_signed.inc();
+    let parties = Parties::load(dir, &config, now)?;
+    metrics
+        .relying_parties
+        .set(i64::try_from(parties.count(now)).unwrap_or(i64::MAX));
     let idp = Arc::new(Idp {
+        parties,
         clock,
         dir: dir.to_owned(),
         metadata: RwLock::new(Published {
@@ -140,6 +197,21 @@ pub fn run(dir: &Path, listen: SocketAddr, shares: &[PathBuf]) -> Result<()> {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "signing the metadata failed; the last copy is served until it expires"),
                         Err(e) => tracing::error!(error = %e, "signing the metadata panicked"),
+                    }
+                }
+            });
+        }
+        if let Some(federation) = idp.config.federation.clone() {
+            let idp = Arc::clone(&idp);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(
+                    u64::from(federation.refresh_minutes) * 60,
+                ));
+                loop {
+                    every.tick().await;
+                    let idp = Arc::clone(&idp);
+                    if let Err(e) = tokio::task::spawn_blocking(move || idp.refresh_federation()).await {
+                        tracing::error!(error = %e, "refreshing the federation metadata panicked");
                     }
                 }
             });

@@ -1,6 +1,8 @@
 //! The IdP's SAML messages, without I/O (so that the parsers can be fuzzed alone):
 //! [`request`] decodes AuthnRequests from their binding, checks their signatures, and
-//! reads them only from the bytes that were checked.
+//! reads them only from the bytes that were checked; [`metadata`] reads relying parties
+//! from a federation's signed aggregate (signature and `validUntil` first) or a local file.
 #![forbid(unsafe_code)]
 
+pub mod metadata;
 pub mod request;
