@@ -150,13 +150,16 @@ impl Signer {
 
     /// Signs the root of `xml` (see [`tessera_xmlsec::sign_root`]).
     pub fn sign_xml(&self, xml: &[u8]) -> Result<Vec<u8>> {
-        let token = self.token.lock().unwrap_or_else(|p| p.into_inner());
         Ok(tessera_xmlsec::sign_root(
             xml,
             self.alg,
             &self.certificate,
             |bytes| {
-                let sig = token
+                // The token is held only while it signs (not while xmlsec works).
+                let sig = self
+                    .token
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
                     .sign(&self.key.label, self.key.alg, bytes)
                     .map_err(|e| format!("{e:#}"))?;
                 match self.key.alg {

@@ -24,6 +24,13 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Escapes an attribute value: as [`escape`], and tab and line feed as references too (a
+/// parser turns them into spaces otherwise, and the signed document would differ from the
+/// one written).
+pub fn escape_attribute(s: &str) -> String {
+    escape(s).replace('\t', "&#9;").replace('\n', "&#10;")
+}
+
 /// Writes one document, element by element.
 #[derive(Debug, Default)]
 pub struct Writer {
@@ -46,7 +53,7 @@ impl Writer {
             self.out.push(' ');
             self.out.push_str(k);
             self.out.push_str("=\"");
-            self.out.push_str(&escape(v));
+            self.out.push_str(&escape_attribute(v));
             self.out.push('"');
         }
     }
@@ -103,12 +110,12 @@ mod tests {
     #[test]
     fn writes_in_order_and_escapes() {
         let mut w = Writer::new();
-        w.open("a", &[("x", "1\"<&>")])
+        w.open("a", &[("x", "1\"<&>\t\n")])
             .leaf("b", &[], "t<&>\r\u{1}é")
             .empty("c", &[("y", "")]);
         assert_eq!(
             w.finish(),
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<a x=\"1&quot;&lt;&amp;&gt;\"><b>t&lt;&amp;&gt;&#13;é</b><c y=\"\"/></a>"
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<a x=\"1&quot;&lt;&amp;&gt;&#9;&#10;\"><b>t&lt;&amp;&gt;&#13;é</b><c y=\"\"/></a>"
         );
     }
 }

@@ -15,7 +15,7 @@ use base64ct::Encoding;
 use tessera_xmlsec::{Document, XmlError};
 
 /// The largest request we take, encoded or inflated.
-pub const MAX_REQUEST: usize = 64 * 1024;
+pub const MAX_REQUEST: usize = 32 * 1024;
 
 pub const NS_SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 pub const NS_SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -259,6 +259,10 @@ fn verify_redirect(sig: &RedirectSignature, certs: &[Vec<u8>]) -> Result<(), Req
                 let Ok(key) = rsa::RsaPublicKey::from_public_key_der(&der) else {
                     continue;
                 };
+                // PROFILES.md: RSA of at least 2048 bits.
+                if rsa::traits::PublicKeyParts::size(&key) < 256 {
+                    continue;
+                }
                 let key = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key);
                 rsa::pkcs1v15::Signature::try_from(sig.value.as_slice())
                     .is_ok_and(|s| key.verify(&sig.signed, &s).is_ok())

@@ -39,6 +39,8 @@ pub enum XmlError {
     Malformed(String),
     #[error("duplicate ID: {0}")]
     DuplicateId(String),
+    #[error("an element carries more than {MAX_ATTRIBUTES} attributes")]
+    TooManyAttributes,
     #[error("the signature is not of the form accepted: {0}")]
     SignatureShape(String),
     #[error("the key or certificate could not be used: {0}")]
@@ -109,14 +111,72 @@ fn init() -> Result<(), XmlError> {
     .map_err(XmlError::Internal)
 }
 
-/// The shim's note of the last failure on this thread.
+/// The shim's note of the last failure on this thread: one line, at most 300 characters
+/// (it may quote the attacker's input; pages escape it, logs get it as one field).
 fn last_error() -> String {
     // SAFETY: tx_last_error returns a pointer to a NUL-terminated thread-local buffer that
     // lives as long as the thread; it is copied at once.
     unsafe { CStr::from_ptr(tx_last_error()) }
         .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect::<String>()
         .trim_end_matches([';', ' '])
         .to_owned()
+}
+
+/// Attributes (and namespace declarations) one element may carry. libxml2 checks
+/// duplicates and its c14n sorts in time that grows with the square of their number, and
+/// both run before any signature is checked: a 256 KiB element of attributes costs
+/// seconds. SAML's elements carry a handful.
+pub const MAX_ATTRIBUTES: usize = 64;
+
+/// Whether some start tag in `xml` carries more than [`MAX_ATTRIBUTES`] attributes: one
+/// pass over the bytes, before libxml2 sees them. Comments, processing instructions,
+/// CDATA sections and declarations are skipped; a document this misreads is not well
+/// formed, and libxml2 refuses it after.
+fn too_many_attributes(xml: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(lt) = xml[i..].iter().position(|&b| b == b'<') {
+        i += lt + 1;
+        let rest = &xml[i..];
+        let skip_to = |end: &[u8]| {
+            rest.windows(end.len())
+                .position(|w| w == end)
+                .map_or(xml.len(), |p| i + p + end.len())
+        };
+        if rest.starts_with(b"!--") {
+            i = skip_to(b"-->");
+        } else if rest.starts_with(b"![CDATA[") {
+            i = skip_to(b"]]>");
+        } else if rest.starts_with(b"?") {
+            i = skip_to(b"?>");
+        } else if rest.starts_with(b"!") {
+            i = skip_to(b">");
+        } else {
+            // A start or end tag: count `=` outside quoted values up to its `>`.
+            let (mut count, mut quote) = (0, None);
+            while i < xml.len() {
+                let b = xml[i];
+                i += 1;
+                match (quote, b) {
+                    (Some(q), b) if b == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, b'"' | b'\'') => quote = Some(b),
+                    (None, b'=') => {
+                        count += 1;
+                        if count > MAX_ATTRIBUTES {
+                            return true;
+                        }
+                    }
+                    (None, b'>') => break,
+                    (None, _) => {}
+                }
+            }
+        }
+    }
+    false
 }
 
 fn error(rc: c_int) -> XmlError {
@@ -175,6 +235,9 @@ impl Document {
         if xml.len() > max {
             return Err(XmlError::TooLarge(max));
         }
+        if too_many_attributes(xml) {
+            return Err(XmlError::TooManyAttributes);
+        }
         let mut doc = std::ptr::null_mut();
         // SAFETY: xml is a live slice of xml.len() bytes; doc receives an owned pointer.
         let rc = unsafe { tx_parse(xml.as_ptr(), xml.len(), max, &mut doc) };
@@ -218,6 +281,7 @@ impl Document {
     /// without the signature. `whole_document_uri` also accepts `URI=""` (metadata
     /// aggregates are signed so); messages need `#` + the root's ID.
     pub fn verify_root(&self, cert: &[u8], whole_document_uri: bool) -> Result<Vec<u8>, XmlError> {
+        check_key(cert)?;
         let (mut out, mut len) = (std::ptr::null_mut(), 0);
         // SAFETY: the document and cert are live; out/len receive a shim buffer.
         let rc = unsafe {
@@ -254,6 +318,46 @@ impl Document {
             }
         }
         Err(last)
+    }
+}
+
+/// Refuses a certificate whose key is too weak to trust a signature by (PROFILES.md: RSA
+/// of at least 2048 bits; EC on P-256, P-384 or P-521) or of another kind.
+fn check_key(cert: &[u8]) -> Result<(), XmlError> {
+    use der::{Decode, Encode};
+    let weak = |why: &str| XmlError::BadKey(why.to_owned());
+    let cert = x509_cert::Certificate::from_der(cert)
+        .map_err(|e| weak(&format!("not a certificate: {e}")))?;
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    match spki.algorithm.oid {
+        const_oid::db::rfc5912::RSA_ENCRYPTION => {
+            use rsa::pkcs8::DecodePublicKey;
+            let der = spki.to_der().map_err(|e| weak(&e.to_string()))?;
+            let key =
+                rsa::RsaPublicKey::from_public_key_der(&der).map_err(|e| weak(&e.to_string()))?;
+            if rsa::traits::PublicKeyParts::size(&key) < 256 {
+                return Err(weak("an RSA key shorter than 2048 bits"));
+            }
+            Ok(())
+        }
+        const_oid::db::rfc5912::ID_EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok());
+            match curve {
+                Some(
+                    const_oid::db::rfc5912::SECP_256_R_1
+                    | const_oid::db::rfc5912::SECP_384_R_1
+                    | const_oid::db::rfc5912::SECP_521_R_1,
+                ) => Ok(()),
+                _ => Err(weak(
+                    "an EC key on a curve other than P-256, P-384 or P-521",
+                )),
+            }
+        }
+        _ => Err(weak("a key that is neither RSA nor EC")),
     }
 }
 
@@ -340,4 +444,49 @@ pub fn sign_root(
     // What we hand out verifies with the certificate we name, read back as a peer would.
     Document::parse(&bytes, usize::MAX >> 1)?.verify_root(cert, false)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_counted_per_tag_outside_quotes_comments_and_cdata() {
+        let tag = |n: usize| {
+            let attrs: String = (0..n).map(|i| format!(" a{i}=\"x=y\"")).collect();
+            format!("<r{attrs}/>")
+        };
+        assert!(!too_many_attributes(tag(MAX_ATTRIBUTES).as_bytes()));
+        assert!(too_many_attributes(tag(MAX_ATTRIBUTES + 1).as_bytes()));
+        let spread = format!("<r>{}</r>", tag(40).repeat(10));
+        assert!(
+            !too_many_attributes(spread.as_bytes()),
+            "counted per element"
+        );
+        let text = format!("<r>{}</r>", "=".repeat(1000));
+        assert!(!too_many_attributes(text.as_bytes()), "text is not counted");
+        let hidden = format!(
+            "<r><!-- {} --><![CDATA[<x {}>]]><?pi {}?></r>",
+            "a=1 ".repeat(100),
+            "a=1 ".repeat(100),
+            "a=1 ".repeat(100)
+        );
+        assert!(!too_many_attributes(hidden.as_bytes()));
+        let single = format!(
+            "<r {}/>",
+            (0..70)
+                .map(|i| format!("a{i}='1'"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert!(too_many_attributes(single.as_bytes()));
+        assert!(matches!(
+            Document::parse(single.as_bytes(), 1 << 20),
+            Err(XmlError::TooManyAttributes)
+        ));
+        // Unterminated input does not loop or panic.
+        for junk in [&b"<"[..], b"<!--", b"<r a='", b"<![CDATA[", b"<?x"] {
+            let _ = too_many_attributes(junk);
+        }
+    }
 }

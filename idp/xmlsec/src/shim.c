@@ -26,6 +26,7 @@
 #include <xmlsec/crypto.h>
 #include <xmlsec/errors.h>
 #include <xmlsec/base64.h>
+#include <xmlsec/membuf.h>
 
 #define TX_E_INIT -1
 #define TX_E_TOO_LARGE -2
@@ -114,7 +115,11 @@ static int tx_register_ids(xmlDocPtr doc, xmlNodePtr cur, int depth) {
         for (xmlAttrPtr a = cur->properties; a; a = a->next) {
             if (a->ns != NULL || !xmlStrEqual(a->name, BAD_CAST "ID")) continue;
             xmlChar *v = xmlNodeListGetString(doc, a->children, 1);
-            if (!v) return TX_E_MALFORMED;
+            if (!v || !*v) {
+                tx_note("an empty ID%s%s", "", "");
+                if (v) xmlFree(v);
+                return TX_E_MALFORMED;
+            }
             xmlAttrPtr prev = xmlGetID(doc, v);
             int bad = (prev != NULL && prev != a) || (prev == NULL && xmlAddID(NULL, doc, v, a) == NULL);
             if (bad) tx_note("the ID %s appears more than once%s", (const char *)v, "");
@@ -138,7 +143,9 @@ int tx_parse(const unsigned char *buf, size_t len, size_t max, xmlDocPtr *out) {
     if (!ctxt) return TX_E_INTERNAL;
     ctxt->sax->internalSubset = tx_deny_doctype;
     int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING;
-    xmlDocPtr doc = xmlCtxtReadMemory(ctxt, (const char *)buf, (int)len, NULL, NULL, opts);
+    /* UTF-8 only (what the SAML bindings carry): a document declaring UTF-7 or UTF-16
+     * would otherwise reach libxml2's converters. */
+    xmlDocPtr doc = xmlCtxtReadMemory(ctxt, (const char *)buf, (int)len, NULL, "UTF-8", opts);
     int doctype = ctxt->_private != NULL;
     int bad = doctype || !ctxt->wellFormed || doc == NULL || doc->intSubset != NULL ||
               doc->extSubset != NULL || xmlDocGetRootElement(doc) == NULL;
@@ -209,6 +216,41 @@ static xmlNodePtr tx_only_child(xmlNodePtr parent, const xmlChar *name, const xm
     return found;
 }
 
+/* The reference's transform chain as xmlsec built it, checked before it runs: exactly
+ * (the same-document XPointer,) enveloped, exclusive c14n, then only xmlsec's buffers and
+ * SHA-256. The allow-lists only cover <Transform> elements; xmlsec adds an inclusive c14n
+ * (or its own XML parser) by itself where a chain leaves the node set unserialised. */
+static int tx_check_chain(xmlSecTransformCtxPtr t) {
+    xmlSecTransformId want[] = {xmlSecTransformXPointerId, xmlSecTransformEnvelopedId, xmlSecTransformExclC14NId};
+    xmlSecTransformPtr x = t->first;
+    size_t i = 0;
+    if (x && x->id != xmlSecTransformXPointerId) i = 1; /* URI="": no XPointer */
+    for (; i < 3; i++, x = x->next)
+        if (!x || x->id != want[i]) {
+            tx_note("the reference's transforms are not exactly enveloped, exclusive c14n%s%s", "", "");
+            return -1;
+        }
+    for (; x; x = x->next)
+        if (x->id != xmlSecTransformMemBufId && x->id != xmlSecTransformSha256Id) {
+            tx_note("an unexpected transform %s%s", (const char *)x->id->name, "");
+            return -1;
+        }
+    return 0;
+}
+
+/* Whether any element under `node` carries a namespaced attribute: xmlsec reads URI and
+ * Algorithm with xmlGetProp, which takes the first attribute of that name in any
+ * namespace, while our checks read the no-namespace one. XML-DSig needs none. */
+static int tx_namespaced_attributes(xmlNodePtr node) {
+    for (; node; node = node->next) {
+        if (node->type != XML_ELEMENT_NODE) continue;
+        for (xmlAttrPtr a = node->properties; a; a = a->next)
+            if (a->ns != NULL) return 1;
+        if (tx_namespaced_attributes(node->children)) return 1;
+    }
+    return 0;
+}
+
 /* Verifies the signature of the document's root with the certificate `cert` (DER) only,
  * and returns the bytes its one reference digested (the root in exclusive canonical form,
  * without the signature): the caller reads the message from those, never from the tree.
@@ -233,6 +275,10 @@ int tx_verify_root(xmlDocPtr doc, const unsigned char *cert, size_t cert_len, in
     }
     xmlNodePtr si = tx_only_child(sig, xmlSecNodeSignedInfo, xmlSecDSigNs, &n);
     if (n != 1) return TX_E_SIGNATURE_SHAPE;
+    if (tx_namespaced_attributes(si)) {
+        tx_note("a namespaced attribute inside SignedInfo%s%s", "", "");
+        return TX_E_SIGNATURE_SHAPE;
+    }
     xmlNodePtr ref = tx_only_child(si, xmlSecNodeReference, xmlSecDSigNs, &n);
     if (n != 1) {
         tx_note("the signature must have exactly one reference%s%s", "", "");
@@ -261,6 +307,18 @@ int tx_verify_root(xmlDocPtr doc, const unsigned char *cert, size_t cert_len, in
         rc = TX_E_BAD_KEY;
         goto out;
     }
+    {
+        /* RSA of at least 2048 bits (PROFILES.md); the Rust side checks EC curves, which
+         * xmlsec 1.2 does not size. */
+        xmlSecKeyDataPtr v = xmlSecKeyGetValue(ctx->signKey);
+        int rsa = v && xmlSecKeyDataCheckId(v, xmlSecKeyDataRsaId);
+        if (!v || (rsa && xmlSecKeyDataGetSize(v) < 2048)) {
+            tx_note("the certificate's key is too weak or of an unknown kind%s%s", "", "");
+            rc = TX_E_BAD_KEY;
+            goto out;
+        }
+    }
+    ctx->referencePreExecuteCallback = tx_check_chain;
     ctx->flags = XMLSEC_DSIG_FLAGS_IGNORE_MANIFESTS | XMLSEC_DSIG_FLAGS_STORE_SIGNEDINFO_REFERENCES;
     ctx->enabledReferenceUris = (xmlSecTransformUriType)(xmlSecTransformUriTypeSameDocument |
                                                          (whole_document_uri ? xmlSecTransformUriTypeEmpty : 0));

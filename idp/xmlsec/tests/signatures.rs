@@ -271,3 +271,204 @@ fn an_unsigned_message_is_read_in_canonical_form_too() {
         r#"<r a="1"><x>tu</x></r>"#
     );
 }
+
+/// A template signed by `xmlsec1` (the peer signs whatever it is given) with `key_pem`.
+fn xmlsec1_signed(dir: &std::path::Path, key_pem: &std::path::Path, template: &str) -> String {
+    let file = dir.join("template.xml");
+    std::fs::write(&file, template).unwrap();
+    let out = Command::new("xmlsec1")
+        .args(["--sign", "--privkey-pem"])
+        .arg(key_pem)
+        .args(["--id-attr:ID", REQUEST_ROOT, "--id-attr:ID", "Other"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A request template whose reference has `transforms`, `reference_attrs`, and the given
+/// signature and digest methods.
+fn template(
+    transforms: &[&str],
+    reference_attrs: &str,
+    signature_method: &str,
+    digest_method: &str,
+) -> String {
+    let transforms: String = transforms
+        .iter()
+        .map(|t| format!(r#"<ds:Transform Algorithm="{t}"/>"#))
+        .collect();
+    format!(
+        r#"<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:unused="urn:unused" ID="_a1" Version="2.0"><saml:Issuer>https://sp.example.org</saml:Issuer><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="{signature_method}"/><ds:Reference {reference_attrs}><ds:Transforms>{transforms}</ds:Transforms><ds:DigestMethod Algorithm="{digest_method}"/><ds:DigestValue/></ds:Reference></ds:SignedInfo><ds:SignatureValue/></ds:Signature><Other ID="_o">evil</Other></samlp:AuthnRequest>"#
+    )
+}
+
+const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
+
+#[test]
+fn only_the_one_transform_chain_algorithms_and_key_strength_are_accepted() {
+    let key = Key::new(SignatureAlg::RsaSha256);
+    let key_pem = key.dir.path().join("key.pem");
+    let sign = |t: &str| xmlsec1_signed(key.dir.path(), &key_pem, t);
+    // The chain we accept, signed by the peer: verifies (the harness works).
+    let good = sign(&template(
+        &[ENVELOPED, EXC_C14N],
+        r##"URI="#_a1""##,
+        RSA_SHA256,
+        SHA256,
+    ));
+    assert!(verify(&key, &good).is_ok(), "{good}");
+    let refused = [
+        // Enveloped alone: xmlsec would add an inclusive c14n by itself.
+        (
+            "implicit inclusive c14n",
+            template(&[ENVELOPED], r##"URI="#_a1""##, RSA_SHA256, SHA256),
+        ),
+        (
+            "enveloped twice",
+            template(
+                &[ENVELOPED, ENVELOPED, EXC_C14N],
+                r##"URI="#_a1""##,
+                RSA_SHA256,
+                SHA256,
+            ),
+        ),
+        (
+            "with comments",
+            template(
+                &[
+                    ENVELOPED,
+                    "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+                ],
+                r##"URI="#_a1""##,
+                RSA_SHA256,
+                SHA256,
+            ),
+        ),
+        (
+            "inclusive c14n",
+            template(
+                &[ENVELOPED, "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"],
+                r##"URI="#_a1""##,
+                RSA_SHA256,
+                SHA256,
+            ),
+        ),
+        (
+            "RSA-SHA1",
+            template(
+                &[ENVELOPED, EXC_C14N],
+                r##"URI="#_a1""##,
+                "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
+                SHA256,
+            ),
+        ),
+        (
+            "SHA-1 digest",
+            template(
+                &[ENVELOPED, EXC_C14N],
+                r##"URI="#_a1""##,
+                RSA_SHA256,
+                "http://www.w3.org/2000/09/xmldsig#sha1",
+            ),
+        ),
+        // xmlsec reads the first URI in any namespace; our shape check the plain one.
+        (
+            "namespaced URI",
+            template(
+                &[ENVELOPED, EXC_C14N],
+                r##"xmlns:x="urn:x" x:URI="#_o" URI="#_a1""##,
+                RSA_SHA256,
+                SHA256,
+            ),
+        ),
+    ];
+    for (what, t) in refused {
+        let signed = sign(&t);
+        let got = verify(&key, &signed);
+        assert!(got.is_err(), "{what} accepted: {signed}");
+    }
+    // A 1024-bit RSA key, however well it signs, is too weak.
+    let weak = key.dir.path().join("weak");
+    std::fs::create_dir_all(&weak).unwrap();
+    let p = |n: &str| weak.join(n).to_str().unwrap().to_owned();
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-nodes",
+            "-subj",
+            "/CN=weak",
+            "-days",
+            "2",
+            "-newkey",
+            "rsa:1024",
+            "-keyout",
+            &p("key.pem"),
+            "-out",
+            &p("cert.pem"),
+        ],
+        vec![
+            "x509",
+            "-in",
+            &p("cert.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &p("cert.der"),
+        ],
+    ] {
+        assert!(Command::new("openssl")
+            .args(&args)
+            .output()
+            .unwrap()
+            .status
+            .success());
+    }
+    let signed = xmlsec1_signed(
+        key.dir.path(),
+        &weak.join("key.pem"),
+        &template(
+            &[ENVELOPED, EXC_C14N],
+            r##"URI="#_a1""##,
+            RSA_SHA256,
+            SHA256,
+        ),
+    );
+    let doc = Document::parse(signed.as_bytes(), MAX).unwrap();
+    let weak_cert = std::fs::read(weak.join("cert.der")).unwrap();
+    assert!(matches!(
+        doc.verify_root(&weak_cert, false),
+        Err(XmlError::BadKey(_))
+    ));
+}
+
+#[test]
+fn only_utf8_documents_are_read() {
+    let utf7 = br#"<?xml version="1.0" encoding="UTF-7"?>+ADw-r+AD4-hi+ADw-/r+AD4-"#;
+    assert!(Document::parse(utf7, MAX).is_err());
+    let mut utf16 = vec![0xFF, 0xFE];
+    for c in "<r>hi</r>".encode_utf16() {
+        utf16.extend(c.to_le_bytes());
+    }
+    assert!(Document::parse(&utf16, MAX).is_err());
+    assert!(Document::parse("<r>hé</r>".as_bytes(), MAX).is_ok());
+}
+
+#[test]
+fn an_element_with_too_many_attributes_is_refused_before_libxml2() {
+    let attrs: String = (0..200).map(|i| format!(" a{i}=\"\"")).collect();
+    let xml = format!("<r{attrs}/>");
+    assert_eq!(
+        Document::parse(xml.as_bytes(), MAX).err(),
+        Some(XmlError::TooManyAttributes)
+    );
+}
