@@ -42,6 +42,16 @@ if [ ! -x "$playwright_venv/bin/python" ] || ! "$playwright_venv/bin/python" -c 
 fi
 export TESSERA_PLAYWRIGHT_PYTHON="$playwright_venv/bin/python"
 
+# pysaml2 (PyPI) is the SAML service provider the IdP's responses are checked against (it
+# verifies and decrypts with Debian's xmlsec1).
+pysaml2_venv="${XDG_CACHE_HOME:-$HOME/.cache}/tessera/pysaml2-7.5.4"
+if [ ! -x "$pysaml2_venv/bin/python" ] || ! "$pysaml2_venv/bin/python" -c "import saml2" 2>/dev/null; then
+  echo "==> installing pysaml2 into $pysaml2_venv"
+  python3 -m venv "$pysaml2_venv"
+  "$pysaml2_venv/bin/pip" install -q "pysaml2==7.5.4"
+fi
+export TESSERA_PYSAML2_PYTHON="$pysaml2_venv/bin/python"
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"

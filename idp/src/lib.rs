@@ -10,4 +10,3 @@ pub mod keys;
 pub mod metadata;
 pub mod parties;
 pub mod serve;
-pub mod xml;

@@ -14,7 +14,7 @@ use base64ct::Encoding;
 
 use crate::config::Config;
 use crate::keys;
-use crate::xml::Writer;
+use tessera_saml::xml::Writer;
 
 pub const NS_MD: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 pub const NS_SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -49,39 +49,7 @@ pub fn loa(config: &Config) -> &'static str {
     }
 }
 
-/// `2026-12-02T10:00:00Z` for a time since the epoch.
-pub fn instant(t: Duration) -> String {
-    let secs = t.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// A fresh XML ID: `_` and 32 hex digits from the OS's CSPRNG.
-pub fn new_id() -> String {
-    let mut b = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    format!("_{}", hex::encode(b))
-}
+pub use tessera_saml::response::{instant, new_id};
 
 /// The unsigned metadata, valid until `now` (since the epoch) + the configured days.
 pub fn unsigned(dir: &Path, config: &Config, now: Duration) -> Result<String> {
@@ -244,22 +212,4 @@ pub fn signed(
     signer
         .sign_xml(xml.as_bytes())
         .context("signing the metadata")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instants_are_utc_dates() {
-        assert_eq!(instant(Duration::ZERO), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            instant(Duration::from_secs(1_796_205_600)),
-            "2026-12-02T10:00:00Z"
-        );
-        assert_eq!(
-            instant(Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-    }
 }

@@ -86,6 +86,14 @@ extern "C" {
         out: *mut *mut c_uchar,
         len: *mut usize,
     ) -> c_int;
+    fn tx_encrypt_element(
+        doc: *mut XmlDoc,
+        ns: *const c_char,
+        name: *const c_char,
+        cert: *const c_uchar,
+        cert_len: usize,
+        aes128: c_int,
+    ) -> c_int;
     fn tx_set_signature(
         doc: *mut XmlDoc,
         value: *const c_uchar,
@@ -299,6 +307,37 @@ impl Document {
         }
         // SAFETY: out/len came from tx_verify_root.
         Ok(unsafe { take(out, len) })
+    }
+
+    /// Encrypts the one element `{ns}name` for the holder of `cert` (DER, RSA of 2048 bits
+    /// or more): it is replaced by an `xenc:EncryptedData` (AES-GCM content, 256-bit key
+    /// unless `aes128`; the key in an `xenc:EncryptedKey`, RSA-OAEP with MGF1-SHA1, which is
+    /// what libxmlsec1 1.2 offers).
+    pub fn encrypt_element(
+        &mut self,
+        ns: &str,
+        name: &str,
+        cert: &[u8],
+        aes128: bool,
+    ) -> Result<(), XmlError> {
+        let ns = std::ffi::CString::new(ns).map_err(|_| XmlError::NoElement(ns.into()))?;
+        let name = std::ffi::CString::new(name).map_err(|_| XmlError::NoElement(name.into()))?;
+        // SAFETY: the document is live and owned mutably here; the strings and cert live
+        // for the call.
+        let rc = unsafe {
+            tx_encrypt_element(
+                self.doc.as_ptr(),
+                ns.as_ptr(),
+                name.as_ptr(),
+                cert.as_ptr(),
+                cert.len(),
+                c_int::from(aes128),
+            )
+        };
+        if rc != 0 {
+            return Err(error(rc));
+        }
+        Ok(())
     }
 
     /// [`Document::verify_root`] with each of `certs` in turn (a relying party's metadata

@@ -466,3 +466,76 @@ int tx_set_signature(xmlDocPtr doc, const unsigned char *value, size_t value_len
     xmlFree(cb64);
     return 0;
 }
+
+/* ---------- encryption of one element for a relying party ---------- */
+
+/* Encrypts the one element {ns}name in the document (refused if there is not exactly one)
+ * for the holder of `cert` (DER): the element is replaced by an xenc:EncryptedData whose
+ * content key (AES-256-GCM, or AES-128-GCM when `aes128`) travels in an EncryptedKey,
+ * RSA-OAEP (mgf1p) under the certificate's RSA key: what libxmlsec1 1.2 can do (it has no
+ * ECDH-ES key agreement). */
+static xmlNodePtr tx_find(xmlNodePtr cur, const xmlChar *name, const xmlChar *ns, int *count) {
+    xmlNodePtr found = NULL;
+    for (; cur; cur = cur->next) {
+        if (cur->type != XML_ELEMENT_NODE) continue;
+        if (xmlSecCheckNodeName(cur, name, ns)) {
+            found = cur;
+            (*count)++;
+        }
+        xmlNodePtr inner = tx_find(cur->children, name, ns, count);
+        if (inner) found = inner;
+    }
+    return found;
+}
+
+int tx_encrypt_element(xmlDocPtr doc, const char *ns, const char *name, const unsigned char *cert, size_t cert_len,
+                       int aes128) {
+    tx_begin();
+    int n = 0;
+    xmlNodePtr target = tx_find(xmlDocGetRootElement(doc), BAD_CAST name, BAD_CAST ns, &n);
+    if (n != 1 || !target) {
+        tx_note("not exactly one %s to encrypt%s", name, "");
+        return TX_E_NO_ELEMENT;
+    }
+    int rc = TX_E_INTERNAL;
+    xmlSecKeysMngrPtr mngr = NULL;
+    xmlSecEncCtxPtr ctx = NULL;
+    xmlNodePtr tmpl = xmlSecTmplEncDataCreate(doc, aes128 ? xmlSecTransformAes128GcmId : xmlSecTransformAes256GcmId,
+                                              NULL, xmlSecTypeEncElement, NULL, NULL);
+    if (!tmpl || !xmlSecTmplEncDataEnsureCipherValue(tmpl)) goto out;
+    xmlNodePtr ki = xmlSecTmplEncDataEnsureKeyInfo(tmpl, NULL);
+    xmlNodePtr ek = ki ? xmlSecTmplKeyInfoAddEncryptedKey(ki, xmlSecTransformRsaOaepId, NULL, NULL, NULL) : NULL;
+    if (!ek || !xmlSecTmplEncDataEnsureCipherValue(ek)) goto out;
+    mngr = xmlSecKeysMngrCreate();
+    if (!mngr || xmlSecCryptoAppDefaultKeysMngrInit(mngr) < 0) goto out;
+    xmlSecKeyPtr key = xmlSecCryptoAppKeyLoadMemory(cert, (xmlSecSize)cert_len, xmlSecKeyDataFormatCertDer, NULL,
+                                                    NULL, NULL);
+    if (!key) {
+        rc = TX_E_BAD_KEY;
+        goto out;
+    }
+    xmlSecKeyDataPtr v = xmlSecKeyGetValue(key);
+    if (!v || !xmlSecKeyDataCheckId(v, xmlSecKeyDataRsaId) || xmlSecKeyDataGetSize(v) < 2048) {
+        tx_note("the encryption certificate's key is not RSA of 2048 bits or more%s%s", "", "");
+        xmlSecKeyDestroy(key);
+        rc = TX_E_BAD_KEY;
+        goto out;
+    }
+    if (xmlSecCryptoAppDefaultKeysMngrAdoptKey(mngr, key) < 0) {
+        xmlSecKeyDestroy(key);
+        goto out;
+    }
+    ctx = xmlSecEncCtxCreate(mngr);
+    if (!ctx) goto out;
+    ctx->encKey = xmlSecKeyGenerate(xmlSecKeyDataAesId, aes128 ? 128 : 256, xmlSecKeyDataTypeSession);
+    if (!ctx->encKey) goto out;
+    /* On success the template takes the element's place and the element is freed. */
+    if (xmlSecEncCtxXmlEncrypt(ctx, tmpl, target) < 0) goto out;
+    tmpl = NULL;
+    rc = 0;
+out:
+    if (tmpl) xmlFreeNode(tmpl);
+    if (ctx) xmlSecEncCtxDestroy(ctx);
+    if (mngr) xmlSecKeysMngrDestroy(mngr);
+    return rc;
+}
