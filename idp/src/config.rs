@@ -38,6 +38,9 @@ pub struct Config {
     pub signing: Vec<KeyRef>,
     /// The keys relying parties may encrypt to us with (all published).
     pub encryption: Vec<KeyRef>,
+    /// The label of the HMAC key in the token that derives persistent pseudonymous NameIDs
+    /// (one per person and relying party, DP 6.2). Never changed: every NameID would.
+    pub name_id_key: String,
     /// Connection rules 1.2.3: the certified `loa3` URI only when both the issuer and
     /// this IdP are approved by DIGG; otherwise `uncertified-loa3`. Off by default.
     #[serde(default)]

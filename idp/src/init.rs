@@ -120,6 +120,8 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
         });
     }
     let encryption = made.pop().into_iter().collect();
+    let name_id_key = "nameid-1".to_owned();
+    token.ensure_hmac_key(&name_id_key)?;
     let federation = match &opts.federation {
         None => None,
         Some((source, cert)) => {
@@ -148,6 +150,7 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
         custody: Custody::SINGLE,
         signing: made,
         encryption,
+        name_id_key,
         certified_loa3: false,
         metadata_valid_days: 7,
         contact_email: opts.contact_email.clone(),

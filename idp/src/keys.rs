@@ -93,6 +93,7 @@ pub fn certificate_file(path: &Path) -> Result<Vec<u8>> {
 /// Signs the IdP's XML with the active signing key in the token.
 pub struct Signer {
     token: std::sync::Mutex<Token>,
+    name_id_key: String,
     key: KeyRef,
     alg: tessera_xmlsec::SignatureAlg,
     certificate: Vec<u8>,
@@ -133,6 +134,7 @@ impl Signer {
         Ok(Self {
             alg: config::signature_alg(key.alg)?,
             token: std::sync::Mutex::new(token),
+            name_id_key: config.name_id_key.clone(),
             key,
             certificate,
         })
@@ -141,6 +143,25 @@ impl Signer {
     /// The signing certificate (DER).
     pub fn certificate(&self) -> &[u8] {
         &self.certificate
+    }
+
+    /// The persistent pseudonymous NameID of `person` (the issuer's person id) at the
+    /// relying party `entity_id` (DP 6.2): HMAC-SHA256 in the token over both, length
+    /// prefixed, as 64 hex digits. The same pair always gives the same NameID; another
+    /// relying party gets an unrelated one; without the token nobody can compute or link
+    /// them.
+    pub fn name_id(&self, entity_id: &str, person: &str) -> Result<String> {
+        let mut data = Vec::with_capacity(16 + entity_id.len() + person.len());
+        for part in [entity_id, person] {
+            data.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            data.extend_from_slice(part.as_bytes());
+        }
+        let mac = self
+            .token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hmac_sha256(&self.name_id_key, &data)?;
+        Ok(mac.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// Whether the token answers (for `/readyz`).

@@ -93,6 +93,12 @@ fn the_metadata_is_signed_in_the_token_and_verified_by_xmlsec1() {
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let secret_key = listed
+        .split("Secret Key Object")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no secret key in {listed}"));
+    assert!(secret_key.contains("nameid-1"), "{secret_key}");
+    assert!(secret_key.contains("never extractable"), "{secret_key}");
     for label in ["saml-signing-1", "saml-encryption-1"] {
         let private = listed
             .split("Private Key Object")
@@ -231,5 +237,50 @@ fn init_refuses_bad_input_and_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stderr).contains("run `tessera-idp init"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn name_ids_are_pseudonyms_per_relying_party_made_in_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idp");
+    assert!(init(&dir, &[]).status.success());
+    let config = tessera_idp::config::Config::load(&dir).unwrap();
+    let signer = tessera_idp::keys::Signer::open(&dir, &config, &[]).unwrap();
+    let a = signer
+        .name_id("https://sp1.example.org", "person-1")
+        .unwrap();
+    assert_eq!(a.len(), 64);
+    assert_eq!(
+        a,
+        signer
+            .name_id("https://sp1.example.org", "person-1")
+            .unwrap()
+    );
+    assert_ne!(
+        a,
+        signer
+            .name_id("https://sp2.example.org", "person-1")
+            .unwrap()
+    );
+    assert_ne!(
+        a,
+        signer
+            .name_id("https://sp1.example.org", "person-2")
+            .unwrap()
+    );
+    // The parts cannot be shifted into each other.
+    assert_ne!(
+        signer.name_id("https://sp1.example.org/x", "y").unwrap(),
+        signer.name_id("https://sp1.example.org", "/xy").unwrap()
+    );
+    // The same deployment opened again gives the same NameID (the key is the token's).
+    drop(signer);
+    let again = tessera_idp::keys::Signer::open(&dir, &config, &[]).unwrap();
+    assert_eq!(
+        a,
+        again
+            .name_id("https://sp1.example.org", "person-1")
+            .unwrap()
     );
 }

@@ -1,11 +1,13 @@
 //! The IdP's SAML messages, without I/O (so that the parsers can be fuzzed alone):
 //! [`request`] decodes AuthnRequests from their binding, checks their signatures, and
-//! reads them only from the bytes that were checked; [`metadata`] reads relying parties
+//! reads them only from the bytes that were checked; [`accept`] checks one against its
+//! relying party and says where the answer goes; [`metadata`] reads relying parties
 //! from a federation's signed aggregate (signature and `validUntil` first) or a local file;
 //! [`response`] writes our Responses and seals them (assertion signed, encrypted, Response
 //! signed) with [`xml`], the deterministic writer.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod metadata;
 pub mod request;
 pub mod response;

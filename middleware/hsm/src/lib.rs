@@ -394,6 +394,46 @@ impl Token {
         Ok(true)
     }
 
+    /// Makes the HMAC-SHA256 key `label` (256 bits, generic secret: sensitive, never
+    /// extractable, for signing only) unless the token holds it; says whether it made it.
+    /// The IdP derives its pseudonymous NameIDs with it, so they cannot be linked or
+    /// recomputed without the token.
+    pub fn ensure_hmac_key(&self, label: &str) -> Result<bool> {
+        if !self.find(label, ObjectClass::SECRET_KEY)?.is_empty() {
+            return Ok(false);
+        }
+        let id = sha2::Sha256::digest(label.as_bytes())[..8].to_vec();
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id),
+        ];
+        self.session
+            .generate_key(&Mechanism::GenericSecretKeyGen, &template)
+            .with_context(|| format!("generating {label} in the token"))?;
+        Ok(true)
+    }
+
+    /// HMAC-SHA256 of `data` under the token's key `label`.
+    pub fn hmac_sha256(&self, label: &str, data: &[u8]) -> Result<Vec<u8>> {
+        let key = self.one(label, ObjectClass::SECRET_KEY)?;
+        self.session
+            .sign(&Mechanism::Sha256Hmac, key, data)
+            .context("C_Sign (HMAC-SHA256)")
+    }
+
     /// Seals `secret` with the AES key `label` (AES-256-GCM, a fresh 96-bit IV, `aad`
     /// bound): `1 || IV || ciphertext || tag`.
     pub fn seal(&self, label: &str, aad: &[u8], secret: &[u8]) -> Result<Vec<u8>> {
