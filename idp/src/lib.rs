@@ -4,6 +4,7 @@
 //! signatures the way PROFILES.md requires. docs/idp.md says what is built and what is next.
 #![forbid(unsafe_code)]
 
+pub mod card;
 pub mod config;
 pub mod init;
 pub mod keys;

@@ -297,49 +297,7 @@ pub fn parse_oid(s: &str) -> Result<const_oid::ObjectIdentifier> {
     const_oid::ObjectIdentifier::new(s.trim()).map_err(|e| anyhow::anyhow!("OID {s:?}: {e}"))
 }
 
-/// Verifies `signature` over `message` with the key `spki` in the algorithm `alg`: ECDSA
-/// P-256/SHA-256, P-384/SHA-384, RSA PKCS#1 v1.5 with SHA-256 (what the ceremony and
-/// `init` make).
-pub fn verify_signature(
-    spki: &SubjectPublicKeyInfoOwned,
-    alg: &AlgorithmIdentifierOwned,
-    message: &[u8],
-    signature: &[u8],
-) -> Result<()> {
-    use ecdsa::signature::Verifier;
-    use spki::DecodePublicKey;
-    let spki_der = spki.to_der()?;
-    let bad = |e: &dyn std::fmt::Display| anyhow::anyhow!("bad signature: {e}");
-    let alg = alg.oid;
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok());
-    if alg == const_oid::db::rfc5912::ECDSA_WITH_SHA_256
-        && curve == Some(const_oid::db::rfc5912::SECP_256_R_1)
-    {
-        let vk = p256::ecdsa::VerifyingKey::from_public_key_der(&spki_der).map_err(|e| bad(&e))?;
-        let s = p256::ecdsa::DerSignature::from_bytes(signature).map_err(|e| bad(&e))?;
-        vk.verify(message, &s).map_err(|e| bad(&e))
-    } else if alg == const_oid::db::rfc5912::ECDSA_WITH_SHA_384
-        && curve == Some(const_oid::db::rfc5912::SECP_384_R_1)
-    {
-        let vk = p384::ecdsa::VerifyingKey::from_public_key_der(&spki_der).map_err(|e| bad(&e))?;
-        let s = p384::ecdsa::DerSignature::from_bytes(signature).map_err(|e| bad(&e))?;
-        vk.verify(message, &s).map_err(|e| bad(&e))
-    } else if alg == const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION {
-        let key = rsa::RsaPublicKey::from_public_key_der(&spki_der).map_err(|e| bad(&e))?;
-        let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key);
-        let s = rsa::pkcs1v15::Signature::try_from(signature).map_err(|e| bad(&e))?;
-        vk.verify(message, &s).map_err(|e| bad(&e))
-    } else {
-        anyhow::bail!(
-            "signature algorithm {alg} with this key is not accepted \
-             (ECDSA P-256/SHA-256, P-384/SHA-384, RSA/SHA-256)"
-        )
-    }
-}
+pub use tessera_hsm::verify_signature;
 
 #[cfg(test)]
 mod tests {
