@@ -5,9 +5,8 @@
 //! registry beside it; and `serve` taking the aggregate at start (its metrics say so).
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64ct::Encoding;
@@ -16,7 +15,9 @@ use tessera_idp::parties::{Refreshed, Registry, LAST_GOOD, LOCAL_DIR};
 use tessera_xmlsec::testing::Key;
 use tessera_xmlsec::SignatureAlg;
 
-const IDP: &str = env!("CARGO_BIN_EXE_tessera-idp");
+mod common;
+
+use common::IDP;
 const NOW: Duration = Duration::from_secs(1_796_205_600); // 2026-12-02T10:00:00Z
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -168,21 +169,8 @@ fn serve_takes_the_aggregate_at_start() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(IDP)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let server = common::serve(&dir);
+    let base = server.base.clone();
     // The first refresh runs at start; wait for it (a few seconds at most).
     let mut metrics = String::new();
     for _ in 0..50 {
@@ -197,8 +185,7 @@ fn serve_takes_the_aggregate_at_start() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     assert!(
         metrics.contains("tessera_idp_federation_refreshes_total 1"),
         "{metrics}"

@@ -5,22 +5,13 @@
 //! nothing left behind.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-const IDP: &str = env!("CARGO_BIN_EXE_tessera-idp");
+mod common;
+
+use common::{get, serve, IDP};
 const SOFTHSM2: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn init(dir: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(IDP)
@@ -30,36 +21,6 @@ fn init(dir: &Path, extra: &[&str]) -> std::process::Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-/// `serve` on a port of its choosing; returns it with its base URL.
-fn serve(dir: &Path) -> Server {
-    let mut child = Command::new(IDP)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    Server(child, base)
-}
-
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent.get(url).call().unwrap();
-    let status = r.status().as_u16();
-    (status, r.body_mut().read_to_string().unwrap())
 }
 
 #[test]
@@ -110,7 +71,7 @@ fn the_metadata_is_signed_in_the_token_and_verified_by_xmlsec1() {
     }
 
     let server = serve(&dir);
-    let (status, xml) = get(&format!("{}/saml/metadata", server.1));
+    let (status, xml) = get(&format!("{}/saml/metadata", server.base));
     assert_eq!(status, 200, "{xml}");
     let file = tmp.path().join("metadata.xml");
     std::fs::write(&file, &xml).unwrap();
@@ -185,10 +146,10 @@ fn the_metadata_is_signed_in_the_token_and_verified_by_xmlsec1() {
     let signed = doc.verify_root(cert.as_bytes(), false).unwrap();
     assert!(String::from_utf8(signed).unwrap().contains("loa3-orgid"));
 
-    assert_eq!(get(&format!("{}/healthz", server.1)).0, 200);
-    let (status, body) = get(&format!("{}/readyz", server.1));
+    assert_eq!(get(&format!("{}/healthz", server.base)).0, 200);
+    let (status, body) = get(&format!("{}/readyz", server.base));
     assert_eq!(status, 200, "{body}");
-    let (status, body) = get(&format!("{}/metrics", server.1));
+    let (status, body) = get(&format!("{}/metrics", server.base));
     assert_eq!(status, 200);
     assert!(
         body.contains("tessera_idp_metadata_served_total 1"),
