@@ -5,7 +5,12 @@
 //! responder the certificate names, or the configured one; a nonce; the response signed
 //! by the CA or by a responder the CA delegated to, for this certificate, current), the CRL
 //! if OCSP cannot answer (signed by the CA, current), and refused if neither can: fail
-//! closed.
+//! closed. Both are fetched over plain HTTP (both are signed), so what an attacker on the
+//! path can do is bounded here: the OCSP answer must echo our nonce (no replay of an old
+//! "good"), a signed answer that is wrong or says "unknown" refuses the card (no falling
+//! back to an older source), and a CRL counts only while it is younger than the issuer's
+//! publication interval (an on-path attacker could replay one at most that old; status
+//! over the authenticated link to the issuer is the next step).
 
 use std::time::Duration;
 
@@ -38,8 +43,13 @@ pub struct Trust {
     pub ocsp_url: Option<String>,
     /// Clock skew allowed in status times.
     pub skew: Duration,
-    /// How long a status answer without nextUpdate counts as current.
+    /// How old an OCSP answer may be (its thisUpdate), whatever its nextUpdate says.
     pub max_status_age: Duration,
+    /// How old a CRL may be (its thisUpdate): the issuer publishes one at least hourly.
+    pub max_crl_age: Duration,
+    /// Whether an OCSP answer must echo the request's nonce (our issuer's does; a
+    /// responder that pre-signs its answers does not).
+    pub require_nonce: bool,
     /// How long to wait for a responder or a CRL.
     pub timeout: Duration,
 }
@@ -78,6 +88,8 @@ pub enum CardError {
     NoPolicy,
     #[error("the certificate is revoked")]
     Revoked,
+    #[error("the issuer does not know this certificate")]
+    UnknownToIssuer,
     #[error("the certificate's status cannot be learnt now, so it cannot be used (OCSP: {ocsp}; CRL: {crl})")]
     StatusUnknown { ocsp: String, crl: String },
 }
@@ -110,9 +122,17 @@ pub fn check(cert: &[u8], trust: &Trust, now: Duration) -> Result<Card, CardErro
     }
     let serial = hex(tbs.serial_number.as_bytes());
     let status_from = match ocsp(&leaf, &ca, trust, now) {
-        Ok(true) => StatusSource::Ocsp,
-        Ok(false) => return Err(CardError::Revoked),
-        Err(ocsp_why) => match crl(&leaf, &ca, trust, now) {
+        Ok(Answer::Good) => StatusSource::Ocsp,
+        Ok(Answer::Revoked) => return Err(CardError::Revoked),
+        // A certificate our own CA signed but does not know: a misused CA key looks so.
+        Ok(Answer::Unknown) => return Err(CardError::UnknownToIssuer),
+        Err(Failure::Refused(why)) => {
+            return Err(CardError::StatusUnknown {
+                ocsp: why,
+                crl: "not asked: the OCSP answer was refused".into(),
+            })
+        }
+        Err(Failure::Unavailable(ocsp_why)) => match crl(&leaf, &ca, trust, now) {
             Ok(true) => StatusSource::Crl,
             Ok(false) => return Err(CardError::Revoked),
             Err(crl_why) => {
@@ -238,14 +258,31 @@ fn cert_id(leaf: &Certificate, ca: &Certificate) -> Result<x509_ocsp::CertId, St
     })
 }
 
-/// The OCSP answer for `leaf`: `Ok(true)` good, `Ok(false)` revoked, `Err` when there is
-/// no usable answer (then the CRL is asked).
+/// What a signed, checked OCSP answer says.
+enum Answer {
+    Good,
+    Revoked,
+    Unknown,
+}
+
+/// Why there is no OCSP answer.
+enum Failure {
+    /// Nothing usable came (no responder, transport, an unsigned error status): the CRL
+    /// may answer instead.
+    Unavailable(String),
+    /// An answer came and is wrong (signature, nonce, another certificate, too old): the
+    /// card is refused; falling back would let whoever forged it choose the older source.
+    Refused(String),
+}
+
+/// The OCSP answer for `leaf`.
 fn ocsp(
     leaf: &Certificate,
     ca: &Certificate,
     trust: &Trust,
     now: Duration,
-) -> Result<bool, String> {
+) -> Result<Answer, Failure> {
+    use Failure::{Refused, Unavailable};
     let url = match &trust.ocsp_url {
         Some(u) => u.clone(),
         None => ext::<AuthorityInfoAccessSyntax>(leaf)
@@ -259,20 +296,19 @@ fn ocsp(
                         _ => None,
                     })
             })
-            .ok_or("the certificate names no OCSP responder")?,
+            .ok_or_else(|| Unavailable("the certificate names no OCSP responder".into()))?,
     };
-    let id = cert_id(leaf, ca)?;
+    let id = cert_id(leaf, ca).map_err(Unavailable)?;
     let mut nonce = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let inner = der::asn1::OctetString::new(nonce.to_vec())
+        .and_then(|o| o.to_der())
+        .and_then(der::asn1::OctetString::new)
+        .map_err(|e| Unavailable(e.to_string()))?;
     let nonce_ext = x509_cert::ext::Extension {
         extn_id: const_oid::db::rfc6960::ID_PKIX_OCSP_NONCE,
         critical: false,
-        extn_value: der::asn1::OctetString::new(
-            der::asn1::OctetString::new(nonce.to_vec())
-                .and_then(|o| o.to_der())
-                .map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?,
+        extn_value: inner,
     };
     let request = x509_ocsp::OcspRequest {
         tbs_request: x509_ocsp::TbsRequest {
@@ -287,28 +323,29 @@ fn ocsp(
         optional_signature: None,
     }
     .to_der()
-    .map_err(|e| e.to_string())?;
-    let body = http(&url, Some(&request), 64 * 1024, trust.timeout)?;
+    .map_err(|e| Unavailable(e.to_string()))?;
+    let body = http(&url, Some(&request), 64 * 1024, trust.timeout).map_err(Unavailable)?;
     let response = x509_ocsp::OcspResponse::from_der(&body)
-        .map_err(|e| format!("not an OCSP response: {e}"))?;
+        .map_err(|e| Unavailable(format!("not an OCSP response: {e}")))?;
     if response.response_status != x509_ocsp::OcspResponseStatus::Successful {
-        return Err(format!(
+        // Unsigned by nature: anyone could have sent it.
+        return Err(Unavailable(format!(
             "the responder answered {:?}",
             response.response_status
-        ));
+        )));
     }
     let bytes = response
         .response_bytes
-        .ok_or("a successful response without a body")?;
+        .ok_or_else(|| Unavailable("a successful response without a body".into()))?;
     if bytes.response_type != const_oid::db::rfc6960::ID_PKIX_OCSP_BASIC {
-        return Err("not a basic OCSP response".into());
+        return Err(Unavailable("not a basic OCSP response".into()));
     }
     let basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Unavailable(e.to_string()))?;
     let tbs = basic
         .tbs_response_data
         .to_der()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Unavailable(e.to_string()))?;
     // Signed by the CA, or by a responder certificate the CA issued for OCSP signing.
     let by_ca = signed_by(
         ca,
@@ -334,49 +371,73 @@ fn ocsp(
         })
     };
     if !by_ca && !by_delegate() {
-        return Err("the response is not signed by the CA or a responder it delegated to".into());
+        return Err(Refused(
+            "the response is not signed by the CA or a responder it delegated to".into(),
+        ));
     }
-    if let Some(n) = basic.nonce() {
-        if n.0.as_bytes() != nonce {
-            return Err("the response answers another request (nonce)".into());
+    // Our nonce echoed; an extension that is there but malformed counts as a wrong one.
+    let nonce_present = basic
+        .tbs_response_data
+        .response_extensions
+        .iter()
+        .flatten()
+        .any(|e| e.extn_id == const_oid::db::rfc6960::ID_PKIX_OCSP_NONCE);
+    match basic.nonce() {
+        Some(n) if n.0.as_bytes() == nonce => {}
+        Some(_) => {
+            return Err(Refused(
+                "the response answers another request (nonce)".into(),
+            ))
         }
+        None if nonce_present => return Err(Refused("the response's nonce is malformed".into())),
+        None if trust.require_nonce => {
+            return Err(Refused(
+                "the response does not echo our nonce (it could be a replay)".into(),
+            ))
+        }
+        None => {}
     }
     let single = basic
         .tbs_response_data
         .responses
         .iter()
         .find(|r| r.cert_id == id)
-        .ok_or("the response is not about this certificate")?;
+        .ok_or_else(|| Refused("the response is not about this certificate".into()))?;
     current(
         single.this_update.0.to_unix_duration(),
         single.next_update.map(|t| t.0.to_unix_duration()),
+        trust.max_status_age,
         trust,
         now,
-    )?;
-    match single.cert_status {
-        x509_ocsp::CertStatus::Good(_) => Ok(true),
-        x509_ocsp::CertStatus::Revoked(_) => Ok(false),
-        x509_ocsp::CertStatus::Unknown(_) => {
-            Err("the responder does not know the certificate".into())
-        }
-    }
+    )
+    .map_err(Refused)?;
+    Ok(match single.cert_status {
+        x509_ocsp::CertStatus::Good(_) => Answer::Good,
+        x509_ocsp::CertStatus::Revoked(_) => Answer::Revoked,
+        x509_ocsp::CertStatus::Unknown(_) => Answer::Unknown,
+    })
 }
 
-/// Whether a status issued at `this_update` (valid until `next_update`) is current.
+/// Whether a status issued at `this_update` (valid until `next_update`) is current: not
+/// from the future, its nextUpdate not passed, and at most `max_age` old whatever its
+/// nextUpdate says.
 fn current(
     this_update: Duration,
     next_update: Option<Duration>,
+    max_age: Duration,
     trust: &Trust,
     now: Duration,
 ) -> Result<(), String> {
     if this_update > now + trust.skew {
         return Err("the status is dated in the future".into());
     }
+    if this_update + max_age + trust.skew < now {
+        return Err("the status is too old".into());
+    }
     match next_update {
         Some(next) if next + trust.skew < now => {
             Err("the status is out of date (nextUpdate passed)".into())
         }
-        None if this_update + trust.max_status_age < now => Err("the status is too old".into()),
         _ => Ok(()),
     }
 }
@@ -415,9 +476,28 @@ fn crl(leaf: &Certificate, ca: &Certificate, trust: &Trust, now: Duration) -> Re
     ) {
         return Err("the CRL is not signed by the CA".into());
     }
+    // A delta, a partition (IssuingDistributionPoint) or anything else critical would
+    // not be a complete list: refused.
+    let critical = list
+        .tbs_cert_list
+        .crl_extensions
+        .iter()
+        .flatten()
+        .any(|e| e.critical)
+        || list
+            .tbs_cert_list
+            .revoked_certificates
+            .iter()
+            .flatten()
+            .flat_map(|r| r.crl_entry_extensions.iter().flatten())
+            .any(|e| e.critical);
+    if critical {
+        return Err("the CRL has a critical extension we do not read".into());
+    }
     current(
         list.tbs_cert_list.this_update.to_unix_duration(),
         list.tbs_cert_list.next_update.map(|t| t.to_unix_duration()),
+        trust.max_crl_age,
         trust,
         now,
     )?;

@@ -19,6 +19,10 @@ pub const LAST_GOOD: &str = "federation-metadata.xml";
 /// The local registry's directory, in the data directory.
 pub const LOCAL_DIR: &str = "relying-parties";
 
+/// The longest validity an aggregate may claim (Shibboleth's maxValidityInterval): a
+/// signed aggregate that claims more is refused.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
+
 /// What a refresh did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refreshed {
@@ -106,7 +110,23 @@ impl Registry {
             Ok(c) => c,
             Err(e) => return Refreshed::Refused(format!("{e:#}")),
         };
+        let in_use = self
+            .federation
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .valid_until;
         match metadata::verify_aggregate(bytes, &certs, now) {
+            // Never older than the copy in use (a replayed aggregate cannot bring back
+            // what a newer one removed), never valid for longer than MAX_VALIDITY.
+            Ok(m) if m.valid_until < in_use => Refreshed::Refused(
+                "the aggregate is older than the copy in use (validUntil)".into(),
+            ),
+            Ok(m) if m.valid_until.is_some_and(|t| t > now + MAX_VALIDITY) => {
+                Refreshed::Refused(format!(
+                    "the aggregate claims validity for more than {} days",
+                    MAX_VALIDITY.as_secs() / 86_400
+                ))
+            }
             Ok(m) => {
                 let tmp = dir.join(format!("{LAST_GOOD}.new"));
                 if let Err(e) = std::fs::write(&tmp, bytes)

@@ -187,6 +187,11 @@ fn issue(dir: &Path, name: &str, section: &str, extra: &[&str]) -> Vec<u8> {
 }
 
 fn ocsp_responder(dir: &Path, port: u16) -> Server {
+    ocsp_relay(dir, port, None)
+}
+
+/// The relay in an attacker's `mode` (see `ocsp_http.py`), or honest.
+fn ocsp_relay(dir: &Path, port: u16, mode: Option<&str>) -> Server {
     let child = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -194,6 +199,7 @@ fn ocsp_responder(dir: &Path, port: u16) -> Server {
         ))
         .arg(port.to_string())
         .arg(dir)
+        .args(mode)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -238,6 +244,8 @@ fn trust(dir: &Path) -> Trust {
         ocsp_url: None,
         skew: Duration::from_secs(60),
         max_status_age: Duration::from_secs(3600),
+        max_crl_age: Duration::from_secs(3600),
+        require_nonce: true,
         timeout: Duration::from_secs(5),
     }
 }
@@ -370,4 +378,125 @@ fn card_certificates_are_checked_and_their_status_fails_closed() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// An attacker between the IdP and the issuer's status services: an unsigned "try later"
+/// to force the CRL, then a CRL from before the revocation; a captured "good" without our
+/// nonce; and a certificate the CA signed but does not know. Each is refused.
+#[test]
+fn an_attacker_on_the_status_path_cannot_bring_a_revoked_card_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("ca");
+    let (ocsp_port, crl_port) = (free_port(), free_port());
+    ca(&dir, "Tessera Test Issuing CA", ocsp_port, crl_port);
+    let revoked = issue(&dir, "bo", "card", &[]);
+    // What the attacker kept from before the revocation: a CRL two hours old that does
+    // not list bo, and OpenSSL's "good" for bo without a nonce.
+    openssl(
+        &dir,
+        &[
+            "ca",
+            "-config",
+            "ca.cnf",
+            "-gencrl",
+            "-crl_lastupdate",
+            &stamp(now() - Duration::from_secs(7200)),
+            "-crl_nextupdate",
+            &stamp(now() + Duration::from_secs(86_400)),
+            "-out",
+            "old.crl.pem",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "crl",
+            "-in",
+            "old.crl.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "ca.crl",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            "bo.pem",
+            "-no_nonce",
+            "-reqout",
+            "old.req",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "ocsp",
+            "-index",
+            "index.txt",
+            "-CA",
+            "ca.pem",
+            "-rsigner",
+            "responder.pem",
+            "-rkey",
+            "responder.key",
+            "-reqin",
+            "old.req",
+            "-respout",
+            "old.resp",
+            "-nmin",
+            "60",
+        ],
+    );
+    openssl(&dir, &["ca", "-config", "ca.cnf", "-revoke", "bo.pem"]);
+    let trust = trust(&dir);
+    let _crl = crl_server(&dir, crl_port);
+
+    // Forced to the CRL, which is too old to count.
+    let liar = ocsp_relay(&dir, ocsp_port, Some("trylater"));
+    let got = check(&revoked, &trust, now());
+    match got {
+        Err(CardError::StatusUnknown { crl, .. }) => assert!(crl.contains("too old"), "{crl}"),
+        other => panic!("{other:?}"),
+    }
+    drop(liar);
+    // A replayed "good" without our nonce: refused, and no fallback to the CRL.
+    let replay = ocsp_relay(&dir, ocsp_port, Some("old.resp"));
+    match check(&revoked, &trust, now()) {
+        Err(CardError::StatusUnknown { ocsp, crl }) => {
+            assert!(ocsp.contains("nonce"), "{ocsp}");
+            assert!(crl.contains("not asked"), "{crl}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(replay);
+    // A certificate the CA signed but has no record of: OCSP says unknown, refused.
+    let ghost = issue(&dir, "ghost", "card", &[]);
+    let index = std::fs::read_to_string(dir.join("index.txt")).unwrap();
+    let kept: String = index
+        .lines()
+        .filter(|l| !l.ends_with("CN=ghost"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(kept, index);
+    std::fs::write(dir.join("index.txt"), kept).unwrap();
+    let _honest = ocsp_responder(&dir, ocsp_port);
+    assert_eq!(
+        check(&ghost, &trust, now()).err(),
+        Some(CardError::UnknownToIssuer)
+    );
+    assert_eq!(
+        check(&revoked, &trust, now()).err(),
+        Some(CardError::Revoked)
+    );
+}
+
+/// `YYYYMMDDHHMMSSZ` for OpenSSL.
+fn stamp(t: Duration) -> String {
+    let s = tessera_idp::metadata::instant(t);
+    s.replace(['-', ':', 'T'], "")
 }

@@ -120,6 +120,23 @@ fn the_last_good_aggregate_stays_in_use_until_its_own_valid_until() {
         assert_eq!(std::fs::read(dir.join(LAST_GOOD)).unwrap(), good, "{what}");
     }
     assert!(registry.get("https://evil.example.org", NOW).is_none());
+    // Properly signed, but older than the copy in use (a replay), or claiming too long a
+    // validity: refused too.
+    let older = aggregate(
+        &federation,
+        "2026-12-05T10:00:00Z",
+        &[sp("https://sp1.example.org", &sp_key.cert)],
+    );
+    let forever = aggregate(
+        &federation,
+        "2027-03-01T10:00:00Z",
+        &[sp("https://sp1.example.org", &sp_key.cert)],
+    );
+    for (what, bytes) in [("older", &older), ("too long", &forever)] {
+        let got = registry.refresh(&dir, &fed, bytes, NOW);
+        assert!(matches!(got, Refreshed::Refused(_)), "{what}: {got:?}");
+        assert_eq!(std::fs::read(dir.join(LAST_GOOD)).unwrap(), good, "{what}");
+    }
 
     // After a restart the last good copy is used, and a local descriptor beside it.
     std::fs::create_dir_all(dir.join(LOCAL_DIR)).unwrap();
@@ -153,9 +170,9 @@ fn serve_takes_the_aggregate_at_start() {
     let federation = Key::new(SignatureAlg::EcdsaP256Sha256);
     let sp_key = Key::new(SignatureAlg::RsaSha256);
     init(&dir, &federation, &source);
-    // Valid for a year from whenever this runs.
+    // Valid for twenty days from whenever this runs (within the 30 days allowed).
     let until = tessera_idp::metadata::instant(
-        tessera_issuer_types::clock::Clock::now(&tessera_issuer_types::SystemClock) + 365 * DAY,
+        tessera_issuer_types::clock::Clock::now(&tessera_issuer_types::SystemClock) + 20 * DAY,
     );
     std::fs::write(
         &source,

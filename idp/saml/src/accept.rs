@@ -17,13 +17,6 @@ pub const BINDING_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
 const NAMEID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
 const STATUS_INVALID_NAMEID_POLICY: &str = "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy";
 
-/// LoA URIs below LoA3 that a `minimum` comparison may name and our LoA3 satisfies.
-const BELOW_LOA3: [&str; 3] = [
-    "http://id.elegnamnden.se/loa/1.0/loa2",
-    "http://id.swedenconnect.se/loa/1.0/uncertified-loa2",
-    "http://eidas.europa.eu/LoA/low",
-];
-
 /// What the checks allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
@@ -85,8 +78,9 @@ pub fn accept(
         Some(d) if d != rules.sso_url => {
             return page(format!("the request is addressed to {d}, not to this IdP"));
         }
-        None if signed => {
-            return page("a signed request must name its Destination".into());
+        // DP §5.4.1: the Destination must be there, signed or not.
+        None => {
+            return page("the request does not name its Destination".into());
         }
         _ => {}
     }
@@ -152,10 +146,11 @@ pub fn accept(
         }
     }
     if let Some((comparison, refs)) = &request.authn_context {
+        // DP §5.3.1: we assert one of the URIs asked for, so ours must be listed (an
+        // uncertified LoA3 does not meet a certified LoA2, whatever `minimum` says).
         let ours = refs.iter().any(|r| r == rules.loa);
         let met = match comparison {
-            Comparison::Exact => ours,
-            Comparison::Minimum => ours || refs.iter().any(|r| BELOW_LOA3.contains(&r.as_str())),
+            Comparison::Exact | Comparison::Minimum => ours,
             Comparison::Maximum | Comparison::Better => false,
         };
         if !met {
@@ -282,6 +277,9 @@ mod tests {
         assert!(page(accept(&r, true, &rp(), rules(), NOW)).contains("addressed"));
         r.destination = None;
         assert!(page(accept(&r, true, &rp(), rules(), NOW)).contains("Destination"));
+        let mut unsigned_rp = rp();
+        unsigned_rp.authn_requests_signed = false;
+        assert!(page(accept(&r, false, &unsigned_rp, rules(), NOW)).contains("Destination"));
         assert!(page(accept(&request(), false, &rp(), rules(), NOW)).contains("not signed"));
         let mut r = request();
         r.issue_instant = NOW - Duration::from_secs(361);
@@ -313,10 +311,18 @@ mod tests {
             (acs.as_str(), sub),
             ("https://sp.example.org/acs", STATUS_NO_AUTHN_CONTEXT)
         );
-        // minimum loa2 is met by LoA3; maximum is not offered.
+        // minimum: only when our URI is listed; maximum is not offered.
         r.authn_context = Some((
             Comparison::Minimum,
             vec!["http://id.elegnamnden.se/loa/1.0/loa2".into()],
+        ));
+        assert!(matches!(
+            accept(&r, true, &rp(), rules(), NOW),
+            Err(Refusal::Status { .. })
+        ));
+        r.authn_context = Some((
+            Comparison::Minimum,
+            vec!["http://id.elegnamnden.se/loa/1.0/loa2".into(), LOA.into()],
         ));
         assert!(accept(&r, true, &rp(), rules(), NOW).is_ok());
         r.authn_context = Some((Comparison::Maximum, vec![LOA.into()]));

@@ -164,6 +164,13 @@ pub fn parse(bytes: &[u8]) -> Result<Metadata, MetadataError> {
             root.tag_name().name()
         )));
     }
+    // One descriptor per entity: with two, which one is trusted would depend on order.
+    let mut seen = std::collections::BTreeSet::new();
+    for rp in &out.relying_parties {
+        if !seen.insert(rp.entity_id.as_str()) {
+            return Err(bad(format!("{} is described twice", rp.entity_id)));
+        }
+    }
     Ok(out)
 }
 
@@ -241,9 +248,12 @@ fn entity(
     };
     for kd in sp.children().filter(|n| is(*n, NS_MD, "KeyDescriptor")) {
         let usage = kd.attribute("use");
+        // The key's own certificate is the first; others in an X509Data are its chain, not
+        // keys of the relying party.
         for cert in kd
             .descendants()
             .filter(|n| is(*n, NS_DS, "X509Certificate"))
+            .take(1)
         {
             let compact: String = text_of(cert)
                 .chars()
@@ -286,6 +296,11 @@ fn entity(
                 rp.entity_id
             )));
         };
+        // Only https:// endpoints: the response carries the user's attributes, and the
+        // page that posts it must not be steered to another scheme (javascript:, http:).
+        if !location.starts_with("https://") {
+            continue;
+        }
         rp.assertion_consumer_services.push(Endpoint {
             binding: binding.to_owned(),
             location: location.to_owned(),

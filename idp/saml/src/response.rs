@@ -1,11 +1,10 @@
 //! Our SAML Responses (SAML core §3.2.2, §2.3; the Swedish eID Framework's deployment
-//! profile §6): written by our own writer, then sealed — the assertion signed when the
-//! relying party wants it (or always, under encryption), encrypted for the relying party
-//! when it has an encryption key, and the Response signed, always.
+//! profile §6): written by our own writer, then sealed — the assertion signed and
+//! encrypted for the relying party, always, and the Response signed, always.
 
 use std::time::Duration;
 
-use tessera_xmlsec::{sign_root, Document, SignatureAlg, XmlError};
+use tessera_xmlsec::{sign_root, Cipher, Document, SignatureAlg, XmlError};
 
 use crate::xml::Writer;
 
@@ -56,8 +55,8 @@ pub struct Assertion {
     /// `not_on_or_after` (short: K8.2).
     pub not_before: Duration,
     pub not_on_or_after: Duration,
-    /// The user agent's address, when known (SubjectConfirmationData's Address).
-    pub address: Option<String>,
+    /// The user agent's address (SubjectConfirmationData's Address, required by DP §6.2).
+    pub address: String,
     /// When the user really authenticated (DP 5.4.5: never the time of an SSO reuse).
     pub authn_instant: Duration,
     pub session_index: String,
@@ -148,15 +147,15 @@ pub fn assertion_xml(a: &Assertion) -> String {
     );
     w.open("saml:SubjectConfirmation", &[("Method", BEARER)]);
     let not_on_or_after = instant(a.not_on_or_after);
-    let mut data = vec![
-        ("InResponseTo", a.in_response_to.as_str()),
-        ("NotOnOrAfter", not_on_or_after.as_str()),
-        ("Recipient", a.recipient.as_str()),
-    ];
-    if let Some(address) = &a.address {
-        data.push(("Address", address));
-    }
-    w.empty("saml:SubjectConfirmationData", &data);
+    w.empty(
+        "saml:SubjectConfirmationData",
+        &[
+            ("InResponseTo", a.in_response_to.as_str()),
+            ("NotOnOrAfter", not_on_or_after.as_str()),
+            ("Recipient", a.recipient.as_str()),
+            ("Address", a.address.as_str()),
+        ],
+    );
     w.close().close();
     w.open(
         "saml:Conditions",
@@ -180,7 +179,7 @@ pub fn assertion_xml(a: &Assertion) -> String {
         .leaf("saml:AuthnContextClassRef", &[], &a.loa)
         .close()
         .close();
-    if !a.attributes.is_empty() {
+    {
         w.open("saml:AttributeStatement", &[]);
         for attr in &a.attributes {
             w.open(
@@ -269,51 +268,70 @@ pub struct Seal<'a> {
     /// The signing key's algorithm and its certificate (DER).
     pub alg: SignatureAlg,
     pub certificate: &'a [u8],
-    /// Sign the assertion too (WantAssertionsSigned).
-    pub sign_assertion: bool,
-    /// Encrypt the assertion for this certificate (DER), with AES-128-GCM when the relying
-    /// party lists only that (else AES-256-GCM).
-    pub encrypt_to: Option<(&'a [u8], bool)>,
+    /// The relying party's encryption certificate (DER, RSA) and the cipher its metadata
+    /// allows ([`Cipher::for_methods`]). Every assertion is encrypted (DP §6.1): a relying
+    /// party without an encryption key gets an error status, never a readable assertion.
+    pub encrypt_to: (&'a [u8], Cipher),
 }
 
-/// Writes and seals the Response: the assertion (if any) signed when asked, or when it is
-/// encrypted (an encrypted assertion is always signed: its integrity must not rest on the
-/// outer signature alone), then encrypted, then the Response signed. `sign` signs bytes
-/// with our key (see [`sign_root`]).
+/// Why a Response was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Xml(#[from] XmlError),
+    #[error("not a Response the profile allows: {0}")]
+    Invalid(&'static str),
+}
+
+/// Writes and seals the Response: the assertion signed, then encrypted for the relying
+/// party (its integrity must not rest on the outer signature alone), then the Response
+/// signed. A success carries exactly one assertion with an AttributeStatement and the
+/// user's address (DP §6.2); an error carries none. `sign` signs bytes with our key (see
+/// [`sign_root`]).
 pub fn seal(
     response: &Response,
     assertion: Option<&Assertion>,
     how: Seal<'_>,
     sign: &SignBytes<'_>,
-) -> Result<Vec<u8>, XmlError> {
-    let assertion = match assertion {
-        None => None,
-        Some(a) => {
-            let xml = assertion_xml(a);
-            let xml = if how.sign_assertion || how.encrypt_to.is_some() {
-                String::from_utf8(sign_root(xml.as_bytes(), how.alg, how.certificate, sign)?)
-                    .map_err(|_| {
-                        XmlError::Internal("a signed assertion that is not UTF-8".into())
-                    })?
-            } else {
-                xml
-            };
-            Some(xml)
+) -> Result<Vec<u8>, SealError> {
+    match (&response.status, assertion) {
+        (Status::Success, None) => {
+            return Err(SealError::Invalid("a success without an assertion"))
         }
-    };
-    let xml = response_xml(
-        response,
-        assertion.as_deref().map(|a| (a, how.encrypt_to.is_some())),
-    );
-    let xml = match how.encrypt_to {
-        None => xml.into_bytes(),
-        Some((cert, aes128)) => {
-            let mut doc = Document::parse(xml.as_bytes(), usize::MAX >> 1)?;
-            doc.encrypt_element(NS_SAML, "Assertion", cert, aes128)?;
-            doc.to_bytes()?
+        (Status::Error { .. }, Some(_)) => {
+            return Err(SealError::Invalid("an error with an assertion"))
         }
+        (Status::Success, Some(a)) if a.attributes.is_empty() => {
+            return Err(SealError::Invalid("an assertion without attributes"))
+        }
+        (Status::Success, Some(a)) if a.address.is_empty() => {
+            return Err(SealError::Invalid(
+                "an assertion without the user's address",
+            ))
+        }
+        _ => {}
+    }
+    let assertion =
+        match assertion {
+            None => None,
+            Some(a) => {
+                let xml = assertion_xml(a);
+                let signed = sign_root(xml.as_bytes(), how.alg, how.certificate, sign)?;
+                Some(String::from_utf8(signed).map_err(|_| {
+                    XmlError::Internal("a signed assertion that is not UTF-8".into())
+                })?)
+            }
+        };
+    let xml = response_xml(response, assertion.as_deref().map(|a| (a, true)));
+    let xml = if assertion.is_some() {
+        let (cert, cipher) = how.encrypt_to;
+        let mut doc = Document::parse(xml.as_bytes(), usize::MAX >> 1)?;
+        doc.encrypt_element(NS_SAML, "Assertion", cert, cipher)?;
+        doc.to_bytes()?
+    } else {
+        xml.into_bytes()
     };
-    sign_root(&xml, how.alg, how.certificate, sign)
+    Ok(sign_root(&xml, how.alg, how.certificate, sign)?)
 }
 
 #[cfg(test)]

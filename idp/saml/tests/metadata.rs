@@ -171,3 +171,46 @@ fn a_local_descriptor_is_read_unsigned() {
         Err(MetadataError::NotMetadata(_))
     ));
 }
+
+#[test]
+fn duplicates_chains_and_non_https_endpoints_are_not_trusted() {
+    let federation = Key::new(SignatureAlg::RsaSha256);
+    let sp_key = Key::new(SignatureAlg::RsaSha256);
+    let certs = [federation.cert.clone()];
+    // The same entity twice: the whole aggregate is refused.
+    let twice = federation.sign_doc(&aggregate(
+        Some("2026-12-09T10:00:00Z"),
+        &[
+            sp("https://sp.example.org", &sp_key.cert, None),
+            sp("https://sp.example.org", &federation.cert, None),
+        ],
+    ));
+    assert!(matches!(
+        verify_aggregate(twice.as_bytes(), &certs, NOW),
+        Err(MetadataError::NotMetadata(why)) if why.contains("twice")
+    ));
+    // A chain in one X509Data: only the first (the key's own) certificate counts; an ACS
+    // that is not https:// is dropped.
+    let ca_der = base64ct::Base64::encode_string(&federation.cert);
+    let odd = sp("https://sp.example.org", &sp_key.cert, None)
+        .replacen(
+            "</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>",
+            &format!("</ds:X509Certificate><ds:X509Certificate>{ca_der}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"),
+            1,
+        )
+        .replace(
+            r#"<md:AttributeConsumingService"#,
+            r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="javascript:alert(1)" index="1"/><md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="http://sp.example.org/acs" index="2"/><md:AttributeConsumingService"#,
+        );
+    let xml = federation.sign_doc(&aggregate(Some("2026-12-09T10:00:00Z"), &[odd]));
+    let m = verify_aggregate(xml.as_bytes(), &certs, NOW).unwrap();
+    let rp = &m.relying_parties[0];
+    assert!(
+        !rp.signing_certificates.contains(&federation.cert),
+        "a chain CA became a key"
+    );
+    assert_eq!(rp.assertion_consumer_services.len(), 1);
+    assert!(rp.assertion_consumer_services[0]
+        .location
+        .starts_with("https://"));
+}

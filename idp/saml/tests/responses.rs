@@ -10,10 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use tessera_saml::response::{
-    seal, Assertion, Attribute, Response, Seal, Status, STATUS_NO_AUTHN_CONTEXT, STATUS_REQUESTER,
+    seal, Assertion, Attribute, Response, Seal, SealError, Status, STATUS_NO_AUTHN_CONTEXT,
+    STATUS_REQUESTER,
 };
 use tessera_xmlsec::testing::Key;
-use tessera_xmlsec::{Document, SignatureAlg, XmlError};
+use tessera_xmlsec::{Cipher, Document, SignatureAlg, XmlError};
 
 const NOW: Duration = Duration::from_secs(1_796_205_600);
 
@@ -39,7 +40,7 @@ fn assertion() -> Assertion {
         in_response_to: "_req1".into(),
         not_before: NOW - Duration::from_secs(60),
         not_on_or_after: NOW + Duration::from_secs(300),
-        address: Some("127.0.0.1".into()),
+        address: "127.0.0.1".into(),
         authn_instant: NOW - Duration::from_secs(600),
         session_index: "_sess1".into(),
         loa: "http://id.swedenconnect.se/loa/1.0/uncertified-loa3".into(),
@@ -84,8 +85,7 @@ fn the_response_is_signed_and_the_assertion_signed_and_encrypted_for_the_relying
         Seal {
             alg: idp.alg,
             certificate: &idp.cert,
-            sign_assertion: true,
-            encrypt_to: Some((&sp.cert, false)),
+            encrypt_to: (&sp.cert, Cipher::Aes256Gcm),
         },
         &|b| idp.sign(b),
     )
@@ -169,33 +169,74 @@ fn the_response_is_signed_and_the_assertion_signed_and_encrypted_for_the_relying
 }
 
 #[test]
-fn without_encryption_the_assertion_is_plain_and_signed_on_request() {
+fn the_cipher_follows_the_relying_partys_metadata_and_nothing_goes_out_readable() {
     let idp = Key::new(SignatureAlg::EcdsaP256Sha256);
-    for sign_assertion in [false, true] {
+    let sp = Key::new(SignatureAlg::RsaSha256);
+    for (methods, uri) in [
+        (vec![], "http://www.w3.org/2001/04/xmlenc#aes256-cbc"),
+        (
+            vec![Cipher::AES128_GCM.to_owned()],
+            "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+        ),
+        (
+            vec![Cipher::AES128_GCM.to_owned(), Cipher::AES256_GCM.to_owned()],
+            "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+        ),
+    ] {
         let sealed = seal(
             &response(Status::Success),
             Some(&assertion()),
             Seal {
                 alg: idp.alg,
                 certificate: &idp.cert,
-                sign_assertion,
-                encrypt_to: None,
+                encrypt_to: (&sp.cert, Cipher::for_methods(&methods)),
             },
             &|b| idp.sign(b),
         )
         .unwrap();
         let text = String::from_utf8(sealed.clone()).unwrap();
-        assert!(text.contains("Greta Gröndal"), "{text}");
-        assert_eq!(
-            text.matches("<ds:Signature xmlns").count(),
-            1 + usize::from(sign_assertion),
-            "{text}"
-        );
-        let signed = Document::parse(&sealed, 1 << 20)
+        assert!(text.contains(uri), "{methods:?}: {text}");
+        assert!(!text.contains("Gröndal"), "{text}");
+        // Signed by our P-256 key; and the relying party's key opens it.
+        Document::parse(&sealed, 1 << 20)
             .unwrap()
             .verify_root(&idp.cert, false)
             .unwrap();
-        assert!(String::from_utf8(signed).unwrap().contains("<saml:AuthnContextClassRef>http://id.swedenconnect.se/loa/1.0/uncertified-loa3</saml:AuthnContextClassRef>"));
+        let file = sp.dir.path().join("cbc.xml");
+        std::fs::write(&file, &sealed).unwrap();
+        let (ok, decrypted) = xmlsec1(
+            &[
+                "--decrypt",
+                "--privkey-pem",
+                sp.dir.path().join("key.pem").to_str().unwrap(),
+            ],
+            &file,
+        );
+        assert!(ok && decrypted.contains("Greta Gröndal"), "{decrypted}");
+    }
+    // A success needs its assertion with attributes and the address; an error has none.
+    let how = Seal {
+        alg: idp.alg,
+        certificate: &idp.cert,
+        encrypt_to: (&sp.cert, Cipher::Aes256Cbc),
+    };
+    let mut bare = assertion();
+    bare.attributes.clear();
+    let mut nowhere = assertion();
+    nowhere.address.clear();
+    let error = Status::Error {
+        code: STATUS_REQUESTER,
+        sub: None,
+        message: "no".into(),
+    };
+    for (status, a) in [
+        (Status::Success, None),
+        (Status::Success, Some(&bare)),
+        (Status::Success, Some(&nowhere)),
+        (error, Some(&assertion())),
+    ] {
+        let got = seal(&response(status), a, how, &|b| idp.sign(b));
+        assert!(matches!(got, Err(SealError::Invalid(_))), "{got:?}");
     }
 }
 
@@ -212,8 +253,7 @@ fn an_error_status_carries_no_assertion() {
         Seal {
             alg: idp.alg,
             certificate: &idp.cert,
-            sign_assertion: true,
-            encrypt_to: None,
+            encrypt_to: (&idp.cert, Cipher::Aes256Cbc),
         },
         &|b| idp.sign(b),
     )
@@ -233,12 +273,14 @@ fn encryption_needs_an_rsa_key_of_2048_bits() {
         Seal {
             alg: idp.alg,
             certificate: &idp.cert,
-            sign_assertion: false,
-            encrypt_to: Some((&ec.cert, false)),
+            encrypt_to: (&ec.cert, Cipher::Aes256Gcm),
         },
         &|b| idp.sign(b),
     );
-    assert!(matches!(got, Err(XmlError::BadKey(_))), "{got:?}");
+    assert!(
+        matches!(got, Err(SealError::Xml(XmlError::BadKey(_)))),
+        "{got:?}"
+    );
 }
 
 /// pysaml2's SP (PyPI, `idp/saml/tests/pysaml2/sp.py`) reads a Response we sealed: it
@@ -276,8 +318,7 @@ fn pysaml2_verifies_decrypts_and_reads_our_response() {
         Seal {
             alg: idp.alg,
             certificate: &idp.cert,
-            sign_assertion: true,
-            encrypt_to: Some((&sp.cert, false)),
+            encrypt_to: (&sp.cert, Cipher::Aes256Gcm),
         },
         &|b| idp.sign(b),
     )

@@ -92,7 +92,7 @@ extern "C" {
         name: *const c_char,
         cert: *const c_uchar,
         cert_len: usize,
-        aes128: c_int,
+        cipher: c_int,
     ) -> c_int;
     fn tx_set_signature(
         doc: *mut XmlDoc,
@@ -310,18 +310,22 @@ impl Document {
     }
 
     /// Encrypts the one element `{ns}name` for the holder of `cert` (DER, RSA of 2048 bits
-    /// or more): it is replaced by an `xenc:EncryptedData` (AES-GCM content, 256-bit key
-    /// unless `aes128`; the key in an `xenc:EncryptedKey`, RSA-OAEP with MGF1-SHA1, which is
-    /// what libxmlsec1 1.2 offers).
+    /// or more): it is replaced by an `xenc:EncryptedData` with `cipher` content and the
+    /// key in an `xenc:EncryptedKey`, RSA-OAEP with MGF1-SHA1 (what libxmlsec1 1.2 offers).
     pub fn encrypt_element(
         &mut self,
         ns: &str,
         name: &str,
         cert: &[u8],
-        aes128: bool,
+        cipher: Cipher,
     ) -> Result<(), XmlError> {
         let ns = std::ffi::CString::new(ns).map_err(|_| XmlError::NoElement(ns.into()))?;
         let name = std::ffi::CString::new(name).map_err(|_| XmlError::NoElement(name.into()))?;
+        let cipher = match cipher {
+            Cipher::Aes256Gcm => 0,
+            Cipher::Aes128Gcm => 1,
+            Cipher::Aes256Cbc => 2,
+        };
         // SAFETY: the document is live and owned mutably here; the strings and cert live
         // for the call.
         let rc = unsafe {
@@ -331,7 +335,7 @@ impl Document {
                 name.as_ptr(),
                 cert.as_ptr(),
                 cert.len(),
-                c_int::from(aes128),
+                cipher,
             )
         };
         if rc != 0 {
@@ -397,6 +401,33 @@ fn check_key(cert: &[u8]) -> Result<(), XmlError> {
             }
         }
         _ => Err(weak("a key that is neither RSA nor EC")),
+    }
+}
+
+/// The content encryption of an encrypted element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cipher {
+    Aes256Gcm,
+    Aes128Gcm,
+    /// `http://www.w3.org/2001/04/xmlenc#aes256-cbc`: the algorithm every peer must read
+    /// (the Swedish deployment profile §8).
+    Aes256Cbc,
+}
+
+impl Cipher {
+    pub const AES256_GCM: &'static str = "http://www.w3.org/2009/xmlenc11#aes256-gcm";
+    pub const AES128_GCM: &'static str = "http://www.w3.org/2009/xmlenc11#aes128-gcm";
+
+    /// The cipher for a peer that lists `methods` (its metadata's EncryptionMethods): GCM
+    /// only when it declares it (AES-256 first), else AES-256-CBC, which all must read.
+    pub fn for_methods(methods: &[String]) -> Self {
+        if methods.iter().any(|m| m == Self::AES256_GCM) {
+            Self::Aes256Gcm
+        } else if methods.iter().any(|m| m == Self::AES128_GCM) {
+            Self::Aes128Gcm
+        } else {
+            Self::Aes256Cbc
+        }
     }
 }
 

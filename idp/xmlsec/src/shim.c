@@ -471,7 +471,7 @@ int tx_set_signature(xmlDocPtr doc, const unsigned char *value, size_t value_len
 
 /* Encrypts the one element {ns}name in the document (refused if there is not exactly one)
  * for the holder of `cert` (DER): the element is replaced by an xenc:EncryptedData whose
- * content key (AES-256-GCM, or AES-128-GCM when `aes128`) travels in an EncryptedKey,
+ * content key (for `cipher`, below) travels in an EncryptedKey,
  * RSA-OAEP (mgf1p) under the certificate's RSA key: what libxmlsec1 1.2 can do (it has no
  * ECDH-ES key agreement). */
 static xmlNodePtr tx_find(xmlNodePtr cur, const xmlChar *name, const xmlChar *ns, int *count) {
@@ -489,7 +489,7 @@ static xmlNodePtr tx_find(xmlNodePtr cur, const xmlChar *name, const xmlChar *ns
 }
 
 int tx_encrypt_element(xmlDocPtr doc, const char *ns, const char *name, const unsigned char *cert, size_t cert_len,
-                       int aes128) {
+                       int cipher) {
     tx_begin();
     int n = 0;
     xmlNodePtr target = tx_find(xmlDocGetRootElement(doc), BAD_CAST name, BAD_CAST ns, &n);
@@ -500,8 +500,11 @@ int tx_encrypt_element(xmlDocPtr doc, const char *ns, const char *name, const un
     int rc = TX_E_INTERNAL;
     xmlSecKeysMngrPtr mngr = NULL;
     xmlSecEncCtxPtr ctx = NULL;
-    xmlNodePtr tmpl = xmlSecTmplEncDataCreate(doc, aes128 ? xmlSecTransformAes128GcmId : xmlSecTransformAes256GcmId,
-                                              NULL, xmlSecTypeEncElement, NULL, NULL);
+    /* 0: AES-256-GCM, 1: AES-128-GCM, 2: AES-256-CBC (the mandatory one, DP section 8). */
+    xmlSecTransformId alg = cipher == 1 ? xmlSecTransformAes128GcmId
+                          : cipher == 2 ? xmlSecTransformAes256CbcId
+                                        : xmlSecTransformAes256GcmId;
+    xmlNodePtr tmpl = xmlSecTmplEncDataCreate(doc, alg, NULL, xmlSecTypeEncElement, NULL, NULL);
     if (!tmpl || !xmlSecTmplEncDataEnsureCipherValue(tmpl)) goto out;
     xmlNodePtr ki = xmlSecTmplEncDataEnsureKeyInfo(tmpl, NULL);
     xmlNodePtr ek = ki ? xmlSecTmplKeyInfoAddEncryptedKey(ki, xmlSecTransformRsaOaepId, NULL, NULL, NULL) : NULL;
@@ -527,7 +530,7 @@ int tx_encrypt_element(xmlDocPtr doc, const char *ns, const char *name, const un
     }
     ctx = xmlSecEncCtxCreate(mngr);
     if (!ctx) goto out;
-    ctx->encKey = xmlSecKeyGenerate(xmlSecKeyDataAesId, aes128 ? 128 : 256, xmlSecKeyDataTypeSession);
+    ctx->encKey = xmlSecKeyGenerate(xmlSecKeyDataAesId, cipher == 1 ? 128 : 256, xmlSecKeyDataTypeSession);
     if (!ctx->encKey) goto out;
     /* On success the template takes the element's place and the element is freed. */
     if (xmlSecEncCtxXmlEncrypt(ctx, tmpl, target) < 0) goto out;

@@ -400,6 +400,30 @@ impl Token {
     /// recomputed without the token.
     pub fn ensure_hmac_key(&self, label: &str) -> Result<bool> {
         if !self.find(label, ObjectClass::SECRET_KEY)?.is_empty() {
+            // One that is there must be what we would have made.
+            let key = self.one(label, ObjectClass::SECRET_KEY)?;
+            let attrs = self
+                .session
+                .get_attributes(
+                    key,
+                    &[
+                        AttributeType::KeyType,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                        AttributeType::Sign,
+                    ],
+                )
+                .context("reading the HMAC key's attributes")?;
+            let good = attrs.len() == 4
+                && attrs.iter().all(|a| match a {
+                    Attribute::KeyType(t) => *t == cryptoki::object::KeyType::GENERIC_SECRET,
+                    Attribute::Sensitive(v) | Attribute::Sign(v) => *v,
+                    Attribute::Extractable(v) => !*v,
+                    _ => true,
+                });
+            if !good {
+                bail!("the token's key {label:?} is not a sensitive, non-extractable HMAC key");
+            }
             return Ok(false);
         }
         let id = sha2::Sha256::digest(label.as_bytes())[..8].to_vec();
