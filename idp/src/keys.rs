@@ -169,28 +169,33 @@ impl Signer {
         self.token.lock().unwrap_or_else(|p| p.into_inner()).ping()
     }
 
+    /// The signature value XML-DSig wants over `bytes` (PKCS#1 v1.5 for RSA, r || s for
+    /// P-256), made by the token: what [`tessera_xmlsec::sign_root`] and
+    /// `tessera_saml::response::seal` ask for.
+    pub fn sign_raw(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+        // The token is held only while it signs (not while xmlsec works).
+        let sig = self.token.lock().unwrap_or_else(|p| p.into_inner()).sign(
+            &self.key.label,
+            self.key.alg,
+            bytes,
+        )?;
+        match self.key.alg {
+            // XML-DSig's ECDSA value is r || s, not X.509's DER.
+            KeyAlg::P256 => Ok(p256::ecdsa::Signature::from_der(&sig)
+                .map_err(|e| anyhow!("the token's signature: {e}"))?
+                .to_bytes()
+                .to_vec()),
+            _ => Ok(sig),
+        }
+    }
+
     /// Signs the root of `xml` (see [`tessera_xmlsec::sign_root`]).
     pub fn sign_xml(&self, xml: &[u8]) -> Result<Vec<u8>> {
         Ok(tessera_xmlsec::sign_root(
             xml,
             self.alg,
             &self.certificate,
-            |bytes| {
-                // The token is held only while it signs (not while xmlsec works).
-                let sig = self
-                    .token
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .sign(&self.key.label, self.key.alg, bytes)
-                    .map_err(|e| format!("{e:#}"))?;
-                match self.key.alg {
-                    // XML-DSig's ECDSA value is r || s, not X.509's DER.
-                    KeyAlg::P256 => p256::ecdsa::Signature::from_der(&sig)
-                        .map(|s| s.to_bytes().to_vec())
-                        .map_err(|e| format!("the token's signature: {e}")),
-                    _ => Ok(sig),
-                }
-            },
+            |bytes| self.sign_raw(bytes).map_err(|e| format!("{e:#}")),
         )?)
     }
 }
