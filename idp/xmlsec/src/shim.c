@@ -497,48 +497,56 @@ int tx_encrypt_element(xmlDocPtr doc, const char *ns, const char *name, const un
         tx_note("not exactly one %s to encrypt%s", name, "");
         return TX_E_NO_ELEMENT;
     }
+    /* Two contexts and no keys manager: libxmlsec1's default manager builds an X.509
+     * store from the system's CA bundle whenever one is made (tens of milliseconds per
+     * response), and we have the one key we need already. First the content, with a fresh
+     * AES key; then that key, wrapped for the relying party's RSA key into the
+     * EncryptedKey added to the result's KeyInfo. */
     int rc = TX_E_INTERNAL;
-    xmlSecKeysMngrPtr mngr = NULL;
-    xmlSecEncCtxPtr ctx = NULL;
+    xmlSecEncCtxPtr data_ctx = NULL, key_ctx = NULL;
     /* 0: AES-256-GCM, 1: AES-128-GCM, 2: AES-256-CBC (the mandatory one, DP section 8). */
     xmlSecTransformId alg = cipher == 1 ? xmlSecTransformAes128GcmId
                           : cipher == 2 ? xmlSecTransformAes256CbcId
                                         : xmlSecTransformAes256GcmId;
     xmlNodePtr tmpl = xmlSecTmplEncDataCreate(doc, alg, NULL, xmlSecTypeEncElement, NULL, NULL);
-    if (!tmpl || !xmlSecTmplEncDataEnsureCipherValue(tmpl)) goto out;
-    xmlNodePtr ki = xmlSecTmplEncDataEnsureKeyInfo(tmpl, NULL);
-    xmlNodePtr ek = ki ? xmlSecTmplKeyInfoAddEncryptedKey(ki, xmlSecTransformRsaOaepId, NULL, NULL, NULL) : NULL;
-    if (!ek || !xmlSecTmplEncDataEnsureCipherValue(ek)) goto out;
-    mngr = xmlSecKeysMngrCreate();
-    if (!mngr || xmlSecCryptoAppDefaultKeysMngrInit(mngr) < 0) goto out;
-    xmlSecKeyPtr key = xmlSecCryptoAppKeyLoadMemory(cert, (xmlSecSize)cert_len, xmlSecKeyDataFormatCertDer, NULL,
+    if (!tmpl || !xmlSecTmplEncDataEnsureCipherValue(tmpl) || !xmlSecTmplEncDataEnsureKeyInfo(tmpl, NULL)) goto out;
+    xmlSecKeyPtr rsa = xmlSecCryptoAppKeyLoadMemory(cert, (xmlSecSize)cert_len, xmlSecKeyDataFormatCertDer, NULL,
                                                     NULL, NULL);
-    if (!key) {
+    if (!rsa) {
         rc = TX_E_BAD_KEY;
         goto out;
     }
-    xmlSecKeyDataPtr v = xmlSecKeyGetValue(key);
+    key_ctx = xmlSecEncCtxCreate(NULL);
+    if (!key_ctx) {
+        xmlSecKeyDestroy(rsa);
+        goto out;
+    }
+    key_ctx->encKey = rsa; /* owned by the context now */
+    key_ctx->mode = xmlEncCtxModeEncryptedKey;
+    xmlSecKeyDataPtr v = xmlSecKeyGetValue(rsa);
     if (!v || !xmlSecKeyDataCheckId(v, xmlSecKeyDataRsaId) || xmlSecKeyDataGetSize(v) < 2048) {
         tx_note("the encryption certificate's key is not RSA of 2048 bits or more%s%s", "", "");
-        xmlSecKeyDestroy(key);
         rc = TX_E_BAD_KEY;
         goto out;
     }
-    if (xmlSecCryptoAppDefaultKeysMngrAdoptKey(mngr, key) < 0) {
-        xmlSecKeyDestroy(key);
-        goto out;
-    }
-    ctx = xmlSecEncCtxCreate(mngr);
-    if (!ctx) goto out;
-    ctx->encKey = xmlSecKeyGenerate(xmlSecKeyDataAesId, cipher == 1 ? 128 : 256, xmlSecKeyDataTypeSession);
-    if (!ctx->encKey) goto out;
+    data_ctx = xmlSecEncCtxCreate(NULL);
+    if (!data_ctx) goto out;
+    data_ctx->encKey = xmlSecKeyGenerate(xmlSecKeyDataAesId, cipher == 1 ? 128 : 256, xmlSecKeyDataTypeSession);
+    if (!data_ctx->encKey) goto out;
     /* On success the template takes the element's place and the element is freed. */
-    if (xmlSecEncCtxXmlEncrypt(ctx, tmpl, target) < 0) goto out;
+    if (xmlSecEncCtxXmlEncrypt(data_ctx, tmpl, target) < 0) goto out;
+    xmlNodePtr encrypted = tmpl;
     tmpl = NULL;
+    xmlNodePtr ki = xmlSecFindChild(encrypted, xmlSecNodeKeyInfo, xmlSecDSigNs);
+    xmlNodePtr ek = ki ? xmlSecTmplKeyInfoAddEncryptedKey(ki, xmlSecTransformRsaOaepId, NULL, NULL, NULL) : NULL;
+    if (!ek || !xmlSecTmplEncDataEnsureCipherValue(ek)) goto out;
+    xmlSecBufferPtr raw = xmlSecKeyDataBinaryValueGetBuffer(xmlSecKeyGetValue(data_ctx->encKey));
+    if (!raw || xmlSecEncCtxBinaryEncrypt(key_ctx, ek, xmlSecBufferGetData(raw), xmlSecBufferGetSize(raw)) < 0)
+        goto out;
     rc = 0;
 out:
     if (tmpl) xmlFreeNode(tmpl);
-    if (ctx) xmlSecEncCtxDestroy(ctx);
-    if (mngr) xmlSecKeysMngrDestroy(mngr);
+    if (data_ctx) xmlSecEncCtxDestroy(data_ctx);
+    if (key_ctx) xmlSecEncCtxDestroy(key_ctx);
     return rc;
 }
