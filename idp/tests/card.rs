@@ -192,32 +192,33 @@ fn ocsp_responder(dir: &Path, port: u16) -> Server {
 
 /// The relay in an attacker's `mode` (see `ocsp_http.py`), or honest.
 fn ocsp_relay(dir: &Path, port: u16, mode: Option<&str>) -> Server {
-    let child = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/card/ocsp_http.py"
-        ))
-        .arg(port.to_string())
-        .arg(dir)
-        .args(mode)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port);
-    Server(child)
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/card/ocsp_http.py");
+    let port_text = port.to_string();
+    let mut args = vec![script, &port_text, dir.to_str().unwrap()];
+    args.extend(mode);
+    python(dir, &args, port)
 }
 
+/// The CA directory over HTTP (the CRL at `/ca.crl`).
 fn crl_server(dir: &Path, port: u16) -> Server {
-    let child = Command::new("python3")
-        .current_dir(dir)
-        .args([
+    python(
+        dir,
+        &[
             "-m",
             "http.server",
             "--bind",
             "127.0.0.1",
             &port.to_string(),
-        ])
+        ],
+        port,
+    )
+}
+
+/// `python3 args` in `dir`, once it listens on `port`.
+fn python(dir: &Path, args: &[&str], port: u16) -> Server {
+    let child = Command::new("python3")
+        .current_dir(dir)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -59,6 +59,26 @@ fn assertion() -> Assertion {
     }
 }
 
+/// Seals `r` (with `a`) as `idp` for `to`'s key under `cipher`.
+fn sealed(
+    idp: &Key,
+    r: &Response,
+    a: Option<&Assertion>,
+    to: &Key,
+    cipher: Cipher,
+) -> Result<Vec<u8>, SealError> {
+    seal(
+        r,
+        a,
+        Seal {
+            alg: idp.alg,
+            certificate: &idp.cert,
+            encrypt_to: (&to.cert, cipher),
+        },
+        &|b| idp.sign(b),
+    )
+}
+
 fn xmlsec1(args: &[&str], file: &Path) -> (bool, String) {
     let out = Command::new("xmlsec1")
         .args(args)
@@ -79,15 +99,12 @@ fn xmlsec1(args: &[&str], file: &Path) -> (bool, String) {
 fn the_response_is_signed_and_the_assertion_signed_and_encrypted_for_the_relying_party() {
     let idp = Key::new(SignatureAlg::RsaSha256);
     let sp = Key::new(SignatureAlg::RsaSha256);
-    let sealed = seal(
+    let sealed = sealed(
+        &idp,
         &response(Status::Success),
         Some(&assertion()),
-        Seal {
-            alg: idp.alg,
-            certificate: &idp.cert,
-            encrypt_to: (&sp.cert, Cipher::Aes256Gcm),
-        },
-        &|b| idp.sign(b),
+        &sp,
+        Cipher::Aes256Gcm,
     )
     .unwrap();
     let text = String::from_utf8(sealed.clone()).unwrap();
@@ -183,15 +200,12 @@ fn the_cipher_follows_the_relying_partys_metadata_and_nothing_goes_out_readable(
             "http://www.w3.org/2009/xmlenc11#aes256-gcm",
         ),
     ] {
-        let sealed = seal(
+        let sealed = sealed(
+            &idp,
             &response(Status::Success),
             Some(&assertion()),
-            Seal {
-                alg: idp.alg,
-                certificate: &idp.cert,
-                encrypt_to: (&sp.cert, Cipher::for_methods(&methods)),
-            },
-            &|b| idp.sign(b),
+            &sp,
+            Cipher::for_methods(&methods),
         )
         .unwrap();
         let text = String::from_utf8(sealed.clone()).unwrap();
@@ -215,11 +229,6 @@ fn the_cipher_follows_the_relying_partys_metadata_and_nothing_goes_out_readable(
         assert!(ok && decrypted.contains("Greta Gröndal"), "{decrypted}");
     }
     // A success needs its assertion with attributes and the address; an error has none.
-    let how = Seal {
-        alg: idp.alg,
-        certificate: &idp.cert,
-        encrypt_to: (&sp.cert, Cipher::Aes256Cbc),
-    };
     let mut bare = assertion();
     bare.attributes.clear();
     let mut nowhere = assertion();
@@ -235,7 +244,7 @@ fn the_cipher_follows_the_relying_partys_metadata_and_nothing_goes_out_readable(
         (Status::Success, Some(&nowhere)),
         (error, Some(&assertion())),
     ] {
-        let got = seal(&response(status), a, how, &|b| idp.sign(b));
+        let got = sealed(&idp, &response(status), a, &sp, Cipher::Aes256Cbc);
         assert!(matches!(got, Err(SealError::Invalid(_))), "{got:?}");
     }
 }
@@ -243,19 +252,16 @@ fn the_cipher_follows_the_relying_partys_metadata_and_nothing_goes_out_readable(
 #[test]
 fn an_error_status_carries_no_assertion() {
     let idp = Key::new(SignatureAlg::RsaSha256);
-    let sealed = seal(
+    let sealed = sealed(
+        &idp,
         &response(Status::Error {
             code: STATUS_REQUESTER,
             sub: Some(STATUS_NO_AUTHN_CONTEXT),
             message: "loa4 is not offered".into(),
         }),
         None,
-        Seal {
-            alg: idp.alg,
-            certificate: &idp.cert,
-            encrypt_to: (&idp.cert, Cipher::Aes256Cbc),
-        },
-        &|b| idp.sign(b),
+        &idp,
+        Cipher::Aes256Cbc,
     )
     .unwrap();
     let text = String::from_utf8(sealed).unwrap();
@@ -267,15 +273,12 @@ fn an_error_status_carries_no_assertion() {
 fn encryption_needs_an_rsa_key_of_2048_bits() {
     let idp = Key::new(SignatureAlg::RsaSha256);
     let ec = Key::new(SignatureAlg::EcdsaP256Sha256);
-    let got = seal(
+    let got = sealed(
+        &idp,
         &response(Status::Success),
         Some(&assertion()),
-        Seal {
-            alg: idp.alg,
-            certificate: &idp.cert,
-            encrypt_to: (&ec.cert, Cipher::Aes256Gcm),
-        },
-        &|b| idp.sign(b),
+        &ec,
+        Cipher::Aes256Gcm,
     );
     assert!(
         matches!(got, Err(SealError::Xml(XmlError::BadKey(_)))),
@@ -312,17 +315,7 @@ fn pysaml2_verifies_decrypts_and_reads_our_response() {
     a.authn_instant = now - Duration::from_secs(30);
     let mut r = response(Status::Success);
     r.issue_instant = now;
-    let sealed = seal(
-        &r,
-        Some(&a),
-        Seal {
-            alg: idp.alg,
-            certificate: &idp.cert,
-            encrypt_to: (&sp.cert, Cipher::Aes256Gcm),
-        },
-        &|b| idp.sign(b),
-    )
-    .unwrap();
+    let sealed = sealed(&idp, &r, Some(&a), &sp, Cipher::Aes256Gcm).unwrap();
     let dir = sp.dir.path();
     std::fs::write(dir.join("response.xml"), &sealed).unwrap();
     let metadata = |cert: &[u8]| {
