@@ -75,23 +75,18 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
     }
     config::signature_alg(opts.signing_alg)?;
     let conf = tessera_hsm::softhsm_config(dir)?;
+    // The configuration file by its absolute path, as the issuer writes it (it names the
+    // token directory absolutely too: the data directory is not moved).
     let token_config = TokenConfig {
         module: PathBuf::from(tessera_hsm::SOFTHSM2_MODULE),
         label: TOKEN_LABEL.to_owned(),
-        // Relative to the data directory (resolved when the token is opened).
         environment: vec![(
-            "SOFTHSM2_CONF".to_owned(),
-            tessera_issuer_types::config::files::SOFTHSM_CONF.to_owned(),
-        )],
-    };
-    let secret = Zeroizing::new(tessera_hsm::random_pin());
-    let p11 = tessera_hsm::load(
-        &token_config.module,
-        &[(
             "SOFTHSM2_CONF".to_owned(),
             conf.to_string_lossy().into_owned(),
         )],
-    )?;
+    };
+    let secret = Zeroizing::new(tessera_hsm::random_pin());
+    let p11 = tessera_hsm::load(&token_config.module, &token_config.environment)?;
     tessera_hsm::init_token(&p11, TOKEN_LABEL, &secret)?;
     write_secret(dir, &secret)?;
     let token = tessera_hsm::Token::open(p11, TOKEN_LABEL, &secret)?;

@@ -116,15 +116,7 @@ impl Signer {
             config.custody,
             shares,
         )?;
-        let mut token_config = config.token.clone();
-        for (name, value) in &mut token_config.environment {
-            if name == "SOFTHSM2_CONF" {
-                *value = Config::resolve(dir, Path::new(value.as_str()))
-                    .to_string_lossy()
-                    .into_owned();
-            }
-        }
-        let token = tessera_hsm::open_configured(&token_config, &secret)?;
+        let token = tessera_hsm::open_configured(&config.token, &secret)?;
         let key = config
             .signing
             .first()

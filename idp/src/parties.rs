@@ -128,7 +128,12 @@ impl Registry {
                 ))
             }
             Ok(m) => {
-                let tmp = dir.join(format!("{LAST_GOOD}.new"));
+                // A name of this process's own: two servers on one data directory must
+                // not rename each other's half-written copy.
+                let mut tag = [0u8; 8];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut tag);
+                let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+                let tmp = dir.join(format!("{LAST_GOOD}.{}.{tag}.new", std::process::id()));
                 if let Err(e) = std::fs::write(&tmp, bytes)
                     .and_then(|()| std::fs::rename(&tmp, dir.join(LAST_GOOD)))
                 {
