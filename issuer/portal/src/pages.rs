@@ -958,17 +958,14 @@ struct ExportForm {
     after: String,
 }
 
-/// `POST /admin/audit/export`: the audit trail from record `after` on, as JSON lines (each
-/// record with its hash and the previous record's, as `tessera audit export` writes them),
-/// streamed a thousand records at a time. The export is audited before the first record is
-/// read (K2.9).
 /// Evidence exports running, per officer: each holds one of the runtime's blocking
 /// threads (shared with the API) for as long as the download lasts.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Exports(Arc<Mutex<HashMap<String, usize>>>);
 
-/// Exports one officer may run at once, and the server.
+/// Exports one officer may run at once.
 const EXPORTS_PER_OFFICER: usize = 2;
+/// Exports the server runs at once.
 const EXPORTS_MAX: usize = 8;
 
 /// One running export; ends it when dropped.
@@ -1005,6 +1002,10 @@ impl Drop for ExportSlot {
     }
 }
 
+/// `POST /admin/audit/export`: the audit trail from record `after` on, as JSON lines (each
+/// record with its hash and the previous record's, as `tessera audit export` writes them),
+/// streamed a thousand records at a time. The export is audited before the first record is
+/// read (K2.9).
 async fn audit_export(State(portal): St, ctx: Ctx, Form(form): Form<ExportForm>) -> Response {
     let Some((_, session)) = signed_in(&ctx) else {
         return to_sign_in();
