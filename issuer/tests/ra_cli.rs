@@ -251,6 +251,61 @@ fn scenario(database: Option<&str>) {
     assert_eq!(common::ocsp(tmp.path(), &base, &serial), "good");
     assert_eq!(common::ocsp(tmp.path(), &base, &card_auth_serial), "good");
 
+    // The identity provider's service account reads who holds a certificate and the
+    // status feed, and nothing else; officers do not read holders.
+    let idp = officer("idp", "identity_provider");
+    let api = |token: &str, path: &str| {
+        let (status, body) = common::curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{base}/api/v1/{path}"),
+        ]);
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let (status, holder) = api(&idp, &format!("certificates/{serial}/holder"));
+    assert_eq!(status, 200, "{holder}");
+    assert_eq!(holder["person_id"], person.as_str());
+    assert_eq!(holder["employee_number"], "E1");
+    assert_eq!(holder["given_name"], "Eva");
+    assert_eq!(holder["family_name"], "Ek");
+    assert_eq!(holder["email"], "e1@example.org");
+    assert_eq!(holder["person_state"], "proofed");
+    assert_eq!(holder["carrier_id"], carrier.as_str());
+    assert_eq!(holder["carrier_state"], "active");
+    assert!(holder.get("identity_number").is_none(), "{holder}");
+    assert_eq!(api(&anna, &format!("certificates/{serial}/holder")).0, 403);
+    assert_eq!(api(&idp, "people").0, 403);
+    assert_eq!(api(&idp, &format!("carriers/{carrier}")).0, 403);
+    assert_eq!(api(&idp, "officers").0, 403);
+    assert_eq!(api(&idp, "certificates/00ff/holder").0, 404);
+    assert_eq!(api(&idp, "certificates/not-hex/holder").0, 400);
+    let (status, feed) = api(&idp, "status-feed");
+    assert_eq!(status, 200, "{feed}");
+    let events = feed["events"].as_array().unwrap();
+    let of = |serial: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["serial"] == serial)
+            .map(|e| e["change"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // On hold from its signing until the hand-over, then released.
+    assert_eq!(of(&serial), ["held", "issued", "released"], "{feed}");
+    let head = feed["head"].as_i64().unwrap();
+    assert_eq!(events.last().unwrap()["seq"].as_i64(), Some(head));
+    let (_, later) = api(&idp, &format!("status-feed?after={head}"));
+    assert_eq!(
+        later["events"],
+        serde_json::json!([]),
+        "nothing after the head"
+    );
+    let (_, one) = api(&idp, "status-feed?after=0&limit=1");
+    assert_eq!(one["events"].as_array().unwrap().len(), 1);
+    assert_eq!(api(&hr, "status-feed").0, 403);
+
     // The holder blocks the PIN; the service desk asks for the unblock, a second officer
     // approves, and the card's channel (here the test, as the agent will) proves the card
     // with its 9E key and the release code, takes the PUK and resets the PIN on the card.
@@ -446,6 +501,18 @@ fn scenario(database: Option<&str>) {
         "revoked keyCompromise"
     );
     std::fs::write(&offset, "0").unwrap();
+    // The feed says so after the head read before, in order.
+    let (_, feed) = api(&idp, &format!("status-feed?after={head}"));
+    let changes: Vec<&str> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["serial"] == serial.as_str())
+        .map(|e| e["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes.last(), Some(&"revoked"), "{feed}");
+    let (_, holder) = api(&idp, &format!("certificates/{serial}/holder"));
+    assert_eq!(holder["carrier_state"], "revoked");
 
     // A leaver: every carrier revoked, affiliationChanged.
     let args = person_args("E2", "19640823-3234");

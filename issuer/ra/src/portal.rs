@@ -778,7 +778,7 @@ impl Ra {
         self.require(
             actor,
             "person.list",
-            tessera_issuer_types::lifecycle::OfficerRole::ALL,
+            tessera_issuer_types::lifecycle::OfficerRole::STAFF,
         )?;
         let limit = i64::from(limit.clamp(1, 200));
         let text = text.trim();
@@ -918,7 +918,7 @@ impl Ra {
     /// cards of protected identities only for those who may see them.
     pub fn attention(&self, actor: &Actor, within_days: u32) -> Result<Attention, RaError> {
         use tessera_issuer_types::lifecycle::OfficerRole;
-        self.require(actor, "carrier.list", OfficerRole::ALL)?;
+        self.require(actor, "carrier.list", OfficerRole::STAFF)?;
         let until = now_secs(self.clock.as_ref()) + i64::from(within_days) * 86_400;
         let see_protected = crate::registration::may_see_protected(actor);
         self.store.read(|tx| -> Result<Attention, RaError> {

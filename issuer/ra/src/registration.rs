@@ -430,7 +430,7 @@ impl Ra {
         actor: &Actor,
         serial: &str,
     ) -> Result<tessera_issuer_types::api::CertificateInfo, RaError> {
-        self.require(actor, "certificate.read", OfficerRole::ALL)?;
+        self.require(actor, "certificate.read", OfficerRole::STAFF)?;
         let serial: Serial = serial
             .parse()
             .map_err(|_| invalid("serial", "a hexadecimal serial number"))?;
@@ -457,6 +457,88 @@ impl Ra {
         })
     }
 
+    /// Who holds a certificate: the person and the live carrier it is on, for the
+    /// identity provider's login (its service role only). A certificate released from a
+    /// restocked pool card, or on a carrier bound to nobody, has no holder.
+    pub fn holder(
+        &self,
+        actor: &Actor,
+        serial: &str,
+    ) -> Result<tessera_issuer_types::api::Holder, RaError> {
+        self.require(
+            actor,
+            "certificate.holder",
+            &[OfficerRole::IdentityProvider],
+        )?;
+        let serial: Serial = serial
+            .parse()
+            .map_err(|_| invalid("serial", "a hexadecimal serial number"))?;
+        let found = self.store.read(|tx| -> Result<_, RaError> {
+            let Some((carrier_id, None)) = tx.certificate_carrier(&serial)? else {
+                return Ok(None);
+            };
+            let Some(carrier) = tx.carrier(&carrier_id)? else {
+                return Ok(None);
+            };
+            let Some(person) = carrier.person_id.as_deref() else {
+                return Ok(None);
+            };
+            Ok(tx.person(person)?.map(|p| (carrier, p)))
+        })?;
+        let Some((carrier, person)) = found else {
+            return Err(RaError::NotFound(serial));
+        };
+        let person_state = person.person_state()?;
+        Ok(tessera_issuer_types::api::Holder {
+            serial: serial.to_string(),
+            person_id: person.id,
+            employee_number: person.employee_number,
+            given_name: person.given_name,
+            family_name: person.family_name,
+            email: person.email,
+            person_state,
+            carrier_id: carrier.id,
+            carrier_kind: carrier.kind,
+            carrier_state: carrier.state,
+        })
+    }
+
+    /// The status feed after `after`, at most `limit` (1 to 1,000) events, for the
+    /// identity provider and for auditors and administrators; reading changes nothing.
+    pub fn status_feed(
+        &self,
+        actor: &Actor,
+        after: i64,
+        limit: u32,
+    ) -> Result<tessera_issuer_types::api::StatusFeed, RaError> {
+        self.require(
+            actor,
+            "status_feed.read",
+            &[
+                OfficerRole::IdentityProvider,
+                OfficerRole::Auditor,
+                OfficerRole::Administrator,
+            ],
+        )?;
+        let limit = i64::from(limit.clamp(1, 1000));
+        // One snapshot: the head is never behind the events read with it.
+        let (head, events) = self
+            .store
+            .snapshot(|tx| Ok::<_, RaError>((tx.outbox_head()?, tx.outbox_since(after, limit)?)))?;
+        Ok(tessera_issuer_types::api::StatusFeed {
+            head,
+            events: events
+                .into_iter()
+                .map(|e| tessera_issuer_types::api::StatusEvent {
+                    seq: e.seq,
+                    at: e.at,
+                    change: e.change.as_str().to_owned(),
+                    serial: e.serial.to_string(),
+                })
+                .collect(),
+        })
+    }
+
     /// The audit trail, `limit` (at most 1,000) records after `after`, for auditors and
     /// administrators to read and export (K2.8, K2.9); reading changes nothing.
     pub fn audit_page(
@@ -480,7 +562,7 @@ impl Ra {
     }
 
     pub fn officers(&self, actor: &Actor) -> Result<Vec<Officer>, RaError> {
-        self.require(actor, "officer.list", OfficerRole::ALL)?;
+        self.require(actor, "officer.list", OfficerRole::STAFF)?;
         Ok(self
             .store
             .read(|tx| tx.officers())?
@@ -931,7 +1013,7 @@ impl Ra {
     /// A person's record. A protected identity (K5.9) is shown only to registration
     /// officers and administrators; to anyone else it does not exist.
     pub fn person(&self, actor: &Actor, id: &str) -> Result<Person, RaError> {
-        self.require(actor, "person.read", OfficerRole::ALL)?;
+        self.require(actor, "person.read", OfficerRole::STAFF)?;
         let row = self
             .store
             .read(|tx| tx.person(id))?
@@ -943,7 +1025,7 @@ impl Ra {
     /// People in employee-number order, a page at a time; protected identities only for
     /// those who may see them.
     pub fn people(&self, actor: &Actor, after: &str, limit: u32) -> Result<Vec<Person>, RaError> {
-        self.require(actor, "person.list", OfficerRole::ALL)?;
+        self.require(actor, "person.list", OfficerRole::STAFF)?;
         let limit = i64::from(limit.clamp(1, 1000));
         self.store
             .read(|tx| tx.people(after, limit))?
@@ -1117,7 +1199,7 @@ impl Ra {
     }
 
     pub fn carrier(&self, actor: &Actor, id: &str) -> Result<Carrier, RaError> {
-        self.require(actor, "carrier.read", OfficerRole::ALL)?;
+        self.require(actor, "carrier.read", OfficerRole::STAFF)?;
         self.store.read(|tx| -> Result<Carrier, RaError> {
             let c = get_carrier(tx, id)?;
             if let Some(p) = &c.person_id {
@@ -1496,7 +1578,7 @@ impl Ra {
 
     /// Pending approvals; those for a protected identity only to those who may see it.
     pub fn approvals_pending(&self, actor: &Actor) -> Result<Vec<Approval>, RaError> {
-        self.require(actor, "approval.list", OfficerRole::ALL)?;
+        self.require(actor, "approval.list", OfficerRole::STAFF)?;
         self.store.read(|tx| -> Result<Vec<Approval>, RaError> {
             let mut out = Vec::new();
             for a in tx.approvals_pending()? {
@@ -2404,7 +2486,7 @@ impl Ra {
     }
 
     pub fn bulk_revocations_pending(&self, actor: &Actor) -> Result<Vec<BulkRevocation>, RaError> {
-        self.require(actor, "bulk_revocation.list", OfficerRole::ALL)?;
+        self.require(actor, "bulk_revocation.list", OfficerRole::STAFF)?;
         self.store
             .read(|tx| tx.bulks_pending())?
             .into_iter()
@@ -2581,7 +2663,7 @@ impl Ra {
     /// carrier's reason. A certificate revoked as superseded (replaced) agrees with any
     /// state.
     pub fn reconcile(&self, actor: &Actor) -> Result<Vec<Difference>, RaError> {
-        self.require(actor, "reconcile", OfficerRole::ALL)?;
+        self.require(actor, "reconcile", OfficerRole::STAFF)?;
         self.reconcile_all()
     }
 

@@ -23,7 +23,8 @@ pub enum Change {
 }
 
 impl Change {
-    fn as_str(self) -> &'static str {
+    /// The name the status feed uses.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Issued => "issued",
             Self::Revoked => "revoked",

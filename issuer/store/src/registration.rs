@@ -956,6 +956,22 @@ impl Tx<'_> {
             .optional()?)
     }
 
+    /// The carrier a certificate is on, and when it was released from it (a pool card's
+    /// earlier holder's certificate, kept as history after the card was restocked).
+    pub fn certificate_carrier(
+        &mut self,
+        serial: &Serial,
+    ) -> Result<Option<(String, Option<i64>)>, StoreError> {
+        Ok(carrier_certificates::table
+            .filter(carrier_certificates::serial.eq(serial.to_string()))
+            .select((
+                carrier_certificates::carrier_id,
+                carrier_certificates::released_at,
+            ))
+            .first(self.conn)
+            .optional()?)
+    }
+
     /// Marks a release taken; false if it already was, or was closed.
     pub fn take_puk_release(&mut self, approval_id: &str, at: i64) -> Result<bool, StoreError> {
         let n = diesel::update(

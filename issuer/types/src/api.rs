@@ -121,6 +121,46 @@ pub struct CertificateInfo {
     pub pem: String,
 }
 
+/// `GET /api/v1/certificates/{serial}/holder`: who a certificate on a live carrier
+/// belongs to, for the identity provider logging its holder in. Only what the login and
+/// the org-person attributes need: no identity number, no directory data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    pub serial: String,
+    pub person_id: String,
+    pub employee_number: String,
+    pub given_name: String,
+    pub family_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub person_state: PersonState,
+    pub carrier_id: String,
+    pub carrier_kind: CarrierKind,
+    pub carrier_state: CarrierState,
+}
+
+/// `GET /api/v1/status-feed?after=N&limit=M`: the certificate status changes after
+/// sequence number `after`, in order (the issuer's outbox), for followers that must act
+/// on a revocation within seconds (the identity provider ends the holder's sessions).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatusFeed {
+    /// The newest sequence number at the time of reading: a follower that has handled
+    /// every event up to it is current.
+    pub head: i64,
+    pub events: Vec<StatusEvent>,
+}
+
+/// One status change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatusEvent {
+    pub seq: i64,
+    /// When it was recorded (seconds since the epoch).
+    pub at: i64,
+    /// `issued`, `revoked`, `held` or `released` (a hold lifted).
+    pub change: String,
+    pub serial: String,
+}
+
 /// `POST /api/v1/officers/{id}/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -145,8 +145,23 @@ named!(
         Auditor = "auditor",
         /// Manages officers and their tokens, and the issuer's own certificates.
         Administrator = "administrator",
+        /// A service, not a person: the identity provider, which reads who holds a
+        /// certificate (to log them in) and follows the status feed (to end their sessions
+        /// on a revocation). It reads nothing else and changes nothing.
+        IdentityProvider = "identity_provider",
     }
 );
+
+impl OfficerRole {
+    /// The roles people hold: what reading the registers (people, carriers, officers,
+    /// approvals) needs. A service role is not among them.
+    pub const STAFF: &'static [Self] = &[
+        Self::HrAdmin,
+        Self::RegistrationOfficer,
+        Self::Auditor,
+        Self::Administrator,
+    ];
+}
 
 named!(
     /// What a four-eyes approval is for.

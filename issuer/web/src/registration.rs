@@ -36,6 +36,8 @@ pub(crate) fn routes() -> Router<Shared> {
             axum::routing::delete(revoke_token),
         )
         .route("/api/v1/certificates/{serial}", get(certificate))
+        .route("/api/v1/certificates/{serial}/holder", get(holder))
+        .route("/api/v1/status-feed", get(status_feed))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/people", post(create_person).get(people))
         .route(
@@ -537,6 +539,25 @@ async fn certificate(
     h: HeaderMap,
 ) -> Answer {
     without_body(app, h, move |ra, a| ra.certificate(a, &serial)).await
+}
+
+async fn holder(
+    State(app): State<Shared>,
+    UrlPath(serial): UrlPath<String>,
+    h: HeaderMap,
+) -> Answer {
+    without_body(app, h, move |ra, a| ra.holder(a, &serial)).await
+}
+
+async fn status_feed(
+    State(app): State<Shared>,
+    Query(page): Query<AuditPage>,
+    h: HeaderMap,
+) -> Answer {
+    without_body(app, h, move |ra, a| {
+        ra.status_feed(a, page.after, page.limit)
+    })
+    .await
 }
 
 async fn request_bulk(State(app): State<Shared>, h: HeaderMap, raw: Body) -> Answer {

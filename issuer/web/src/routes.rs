@@ -32,6 +32,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/certificates"),
     ("get", "/api/v1/certificates/{serial}"),
+    ("get", "/api/v1/certificates/{serial}/holder"),
+    ("get", "/api/v1/status-feed"),
     ("get", "/api/v1/audit"),
     ("post", "/api/v1/certificates/{serial}/revocation"),
     ("delete", "/api/v1/certificates/{serial}/revocation"),
