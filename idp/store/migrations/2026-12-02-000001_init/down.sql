@@ -1,0 +1,9 @@
+DROP TABLE audit_log;
+DROP TABLE feed_cursor;
+DROP TABLE consents;
+DROP TABLE tickets;
+DROP TABLE session_uses;
+DROP TABLE sessions;
+DROP TABLE pending;
+DROP TABLE seen_requests;
+DROP TABLE write_lock;

@@ -1,0 +1,181 @@
+//! The IdP's store on SQLite, as two servers share it: replay, waiting requests, one-time
+//! tickets, sessions ended by certificate, consents, and the audit chain kept whole when
+//! both servers write.
+
+use tessera_idp_store::{Consent, Location, Pending, Session, Store, StoreError};
+use tessera_issuer_types::audit::ChainCheck;
+
+fn session(id: &str, serial: &str, now: i64) -> Session {
+    Session {
+        id: id.into(),
+        person_id: "p-1".into(),
+        serial: serial.into(),
+        loa: "http://id.swedenconnect.se/loa/1.0/uncertified-loa3".into(),
+        holder: "{}".into(),
+        address: "127.0.0.1".into(),
+        authn_instant: now,
+        expires_at: now + 3600,
+        ended_at: None,
+        end_reason: None,
+    }
+}
+
+#[test]
+fn two_servers_share_one_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("idp.sqlite");
+    let a = Store::open(Location::Sqlite(&path)).unwrap();
+    let b = Store::open(Location::Sqlite(&path)).unwrap();
+    let now = 1_800_000_000;
+
+    // A request ID is taken once per relying party, across servers; another relying
+    // party's same ID is its own; an expired row is swept and the ID taken again.
+    let remember = |s: &Store, rp: &str, id: &str, exp: i64, now: i64| {
+        s.write(|tx| tx.remember_request(rp, id, exp, now)).unwrap()
+    };
+    assert!(remember(&a, "https://sp1", "_r1", now + 360, now));
+    assert!(
+        !remember(&b, "https://sp1", "_r1", now + 360, now),
+        "replayed"
+    );
+    assert!(remember(&b, "https://sp2", "_r1", now + 360, now));
+    assert!(
+        remember(&a, "https://sp1", "_r1", now + 1000, now + 361),
+        "expired"
+    );
+
+    // A waiting request, answered once.
+    let p = Pending {
+        id: "pend-1".into(),
+        browser_hash: "h".into(),
+        relying_party: "https://sp1".into(),
+        request: "{}".into(),
+        created_at: now,
+        expires_at: now + 600,
+    };
+    a.write(|tx| tx.put_pending(&p, now)).unwrap();
+    assert_eq!(
+        b.read(|tx| tx.pending("pend-1", now)).unwrap(),
+        Some(p.clone())
+    );
+    assert_eq!(b.read(|tx| tx.pending("pend-1", now + 601)).unwrap(), None);
+    assert!(b.write(|tx| tx.take_pending("pend-1")).unwrap());
+    assert!(
+        !a.write(|tx| tx.take_pending("pend-1")).unwrap(),
+        "answered once"
+    );
+
+    // Sessions and the one-time ticket that hands one over.
+    a.write(|tx| {
+        tx.create_session(&session("s-1", "0a0b", now))?;
+        tx.create_session(&session("s-2", "0a0b", now))?;
+        tx.create_session(&session("s-3", "0c0d", now))?;
+        tx.put_ticket("t-1", "s-1", "pend-2", now + 60)
+    })
+    .unwrap();
+    assert_eq!(
+        b.write(|tx| tx.take_ticket("t-1", now)).unwrap(),
+        Some(("s-1".into(), "pend-2".into()))
+    );
+    assert_eq!(
+        a.write(|tx| tx.take_ticket("t-1", now)).unwrap(),
+        None,
+        "spent"
+    );
+    a.write(|tx| tx.put_ticket("t-2", "s-1", "pend-2", now + 60))
+        .unwrap();
+    assert_eq!(
+        a.write(|tx| tx.take_ticket("t-2", now + 61)).unwrap(),
+        None,
+        "late"
+    );
+
+    // A revoked certificate ends its sessions, and only its own.
+    let ended = b
+        .write(|tx| tx.end_sessions_of("0a0b", "revoked", now + 5))
+        .unwrap();
+    assert_eq!(ended.len(), 2);
+    let s1 = a.read(|tx| tx.session("s-1")).unwrap().unwrap();
+    assert!(!s1.live(now + 6));
+    assert_eq!(s1.end_reason.as_deref(), Some("revoked"));
+    let s3 = a.read(|tx| tx.session("s-3")).unwrap().unwrap();
+    assert!(
+        s3.live(now + 6) && !s3.live(now + 3600),
+        "ends at its hour too"
+    );
+    let live = a.read(|tx| tx.live_sessions(now + 6, 100)).unwrap();
+    assert_eq!(
+        live.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["s-3"]
+    );
+    assert!(!a
+        .write(|tx| tx.end_session("s-1", "again", now + 7))
+        .unwrap());
+
+    // Uses of a session, latest index per relying party.
+    a.write(|tx| {
+        tx.used("s-3", "https://sp1", "_i1", now)?;
+        tx.used("s-3", "https://sp1", "_i2", now + 1)?;
+        tx.used("s-3", "https://sp2", "_i3", now + 2)
+    })
+    .unwrap();
+    assert_eq!(
+        b.read(|tx| tx.uses("s-3")).unwrap(),
+        [
+            ("https://sp1".to_owned(), "_i2".to_owned()),
+            ("https://sp2".to_owned(), "_i3".to_owned())
+        ]
+    );
+
+    // Consents remembered, replaced, withdrawn.
+    let c = Consent {
+        person_id: "p-1".into(),
+        relying_party: "https://sp1".into(),
+        attributes: "displayName,o".into(),
+        given_at: now,
+    };
+    a.write(|tx| tx.give_consent(&c)).unwrap();
+    a.write(|tx| tx.give_consent(&c)).unwrap();
+    assert_eq!(b.read(|tx| tx.consents_of("p-1")).unwrap(), [c.clone()]);
+    assert!(b
+        .write(|tx| tx.withdraw_consent("p-1", "https://sp1"))
+        .unwrap());
+    assert_eq!(a.read(|tx| tx.consent("p-1", "https://sp1")).unwrap(), None);
+
+    // The feed cursor.
+    assert_eq!(a.read(|tx| tx.feed_cursor()).unwrap(), 0);
+    b.write(|tx| tx.set_feed_cursor(42)).unwrap();
+    assert_eq!(a.read(|tx| tx.feed_cursor()).unwrap(), 42);
+
+    // Both servers append to one chain from threads at once; the chain holds, and a
+    // failed write leaves no record.
+    std::thread::scope(|scope| {
+        for (n, s) in [&a, &b].into_iter().enumerate() {
+            scope.spawn(move || {
+                for i in 0..25 {
+                    s.write(|tx| {
+                        tx.audit(
+                            &format!("server-{n}"),
+                            "test.write",
+                            &format!("{{\"i\":{i}}}"),
+                            now,
+                        )
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let r: Result<(), StoreError> = a.write(|tx| {
+        tx.audit("server-0", "test.lost", "{}", now)?;
+        Err(StoreError::Unavailable("the change failed".into()))
+    });
+    assert!(r.is_err());
+    let records = b.read(|tx| tx.audit_page(0, 1000)).unwrap();
+    assert_eq!(records.len(), 50);
+    let mut check = ChainCheck::after(0);
+    for r in &records {
+        check.next(r).unwrap();
+    }
+    assert!(records.iter().all(|r| r.action == "test.write"));
+}
