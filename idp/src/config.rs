@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use tessera_issuer_types::config::{Custody, KeyAlg, TokenConfig};
+use tessera_issuer_types::config::{Custody, DatabaseConfig, KeyAlg, TokenConfig};
 
 /// The configuration file in the data directory.
 pub const CONFIG_FILE: &str = "idp.json";
@@ -17,6 +17,11 @@ pub mod files {
     /// The token's activation secret (1-of-1 custody). SoftHSM2's configuration and token
     /// directory are named as the issuer names them (`tessera_hsm::softhsm_config`).
     pub const ACTIVATION_SECRET: &str = "activation.secret";
+    /// The IdP's API token at the issuer (mode 0600).
+    pub const ISSUER_TOKEN: &str = "issuer-api.token";
+    /// The administrators' token for the IdP's own API (mode 0600; its hash is in
+    /// `idp.json`).
+    pub const ADMIN_TOKEN: &str = "admin.token";
 }
 
 /// The deployment.
@@ -53,6 +58,52 @@ pub struct Config {
     /// registry, `DIR/relying-parties`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federation: Option<Federation>,
+    /// The IdP's own database (sessions, consents, audit): SQLite in the data directory
+    /// by default, or PostgreSQL.
+    #[serde(default = "default_database")]
+    pub database: DatabaseConfig,
+    /// The card login (none: nobody can log in yet; `serve` says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<Login>,
+    /// How long an SSO session answers without a new login, in minutes (K8.3: at most 60).
+    #[serde(default = "sixty")]
+    pub session_minutes: u32,
+    /// The SHA-256 (hex) of the administrators' API token (`DIR/admin.token`, written by
+    /// `init`), for `/admin/api/…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_sha256: Option<String>,
+}
+
+fn default_database() -> DatabaseConfig {
+    DatabaseConfig::Sqlite {
+        path: PathBuf::from("idp.sqlite"),
+    }
+}
+
+fn sixty() -> u32 {
+    60
+}
+
+/// The card login: a host of its own where TLS asks every client for its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// Where browsers reach the login host (no trailing slash), e.g.
+    /// `https://login.idp.example.org`.
+    pub base_url: String,
+    /// The login host's TLS key in the token (P-256) and its certificate chain (PEM).
+    pub tls_key: String,
+    pub tls_certificate: PathBuf,
+    /// The issuing CAs whose service IDs log in (PEM files).
+    pub card_cas: Vec<PathBuf>,
+    /// The organisation's certificate-policy OID for the service ID at LoA3.
+    pub card_policy: String,
+    /// An OCSP responder to ask instead of the one a certificate names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp_url: Option<String>,
+    /// The IdP's API token at the issuer (an officer with the `identity_provider` role),
+    /// a file (mode 0600).
+    pub issuer_token: PathBuf,
 }
 
 /// A federation's metadata aggregate and how to trust it.
@@ -162,6 +213,26 @@ impl Config {
             if !(5..=24 * 60).contains(&f.refresh_minutes) {
                 bail!("federation.refresh_minutes: 5 to 1440");
             }
+        }
+        if !(1..=60).contains(&self.session_minutes) {
+            bail!("session_minutes: 1 to 60 (K8.3)");
+        }
+        if let Some(login) = &self.login {
+            tessera_issuer_types::config::check_url(&login.base_url)
+                .map_err(|e| anyhow::anyhow!("login.base_url: {e}"))?;
+            if !login.base_url.starts_with("https://") || login.base_url.ends_with('/') {
+                bail!("login.base_url: https://, without a trailing slash (the login is TLS with client certificates)");
+            }
+            if login.base_url == self.base_url {
+                bail!("login.base_url: a host of its own (TLS there asks every client for a certificate)");
+            }
+            if login.card_cas.is_empty() {
+                bail!("login.card_cas: at least one issuing CA");
+            }
+            login
+                .card_policy
+                .parse::<const_oid::ObjectIdentifier>()
+                .map_err(|e| anyhow::anyhow!("login.card_policy: {e}"))?;
         }
         if !self.contact_email.contains('@') {
             bail!("contact_email: an e-mail address");

@@ -24,6 +24,20 @@ pub struct Options {
     /// The federation's aggregate (URL or file) and its signing certificate (PEM file,
     /// copied into the directory).
     pub federation: Option<(String, PathBuf)>,
+    /// The card login, when the issuer's side is given: where browsers reach it, the
+    /// issuing CAs (PEM files, copied in), the policy OID and the issuer API token file.
+    pub login: Option<LoginOptions>,
+    /// PostgreSQL instead of the embedded SQLite file.
+    pub database_url: Option<String>,
+}
+
+/// What the card login needs from the issuer's deployment.
+#[derive(Debug, Clone)]
+pub struct LoginOptions {
+    pub base_url: String,
+    pub card_cas: Vec<PathBuf>,
+    pub card_policy: String,
+    pub issuer_token: PathBuf,
 }
 
 /// The token label of the embedded default.
@@ -132,7 +146,30 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
             })
         }
     };
+    let login = match &opts.login {
+        None => None,
+        Some(l) => Some(login(dir, &token, l)?),
+    };
+    let database = match &opts.database_url {
+        None => tessera_issuer_types::config::DatabaseConfig::Sqlite {
+            path: PathBuf::from("idp.sqlite"),
+        },
+        Some(url) => tessera_issuer_types::config::DatabaseConfig::Postgres {
+            url: url.clone(),
+            password_file: None,
+        },
+    };
+    let admin_token = {
+        let mut b = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+        Zeroizing::new(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    };
+    write_private(dir, files::ADMIN_TOKEN, &admin_token)?;
     let config = Config {
+        database,
+        login,
+        session_minutes: 60,
+        admin_token_sha256: Some(crate::web::sha256_hex(admin_token.as_bytes())),
         format: config::FORMAT,
         entity_id: opts
             .entity_id
@@ -158,9 +195,55 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
     Ok(config)
 }
 
+/// The login host: its TLS key made in the token (P-256) with a self-signed certificate
+/// naming the host (replace it with one from a CA browsers trust: the key stays), the
+/// issuing CAs copied in, and the issuer API token kept in a file of its own.
+fn login(dir: &Path, token: &tessera_hsm::Token, l: &LoginOptions) -> Result<config::Login> {
+    let host = url_host(&l.base_url);
+    let label = "tls-login-1";
+    let pem = keys::make_tls_key(
+        token,
+        label,
+        host,
+        tessera_issuer_types::clock::Clock::now(&tessera_issuer_types::SystemClock),
+    )?;
+    let tls_certificate = PathBuf::from("tls-login-1.pem");
+    std::fs::write(dir.join(&tls_certificate), pem)?;
+    let mut card_cas = Vec::new();
+    for (i, ca) in l.card_cas.iter().enumerate() {
+        keys::certificate_file(ca)?;
+        let file = PathBuf::from(format!("card-ca-{}.pem", i + 1));
+        std::fs::copy(ca, dir.join(&file)).with_context(|| format!("copying {}", ca.display()))?;
+        card_cas.push(file);
+    }
+    let secret = Zeroizing::new(
+        std::fs::read_to_string(&l.issuer_token)
+            .with_context(|| format!("reading {}", l.issuer_token.display()))?,
+    );
+    let secret = secret.trim();
+    if secret.is_empty() || secret.contains(char::is_whitespace) {
+        bail!("{}: one API token expected", l.issuer_token.display());
+    }
+    write_private(dir, files::ISSUER_TOKEN, secret)?;
+    Ok(config::Login {
+        base_url: l.base_url.clone(),
+        tls_key: label.to_owned(),
+        tls_certificate,
+        card_cas,
+        card_policy: l.card_policy.clone(),
+        ocsp_url: None,
+        issuer_token: PathBuf::from(files::ISSUER_TOKEN),
+    })
+}
+
 /// The activation secret in the data directory (1-of-1 custody), mode 0600.
 fn write_secret(dir: &Path, secret: &str) -> Result<()> {
-    let path = dir.join(files::ACTIVATION_SECRET);
+    write_private(dir, files::ACTIVATION_SECRET, secret)
+}
+
+/// A new file in the data directory that only its owner reads (mode 0600).
+fn write_private(dir: &Path, name: &str, secret: &str) -> Result<()> {
+    let path = dir.join(name);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

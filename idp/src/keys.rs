@@ -30,6 +30,65 @@ pub fn make_key(
     common_name: &str,
     now: Duration,
 ) -> Result<String> {
+    make_certified_key(token, label, alg, common_name, now, None)
+}
+
+/// Makes the login host's TLS key (P-256) in the token and a self-signed certificate for
+/// `host` (subjectAltName, serverAuth), PEM.
+pub fn make_tls_key(token: &Token, label: &str, host: &str, now: Duration) -> Result<String> {
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName};
+    let name = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            GeneralName::IpAddress(der::asn1::OctetString::new(ip.octets().to_vec())?)
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            GeneralName::IpAddress(der::asn1::OctetString::new(ip.octets().to_vec())?)
+        }
+        Err(_) => GeneralName::DnsName(der::asn1::Ia5String::new(host)?),
+    };
+    let ext = |oid, critical, value: Vec<u8>| -> Result<x509_cert::ext::Extension> {
+        Ok(x509_cert::ext::Extension {
+            extn_id: oid,
+            critical,
+            extn_value: der::asn1::OctetString::new(value)?,
+        })
+    };
+    let extensions = vec![
+        ext(
+            const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME,
+            false,
+            SubjectAltName(vec![name]).to_der()?,
+        )?,
+        ext(
+            const_oid::db::rfc5280::ID_CE_KEY_USAGE,
+            true,
+            KeyUsage(KeyUsages::DigitalSignature.into()).to_der()?,
+        )?,
+        ext(
+            const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE,
+            false,
+            ExtendedKeyUsage(vec![const_oid::db::rfc5280::ID_KP_SERVER_AUTH]).to_der()?,
+        )?,
+    ];
+    make_certified_key(
+        token,
+        label,
+        KeyAlg::P256,
+        &format!("{host} card login"),
+        now,
+        Some(extensions),
+    )
+}
+
+fn make_certified_key(
+    token: &Token,
+    label: &str,
+    alg: KeyAlg,
+    common_name: &str,
+    now: Duration,
+    extensions: Option<Vec<x509_cert::ext::Extension>>,
+) -> Result<String> {
     let spki_der = token.generate(label, alg)?;
     let spki = spki::SubjectPublicKeyInfoOwned::try_from(spki_der.as_slice())
         .map_err(|e| anyhow!("the token's public key: {e}"))?;
@@ -56,7 +115,7 @@ pub fn make_key(
         subject_public_key_info: spki,
         issuer_unique_id: None,
         subject_unique_id: None,
-        extensions: None,
+        extensions,
     };
     let signature = token.sign(label, alg, &tbs.to_der()?)?;
     let cert = Certificate {
@@ -133,6 +192,19 @@ impl Signer {
     }
 
     /// The signing certificate (DER).
+    /// Another session on the signer's token (see [`Token::another_session`]).
+    pub fn another_session(&self) -> Result<Token> {
+        self.token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .another_session()
+    }
+
+    /// The signing key's XML signature algorithm.
+    pub fn alg(&self) -> tessera_xmlsec::SignatureAlg {
+        self.alg
+    }
+
     pub fn certificate(&self) -> &[u8] {
         &self.certificate
     }

@@ -19,6 +19,7 @@ struct Args {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start; boxing would only obscure clap's derive
 enum Command {
     /// Create an IdP deployment in a new data directory.
     ///
@@ -63,15 +64,40 @@ enum Command {
         /// The federation's metadata-signing certificate (PEM; copied into DIR).
         #[arg(long, value_name = "FILE", requires = "federation_metadata")]
         federation_certificate: Option<PathBuf>,
+        /// An issuing CA whose service IDs log in (PEM; repeat for several). With
+        /// --card-policy and --issuer-token-file this sets up the card login.
+        #[arg(long = "card-ca", value_name = "FILE", requires_all = ["card_policy", "issuer_token_file"])]
+        card_cas: Vec<PathBuf>,
+        /// The organisation's certificate-policy OID for the service ID at LoA3 (the
+        /// issuer's `policy_oid`).
+        #[arg(long, value_name = "OID", requires = "card_cas")]
+        card_policy: Option<String>,
+        /// A file holding the IdP's API token at the issuer: an officer with the
+        /// identity_provider role (`tessera officer add idp --role identity_provider`).
+        #[arg(long, value_name = "FILE", requires = "card_cas")]
+        issuer_token_file: Option<PathBuf>,
+        /// Where browsers reach the card login (a host or port of its own: TLS there asks
+        /// for the card's certificate).
+        #[arg(long, value_name = "URL", default_value = "https://localhost:8446")]
+        login_url: String,
+        /// PostgreSQL for the IdP's sessions and audit (postgres://user@host/db) instead
+        /// of SQLite in the data directory.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Run the IdP: our signed metadata at /saml/metadata, /healthz, /readyz, /metrics.
     Serve {
         /// The data directory made by `init`.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
-        /// The address to listen on.
+        /// The address to listen on (plain HTTP, for a TLS-terminating proxy in front, or
+        /// loopback).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8445")]
         listen: SocketAddr,
+        /// The card login's address (TLS in-process, client certificate required); only
+        /// with a login configured by `init --card-ca`.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8446")]
+        login_listen: SocketAddr,
         /// A custodian's share file (repeat for M of them) when the activation secret is
         /// shared M-of-N.
         #[arg(long = "share", value_name = "FILE")]
@@ -100,7 +126,21 @@ fn main() -> Result<()> {
             signing_alg,
             federation_metadata,
             federation_certificate,
+            card_cas,
+            card_policy,
+            issuer_token_file,
+            login_url,
+            database_url,
         } => {
+            let login = match (card_policy, issuer_token_file) {
+                (Some(card_policy), Some(issuer_token)) => Some(init::LoginOptions {
+                    base_url: login_url.trim_end_matches('/').to_owned(),
+                    card_cas,
+                    card_policy,
+                    issuer_token,
+                }),
+                _ => None,
+            };
             let config = init::run(
                 &data_dir,
                 &init::Options {
@@ -115,6 +155,8 @@ fn main() -> Result<()> {
                     signing_alg,
                     contact_email: contact,
                     federation: federation_metadata.zip(federation_certificate),
+                    login,
+                    database_url,
                 },
             )?;
             println!("IdP deployment made in {}", data_dir.display());
@@ -129,7 +171,8 @@ fn main() -> Result<()> {
         Command::Serve {
             data_dir,
             listen,
+            login_listen,
             shares,
-        } => serve::run(&data_dir, listen, &shares),
+        } => serve::run(&data_dir, listen, login_listen, &shares),
     }
 }

@@ -1,7 +1,12 @@
-//! `tessera-idp serve`: the IdP's HTTP service. Today it publishes our signed metadata at
-//! `/saml/metadata` (signed at start and again every six hours, well inside its validity),
-//! with `/healthz`, `/readyz` (the token answers, the metadata is valid) and `/metrics`
-//! (Prometheus text) as the issuer has them.
+//! `tessera-idp serve`: the IdP's HTTP service. The SSO host (plain HTTP on `--listen`,
+//! for loopback or a TLS-terminating proxy): our signed metadata at `/saml/metadata`
+//! (signed at start and again every six hours, well inside its validity), SSO at
+//! `/saml/sso` (`sso`), the user's page `/my` and the administrators' API (`admin`),
+//! `/healthz`, `/readyz` (the token answers, the metadata is valid, the database answers)
+//! and `/metrics` (Prometheus text) as the issuer has them. The card login host (TLS with
+//! client certificates, on `--login-listen`: `login`). And in the background: the
+//! federation refresh, and the follower of the issuer's status feed, which ends the
+//! sessions of a suspended or revoked certificate within seconds.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,20 +28,31 @@ use prometheus_client::registry::Registry;
 
 use crate::config::Config;
 use crate::keys::Signer;
+use crate::login::Login;
 use crate::metadata;
 use crate::parties::{self, Refreshed, Registry as Parties};
+
+/// How often the issuer's status feed is read.
+const FEED_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the metadata is signed afresh.
 const RESIGN_EVERY: Duration = Duration::from_secs(6 * 3600);
 
-struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     metadata_served: Counter,
     metadata_signed: Counter,
-    signing_failures: Counter,
+    pub(crate) signing_failures: Counter,
     federation_refreshes: Counter,
     federation_refusals: Counter,
     relying_parties: Gauge,
+    pub(crate) requests: Counter,
+    pub(crate) requests_refused: Counter,
+    pub(crate) responses: Counter,
+    pub(crate) logins: Counter,
+    pub(crate) login_refusals: Counter,
+    pub(crate) sessions_ended: Counter,
+    feed_failures: Counter,
 }
 
 impl Metrics {
@@ -76,7 +92,38 @@ impl Metrics {
             "Relying parties known and valid",
             relying_parties.clone(),
         );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let requests = counter(&mut registry, "sso_requests", "AuthnRequests accepted");
+        let requests_refused = counter(
+            &mut registry,
+            "sso_refusals",
+            "AuthnRequests refused (shown to the user; nothing sent)",
+        );
+        let responses = counter(&mut registry, "sso_responses", "Successful Responses sent");
+        let logins = counter(&mut registry, "logins", "Card logins");
+        let login_refusals = counter(&mut registry, "login_refusals", "Card logins refused");
+        let sessions_ended = counter(
+            &mut registry,
+            "sessions_ended",
+            "Sessions ended by the status feed, the user or an administrator",
+        );
+        let feed_failures = counter(
+            &mut registry,
+            "status_feed_failures",
+            "Times the issuer's status feed could not be read",
+        );
         Self {
+            requests,
+            requests_refused,
+            responses,
+            logins,
+            login_refusals,
+            sessions_ended,
+            feed_failures,
             registry,
             metadata_served,
             metadata_signed,
@@ -94,17 +141,65 @@ struct Published {
     valid_until: Duration,
 }
 
-struct Idp {
-    clock: Arc<dyn Clock>,
+pub(crate) struct Idp {
+    pub(crate) clock: Arc<dyn Clock>,
     dir: PathBuf,
-    config: Config,
-    signer: Signer,
+    pub(crate) config: Config,
+    pub(crate) signer: Signer,
     metadata: RwLock<Published>,
-    parties: Parties,
-    metrics: Metrics,
+    pub(crate) parties: Parties,
+    pub(crate) metrics: Metrics,
+    pub(crate) store: tessera_idp_store::Store,
+    pub(crate) login: Option<Login>,
+    /// The LoA URI we assert.
+    pub(crate) loa: &'static str,
 }
 
 impl Idp {
+    /// Whether browsers reach the SSO host over https (the cookies' flags follow).
+    pub(crate) fn https(&self) -> bool {
+        self.config.base_url.starts_with("https://")
+    }
+
+    /// Reads the issuer's status feed once from where this IdP left it, and ends the
+    /// sessions of every certificate held or revoked since; the position moves in the
+    /// same transaction, so two servers on one database never handle an event twice and
+    /// a crash never skips one.
+    fn follow_feed(&self) -> Result<usize> {
+        let Some(login) = &self.login else {
+            return Ok(0);
+        };
+        let cursor = self.store.read(|tx| tx.feed_cursor())?;
+        let feed = login.issuer.feed(cursor)?;
+        let Some(last) = feed.events.last().map(|e| e.seq) else {
+            return Ok(0);
+        };
+        let at = crate::sso::secs(self.clock.now());
+        let ended = self.store.write(|tx| {
+            if tx.feed_cursor()? != cursor {
+                return Ok(0); // another server took these
+            }
+            let mut ended = 0;
+            for e in &feed.events {
+                let reason = match e.change.as_str() {
+                    "revoked" => "certificate revoked",
+                    "held" => "certificate suspended",
+                    _ => continue,
+                };
+                for s in tx.end_sessions_of(&e.serial, reason, at)? {
+                    let details = serde_json::json!({
+                        "session": s.id, "serial": e.serial, "reason": reason, "feed_seq": e.seq,
+                    });
+                    tx.audit("status-feed", "session.ended", &details.to_string(), at)?;
+                    ended += 1;
+                }
+            }
+            tx.set_feed_cursor(last)?;
+            Ok::<_, tessera_idp_store::StoreError>(ended)
+        })?;
+        self.metrics.sessions_ended.inc_by(ended as u64);
+        Ok(ended)
+    }
     /// Fetches the federation's aggregate and takes it if it verifies (else keeps the
     /// last good copy), counting either way.
     fn refresh_federation(&self) {
@@ -151,9 +246,36 @@ impl Idp {
 }
 
 /// Runs the IdP until SIGINT or SIGTERM.
-pub fn run(dir: &Path, listen: SocketAddr, shares: &[PathBuf]) -> Result<()> {
+pub fn run(
+    dir: &Path,
+    listen: SocketAddr,
+    login_listen: SocketAddr,
+    shares: &[PathBuf],
+) -> Result<()> {
     let config = Config::load(dir)?;
     let signer = Signer::open(dir, &config, shares)?;
+    let store = match &config.database {
+        tessera_issuer_types::config::DatabaseConfig::Sqlite { path } => {
+            tessera_idp_store::Store::open(tessera_idp_store::Location::Sqlite(&Config::resolve(
+                dir, path,
+            )))
+        }
+        tessera_issuer_types::config::DatabaseConfig::Postgres { url, .. } => {
+            tessera_idp_store::Store::open(tessera_idp_store::Location::Postgres(url))
+        }
+    }
+    .context("opening the IdP database")?;
+    let loa = metadata::loa(&config);
+    let login = match &config.login {
+        None => None,
+        Some(l) => Some(Login::open(
+            dir,
+            &config,
+            l,
+            signer.another_session()?,
+            loa,
+        )?),
+    };
     let metrics = Metrics::new();
     let clock: Arc<dyn Clock> = Arc::new(tessera_issuer_types::SystemClock);
     let now = clock.now();
@@ -174,6 +296,9 @@ pub fn run(dir: &Path, listen: SocketAddr, shares: &[PathBuf]) -> Result<()> {
         config,
         signer,
         metrics,
+        store,
+        login,
+        loa,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -184,7 +309,24 @@ pub fn run(dir: &Path, listen: SocketAddr, shares: &[PathBuf]) -> Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let local = listener.local_addr()?;
-        println!("tessera-idp on http://{local} (metadata at /saml/metadata)");
+        let login_listener = match &idp.login {
+            None => None,
+            Some(_) => Some(
+                tokio::net::TcpListener::bind(login_listen)
+                    .await
+                    .with_context(|| format!("listening on {login_listen} (the card login)"))?,
+            ),
+        };
+        // One line, once both listen (scripts and tests read it, then may stop reading).
+        match &login_listener {
+            Some(l) => println!(
+                "tessera-idp on http://{local} (metadata at /saml/metadata); card login on https://{} (client certificate required)",
+                l.local_addr()?
+            ),
+            None => println!(
+                "tessera-idp on http://{local} (metadata at /saml/metadata); no card login set up (init --card-ca …), so requests cannot be answered yet"
+            ),
+        }
         {
             let idp = Arc::clone(&idp);
             tokio::spawn(async move {
@@ -216,16 +358,48 @@ pub fn run(dir: &Path, listen: SocketAddr, shares: &[PathBuf]) -> Result<()> {
                 }
             });
         }
-        axum::serve(listener, router(idp))
-            .with_graceful_shutdown(shutdown())
-            .await
-            .context("serving")
+        if let Some(login_listener) = login_listener {
+            tokio::spawn(crate::login::serve(Arc::clone(&idp), login_listener, shutdown()));
+            let idp = Arc::clone(&idp);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(FEED_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let idp2 = Arc::clone(&idp);
+                    match tokio::task::spawn_blocking(move || idp2.follow_feed()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            idp.metrics.feed_failures.inc();
+                            tracing::warn!(error = %format!("{e:#}"), "reading the issuer's status feed failed; trying again");
+                        }
+                        Err(e) => tracing::error!(error = %e, "following the status feed panicked"),
+                    }
+                }
+            });
+        }
+        axum::serve(
+            listener,
+            router(idp).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")
     })
 }
 
 fn router(idp: Arc<Idp>) -> Router {
     Router::new()
         .route("/saml/metadata", get(saml_metadata))
+        .route(
+            "/saml/sso",
+            get(crate::sso::sso_redirect).post(crate::sso::sso_post),
+        )
+        .route("/saml/continue", get(crate::sso::continue_))
+        .route("/saml/consent", axum::routing::post(crate::sso::consent))
+        .route("/static/idp.css", get(stylesheet))
+        .route("/static/post.js", get(script))
+        .merge(crate::admin::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -246,6 +420,28 @@ async fn saml_metadata(State(idp): State<Arc<Idp>>) -> Response {
             (header::CACHE_CONTROL, "max-age=3600"),
         ],
         xml,
+    )
+        .into_response()
+}
+
+pub(crate) async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        crate::web::CSS,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        crate::web::POST_JS,
     )
         .into_response()
 }

@@ -217,8 +217,10 @@ pub struct Pending {
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sessions)]
 pub struct Session {
-    /// The hash of the cookie.
+    /// A random name for administrators (not a secret).
     pub id: String,
+    /// The hash of the browser's session cookie, once the SSO host has set it.
+    pub cookie_hash: Option<String>,
     pub person_id: String,
     /// The certificate the user logged in with (hex serial, as the issuer writes it).
     pub serial: String,
@@ -249,6 +251,19 @@ pub struct Consent {
     /// The attribute names released, sorted, comma-separated: a different set asks again.
     pub attributes: String,
     pub given_at: i64,
+}
+
+/// An audit record as stored.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = audit_log)]
+struct AuditRow {
+    seq: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    details: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
 }
 
 impl Tx<'_> {
@@ -317,6 +332,27 @@ impl Tx<'_> {
             .select(Session::as_select())
             .first(self.conn)
             .optional()?)
+    }
+
+    /// The session whose cookie hashes to `cookie_hash`.
+    pub fn session_by_cookie(&mut self, cookie_hash: &str) -> Result<Option<Session>, StoreError> {
+        Ok(sessions::table
+            .filter(sessions::cookie_hash.eq(cookie_hash))
+            .select(Session::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// Gives a session its cookie (once); false if it had one.
+    pub fn bind_cookie(&mut self, id: &str, cookie_hash: &str) -> Result<bool, StoreError> {
+        Ok(diesel::update(
+            sessions::table
+                .find(id)
+                .filter(sessions::cookie_hash.is_null()),
+        )
+        .set(sessions::cookie_hash.eq(Some(cookie_hash)))
+        .execute(self.conn)?
+            == 1)
     }
 
     /// Sessions not ended nor expired at `now`, newest first, at most `limit`.
@@ -533,33 +569,23 @@ impl Tx<'_> {
 
     /// Up to `limit` audit records after `after`, in order.
     pub fn audit_page(&mut self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows: Vec<(i64, i64, String, String, String, Vec<u8>, Vec<u8>)> = audit_log::table
+        let rows: Vec<AuditRow> = audit_log::table
             .filter(audit_log::seq.gt(after))
             .order(audit_log::seq.asc())
             .limit(limit)
-            .select((
-                audit_log::seq,
-                audit_log::at,
-                audit_log::actor,
-                audit_log::action,
-                audit_log::details,
-                audit_log::prev_hash,
-                audit_log::hash,
-            ))
+            .select(AuditRow::as_select())
             .load(self.conn)?;
         Ok(rows
             .into_iter()
-            .map(
-                |(seq, at, actor, action, details, prev, hash)| AuditRecord {
-                    seq,
-                    at,
-                    actor,
-                    action,
-                    details,
-                    prev_hash: hex::encode(prev),
-                    hash: hex::encode(hash),
-                },
-            )
+            .map(|r| AuditRecord {
+                seq: r.seq,
+                at: r.at,
+                actor: r.actor,
+                action: r.action,
+                details: r.details,
+                prev_hash: hex::encode(r.prev_hash),
+                hash: hex::encode(r.hash),
+            })
             .collect())
     }
 }

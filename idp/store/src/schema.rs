@@ -30,6 +30,7 @@ diesel::table! {
 diesel::table! {
     sessions (id) {
         id -> Text,
+        cookie_hash -> Nullable<Text>,
         person_id -> Text,
         serial -> Text,
         loa -> Text,

@@ -8,6 +8,7 @@ use tessera_issuer_types::audit::ChainCheck;
 fn session(id: &str, serial: &str, now: i64) -> Session {
     Session {
         id: id.into(),
+        cookie_hash: None,
         person_id: "p-1".into(),
         serial: serial.into(),
         loa: "http://id.swedenconnect.se/loa/1.0/uncertified-loa3".into(),
@@ -136,7 +137,10 @@ fn two_servers_share_one_database() {
     };
     a.write(|tx| tx.give_consent(&c)).unwrap();
     a.write(|tx| tx.give_consent(&c)).unwrap();
-    assert_eq!(b.read(|tx| tx.consents_of("p-1")).unwrap(), [c.clone()]);
+    assert_eq!(
+        b.read(|tx| tx.consents_of("p-1")).unwrap(),
+        std::slice::from_ref(&c)
+    );
     assert!(b
         .write(|tx| tx.withdraw_consent("p-1", "https://sp1"))
         .unwrap());

@@ -213,6 +213,25 @@ impl Token {
         })
     }
 
+    /// Another session on the same token, logged in already (a PKCS#11 login is the
+    /// application's, not the session's): for work that must not wait behind this
+    /// session's, such as TLS handshakes beside XML signing.
+    pub fn another_session(&self) -> Result<Self> {
+        let slot = self
+            .session
+            .get_session_info()
+            .context("C_GetSessionInfo")?
+            .slot_id();
+        let session = self
+            ._module
+            .open_rw_session(slot)
+            .context("C_OpenSession")?;
+        Ok(Self {
+            session,
+            _module: self._module.clone(),
+        })
+    }
+
     /// Whether the token answers (for `/readyz`).
     pub fn ping(&self) -> Result<()> {
         self.session

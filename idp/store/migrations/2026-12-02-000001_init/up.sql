@@ -32,11 +32,13 @@ CREATE TABLE pending (
 );
 CREATE INDEX pending_expiry ON pending (expires_at);
 
--- SSO sessions (id: the hash of the cookie). holder: the person's attributes as the
--- issuer gave them at login, JSON. Ended (ended_at) by the user, an administrator or the
+-- SSO sessions. id: a random name for administrators (not a secret); cookie_hash: the
+-- hash of the browser's cookie, set when the SSO host takes the login host's ticket.
+-- holder: the person's attributes as the issuer gave them at login, JSON. Ended (ended_at) by the user, an administrator or the
 -- issuer's status feed; never reused after expires_at (60 minutes from the login).
 CREATE TABLE sessions (
     id TEXT PRIMARY KEY NOT NULL,
+    cookie_hash TEXT UNIQUE,
     person_id TEXT NOT NULL,
     serial TEXT NOT NULL,
     loa TEXT NOT NULL,

@@ -1,0 +1,895 @@
+//! Single sign-on on the SSO host: an AuthnRequest in (HTTP-Redirect or HTTP-POST), read
+//! from what its signature covered, held against its relying party (`tessera-saml`'s
+//! `accept`), remembered against replay; then either the browser's live session answers,
+//! or the browser goes to the login host and comes back with a one-time ticket; the user
+//! approves what is released (unless remembered); and the sealed Response goes to the
+//! relying party's ACS by HTTP-POST. Every step that changes something is one store
+//! transaction with its audit record.
+//!
+//! Sessions (K8.3, DP 5.4.5): at most `session_minutes` (60) from the login, never reused
+//! under ForceAuthn or for another LoA, AuthnInstant always the login's own time; ended by
+//! the user, an administrator, or the issuer's status feed (see `serve`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Form;
+use base64ct::Encoding;
+use tessera_idp_store::{Consent, Pending, Session};
+use tessera_issuer_types::api::Holder;
+use tessera_saml::accept::{accept, Refusal, Rules};
+use tessera_saml::metadata::RelyingParty;
+use tessera_saml::request::{AuthnRequest, Incoming};
+use tessera_saml::response::{
+    new_id, seal, Assertion, Attribute, Response as SamlResponse, Seal, Status, STATUS_CANCEL,
+    STATUS_NO_PASSIVE, STATUS_REQUESTER, STATUS_RESPONDER,
+};
+use tessera_xmlsec::Cipher;
+
+use crate::serve::Idp;
+use crate::web::{self, Tr};
+
+/// The cookie that binds waiting requests to the browser that brought them.
+pub(crate) const BROWSER_COOKIE: &str = "tessera_idp_browser";
+/// The SSO session's cookie.
+pub(crate) const SESSION_COOKIE: &str = "tessera_idp_session";
+/// How old a request may be, and the clock skew allowed (the draft profile: a minute).
+const MAX_AGE: Duration = Duration::from_secs(300);
+const SKEW: Duration = Duration::from_secs(60);
+/// How long a request waits for the user (login, approval).
+const WAIT: i64 = 15 * 60;
+/// How long an assertion may be used (K8.2: short).
+const ASSERTION_LIFE: Duration = Duration::from_secs(300);
+
+/// The org-person attribute set (ELN-AP-OrgPerson-01): name, friendly name, the labels
+/// shown on the release page, and whether the profile requires it.
+const ORG_PERSON: [(&str, &str, &str, &str, bool); 7] = [
+    (
+        "urn:oid:2.16.840.1.113730.3.1.241",
+        "displayName",
+        "Namn",
+        "Name",
+        true,
+    ),
+    (
+        "urn:oid:1.2.752.201.3.1",
+        "orgAffiliation",
+        "Anknytning till organisationen",
+        "Affiliation",
+        true,
+    ),
+    (
+        "urn:oid:2.5.4.10",
+        "o",
+        "Organisation",
+        "Organisation",
+        true,
+    ),
+    (
+        "urn:oid:2.5.4.97",
+        "organizationIdentifier",
+        "Organisationsnummer",
+        "Organisation number",
+        false,
+    ),
+    (
+        "urn:oid:2.5.4.42",
+        "givenName",
+        "Förnamn",
+        "Given name",
+        false,
+    ),
+    ("urn:oid:2.5.4.4", "sn", "Efternamn", "Surname", false),
+    (
+        "urn:oid:0.9.2342.19200300.100.1.3",
+        "mail",
+        "E-post",
+        "E-mail",
+        false,
+    ),
+];
+
+/// What a waiting request needs to be answered (JSON in the store).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Waiting {
+    request_id: String,
+    acs: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    relay_state: Option<String>,
+    /// The release page's form token.
+    consent_token: String,
+    force_authn: bool,
+}
+
+/// The browser as a request shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Browser {
+    pub address: String,
+    pub tr: &'static Tr,
+    pub binding: Option<String>,
+    pub session: Option<String>,
+}
+
+impl Browser {
+    pub(crate) fn of(headers: &HeaderMap, peer: std::net::SocketAddr) -> Self {
+        Self {
+            address: peer.ip().to_string(),
+            tr: web::tr(headers),
+            binding: web::cookie(headers, BROWSER_COOKIE),
+            session: web::cookie(headers, SESSION_COOKIE),
+        }
+    }
+}
+
+/// Runs `f` off the async threads (the token, libxmlsec1, the database all block).
+pub(crate) async fn blocking(
+    idp: Arc<Idp>,
+    f: impl FnOnce(&Idp) -> Response + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || f(&idp)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "an SSO step panicked");
+            web::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &web::SV,
+                "internal error",
+            )
+        }
+    }
+}
+
+pub(crate) async fn sso_redirect(
+    State(idp): State<Arc<Idp>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let b = Browser::of(&headers, peer);
+    blocking(idp, move |idp| {
+        let incoming = Incoming::from_redirect(query.as_deref().unwrap_or(""));
+        receive(idp, incoming, &b)
+    })
+    .await
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct PostedRequest {
+    #[serde(rename = "SAMLRequest")]
+    saml_request: String,
+    #[serde(rename = "RelayState")]
+    relay_state: Option<String>,
+}
+
+pub(crate) async fn sso_post(
+    State(idp): State<Arc<Idp>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<PostedRequest>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let b = Browser::of(&headers, peer);
+    let Ok(Form(form)) = form else {
+        return web::error(
+            StatusCode::BAD_REQUEST,
+            b.tr,
+            "no SAMLRequest in the form (HTTP-POST binding)",
+        );
+    };
+    blocking(idp, move |idp| {
+        let incoming = Incoming::from_post(&form.saml_request, form.relay_state);
+        receive(idp, incoming, &b)
+    })
+    .await
+}
+
+pub(crate) fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Audits `action` by `actor` in its own transaction (refusals: nothing else changes).
+pub(crate) fn audit_alone(idp: &Idp, actor: &str, action: &str, details: serde_json::Value) {
+    let at = secs(idp.clock.now());
+    if let Err(e) = idp
+        .store
+        .write(|tx| tx.audit(actor, action, &details.to_string(), at))
+    {
+        tracing::error!(error = %e, action, "auditing failed");
+    }
+}
+
+/// A refused request: audited, and shown to the user (nothing goes to the relying party).
+fn refuse(idp: &Idp, b: &Browser, rp: Option<&str>, why: &str) -> Response {
+    idp.metrics.requests_refused.inc();
+    audit_alone(
+        idp,
+        &b.address,
+        "sso.refused",
+        serde_json::json!({ "relying_party": rp, "reason": why }),
+    );
+    web::error(StatusCode::BAD_REQUEST, b.tr, why)
+}
+
+fn receive(
+    idp: &Idp,
+    incoming: Result<Incoming, tessera_saml::request::RequestError>,
+    b: &Browser,
+) -> Response {
+    let now = idp.clock.now();
+    let incoming = match incoming {
+        Ok(i) => i,
+        Err(e) => return refuse(idp, b, None, &e.to_string()),
+    };
+    let claimed = match incoming.claimed_issuer() {
+        Ok(c) => c,
+        Err(e) => return refuse(idp, b, None, &e.to_string()),
+    };
+    let Some(rp) = idp.parties.get(&claimed, now) else {
+        return refuse(
+            idp,
+            b,
+            None,
+            &format!("{claimed} is not a relying party of this IdP"),
+        );
+    };
+    let verified = match incoming.verify(&rp.signing_certificates, rp.authn_requests_signed) {
+        Ok(v) => v,
+        Err(e) => return refuse(idp, b, Some(&rp.entity_id), &e.to_string()),
+    };
+    let request = match AuthnRequest::parse(&verified) {
+        Ok(r) => r,
+        Err(e) => return refuse(idp, b, Some(&rp.entity_id), &e.to_string()),
+    };
+    let sso_url = format!("{}/saml/sso", idp.config.base_url);
+    let rules = Rules {
+        sso_url: &sso_url,
+        loa: idp.loa,
+        max_age: MAX_AGE,
+        skew: SKEW,
+    };
+    let accepted = match accept(&request, verified.signed, &rp, rules, now) {
+        Ok(a) => a,
+        Err(Refusal::Page(why)) => return refuse(idp, b, Some(&rp.entity_id), &why),
+        Err(Refusal::Status {
+            acs,
+            code,
+            sub,
+            message,
+        }) => {
+            return status(
+                idp,
+                b,
+                &rp,
+                &request.id,
+                &acs,
+                incoming.relay_state.clone(),
+                code,
+                sub,
+                &message,
+            )
+        }
+    };
+    // A request is answered once: its ID is remembered for as long as it could be
+    // accepted at all.
+    let at = secs(now);
+    let until = secs(now + MAX_AGE + SKEW + SKEW);
+    match idp
+        .store
+        .write(|tx| tx.remember_request(&rp.entity_id, &request.id, until, at))
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return refuse(
+                idp,
+                b,
+                Some(&rp.entity_id),
+                &format!("request {} was received before (a replay)", request.id),
+            )
+        }
+        Err(e) => return unavailable(b, &e),
+    }
+    let session = live_session(idp, b, at).filter(|s| s.loa == idp.loa && !request.force_authn);
+    if request.is_passive && session.is_none() {
+        return status(
+            idp,
+            b,
+            &rp,
+            &request.id,
+            &accepted.acs,
+            incoming.relay_state.clone(),
+            STATUS_RESPONDER,
+            STATUS_NO_PASSIVE,
+            "no session, and the request does not let us ask the user",
+        );
+    }
+    let (binding, new_binding) = match &b.binding {
+        Some(v) => (v.clone(), None),
+        None => {
+            let v = web::random_token();
+            (v.clone(), Some(v))
+        }
+    };
+    let waiting = Waiting {
+        request_id: request.id.clone(),
+        acs: accepted.acs.clone(),
+        relay_state: incoming.relay_state.clone(),
+        consent_token: web::random_token(),
+        force_authn: request.force_authn,
+    };
+    let pending = Pending {
+        id: web::random_token(),
+        browser_hash: web::sha256_hex(binding.as_bytes()),
+        relying_party: rp.entity_id.clone(),
+        request: match serde_json::to_string(&waiting) {
+            Ok(j) => j,
+            Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e.to_string()),
+        },
+        created_at: at,
+        expires_at: at + WAIT,
+    };
+    let details = serde_json::json!({
+        "relying_party": rp.entity_id,
+        "request": request.id,
+        "force_authn": request.force_authn,
+        "is_passive": request.is_passive,
+        "signed": verified.signed,
+    });
+    if let Err(e) = idp.store.write(|tx| {
+        tx.put_pending(&pending, at)?;
+        tx.audit(&b.address, "sso.request", &details.to_string(), at)
+    }) {
+        return unavailable(b, &e);
+    }
+    idp.metrics.requests.inc();
+    let cookies: Vec<String> = new_binding
+        .iter()
+        .map(|v| web::set_cookie(BROWSER_COOKIE, v, idp.https(), None))
+        .collect();
+    if let Some(session) = session {
+        let mut r = answer(idp, b, &pending, &waiting, &rp, &session);
+        for c in &cookies {
+            if let Ok(v) = axum::http::HeaderValue::from_str(c) {
+                r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+            }
+        }
+        return r;
+    }
+    let Some(login) = &idp.login else {
+        return web::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b.tr,
+            "this IdP has no card login set up (tessera-idp init --card-ca …)",
+        );
+    };
+    web::redirect(
+        &format!("{}/login?p={}", login.base_url, pending.id),
+        &cookies,
+    )
+}
+
+pub(crate) fn unavailable(b: &Browser, e: &tessera_idp_store::StoreError) -> Response {
+    tracing::error!(error = %e, "the IdP database failed");
+    web::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        b.tr,
+        "the IdP cannot reach its database just now",
+    )
+}
+
+/// The browser's session, if its cookie names one that is live now.
+pub(crate) fn live_session(idp: &Idp, b: &Browser, now: i64) -> Option<Session> {
+    let cookie = b.session.as_ref()?;
+    let hash = web::sha256_hex(cookie.as_bytes());
+    idp.store
+        .read(|tx| tx.session_by_cookie(&hash))
+        .ok()
+        .flatten()
+        .filter(|s| s.live(now))
+}
+
+#[derive(Template)]
+#[template(path = "post.html")]
+struct PostPage<'a> {
+    tr: &'a Tr,
+    title: &'a str,
+    acs: &'a str,
+    response: String,
+    relay_state: Option<String>,
+    party: String,
+}
+
+/// The Response, sealed, in a form that posts itself to the ACS (the button does it
+/// without JavaScript).
+fn post(
+    idp: &Idp,
+    b: &Browser,
+    rp: &RelyingParty,
+    acs: &str,
+    relay_state: Option<String>,
+    response: &SamlResponse,
+    assertion: Option<&Assertion>,
+) -> Response {
+    let cipher = Cipher::for_methods(&rp.encryption_methods);
+    let empty: &[u8] = &[];
+    let encrypt_to = rp
+        .encryption_certificates
+        .first()
+        .map_or(empty, Vec::as_slice);
+    if assertion.is_some() && encrypt_to.is_empty() {
+        return web::error(
+            StatusCode::BAD_REQUEST,
+            b.tr,
+            &format!(
+                "{} publishes no encryption key, and assertions are always encrypted",
+                rp.entity_id
+            ),
+        );
+    }
+    let sign = |bytes: &[u8]| idp.signer.sign_raw(bytes).map_err(|e| format!("{e:#}"));
+    let sealed = seal(
+        response,
+        assertion,
+        Seal {
+            alg: idp.signer.alg(),
+            certificate: idp.signer.certificate(),
+            encrypt_to: (encrypt_to, cipher),
+        },
+        &sign,
+    );
+    let sealed = match sealed {
+        Ok(x) => x,
+        Err(e) => {
+            idp.metrics.signing_failures.inc();
+            tracing::error!(error = %e, "sealing a Response failed");
+            return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e.to_string());
+        }
+    };
+    web::html(
+        StatusCode::OK,
+        PostPage {
+            tr: b.tr,
+            title: b.tr.post_title,
+            acs,
+            response: base64ct::Base64::encode_string(&sealed),
+            relay_state,
+            party: party_name(rp),
+        }
+        .render(),
+    )
+}
+
+fn party_name(rp: &RelyingParty) -> String {
+    rp.display_name
+        .clone()
+        .unwrap_or_else(|| rp.entity_id.clone())
+}
+
+/// An error status to the relying party (audited).
+#[allow(clippy::too_many_arguments)] // one call site per reason; a struct would only rename them
+fn status(
+    idp: &Idp,
+    b: &Browser,
+    rp: &RelyingParty,
+    in_response_to: &str,
+    acs: &str,
+    relay_state: Option<String>,
+    code: &'static str,
+    sub: &'static str,
+    message: &str,
+) -> Response {
+    audit_alone(
+        idp,
+        &b.address,
+        "sso.status",
+        serde_json::json!({
+            "relying_party": rp.entity_id, "request": in_response_to,
+            "status": code, "sub": sub, "message": message,
+        }),
+    );
+    let response = SamlResponse {
+        id: new_id(),
+        in_response_to: in_response_to.to_owned(),
+        destination: acs.to_owned(),
+        issuer: idp.config.entity_id.clone(),
+        issue_instant: idp.clock.now(),
+        status: Status::Error {
+            code,
+            sub: Some(sub),
+            message: message.to_owned(),
+        },
+    };
+    post(idp, b, rp, acs, relay_state, &response, None)
+}
+
+/// The attributes released to `rp` about `holder`: the profile's required three always;
+/// the others when the relying party asks for them in its metadata (or asks for nothing
+/// in particular); `mail` only when the person has one.
+fn release(idp: &Idp, rp: &RelyingParty, holder: &Holder, tr: &Tr) -> Vec<(Attribute, String)> {
+    let asked = |name: &str| {
+        rp.requested_attributes.is_empty() || rp.requested_attributes.iter().any(|a| a.name == name)
+    };
+    let org = &idp.config.organisation;
+    let mut out = Vec::new();
+    for (name, friendly, sv, en, required) in ORG_PERSON {
+        if !required && !asked(name) {
+            continue;
+        }
+        let value = match friendly {
+            "displayName" => format!("{} {}", holder.given_name, holder.family_name),
+            "orgAffiliation" => format!("{}@{}", holder.employee_number, org.number),
+            "o" => org.name.clone(),
+            "organizationIdentifier" => org.number.clone(),
+            "givenName" => holder.given_name.clone(),
+            "sn" => holder.family_name.clone(),
+            "mail" => match &holder.email {
+                Some(m) => m.clone(),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let label = if tr.lang == "sv" { sv } else { en };
+        out.push((
+            Attribute {
+                name: name.to_owned(),
+                friendly_name: friendly.to_owned(),
+                values: vec![value],
+            },
+            label.to_owned(),
+        ));
+    }
+    out
+}
+
+fn names(attributes: &[(Attribute, String)]) -> String {
+    let mut n: Vec<&str> = attributes
+        .iter()
+        .map(|(a, _)| a.friendly_name.as_str())
+        .collect();
+    n.sort_unstable();
+    n.join(",")
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    tr: &'a Tr,
+    title: &'a str,
+    party: String,
+    entity_id: &'a str,
+    attributes: Vec<(String, String)>,
+    pending: &'a str,
+    token: &'a str,
+}
+
+/// Answers a waiting request with a live session: the release page first, unless this
+/// person's approval for this relying party and this set is remembered.
+fn answer(
+    idp: &Idp,
+    b: &Browser,
+    pending: &Pending,
+    waiting: &Waiting,
+    rp: &RelyingParty,
+    session: &Session,
+) -> Response {
+    let holder: Holder = match serde_json::from_str(&session.holder) {
+        Ok(h) => h,
+        Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e.to_string()),
+    };
+    let attributes = release(idp, rp, &holder, b.tr);
+    let remembered = idp
+        .store
+        .read(|tx| tx.consent(&session.person_id, &rp.entity_id));
+    match remembered {
+        Ok(Some(c)) if c.attributes == names(&attributes) => respond(
+            idp,
+            b,
+            pending,
+            waiting,
+            rp,
+            session,
+            attributes,
+            "remembered",
+        ),
+        Ok(_) => web::html(
+            StatusCode::OK,
+            ConsentPage {
+                tr: b.tr,
+                title: b.tr.consent_title,
+                party: party_name(rp),
+                entity_id: &rp.entity_id,
+                attributes: attributes
+                    .iter()
+                    .map(|(a, label)| (label.clone(), a.values.join(", ")))
+                    .collect(),
+                pending: &pending.id,
+                token: &waiting.consent_token,
+            }
+            .render(),
+        ),
+        Err(e) => unavailable(b, &e),
+    }
+}
+
+/// The success Response, posted to the ACS; the waiting request is spent, the use of
+/// the session recorded, and both audited, in one transaction.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    idp: &Idp,
+    b: &Browser,
+    pending: &Pending,
+    waiting: &Waiting,
+    rp: &RelyingParty,
+    session: &Session,
+    attributes: Vec<(Attribute, String)>,
+    approval: &str,
+) -> Response {
+    let now = idp.clock.now();
+    let name_id = match idp.signer.name_id(&rp.entity_id, &session.person_id) {
+        Ok(n) => n,
+        Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &format!("{e:#}")),
+    };
+    let session_index = new_id();
+    let released = names(&attributes);
+    let assertion = Assertion {
+        id: new_id(),
+        issue_instant: now,
+        issuer: idp.config.entity_id.clone(),
+        name_id,
+        audience: rp.entity_id.clone(),
+        recipient: waiting.acs.clone(),
+        in_response_to: waiting.request_id.clone(),
+        not_before: now.saturating_sub(SKEW),
+        not_on_or_after: now + ASSERTION_LIFE,
+        address: b.address.clone(),
+        authn_instant: Duration::from_secs(u64::try_from(session.authn_instant).unwrap_or(0)),
+        session_index: session_index.clone(),
+        loa: session.loa.clone(),
+        attributes: attributes.into_iter().map(|(a, _)| a).collect(),
+    };
+    let at = secs(now);
+    let details = serde_json::json!({
+        "relying_party": rp.entity_id, "request": waiting.request_id, "session": session.id,
+        "person": session.person_id, "attributes": released, "approval": approval,
+        "loa": session.loa,
+    });
+    let spent = idp.store.write(|tx| {
+        if !tx.take_pending(&pending.id)? {
+            return Ok(false);
+        }
+        tx.used(&session.id, &rp.entity_id, &session_index, at)?;
+        tx.audit(&session.person_id, "sso.response", &details.to_string(), at)?;
+        Ok::<_, tessera_idp_store::StoreError>(true)
+    });
+    match spent {
+        Ok(true) => {}
+        Ok(false) => {
+            return web::error(
+                StatusCode::CONFLICT,
+                b.tr,
+                "this request has been answered already",
+            )
+        }
+        Err(e) => return unavailable(b, &e),
+    }
+    idp.metrics.responses.inc();
+    let response = SamlResponse {
+        id: new_id(),
+        in_response_to: waiting.request_id.clone(),
+        destination: waiting.acs.clone(),
+        issuer: idp.config.entity_id.clone(),
+        issue_instant: now,
+        status: Status::Success,
+    };
+    post(
+        idp,
+        b,
+        rp,
+        &waiting.acs,
+        waiting.relay_state.clone(),
+        &response,
+        Some(&assertion),
+    )
+}
+
+/// The waiting request `id`, if this browser brought it.
+fn waiting_for(
+    idp: &Idp,
+    b: &Browser,
+    id: &str,
+) -> Result<(Pending, Waiting, RelyingParty), Box<Response>> {
+    let now = idp.clock.now();
+    let gone = || {
+        web::error(
+            StatusCode::BAD_REQUEST,
+            b.tr,
+            "this login has expired or was finished; go back to the e-service and start again",
+        )
+    };
+    let pending = match idp.store.read(|tx| tx.pending(id, secs(now))) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(Box::new(gone())),
+        Err(e) => return Err(Box::new(unavailable(b, &e))),
+    };
+    let ours = b
+        .binding
+        .as_ref()
+        .is_some_and(|c| web::same_secret(&web::sha256_hex(c.as_bytes()), &pending.browser_hash));
+    if !ours {
+        audit_alone(
+            idp,
+            &b.address,
+            "sso.refused",
+            serde_json::json!({ "relying_party": pending.relying_party, "reason": "another browser's request" }),
+        );
+        return Err(Box::new(web::error(
+            StatusCode::FORBIDDEN,
+            b.tr,
+            "this login was started in another browser; start again from the e-service",
+        )));
+    }
+    let waiting: Waiting = serde_json::from_str(&pending.request).map_err(|_| Box::new(gone()))?;
+    let Some(rp) = idp.parties.get(&pending.relying_party, now) else {
+        return Err(Box::new(web::error(
+            StatusCode::BAD_REQUEST,
+            b.tr,
+            "the e-service is no longer a relying party of this IdP",
+        )));
+    };
+    Ok((pending, waiting, rp))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Continue {
+    p: String,
+    t: String,
+}
+
+/// The login host's hand-over: the ticket taken once, the session's cookie set for this
+/// host, then the waiting request answered.
+pub(crate) async fn continue_(
+    State(idp): State<Arc<Idp>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<Continue>,
+) -> Response {
+    let b = Browser::of(&headers, peer);
+    blocking(idp, move |idp| {
+        let (pending, waiting, rp) = match waiting_for(idp, &b, &q.p) {
+            Ok(w) => w,
+            Err(r) => return *r,
+        };
+        let now = secs(idp.clock.now());
+        let cookie = web::random_token();
+        let taken = idp.store.write(|tx| {
+            let Some((session_id, pending_id)) =
+                tx.take_ticket(&web::sha256_hex(q.t.as_bytes()), now)?
+            else {
+                return Ok(None);
+            };
+            if pending_id != pending.id
+                || !tx.bind_cookie(&session_id, &web::sha256_hex(cookie.as_bytes()))?
+            {
+                return Ok(None);
+            }
+            tx.session(&session_id)
+        });
+        let session = match taken {
+            Ok(Some(s)) if s.live(now) => s,
+            Ok(_) => {
+                return refuse(
+                    idp,
+                    &b,
+                    Some(&rp.entity_id),
+                    "the login's hand-over is not valid (used, late, or for another request)",
+                )
+            }
+            Err(e) => return unavailable(&b, &e),
+        };
+        let max_age = u64::try_from(session.expires_at - now).unwrap_or(0);
+        let mut r = answer(idp, &b, &pending, &waiting, &rp, &session);
+        if let Ok(v) = axum::http::HeaderValue::from_str(&web::set_cookie(
+            SESSION_COOKIE,
+            &cookie,
+            idp.https(),
+            Some(max_age),
+        )) {
+            r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+        }
+        r
+    })
+    .await
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Decision {
+    p: String,
+    token: String,
+    choice: String,
+    remember: Option<String>,
+}
+
+/// The release page's answer: approved (and perhaps remembered), or cancelled (the
+/// Swedish cancel status goes to the relying party).
+pub(crate) async fn consent(
+    State(idp): State<Arc<Idp>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<Decision>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let b = Browser::of(&headers, peer);
+    let Ok(Form(d)) = form else {
+        return web::error(StatusCode::BAD_REQUEST, b.tr, "the form is incomplete");
+    };
+    blocking(idp, move |idp| {
+        let (pending, waiting, rp) = match waiting_for(idp, &b, &d.p) {
+            Ok(w) => w,
+            Err(r) => return *r,
+        };
+        if !web::same_secret(&d.token, &waiting.consent_token) {
+            return refuse(idp, &b, Some(&rp.entity_id), "the form does not belong to this login");
+        }
+        let now = secs(idp.clock.now());
+        let Some(session) = live_session(idp, &b, now) else {
+            return web::error(
+                StatusCode::FORBIDDEN,
+                b.tr,
+                "your login has ended; go back to the e-service and start again",
+            );
+        };
+        match d.choice.as_str() {
+            "cancel" => {
+                if let Err(e) = idp.store.write(|tx| tx.take_pending(&pending.id)) {
+                    return unavailable(&b, &e);
+                }
+                status(
+                    idp,
+                    &b,
+                    &rp,
+                    &waiting.request_id,
+                    &waiting.acs,
+                    waiting.relay_state.clone(),
+                    STATUS_REQUESTER,
+                    STATUS_CANCEL,
+                    "the user cancelled",
+                )
+            }
+            "approve" => {
+                let holder: Holder = match serde_json::from_str(&session.holder) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e.to_string())
+                    }
+                };
+                let attributes = release(idp, &rp, &holder, b.tr);
+                if d.remember.as_deref() == Some("yes") {
+                    let c = Consent {
+                        person_id: session.person_id.clone(),
+                        relying_party: rp.entity_id.clone(),
+                        attributes: names(&attributes),
+                        given_at: now,
+                    };
+                    let details = serde_json::json!({ "relying_party": rp.entity_id, "attributes": c.attributes });
+                    if let Err(e) = idp.store.write(|tx| {
+                        tx.give_consent(&c)?;
+                        tx.audit(&session.person_id, "consent.remembered", &details.to_string(), now)
+                    }) {
+                        return unavailable(&b, &e);
+                    }
+                }
+                respond(idp, &b, &pending, &waiting, &rp, &session, attributes, "approved")
+            }
+            _ => web::error(StatusCode::BAD_REQUEST, b.tr, "approve or cancel"),
+        }
+    })
+    .await
+}
+
+/// The waiting request a login host's `?p=` names, for the login host (no browser
+/// binding there: the binding is checked when the browser comes back).
+pub(crate) fn pending_exists(idp: &Idp, id: &str) -> Result<bool, tessera_idp_store::StoreError> {
+    let now = secs(idp.clock.now());
+    Ok(idp.store.read(|tx| tx.pending(id, now))?.is_some())
+}

@@ -1,0 +1,640 @@
+//! SSO end to end, with parts we did not write: the issuer (`tessera-issuer`, run as a
+//! deployment runs it) issues Eva's service ID; pysaml2 (PyPI) is the relying party, a web
+//! service on loopback; Debian's Chromium, driven by Playwright, is Eva's browser and
+//! presents her card's certificate to the login host (`tests/sso/browser.py`). Then the
+//! card is revoked: the issuer's status feed ends her session within seconds and the next
+//! login is refused. Screenshots and axe reports stay in the target directory's
+//! `tmp/idp-sso/`.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::IDP;
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A binary of another workspace package beside ours, built if missing.
+fn sibling(package: &str, bin: &str) -> PathBuf {
+    let path = Path::new(IDP).with_file_name(bin);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        assert!(Command::new(cargo)
+            .args(["build", "-p", package, "--bin", bin])
+            .status()
+            .unwrap()
+            .success());
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// curl: the status and the body.
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The admin CLI as one officer.
+struct Tessera {
+    cli: PathBuf,
+    base: String,
+    dir: PathBuf,
+}
+
+impl Tessera {
+    fn ok(&self, token: &str, args: &[&str]) -> serde_json::Value {
+        let file = self.dir.join("token");
+        std::fs::write(&file, token).unwrap();
+        let mut all = vec!["--url", &self.base, "--json", "--token-file"];
+        let f = file.to_str().unwrap().to_owned();
+        all.push(&f);
+        all.extend_from_slice(args);
+        let out = run(&self.cli, &all);
+        serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn officer(&self, admin: &str, id: &str, role: &str) -> String {
+        self.ok(admin, &["officer", "add", id, "--name", id, "--role", role]);
+        self.ok(admin, &["officer", "token", id])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+struct Peers {
+    playwright: String,
+    pysaml2: String,
+}
+
+fn peers() -> Option<Peers> {
+    let var = |name: &str| std::env::var(name).ok().filter(|p| Path::new(p).exists());
+    let missing: Vec<&str> = [
+        "curl",
+        "openssl",
+        "xmlsec1",
+        "/usr/bin/chromium",
+        "/usr/lib/softhsm/libsofthsm2.so",
+    ]
+    .into_iter()
+    .filter(|p| {
+        !(Path::new(p).exists()
+            || Command::new("sh")
+                .args(["-c", &format!("command -v {p}")])
+                .output()
+                .is_ok_and(|o| o.status.success()))
+    })
+    .collect();
+    match (
+        var("TESSERA_PLAYWRIGHT_PYTHON"),
+        var("TESSERA_PYSAML2_PYTHON"),
+        missing.is_empty(),
+    ) {
+        (Some(playwright), Some(pysaml2), true) => Some(Peers {
+            playwright,
+            pysaml2,
+        }),
+        _ => {
+            let msg = format!(
+                "TESSERA_PLAYWRIGHT_PYTHON and TESSERA_PYSAML2_PYTHON, and {missing:?} (deploy/dev/test.sh sets them up)"
+            );
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "required with CI=true: {msg}"
+            );
+            eprintln!("skipped: {msg}");
+            None
+        }
+    }
+}
+
+/// The issuer with Eva's active smart card; her key and certificate in `dir`.
+struct Issuer {
+    _server: Kill,
+    base: String,
+    t: Tessera,
+    anna: String,
+    idp_token: PathBuf,
+    carrier: String,
+    serial: String,
+    policy: String,
+}
+
+fn issuer(dir: &Path) -> Issuer {
+    let binary = sibling("tessera-issuer", "tessera-issuer");
+    let data = dir.join("issuer");
+    run(&binary, &["init", "--data-dir", data.to_str().unwrap()]);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Kill(
+        Command::new(&binary)
+            .args(["serve", "--data-dir", data.to_str().unwrap()])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--public-url",
+                &base,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the issuer", || curl(&[&format!("{base}/readyz")]).0 == 200);
+    let t = Tessera {
+        cli: sibling("tessera-cli", "tessera"),
+        base: base.clone(),
+        dir: dir.to_owned(),
+    };
+    let bootstrap = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
+    let admin = t.ok(
+        &bootstrap,
+        &[
+            "officer",
+            "add",
+            "admin",
+            "--name",
+            "Ada",
+            "--role",
+            "administrator",
+        ],
+    )["first_token"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anna = t.officer(&admin, "anna", "registration_officer");
+    let bo = t.officer(&admin, "bo", "registration_officer");
+    let hr = t.officer(&admin, "hr", "hr_admin");
+    let idp = t.officer(&admin, "idp", "identity_provider");
+    let idp_token = dir.join("idp.token");
+    std::fs::write(&idp_token, idp).unwrap();
+
+    let person = t.ok(
+        &hr,
+        &[
+            "person",
+            "add",
+            "--employee-number",
+            "E1",
+            "--given-name",
+            "Eva",
+            "--family-name",
+            "Ek",
+            "--email",
+            "e1@example.org",
+            "--identity-number",
+            "19811218-9876",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.ok(
+        &anna,
+        &[
+            "proof",
+            &person,
+            "--document-type",
+            "passport",
+            "--document-number",
+            "AA123",
+            "--issuing-country",
+            "SE",
+            "--document-expiry",
+            "2099-01-01",
+            "--place",
+            "Service desk",
+            "--identity-number",
+            "198112189876",
+        ],
+    );
+    let carrier = t.ok(&anna, &["carrier", "add", "--kind", "smart_card", "SC-1"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approval = t.ok(
+        &anna,
+        &[
+            "carrier", "assign", &carrier, "--person", &person, "--terms", "2026-1",
+        ],
+    )[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.ok(&bo, &["approve", "yes", &approval]);
+    // The card's key (made by openssl, as a card makes one) and its request.
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "card.key",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req", "-new", "-key", "card.key", "-subj", "/CN=card", "-out", "card.csr",
+        ],
+    );
+    let keys = t.ok(
+        &anna,
+        &[
+            "carrier",
+            "keys",
+            &carrier,
+            "--csr",
+            &format!("authentication={}", dir.join("card.csr").display()),
+            "--certificates-out",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let serial = keys["certificates"][0].as_str().unwrap().to_owned();
+    t.ok(
+        &anna,
+        &["carrier", "activate", &carrier, "--receipt", "R-1"],
+    );
+    // The issuing CA, as the IdP is given it.
+    let (status, _) = curl(&[
+        "-o",
+        dir.join("issuing.der").to_str().unwrap(),
+        &format!("{base}/ca/issuing-ca-1.crt"),
+    ]);
+    assert_eq!(status, 200);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "issuing.der",
+            "-out",
+            "issuing.pem",
+        ],
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("issuer.json")).unwrap()).unwrap();
+    Issuer {
+        _server: server,
+        base,
+        t,
+        anna,
+        idp_token,
+        carrier,
+        serial,
+        policy: config["policy_oid"].as_str().unwrap().to_owned(),
+    }
+}
+
+#[test]
+fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
+    let Some(peers) = peers() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let issuer = issuer(dir);
+
+    // The IdP, with the card login for the issuer's CA.
+    let (idp_port, login_port, sp_port) = (free_port(), free_port(), free_port());
+    let idp_base = format!("http://127.0.0.1:{idp_port}");
+    let login = format!("https://localhost:{login_port}");
+    let data = dir.join("idp");
+    run(
+        Path::new(IDP),
+        &[
+            "init",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--issuer-url",
+            &issuer.base,
+            "--base-url",
+            &idp_base,
+            "--login-url",
+            &login,
+            "--card-ca",
+            dir.join("issuing.pem").to_str().unwrap(),
+            "--card-policy",
+            &issuer.policy,
+            "--issuer-token-file",
+            issuer.idp_token.to_str().unwrap(),
+        ],
+    );
+    // The SP: its key and certificate (also its TLS), its metadata into our registry.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "sp.key",
+            "-out",
+            "sp.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    let sp_base = format!("https://127.0.0.1:{sp_port}");
+    let sp_config = serde_json::json!({
+        "entity_id": format!("{sp_base}/sp"), "base": sp_base, "port": sp_port,
+        "key": dir.join("sp.key"), "cert": dir.join("sp.pem"),
+        "idp_metadata": dir.join("idp-metadata.xml"),
+    });
+    std::fs::write(dir.join("sp.json"), sp_config.to_string()).unwrap();
+    let script = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/sso")
+            .join(name)
+    };
+    let metadata = run(
+        Path::new(&peers.pysaml2),
+        &[
+            script("sp.py").to_str().unwrap(),
+            "metadata",
+            dir.join("sp.json").to_str().unwrap(),
+        ],
+    );
+    std::fs::create_dir_all(data.join("relying-parties")).unwrap();
+    std::fs::write(data.join("relying-parties/sp.xml"), metadata).unwrap();
+
+    let mut idp = Command::new(IDP)
+        .args(["serve", "--data-dir", data.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{idp_port}")])
+        .args(["--login-listen", &format!("127.0.0.1:{login_port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("idp.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _idp_guard = {
+        let mut grace = 0;
+        while curl(&[&format!("{idp_base}/readyz")]).0 != 200 {
+            assert!(
+                idp.try_wait().unwrap().is_none(),
+                "the IdP stopped: {}",
+                std::fs::read_to_string(dir.join("idp.log")).unwrap()
+            );
+            grace += 1;
+            assert!(grace < 300, "the IdP did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Kill(idp)
+    };
+    let (status, idp_metadata) = curl(&[&format!("{idp_base}/saml/metadata")]);
+    assert_eq!(status, 200);
+    std::fs::write(dir.join("idp-metadata.xml"), idp_metadata).unwrap();
+    let mut sp = Command::new(&peers.pysaml2)
+        .arg(script("sp.py"))
+        .args(["serve", dir.join("sp.json").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sp.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "listening");
+    let _sp = Kill(sp);
+
+    // A signed Redirect request taken twice: the second is a replay, refused with a page.
+    let (status, _) = curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-D",
+        dir.join("h").to_str().unwrap(),
+        &format!("{sp_base}/login?n=0"),
+    ]);
+    assert_eq!(status, 303);
+    let headers = std::fs::read_to_string(dir.join("h")).unwrap();
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        location.starts_with(&format!("{idp_base}/saml/sso?SAMLRequest=")),
+        "{location}"
+    );
+    let (first, _) = curl(&["-o", "/dev/null", &location]);
+    assert_eq!(first, 303, "to the login host");
+    let (second, page) = curl(&[&location]);
+    assert_eq!(second, 400);
+    assert!(page.contains("was received before (a replay)"), "{page}");
+    // Changed in transit: the signature no longer holds.
+    let (tampered, page) = curl(&[&location.replace("RelayState=rs-0", "RelayState=rs-9")]);
+    assert_eq!(tampered, 400, "{page}");
+    // The login host asks every client for a card: without one there is no TLS at all.
+    let (no_card, _) = curl(&["-k", &format!("https://127.0.0.1:{login_port}/login?p=x")]);
+    assert_eq!(
+        no_card, 0,
+        "the handshake fails without a client certificate"
+    );
+
+    // Eva in Chromium.
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("idp-sso");
+    let _ = std::fs::remove_dir_all(&out);
+    let browser_config = serde_json::json!({
+        "sp": sp_base, "idp": idp_base, "login": login,
+        "cert": dir.join("authentication.pem"), "key": dir.join("card.key"), "out": out,
+    });
+    std::fs::write(dir.join("browser.json"), browser_config.to_string()).unwrap();
+    let browse = |phase: &str| {
+        let r = Command::new(&peers.playwright)
+            .arg(script("browser.py"))
+            .args([dir.join("browser.json").to_str().unwrap(), phase])
+            .output()
+            .unwrap();
+        assert!(
+            r.status.success(),
+            "browser.py {phase}: {}{}\nIdP log:\n{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr),
+            std::fs::read_to_string(dir.join("idp.log")).unwrap_or_default()
+        );
+    };
+    browse("first");
+    let got: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("first.json")).unwrap()).unwrap();
+    assert_eq!(got["issuer"], format!("{idp_base}/saml/metadata"));
+    assert_eq!(
+        got["loa"],
+        serde_json::json!(["http://id.swedenconnect.se/loa/1.0/uncertified-loa3"])
+    );
+    assert_eq!(
+        got["name_id_format"],
+        "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+    );
+    assert_eq!(got["name_id"].as_str().unwrap().len(), 64);
+    assert_eq!(got["encrypted"], true, "the assertion travelled encrypted");
+    assert_eq!(got["relay_state"], "rs-1");
+    let attributes = &got["attributes"];
+    assert_eq!(attributes["displayName"], serde_json::json!(["Eva Ek"]));
+    assert_eq!(
+        attributes["orgAffiliation"],
+        serde_json::json!(["E1@5590000001"])
+    );
+    assert_eq!(
+        attributes["o"],
+        serde_json::json!(["Tessera Trial Organisation"])
+    );
+    assert_eq!(attributes["mail"], serde_json::json!(["e1@example.org"]));
+    let cancelled = std::fs::read_to_string(out.join("cancelled.txt")).unwrap();
+    assert!(cancelled.contains("cancel"), "{cancelled}");
+
+    // The administrators see her sessions.
+    let admin_token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let bearer = format!("Authorization: Bearer {admin_token}");
+    let sessions = || -> Vec<serde_json::Value> {
+        let (status, body) = curl(&["-H", &bearer, &format!("{idp_base}/admin/api/sessions")]);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s["serial"] == issuer.serial.as_str())
+            .collect()
+    };
+    let live = sessions();
+    assert!(!live.is_empty());
+    assert!(
+        live.iter()
+            .any(|s| s["relying_parties"] == serde_json::json!([format!("{sp_base}/sp")])),
+        "{live:?}"
+    );
+    assert_eq!(curl(&[&format!("{idp_base}/admin/api/sessions")]).0, 401);
+    assert_eq!(
+        curl(&[
+            "-H",
+            "Authorization: Bearer nope",
+            &format!("{idp_base}/admin/api/sessions")
+        ])
+        .0,
+        401
+    );
+
+    // The card is revoked at the issuer: her sessions end within seconds.
+    let revoked_at = Instant::now();
+    issuer.t.ok(
+        &issuer.anna,
+        &["carrier", "revoke", &issuer.carrier, "--reason", "lost"],
+    );
+    while !sessions().is_empty() {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(10),
+            "sessions still live after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "sessions ended {:?} after the revocation",
+        revoked_at.elapsed()
+    );
+    browse("revoked");
+    let passive = std::fs::read_to_string(out.join("passive.txt")).unwrap();
+    assert!(
+        passive.contains("NoPassive") || passive.contains("no session"),
+        "{passive}"
+    );
+
+    // Everything is in the audit chain, and the chain holds.
+    let (status, body) = curl(&["-H", &bearer, &format!("{idp_base}/admin/api/audit")]);
+    assert_eq!(status, 200);
+    let records: Vec<tessera_issuer_types::audit::AuditRecord> =
+        serde_json::from_str(&body).unwrap();
+    let mut check = tessera_issuer_types::audit::ChainCheck::after(0);
+    for r in &records {
+        check.next(r).unwrap();
+    }
+    let actions: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r.action.as_str()).collect();
+    for a in [
+        "sso.request",
+        "sso.refused",
+        "login",
+        "sso.response",
+        "consent.remembered",
+        "consent.withdrawn",
+        "sso.status",
+        "session.ended",
+        "login.refused",
+    ] {
+        assert!(actions.contains(a), "no {a} in {actions:?}");
+    }
+    let ended = records
+        .iter()
+        .find(|r| r.action == "session.ended" && r.actor == "status-feed")
+        .unwrap();
+    assert!(ended.details.contains(&issuer.serial), "{}", ended.details);
+}
