@@ -38,11 +38,17 @@ family="${name#* }"
 if [ ! -s admin.token ]; then
   tessera --token-file issuer/bootstrap-admin.token officer add admin --name "$name" --role administrator > admin.token
 fi
-# 2. The issuing desk: HR and two registration officers (four eyes).
+# 2. The identity provider's service account at the issuer (reads who holds a card and the
+#    status feed, nothing else); its token goes where the IdP reads it.
+if [ -d idp ] && [ ! -s idp/issuer-api.token ]; then
+  (umask 077; tessera --token-file admin.token officer add idp --name "Identity provider" \
+    --role identity_provider > idp/issuer-api.token.new && mv idp/issuer-api.token.new idp/issuer-api.token)
+fi
+# 3. The issuing desk: HR and two registration officers (four eyes).
 for o in hr:hr_admin anna:registration_officer bo:registration_officer; do
   [ -s "${o%:*}.token" ] || tessera --token-file admin.token officer add "${o%:*}" --name "${o%:*}" --role "${o#*:}" > "${o%:*}.token"
 done
-# 3. The administrator as a person, proofed in person, with a service ID approved by a
+# 4. The administrator as a person, proofed in person, with a service ID approved by a
 #    second officer; the key and the certificate in portal-admin/.
 mkdir -p portal-admin
 P=$(tessera --token-file hr.token --json person add --employee-number ADMIN-1 \
@@ -57,9 +63,9 @@ openssl req -new -key portal-admin/key.pem -subj "/CN=portal-admin" -out portal-
 tessera --token-file anna.token carrier keys "$C" --csr authentication=portal-admin/request.pem \
   --certificates-out portal-admin >/dev/null
 tessera --token-file anna.token carrier activate "$C" --receipt DEV-RECEIPT-1 >/dev/null
-# 4. The administrator's portal officer, on that person.
+# 5. The administrator's portal officer, on that person.
 tessera --token-file admin.token officer add portal-admin --name "$name" --role administrator --person "$P" > portal-admin/officer.token
-# 5. The certificate and key for the browser.
+# 6. The certificate and key for the browser.
 openssl pkcs12 -export -inkey portal-admin/key.pem -in portal-admin/authentication.pem \
   -certfile issuer/issuing-ca.pem -name "$name (Tessera portal, development)" \
   -out portal-admin.p12 -passout "pass:$password"

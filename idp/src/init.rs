@@ -37,7 +37,9 @@ pub struct LoginOptions {
     pub base_url: String,
     pub card_cas: Vec<PathBuf>,
     pub card_policy: String,
-    pub issuer_token: PathBuf,
+    /// The IdP's issuer API token, copied in; without one, put it in
+    /// `DIR/issuer-api.token` later (read at each use).
+    pub issuer_token: Option<PathBuf>,
 }
 
 /// The token label of the embedded default.
@@ -216,15 +218,16 @@ fn login(dir: &Path, token: &tessera_hsm::Token, l: &LoginOptions) -> Result<con
         std::fs::copy(ca, dir.join(&file)).with_context(|| format!("copying {}", ca.display()))?;
         card_cas.push(file);
     }
-    let secret = Zeroizing::new(
-        std::fs::read_to_string(&l.issuer_token)
-            .with_context(|| format!("reading {}", l.issuer_token.display()))?,
-    );
-    let secret = secret.trim();
-    if secret.is_empty() || secret.contains(char::is_whitespace) {
-        bail!("{}: one API token expected", l.issuer_token.display());
+    if let Some(file) = &l.issuer_token {
+        let secret = Zeroizing::new(
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+        );
+        let secret = secret.trim();
+        if secret.is_empty() || secret.contains(char::is_whitespace) {
+            bail!("{}: one API token expected", file.display());
+        }
+        write_private(dir, files::ISSUER_TOKEN, secret)?;
     }
-    write_private(dir, files::ISSUER_TOKEN, secret)?;
     Ok(config::Login {
         base_url: l.base_url.clone(),
         tls_key: label.to_owned(),

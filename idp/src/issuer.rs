@@ -17,7 +17,9 @@ const LIMIT: u64 = 1 << 20;
 /// The issuer's API, as this IdP may use it.
 pub struct Issuer {
     base: String,
-    token: Zeroizing<String>,
+    /// The token's file, read at each call: a rotated token is used without a restart,
+    /// and a deployment started before its token was made works once it is there.
+    token_file: std::path::PathBuf,
     agent: ureq::Agent,
 }
 
@@ -42,34 +44,49 @@ pub enum HolderError {
 
 impl Issuer {
     /// The issuer at `base` (its base URL), with the token in `token_file`.
-    pub fn new(base: &str, token_file: &std::path::Path) -> Result<Self> {
-        let token = Zeroizing::new(
-            std::fs::read_to_string(token_file)
-                .with_context(|| format!("reading {}", token_file.display()))?
-                .trim()
-                .to_owned(),
-        );
-        if token.is_empty() {
-            bail!("{} holds no token", token_file.display());
-        }
+    pub fn new(base: &str, token_file: &std::path::Path) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false)
             .build()
             .into();
-        Ok(Self {
+        Self {
             base: base.trim_end_matches('/').to_owned(),
-            token,
+            token_file: token_file.to_owned(),
             agent,
-        })
+        }
+    }
+
+    /// Whether the token's file is there yet.
+    pub fn has_token(&self) -> bool {
+        self.token_file.exists()
+    }
+
+    fn token(&self) -> Result<Zeroizing<String>> {
+        let token = Zeroizing::new(
+            std::fs::read_to_string(&self.token_file)
+                .with_context(|| {
+                    format!(
+                        "reading the IdP's issuer token {} (an officer with the identity_provider role)",
+                        self.token_file.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        );
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            bail!("{} does not hold one token", self.token_file.display());
+        }
+        Ok(token)
     }
 
     fn get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let token = self.token()?;
         let url = format!("{}/api/v1/{path}", self.base);
         let mut response = self
             .agent
             .get(&url)
-            .header("Authorization", &format!("Bearer {}", self.token.as_str()))
+            .header("Authorization", &format!("Bearer {}", token.as_str()))
             .call()
             .map_err(|e| anyhow!("{url}: {e}"))?;
         let status = response.status().as_u16();

@@ -84,7 +84,13 @@ impl Login {
         let issuer = Issuer::new(
             &config.issuer_url,
             &Config::resolve(dir, &login.issuer_token),
-        )?;
+        );
+        if !issuer.has_token() {
+            tracing::warn!(
+                file = %Config::resolve(dir, &login.issuer_token).display(),
+                "no issuer token yet: cards cannot log in until an officer with the identity_provider role's token is put there"
+            );
+        }
         let tls = tls_config(dir, login, token, &cas)?;
         Ok(Self {
             base_url: login.base_url.clone(),

@@ -65,8 +65,8 @@ enum Command {
         #[arg(long, value_name = "FILE", requires = "federation_metadata")]
         federation_certificate: Option<PathBuf>,
         /// An issuing CA whose service IDs log in (PEM; repeat for several). With
-        /// --card-policy and --issuer-token-file this sets up the card login.
-        #[arg(long = "card-ca", value_name = "FILE", requires_all = ["card_policy", "issuer_token_file"])]
+        /// --card-policy this sets up the card login.
+        #[arg(long = "card-ca", value_name = "FILE", requires = "card_policy")]
         card_cas: Vec<PathBuf>,
         /// The organisation's certificate-policy OID for the service ID at LoA3 (the
         /// issuer's `policy_oid`).
@@ -74,6 +74,8 @@ enum Command {
         card_policy: Option<String>,
         /// A file holding the IdP's API token at the issuer: an officer with the
         /// identity_provider role (`tessera officer add idp --role identity_provider`).
+        /// Copied in; without it, put the token in DIR/issuer-api.token later (it is read
+        /// at each use, so a rotated token needs no restart).
         #[arg(long, value_name = "FILE", requires = "card_cas")]
         issuer_token_file: Option<PathBuf>,
         /// Where browsers reach the card login (a host or port of its own: TLS there asks
@@ -133,7 +135,7 @@ fn main() -> Result<()> {
             database_url,
         } => {
             let login = match (card_policy, issuer_token_file) {
-                (Some(card_policy), Some(issuer_token)) => Some(init::LoginOptions {
+                (Some(card_policy), issuer_token) => Some(init::LoginOptions {
                     base_url: login_url.trim_end_matches('/').to_owned(),
                     card_cas,
                     card_policy,

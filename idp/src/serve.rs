@@ -166,7 +166,7 @@ impl Idp {
     /// same transaction, so two servers on one database never handle an event twice and
     /// a crash never skips one.
     fn follow_feed(&self) -> Result<usize> {
-        let Some(login) = &self.login else {
+        let Some(login) = self.login.as_ref().filter(|l| l.issuer.has_token()) else {
             return Ok(0);
         };
         let cursor = self.store.read(|tx| tx.feed_cursor())?;
@@ -260,9 +260,16 @@ pub fn run(
                 dir, path,
             )))
         }
-        tessera_issuer_types::config::DatabaseConfig::Postgres { url, .. } => {
-            tessera_idp_store::Store::open(tessera_idp_store::Location::Postgres(url))
-        }
+        tessera_issuer_types::config::DatabaseConfig::Postgres {
+            url,
+            password_file: None,
+        } => tessera_idp_store::Store::open(tessera_idp_store::Location::Postgres(url)),
+        tessera_issuer_types::config::DatabaseConfig::Postgres {
+            password_file: Some(_),
+            ..
+        } => anyhow::bail!(
+            "database.password_file: not read by the IdP; give the password to libpq instead (a ~/.pgpass file, or PGPASSFILE)"
+        ),
     }
     .context("opening the IdP database")?;
     let loa = metadata::loa(&config);

@@ -1,6 +1,10 @@
-//! The IdP's store on SQLite, as two servers share it: replay, waiting requests, one-time
-//! tickets, sessions ended by certificate, consents, and the audit chain kept whole when
-//! both servers write.
+//! The IdP's store on SQLite and on PostgreSQL, as two servers share it: replay, waiting
+//! requests, one-time tickets, sessions ended by certificate, consents, and the audit chain
+//! kept whole when both servers write.
+
+// The issuer's private PostgreSQL server for tests, shared rather than written twice.
+#[path = "../../../issuer/tests/pg/mod.rs"]
+mod pg;
 
 use tessera_idp_store::{Consent, Location, Pending, Session, Store, StoreError};
 use tessera_issuer_types::audit::ChainCheck;
@@ -22,11 +26,25 @@ fn session(id: &str, serial: &str, now: i64) -> Session {
 }
 
 #[test]
-fn two_servers_share_one_database() {
+fn two_servers_share_one_sqlite_database() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("idp.sqlite");
     let a = Store::open(Location::Sqlite(&path)).unwrap();
     let b = Store::open(Location::Sqlite(&path)).unwrap();
+    scenario(&a, &b);
+}
+
+#[test]
+fn two_servers_share_one_postgresql_database() {
+    let Some(server) = pg::Postgres::start() else {
+        return;
+    };
+    let a = Store::open(Location::Postgres(&server.url)).unwrap();
+    let b = Store::open(Location::Postgres(&server.url)).unwrap();
+    scenario(&a, &b);
+}
+
+fn scenario(a: &Store, b: &Store) {
     let now = 1_800_000_000;
 
     // A request ID is taken once per relying party, across servers; another relying
@@ -34,14 +52,14 @@ fn two_servers_share_one_database() {
     let remember = |s: &Store, rp: &str, id: &str, exp: i64, now: i64| {
         s.write(|tx| tx.remember_request(rp, id, exp, now)).unwrap()
     };
-    assert!(remember(&a, "https://sp1", "_r1", now + 360, now));
+    assert!(remember(a, "https://sp1", "_r1", now + 360, now));
     assert!(
-        !remember(&b, "https://sp1", "_r1", now + 360, now),
+        !remember(b, "https://sp1", "_r1", now + 360, now),
         "replayed"
     );
-    assert!(remember(&b, "https://sp2", "_r1", now + 360, now));
+    assert!(remember(b, "https://sp2", "_r1", now + 360, now));
     assert!(
-        remember(&a, "https://sp1", "_r1", now + 1000, now + 361),
+        remember(a, "https://sp1", "_r1", now + 1000, now + 361),
         "expired"
     );
 
@@ -154,7 +172,7 @@ fn two_servers_share_one_database() {
     // Both servers append to one chain from threads at once; the chain holds, and a
     // failed write leaves no record.
     std::thread::scope(|scope| {
-        for (n, s) in [&a, &b].into_iter().enumerate() {
+        for (n, s) in [a, b].into_iter().enumerate() {
             scope.spawn(move || {
                 for i in 0..25 {
                     s.write(|tx| {
