@@ -1,6 +1,7 @@
 //! The IdP's store on SQLite and on PostgreSQL, as two servers share it: replay, waiting
 //! requests, one-time tickets, sessions ended by certificate, consents, and the audit chain
 //! kept whole when both servers write.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 // The issuer's private PostgreSQL server for tests, shared rather than written twice.
 #[path = "../../../issuer/tests/pg/mod.rs"]
