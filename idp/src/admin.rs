@@ -49,25 +49,25 @@ async fn my(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let b = Browser::of(&headers, peer);
+    let b = Browser::of(&headers, peer, idp.https());
     sso::blocking(idp, move |idp| {
         let now = sso::secs(idp.clock.now());
-        let Some(session) = sso::live_session(idp, &b, now) else {
-            return web::error(StatusCode::OK, b.tr, b.tr.no_session);
+        let session = match sso::live_session(idp, &b, now) {
+            Ok(Some(s)) => s,
+            Ok(None) => return web::error(StatusCode::OK, b.tr, b.tr.no_session),
+            Err(e) => return sso::unavailable(&b, &e),
         };
-        let holder: tessera_issuer_types::api::Holder = serde_json::from_str(&session.holder)
-            .unwrap_or_else(|_| tessera_issuer_types::api::Holder {
-                serial: session.serial.clone(),
-                person_id: session.person_id.clone(),
-                employee_number: String::new(),
-                given_name: String::new(),
-                family_name: String::new(),
-                email: None,
-                person_state: tessera_issuer_types::lifecycle::PersonState::Proofed,
-                carrier_id: String::new(),
-                carrier_kind: tessera_issuer_types::lifecycle::CarrierKind::SmartCard,
-                carrier_state: tessera_issuer_types::lifecycle::CarrierState::Active,
-            });
+        let holder: tessera_issuer_types::api::Holder = match serde_json::from_str(&session.holder)
+        {
+            Ok(h) => h,
+            Err(e) => {
+                return web::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    b.tr,
+                    &format!("the session's record: {e}"),
+                )
+            }
+        };
         let consents = match idp.store.read(|tx| tx.consents_of(&session.person_id)) {
             Ok(c) => c,
             Err(e) => return sso::unavailable(&b, &e),
@@ -108,13 +108,14 @@ async fn withdraw(
     headers: HeaderMap,
     form: Result<Form<Withdrawal>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let b = Browser::of(&headers, peer);
+    let b = Browser::of(&headers, peer, idp.https());
     let Ok(Form(w)) = form else {
         return web::error(StatusCode::BAD_REQUEST, b.tr, "the form is incomplete");
     };
     sso::blocking(idp, move |idp| {
         let now = sso::secs(idp.clock.now());
-        let (Some(session), Some(cookie)) = (sso::live_session(idp, &b, now), &b.session) else {
+        let (Ok(Some(session)), Some(cookie)) = (sso::live_session(idp, &b, now), &b.session)
+        else {
             return web::error(StatusCode::FORBIDDEN, b.tr, b.tr.no_session);
         };
         if !web::same_secret(&w.token, &my_token(cookie)) {
@@ -155,13 +156,14 @@ async fn logout(
     headers: HeaderMap,
     form: Result<Form<Logout>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let b = Browser::of(&headers, peer);
+    let b = Browser::of(&headers, peer, idp.https());
     let Ok(Form(l)) = form else {
         return web::error(StatusCode::BAD_REQUEST, b.tr, "the form is incomplete");
     };
     sso::blocking(idp, move |idp| {
         let now = sso::secs(idp.clock.now());
-        let (Some(session), Some(cookie)) = (sso::live_session(idp, &b, now), &b.session) else {
+        let (Ok(Some(session)), Some(cookie)) = (sso::live_session(idp, &b, now), &b.session)
+        else {
             return web::error(StatusCode::OK, b.tr, b.tr.no_session);
         };
         if !web::same_secret(&l.token, &my_token(cookie)) {

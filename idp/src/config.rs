@@ -104,6 +104,10 @@ pub struct Login {
     /// The IdP's API token at the issuer (an officer with the `identity_provider` role),
     /// a file (mode 0600).
     pub issuer_token: PathBuf,
+    /// The issuer's TLS CA (PEM), when the issuer's https certificate is from it rather
+    /// than from a public CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ca: Option<PathBuf>,
 }
 
 /// A federation's metadata aggregate and how to trust it.
@@ -233,6 +237,7 @@ impl Config {
                 .card_policy
                 .parse::<const_oid::ObjectIdentifier>()
                 .map_err(|e| anyhow::anyhow!("login.card_policy: {e}"))?;
+            crate::issuer::check_link(&self.issuer_url)?;
         }
         if !self.contact_email.contains('@') {
             bail!("contact_email: an e-mail address");

@@ -40,6 +40,8 @@ pub struct LoginOptions {
     /// The IdP's issuer API token, copied in; without one, put it in
     /// `DIR/issuer-api.token` later (read at each use).
     pub issuer_token: Option<PathBuf>,
+    /// The issuer's TLS CA (PEM), copied in.
+    pub issuer_ca: Option<PathBuf>,
 }
 
 /// The token label of the embedded default.
@@ -218,6 +220,16 @@ fn login(dir: &Path, token: &tessera_hsm::Token, l: &LoginOptions) -> Result<con
         std::fs::copy(ca, dir.join(&file)).with_context(|| format!("copying {}", ca.display()))?;
         card_cas.push(file);
     }
+    let issuer_ca = match &l.issuer_ca {
+        None => None,
+        Some(ca) => {
+            keys::certificate_file(ca)?;
+            let file = PathBuf::from("issuer-tls-ca.pem");
+            std::fs::copy(ca, dir.join(&file))
+                .with_context(|| format!("copying {}", ca.display()))?;
+            Some(file)
+        }
+    };
     if let Some(file) = &l.issuer_token {
         let secret = Zeroizing::new(
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
@@ -236,6 +248,7 @@ fn login(dir: &Path, token: &tessera_hsm::Token, l: &LoginOptions) -> Result<con
         card_policy: l.card_policy.clone(),
         ocsp_url: None,
         issuer_token: PathBuf::from(files::ISSUER_TOKEN),
+        issuer_ca,
     })
 }
 

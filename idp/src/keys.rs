@@ -191,7 +191,6 @@ impl Signer {
         })
     }
 
-    /// The signing certificate (DER).
     /// Another session on the signer's token (see [`Token::another_session`]).
     pub fn another_session(&self) -> Result<Token> {
         self.token
@@ -205,6 +204,7 @@ impl Signer {
         self.alg
     }
 
+    /// The signing certificate (DER).
     pub fn certificate(&self) -> &[u8] {
         &self.certificate
     }

@@ -36,6 +36,9 @@ use crate::web;
 const TICKET_LIFE: i64 = 60;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once (each needs a signature from the token before any
+/// client certificate is seen): more wait, rather than starve the SSO host.
+const HANDSHAKES: usize = 64;
 
 /// The login host's parts.
 pub(crate) struct Login {
@@ -84,7 +87,12 @@ impl Login {
         let issuer = Issuer::new(
             &config.issuer_url,
             &Config::resolve(dir, &login.issuer_token),
-        );
+            login
+                .issuer_ca
+                .as_ref()
+                .map(|ca| Config::resolve(dir, ca))
+                .as_deref(),
+        )?;
         if !issuer.has_token() {
             tracing::warn!(
                 file = %Config::resolve(dir, &login.issuer_token).display(),
@@ -150,12 +158,21 @@ impl std::fmt::Debug for TokenSigner {
 
 impl rustls::sign::Signer for TokenSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        // The token hashes with SHA-256 and gives the DER signature TLS wants.
-        self.token
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sign(&self.label, KeyAlg::P256, message)
-            .map_err(|e| rustls::Error::General(format!("the token's TLS signature: {e:#}")))
+        // The token hashes with SHA-256 and gives the DER signature TLS wants. A token call
+        // blocks (an HSM may be slow): the runtime moves other work off this thread.
+        let sign = || {
+            self.token
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sign(&self.label, KeyAlg::P256, message)
+                .map_err(|e| rustls::Error::General(format!("the token's TLS signature: {e:#}")))
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(sign)
+            }
+            _ => sign(),
+        }
     }
 
     fn scheme(&self) -> rustls::SignatureScheme {
@@ -239,6 +256,7 @@ pub(crate) async fn serve(
         .route("/static/idp.css", get(crate::serve::stylesheet))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(Arc::clone(&idp));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
     tokio::pin!(stop);
     loop {
         let (tcp, address) = tokio::select! {
@@ -253,9 +271,14 @@ pub(crate) async fn serve(
             () = &mut stop => return,
         };
         let (acceptor, router) = (acceptor.clone(), router.clone());
+        let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+            return;
+        };
         tokio::spawn(async move {
             // A failed handshake (no certificate, another CA) concerns that client only.
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(permit);
+            let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%address, error = %e, "login handshake refused");
@@ -273,7 +296,11 @@ pub(crate) async fn serve(
                 address,
             };
             let service = TowerToHyperService::new(router.layer(Extension(peer)));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            // One request per connection: a later login on a kept-alive connection would
+            // not make the card sign again (ForceAuthn, a shared PC's next user).
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().keep_alive(false);
+            let _ = builder
                 .http1_only()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -292,14 +319,33 @@ async fn login_page(
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    let b = Browser::of(&headers, peer.address);
-    let mut r = sso::blocking(idp, move |idp| {
-        log_in(idp, &b, peer.certificate.as_deref(), &q.p)
-    })
-    .await;
+    let b = Browser::of(&headers, peer.address, idp.https());
+    // A login is a page the user goes to, never something another site embeds (an image
+    // or a script would make the card log in behind the user's back). Browsers say which
+    // (Fetch Metadata); clients that say nothing (gnutls-cli, curl) are let through.
+    let embedded = headers
+        .get("sec-fetch-dest")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|d| d != "document");
+    let mut r = if embedded {
+        web::error(
+            StatusCode::FORBIDDEN,
+            b.tr,
+            "a login is not embedded in another page",
+        )
+    } else {
+        sso::blocking(idp, move |idp| {
+            log_in(idp, &b, peer.certificate.as_deref(), &q.p)
+        })
+        .await
+    };
     // The next login is a new connection, so a new handshake.
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     r
 }
 
@@ -326,11 +372,7 @@ fn log_in(idp: &Idp, b: &Browser, certificate: Option<&[u8]>, pending: &str) -> 
             "login.refused",
             serde_json::json!({ "serial": serial, "reason": why }),
         );
-        web::error(
-            status,
-            b.tr,
-            &format!("Your service ID cannot log in: {why}"),
-        )
+        web::error(status, b.tr, &format!("{}: {why}", b.tr.card_refused))
     };
     let Some(certificate) = certificate else {
         return refused(
@@ -362,7 +404,14 @@ fn log_in(idp: &Idp, b: &Browser, certificate: Option<&[u8]>, pending: &str) -> 
             );
         }
     };
-    if holder.carrier_state != CarrierState::Active || holder.person_state == PersonState::Ended {
+    if !holder.certificate_good {
+        return refused(
+            Some(&card.serial),
+            "the issuer says the certificate is revoked or suspended".into(),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    if holder.carrier_state != CarrierState::Active || holder.person_state != PersonState::Proofed {
         return refused(
             Some(&card.serial),
             format!(
@@ -396,6 +445,14 @@ fn log_in(idp: &Idp, b: &Browser, certificate: Option<&[u8]>, pending: &str) -> 
         "status_from": format!("{:?}", card.status_from), "address": b.address,
     });
     let made = idp.store.write(|tx| {
+        // The status feed may have said more since the issuer answered: a revocation or
+        // hold after that answer refuses this login (and one that comes later ends it).
+        if tx
+            .ended_at_seq(&card.serial)?
+            .is_some_and(|seq| seq > holder.feed_head)
+        {
+            return Ok(false);
+        }
         tx.create_session(&session)?;
         tx.put_ticket(
             &web::sha256_hex(ticket.as_bytes()),
@@ -403,10 +460,19 @@ fn log_in(idp: &Idp, b: &Browser, certificate: Option<&[u8]>, pending: &str) -> 
             pending,
             at + TICKET_LIFE,
         )?;
-        tx.audit(&holder.person_id, "login", &details.to_string(), at)
+        tx.audit(&holder.person_id, "login", &details.to_string(), at)?;
+        Ok::<_, tessera_idp_store::StoreError>(true)
     });
-    if let Err(e) = made {
-        return sso::unavailable(b, &e);
+    match made {
+        Ok(true) => {}
+        Ok(false) => {
+            return refused(
+                Some(&card.serial),
+                "the certificate was revoked or suspended a moment ago".into(),
+                StatusCode::FORBIDDEN,
+            )
+        }
+        Err(e) => return sso::unavailable(b, &e),
     }
     idp.metrics.logins.inc();
     web::redirect(

@@ -78,6 +78,11 @@ enum Command {
         /// at each use, so a rotated token needs no restart).
         #[arg(long, value_name = "FILE", requires = "card_cas")]
         issuer_token_file: Option<PathBuf>,
+        /// The issuer's TLS CA (PEM; the issuer's DIR/tls-ca.pem) when its https
+        /// certificate is not from a public CA. The issuer URL must be https, or http to
+        /// the issuer on this machine.
+        #[arg(long, value_name = "FILE", requires = "card_cas")]
+        issuer_ca: Option<PathBuf>,
         /// Where browsers reach the card login (a host or port of its own: TLS there asks
         /// for the card's certificate).
         #[arg(long, value_name = "URL", default_value = "https://localhost:8446")]
@@ -131,6 +136,7 @@ fn main() -> Result<()> {
             card_cas,
             card_policy,
             issuer_token_file,
+            issuer_ca,
             login_url,
             database_url,
         } => {
@@ -140,6 +146,7 @@ fn main() -> Result<()> {
                     card_cas,
                     card_policy,
                     issuer_token,
+                    issuer_ca,
                 }),
                 _ => None,
             };

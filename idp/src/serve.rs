@@ -34,6 +34,9 @@ use crate::parties::{self, Refreshed, Registry as Parties};
 
 /// How often the issuer's status feed is read.
 const FEED_EVERY: Duration = Duration::from_secs(1);
+/// How old the last good reading of the status feed may be before sessions stop
+/// answering (every request then needs a new login, whose status check is live).
+const FEED_STALE: i64 = 30;
 
 /// How often the metadata is signed afresh.
 const RESIGN_EVERY: Duration = Duration::from_secs(6 * 3600);
@@ -153,6 +156,8 @@ pub(crate) struct Idp {
     pub(crate) login: Option<Login>,
     /// The LoA URI we assert.
     pub(crate) loa: &'static str,
+    /// When the issuer's status feed was last read to its end (seconds since the epoch).
+    feed_ok: std::sync::atomic::AtomicI64,
 }
 
 impl Idp {
@@ -161,45 +166,94 @@ impl Idp {
         self.config.base_url.starts_with("https://")
     }
 
-    /// Reads the issuer's status feed once from where this IdP left it, and ends the
-    /// sessions of every certificate held or revoked since; the position moves in the
-    /// same transaction, so two servers on one database never handle an event twice and
-    /// a crash never skips one.
+    /// Reads the issuer's status feed from where this IdP left it, page by page until it
+    /// is current, and ends the sessions of every certificate held or revoked since; the
+    /// position moves in the same transaction, so two servers on one database never
+    /// handle an event twice and a crash never skips one. A new IdP (position 0) starts
+    /// at the head: it has no sessions that older events could concern.
     fn follow_feed(&self) -> Result<usize> {
         let Some(login) = self.login.as_ref().filter(|l| l.issuer.has_token()) else {
             return Ok(0);
         };
-        let cursor = self.store.read(|tx| tx.feed_cursor())?;
-        let feed = login.issuer.feed(cursor)?;
-        let Some(last) = feed.events.last().map(|e| e.seq) else {
-            return Ok(0);
-        };
-        let at = crate::sso::secs(self.clock.now());
-        let ended = self.store.write(|tx| {
-            if tx.feed_cursor()? != cursor {
-                return Ok(0); // another server took these
-            }
-            let mut ended = 0;
-            for e in &feed.events {
-                let reason = match e.change.as_str() {
-                    "revoked" => "certificate revoked",
-                    "held" => "certificate suspended",
-                    _ => continue,
-                };
-                for s in tx.end_sessions_of(&e.serial, reason, at)? {
-                    let details = serde_json::json!({
-                        "session": s.id, "serial": e.serial, "reason": reason, "feed_seq": e.seq,
-                    });
-                    tx.audit("status-feed", "session.ended", &details.to_string(), at)?;
-                    ended += 1;
+        let mut ended = 0;
+        loop {
+            let cursor = self.store.read(|tx| tx.feed_cursor())?;
+            let feed = login.issuer.feed(cursor)?;
+            if cursor == 0 || feed.head < cursor {
+                if feed.head < cursor {
+                    self.metrics.feed_failures.inc();
+                    tracing::error!(
+                        head = feed.head,
+                        cursor,
+                        "the issuer's status feed is behind this IdP's position (the issuer restored from a backup?); following it from its head now"
+                    );
                 }
+                self.store.write(|tx| {
+                    if tx.feed_cursor()? == cursor {
+                        tx.set_feed_cursor(feed.head)?;
+                    }
+                    Ok::<_, tessera_idp_store::StoreError>(())
+                })?;
+                self.feed_ok.store(
+                    crate::sso::secs(self.clock.now()),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                return Ok(ended);
             }
-            tx.set_feed_cursor(last)?;
-            Ok::<_, tessera_idp_store::StoreError>(ended)
-        })?;
-        self.metrics.sessions_ended.inc_by(ended as u64);
-        Ok(ended)
+            let Some(last) = feed.events.last().map(|e| e.seq) else {
+                self.feed_ok.store(
+                    crate::sso::secs(self.clock.now()),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                return Ok(ended);
+            };
+            let at = crate::sso::secs(self.clock.now());
+            let page = self.store.write(|tx| {
+                if tx.feed_cursor()? != cursor {
+                    return Ok(0); // another server took these
+                }
+                let mut page = 0;
+                for e in &feed.events {
+                    let reason = match e.change.as_str() {
+                        "revoked" => "certificate revoked",
+                        "held" => "certificate suspended",
+                        "released" => {
+                            tx.serial_released(&e.serial)?;
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    tx.serial_ended(&e.serial, e.seq)?;
+                    for s in tx.end_sessions_of(&e.serial, reason, at)? {
+                        let details = serde_json::json!({
+                            "session": s.id, "serial": e.serial, "reason": reason, "feed_seq": e.seq,
+                        });
+                        tx.audit("status-feed", "session.ended", &details.to_string(), at)?;
+                        page += 1;
+                    }
+                }
+                tx.set_feed_cursor(last)?;
+                Ok::<_, tessera_idp_store::StoreError>(page)
+            })?;
+            self.metrics.sessions_ended.inc_by(page as u64);
+            ended += page;
+            if feed.events.len() < crate::issuer::FEED_PAGE {
+                self.feed_ok.store(at, std::sync::atomic::Ordering::Relaxed);
+                return Ok(ended);
+            }
+        }
     }
+
+    /// Whether the status feed was read successfully lately: sessions answer only then
+    /// (a revocation the IdP cannot hear about must not leave sessions running).
+    pub(crate) fn feed_is_current(&self) -> bool {
+        if self.login.is_none() {
+            return true;
+        }
+        let last = self.feed_ok.load(std::sync::atomic::Ordering::Relaxed);
+        crate::sso::secs(self.clock.now()).saturating_sub(last) <= FEED_STALE
+    }
+
     /// Fetches the federation's aggregate and takes it if it verifies (else keeps the
     /// last good copy), counting either way.
     fn refresh_federation(&self) {
@@ -306,6 +360,7 @@ pub fn run(
         store,
         login,
         loa,
+        feed_ok: std::sync::atomic::AtomicI64::new(0),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -26,7 +26,7 @@ use tessera_saml::metadata::RelyingParty;
 use tessera_saml::request::{AuthnRequest, Incoming};
 use tessera_saml::response::{
     new_id, seal, Assertion, Attribute, Response as SamlResponse, Seal, Status, STATUS_CANCEL,
-    STATUS_NO_PASSIVE, STATUS_REQUESTER, STATUS_RESPONDER,
+    STATUS_NO_PASSIVE, STATUS_REQUESTER, STATUS_REQUEST_DENIED, STATUS_RESPONDER,
 };
 use tessera_xmlsec::Cipher;
 
@@ -103,6 +103,9 @@ struct Waiting {
     /// The release page's form token.
     consent_token: String,
     force_authn: bool,
+    /// IsPassive: no page may be shown (the release page neither).
+    #[serde(default)]
+    is_passive: bool,
 }
 
 /// The browser as a request shows it.
@@ -115,12 +118,12 @@ pub(crate) struct Browser {
 }
 
 impl Browser {
-    pub(crate) fn of(headers: &HeaderMap, peer: std::net::SocketAddr) -> Self {
+    pub(crate) fn of(headers: &HeaderMap, peer: std::net::SocketAddr, https: bool) -> Self {
         Self {
             address: peer.ip().to_string(),
             tr: web::tr(headers),
-            binding: web::cookie(headers, BROWSER_COOKIE),
-            session: web::cookie(headers, SESSION_COOKIE),
+            binding: web::cookie(headers, &web::cookie_name(BROWSER_COOKIE, https)),
+            session: web::cookie(headers, &web::cookie_name(SESSION_COOKIE, https)),
         }
     }
 }
@@ -149,7 +152,7 @@ pub(crate) async fn sso_redirect(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let b = Browser::of(&headers, peer);
+    let b = Browser::of(&headers, peer, idp.https());
     blocking(idp, move |idp| {
         let incoming = Incoming::from_redirect(query.as_deref().unwrap_or(""));
         receive(idp, incoming, &b)
@@ -171,7 +174,7 @@ pub(crate) async fn sso_post(
     headers: HeaderMap,
     form: Result<Form<PostedRequest>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let b = Browser::of(&headers, peer);
+    let b = Browser::of(&headers, peer, idp.https());
     let Ok(Form(form)) = form else {
         return web::error(
             StatusCode::BAD_REQUEST,
@@ -201,7 +204,10 @@ pub(crate) fn audit_alone(idp: &Idp, actor: &str, action: &str, details: serde_j
     }
 }
 
-/// A refused request: audited, and shown to the user (nothing goes to the relying party).
+/// A refused request, shown to the user (nothing goes to the relying party). Audited when
+/// it came from a relying party whose request verified (a replay, a wrong ACS); before
+/// that (unreadable, unknown sender, bad signature) anyone can send one, so it is logged
+/// and counted but kept out of the audit chain, which no flood should fill.
 fn refuse(idp: &Idp, b: &Browser, rp: Option<&str>, why: &str) -> Response {
     idp.metrics.requests_refused.inc();
     audit_alone(
@@ -213,6 +219,13 @@ fn refuse(idp: &Idp, b: &Browser, rp: Option<&str>, why: &str) -> Response {
     web::error(StatusCode::BAD_REQUEST, b.tr, why)
 }
 
+/// A request refused before anything in it could be trusted: logged, counted, shown.
+fn refuse_unverified(idp: &Idp, b: &Browser, why: &str, shown: &str) -> Response {
+    idp.metrics.requests_refused.inc();
+    tracing::info!(address = %b.address, reason = %why, "SSO request refused before verification");
+    web::error(StatusCode::BAD_REQUEST, b.tr, shown)
+}
+
 fn receive(
     idp: &Idp,
     incoming: Result<Incoming, tessera_saml::request::RequestError>,
@@ -221,23 +234,27 @@ fn receive(
     let now = idp.clock.now();
     let incoming = match incoming {
         Ok(i) => i,
-        Err(e) => return refuse(idp, b, None, &e.to_string()),
+        Err(e) => return refuse_unverified(idp, b, &e.to_string(), &e.to_string()),
     };
     let claimed = match incoming.claimed_issuer() {
         Ok(c) => c,
-        Err(e) => return refuse(idp, b, None, &e.to_string()),
+        Err(e) => return refuse_unverified(idp, b, &e.to_string(), &e.to_string()),
     };
     let Some(rp) = idp.parties.get(&claimed, now) else {
-        return refuse(
+        // Not echoed: an unsigned issuer would put any text on our page.
+        return refuse_unverified(
             idp,
             b,
-            None,
-            &format!("{claimed} is not a relying party of this IdP"),
+            &format!(
+                "unknown relying party {}",
+                claimed.chars().take(200).collect::<String>()
+            ),
+            "the e-service that sent you here is not known to this IdP",
         );
     };
     let verified = match incoming.verify(&rp.signing_certificates, rp.authn_requests_signed) {
         Ok(v) => v,
-        Err(e) => return refuse(idp, b, Some(&rp.entity_id), &e.to_string()),
+        Err(e) => return refuse_unverified(idp, b, &e.to_string(), &e.to_string()),
     };
     let request = match AuthnRequest::parse(&verified) {
         Ok(r) => r,
@@ -272,6 +289,21 @@ fn receive(
             )
         }
     };
+    // Every assertion is encrypted (DP §6.1): a relying party without a key to encrypt to
+    // is told now, before the user logs in for nothing.
+    if rp.encryption_certificates.is_empty() {
+        return status(
+            idp,
+            b,
+            &rp,
+            &request.id,
+            &accepted.acs,
+            incoming.relay_state.clone(),
+            STATUS_REQUESTER,
+            STATUS_REQUEST_DENIED,
+            "the relying party's metadata has no encryption key, and assertions are always encrypted",
+        );
+    }
     // A request is answered once: its ID is remembered for as long as it could be
     // accepted at all.
     let at = secs(now);
@@ -291,7 +323,10 @@ fn receive(
         }
         Err(e) => return unavailable(b, &e),
     }
-    let session = live_session(idp, b, at).filter(|s| s.loa == idp.loa && !request.force_authn);
+    let session = match live_session(idp, b, at) {
+        Ok(s) => s.filter(|s| s.loa == idp.loa && !request.force_authn),
+        Err(e) => return unavailable(b, &e),
+    };
     if request.is_passive && session.is_none() {
         return status(
             idp,
@@ -318,6 +353,7 @@ fn receive(
         relay_state: incoming.relay_state.clone(),
         consent_token: web::random_token(),
         force_authn: request.force_authn,
+        is_passive: request.is_passive,
     };
     let pending = Pending {
         id: web::random_token(),
@@ -379,15 +415,26 @@ pub(crate) fn unavailable(b: &Browser, e: &tessera_idp_store::StoreError) -> Res
     )
 }
 
-/// The browser's session, if its cookie names one that is live now.
-pub(crate) fn live_session(idp: &Idp, b: &Browser, now: i64) -> Option<Session> {
-    let cookie = b.session.as_ref()?;
+/// The browser's session, if its cookie names one that is live now and the status feed
+/// is current (else a revocation could be missed: a new login is asked for).
+pub(crate) fn live_session(
+    idp: &Idp,
+    b: &Browser,
+    now: i64,
+) -> Result<Option<Session>, tessera_idp_store::StoreError> {
+    let Some(cookie) = b.session.as_ref() else {
+        return Ok(None);
+    };
     let hash = web::sha256_hex(cookie.as_bytes());
-    idp.store
-        .read(|tx| tx.session_by_cookie(&hash))
-        .ok()
-        .flatten()
-        .filter(|s| s.live(now))
+    let session = idp
+        .store
+        .read(|tx| tx.session_by_cookie(&hash))?
+        .filter(|s| s.live(now));
+    if session.is_some() && !idp.feed_is_current() {
+        tracing::warn!("the issuer's status feed is not current: a session is not reused");
+        return Ok(None);
+    }
+    Ok(session)
 }
 
 #[derive(Template)]
@@ -401,17 +448,14 @@ struct PostPage<'a> {
     party: String,
 }
 
-/// The Response, sealed, in a form that posts itself to the ACS (the button does it
-/// without JavaScript).
-fn post(
+/// The Response sealed for `rp`: signed, with its assertion (if any) signed and
+/// encrypted to the relying party's key.
+fn seal_for(
     idp: &Idp,
-    b: &Browser,
     rp: &RelyingParty,
-    acs: &str,
-    relay_state: Option<String>,
     response: &SamlResponse,
     assertion: Option<&Assertion>,
-) -> Response {
+) -> Result<Vec<u8>, String> {
     let cipher = Cipher::for_methods(&rp.encryption_methods);
     let empty: &[u8] = &[];
     let encrypt_to = rp
@@ -419,17 +463,13 @@ fn post(
         .first()
         .map_or(empty, Vec::as_slice);
     if assertion.is_some() && encrypt_to.is_empty() {
-        return web::error(
-            StatusCode::BAD_REQUEST,
-            b.tr,
-            &format!(
-                "{} publishes no encryption key, and assertions are always encrypted",
-                rp.entity_id
-            ),
-        );
+        return Err(format!(
+            "{} publishes no encryption key, and assertions are always encrypted",
+            rp.entity_id
+        ));
     }
     let sign = |bytes: &[u8]| idp.signer.sign_raw(bytes).map_err(|e| format!("{e:#}"));
-    let sealed = seal(
+    seal(
         response,
         assertion,
         Seal {
@@ -438,22 +478,30 @@ fn post(
             encrypt_to: (encrypt_to, cipher),
         },
         &sign,
-    );
-    let sealed = match sealed {
-        Ok(x) => x,
-        Err(e) => {
-            idp.metrics.signing_failures.inc();
-            tracing::error!(error = %e, "sealing a Response failed");
-            return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e.to_string());
-        }
-    };
+    )
+    .map_err(|e| {
+        idp.metrics.signing_failures.inc();
+        tracing::error!(error = %e, "sealing a Response failed");
+        e.to_string()
+    })
+}
+
+/// A sealed Response in a form that posts itself to the ACS (the button does it without
+/// JavaScript).
+fn post_page(
+    b: &Browser,
+    rp: &RelyingParty,
+    acs: &str,
+    relay_state: Option<String>,
+    sealed: &[u8],
+) -> Response {
     web::html(
         StatusCode::OK,
         PostPage {
             tr: b.tr,
             title: b.tr.post_title,
             acs,
-            response: base64ct::Base64::encode_string(&sealed),
+            response: base64ct::Base64::encode_string(sealed),
             relay_state,
             party: party_name(rp),
         }
@@ -480,15 +528,6 @@ fn status(
     sub: &'static str,
     message: &str,
 ) -> Response {
-    audit_alone(
-        idp,
-        &b.address,
-        "sso.status",
-        serde_json::json!({
-            "relying_party": rp.entity_id, "request": in_response_to,
-            "status": code, "sub": sub, "message": message,
-        }),
-    );
     let response = SamlResponse {
         id: new_id(),
         in_response_to: in_response_to.to_owned(),
@@ -501,16 +540,27 @@ fn status(
             message: message.to_owned(),
         },
     };
-    post(idp, b, rp, acs, relay_state, &response, None)
+    let sealed = match seal_for(idp, rp, &response, None) {
+        Ok(x) => x,
+        Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e),
+    };
+    audit_alone(
+        idp,
+        &b.address,
+        "sso.status",
+        serde_json::json!({
+            "relying_party": rp.entity_id, "request": in_response_to,
+            "status": code, "sub": sub, "message": message,
+        }),
+    );
+    post_page(b, rp, acs, relay_state, &sealed)
 }
 
-/// The attributes released to `rp` about `holder`: the profile's required three always;
-/// the others when the relying party asks for them in its metadata (or asks for nothing
-/// in particular); `mail` only when the person has one.
+/// The attributes released to `rp` about `holder`: the attribute set's required three
+/// always; the others only when the relying party asks for them in its metadata
+/// (PROFILES.md: release only what is requested); `mail` only when the person has one.
 fn release(idp: &Idp, rp: &RelyingParty, holder: &Holder, tr: &Tr) -> Vec<(Attribute, String)> {
-    let asked = |name: &str| {
-        rp.requested_attributes.is_empty() || rp.requested_attributes.iter().any(|a| a.name == name)
-    };
+    let asked = |name: &str| rp.requested_attributes.iter().any(|a| a.name == name);
     let org = &idp.config.organisation;
     let mut out = Vec::new();
     for (name, friendly, sv, en, required) in ORG_PERSON {
@@ -591,8 +641,24 @@ fn answer(
             rp,
             session,
             attributes,
-            "remembered",
+            Approval::Remembered,
         ),
+        // IsPassive: the release page would be a page; the relying party hears so.
+        Ok(_) if waiting.is_passive => match idp.store.write(|tx| tx.take_pending(&pending.id)) {
+            Ok(true) => status(
+                idp,
+                b,
+                rp,
+                &waiting.request_id,
+                &waiting.acs,
+                waiting.relay_state.clone(),
+                STATUS_RESPONDER,
+                STATUS_NO_PASSIVE,
+                "the release of attributes needs the user's approval, and the request does not let us ask",
+            ),
+            Ok(false) => answered(b),
+            Err(e) => unavailable(b, &e),
+        },
         Ok(_) => web::html(
             StatusCode::OK,
             ConsentPage {
@@ -605,11 +671,56 @@ fn answer(
                     .map(|(a, label)| (label.clone(), a.values.join(", ")))
                     .collect(),
                 pending: &pending.id,
-                token: &waiting.consent_token,
+                token: &consent_token(waiting, session, &attributes),
             }
             .render(),
         ),
         Err(e) => unavailable(b, &e),
+    }
+}
+
+/// The release form's token: for this request, this session and this set of attributes,
+/// so that the approval cannot answer with another session (a shared PC's next user) or
+/// release a set other than the one shown.
+fn consent_token(
+    waiting: &Waiting,
+    session: &Session,
+    attributes: &[(Attribute, String)],
+) -> String {
+    web::sha256_hex(
+        format!(
+            "tessera-idp-consent\0{}\0{}\0{}",
+            waiting.consent_token,
+            session.id,
+            names(attributes)
+        )
+        .as_bytes(),
+    )
+}
+
+fn answered(b: &Browser) -> Response {
+    web::error(
+        StatusCode::CONFLICT,
+        b.tr,
+        "this request has been answered already",
+    )
+}
+
+/// How the release was approved.
+enum Approval {
+    /// Remembered from an earlier approval.
+    Remembered,
+    /// On the release page now, perhaps to be remembered.
+    Given(Option<Consent>),
+}
+
+impl Approval {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Remembered => "remembered",
+            Self::Given(None) => "approved",
+            Self::Given(Some(_)) => "approved and remembered",
+        }
     }
 }
 
@@ -624,7 +735,7 @@ fn respond(
     rp: &RelyingParty,
     session: &Session,
     attributes: Vec<(Attribute, String)>,
-    approval: &str,
+    approval: Approval,
 ) -> Response {
     let now = idp.clock.now();
     let name_id = match idp.signer.name_id(&rp.entity_id, &session.person_id) {
@@ -649,32 +760,6 @@ fn respond(
         loa: session.loa.clone(),
         attributes: attributes.into_iter().map(|(a, _)| a).collect(),
     };
-    let at = secs(now);
-    let details = serde_json::json!({
-        "relying_party": rp.entity_id, "request": waiting.request_id, "session": session.id,
-        "person": session.person_id, "attributes": released, "approval": approval,
-        "loa": session.loa,
-    });
-    let spent = idp.store.write(|tx| {
-        if !tx.take_pending(&pending.id)? {
-            return Ok(false);
-        }
-        tx.used(&session.id, &rp.entity_id, &session_index, at)?;
-        tx.audit(&session.person_id, "sso.response", &details.to_string(), at)?;
-        Ok::<_, tessera_idp_store::StoreError>(true)
-    });
-    match spent {
-        Ok(true) => {}
-        Ok(false) => {
-            return web::error(
-                StatusCode::CONFLICT,
-                b.tr,
-                "this request has been answered already",
-            )
-        }
-        Err(e) => return unavailable(b, &e),
-    }
-    idp.metrics.responses.inc();
     let response = SamlResponse {
         id: new_id(),
         in_response_to: waiting.request_id.clone(),
@@ -683,15 +768,54 @@ fn respond(
         issue_instant: now,
         status: Status::Success,
     };
-    post(
-        idp,
-        b,
-        rp,
-        &waiting.acs,
-        waiting.relay_state.clone(),
-        &response,
-        Some(&assertion),
-    )
+    // Sealed first: nothing is recorded as sent that could not be.
+    let sealed = match seal_for(idp, rp, &response, Some(&assertion)) {
+        Ok(x) => x,
+        Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e),
+    };
+    let at = secs(now);
+    let details = serde_json::json!({
+        "relying_party": rp.entity_id, "request": waiting.request_id, "session": session.id,
+        "person": session.person_id, "attributes": released, "approval": approval.name(),
+        "loa": session.loa, "response": response.id,
+    });
+    let spent = idp.store.write(|tx| {
+        // Still live: the status feed may have ended it a moment ago.
+        if !tx.session(&session.id)?.is_some_and(|s| s.live(at)) {
+            return Ok(Some(false));
+        }
+        if !tx.take_pending(&pending.id)? {
+            return Ok(None);
+        }
+        tx.used(&session.id, &rp.entity_id, &session_index, at)?;
+        if let Approval::Given(Some(c)) = &approval {
+            tx.give_consent(c)?;
+            let remembered =
+                serde_json::json!({ "relying_party": c.relying_party, "attributes": c.attributes });
+            tx.audit(
+                &session.person_id,
+                "consent.remembered",
+                &remembered.to_string(),
+                at,
+            )?;
+        }
+        tx.audit(&session.person_id, "sso.response", &details.to_string(), at)?;
+        Ok::<_, tessera_idp_store::StoreError>(Some(true))
+    });
+    match spent {
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => {
+            return web::error(
+                StatusCode::FORBIDDEN,
+                b.tr,
+                "your login has ended; go back to the e-service and start again",
+            )
+        }
+        Ok(None) => return answered(b),
+        Err(e) => return unavailable(b, &e),
+    }
+    idp.metrics.responses.inc();
+    post_page(b, rp, &waiting.acs, waiting.relay_state.clone(), &sealed)
 }
 
 /// The waiting request `id`, if this browser brought it.
@@ -755,23 +879,58 @@ pub(crate) async fn continue_(
     headers: HeaderMap,
     Query(q): Query<Continue>,
 ) -> Response {
-    let b = Browser::of(&headers, peer);
+    let b = Browser::of(&headers, peer, idp.https());
     blocking(idp, move |idp| {
+        let now = secs(idp.clock.now());
+        // The ticket is spent whatever happens next, and a session made for a hand-over
+        // that is refused here is ended: a ticket that leaks (history, a proxy's log)
+        // gives nobody a session.
+        let ticket = match idp
+            .store
+            .write(|tx| tx.take_ticket(&web::sha256_hex(q.t.as_bytes()), now))
+        {
+            Ok(t) => t,
+            Err(e) => return unavailable(&b, &e),
+        };
+        let Some((session_id, pending_id)) = ticket else {
+            return refuse_unverified(
+                idp,
+                &b,
+                "an unknown, used or late login ticket",
+                "the login's hand-over is not valid (used, late, or for another request)",
+            );
+        };
+        let end = |why: &str| {
+            let details = serde_json::json!({ "session": session_id, "reason": why });
+            let r = idp.store.write(|tx| {
+                if tx.end_session(&session_id, why, now)? {
+                    tx.audit(&b.address, "session.ended", &details.to_string(), now)?;
+                }
+                Ok::<_, tessera_idp_store::StoreError>(())
+            });
+            if let Err(e) = r {
+                tracing::error!(error = %e, "ending a refused hand-over's session failed");
+            }
+        };
         let (pending, waiting, rp) = match waiting_for(idp, &b, &q.p) {
             Ok(w) => w,
-            Err(r) => return *r,
+            Err(r) => {
+                end("hand-over refused");
+                return *r;
+            }
         };
-        let now = secs(idp.clock.now());
+        if pending_id != pending.id {
+            end("hand-over for another request");
+            return refuse(
+                idp,
+                &b,
+                Some(&rp.entity_id),
+                "the login's hand-over is not valid (used, late, or for another request)",
+            );
+        }
         let cookie = web::random_token();
         let taken = idp.store.write(|tx| {
-            let Some((session_id, pending_id)) =
-                tx.take_ticket(&web::sha256_hex(q.t.as_bytes()), now)?
-            else {
-                return Ok(None);
-            };
-            if pending_id != pending.id
-                || !tx.bind_cookie(&session_id, &web::sha256_hex(cookie.as_bytes()))?
-            {
+            if !tx.bind_cookie(&session_id, &web::sha256_hex(cookie.as_bytes()))? {
                 return Ok(None);
             }
             tx.session(&session_id)
@@ -788,13 +947,12 @@ pub(crate) async fn continue_(
             }
             Err(e) => return unavailable(&b, &e),
         };
-        let max_age = u64::try_from(session.expires_at - now).unwrap_or(0);
         let mut r = answer(idp, &b, &pending, &waiting, &rp, &session);
         if let Ok(v) = axum::http::HeaderValue::from_str(&web::set_cookie(
             SESSION_COOKIE,
             &cookie,
             idp.https(),
-            Some(max_age),
+            None,
         )) {
             r.headers_mut().append(axum::http::header::SET_COOKIE, v);
         }
@@ -819,7 +977,7 @@ pub(crate) async fn consent(
     headers: HeaderMap,
     form: Result<Form<Decision>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let b = Browser::of(&headers, peer);
+    let b = Browser::of(&headers, peer, idp.https());
     let Ok(Form(d)) = form else {
         return web::error(StatusCode::BAD_REQUEST, b.tr, "the form is incomplete");
     };
@@ -828,58 +986,65 @@ pub(crate) async fn consent(
             Ok(w) => w,
             Err(r) => return *r,
         };
-        if !web::same_secret(&d.token, &waiting.consent_token) {
-            return refuse(idp, &b, Some(&rp.entity_id), "the form does not belong to this login");
-        }
         let now = secs(idp.clock.now());
-        let Some(session) = live_session(idp, &b, now) else {
-            return web::error(
-                StatusCode::FORBIDDEN,
-                b.tr,
-                "your login has ended; go back to the e-service and start again",
-            );
+        let session = match live_session(idp, &b, now) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return web::error(
+                    StatusCode::FORBIDDEN,
+                    b.tr,
+                    "your login has ended; go back to the e-service and start again",
+                )
+            }
+            Err(e) => return unavailable(&b, &e),
         };
+        let holder: Holder = match serde_json::from_str(&session.holder) {
+            Ok(h) => h,
+            Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e.to_string()),
+        };
+        let attributes = release(idp, &rp, &holder, b.tr);
+        // The form was made for this request, this session and this set.
+        if !web::same_secret(&d.token, &consent_token(&waiting, &session, &attributes)) {
+            return refuse(
+                idp,
+                &b,
+                Some(&rp.entity_id),
+                "the form does not belong to this login (or what would be released has changed)",
+            );
+        }
         match d.choice.as_str() {
-            "cancel" => {
-                if let Err(e) = idp.store.write(|tx| tx.take_pending(&pending.id)) {
-                    return unavailable(&b, &e);
-                }
-                status(
+            "cancel" => match idp.store.write(|tx| tx.take_pending(&pending.id)) {
+                Ok(true) => status(
                     idp,
                     &b,
                     &rp,
                     &waiting.request_id,
                     &waiting.acs,
                     waiting.relay_state.clone(),
-                    STATUS_REQUESTER,
+                    STATUS_RESPONDER,
                     STATUS_CANCEL,
                     "the user cancelled",
-                )
-            }
+                ),
+                Ok(false) => answered(&b),
+                Err(e) => unavailable(&b, &e),
+            },
             "approve" => {
-                let holder: Holder = match serde_json::from_str(&session.holder) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e.to_string())
-                    }
-                };
-                let attributes = release(idp, &rp, &holder, b.tr);
-                if d.remember.as_deref() == Some("yes") {
-                    let c = Consent {
-                        person_id: session.person_id.clone(),
-                        relying_party: rp.entity_id.clone(),
-                        attributes: names(&attributes),
-                        given_at: now,
-                    };
-                    let details = serde_json::json!({ "relying_party": rp.entity_id, "attributes": c.attributes });
-                    if let Err(e) = idp.store.write(|tx| {
-                        tx.give_consent(&c)?;
-                        tx.audit(&session.person_id, "consent.remembered", &details.to_string(), now)
-                    }) {
-                        return unavailable(&b, &e);
-                    }
-                }
-                respond(idp, &b, &pending, &waiting, &rp, &session, attributes, "approved")
+                let remember = (d.remember.as_deref() == Some("yes")).then(|| Consent {
+                    person_id: session.person_id.clone(),
+                    relying_party: rp.entity_id.clone(),
+                    attributes: names(&attributes),
+                    given_at: now,
+                });
+                respond(
+                    idp,
+                    &b,
+                    &pending,
+                    &waiting,
+                    &rp,
+                    &session,
+                    attributes,
+                    Approval::Given(remember),
+                )
             }
             _ => web::error(StatusCode::BAD_REQUEST, b.tr, "approve or cancel"),
         }

@@ -35,6 +35,7 @@ pub(crate) struct Tr {
     pub logout: &'static str,
     pub logged_out: &'static str,
     pub no_session: &'static str,
+    pub card_refused: &'static str,
 }
 
 pub(crate) const SV: Tr = Tr {
@@ -65,6 +66,7 @@ pub(crate) const SV: Tr = Tr {
     logout: "Logga ut",
     logged_out: "Du är utloggad.",
     no_session: "Du är inte inloggad här.",
+    card_refused: "Ditt tjänste-id kan inte användas för inloggning",
 };
 
 pub(crate) const EN: Tr = Tr {
@@ -95,6 +97,7 @@ pub(crate) const EN: Tr = Tr {
     logout: "Log out",
     logged_out: "You are logged out.",
     no_session: "You are not logged in here.",
+    card_refused: "Your service ID cannot log in",
 };
 
 /// The browser's language: English when its first preference is English (or anything but
@@ -216,23 +219,40 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The value of cookie `name` (the first, if a browser sends it twice).
+/// The value of cookie `name`, in the shape our cookies have (64 hex digits). A cookie
+/// the browser sends twice (one planted from a related domain or for a narrower path
+/// beside ours) counts as absent: which one is ours cannot be told.
 pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|(k, _)| *k == name);
+    let (_, value) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    Some(value.to_owned()).filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A `Set-Cookie` for the SSO host: HttpOnly, path /, and on https `Secure;
+/// A cookie's name: on https with the `__Host-` prefix, which browsers accept only from
+/// this host, for path /, Secure, without a Domain (no related domain can plant it).
+pub(crate) fn cookie_name(name: &str, https: bool) -> String {
+    if https {
+        format!("__Host-{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A `Set-Cookie` for the SSO host: HttpOnly, path /, and on https `__Host-`, `Secure;
 /// SameSite=None` (relying parties POST requests to us from their sites, and the session
-/// must be seen then); on plain http (loopback, or behind a proxy) `SameSite=Lax`.
+/// must be seen then); on plain http (loopback, or behind a proxy) `SameSite=Lax`. With a
+/// `Max-Age` only to delete one (0): our cookies end with the browser (a shared PC).
 pub(crate) fn set_cookie(name: &str, value: &str, https: bool, max_age: Option<u64>) -> String {
+    let name = cookie_name(name, https);
     let age = max_age.map_or(String::new(), |s| format!("; Max-Age={s}"));
     let site = if https {
         "; Secure; SameSite=None"
@@ -272,12 +292,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            HeaderValue::from_str(&format!("x=1; s={good}; s=zz")).unwrap(),
+            HeaderValue::from_str(&format!("x=1; s={good}; t=zz")).unwrap(),
         );
         assert_eq!(cookie(&h, "s").as_deref(), Some(good.as_str()));
         assert_eq!(cookie(&h, "x"), None, "not a token");
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("s={good}; s={good}")).unwrap(),
+        );
+        assert_eq!(cookie(&h, "s"), None, "twice: which is ours?");
+        assert!(set_cookie("s", "v", true, None).starts_with("__Host-s=v; Path=/;"));
         assert!(same_secret(&good, &good) && !same_secret(&good, "ab"));
         assert!(set_cookie("s", "v", true, None).contains("Secure; SameSite=None"));
+        assert!(!set_cookie("s", "v", true, None).contains("Max-Age"));
         assert!(set_cookie("s", "v", false, Some(0)).ends_with("SameSite=Lax; Max-Age=0"));
     }
 }

@@ -10,116 +10,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::issuer::{curl, free_port, issuer, openssl, run, Kill};
 use common::IDP;
-
-/// A child process killed (and reaped) when the test ends, however it ends.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A binary of another workspace package beside ours, built if missing.
-fn sibling(package: &str, bin: &str) -> PathBuf {
-    let path = Path::new(IDP).with_file_name(bin);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        assert!(Command::new(cargo)
-            .args(["build", "-p", package, "--bin", bin])
-            .status()
-            .unwrap()
-            .success());
-    }
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run(program: &Path, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}{}",
-        program.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// curl: the status and the body.
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The admin CLI as one officer.
-struct Tessera {
-    cli: PathBuf,
-    base: String,
-    dir: PathBuf,
-}
-
-impl Tessera {
-    fn ok(&self, token: &str, args: &[&str]) -> serde_json::Value {
-        let file = self.dir.join("token");
-        std::fs::write(&file, token).unwrap();
-        let mut all = vec!["--url", &self.base, "--json", "--token-file"];
-        let f = file.to_str().unwrap().to_owned();
-        all.push(&f);
-        all.extend_from_slice(args);
-        let out = run(&self.cli, &all);
-        serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn officer(&self, admin: &str, id: &str, role: &str) -> String {
-        self.ok(admin, &["officer", "add", id, "--name", id, "--role", role]);
-        self.ok(admin, &["officer", "token", id])["token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-}
 
 struct Peers {
     playwright: String,
@@ -164,189 +60,6 @@ fn peers() -> Option<Peers> {
             eprintln!("skipped: {msg}");
             None
         }
-    }
-}
-
-/// The issuer with Eva's active smart card; her key and certificate in `dir`.
-struct Issuer {
-    _server: Kill,
-    base: String,
-    t: Tessera,
-    anna: String,
-    idp_token: PathBuf,
-    carrier: String,
-    serial: String,
-    policy: String,
-}
-
-fn issuer(dir: &Path) -> Issuer {
-    let binary = sibling("tessera-issuer", "tessera-issuer");
-    let data = dir.join("issuer");
-    run(&binary, &["init", "--data-dir", data.to_str().unwrap()]);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Kill(
-        Command::new(&binary)
-            .args(["serve", "--data-dir", data.to_str().unwrap()])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--public-url",
-                &base,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the issuer", || curl(&[&format!("{base}/readyz")]).0 == 200);
-    let t = Tessera {
-        cli: sibling("tessera-cli", "tessera"),
-        base: base.clone(),
-        dir: dir.to_owned(),
-    };
-    let bootstrap = std::fs::read_to_string(data.join("bootstrap-admin.token")).unwrap();
-    let admin = t.ok(
-        &bootstrap,
-        &[
-            "officer",
-            "add",
-            "admin",
-            "--name",
-            "Ada",
-            "--role",
-            "administrator",
-        ],
-    )["first_token"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let anna = t.officer(&admin, "anna", "registration_officer");
-    let bo = t.officer(&admin, "bo", "registration_officer");
-    let hr = t.officer(&admin, "hr", "hr_admin");
-    let idp = t.officer(&admin, "idp", "identity_provider");
-    let idp_token = dir.join("idp.token");
-    std::fs::write(&idp_token, idp).unwrap();
-
-    let person = t.ok(
-        &hr,
-        &[
-            "person",
-            "add",
-            "--employee-number",
-            "E1",
-            "--given-name",
-            "Eva",
-            "--family-name",
-            "Ek",
-            "--email",
-            "e1@example.org",
-            "--identity-number",
-            "19811218-9876",
-        ],
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    t.ok(
-        &anna,
-        &[
-            "proof",
-            &person,
-            "--document-type",
-            "passport",
-            "--document-number",
-            "AA123",
-            "--issuing-country",
-            "SE",
-            "--document-expiry",
-            "2099-01-01",
-            "--place",
-            "Service desk",
-            "--identity-number",
-            "198112189876",
-        ],
-    );
-    let carrier = t.ok(&anna, &["carrier", "add", "--kind", "smart_card", "SC-1"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let approval = t.ok(
-        &anna,
-        &[
-            "carrier", "assign", &carrier, "--person", &person, "--terms", "2026-1",
-        ],
-    )[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    t.ok(&bo, &["approve", "yes", &approval]);
-    // The card's key (made by openssl, as a card makes one) and its request.
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "card.key",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req", "-new", "-key", "card.key", "-subj", "/CN=card", "-out", "card.csr",
-        ],
-    );
-    let keys = t.ok(
-        &anna,
-        &[
-            "carrier",
-            "keys",
-            &carrier,
-            "--csr",
-            &format!("authentication={}", dir.join("card.csr").display()),
-            "--certificates-out",
-            dir.to_str().unwrap(),
-        ],
-    );
-    let serial = keys["certificates"][0].as_str().unwrap().to_owned();
-    t.ok(
-        &anna,
-        &["carrier", "activate", &carrier, "--receipt", "R-1"],
-    );
-    // The issuing CA, as the IdP is given it.
-    let (status, _) = curl(&[
-        "-o",
-        dir.join("issuing.der").to_str().unwrap(),
-        &format!("{base}/ca/issuing-ca-1.crt"),
-    ]);
-    assert_eq!(status, 200);
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            "issuing.der",
-            "-out",
-            "issuing.pem",
-        ],
-    );
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("issuer.json")).unwrap()).unwrap();
-    Issuer {
-        _server: server,
-        base,
-        t,
-        anna,
-        idp_token,
-        carrier,
-        serial,
-        policy: config["policy_oid"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -502,6 +215,129 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
         no_card, 0,
         "the handshake fails without a client certificate"
     );
+
+    // The login host serves one request per connection: a second request never rides on
+    // the first one's handshake (the card signs for every login).
+    let card = |extra: &[&str]| -> (u16, String) {
+        let mut args = vec![
+            "-k",
+            "--cert",
+            dir.join("authentication.pem")
+                .to_str()
+                .unwrap()
+                .to_owned()
+                .leak(),
+            "--key",
+            dir.join("card.key").to_str().unwrap().to_owned().leak(),
+        ];
+        args.extend_from_slice(extra);
+        curl(&args)
+    };
+    let (_, connects) = card(&[
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{num_connects}\n",
+        &format!("https://localhost:{login_port}/healthz"),
+        &format!("https://localhost:{login_port}/healthz"),
+    ]);
+    assert_eq!(
+        connects.split_whitespace().collect::<Vec<_>>(),
+        ["1", "1"],
+        "{connects}"
+    );
+
+    // A hand-over carried to another browser: refused, its ticket spent and its session
+    // ended, so the URL is worth nothing afterwards either.
+    let jar = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let location_of = |headers: &str| -> String {
+        headers
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("location: ")
+                    .or_else(|| l.strip_prefix("Location: "))
+            })
+            .unwrap_or_else(|| panic!("no Location in {headers}"))
+            .trim()
+            .to_owned()
+    };
+    let start = |n: u32, browser: &str| -> String {
+        let (status, headers) = curl(&[
+            "-k",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            &format!("{sp_base}/login?n=1{n}"),
+        ]);
+        assert_eq!(status, 303, "{headers}");
+        let sso = location_of(&headers);
+        let (status, headers) = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-c",
+            &jar(browser),
+            &sso,
+        ]);
+        assert_eq!(status, 303, "{headers}");
+        let login_url = location_of(&headers);
+        let (status, headers) = card(&["-s", "-o", "/dev/null", "-D", "-", &login_url]);
+        assert_eq!(status, 303, "the card logs in: {headers}");
+        location_of(&headers)
+    };
+    let handover = start(1, "jar-a");
+    curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-c",
+        &jar("jar-b"),
+        &format!("{idp_base}/healthz"),
+    ]);
+    let (status, page) = curl(&["-b", &jar("jar-b"), &handover]);
+    assert_eq!(status, 403, "no browser cookie at all: {page}");
+    assert!(page.contains("started in another browser"), "{page}");
+    let (status, page) = curl(&["-b", &jar("jar-a"), &handover]);
+    assert_eq!(
+        status, 400,
+        "the ticket was spent by the refused attempt: {page}"
+    );
+    assert!(page.contains("hand-over is not valid"), "{page}");
+
+    // The release form belongs to its request and session: a forged token is refused.
+    let handover = start(2, "jar-c");
+    let (status, page) = curl(&["-b", &jar("jar-c"), "-c", &jar("jar-c"), &handover]);
+    assert_eq!(status, 200, "the release page: {page}");
+    let p = page
+        .split("name=\"p\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, page) = curl(&[
+        "-b",
+        &jar("jar-c"),
+        "-d",
+        &format!("p={p}&token={}&choice=approve", "0".repeat(64)),
+        &format!("{idp_base}/saml/consent"),
+    ]);
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("does not belong to this login"), "{page}");
+    // Embedded in another site's page, the login host does nothing.
+    let (status, _) = card(&[
+        "-H",
+        "Sec-Fetch-Dest: image",
+        &format!("https://localhost:{login_port}/login?p=x"),
+    ]);
+    assert_eq!(status, 403);
 
     // Eva in Chromium.
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("idp-sso");

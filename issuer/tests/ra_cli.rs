@@ -275,6 +275,8 @@ fn scenario(database: Option<&str>) {
     assert_eq!(holder["person_state"], "proofed");
     assert_eq!(holder["carrier_id"], carrier.as_str());
     assert_eq!(holder["carrier_state"], "active");
+    assert_eq!(holder["certificate_good"], true);
+    assert!(holder["feed_head"].as_i64().unwrap() > 0);
     assert!(holder.get("identity_number").is_none(), "{holder}");
     assert_eq!(api(&anna, &format!("certificates/{serial}/holder")).0, 403);
     assert_eq!(api(&idp, "people").0, 403);
@@ -513,6 +515,7 @@ fn scenario(database: Option<&str>) {
     assert_eq!(changes.last(), Some(&"revoked"), "{feed}");
     let (_, holder) = api(&idp, &format!("certificates/{serial}/holder"));
     assert_eq!(holder["carrier_state"], "revoked");
+    assert_eq!(holder["certificate_good"], false);
 
     // A leaver: every carrier revoked, affiliationChanged.
     let args = person_args("E2", "19640823-3234");

@@ -22,7 +22,8 @@ use tessera_issuer_types::audit::{record_hash, AuditRecord, GENESIS};
 mod schema;
 
 use schema::{
-    audit_log, consents, feed_cursor, pending, seen_requests, session_uses, sessions, tickets,
+    audit_log, consents, ended_serials, feed_cursor, pending, seen_requests, session_uses,
+    sessions, tickets,
 };
 
 /// Why the database did not do what was asked.
@@ -514,6 +515,31 @@ impl Tx<'_> {
             .order(consents::relying_party.asc())
             .select(Consent::as_select())
             .load(self.conn)?)
+    }
+
+    /// Records that the feed said `serial` was revoked or held at position `seq`.
+    pub fn serial_ended(&mut self, serial: &str, seq: i64) -> Result<(), StoreError> {
+        diesel::delete(ended_serials::table.find(serial)).execute(self.conn)?;
+        diesel::insert_into(ended_serials::table)
+            .values((ended_serials::serial.eq(serial), ended_serials::seq.eq(seq)))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Records that the feed said a hold on `serial` was lifted.
+    pub fn serial_released(&mut self, serial: &str) -> Result<(), StoreError> {
+        diesel::delete(ended_serials::table.find(serial)).execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Where the feed last said `serial` was revoked or held, if it did (and no lift
+    /// came after).
+    pub fn ended_at_seq(&mut self, serial: &str) -> Result<Option<i64>, StoreError> {
+        Ok(ended_serials::table
+            .find(serial)
+            .select(ended_serials::seq)
+            .first(self.conn)
+            .optional()?)
     }
 
     pub fn feed_cursor(&mut self) -> Result<i64, StoreError> {

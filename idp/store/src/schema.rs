@@ -71,6 +71,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    ended_serials (serial) {
+        serial -> Text,
+        seq -> BigInt,
+    }
+}
+
+diesel::table! {
     feed_cursor (id) {
         id -> Integer,
         seq -> BigInt,

@@ -169,6 +169,13 @@ fn scenario(a: &Store, b: &Store) {
     assert_eq!(a.read(|tx| tx.feed_cursor()).unwrap(), 0);
     b.write(|tx| tx.set_feed_cursor(42)).unwrap();
     assert_eq!(a.read(|tx| tx.feed_cursor()).unwrap(), 42);
+    // What the feed said of a certificate: ended at a position, until a hold is lifted.
+    assert_eq!(a.read(|tx| tx.ended_at_seq("0a0b")).unwrap(), None);
+    b.write(|tx| tx.serial_ended("0a0b", 40)).unwrap();
+    b.write(|tx| tx.serial_ended("0a0b", 41)).unwrap();
+    assert_eq!(a.read(|tx| tx.ended_at_seq("0a0b")).unwrap(), Some(41));
+    a.write(|tx| tx.serial_released("0a0b")).unwrap();
+    assert_eq!(b.read(|tx| tx.ended_at_seq("0a0b")).unwrap(), None);
 
     // Both servers append to one chain from threads at once; the chain holds, and a
     // failed write leaves no record.

@@ -2,6 +2,8 @@
 //! killed when the test ends however it ends, and plain HTTP GETs.
 #![allow(clippy::unwrap_used, dead_code)] // test helpers: a failed unwrap is a failed test
 
+pub(crate) mod issuer;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -115,6 +115,11 @@ def first(browser):
     page.get_by_role("button", name="Withdraw").click()
     expect(page.get_by_text("No remembered approvals.")).to_be_visible()
 
+    # IsPassive with a session but no remembered approval: no page, NoPassive at the SP.
+    page.goto(config["sp"] + "/login?n=9&passive=1")
+    passive = sp_error(page)
+    assert "NoPassive" in passive, passive
+
     # 5. Asked again, the user cancels: the SP receives the cancel status.
     page.goto(config["sp"] + "/login?n=4")
     expect(page.locator("h1")).to_have_text("Approve the release of your details")

@@ -50,6 +50,9 @@ settings = {
             "allow_unsolicited": False,
             "authn_requests_signed": True,
             "name_id_format": [NAMEID_FORMAT_PERSISTENT],
+            # What the e-service asks for beyond the attribute set's required three.
+            "required_attributes": ["givenName", "sn"],
+            "optional_attributes": ["mail"],
         }
     },
 }

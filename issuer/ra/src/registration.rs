@@ -328,6 +328,13 @@ impl Ra {
                 "an officer needs their person record (to sign in with their service ID) or an API token",
             ));
         }
+        // A service account is not a person: it never signs in to the portal.
+        if req.roles.contains(&OfficerRole::IdentityProvider) && req.person_id.is_some() {
+            return Err(invalid(
+                "person_id",
+                "the identity_provider role is a service's: it has an API token, never a person record",
+            ));
+        }
         // Separation of duties (K2.4): every role alone (below).
         let mut roles = req.roles.clone();
         roles.sort();
@@ -473,7 +480,9 @@ impl Ra {
         let serial: Serial = serial
             .parse()
             .map_err(|_| invalid("serial", "a hexadecimal serial number"))?;
-        let found = self.store.read(|tx| -> Result<_, RaError> {
+        // One snapshot: the carrier, the person, the certificate's status and the feed's
+        // head agree with each other.
+        let found = self.store.snapshot(|tx| -> Result<_, RaError> {
             let Some((carrier_id, None)) = tx.certificate_carrier(&serial)? else {
                 return Ok(None);
             };
@@ -483,9 +492,14 @@ impl Ra {
             let Some(person) = carrier.person_id.as_deref() else {
                 return Ok(None);
             };
-            Ok(tx.person(person)?.map(|p| (carrier, p)))
+            let good = matches!(
+                tx.status(&serial)?,
+                Some(tessera_issuer_types::CertificateStatus::Issued)
+            );
+            let head = tx.outbox_head()?;
+            Ok(tx.person(person)?.map(|p| (carrier, p, good, head)))
         })?;
-        let Some((carrier, person)) = found else {
+        let Some((carrier, person, certificate_good, feed_head)) = found else {
             return Err(RaError::NotFound(serial));
         };
         let person_state = person.person_state()?;
@@ -500,6 +514,8 @@ impl Ra {
             carrier_id: carrier.id,
             carrier_kind: carrier.kind,
             carrier_state: carrier.state,
+            certificate_good,
+            feed_head,
         })
     }
 

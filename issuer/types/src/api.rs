@@ -137,6 +137,13 @@ pub struct Holder {
     pub carrier_id: String,
     pub carrier_kind: CarrierKind,
     pub carrier_state: CarrierState,
+    /// Whether the certificate itself is good now (issued, not revoked, not on hold): the
+    /// status over the authenticated link, which an attacker who blocks OCSP cannot
+    /// replace with an old CRL.
+    pub certificate_good: bool,
+    /// The status feed's head in the same reading: a follower that has handled events
+    /// after it knows this answer may be older than them.
+    pub feed_head: i64,
 }
 
 /// `GET /api/v1/status-feed?after=N&limit=M`: the certificate status changes after

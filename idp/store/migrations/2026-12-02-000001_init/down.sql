@@ -1,5 +1,6 @@
 DROP TABLE audit_log;
 DROP TABLE feed_cursor;
+DROP TABLE ended_serials;
 DROP TABLE consents;
 DROP TABLE tickets;
 DROP TABLE session_uses;

@@ -80,6 +80,14 @@ CREATE TABLE consents (
     PRIMARY KEY (person_id, relying_party)
 );
 
+-- Certificates the status feed said were revoked or put on hold (a hold lifted removes
+-- the row), with the event's position: a login whose holder lookup is older than such an
+-- event is refused, whichever of the two commits first.
+CREATE TABLE ended_serials (
+    serial TEXT PRIMARY KEY NOT NULL,
+    seq BIGINT NOT NULL
+);
+
 -- How far the issuer's status feed has been followed.
 CREATE TABLE feed_cursor (
     id INTEGER PRIMARY KEY NOT NULL,
