@@ -254,6 +254,23 @@ fn scenario(database: Option<&str>) {
     // The identity provider's service account reads who holds a certificate and the
     // status feed, and nothing else; officers do not read holders.
     let idp = officer("idp", "identity_provider");
+    // A service account is never a person (it would sign in to the portal as one).
+    let (code, _, err) = t.run(
+        &admin,
+        &[
+            "officer",
+            "add",
+            "idp2",
+            "--name",
+            "idp2",
+            "--role",
+            "identity_provider",
+            "--person",
+            &person,
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("person_id"), "{err}");
     let api = |token: &str, path: &str| {
         let (status, body) = common::curl(&[
             "-H",
