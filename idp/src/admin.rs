@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Form, Json, Router};
-use tessera_idp_store::StoreError;
+use tessera_idp_store::{EndedBy, StoreError};
 
 use crate::serve::Idp;
 use crate::sso::{self, Browser, SESSION_COOKIE};
@@ -175,7 +175,7 @@ async fn logout(
         }
         let details = serde_json::json!({ "session": session.id, "reason": "logged out" });
         let r = idp.store.write(|tx| {
-            if tx.end_session(&session.id, "logged out", now)? {
+            if tx.end_session(&session.id, "logged out", EndedBy::User, now)? {
                 tx.audit(
                     &session.person_id,
                     "session.ended",
@@ -270,7 +270,7 @@ async fn end_session(
         let now = sso::secs(idp.clock.now());
         let details = serde_json::json!({ "session": id, "reason": "ended by an administrator" });
         let r = idp.store.write(|tx| {
-            let ended = tx.end_session(&id, "ended by an administrator", now)?;
+            let ended = tx.end_session(&id, "ended by an administrator", EndedBy::Admin, now)?;
             if ended {
                 tx.audit("administrator", "session.ended", &details.to_string(), now)?;
             }

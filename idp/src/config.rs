@@ -72,6 +72,10 @@ pub struct Config {
     /// `init`), for `/admin/api/…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token_sha256: Option<String>,
+    /// The CA (PEM) relying parties' SOAP logout endpoints must chain to, when their
+    /// https certificates are not from a public CA (none: the public roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logout_ca: Option<PathBuf>,
 }
 
 fn default_database() -> DatabaseConfig {

@@ -29,6 +29,8 @@ pub struct Options {
     pub login: Option<LoginOptions>,
     /// PostgreSQL instead of the embedded SQLite file.
     pub database_url: Option<String>,
+    /// The CA relying parties' SOAP logout endpoints chain to (PEM, copied in).
+    pub logout_ca: Option<PathBuf>,
 }
 
 /// What the card login needs from the issuer's deployment.
@@ -169,7 +171,18 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
         Zeroizing::new(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
     };
     write_private(dir, files::ADMIN_TOKEN, &admin_token)?;
+    let logout_ca = match &opts.logout_ca {
+        None => None,
+        Some(ca) => {
+            keys::certificate_file(ca)?;
+            let file = PathBuf::from("logout-tls-ca.pem");
+            std::fs::copy(ca, dir.join(&file))
+                .with_context(|| format!("copying {}", ca.display()))?;
+            Some(file)
+        }
+    };
     let config = Config {
+        logout_ca,
         database,
         login,
         session_minutes: 60,

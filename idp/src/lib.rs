@@ -13,6 +13,7 @@ pub mod init;
 pub mod issuer;
 pub mod keys;
 mod login;
+mod logout;
 pub mod metadata;
 pub mod parties;
 pub mod serve;

@@ -353,17 +353,16 @@ fn log_in(idp: &Idp, b: &Browser, certificate: Option<&[u8]>, pending: &str) -> 
     let Some(login) = &idp.login else {
         return web::error(StatusCode::SERVICE_UNAVAILABLE, b.tr, "no card login here");
     };
-    match sso::pending_exists(idp, pending) {
-        Ok(true) => {}
-        Ok(false) => {
-            return web::error(
+    let principal =
+        match sso::pending_principal(idp, pending) {
+            Ok(Some(p)) => p,
+            Ok(None) => return web::error(
                 StatusCode::BAD_REQUEST,
                 b.tr,
                 "this login has expired or was finished; go back to the e-service and start again",
-            )
-        }
-        Err(e) => return sso::unavailable(b, &e),
-    }
+            ),
+            Err(e) => return sso::unavailable(b, &e),
+        };
     let refused = |serial: Option<&str>, why: String, status: StatusCode| {
         idp.metrics.login_refusals.inc();
         sso::audit_alone(
@@ -372,7 +371,14 @@ fn log_in(idp: &Idp, b: &Browser, certificate: Option<&[u8]>, pending: &str) -> 
             "login.refused",
             serde_json::json!({ "serial": serial, "reason": why }),
         );
-        web::error(status, b.tr, &format!("{}: {why}", b.tr.card_refused))
+        // The way back tells the relying party (AuthnFailed), as the profile wants.
+        let back = format!("{}/saml/failed?p={pending}", idp.config.base_url);
+        web::error_with_way_back(
+            status,
+            b.tr,
+            &format!("{}: {why}", b.tr.card_refused),
+            Some(&back),
+        )
     };
     let Some(certificate) = certificate else {
         return refused(
@@ -420,6 +426,9 @@ fn log_in(idp: &Idp, b: &Browser, certificate: Option<&[u8]>, pending: &str) -> 
             ),
             StatusCode::FORBIDDEN,
         );
+    }
+    if let Some(why) = sso::principal_mismatch(idp, &principal, &holder) {
+        return refused(Some(&card.serial), why, StatusCode::FORBIDDEN);
     }
     let at = sso::secs(now);
     let session = Session {

@@ -91,6 +91,12 @@ enum Command {
         /// of SQLite in the data directory.
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
+        /// The CA (PEM; copied in) that relying parties' SOAP logout endpoints chain to,
+        /// when their https certificates are not from a public CA. When a session ends,
+        /// each relying party it answered and whose metadata lists a SOAP
+        /// SingleLogoutService is sent a signed LogoutRequest.
+        #[arg(long, value_name = "FILE")]
+        logout_ca: Option<PathBuf>,
     },
     /// Run the IdP: our signed metadata at /saml/metadata, /healthz, /readyz, /metrics.
     Serve {
@@ -139,6 +145,7 @@ fn main() -> Result<()> {
             issuer_ca,
             login_url,
             database_url,
+            logout_ca,
         } => {
             let login = match (card_policy, issuer_token_file) {
                 (Some(card_policy), issuer_token) => Some(init::LoginOptions {
@@ -166,6 +173,7 @@ fn main() -> Result<()> {
                     federation: federation_metadata.zip(federation_certificate),
                     login,
                     database_url,
+                    logout_ca,
                 },
             )?;
             println!("IdP deployment made in {}", data_dir.display());

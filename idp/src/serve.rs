@@ -37,6 +37,8 @@ const FEED_EVERY: Duration = Duration::from_secs(1);
 /// How old the last good reading of the status feed may be before sessions stop
 /// answering (every request then needs a new login, whose status check is live).
 const FEED_STALE: i64 = 30;
+/// How often due logout notices are sent.
+const LOGOUT_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the metadata is signed afresh.
 const RESIGN_EVERY: Duration = Duration::from_secs(6 * 3600);
@@ -56,6 +58,7 @@ pub(crate) struct Metrics {
     pub(crate) login_refusals: Counter,
     pub(crate) sessions_ended: Counter,
     feed_failures: Counter,
+    pub(crate) logouts_sent: Counter,
 }
 
 impl Metrics {
@@ -119,7 +122,13 @@ impl Metrics {
             "status_feed_failures",
             "Times the issuer's status feed could not be read",
         );
+        let logouts_sent = counter(
+            &mut registry,
+            "logout_notices",
+            "Logout notices to relying parties finished (answered, not needed, or given up)",
+        );
         Self {
+            logouts_sent,
             requests,
             requests_refused,
             responses,
@@ -158,6 +167,8 @@ pub(crate) struct Idp {
     pub(crate) loa: &'static str,
     /// When the issuer's status feed was last read to its end (seconds since the epoch).
     feed_ok: std::sync::atomic::AtomicI64,
+    /// Single Logout's client for relying parties' SOAP endpoints.
+    pub(crate) logout: crate::logout::Sender,
 }
 
 impl Idp {
@@ -337,6 +348,13 @@ pub fn run(
             loa,
         )?),
     };
+    let logout = crate::logout::Sender::new(
+        config
+            .logout_ca
+            .as_ref()
+            .map(|ca| Config::resolve(dir, ca))
+            .as_deref(),
+    )?;
     let metrics = Metrics::new();
     let clock: Arc<dyn Clock> = Arc::new(tessera_issuer_types::SystemClock);
     let now = clock.now();
@@ -361,6 +379,7 @@ pub fn run(
         login,
         loa,
         feed_ok: std::sync::atomic::AtomicI64::new(0),
+        logout,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -420,6 +439,22 @@ pub fn run(
                 }
             });
         }
+        {
+            let idp = Arc::clone(&idp);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(LOGOUT_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let idp2 = Arc::clone(&idp);
+                    match tokio::task::spawn_blocking(move || idp2.send_logouts()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "sending logout notices failed; trying again"),
+                        Err(e) => tracing::error!(error = %e, "sending logout notices panicked"),
+                    }
+                }
+            });
+        }
         if let Some(login_listener) = login_listener {
             tokio::spawn(crate::login::serve(Arc::clone(&idp), login_listener, shutdown()));
             let idp = Arc::clone(&idp);
@@ -459,6 +494,7 @@ fn router(idp: Arc<Idp>) -> Router {
         )
         .route("/saml/continue", get(crate::sso::continue_))
         .route("/saml/consent", axum::routing::post(crate::sso::consent))
+        .route("/saml/failed", get(crate::sso::failed))
         .route("/static/idp.css", get(stylesheet))
         .route("/static/post.js", get(script))
         .merge(crate::admin::routes())

@@ -25,8 +25,9 @@ use tessera_saml::accept::{accept, Refusal, Rules};
 use tessera_saml::metadata::RelyingParty;
 use tessera_saml::request::{AuthnRequest, Incoming};
 use tessera_saml::response::{
-    new_id, seal, Assertion, Attribute, Response as SamlResponse, Seal, Status, STATUS_CANCEL,
-    STATUS_NO_PASSIVE, STATUS_REQUESTER, STATUS_REQUEST_DENIED, STATUS_RESPONDER,
+    new_id, seal, Assertion, Attribute, Response as SamlResponse, Seal, Status,
+    STATUS_AUTHN_FAILED, STATUS_CANCEL, STATUS_NO_PASSIVE, STATUS_REQUESTER, STATUS_REQUEST_DENIED,
+    STATUS_RESPONDER,
 };
 use tessera_xmlsec::Cipher;
 
@@ -106,6 +107,9 @@ struct Waiting {
     /// IsPassive: no page may be shown (the release page neither).
     #[serde(default)]
     is_passive: bool,
+    /// PrincipalSelection's MatchValues: the person the relying party expects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    principal: Vec<(String, String)>,
 }
 
 /// The browser as a request shows it.
@@ -323,8 +327,16 @@ fn receive(
         }
         Err(e) => return unavailable(b, &e),
     }
+    // A session is reused only for the same LoA, without ForceAuthn, and for the person
+    // a PrincipalSelection names (another person's session on a shared PC is not it).
     let session = match live_session(idp, b, at) {
-        Ok(s) => s.filter(|s| s.loa == idp.loa && !request.force_authn),
+        Ok(s) => s.filter(|s| {
+            s.loa == idp.loa
+                && !request.force_authn
+                && serde_json::from_str::<Holder>(&s.holder).is_ok_and(|h| {
+                    principal_mismatch(idp, &request.principal_selection, &h).is_none()
+                })
+        }),
         Err(e) => return unavailable(b, &e),
     };
     if request.is_passive && session.is_none() {
@@ -354,6 +366,7 @@ fn receive(
         consent_token: web::random_token(),
         force_authn: request.force_authn,
         is_passive: request.is_passive,
+        principal: request.principal_selection.clone(),
     };
     let pending = Pending {
         id: web::random_token(),
@@ -742,7 +755,19 @@ fn respond(
         Ok(n) => n,
         Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &format!("{e:#}")),
     };
-    let session_index = new_id();
+    // One SessionIndex per session and relying party, whatever the number of answers: a
+    // LogoutRequest naming it ends everything this session gave that relying party. A
+    // hash, so the session's name (which administrators see) is not handed out.
+    let session_index = format!(
+        "_{}",
+        &web::sha256_hex(
+            format!(
+                "tessera-idp-session-index\0{}\0{}",
+                session.id, rp.entity_id
+            )
+            .as_bytes()
+        )[..32]
+    );
     let released = names(&attributes);
     let assertion = Assertion {
         id: new_id(),
@@ -903,7 +928,7 @@ pub(crate) async fn continue_(
         let end = |why: &str| {
             let details = serde_json::json!({ "session": session_id, "reason": why });
             let r = idp.store.write(|tx| {
-                if tx.end_session(&session_id, why, now)? {
+                if tx.end_session(&session_id, why, tessera_idp_store::EndedBy::Admin, now)? {
                     tx.audit(&b.address, "session.ended", &details.to_string(), now)?;
                 }
                 Ok::<_, tessera_idp_store::StoreError>(())
@@ -1052,9 +1077,96 @@ pub(crate) async fn consent(
     .await
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Failed {
+    p: String,
+}
+
+/// After a refused card login, the user goes back to the e-service, which hears why:
+/// Responder/AuthnFailed for the waiting request (spent).
+pub(crate) async fn failed(
+    State(idp): State<Arc<Idp>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<Failed>,
+) -> Response {
+    let b = Browser::of(&headers, peer, idp.https());
+    blocking(idp, move |idp| {
+        let (pending, waiting, rp) = match waiting_for(idp, &b, &q.p) {
+            Ok(w) => w,
+            Err(r) => return *r,
+        };
+        match idp.store.write(|tx| tx.take_pending(&pending.id)) {
+            Ok(true) => status(
+                idp,
+                &b,
+                &rp,
+                &waiting.request_id,
+                &waiting.acs,
+                waiting.relay_state.clone(),
+                STATUS_RESPONDER,
+                STATUS_AUTHN_FAILED,
+                "the service ID could not log in",
+            ),
+            Ok(false) => answered(&b),
+            Err(e) => unavailable(&b, &e),
+        }
+    })
+    .await
+}
+
 /// The waiting request a login host's `?p=` names, for the login host (no browser
-/// binding there: the binding is checked when the browser comes back).
-pub(crate) fn pending_exists(idp: &Idp, id: &str) -> Result<bool, tessera_idp_store::StoreError> {
+/// binding there: the binding is checked when the browser comes back): None if there is
+/// none, else its PrincipalSelection.
+pub(crate) fn pending_principal(
+    idp: &Idp,
+    id: &str,
+) -> Result<Option<Vec<(String, String)>>, tessera_idp_store::StoreError> {
     let now = secs(idp.clock.now());
-    Ok(idp.store.read(|tx| tx.pending(id, now))?.is_some())
+    Ok(idp.store.read(|tx| tx.pending(id, now))?.map(|p| {
+        serde_json::from_str::<Waiting>(&p.request)
+            .map(|w| w.principal)
+            .unwrap_or_default()
+    }))
+}
+
+/// Why `holder` is not the person a PrincipalSelection names, if they are not. The
+/// values we can hold against the holder are compared (orgAffiliation, employeeNumber,
+/// mail); others (personalIdentityNumber, which we never hold) are hints we cannot use.
+pub(crate) fn principal_mismatch(
+    idp: &Idp,
+    selection: &[(String, String)],
+    holder: &Holder,
+) -> Option<String> {
+    for (name, wanted) in selection {
+        let wanted = wanted.trim();
+        let (friendly, held) = match name.as_str() {
+            "urn:oid:1.2.752.201.3.1" => (
+                "orgAffiliation",
+                Some(format!(
+                    "{}@{}",
+                    holder.employee_number, idp.config.organisation.number
+                )),
+            ),
+            "urn:oid:2.16.840.1.113730.3.1.3" => {
+                ("employeeNumber", Some(holder.employee_number.clone()))
+            }
+            "urn:oid:0.9.2342.19200300.100.1.3" => ("mail", holder.email.clone()),
+            _ => continue,
+        };
+        let same = held.as_deref().is_some_and(|h| {
+            if friendly == "mail" {
+                h.eq_ignore_ascii_case(wanted)
+            } else {
+                h == wanted
+            }
+        });
+        if !same {
+            return Some(format!(
+                "the e-service asked for another person ({friendly} {})",
+                wanted.chars().take(100).collect::<String>()
+            ));
+        }
+    }
+    None
 }

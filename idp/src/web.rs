@@ -36,6 +36,7 @@ pub(crate) struct Tr {
     pub logged_out: &'static str,
     pub no_session: &'static str,
     pub card_refused: &'static str,
+    pub back_to_service: &'static str,
 }
 
 pub(crate) const SV: Tr = Tr {
@@ -67,6 +68,7 @@ pub(crate) const SV: Tr = Tr {
     logged_out: "Du är utloggad.",
     no_session: "Du är inte inloggad här.",
     card_refused: "Ditt tjänste-id kan inte användas för inloggning",
+    back_to_service: "Tillbaka till e-tjänsten",
 };
 
 pub(crate) const EN: Tr = Tr {
@@ -98,6 +100,7 @@ pub(crate) const EN: Tr = Tr {
     logged_out: "You are logged out.",
     no_session: "You are not logged in here.",
     card_refused: "Your service ID cannot log in",
+    back_to_service: "Back to the e-service",
 };
 
 /// The browser's language: English when its first preference is English (or anything but
@@ -122,16 +125,29 @@ struct ErrorPage<'a> {
     tr: &'a Tr,
     title: &'a str,
     message: &'a str,
+    back: Option<&'a str>,
 }
 
 /// A page saying what went wrong (the message may quote a sender's input: escaped).
 pub(crate) fn error(status: StatusCode, tr: &Tr, message: &str) -> Response {
+    error_with_way_back(status, tr, message, None)
+}
+
+/// An error page with a link back to the e-service (which then hears why, as a SAML
+/// status) instead of the general advice.
+pub(crate) fn error_with_way_back(
+    status: StatusCode,
+    tr: &Tr,
+    message: &str,
+    back: Option<&str>,
+) -> Response {
     html(
         status,
         ErrorPage {
             tr,
             title: tr.error_title,
             message,
+            back,
         }
         .render(),
     )

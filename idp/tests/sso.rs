@@ -75,6 +75,66 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
     let idp_base = format!("http://127.0.0.1:{idp_port}");
     let login = format!("https://localhost:{login_port}");
     let data = dir.join("idp");
+    // The SP: its key and certificate (also its TLS, from a CA of its own that the IdP's
+    // logout client is told to trust), its metadata into our registry.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "sp-ca.key",
+            "-out",
+            "sp-ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test SP CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "sp.key",
+            "-out",
+            "sp.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("sp.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "sp.csr",
+            "-CA",
+            "sp-ca.pem",
+            "-CAkey",
+            "sp-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "sp.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "sp.ext",
+        ],
+    );
     run(
         Path::new(IDP),
         &[
@@ -93,27 +153,8 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
             &issuer.policy,
             "--issuer-token-file",
             issuer.idp_token.to_str().unwrap(),
-        ],
-    );
-    // The SP: its key and certificate (also its TLS), its metadata into our registry.
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "sp.key",
-            "-out",
-            "sp.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            "--logout-ca",
+            dir.join("sp-ca.pem").to_str().unwrap(),
         ],
     );
     let sp_base = format!("https://127.0.0.1:{sp_port}");
@@ -263,7 +304,8 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
             .trim()
             .to_owned()
     };
-    let start = |n: u32, browser: &str| -> String {
+    // To the login host: the URL the card logs in at.
+    let begin = |n: u32, browser: &str, query: &str| -> String {
         let (status, headers) = curl(&[
             "-k",
             "-s",
@@ -271,7 +313,7 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
             "/dev/null",
             "-D",
             "-",
-            &format!("{sp_base}/login?n=1{n}"),
+            &format!("{sp_base}/login?n=1{n}{query}"),
         ]);
         assert_eq!(status, 303, "{headers}");
         let sso = location_of(&headers);
@@ -286,12 +328,15 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
             &sso,
         ]);
         assert_eq!(status, 303, "{headers}");
-        let login_url = location_of(&headers);
+        location_of(&headers)
+    };
+    let start = |n: u32, browser: &str, query: &str| -> String {
+        let login_url = begin(n, browser, query);
         let (status, headers) = card(&["-s", "-o", "/dev/null", "-D", "-", &login_url]);
         assert_eq!(status, 303, "the card logs in: {headers}");
         location_of(&headers)
     };
-    let handover = start(1, "jar-a");
+    let handover = start(1, "jar-a", "");
     curl(&[
         "-s",
         "-o",
@@ -311,7 +356,8 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
     assert!(page.contains("hand-over is not valid"), "{page}");
 
     // The release form belongs to its request and session: a forged token is refused.
-    let handover = start(2, "jar-c");
+    // (The request names Eva with a PrincipalSelection: her card logs in.)
+    let handover = start(2, "jar-c", "&principal=E1@5590000001");
     let (status, page) = curl(&["-b", &jar("jar-c"), "-c", &jar("jar-c"), &handover]);
     assert_eq!(status, 200, "the release page: {page}");
     let p = page
@@ -331,6 +377,30 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
     ]);
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("does not belong to this login"), "{page}");
+    // A PrincipalSelection naming someone else: Eva's card is refused, and the way back
+    // tells the e-service AuthnFailed.
+    let login_url = begin(3, "jar-d", "&principal=E2@5590000001");
+    let (status, page) = card(&[&login_url]);
+    assert_eq!(status, 403, "{page}");
+    assert!(
+        page.contains("asked for another person (orgAffiliation E2@5590000001)"),
+        "{page}"
+    );
+    let back = page
+        .split("href=\"")
+        .find_map(|h| {
+            h.split('"')
+                .next()
+                .filter(|u| u.contains("/saml/failed?p="))
+        })
+        .unwrap()
+        .replace("&amp;", "&");
+    let (status, page) = curl(&["-b", &jar("jar-d"), &back]);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("SAMLResponse"),
+        "a Response to post back: {page}"
+    );
     // Embedded in another site's page, the login host does nothing.
     let (status, _) = card(&[
         "-H",
@@ -437,6 +507,40 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
         "sessions ended {:?} after the revocation",
         revoked_at.elapsed()
     );
+    // The SP is told over SOAP, signed, for the session it was given (pysaml2 checked the
+    // signature against our metadata and the Destination).
+    let forced: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("forced.json")).unwrap()).unwrap();
+    let indexes = [&got["session_index"], &forced["session_index"]].map(|i| serde_json::json!([i]));
+    let logouts = loop {
+        let (status, body) = curl(&["-k", &format!("{sp_base}/logouts")]);
+        assert_eq!(status, 200, "{body}");
+        let logouts: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        let told = |i| logouts.iter().any(|l| &l["session_index"] == i);
+        if indexes.iter().all(told) || revoked_at.elapsed() > Duration::from_secs(20) {
+            break logouts;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Every session that answered the SP is ended there (the first phase logs in twice:
+    // SSO, then ForceAuthn), each LogoutRequest verified by pysaml2.
+    assert!(
+        logouts.iter().all(|l| l["error"].is_null()
+            && l["name_id"] == got["name_id"]
+            && l["reason"] == "urn:oasis:names:tc:SAML:2.0:logout:admin"
+            && l["issuer"] == format!("{idp_base}/saml/metadata")),
+        "{logouts:?}"
+    );
+    for i in &indexes {
+        assert!(
+            logouts.iter().any(|l| &l["session_index"] == i),
+            "no logout for {i}: {logouts:?}"
+        );
+    }
+    eprintln!(
+        "the SP was told {:?} after the revocation",
+        revoked_at.elapsed()
+    );
     browse("revoked");
     let passive = std::fs::read_to_string(out.join("passive.txt")).unwrap();
     assert!(
@@ -465,6 +569,7 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
         "sso.status",
         "session.ended",
         "login.refused",
+        "slo.notice",
     ] {
         assert!(actions.contains(a), "no {a} in {actions:?}");
     }
@@ -473,4 +578,10 @@ fn sso_with_pysaml2_and_chromium_and_revocation_ends_the_session() {
         .find(|r| r.action == "session.ended" && r.actor == "status-feed")
         .unwrap();
     assert!(ended.details.contains(&issuer.serial), "{}", ended.details);
+    let notice = records.iter().find(|r| r.action == "slo.notice").unwrap();
+    assert!(
+        notice.details.contains("logged out at the relying party"),
+        "{}",
+        notice.details
+    );
 }

@@ -193,6 +193,7 @@ mod tests {
             signing_certificates: Vec::new(),
             encryption_certificates: Vec::new(),
             encryption_methods: Vec::new(),
+            soap_logout_services: Vec::new(),
             assertion_consumer_services: vec![
                 acs(
                     0,

@@ -4,10 +4,12 @@
 //! relying party and says where the answer goes; [`metadata`] reads relying parties
 //! from a federation's signed aggregate (signature and `validUntil` first) or a local file;
 //! [`response`] writes our Responses and seals them (assertion signed, encrypted, Response
-//! signed) with [`xml`], the deterministic writer.
+//! signed) with [`xml`], the deterministic writer; [`logout`] writes the LogoutRequests that
+//! tell relying parties a session ended and reads their answers (SOAP back channel).
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod logout;
 pub mod metadata;
 pub mod request;
 pub mod response;

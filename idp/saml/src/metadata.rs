@@ -12,6 +12,8 @@ use crate::request::parse_instant;
 
 pub const NS_MD: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 pub const NS_DS: &str = "http://www.w3.org/2000/09/xmldsig#";
+/// The SOAP binding (SAML bindings §3.2): the back channel single logout uses.
+pub const BINDING_SOAP: &str = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP";
 const NS_SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 const NS_MDATTR: &str = "urn:oasis:names:tc:SAML:metadata:attribute";
 const NS_MDUI: &str = "urn:oasis:names:tc:SAML:metadata:ui";
@@ -64,6 +66,9 @@ pub struct RelyingParty {
     /// The EncryptionMethod algorithms its encryption keys list (empty: not said).
     pub encryption_methods: Vec<String>,
     pub assertion_consumer_services: Vec<Endpoint>,
+    /// Its SingleLogoutService endpoints over SOAP (https only): where we tell it that a
+    /// session ended (the back channel: a revocation has no browser to carry a message).
+    pub soap_logout_services: Vec<String>,
     /// Its entity categories (`http://macedir.org/entity-category`).
     pub entity_categories: Vec<String>,
     pub requested_attributes: Vec<RequestedAttribute>,
@@ -241,6 +246,7 @@ fn entity(
         encryption_certificates: Vec::new(),
         encryption_methods: Vec::new(),
         assertion_consumer_services: Vec::new(),
+        soap_logout_services: Vec::new(),
         entity_categories: Vec::new(),
         requested_attributes: Vec::new(),
         display_name: None,
@@ -308,6 +314,14 @@ fn entity(
             is_default: matches!(acs.attribute("isDefault"), Some("true") | Some("1")),
         });
     }
+    rp.soap_logout_services = sp
+        .children()
+        .filter(|n| is(*n, NS_MD, "SingleLogoutService"))
+        .filter(|n| n.attribute("Binding") == Some(BINDING_SOAP))
+        .filter_map(|n| n.attribute("Location"))
+        .filter(|l| l.starts_with("https://") && l.len() <= 1024)
+        .map(str::to_owned)
+        .collect();
     for acs in sp
         .children()
         .filter(|n| is(*n, NS_MD, "AttributeConsumingService"))

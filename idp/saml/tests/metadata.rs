@@ -200,7 +200,7 @@ fn duplicates_chains_and_non_https_endpoints_are_not_trusted() {
         )
         .replace(
             r#"<md:AttributeConsumingService"#,
-            r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="javascript:alert(1)" index="1"/><md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="http://sp.example.org/acs" index="2"/><md:AttributeConsumingService"#,
+            r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:SOAP" Location="http://sp.example.org/slo"/><md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://sp.example.org/slo-redirect"/><md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:SOAP" Location="https://sp.example.org/slo"/><md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="javascript:alert(1)" index="1"/><md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="http://sp.example.org/acs" index="2"/><md:AttributeConsumingService"#,
         );
     let xml = federation.sign_doc(&aggregate(Some("2026-12-09T10:00:00Z"), &[odd]));
     let m = verify_aggregate(xml.as_bytes(), &certs, NOW).unwrap();
@@ -210,6 +210,8 @@ fn duplicates_chains_and_non_https_endpoints_are_not_trusted() {
         "a chain CA became a key"
     );
     assert_eq!(rp.assertion_consumer_services.len(), 1);
+    // Logout goes over SOAP to https only: the http and front-channel ones are left out.
+    assert_eq!(rp.soap_logout_services, ["https://sp.example.org/slo"]);
     assert!(rp.assertion_consumer_services[0]
         .location
         .starts_with("https://"));

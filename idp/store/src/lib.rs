@@ -22,8 +22,8 @@ use tessera_issuer_types::audit::{record_hash, AuditRecord, GENESIS};
 mod schema;
 
 use schema::{
-    audit_log, consents, ended_serials, feed_cursor, pending, seen_requests, session_uses,
-    sessions, tickets,
+    audit_log, consents, ended_serials, feed_cursor, logout_notices, pending, seen_requests,
+    session_uses, sessions, tickets,
 };
 
 /// Why the database did not do what was asked.
@@ -254,6 +254,41 @@ pub struct Consent {
     pub given_at: i64,
 }
 
+/// Who ended a session, as SAML's LogoutRequest says it (core §3.7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    /// The user logged out.
+    User,
+    /// An administrator, or the issuer's status feed (a revocation or hold).
+    Admin,
+}
+
+impl EndedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// A relying party to tell that a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = logout_notices)]
+pub struct LogoutNotice {
+    pub session_id: String,
+    pub relying_party: String,
+    pub person_id: String,
+    pub session_index: String,
+    /// `user` or `admin`.
+    pub reason: String,
+    pub created_at: i64,
+    pub attempts: i32,
+    pub next_at: i64,
+    pub done_at: Option<i64>,
+    pub outcome: Option<String>,
+}
+
 /// An audit record as stored.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = audit_log)]
@@ -367,9 +402,16 @@ impl Tx<'_> {
             .load(self.conn)?)
     }
 
-    /// Ends a live session; false if it was not live.
-    pub fn end_session(&mut self, id: &str, reason: &str, at: i64) -> Result<bool, StoreError> {
-        Ok(diesel::update(
+    /// Ends a live session, and queues a logout notice for every relying party it
+    /// answered (in this transaction: none is forgotten); false if it was not live.
+    pub fn end_session(
+        &mut self,
+        id: &str,
+        reason: &str,
+        by: EndedBy,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let ended = diesel::update(
             sessions::table
                 .find(id)
                 .filter(sessions::ended_at.is_null()),
@@ -379,7 +421,94 @@ impl Tx<'_> {
             sessions::end_reason.eq(Some(reason)),
         ))
         .execute(self.conn)?
-            == 1)
+            == 1;
+        if !ended {
+            return Ok(false);
+        }
+        let person: String = sessions::table
+            .find(id)
+            .select(sessions::person_id)
+            .first(self.conn)?;
+        for (relying_party, session_index) in self.uses(id)? {
+            diesel::insert_into(logout_notices::table)
+                .values((
+                    logout_notices::session_id.eq(id),
+                    logout_notices::relying_party.eq(&relying_party),
+                    logout_notices::person_id.eq(&person),
+                    logout_notices::session_index.eq(&session_index),
+                    logout_notices::reason.eq(by.as_str()),
+                    logout_notices::created_at.eq(at),
+                    logout_notices::attempts.eq(0),
+                    logout_notices::next_at.eq(at),
+                ))
+                .execute(self.conn)?;
+        }
+        Ok(true)
+    }
+
+    /// Up to `limit` logout notices due at `now`, leased until `lease_until` (moved ahead,
+    /// so that another server on the same database leaves them alone meanwhile).
+    pub fn lease_logout_notices(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<LogoutNotice>, StoreError> {
+        let due: Vec<LogoutNotice> = logout_notices::table
+            .filter(logout_notices::done_at.is_null())
+            .filter(logout_notices::next_at.le(now))
+            .order(logout_notices::next_at.asc())
+            .limit(limit)
+            .select(LogoutNotice::as_select())
+            .load(self.conn)?;
+        for n in &due {
+            diesel::update(logout_notices::table.find((&n.session_id, &n.relying_party)))
+                .set((
+                    logout_notices::next_at.eq(lease_until),
+                    logout_notices::attempts.eq(n.attempts + 1),
+                ))
+                .execute(self.conn)?;
+        }
+        Ok(due)
+    }
+
+    /// Records a notice's outcome: done (answered, or given up), or due again at `retry_at`.
+    pub fn logout_notice_outcome(
+        &mut self,
+        session_id: &str,
+        relying_party: &str,
+        outcome: &str,
+        done: bool,
+        retry_at: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let outcome: String = outcome.chars().take(500).collect();
+        let row = logout_notices::table.find((session_id, relying_party));
+        if done {
+            diesel::update(row)
+                .set((
+                    logout_notices::done_at.eq(Some(at)),
+                    logout_notices::outcome.eq(Some(outcome)),
+                ))
+                .execute(self.conn)?;
+        } else {
+            diesel::update(row)
+                .set((
+                    logout_notices::next_at.eq(retry_at),
+                    logout_notices::outcome.eq(Some(outcome)),
+                ))
+                .execute(self.conn)?;
+        }
+        Ok(())
+    }
+
+    /// A session's logout notices, for administrators.
+    pub fn logout_notices_of(&mut self, session_id: &str) -> Result<Vec<LogoutNotice>, StoreError> {
+        Ok(logout_notices::table
+            .filter(logout_notices::session_id.eq(session_id))
+            .order(logout_notices::created_at.asc())
+            .select(LogoutNotice::as_select())
+            .load(self.conn)?)
     }
 
     /// Ends every live session logged in with the certificate `serial`, returning them.
@@ -395,7 +524,7 @@ impl Tx<'_> {
             .select(Session::as_select())
             .load(self.conn)?;
         for s in &live {
-            self.end_session(&s.id, reason, at)?;
+            self.end_session(&s.id, reason, EndedBy::Admin, at)?;
         }
         Ok(live)
     }

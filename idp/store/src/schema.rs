@@ -96,4 +96,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    logout_notices (session_id, relying_party) {
+        session_id -> Text,
+        relying_party -> Text,
+        person_id -> Text,
+        session_index -> Text,
+        reason -> Text,
+        created_at -> BigInt,
+        attempts -> Integer,
+        next_at -> BigInt,
+        done_at -> Nullable<BigInt>,
+        outcome -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(sessions, session_uses, tickets, pending);

@@ -7,7 +7,7 @@
 #[path = "../../../issuer/tests/pg/mod.rs"]
 mod pg;
 
-use tessera_idp_store::{Consent, Location, Pending, Session, Store, StoreError};
+use tessera_idp_store::{Consent, EndedBy, Location, Pending, Session, Store, StoreError};
 use tessera_issuer_types::audit::ChainCheck;
 
 fn session(id: &str, serial: &str, now: i64) -> Session {
@@ -129,7 +129,7 @@ fn scenario(a: &Store, b: &Store) {
         ["s-3"]
     );
     assert!(!a
-        .write(|tx| tx.end_session("s-1", "again", now + 7))
+        .write(|tx| tx.end_session("s-1", "again", EndedBy::Admin, now + 7))
         .unwrap());
 
     // Uses of a session, latest index per relying party.
@@ -146,6 +146,63 @@ fn scenario(a: &Store, b: &Store) {
             ("https://sp2".to_owned(), "_i3".to_owned())
         ]
     );
+
+    // Ending s-3 queues a logout notice for each relying party it answered, with the
+    // latest SessionIndex; one server leases them, another sees none meanwhile.
+    assert!(a
+        .write(|tx| tx.end_session("s-3", "logged out", EndedBy::User, now + 10))
+        .unwrap());
+    let leased = a
+        .write(|tx| tx.lease_logout_notices(now + 10, now + 70, 10))
+        .unwrap();
+    assert_eq!(
+        leased
+            .iter()
+            .map(|n| (
+                n.relying_party.as_str(),
+                n.session_index.as_str(),
+                n.reason.as_str(),
+                n.attempts
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("https://sp1", "_i2", "user", 0),
+            ("https://sp2", "_i3", "user", 0)
+        ]
+    );
+    assert!(b
+        .write(|tx| tx.lease_logout_notices(now + 11, now + 71, 10))
+        .unwrap()
+        .is_empty());
+    b.write(|tx| {
+        tx.logout_notice_outcome("s-3", "https://sp1", "answered: Success", true, 0, now + 12)
+    })
+    .unwrap();
+    b.write(|tx| {
+        tx.logout_notice_outcome(
+            "s-3",
+            "https://sp2",
+            "unreachable",
+            false,
+            now + 20,
+            now + 12,
+        )
+    })
+    .unwrap();
+    let again = a
+        .write(|tx| tx.lease_logout_notices(now + 20, now + 80, 10))
+        .unwrap();
+    assert_eq!(again.len(), 1, "only the one not answered");
+    assert_eq!(again[0].attempts, 1);
+    let notices = b.read(|tx| tx.logout_notices_of("s-3")).unwrap();
+    assert_eq!(notices[0].outcome.as_deref(), Some("answered: Success"));
+    assert!(notices[0].done_at.is_some() && notices[1].done_at.is_none());
+    assert!(
+        !a.write(|tx| tx.end_session("s-3", "again", EndedBy::Admin, now + 30))
+            .unwrap(),
+        "ended once, so queued once"
+    );
+    assert_eq!(b.read(|tx| tx.logout_notices_of("s-3")).unwrap().len(), 2);
 
     // Consents remembered, replaced, withdrawn.
     let c = Consent {

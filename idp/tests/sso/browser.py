@@ -164,6 +164,11 @@ def revoked(browser):
     assert "revoked" in text, text
     check_accessibility(page, "refusal page")
     shot(page, "card-refused")
+    # The way back: the SP hears AuthnFailed.
+    page.get_by_role("link", name="Back to the e-service").click()
+    failed = sp_error(page)
+    assert "AuthnFailed" in failed, failed
+    shot(page, "sp-authn-failed")
 
 
 with sync_playwright() as p:
