@@ -21,13 +21,16 @@ use crate::serve::Idp;
 use crate::sso::secs;
 
 /// Notices taken per round.
-const BATCH: i64 = 20;
-/// How long a leased notice is left to its sender (longer than a send may take).
-const LEASE: i64 = 60;
-/// Tries before a relying party is given up on.
-pub(crate) const ATTEMPTS: i32 = 8;
-/// How long one send may take.
+const BATCH: i64 = 10;
+/// How long a leased notice is left to its sender: longer than a whole round may take
+/// (BATCH sends of at most TIMEOUT each), so that no other server sends it meanwhile.
+const LEASE: i64 = 300;
+/// Tries before a relying party is given up on (the pauses between them add up to
+/// about three and a half hours).
+pub(crate) const ATTEMPTS: i32 = 12;
+/// How long one send may take, and its connection.
 const TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT: Duration = Duration::from_secs(3);
 /// How long a LogoutRequest is valid (its NotOnOrAfter).
 const VALID: Duration = Duration::from_secs(300);
 
@@ -37,21 +40,30 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    /// Over https only; the endpoint's certificate chains to `ca` (PEM) when given, else
-    /// to the public roots.
+    /// Over https only, no redirects; the endpoint's certificate chains to the CAs in `ca`
+    /// (PEM, one or more) when given — a federation with a TLS PKI of its own — else to
+    /// the public roots.
     pub(crate) fn new(ca: Option<&Path>) -> Result<Self> {
         let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
+            .timeout_connect(Some(CONNECT))
             .http_status_as_error(false)
             .https_only(true)
             .max_redirects(0);
         if let Some(ca) = ca {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            let cert = ureq::tls::Certificate::from_pem(&pem)
-                .map_err(|e| anyhow!("{}: {e}", ca.display()))?;
+            use rustls::pki_types::pem::PemObject;
+            let certs: Vec<ureq::tls::Certificate<'static>> =
+                rustls::pki_types::CertificateDer::pem_file_iter(ca)
+                    .with_context(|| format!("reading {}", ca.display()))?
+                    .map(|c| c.map(|c| ureq::tls::Certificate::from_der(&c).to_owned()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow!("{}: {e}", ca.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("{}: no certificate", ca.display());
+            }
             config = config.tls_config(
                 ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
                     .build(),
             );
         }
@@ -76,8 +88,18 @@ impl Idp {
         let due = self
             .store
             .write(|tx| tx.lease_logout_notices(now, now + LEASE, BATCH))?;
+        // A relying party that failed once this round is not tried again in it: its other
+        // notices wait with it, instead of holding up everyone else's.
+        let mut failing: std::collections::HashSet<String> = std::collections::HashSet::new();
         for notice in &due {
-            let outcome = self.send_logout(notice);
+            let outcome = if failing.contains(&notice.relying_party) {
+                Outcome::Again("not tried: the relying party failed a moment ago".into())
+            } else {
+                self.send_logout(notice)
+            };
+            if matches!(outcome, Outcome::Again(_)) {
+                failing.insert(notice.relying_party.clone());
+            }
             let at = secs(self.clock.now());
             let tries = notice.attempts + 1;
             let (text, done, retry_at) = match outcome {
@@ -87,22 +109,23 @@ impl Idp {
                 }
                 Outcome::Again(t) => {
                     // 10 s, 20 s, 40 s … at most an hour.
-                    let pause = (10i64 << tries.min(9)).min(3600);
+                    let pause = (10i64 << (tries - 1).clamp(0, 9)).min(3600);
                     (t, false, at + pause)
                 }
             };
-            if done {
-                self.metrics.logouts_sent.inc();
-            }
-            self.store.write(|tx| {
-                tx.logout_notice_outcome(
+            let held = self.store.write(|tx| {
+                // Only while this server still holds the notice (else another sends it).
+                if !tx.logout_notice_outcome(
                     &notice.session_id,
                     &notice.relying_party,
+                    tries,
                     &text,
                     done,
                     retry_at,
                     at,
-                )?;
+                )? {
+                    return Ok(false);
+                }
                 if done {
                     let details = serde_json::json!({
                         "session": notice.session_id, "relying_party": notice.relying_party,
@@ -110,9 +133,13 @@ impl Idp {
                     });
                     tx.audit("idp", "slo.notice", &details.to_string(), at)?;
                 }
-                Ok::<_, tessera_idp_store::StoreError>(())
+                Ok::<_, tessera_idp_store::StoreError>(true)
             })?;
-            if !done {
+            if !held {
+                tracing::warn!(relying_party = %notice.relying_party, "a logout notice's lease ran out before its outcome was recorded; another server has it");
+            } else if done {
+                self.metrics.logouts_sent.inc();
+            } else {
                 tracing::warn!(relying_party = %notice.relying_party, tries, why = %text, "a logout notice was not delivered; trying again later");
             }
         }
@@ -121,8 +148,10 @@ impl Idp {
 
     fn send_logout(&self, notice: &LogoutNotice) -> Outcome {
         let now = self.clock.now();
+        // Unknown now (an aggregate past its validUntil, or a registry file being
+        // replaced) may be known again soon: try again rather than forget the notice.
         let Some(rp) = self.parties.get(&notice.relying_party, now) else {
-            return Outcome::Done("the relying party is no longer known".into());
+            return Outcome::Again("the relying party is not in the metadata now".into());
         };
         let Some(endpoint) = rp.soap_logout_services.first() else {
             return Outcome::Done(
@@ -193,7 +222,7 @@ impl Idp {
                 a.message.map(|m| format!(": {m}")).unwrap_or_default()
             )),
             // A server error page is not an answer: try again; a SOAP fault is one.
-            Err(AnswerError::Invalid(e)) if status >= 500 => {
+            Err(AnswerError::Invalid(e)) if status >= 500 || status == 429 => {
                 Outcome::Again(format!("{endpoint}: HTTP {status} ({e})"))
             }
             Err(e) => Outcome::Done(format!("the relying party refused it (HTTP {status}): {e}")),

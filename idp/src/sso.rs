@@ -334,7 +334,8 @@ fn receive(
             s.loa == idp.loa
                 && !request.force_authn
                 && serde_json::from_str::<Holder>(&s.holder).is_ok_and(|h| {
-                    principal_mismatch(idp, &request.principal_selection, &h).is_none()
+                    principal_mismatch(idp, &principal_for(&rp, &request.principal_selection), &h)
+                        .is_none()
                 })
         }),
         Err(e) => return unavailable(b, &e),
@@ -366,7 +367,7 @@ fn receive(
         consent_token: web::random_token(),
         force_authn: request.force_authn,
         is_passive: request.is_passive,
-        principal: request.principal_selection.clone(),
+        principal: principal_for(&rp, &request.principal_selection),
     };
     let pending = Pending {
         id: web::random_token(),
@@ -954,11 +955,31 @@ pub(crate) async fn continue_(
             );
         }
         let cookie = web::random_token();
+        // The browser's earlier session, when it is another person's (a shared PC), is
+        // ended, not left live without a cookie: its relying parties are told. The same
+        // person's (a ForceAuthn login) is left alone — a logout for it would end the
+        // session the relying party has just made from the new login (same NameID).
+        let earlier = b.session.as_ref().map(|c| web::sha256_hex(c.as_bytes()));
         let taken = idp.store.write(|tx| {
             if !tx.bind_cookie(&session_id, &web::sha256_hex(cookie.as_bytes()))? {
                 return Ok(None);
             }
-            tx.session(&session_id)
+            let Some(new) = tx.session(&session_id)? else {
+                return Ok(None);
+            };
+            if let Some(old) = earlier.as_deref() {
+                if let Some(s) = tx
+                    .session_by_cookie(old)?
+                    .filter(|s| s.id != session_id && s.person_id != new.person_id)
+                {
+                    let why = "replaced by a new login in the same browser";
+                    if tx.end_session(&s.id, why, tessera_idp_store::EndedBy::User, now)? {
+                        let details = serde_json::json!({ "session": s.id, "reason": why });
+                        tx.audit(&s.person_id, "session.ended", &details.to_string(), now)?;
+                    }
+                }
+            }
+            Ok(Some(new))
         });
         let session = match taken {
             Ok(Some(s)) if s.live(now) => s,
@@ -1123,16 +1144,38 @@ pub(crate) fn pending_principal(
     id: &str,
 ) -> Result<Option<Vec<(String, String)>>, tessera_idp_store::StoreError> {
     let now = secs(idp.clock.now());
-    Ok(idp.store.read(|tx| tx.pending(id, now))?.map(|p| {
-        serde_json::from_str::<Waiting>(&p.request)
-            .map(|w| w.principal)
-            .unwrap_or_default()
-    }))
+    // A waiting request this build cannot read is as good as none (fail closed).
+    Ok(idp
+        .store
+        .read(|tx| tx.pending(id, now))?
+        .and_then(|p| serde_json::from_str::<Waiting>(&p.request).ok())
+        .map(|w| w.principal))
 }
 
-/// Why `holder` is not the person a PrincipalSelection names, if they are not. The
-/// values we can hold against the holder are compared (orgAffiliation, employeeNumber,
-/// mail); others (personalIdentityNumber, which we never hold) are hints we cannot use.
+/// The MatchValues we hold against the user: orgAffiliation and employeeNumber (its
+/// first part; orgAffiliation is always released), and mail only for a relying party that
+/// is released mail — else a silent IsPassive request could test guesses at an address
+/// it is never given. Others (personalIdentityNumber, which we never hold) are hints we
+/// cannot use.
+fn principal_for(rp: &RelyingParty, selection: &[(String, String)]) -> Vec<(String, String)> {
+    let asked = |name: &str| rp.requested_attributes.iter().any(|a| a.name == name);
+    selection
+        .iter()
+        .filter(|(name, _)| match name.as_str() {
+            ORG_AFFILIATION | EMPLOYEE_NUMBER => true,
+            MAIL => asked(MAIL),
+            _ => false,
+        })
+        .cloned()
+        .collect()
+}
+
+const ORG_AFFILIATION: &str = "urn:oid:1.2.752.201.3.1";
+const EMPLOYEE_NUMBER: &str = "urn:oid:2.16.840.1.113730.3.1.3";
+const MAIL: &str = "urn:oid:0.9.2342.19200300.100.1.3";
+
+/// Why `holder` is not the person a PrincipalSelection names (as [`principal_for`] kept
+/// it), if they are not.
 pub(crate) fn principal_mismatch(
     idp: &Idp,
     selection: &[(String, String)],
@@ -1141,17 +1184,15 @@ pub(crate) fn principal_mismatch(
     for (name, wanted) in selection {
         let wanted = wanted.trim();
         let (friendly, held) = match name.as_str() {
-            "urn:oid:1.2.752.201.3.1" => (
+            ORG_AFFILIATION => (
                 "orgAffiliation",
                 Some(format!(
                     "{}@{}",
                     holder.employee_number, idp.config.organisation.number
                 )),
             ),
-            "urn:oid:2.16.840.1.113730.3.1.3" => {
-                ("employeeNumber", Some(holder.employee_number.clone()))
-            }
-            "urn:oid:0.9.2342.19200300.100.1.3" => ("mail", holder.email.clone()),
+            EMPLOYEE_NUMBER => ("employeeNumber", Some(holder.employee_number.clone())),
+            MAIL => ("mail", holder.email.clone()),
             _ => continue,
         };
         let same = held.as_deref().is_some_and(|h| {
@@ -1162,9 +1203,9 @@ pub(crate) fn principal_mismatch(
             }
         });
         if !same {
+            // The value is not shown: an unsigned request would put its text on our page.
             return Some(format!(
-                "the e-service asked for another person ({friendly} {})",
-                wanted.chars().take(100).collect::<String>()
+                "the e-service asked for another person (by {friendly})"
             ));
         }
     }

@@ -472,34 +472,42 @@ impl Tx<'_> {
         Ok(due)
     }
 
-    /// Records a notice's outcome: done (answered, or given up), or due again at `retry_at`.
+    /// Records a notice's outcome: done (answered, or given up), or due again at `retry_at`
+    /// — only if the sender still holds it (`leased` is its `attempts` after the lease:
+    /// when the lease ran out and another server took the notice, this changes nothing
+    /// and returns false).
+    #[allow(clippy::too_many_arguments)]
     pub fn logout_notice_outcome(
         &mut self,
         session_id: &str,
         relying_party: &str,
+        leased: i32,
         outcome: &str,
         done: bool,
         retry_at: i64,
         at: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let outcome: String = outcome.chars().take(500).collect();
-        let row = logout_notices::table.find((session_id, relying_party));
-        if done {
+        let row = logout_notices::table
+            .find((session_id, relying_party))
+            .filter(logout_notices::attempts.eq(leased))
+            .filter(logout_notices::done_at.is_null());
+        let changed = if done {
             diesel::update(row)
                 .set((
                     logout_notices::done_at.eq(Some(at)),
                     logout_notices::outcome.eq(Some(outcome)),
                 ))
-                .execute(self.conn)?;
+                .execute(self.conn)?
         } else {
             diesel::update(row)
                 .set((
                     logout_notices::next_at.eq(retry_at),
                     logout_notices::outcome.eq(Some(outcome)),
                 ))
-                .execute(self.conn)?;
-        }
-        Ok(())
+                .execute(self.conn)?
+        };
+        Ok(changed == 1)
     }
 
     /// A session's logout notices, for administrators.

@@ -174,29 +174,55 @@ fn scenario(a: &Store, b: &Store) {
         .write(|tx| tx.lease_logout_notices(now + 11, now + 71, 10))
         .unwrap()
         .is_empty());
-    b.write(|tx| {
-        tx.logout_notice_outcome("s-3", "https://sp1", "answered: Success", true, 0, now + 12)
-    })
-    .unwrap();
-    b.write(|tx| {
-        tx.logout_notice_outcome(
+    // The lease's holder records outcomes (leased = attempts after the lease).
+    assert!(b
+        .write(|tx| tx.logout_notice_outcome(
+            "s-3",
+            "https://sp1",
+            1,
+            "answered: Success",
+            true,
+            0,
+            now + 12
+        ))
+        .unwrap());
+    assert!(b
+        .write(|tx| tx.logout_notice_outcome(
             "s-3",
             "https://sp2",
+            1,
             "unreachable",
             false,
             now + 20,
-            now + 12,
-        )
-    })
-    .unwrap();
+            now + 12
+        ))
+        .unwrap());
     let again = a
         .write(|tx| tx.lease_logout_notices(now + 20, now + 80, 10))
         .unwrap();
     assert_eq!(again.len(), 1, "only the one not answered");
     assert_eq!(again[0].attempts, 1);
+    // A sender whose lease ran out (another took the notice since) changes nothing.
+    assert!(!b
+        .write(|tx| tx.logout_notice_outcome("s-3", "https://sp2", 1, "late", true, 0, now + 21))
+        .unwrap());
+    assert!(
+        !b.write(|tx| tx.logout_notice_outcome(
+            "s-3",
+            "https://sp1",
+            1,
+            "twice",
+            true,
+            0,
+            now + 21
+        ))
+        .unwrap(),
+        "a done notice stays as it was"
+    );
     let notices = b.read(|tx| tx.logout_notices_of("s-3")).unwrap();
     assert_eq!(notices[0].outcome.as_deref(), Some("answered: Success"));
     assert!(notices[0].done_at.is_some() && notices[1].done_at.is_none());
+    assert_eq!(notices[1].outcome.as_deref(), Some("unreachable"));
     assert!(
         !a.write(|tx| tx.end_session("s-3", "again", EndedBy::Admin, now + 30))
             .unwrap(),
