@@ -50,6 +50,14 @@ pub fn bare_key(pem_text: &str) -> Result<Vec<u8>, String> {
     pem(pem_text, "PUBLIC KEY")
 }
 
+/// The key a PEM PKCS#10 request names, unchecked (to judge the key before its proof: a
+/// key we would never certify is refused as such, not as a failed proof).
+pub fn csr_public_key(pem_text: &str) -> Result<Vec<u8>, String> {
+    let der = pem(pem_text, "CERTIFICATE REQUEST")?;
+    let req = CertReq::from_der(&der).map_err(|e| format!("not a PKCS#10 request: {e}"))?;
+    req.info.public_key.to_der().map_err(|e| e.to_string())
+}
+
 /// The key of a PEM PKCS#10 request, after checking the request's signature with it.
 pub fn csr_key(pem_text: &str) -> Result<Vec<u8>, String> {
     let der = pem(pem_text, "CERTIFICATE REQUEST")?;

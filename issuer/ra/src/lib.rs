@@ -344,9 +344,17 @@ impl Ra {
     /// The key a request asks to certify, with its proof.
     fn key(&self, req: &IssueRequest) -> Result<(Vec<u8>, Proof), RaError> {
         match (&req.csr, &req.attestation, &req.public_key) {
-            (Some(csr), None, None) => pop::csr_key(csr)
-                .map(|k| (k, Proof::Csr))
-                .map_err(RaError::BadProof),
+            (Some(csr), None, None) => {
+                // The key first: one we would never certify (RSA-1024) is refused as such,
+                // whatever its proof.
+                if let Ok(key) = pop::csr_public_key(csr) {
+                    tessera_issuer_ca::lint::check_public_key(&key)
+                        .map_err(RaError::BadPublicKey)?;
+                }
+                pop::csr_key(csr)
+                    .map(|k| (k, Proof::Csr))
+                    .map_err(RaError::BadProof)
+            }
             (None, Some(a), None) => pop::attested_key(
                 &a.certificate,
                 &a.intermediate,
