@@ -11,6 +11,7 @@
  * Every function returns 0 on success or a negative TX_E_* code; the text of the last
  * failure on this thread is in tx_last_error().
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,78 @@
 #define TX_E_NO_ELEMENT -11
 
 #define SAML_NS "urn:oasis:names:tc:SAML:2.0:assertion"
+
+/* ---------- keys, parsed once ---------- */
+
+/* OpenSSL 3 parses keys through its decoder framework, which costs more than the
+ * signature itself: every Response would pay it three times (the throwaway key, our
+ * certificate for the check after signing, the relying party's certificate). Keys are
+ * parsed once per distinct DER and handed out as new keys holding a duplicate of the key
+ * value only (a reference to the same EVP_PKEY, which OpenSSL lets threads use at once;
+ * not the certificate, whose copy would be parsed again). A small table,
+ * replaced round-robin: a relying party's certificate found again is a hit, an attacker
+ * sending many certificates only evicts (the keys are public, or our throwaway one). */
+#define TX_KEY_CACHE 16
+static struct {
+    unsigned char *der;
+    size_t len;
+    int format;
+    xmlSecKeyPtr key;
+} tx_keys[TX_KEY_CACHE];
+static size_t tx_keys_next;
+static pthread_mutex_t tx_keys_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A new key holding a duplicate of `from`'s value, or NULL. */
+static xmlSecKeyPtr tx_value_copy(xmlSecKeyPtr from) {
+    xmlSecKeyDataPtr v = xmlSecKeyGetValue(from);
+    xmlSecKeyDataPtr dup = v ? xmlSecKeyDataDuplicate(v) : NULL;
+    if (!dup) return NULL;
+    xmlSecKeyPtr k = xmlSecKeyCreate();
+    if (!k || xmlSecKeySetValue(k, dup) < 0) {
+        xmlSecKeyDataDestroy(dup);
+        if (k) xmlSecKeyDestroy(k);
+        return NULL;
+    }
+    return k;
+}
+
+/* A key of its own (the caller destroys it, or gives it to a context that does), or NULL. */
+static xmlSecKeyPtr tx_key(const unsigned char *der, size_t len, xmlSecKeyDataFormat format) {
+    xmlSecKeyPtr out = NULL;
+    pthread_mutex_lock(&tx_keys_lock);
+    for (size_t i = 0; i < TX_KEY_CACHE; i++)
+        if (tx_keys[i].key && tx_keys[i].format == (int)format && tx_keys[i].len == len &&
+            memcmp(tx_keys[i].der, der, len) == 0) {
+            out = tx_value_copy(tx_keys[i].key);
+            pthread_mutex_unlock(&tx_keys_lock);
+            return out;
+        }
+    pthread_mutex_unlock(&tx_keys_lock);
+    xmlSecKeyPtr key = xmlSecCryptoAppKeyLoadMemory(der, (xmlSecSize)len, format, NULL, NULL, NULL);
+    if (!key) return NULL;
+    xmlSecKeyPtr mine = tx_value_copy(key);
+    unsigned char *copy = (unsigned char *)malloc(len ? len : 1);
+    if (!mine || !copy) {
+        free(copy);
+        if (mine) xmlSecKeyDestroy(mine);
+        return key;
+    }
+    memcpy(copy, der, len);
+    xmlSecKeyPtr kept = key;
+    key = mine;
+    pthread_mutex_lock(&tx_keys_lock);
+    size_t slot = tx_keys_next++ % TX_KEY_CACHE;
+    unsigned char *old_der = tx_keys[slot].der;
+    xmlSecKeyPtr old_key = tx_keys[slot].key;
+    tx_keys[slot].der = copy;
+    tx_keys[slot].len = len;
+    tx_keys[slot].format = (int)format;
+    tx_keys[slot].key = kept;
+    pthread_mutex_unlock(&tx_keys_lock);
+    free(old_der);
+    if (old_key) xmlSecKeyDestroy(old_key);
+    return key;
+}
 
 /* ---------- errors, per thread ---------- */
 
@@ -301,8 +374,7 @@ int tx_verify_root(xmlDocPtr doc, const unsigned char *cert, size_t cert_len, in
     int rc = TX_E_INTERNAL;
     xmlSecDSigCtxPtr ctx = xmlSecDSigCtxCreate(NULL);
     if (!ctx) goto out;
-    ctx->signKey = xmlSecCryptoAppKeyLoadMemory(cert, (xmlSecSize)cert_len, xmlSecKeyDataFormatCertDer,
-                                                NULL, NULL, NULL);
+    ctx->signKey = tx_key(cert, cert_len, xmlSecKeyDataFormatCertDer);
     if (!ctx->signKey) {
         rc = TX_E_BAD_KEY;
         goto out;
@@ -420,8 +492,7 @@ int tx_presign(xmlDocPtr doc, int ecdsa, const unsigned char *dummy, size_t dumm
     int rc = TX_E_INTERNAL;
     xmlSecDSigCtxPtr ctx = xmlSecDSigCtxCreate(NULL);
     if (!ctx) return TX_E_INTERNAL;
-    ctx->signKey = xmlSecCryptoAppKeyLoadMemory(dummy, (xmlSecSize)dummy_len, xmlSecKeyDataFormatDer,
-                                                NULL, NULL, NULL);
+    ctx->signKey = tx_key(dummy, dummy_len, xmlSecKeyDataFormatDer);
     if (!ctx->signKey) {
         rc = TX_E_BAD_KEY;
         goto out;
@@ -510,8 +581,7 @@ int tx_encrypt_element(xmlDocPtr doc, const char *ns, const char *name, const un
                                         : xmlSecTransformAes256GcmId;
     xmlNodePtr tmpl = xmlSecTmplEncDataCreate(doc, alg, NULL, xmlSecTypeEncElement, NULL, NULL);
     if (!tmpl || !xmlSecTmplEncDataEnsureCipherValue(tmpl) || !xmlSecTmplEncDataEnsureKeyInfo(tmpl, NULL)) goto out;
-    xmlSecKeyPtr rsa = xmlSecCryptoAppKeyLoadMemory(cert, (xmlSecSize)cert_len, xmlSecKeyDataFormatCertDer, NULL,
-                                                    NULL, NULL);
+    xmlSecKeyPtr rsa = tx_key(cert, cert_len, xmlSecKeyDataFormatCertDer);
     if (!rsa) {
         rc = TX_E_BAD_KEY;
         goto out;
