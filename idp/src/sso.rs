@@ -309,24 +309,18 @@ fn receive(
         );
     }
     // A request is answered once: its ID is remembered for as long as it could be
-    // accepted at all.
+    // accepted at all — in the transaction that stores it as waiting, or alone when it is
+    // answered at once (one write, one disk flush, per request).
     let at = secs(now);
     let until = secs(now + MAX_AGE + SKEW + SKEW);
-    match idp
-        .store
-        .write(|tx| tx.remember_request(&rp.entity_id, &request.id, until, at))
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            return refuse(
-                idp,
-                b,
-                Some(&rp.entity_id),
-                &format!("request {} was received before (a replay)", request.id),
-            )
-        }
-        Err(e) => return unavailable(b, &e),
-    }
+    let replay = || {
+        refuse(
+            idp,
+            b,
+            Some(&rp.entity_id),
+            &format!("request {} was received before (a replay)", request.id),
+        )
+    };
     // A session is reused only for the same LoA, without ForceAuthn, and for the person
     // a PrincipalSelection names (another person's session on a shared PC is not it).
     let session = match live_session(idp, b, at) {
@@ -341,6 +335,14 @@ fn receive(
         Err(e) => return unavailable(b, &e),
     };
     if request.is_passive && session.is_none() {
+        match idp
+            .store
+            .write(|tx| tx.remember_request(&rp.entity_id, &request.id, until, at))
+        {
+            Ok(true) => {}
+            Ok(false) => return replay(),
+            Err(e) => return unavailable(b, &e),
+        }
         return status(
             idp,
             b,
@@ -387,11 +389,17 @@ fn receive(
         "is_passive": request.is_passive,
         "signed": verified.signed,
     });
-    if let Err(e) = idp.store.write(|tx| {
+    match idp.store.write(|tx| {
+        if !tx.remember_request(&rp.entity_id, &request.id, until, at)? {
+            return Ok(false);
+        }
         tx.put_pending(&pending, at)?;
-        tx.audit(&b.address, "sso.request", &details.to_string(), at)
+        tx.audit(&b.address, "sso.request", &details.to_string(), at)?;
+        Ok::<_, tessera_idp_store::StoreError>(true)
     }) {
-        return unavailable(b, &e);
+        Ok(true) => {}
+        Ok(false) => return replay(),
+        Err(e) => return unavailable(b, &e),
     }
     idp.metrics.requests.inc();
     let cookies: Vec<String> = new_binding
@@ -910,62 +918,45 @@ pub(crate) async fn continue_(
         let now = secs(idp.clock.now());
         // The ticket is spent whatever happens next, and a session made for a hand-over
         // that is refused here is ended: a ticket that leaks (history, a proxy's log)
-        // gives nobody a session.
-        let ticket = match idp
-            .store
-            .write(|tx| tx.take_ticket(&web::sha256_hex(q.t.as_bytes()), now))
-        {
-            Ok(t) => t,
-            Err(e) => return unavailable(&b, &e),
-        };
-        let Some((session_id, pending_id)) = ticket else {
-            return refuse_unverified(
-                idp,
-                &b,
-                "an unknown, used or late login ticket",
-                "the login's hand-over is not valid (used, late, or for another request)",
-            );
-        };
-        let end = |why: &str| {
-            let details = serde_json::json!({ "session": session_id, "reason": why });
-            let r = idp.store.write(|tx| {
-                if tx.end_session(&session_id, why, tessera_idp_store::EndedBy::Admin, now)? {
-                    tx.audit(&b.address, "session.ended", &details.to_string(), now)?;
-                }
-                Ok::<_, tessera_idp_store::StoreError>(())
-            });
-            if let Err(e) = r {
-                tracing::error!(error = %e, "ending a refused hand-over's session failed");
-            }
-        };
-        let (pending, waiting, rp) = match waiting_for(idp, &b, &q.p) {
-            Ok(w) => w,
-            Err(r) => {
-                end("hand-over refused");
-                return *r;
-            }
-        };
-        if pending_id != pending.id {
-            end("hand-over for another request");
-            return refuse(
-                idp,
-                &b,
-                Some(&rp.entity_id),
-                "the login's hand-over is not valid (used, late, or for another request)",
-            );
-        }
+        // gives nobody a session. All of it in one write (one disk flush per hand-over);
+        // which request this browser waits with is read first.
+        let ticket_hash = web::sha256_hex(q.t.as_bytes());
+        let waiting = waiting_for(idp, &b, &q.p);
         let cookie = web::random_token();
         // The browser's earlier session, when it is another person's (a shared PC), is
         // ended, not left live without a cookie: its relying parties are told. The same
         // person's (a ForceAuthn login) is left alone — a logout for it would end the
         // session the relying party has just made from the new login (same NameID).
         let earlier = b.session.as_ref().map(|c| web::sha256_hex(c.as_bytes()));
+        enum Taken {
+            NoTicket,
+            Refused,
+            Bound(Session),
+            Gone,
+        }
         let taken = idp.store.write(|tx| {
+            let Some((session_id, pending_id)) = tx.take_ticket(&ticket_hash, now)? else {
+                return Ok(Taken::NoTicket);
+            };
+            let refusal = match &waiting {
+                Err(_) => Some("hand-over refused"),
+                Ok((pending, _, _)) if pending.id != pending_id => {
+                    Some("hand-over for another request")
+                }
+                Ok(_) => None,
+            };
+            if let Some(why) = refusal {
+                if tx.end_session(&session_id, why, tessera_idp_store::EndedBy::Admin, now)? {
+                    let details = serde_json::json!({ "session": session_id, "reason": why });
+                    tx.audit(&b.address, "session.ended", &details.to_string(), now)?;
+                }
+                return Ok(Taken::Refused);
+            }
             if !tx.bind_cookie(&session_id, &web::sha256_hex(cookie.as_bytes()))? {
-                return Ok(None);
+                return Ok(Taken::Gone);
             }
             let Some(new) = tx.session(&session_id)? else {
-                return Ok(None);
+                return Ok(Taken::Gone);
             };
             if let Some(old) = earlier.as_deref() {
                 if let Some(s) = tx
@@ -979,19 +970,22 @@ pub(crate) async fn continue_(
                     }
                 }
             }
-            Ok(Some(new))
+            Ok::<_, tessera_idp_store::StoreError>(Taken::Bound(new))
         });
-        let session = match taken {
-            Ok(Some(s)) if s.live(now) => s,
-            Ok(_) => {
-                return refuse(
+        let not_valid = "the login's hand-over is not valid (used, late, or for another request)";
+        let ((pending, waiting, rp), session) = match (taken, waiting) {
+            (Err(e), _) => return unavailable(&b, &e),
+            (Ok(Taken::NoTicket), _) => {
+                return refuse_unverified(
                     idp,
                     &b,
-                    Some(&rp.entity_id),
-                    "the login's hand-over is not valid (used, late, or for another request)",
+                    "an unknown, used or late login ticket",
+                    not_valid,
                 )
             }
-            Err(e) => return unavailable(&b, &e),
+            (Ok(_), Err(r)) => return *r,
+            (Ok(Taken::Bound(s)), Ok(w)) if s.live(now) => (w, s),
+            (Ok(_), Ok((_, _, rp))) => return refuse(idp, &b, Some(&rp.entity_id), not_valid),
         };
         let mut r = answer(idp, &b, &pending, &waiting, &rp, &session);
         if let Ok(v) = axum::http::HeaderValue::from_str(&web::set_cookie(
