@@ -931,7 +931,7 @@ pub(crate) async fn continue_(
         enum Taken {
             NoTicket,
             Refused,
-            Bound(Session),
+            Bound(Box<Session>),
             Gone,
         }
         let taken = idp.store.write(|tx| {
@@ -970,7 +970,7 @@ pub(crate) async fn continue_(
                     }
                 }
             }
-            Ok::<_, tessera_idp_store::StoreError>(Taken::Bound(new))
+            Ok::<_, tessera_idp_store::StoreError>(Taken::Bound(Box::new(new)))
         });
         let not_valid = "the login's hand-over is not valid (used, late, or for another request)";
         let ((pending, waiting, rp), session) = match (taken, waiting) {
@@ -984,7 +984,7 @@ pub(crate) async fn continue_(
                 )
             }
             (Ok(_), Err(r)) => return *r,
-            (Ok(Taken::Bound(s)), Ok(w)) if s.live(now) => (w, s),
+            (Ok(Taken::Bound(s)), Ok(w)) if s.live(now) => (w, *s),
             (Ok(_), Ok((_, _, rp))) => return refuse(idp, &b, Some(&rp.entity_id), not_valid),
         };
         let mut r = answer(idp, &b, &pending, &waiting, &rp, &session);
