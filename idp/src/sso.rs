@@ -876,12 +876,10 @@ fn waiting_for(
         .as_ref()
         .is_some_and(|c| web::same_secret(&web::sha256_hex(c.as_bytes()), &pending.browser_hash));
     if !ours {
-        audit_alone(
-            idp,
-            &b.address,
-            "sso.refused",
-            serde_json::json!({ "relying_party": pending.relying_party, "reason": "another browser's request" }),
-        );
+        // Logged and counted, not audited: anyone holding a request's name can send this
+        // (unauthenticated input must not fill the audit chain or the one write path).
+        idp.metrics.requests_refused.inc();
+        tracing::warn!(relying_party = %pending.relying_party, address = %b.address, "a waiting request was presented by another browser; refused");
         return Err(Box::new(web::error(
             StatusCode::FORBIDDEN,
             b.tr,
@@ -918,8 +916,9 @@ pub(crate) async fn continue_(
         let now = secs(idp.clock.now());
         // The ticket is spent whatever happens next, and a session made for a hand-over
         // that is refused here is ended: a ticket that leaks (history, a proxy's log)
-        // gives nobody a session. All of it in one write (one disk flush per hand-over);
-        // which request this browser waits with is read first.
+        // gives nobody a session. All of it in one write (one disk flush per hand-over;
+        // if the database fails, nothing changes and the hand-over is refused); which
+        // request this browser waits with is read first.
         let ticket_hash = web::sha256_hex(q.t.as_bytes());
         let waiting = waiting_for(idp, &b, &q.p);
         let cookie = web::random_token();

@@ -50,17 +50,21 @@
  * certificate for the check after signing, the relying party's certificate). Keys are
  * parsed once per distinct DER and handed out as new keys holding a duplicate of the key
  * value only (a reference to the same EVP_PKEY, which OpenSSL lets threads use at once;
- * not the certificate, whose copy would be parsed again). A small table,
- * replaced round-robin: a relying party's certificate found again is a hit, an attacker
- * sending many certificates only evicts (the keys are public, or our throwaway one). */
-#define TX_KEY_CACHE 16
+ * not the certificate, whose copy would be parsed again — nothing reads it: the contexts
+ * get the key directly and our templates write no KeyInfo from it; one that did would
+ * need the certificate copied too). A table evicting the least recently used entry: our
+ * own certificate and throwaway keys, used for every Response, stay; an attacker making
+ * us try many relying parties' certificates only evicts colder ones (the keys are
+ * public, or our throwaway ones). */
+#define TX_KEY_CACHE 64
 static struct {
     unsigned char *der;
     size_t len;
     int format;
     xmlSecKeyPtr key;
+    unsigned long used;
 } tx_keys[TX_KEY_CACHE];
-static size_t tx_keys_next;
+static unsigned long tx_keys_tick;
 static pthread_mutex_t tx_keys_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* A new key holding a duplicate of `from`'s value, or NULL. */
@@ -77,17 +81,25 @@ static xmlSecKeyPtr tx_value_copy(xmlSecKeyPtr from) {
     return k;
 }
 
-/* A key of its own (the caller destroys it, or gives it to a context that does), or NULL. */
-static xmlSecKeyPtr tx_key(const unsigned char *der, size_t len, xmlSecKeyDataFormat format) {
-    xmlSecKeyPtr out = NULL;
-    pthread_mutex_lock(&tx_keys_lock);
+/* The entry holding this DER in this format, or -1 (the lock held). */
+static long tx_key_find(const unsigned char *der, size_t len, xmlSecKeyDataFormat format) {
     for (size_t i = 0; i < TX_KEY_CACHE; i++)
         if (tx_keys[i].key && tx_keys[i].format == (int)format && tx_keys[i].len == len &&
-            memcmp(tx_keys[i].der, der, len) == 0) {
-            out = tx_value_copy(tx_keys[i].key);
-            pthread_mutex_unlock(&tx_keys_lock);
-            return out;
-        }
+            memcmp(tx_keys[i].der, der, len) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* A key of its own (the caller destroys it, or gives it to a context that does), or NULL. */
+static xmlSecKeyPtr tx_key(const unsigned char *der, size_t len, xmlSecKeyDataFormat format) {
+    pthread_mutex_lock(&tx_keys_lock);
+    long hit = tx_key_find(der, len, format);
+    if (hit >= 0) {
+        tx_keys[hit].used = ++tx_keys_tick;
+        xmlSecKeyPtr out = tx_value_copy(tx_keys[hit].key);
+        pthread_mutex_unlock(&tx_keys_lock);
+        return out;
+    }
     pthread_mutex_unlock(&tx_keys_lock);
     xmlSecKeyPtr key = xmlSecCryptoAppKeyLoadMemory(der, (xmlSecSize)len, format, NULL, NULL, NULL);
     if (!key) return NULL;
@@ -102,13 +114,28 @@ static xmlSecKeyPtr tx_key(const unsigned char *der, size_t len, xmlSecKeyDataFo
     xmlSecKeyPtr kept = key;
     key = mine;
     pthread_mutex_lock(&tx_keys_lock);
-    size_t slot = tx_keys_next++ % TX_KEY_CACHE;
+    if (tx_key_find(der, len, format) >= 0) {
+        /* Another thread put it there meanwhile: keep theirs. */
+        pthread_mutex_unlock(&tx_keys_lock);
+        free(copy);
+        xmlSecKeyDestroy(kept);
+        return key;
+    }
+    size_t slot = 0;
+    for (size_t i = 0; i < TX_KEY_CACHE; i++) {
+        if (!tx_keys[i].key) {
+            slot = i;
+            break;
+        }
+        if (tx_keys[i].used < tx_keys[slot].used) slot = i;
+    }
     unsigned char *old_der = tx_keys[slot].der;
     xmlSecKeyPtr old_key = tx_keys[slot].key;
     tx_keys[slot].der = copy;
     tx_keys[slot].len = len;
     tx_keys[slot].format = (int)format;
     tx_keys[slot].key = kept;
+    tx_keys[slot].used = ++tx_keys_tick;
     pthread_mutex_unlock(&tx_keys_lock);
     free(old_der);
     if (old_key) xmlSecKeyDestroy(old_key);

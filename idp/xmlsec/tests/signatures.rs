@@ -472,3 +472,34 @@ fn an_element_with_too_many_attributes_is_refused_before_libxml2() {
         Some(XmlError::TooManyAttributes)
     );
 }
+
+/// The shim keeps parsed keys (a table of 64, least recently used evicted): with more
+/// keys than it holds, used from several threads at once, every signature still verifies
+/// with its own certificate only, and never with another's that a thread just used.
+#[test]
+fn keys_kept_between_calls_stay_apart_under_threads_and_eviction() {
+    let keys: Vec<Key> = (0..80)
+        .map(|_| Key::new(SignatureAlg::EcdsaP256Sha256))
+        .collect();
+    let signed: Vec<String> = keys.iter().map(|k| k.sign_doc(REQUEST)).collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (keys, signed) = (&keys, &signed);
+            s.spawn(move || {
+                for round in 0..3 {
+                    for i in (0..keys.len()).map(|i| (i * 7 + t + round) % keys.len()) {
+                        assert!(verify(&keys[i], &signed[i]).is_ok(), "key {i}");
+                        let other = (i + 1) % keys.len();
+                        assert!(
+                            matches!(
+                                verify(&keys[other], &signed[i]),
+                                Err(XmlError::SignatureInvalid(_))
+                            ),
+                            "key {other} verified key {i}'s signature"
+                        );
+                    }
+                }
+            });
+        }
+    });
+}
