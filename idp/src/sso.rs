@@ -323,14 +323,13 @@ fn receive(
     };
     // A session is reused only for the same LoA, without ForceAuthn, and for the person
     // a PrincipalSelection names (another person's session on a shared PC is not it).
+    let principal = principal_for(&rp, &request.principal_selection);
     let session = match live_session(idp, b, at) {
         Ok(s) => s.filter(|s| {
             s.loa == idp.loa
                 && !request.force_authn
-                && serde_json::from_str::<Holder>(&s.holder).is_ok_and(|h| {
-                    principal_mismatch(idp, &principal_for(&rp, &request.principal_selection), &h)
-                        .is_none()
-                })
+                && serde_json::from_str::<Holder>(&s.holder)
+                    .is_ok_and(|h| principal_mismatch(idp, &principal, &h).is_none())
         }),
         Err(e) => return unavailable(b, &e),
     };
@@ -369,7 +368,7 @@ fn receive(
         consent_token: web::random_token(),
         force_authn: request.force_authn,
         is_passive: request.is_passive,
-        principal: principal_for(&rp, &request.principal_selection),
+        principal,
     };
     let pending = Pending {
         id: web::random_token(),
@@ -550,6 +549,24 @@ fn status(
     sub: &'static str,
     message: &str,
 ) -> Response {
+    let (sealed, details) = match error_status(idp, rp, in_response_to, acs, code, sub, message) {
+        Ok(x) => x,
+        Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e),
+    };
+    audit_alone(idp, &b.address, "sso.status", details);
+    post_page(b, rp, acs, relay_state, &sealed)
+}
+
+/// An error Response, sealed, and what its audit record says.
+fn error_status(
+    idp: &Idp,
+    rp: &RelyingParty,
+    in_response_to: &str,
+    acs: &str,
+    code: &'static str,
+    sub: &'static str,
+    message: &str,
+) -> Result<(Vec<u8>, serde_json::Value), String> {
     let response = SamlResponse {
         id: new_id(),
         in_response_to: in_response_to.to_owned(),
@@ -562,20 +579,51 @@ fn status(
             message: message.to_owned(),
         },
     };
-    let sealed = match seal_for(idp, rp, &response, None) {
+    let sealed = seal_for(idp, rp, &response, None)?;
+    let details = serde_json::json!({
+        "relying_party": rp.entity_id, "request": in_response_to,
+        "status": code, "sub": sub, "message": message,
+    });
+    Ok((sealed, details))
+}
+
+/// Ends a waiting request with Responder and `sub` (the user cancelled, IsPassive could
+/// not be kept, the card login failed): sealed first, then the request spent and the
+/// status audited in one transaction — answered once, whichever click comes first.
+fn end_waiting(
+    idp: &Idp,
+    b: &Browser,
+    pending: &Pending,
+    waiting: &Waiting,
+    rp: &RelyingParty,
+    sub: &'static str,
+    message: &str,
+) -> Response {
+    let (sealed, details) = match error_status(
+        idp,
+        rp,
+        &waiting.request_id,
+        &waiting.acs,
+        STATUS_RESPONDER,
+        sub,
+        message,
+    ) {
         Ok(x) => x,
         Err(e) => return web::error(StatusCode::INTERNAL_SERVER_ERROR, b.tr, &e),
     };
-    audit_alone(
-        idp,
-        &b.address,
-        "sso.status",
-        serde_json::json!({
-            "relying_party": rp.entity_id, "request": in_response_to,
-            "status": code, "sub": sub, "message": message,
-        }),
-    );
-    post_page(b, rp, acs, relay_state, &sealed)
+    let at = secs(idp.clock.now());
+    let spent = idp.store.write(|tx| {
+        if !tx.take_pending(&pending.id)? {
+            return Ok(false);
+        }
+        tx.audit(&b.address, "sso.status", &details.to_string(), at)?;
+        Ok::<_, tessera_idp_store::StoreError>(true)
+    });
+    match spent {
+        Ok(true) => post_page(b, rp, &waiting.acs, waiting.relay_state.clone(), &sealed),
+        Ok(false) => answered(b),
+        Err(e) => unavailable(b, &e),
+    }
 }
 
 /// The attributes released to `rp` about `holder`: the attribute set's required three
@@ -666,21 +714,15 @@ fn answer(
             Approval::Remembered,
         ),
         // IsPassive: the release page would be a page; the relying party hears so.
-        Ok(_) if waiting.is_passive => match idp.store.write(|tx| tx.take_pending(&pending.id)) {
-            Ok(true) => status(
-                idp,
-                b,
-                rp,
-                &waiting.request_id,
-                &waiting.acs,
-                waiting.relay_state.clone(),
-                STATUS_RESPONDER,
-                STATUS_NO_PASSIVE,
-                "the release of attributes needs the user's approval, and the request does not let us ask",
-            ),
-            Ok(false) => answered(b),
-            Err(e) => unavailable(b, &e),
-        },
+        Ok(_) if waiting.is_passive => end_waiting(
+            idp,
+            b,
+            pending,
+            waiting,
+            rp,
+            STATUS_NO_PASSIVE,
+            "the release of attributes needs the user's approval, and the request does not let us ask",
+        ),
         Ok(_) => web::html(
             StatusCode::OK,
             ConsentPage {
@@ -1052,21 +1094,15 @@ pub(crate) async fn consent(
             );
         }
         match d.choice.as_str() {
-            "cancel" => match idp.store.write(|tx| tx.take_pending(&pending.id)) {
-                Ok(true) => status(
-                    idp,
-                    &b,
-                    &rp,
-                    &waiting.request_id,
-                    &waiting.acs,
-                    waiting.relay_state.clone(),
-                    STATUS_RESPONDER,
-                    STATUS_CANCEL,
-                    "the user cancelled",
-                ),
-                Ok(false) => answered(&b),
-                Err(e) => unavailable(&b, &e),
-            },
+            "cancel" => end_waiting(
+                idp,
+                &b,
+                &pending,
+                &waiting,
+                &rp,
+                STATUS_CANCEL,
+                "the user cancelled",
+            ),
             "approve" => {
                 let remember = (d.remember.as_deref() == Some("yes")).then(|| Consent {
                     person_id: session.person_id.clone(),
@@ -1110,21 +1146,15 @@ pub(crate) async fn failed(
             Ok(w) => w,
             Err(r) => return *r,
         };
-        match idp.store.write(|tx| tx.take_pending(&pending.id)) {
-            Ok(true) => status(
-                idp,
-                &b,
-                &rp,
-                &waiting.request_id,
-                &waiting.acs,
-                waiting.relay_state.clone(),
-                STATUS_RESPONDER,
-                STATUS_AUTHN_FAILED,
-                "the service ID could not log in",
-            ),
-            Ok(false) => answered(&b),
-            Err(e) => unavailable(&b, &e),
-        }
+        end_waiting(
+            idp,
+            &b,
+            &pending,
+            &waiting,
+            &rp,
+            STATUS_AUTHN_FAILED,
+            "the service ID could not log in",
+        )
     })
     .await
 }
