@@ -85,6 +85,9 @@ impl Idp {
     /// Sends the logout notices that are due; returns how many were handled.
     pub(crate) fn send_logouts(&self) -> Result<usize> {
         let now = secs(self.clock.now());
+        if !self.store.read(|tx| tx.logout_notice_due(now))? {
+            return Ok(0);
+        }
         let due = self
             .store
             .write(|tx| tx.lease_logout_notices(now, now + LEASE, BATCH))?;

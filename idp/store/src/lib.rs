@@ -446,6 +446,17 @@ impl Tx<'_> {
         Ok(true)
     }
 
+    /// Whether a logout notice is due at `now` (a read: the sender asks every second, and
+    /// a lease is a write, a disk flush, on the one write path).
+    pub fn logout_notice_due(&mut self, now: i64) -> Result<bool, StoreError> {
+        Ok(diesel::select(diesel::dsl::exists(
+            logout_notices::table
+                .filter(logout_notices::done_at.is_null())
+                .filter(logout_notices::next_at.le(now)),
+        ))
+        .get_result(self.conn)?)
+    }
+
     /// Up to `limit` logout notices due at `now`, leased until `lease_until` (moved ahead,
     /// so that another server on the same database leaves them alone meanwhile).
     pub fn lease_logout_notices(

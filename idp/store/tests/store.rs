@@ -152,6 +152,8 @@ fn scenario(a: &Store, b: &Store) {
     assert!(a
         .write(|tx| tx.end_session("s-3", "logged out", EndedBy::User, now + 10))
         .unwrap());
+    assert!(!b.read(|tx| tx.logout_notice_due(now + 9)).unwrap());
+    assert!(b.read(|tx| tx.logout_notice_due(now + 10)).unwrap());
     let leased = a
         .write(|tx| tx.lease_logout_notices(now + 10, now + 70, 10))
         .unwrap();
@@ -201,6 +203,10 @@ fn scenario(a: &Store, b: &Store) {
         .write(|tx| tx.lease_logout_notices(now + 20, now + 80, 10))
         .unwrap();
     assert_eq!(again.len(), 1, "only the one not answered");
+    assert!(
+        !b.read(|tx| tx.logout_notice_due(now + 21)).unwrap(),
+        "leased, so not due"
+    );
     assert_eq!(again[0].attempts, 1);
     // A sender whose lease ran out (another took the notice since) changes nothing.
     assert!(!b
