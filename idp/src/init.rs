@@ -141,10 +141,7 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
         None => None,
         Some((source, cert)) => {
             // Checked now, kept beside the deployment.
-            keys::certificate_file(cert)?;
-            let file = PathBuf::from("federation-signer-1.pem");
-            std::fs::copy(cert, dir.join(&file))
-                .with_context(|| format!("copying {}", cert.display()))?;
+            let file = copy_certificate_in(dir, cert, "federation-signer-1.pem")?;
             Some(config::Federation {
                 source: source.clone(),
                 certificates: vec![file],
@@ -173,13 +170,7 @@ fn make(dir: &Path, opts: &Options) -> Result<Config> {
     write_private(dir, files::ADMIN_TOKEN, &admin_token)?;
     let logout_ca = match &opts.logout_ca {
         None => None,
-        Some(ca) => {
-            keys::certificate_file(ca)?;
-            let file = PathBuf::from("logout-tls-ca.pem");
-            std::fs::copy(ca, dir.join(&file))
-                .with_context(|| format!("copying {}", ca.display()))?;
-            Some(file)
-        }
+        Some(ca) => Some(copy_certificate_in(dir, ca, "logout-tls-ca.pem")?),
     };
     let config = Config {
         logout_ca,
@@ -228,20 +219,15 @@ fn login(dir: &Path, token: &tessera_hsm::Token, l: &LoginOptions) -> Result<con
     std::fs::write(dir.join(&tls_certificate), pem)?;
     let mut card_cas = Vec::new();
     for (i, ca) in l.card_cas.iter().enumerate() {
-        keys::certificate_file(ca)?;
-        let file = PathBuf::from(format!("card-ca-{}.pem", i + 1));
-        std::fs::copy(ca, dir.join(&file)).with_context(|| format!("copying {}", ca.display()))?;
-        card_cas.push(file);
+        card_cas.push(copy_certificate_in(
+            dir,
+            ca,
+            &format!("card-ca-{}.pem", i + 1),
+        )?);
     }
     let issuer_ca = match &l.issuer_ca {
         None => None,
-        Some(ca) => {
-            keys::certificate_file(ca)?;
-            let file = PathBuf::from("issuer-tls-ca.pem");
-            std::fs::copy(ca, dir.join(&file))
-                .with_context(|| format!("copying {}", ca.display()))?;
-            Some(file)
-        }
+        Some(ca) => Some(copy_certificate_in(dir, ca, "issuer-tls-ca.pem")?),
     };
     if let Some(file) = &l.issuer_token {
         let secret = Zeroizing::new(
@@ -263,6 +249,15 @@ fn login(dir: &Path, token: &tessera_hsm::Token, l: &LoginOptions) -> Result<con
         issuer_token: PathBuf::from(files::ISSUER_TOKEN),
         issuer_ca,
     })
+}
+
+/// A certificate file (PEM, checked) copied into the data directory as `name`; the
+/// configuration names it relative to the directory.
+fn copy_certificate_in(dir: &Path, from: &Path, name: &str) -> Result<PathBuf> {
+    keys::certificate_file(from)?;
+    let file = PathBuf::from(name);
+    std::fs::copy(from, dir.join(&file)).with_context(|| format!("copying {}", from.display()))?;
+    Ok(file)
 }
 
 /// The activation secret in the data directory (1-of-1 custody), mode 0600.

@@ -408,72 +408,48 @@ pub fn run(
                 "tessera-idp on http://{local} (metadata at /saml/metadata); no card login set up (init --card-ca …), so requests cannot be answered yet"
             ),
         }
-        {
-            let idp = Arc::clone(&idp);
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(RESIGN_EVERY);
-                every.tick().await;
-                loop {
-                    every.tick().await;
-                    let idp = Arc::clone(&idp);
-                    match tokio::task::spawn_blocking(move || idp.sign_metadata()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "signing the metadata failed; the last copy is served until it expires"),
-                        Err(e) => tracing::error!(error = %e, "signing the metadata panicked"),
-                    }
-                }
-            });
+        every(
+            &idp,
+            RESIGN_EVERY,
+            true,
+            Idp::sign_metadata,
+            "signing the metadata (the last copy is served until it expires)",
+        );
+        if let Some(federation) = &idp.config.federation {
+            let period = Duration::from_secs(u64::from(federation.refresh_minutes) * 60);
+            every(
+                &idp,
+                period,
+                false,
+                |idp| {
+                    idp.refresh_federation();
+                    Ok(())
+                },
+                "refreshing the federation metadata",
+            );
         }
-        if let Some(federation) = idp.config.federation.clone() {
-            let idp = Arc::clone(&idp);
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(
-                    u64::from(federation.refresh_minutes) * 60,
-                ));
-                loop {
-                    every.tick().await;
-                    let idp = Arc::clone(&idp);
-                    if let Err(e) = tokio::task::spawn_blocking(move || idp.refresh_federation()).await {
-                        tracing::error!(error = %e, "refreshing the federation metadata panicked");
-                    }
-                }
-            });
-        }
-        {
-            let idp = Arc::clone(&idp);
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(LOGOUT_EVERY);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    every.tick().await;
-                    let idp2 = Arc::clone(&idp);
-                    match tokio::task::spawn_blocking(move || idp2.send_logouts()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "sending logout notices failed; trying again"),
-                        Err(e) => tracing::error!(error = %e, "sending logout notices panicked"),
-                    }
-                }
-            });
-        }
+        every(
+            &idp,
+            LOGOUT_EVERY,
+            false,
+            |idp| idp.send_logouts().map(drop),
+            "sending logout notices",
+        );
         if let Some(login_listener) = login_listener {
             tokio::spawn(crate::login::serve(Arc::clone(&idp), login_listener, shutdown()));
-            let idp = Arc::clone(&idp);
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(FEED_EVERY);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    every.tick().await;
-                    let idp2 = Arc::clone(&idp);
-                    match tokio::task::spawn_blocking(move || idp2.follow_feed()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
+            every(
+                &idp,
+                FEED_EVERY,
+                false,
+                |idp| {
+                    idp.follow_feed()
+                        .map(drop)
+                        .inspect_err(|_| {
                             idp.metrics.feed_failures.inc();
-                            tracing::warn!(error = %format!("{e:#}"), "reading the issuer's status feed failed; trying again");
-                        }
-                        Err(e) => tracing::error!(error = %e, "following the status feed panicked"),
-                    }
-                }
-            });
+                        })
+                },
+                "reading the issuer's status feed",
+            );
         }
         axum::serve(
             listener,
@@ -483,6 +459,37 @@ pub fn run(
         .await
         .context("serving")
     })
+}
+
+/// Runs `job` on a blocking thread every `period` (first after one period when
+/// `wait_first`, else at once), never two at a time (a slow run delays the next); a
+/// failure is logged and the next period tries again.
+fn every(
+    idp: &Arc<Idp>,
+    period: Duration,
+    wait_first: bool,
+    job: fn(&Idp) -> Result<()>,
+    what: &'static str,
+) {
+    let idp = Arc::clone(idp);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if wait_first {
+            every.tick().await;
+        }
+        loop {
+            every.tick().await;
+            let idp = Arc::clone(&idp);
+            match tokio::task::spawn_blocking(move || job(&idp)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "{what} failed; trying again")
+                }
+                Err(e) => tracing::error!(error = %e, "{what} panicked"),
+            }
+        }
+    });
 }
 
 fn router(idp: Arc<Idp>) -> Router {
