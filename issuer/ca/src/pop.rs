@@ -50,27 +50,44 @@ pub fn bare_key(pem_text: &str) -> Result<Vec<u8>, String> {
     pem(pem_text, "PUBLIC KEY")
 }
 
-/// The key a PEM PKCS#10 request names, unchecked (to judge the key before its proof: a
-/// key we would never certify is refused as such, not as a failed proof).
-pub fn csr_public_key(pem_text: &str) -> Result<Vec<u8>, String> {
-    let der = pem(pem_text, "CERTIFICATE REQUEST")?;
-    let req = CertReq::from_der(&der).map_err(|e| format!("not a PKCS#10 request: {e}"))?;
-    req.info.public_key.to_der().map_err(|e| e.to_string())
+/// Why a PKCS#10 request's key is not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CsrError {
+    /// The key is one we never certify ([`crate::lint::check_public_key`]).
+    Key(String),
+    /// Not a request, or its signature does not verify with its key.
+    Proof(String),
 }
 
-/// The key of a PEM PKCS#10 request, after checking the request's signature with it.
-pub fn csr_key(pem_text: &str) -> Result<Vec<u8>, String> {
-    let der = pem(pem_text, "CERTIFICATE REQUEST")?;
-    let req = CertReq::from_der(&der).map_err(|e| format!("not a PKCS#10 request: {e}"))?;
-    let info = req.info.to_der().map_err(|e| e.to_string())?;
+/// The key of a PEM PKCS#10 request: judged first (a key we would never certify, such as
+/// RSA-1024, is refused as such, whatever its proof), then the request's signature
+/// checked with it.
+pub fn csr_key(pem_text: &str) -> Result<Vec<u8>, CsrError> {
+    let der = pem(pem_text, "CERTIFICATE REQUEST").map_err(CsrError::Proof)?;
+    let req = CertReq::from_der(&der)
+        .map_err(|e| CsrError::Proof(format!("not a PKCS#10 request: {e}")))?;
+    let key = req
+        .info
+        .public_key
+        .to_der()
+        .map_err(|e| CsrError::Proof(e.to_string()))?;
+    crate::lint::check_public_key(&key).map_err(CsrError::Key)?;
+    let info = req
+        .info
+        .to_der()
+        .map_err(|e| CsrError::Proof(e.to_string()))?;
     crate::x509::verify_signature(
         &req.info.public_key,
         &req.algorithm,
         &info,
         req.signature.raw_bytes(),
     )
-    .map_err(|e| format!("the request's signature does not verify with its key: {e:#}"))?;
-    req.info.public_key.to_der().map_err(|e| e.to_string())
+    .map_err(|e| {
+        CsrError::Proof(format!(
+            "the request's signature does not verify with its key: {e:#}"
+        ))
+    })?;
+    Ok(key)
 }
 
 /// The key of a PIV attestation, after checking the chain to one of `roots`, the validity

@@ -344,17 +344,11 @@ impl Ra {
     /// The key a request asks to certify, with its proof.
     fn key(&self, req: &IssueRequest) -> Result<(Vec<u8>, Proof), RaError> {
         match (&req.csr, &req.attestation, &req.public_key) {
-            (Some(csr), None, None) => {
-                // The key first: one we would never certify (RSA-1024) is refused as such,
-                // whatever its proof.
-                if let Ok(key) = pop::csr_public_key(csr) {
-                    tessera_issuer_ca::lint::check_public_key(&key)
-                        .map_err(RaError::BadPublicKey)?;
-                }
-                pop::csr_key(csr)
-                    .map(|k| (k, Proof::Csr))
-                    .map_err(RaError::BadProof)
-            }
+            (Some(csr), None, None) => match pop::csr_key(csr) {
+                Ok(k) => Ok((k, Proof::Csr)),
+                Err(pop::CsrError::Key(e)) => Err(RaError::BadPublicKey(e)),
+                Err(pop::CsrError::Proof(e)) => Err(RaError::BadProof(e)),
+            },
             (None, Some(a), None) => pop::attested_key(
                 &a.certificate,
                 &a.intermediate,

@@ -593,7 +593,10 @@ pub fn verify_signature(
         .as_ref()
         .filter(|_| spki.algorithm.oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY)
         .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok());
-    let key = spki.subject_public_key.raw_bytes();
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| anyhow!("bad signature: a public key that is not whole bytes"))?;
     let verifier: &dyn ring::signature::VerificationAlgorithm = if alg
         == const_oid::db::rfc5912::ECDSA_WITH_SHA_256
         && curve == Some(const_oid::db::rfc5912::SECP_256_R_1)
